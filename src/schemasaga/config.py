@@ -1,0 +1,47 @@
+"""The one settings object. Values come from ``SCHEMASAGA_*`` environment variables; CLI flags override."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SCHEMASAGA_", extra="ignore")
+
+    # Core database (metadata, events, jobs). None means: start the embedded PostgreSQL in data_dir.
+    database_url: str | None = None
+    # Default BYODB, registered as database "default". None on the embedded default: database "byodb"
+    # in the embedded cluster.
+    byodb_url: str | None = None
+    data_dir: Path = Path(".schemasaga")
+    secret_key: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Worker
+    worker_concurrency: int = 8
+    # Seconds between polls for new jobs; bounds the wait when a LISTEN/NOTIFY wake-up is missed.
+    job_polling_interval: float = 0.5
+    # A worker that sent no heartbeat for this long is considered dead and its jobs are retried.
+    stalled_worker_timeout: float = 6.0
+    heartbeat_interval: float = 1.0
+
+    # Saga retries for transient BYODB failures: attempt n waits retry_base_delay * 2**(n-1), capped.
+    retry_max_attempts: int = 7
+    retry_base_delay: float = 0.5
+    retry_max_delay: float = 30.0
+
+    # DDL guards on the BYODB (milliseconds).
+    ddl_lock_timeout_ms: int = 5000
+    ddl_statement_timeout_ms: int = 60000
+    byodb_connect_timeout: int = 5
+
+    snapshot_every: int = Field(default=50, ge=1)
+    # Seconds between drift scans; 0 disables the periodic scan.
+    drift_scan_interval: float = 0.0
+
+    log_level: str = "INFO"

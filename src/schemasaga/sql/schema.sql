@@ -1,0 +1,93 @@
+-- The current core schema, applied as a whole to a fresh database. Upgrades of existing
+-- databases go through sql/migrations/; tests/integration/test_migrations.py proves both give
+-- the same schema. Procrastinate's own schema is installed beside it by `schemasaga db upgrade`.
+
+-- Event store ---------------------------------------------------------------------------------
+
+CREATE TABLE event_store_events (
+    position        bigserial   PRIMARY KEY,
+    event_id        uuid        NOT NULL UNIQUE,
+    event_type      text        NOT NULL,
+    schema_version  integer     NOT NULL DEFAULT 1,
+    data            jsonb       NOT NULL,
+    metadata        jsonb       NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    valid_at        timestamptz,
+    -- The writing transaction. Followers of the global log read in (tx_id, position) order and
+    -- only below the oldest transaction still running, so a late commit is never skipped.
+    tx_id           xid8        NOT NULL DEFAULT pg_current_xact_id()
+);
+CREATE INDEX event_store_events_type_idx ON event_store_events (event_type, position);
+CREATE INDEX event_store_events_created_at_idx ON event_store_events (created_at, position);
+CREATE INDEX event_store_events_tx_idx ON event_store_events (tx_id, position);
+CREATE INDEX event_store_events_correlation_idx
+    ON event_store_events ((metadata ->> 'correlation_id'), position);
+
+CREATE TABLE event_store_events_in_streams (
+    stream      text        NOT NULL,
+    version     integer     NOT NULL,
+    event_id    uuid        NOT NULL REFERENCES event_store_events (event_id),
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (stream, version),
+    UNIQUE (stream, event_id)
+);
+CREATE INDEX event_store_events_in_streams_event_idx ON event_store_events_in_streams (event_id);
+
+CREATE TABLE event_store_snapshots (
+    stream      text        NOT NULL,
+    version     integer     NOT NULL,
+    state       jsonb       NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (stream, version)
+);
+
+-- Read models (projections), rebuildable from the events ---------------------------------------
+
+CREATE TABLE rm_tables (
+    table_id        uuid        PRIMARY KEY,
+    database_name   text        NOT NULL,
+    name            text        NOT NULL,
+    synced          boolean     NOT NULL,
+    exists_         boolean     NOT NULL,
+    deleted         boolean     NOT NULL DEFAULT false,
+    columns         jsonb       NOT NULL,
+    version         integer     NOT NULL,
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL
+);
+-- One live table per name per database (a live table is one not deleted and not rejected).
+CREATE UNIQUE INDEX rm_tables_live_name_idx ON rm_tables (database_name, lower(name)) WHERE NOT deleted;
+
+CREATE TABLE rm_operations (
+    operation_id    uuid        PRIMARY KEY,
+    table_id        uuid        NOT NULL,
+    kind            text        NOT NULL,
+    status          text        NOT NULL,
+    detail          jsonb       NOT NULL DEFAULT '{}',
+    attempts        integer     NOT NULL DEFAULT 0,
+    steps_done      jsonb       NOT NULL DEFAULT '[]',
+    last_error      text,
+    accepted_seq    bigint      NOT NULL,
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    finished_at     timestamptz
+);
+CREATE INDEX rm_operations_table_idx ON rm_operations (table_id, accepted_seq);
+CREATE INDEX rm_operations_open_idx ON rm_operations (status) WHERE status IN ('pending', 'running');
+
+CREATE TABLE rm_databases (
+    name            text        PRIMARY KEY,
+    engine          text        NOT NULL,
+    url_encrypted   text        NOT NULL,
+    display         jsonb       NOT NULL,
+    status          text        NOT NULL,
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL
+);
+
+-- Bookkeeping -----------------------------------------------------------------------------------
+
+CREATE TABLE schemasaga_migrations (
+    name        text        PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);

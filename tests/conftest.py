@@ -1,0 +1,164 @@
+"""Test databases: one template built per run, a fresh clone for every test.
+
+PostgreSQL comes from ``SCHEMASAGA_TEST_DATABASE_URL``, else the local server on 127.0.0.1:5432,
+else an embedded PostgreSQL started for the run (machines with no database server).
+MariaDB comes from ``SCHEMASAGA_TEST_MYSQL_URL`` or 127.0.0.1:3306 as root; tests that need it are
+skipped when it is absent, except under CI where its absence is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from schemasaga.migrations import upgrade
+
+LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOCAL_MYSQL = "mysql+pymysql://root@127.0.0.1:3306/"
+
+
+def _reachable(conninfo: str) -> bool:
+    try:
+        with psycopg.connect(conninfo, connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A conninfo to the maintenance database of a PostgreSQL server the tests may create databases on."""
+    url = os.environ.get("SCHEMASAGA_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    if os.environ.get("SCHEMASAGA_TEST_EMBEDDED") != "1" and _reachable(LOCAL_PG):
+        yield LOCAL_PG
+        return
+    from schemasaga.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    server.start()
+    try:
+        yield server.conninfo("postgres")
+    finally:
+        server.stop()
+
+
+def with_dbname(conninfo: str, dbname: str) -> str:
+    params = conninfo_to_dict(conninfo)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+def create_database(server: str, *, template: str | None = None) -> str:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        clause = f" TEMPLATE {template}" if template else ""
+        conn.execute(f"CREATE DATABASE {name}{clause}")
+    return name
+
+
+def drop_database(server: str, name: str) -> None:
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def core_template(pg_server: str) -> Iterator[str]:
+    """Name of a template database holding the full core schema, built once per run."""
+    name = create_database(pg_server)
+    upgrade(with_dbname(pg_server, name))
+    try:
+        yield name
+    finally:
+        drop_database(pg_server, name)
+
+
+@pytest.fixture
+def core_db(pg_server: str, core_template: str) -> Iterator[str]:
+    """Conninfo of a fresh core database (schema applied), private to one test."""
+    name = create_database(pg_server, template=core_template)
+    try:
+        yield with_dbname(pg_server, name)
+    finally:
+        drop_database(pg_server, name)
+
+
+@pytest.fixture
+def empty_pg_db(pg_server: str) -> Iterator[str]:
+    """Conninfo of a fresh empty PostgreSQL database (a BYODB, or a database to migrate)."""
+    name = create_database(pg_server)
+    try:
+        yield with_dbname(pg_server, name)
+    finally:
+        drop_database(pg_server, name)
+
+
+def pg_sqlalchemy_url(conninfo: str) -> str:
+    """SQLAlchemy URL (psycopg driver) for a libpq conninfo or URL."""
+    p = conninfo_to_dict(conninfo)
+    host = p.get("host", "")
+    port = p.get("port", "5432")
+    user = p.get("user", "postgres")
+    db = p.get("dbname", "postgres")
+    if host.startswith("/"):
+        return f"postgresql+psycopg://{user}@/{db}?host={host}&port={port}"
+    return f"postgresql+psycopg://{user}@{host}:{port}/{db}"
+
+
+@pytest.fixture
+def byodb_pg_url(empty_pg_db: str) -> str:
+    """SQLAlchemy URL of a fresh, empty PostgreSQL BYODB."""
+    return pg_sqlalchemy_url(empty_pg_db)
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> str | None:
+    url = os.environ.get("SCHEMASAGA_TEST_MYSQL_URL", LOCAL_MYSQL)
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    try:
+        pymysql.connect(
+            host=u.host or "127.0.0.1", port=u.port or 3306, user=u.username or "root",
+            password=u.password or "", connect_timeout=2,
+        ).close()
+    except pymysql.err.OperationalError:
+        if os.environ.get("CI"):
+            pytest.fail(f"MariaDB/MySQL is required under CI but {u.host}:{u.port} is unreachable")
+        return None
+    return url
+
+
+@pytest.fixture
+def byodb_mysql_url(mysql_server: str | None) -> Iterator[str]:
+    """SQLAlchemy URL of a fresh, empty MariaDB/MySQL database."""
+    if mysql_server is None:
+        pytest.skip("no MariaDB/MySQL server reachable")
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    u = make_url(mysql_server)
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    conn = pymysql.connect(host=u.host, port=u.port or 3306, user=u.username, password=u.password or "")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name}")
+        yield str(u.set(database=name).render_as_string(hide_password=False))
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name}")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def byodb_sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'byodb.sqlite3'}"
