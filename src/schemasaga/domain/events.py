@@ -1,0 +1,130 @@
+"""The Table's events. Past tense, frozen, serializable to plain JSON-able dicts.
+
+The first nine are the demo's; the saga events record each change's progress in the same stream,
+so a restarted worker resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from uuid import UUID
+
+
+@dataclass(frozen=True, slots=True)
+class TableEvent:
+    table_id: UUID
+    operation_id: UUID
+
+    # Payload schema version; bump it and register an upcaster when a payload's shape changes.
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__name__
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            data[f.name] = str(value) if isinstance(value, UUID) else value
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class TableCreated(TableEvent):
+    name: str
+    database: str
+    columns: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class TableCreationConfirmed(TableEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TableCreationRejected(TableEvent):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TableChanged(TableEvent):
+    # "add" with the new column, or "remove" with the column as it was.
+    action: str
+    column: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TableChangeConfirmed(TableEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TableChangeRejected(TableEvent):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TableDeleted(TableEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TableDeletionConfirmed(TableEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TableDeletionRejected(TableEvent):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SagaStepCompleted(TableEvent):
+    step: str
+
+
+@dataclass(frozen=True, slots=True)
+class SagaAttemptFailed(TableEvent):
+    attempt: int
+    error: str
+    transient: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SagaCompensationStarted(TableEvent):
+    reason: str
+
+
+EVENT_TYPES: dict[str, type[TableEvent]] = {
+    cls.__name__: cls
+    for cls in (
+        TableCreated,
+        TableCreationConfirmed,
+        TableCreationRejected,
+        TableChanged,
+        TableChangeConfirmed,
+        TableChangeRejected,
+        TableDeleted,
+        TableDeletionConfirmed,
+        TableDeletionRejected,
+        SagaStepCompleted,
+        SagaAttemptFailed,
+        SagaCompensationStarted,
+    )
+}
+
+
+def event_from_data(event_type: str, data: dict[str, Any]) -> TableEvent:
+    cls = EVENT_TYPES[event_type]
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        value = data[f.name]
+        kwargs[f.name] = UUID(value) if f.name in ("table_id", "operation_id") else value
+    return cls(**kwargs)
+
+
+def stream_name(table_id: UUID) -> str:
+    return f"Table${table_id}"
