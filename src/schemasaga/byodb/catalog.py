@@ -1,0 +1,221 @@
+"""Cheap inspection of the live schema: one or two catalog queries per look-up, per engine.
+
+SQLAlchemy's ``inspect(...).get_columns`` + ``get_pk_constraint`` costs several queries (and on MariaDB
+opens the table several times); every saga step inspects before acting, so these named queries read
+exactly what a step needs. Table names are always bound parameters, never pasted into the SQL.
+
+Table names are looked up case-insensitively (names are unique regardless of case, see ``identifiers``);
+the live table reports the name as it is stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, TextClause, text
+
+from schemasaga.byodb.types import logical_from_raw
+from schemasaga.domain.columns import ColumnType
+
+
+@dataclass(frozen=True)
+class LiveColumn:
+    """A column as it physically exists; ``type`` is ``None`` when it maps to none of the logical types."""
+
+    name: str
+    type: ColumnType | None
+    raw_type: str
+    nullable: bool
+    primary_key: bool
+
+
+@dataclass(frozen=True)
+class LiveTable:
+    name: str
+    columns: tuple[LiveColumn, ...]
+
+    def column(self, name: str) -> LiveColumn | None:
+        """The column called ``name``, compared case-insensitively."""
+        lowered = name.lower()
+        return next((c for c in self.columns if c.name.lower() == lowered), None)
+
+
+class NotATable(Exception):
+    """The name belongs to a view or another kind of relation."""
+
+    def __init__(self, name: str, kind: str) -> None:
+        super().__init__(f"{name!r} exists but is a {kind}, not a table")
+        self.name = name
+        self.kind = kind
+
+
+QUERIES: dict[str, TextClause] = {
+    # PostgreSQL: the relation in the first schema of the search path, its columns and primary key.
+    "postgresql.inspect": text(
+        """
+        SELECT c.relname, c.relkind, a.attname,
+               format_type(a.atttypid, a.atttypmod) AS raw_type,
+               a.attnotnull,
+               coalesce(a.attnum = ANY (i.indkey), false) AS pk
+        FROM pg_catalog.pg_class c
+        LEFT JOIN pg_catalog.pg_attribute a
+               ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
+        WHERE c.relnamespace = current_schema()::regnamespace
+          AND lower(c.relname) = lower(:name)
+          AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+        ORDER BY c.relname, a.attnum
+        """
+    ),
+    "postgresql.list": text(
+        """
+        SELECT c.relname FROM pg_catalog.pg_class c
+        WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
+        ORDER BY c.relname
+        """
+    ),
+    # PostgreSQL: step prologue, SET LOCAL for the transaction without a statement per setting.
+    "postgresql.limits": text(
+        "SELECT set_config('lock_timeout', :lock, true), set_config('statement_timeout', :statement, true)"
+    ),
+    # MySQL/MariaDB: information_schema compares TABLE_NAME case-sensitively (lower_case_table_names=0),
+    # so the name is found first, then the columns are read with the exact name (an indexed look-up).
+    "mysql.find": text(
+        """
+        SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES
+        WHERE TABLE_SCHEMA = DATABASE() AND LOWER(TABLE_NAME) = LOWER(:name)
+        ORDER BY TABLE_NAME
+        """
+    ),
+    "mysql.columns": text(
+        """
+        SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'YES', COLUMN_KEY = 'PRI', 0
+        FROM information_schema.COLUMNS
+        WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :name
+        ORDER BY ORDINAL_POSITION
+        """
+    ),
+    # MariaDB: JSON is LONGTEXT plus a column CHECK (json_valid(`col`)); report the check with the column.
+    "mariadb.columns": text(
+        """
+        SELECT c.COLUMN_NAME, c.COLUMN_TYPE, c.IS_NULLABLE = 'YES', c.COLUMN_KEY = 'PRI',
+               k.CONSTRAINT_NAME IS NOT NULL
+        FROM information_schema.COLUMNS c
+        LEFT JOIN information_schema.CHECK_CONSTRAINTS k
+               ON k.CONSTRAINT_SCHEMA = c.TABLE_SCHEMA AND k.TABLE_NAME = c.TABLE_NAME
+              AND k.LEVEL = 'Column' AND k.CONSTRAINT_NAME = c.COLUMN_NAME
+              AND k.CHECK_CLAUSE = CONCAT('json_valid(`', c.COLUMN_NAME, '`)')
+        WHERE c.TABLE_SCHEMA = DATABASE() AND c.TABLE_NAME = :name
+        ORDER BY c.ORDINAL_POSITION
+        """
+    ),
+    "mysql.list": text(
+        """
+        SELECT TABLE_NAME FROM information_schema.TABLES
+        WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'
+        ORDER BY TABLE_NAME
+        """
+    ),
+    # SQLite: names are case-insensitive; one query joins the schema table with pragma_table_info.
+    "sqlite.inspect": text(
+        """
+        SELECT m.name, m.type, p.name, p.type, p."notnull", p.pk
+        FROM sqlite_master m LEFT JOIN pragma_table_info(m.name) p
+        WHERE m.name = :name COLLATE NOCASE AND m.type IN ('table', 'view')
+        ORDER BY p.cid
+        """
+    ),
+    "sqlite.list": text(
+        """
+        SELECT name FROM sqlite_master
+        WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+        ORDER BY name
+        """
+    ),
+}
+
+_PG_KINDS = {"v": "view", "m": "materialized view", "f": "foreign table"}
+
+
+def inspect_table(conn: Connection, *, engine: str, mariadb: bool, name: str) -> LiveTable | None:
+    """The live table called ``name`` (case-insensitively) or ``None``; :class:`NotATable` for a view."""
+    if engine == "postgresql":
+        return _pg(conn, name)
+    if engine == "mysql":
+        return _mysql(conn, name, mariadb=mariadb)
+    return _sqlite(conn, name)
+
+
+def list_tables(conn: Connection, *, engine: str) -> list[str]:
+    return [str(row[0]) for row in conn.execute(QUERIES[f"{engine}.list"])]
+
+
+def _pick(names: list[str], wanted: str) -> str:
+    # Two tables differing only in case can exist if created outside schemasaga: prefer the exact one.
+    return wanted if wanted in names else names[0]
+
+
+def _pg(conn: Connection, name: str) -> LiveTable | None:
+    rows = conn.execute(QUERIES["postgresql.inspect"], {"name": name}).all()
+    if not rows:
+        return None
+    table = _pick(sorted({r[0] for r in rows}), name)
+    rows = [r for r in rows if r[0] == table]
+    kind = rows[0][1]
+    if kind in _PG_KINDS:
+        raise NotATable(table, _PG_KINDS[kind])
+    columns = tuple(
+        LiveColumn(
+            name=r[2],
+            type=logical_from_raw("postgresql", r[3]),
+            raw_type=r[3],
+            nullable=not r[4],
+            primary_key=bool(r[5]),
+        )
+        for r in rows
+        if r[2] is not None
+    )
+    return LiveTable(name=table, columns=columns)
+
+
+def _mysql(conn: Connection, name: str, *, mariadb: bool) -> LiveTable | None:
+    found = conn.execute(QUERIES["mysql.find"], {"name": name}).all()
+    if not found:
+        return None
+    table = _pick([r[0] for r in found], name)
+    kind = next(r[1] for r in found if r[0] == table)
+    if kind != "BASE TABLE":
+        raise NotATable(table, str(kind).lower())
+    query = QUERIES["mariadb.columns" if mariadb else "mysql.columns"]
+    columns = []
+    for col, raw, nullable, pk, json_check in conn.execute(query, {"name": table}):
+        logical = logical_from_raw("mysql", raw)
+        if json_check and raw.lower() == "longtext":
+            logical, raw = ColumnType.JSON, "json"
+        columns.append(
+            LiveColumn(name=col, type=logical, raw_type=raw, nullable=bool(nullable), primary_key=bool(pk))
+        )
+    return LiveTable(name=table, columns=tuple(columns))
+
+
+def _sqlite(conn: Connection, name: str) -> LiveTable | None:
+    rows = conn.execute(QUERIES["sqlite.inspect"], {"name": name}).all()
+    if not rows:
+        return None
+    table, kind = rows[0][0], rows[0][1]
+    if kind != "table":
+        raise NotATable(table, kind)
+    columns = tuple(
+        LiveColumn(
+            name=r[2],
+            type=logical_from_raw("sqlite", r[3]),
+            raw_type=r[3],
+            # as declared: SQLite reports a PRIMARY KEY column as nullable unless NOT NULL is declared,
+            # which the adapter always does
+            nullable=not r[4],
+            primary_key=bool(r[5]),
+        )
+        for r in rows
+        if r[2] is not None
+    )
+    return LiveTable(name=table, columns=columns)

@@ -1,0 +1,162 @@
+"""Building a SQLAlchemy Engine per BYODB engine, with the session settings every DDL step relies on.
+
+* PostgreSQL (psycopg 3): connect timeout; lock and statement timeouts are set per step with
+  ``SET LOCAL`` semantics (``set_config(..., true)``) inside the step's transaction.
+* MySQL/MariaDB (PyMySQL): autocommit (DDL commits implicitly anyway), and on every new connection
+  ``lock_wait_timeout`` (metadata locks, seconds), ``innodb_lock_wait_timeout`` (row locks) and the
+  statement limit: ``max_statement_time`` on MariaDB, ``max_execution_time`` on MySQL (which only limits
+  SELECTs there, so MySQL DDL is bounded by the lock timeout and the client read timeout).
+* SQLite: ``busy_timeout`` and WAL journal mode on every connection; the driver's own transaction
+  handling is switched off so that a step is one ``BEGIN IMMEDIATE`` transaction (SQLite DDL is
+  transactional); a progress handler interrupts a statement that outlives the statement timeout.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+
+from schemasaga.byodb.errors import PermanentByodbError
+
+DDL_OPTION = "schemasaga_ddl"
+"""Execution option marking a SQLite connection that will write: its transaction begins IMMEDIATE."""
+
+
+@dataclass(frozen=True)
+class DdlLimits:
+    lock_timeout_ms: int = 5000
+    statement_timeout_ms: int = 60000
+    connect_timeout_s: int = 5
+
+
+_DRIVERS = {
+    "postgresql": ("postgresql", "postgresql+psycopg"),
+    "postgresql+psycopg": ("postgresql", "postgresql+psycopg"),
+    "postgres": ("postgresql", "postgresql+psycopg"),
+    "mysql": ("mysql", "mysql+pymysql"),
+    "mysql+pymysql": ("mysql", "mysql+pymysql"),
+    "mariadb": ("mysql", "mariadb+pymysql"),
+    "mariadb+pymysql": ("mysql", "mariadb+pymysql"),
+    "sqlite": ("sqlite", "sqlite+pysqlite"),
+    "sqlite+pysqlite": ("sqlite", "sqlite+pysqlite"),
+}
+SUPPORTED = "postgresql+psycopg://, mysql+pymysql:// (MySQL or MariaDB) or sqlite:///path"
+
+
+def parse_url(url: str | URL) -> tuple[str, URL]:
+    """The engine name ("postgresql", "mysql", "sqlite") and the URL with its supported driver."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise PermanentByodbError(f"invalid BYODB URL: {exc}") from None
+    found = _DRIVERS.get(parsed.drivername)
+    if found is None:
+        raise PermanentByodbError(
+            f"unsupported BYODB driver {parsed.drivername!r}: use {SUPPORTED}", code="driver"
+        )
+    engine, drivername = found
+    if engine == "sqlite" and parsed.database in (None, "", ":memory:"):
+        # each pooled connection would get its own empty database
+        raise PermanentByodbError("an in-memory SQLite database cannot be a BYODB: give a file path")
+    return engine, parsed.set(drivername=drivername)
+
+
+def build_engine(engine: str, url: URL, limits: DdlLimits) -> Engine:
+    if engine == "postgresql":
+        return _postgresql(url, limits)
+    if engine == "mysql":
+        return _mysql(url, limits)
+    return _sqlite(url, limits)
+
+
+def _postgresql(url: URL, limits: DdlLimits) -> Engine:
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": limits.connect_timeout_s, "application_name": "schemasaga-byodb"},
+    )
+
+
+def _seconds(ms: int) -> int:
+    return max(1, math.ceil(ms / 1000))
+
+
+def _mysql(url: URL, limits: DdlLimits) -> Engine:
+    lock_s = _seconds(limits.lock_timeout_ms)
+    statement_s = limits.statement_timeout_ms / 1000
+    # The client gives up on a silent server (network partition) after the longest a statement may take.
+    read_s = _seconds(limits.lock_timeout_ms + limits.statement_timeout_ms) + 30
+    eng = create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        pool_reset_on_return=None,  # autocommit: nothing to roll back
+        isolation_level="AUTOCOMMIT",
+        connect_args={
+            "connect_timeout": limits.connect_timeout_s,
+            "read_timeout": read_s,
+            "write_timeout": read_s,
+        },
+    )
+
+    @event.listens_for(eng, "connect")
+    def _session(dbapi_conn: Any, _record: Any) -> None:
+        mariadb = "mariadb" in str(dbapi_conn.get_server_info()).lower()
+        # Integers from DdlLimits, not user input.
+        limit = (
+            f"max_statement_time = {statement_s:.3f}"
+            if mariadb
+            else f"max_execution_time = {int(limits.statement_timeout_ms)}"
+        )
+        with dbapi_conn.cursor() as cur:
+            cur.execute(
+                f"SET SESSION lock_wait_timeout = {lock_s}, innodb_lock_wait_timeout = {lock_s}, {limit}"
+            )
+
+    return eng
+
+
+def _sqlite(url: URL, limits: DdlLimits) -> Engine:
+    eng = create_engine(url, connect_args={"timeout": limits.lock_timeout_ms / 1000})
+
+    @event.listens_for(eng, "connect")
+    def _session(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy's BEGIN below decide transactions, not the sqlite3 module's heuristics.
+        dbapi_conn.isolation_level = None
+        dbapi_conn.execute(f"PRAGMA busy_timeout = {int(limits.lock_timeout_ms)}")
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError:
+            pass  # a read-only database keeps its mode; the step itself will report why it cannot write
+
+    @event.listens_for(eng, "begin")
+    def _begin(conn: Connection) -> None:
+        # IMMEDIATE takes the write lock up front, so inspection and DDL see one state, and waiting for
+        # another writer happens here under busy_timeout rather than half-way through a step.
+        writes = conn.get_execution_options().get(DDL_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+    return eng
+
+
+def sqlite_deadline(conn: Connection, timeout_ms: int) -> None:
+    """Interrupt the SQLite statements of this connection that run past ``timeout_ms`` from now."""
+    dbapi_conn = conn.connection.dbapi_connection
+    deadline = time.monotonic() + timeout_ms / 1000
+
+    def _check() -> int:
+        return 1 if time.monotonic() > deadline else 0
+
+    dbapi_conn.set_progress_handler(_check, 10_000)  # type: ignore[union-attr]
+
+
+def sqlite_clear_deadline(conn: Connection) -> None:
+    if not conn.invalidated and not conn.closed:
+        conn.connection.dbapi_connection.set_progress_handler(None, 0)  # type: ignore[union-attr]
