@@ -1,0 +1,28 @@
+"""Dependencies: the services built by bootstrap, and per-request event metadata."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from schemasaga.services import TableService
+
+
+def get_tables(request: Request) -> TableService:
+    service: TableService = request.app.state.container.tables
+    return service
+
+
+def request_metadata(request: Request) -> dict[str, Any]:
+    """Who asked, recorded in every event's metadata (never credentials)."""
+    return {
+        "request_id": request.headers.get("x-request-id") or str(uuid.uuid4()),
+        "actor": request.headers.get("x-actor", "anonymous"),
+        "remote_addr": request.client.host if request.client else None,
+    }
+
+
+Tables = Annotated[TableService, Depends(get_tables)]
+Metadata = Annotated[dict[str, Any], Depends(request_metadata)]

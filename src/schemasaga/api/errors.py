@@ -1,0 +1,52 @@
+"""Every error answer has the same JSON shape: {"status": "error", "error": {"code", "message"}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from schemasaga.domain.errors import DomainError
+from schemasaga.eventstore import WrongExpectedVersion
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"status": "error", "error": {"code": code, "message": message}}, status_code=status)
+
+
+def _describe(errors: list[Any]) -> tuple[int, str, str]:
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            detail = err.get("ctx", {}).get("error", "")
+            return 400, "malformed_json", f"request body is not valid JSON: {detail}"
+    parts = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return 422, "invalid_request", "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        status, code, message = _describe(list(exc.errors()))
+        return error_response(status, code, message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(WrongExpectedVersion)
+    async def contention(_: Request, exc: WrongExpectedVersion) -> JSONResponse:
+        return error_response(409, "concurrent_change", "the table is changing too fast; try again")

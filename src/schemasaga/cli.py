@@ -1,0 +1,231 @@
+"""``schemasaga serve | worker | db upgrade | events tail | events show | projections rebuild``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import click
+
+from schemasaga.config import Settings
+
+
+def _settings(**overrides: Any) -> Settings:
+    settings = Settings()
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return settings.model_copy(update=values) if values else settings
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder of the embedded PostgreSQL (default ./.schemasaga, or SCHEMASAGA_DATA_DIR).",
+)
+
+
+@click.group()
+@click.version_option(package_name="schemasaga")
+def main() -> None:
+    """Event-sourced table management for databases you own."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default 8000).")
+@data_dir_option
+@click.option("--worker/--no-worker", default=True, help="Run a worker in the same process (default on).")
+def serve(host: str | None, port: int | None, data_dir: Path | None, worker: bool) -> None:
+    """Run the HTTP API (and, by default, an in-process worker)."""
+    settings = _settings(host=host, port=port, data_dir=data_dir)
+    _logging(settings)
+    asyncio.run(_serve(settings, with_worker=worker))
+
+
+async def _serve(settings: Settings, *, with_worker: bool) -> None:
+    import uvicorn
+
+    from schemasaga.api.app import create_app
+    from schemasaga.bootstrap import open_container, run_worker
+
+    async with open_container(settings) as container:
+        config = uvicorn.Config(
+            create_app(container),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        worker_task = (
+            asyncio.create_task(
+                run_worker(container, concurrency=settings.worker_concurrency, install_signal_handlers=False)
+            )
+            if with_worker
+            else None
+        )
+        try:
+            # uvicorn handles SIGINT/SIGTERM and returns once in-flight requests are done.
+            await server.serve()
+        finally:
+            if worker_task is not None:
+                worker_task.cancel()  # procrastinate finishes the job in hand, then stops
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker_task
+
+
+@main.command()
+@data_dir_option
+@click.option("--concurrency", type=int, default=None, help="Jobs run at once (default 8).")
+def worker(data_dir: Path | None, concurrency: int | None) -> None:
+    """Run saga jobs only. Any number of workers may share one core database."""
+    settings = _settings(data_dir=data_dir, worker_concurrency=concurrency)
+    _logging(settings)
+
+    from schemasaga.bootstrap import open_container, run_worker
+
+    async def _run() -> None:
+        async with open_container(settings) as container:
+            await run_worker(container, concurrency=settings.worker_concurrency, install_signal_handlers=True)
+
+    asyncio.run(_run())
+
+
+@main.group()
+def db() -> None:
+    """Core database maintenance."""
+
+
+@db.command()
+@data_dir_option
+def upgrade(data_dir: Path | None) -> None:
+    """Apply the core schema and migrations (and procrastinate's schema)."""
+    settings = _settings(data_dir=data_dir)
+    _logging(settings)
+    from schemasaga.bootstrap import resolve_databases
+    from schemasaga.migrations import upgrade as do_upgrade
+
+    resolved = resolve_databases(settings)
+    try:
+        applied = do_upgrade(resolved.core_conninfo)
+        click.echo("applied: " + ", ".join(applied) if applied else "core database is up to date")
+    finally:
+        if resolved.embedded is not None:
+            resolved.embedded.stop()
+
+
+@main.group()
+def events() -> None:
+    """Read the event store."""
+
+
+def _event_json(e: Any) -> dict[str, Any]:
+    return {
+        "position": e.position,
+        "event_id": str(e.event_id),
+        "event_type": e.event_type,
+        "schema_version": e.schema_version,
+        "stream": e.stream,
+        "version": e.version,
+        "created_at": e.created_at.isoformat(),
+        "valid_at": e.valid_at.isoformat() if e.valid_at else None,
+        "data": e.data,
+        "metadata": e.metadata,
+    }
+
+
+@events.command()
+@data_dir_option
+@click.option("--from-start", is_flag=True, help="Print the whole log first (default: only new events).")
+def tail(data_dir: Path | None, from_start: bool) -> None:
+    """Follow the global log and print events as they are committed, until Ctrl-C."""
+    settings = _settings(data_dir=data_dir)
+    _logging(settings)
+
+    async def _run() -> None:
+        from schemasaga.bootstrap import open_container
+        from schemasaga.eventstore import Checkpoint
+
+        async with open_container(settings) as c:
+            after = None if from_start else await c.store.current_checkpoint()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+
+            async def follow() -> None:
+                checkpoint: Checkpoint | None = after
+                async for event in c.store.follow(after=checkpoint):
+                    click.echo(json.dumps(_event_json(event), default=str), nl=True)
+
+            task = asyncio.create_task(follow())
+            await stop.wait()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(_run())
+
+
+@events.command()
+@click.argument("event_id", type=click.UUID)
+@data_dir_option
+def show(event_id: UUID, data_dir: Path | None) -> None:
+    """Print one event (with the streams it belongs to) as JSON."""
+    settings = _settings(data_dir=data_dir)
+    _logging(settings)
+
+    async def _run() -> int:
+        from schemasaga.bootstrap import open_container
+        from schemasaga.eventstore import EventNotFound
+
+        async with open_container(settings) as c:
+            try:
+                event = await c.store.get(event_id)
+            except EventNotFound:
+                click.echo(f"no event with id {event_id}", err=True)
+                return 1
+            out = _event_json(event)
+            out["streams"] = await c.store.streams_of(event_id)
+            click.echo(json.dumps(out, indent=2, default=str))
+            return 0
+
+    sys.exit(asyncio.run(_run()))
+
+
+@main.group()
+def projections() -> None:
+    """Read models."""
+
+
+@projections.command()
+@data_dir_option
+def rebuild(data_dir: Path | None) -> None:
+    """Rebuild the read models from the events."""
+    settings = _settings(data_dir=data_dir)
+    _logging(settings)
+
+    async def _run() -> None:
+        from schemasaga.bootstrap import open_container
+        from schemasaga.projections.tables import rebuild as do_rebuild
+
+        async with open_container(settings) as c, c.pool.connection() as conn, conn.transaction():
+            n = await do_rebuild(conn, c.store)
+            click.echo(f"rebuilt read models of {n} tables")
+
+    asyncio.run(_run())

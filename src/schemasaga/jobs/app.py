@@ -1,0 +1,75 @@
+"""The procrastinate app, its one task and the scheduler that defers it inside a caller's transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+from uuid import UUID
+
+import procrastinate
+from psycopg import AsyncConnection
+
+log = logging.getLogger(__name__)
+
+RUN_SAGA = "schemasaga.run_saga"
+
+
+class SagaRunnerPort(Protocol):
+    async def run(self, *, table_id: UUID, operation_id: UUID) -> None: ...
+
+
+def create_app() -> procrastinate.App:
+    """A procrastinate app with no pool of its own: bootstrap opens it on the shared core pool."""
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector())
+
+    @app.task(name=RUN_SAGA, pass_context=True)
+    async def run_saga(context: procrastinate.JobContext, table_id: str, operation_id: str) -> None:
+        runner: SagaRunnerPort = context.additional_context["saga_runner"]
+        await runner.run(table_id=UUID(table_id), operation_id=UUID(operation_id))
+
+    return app
+
+
+class JobScheduler:
+    """Defers saga jobs on the caller's connection, so the job commits with the events or not at all."""
+
+    def __init__(self, app: procrastinate.App) -> None:
+        self.app = app
+
+    async def run_saga(
+        self, *, conn: AsyncConnection[Any], table_id: UUID, operation_id: UUID, delay: float = 0.0
+    ) -> int:
+        options: dict[str, Any] = {
+            "connection": conn,
+            # Jobs of one table never run at the same time, even if a stalled job is retried
+            # while its first worker is still alive.
+            "lock": f"table:{table_id}",
+        }
+        if delay > 0:
+            options["schedule_in"] = {"seconds": delay}
+        job_id: int = await self.app.configure_task(RUN_SAGA, **options).defer_async(
+            table_id=str(table_id), operation_id=str(operation_id)
+        )
+        return job_id
+
+
+async def retry_stalled_jobs(app: procrastinate.App, *, stalled_after: float) -> int:
+    """Put back to ``todo`` the jobs of workers that stopped sending heartbeats (killed, frozen)."""
+    stalled = list(await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after))
+    for job in stalled:
+        log.warning("retrying job %s (%s): its worker stopped sending heartbeats", job.id, job.task_name)
+        await app.job_manager.retry_job(job)
+    if stalled:
+        await app.job_manager.prune_stalled_workers(seconds_since_heartbeat=stalled_after)
+    return len(stalled)
+
+
+async def stalled_job_watchdog(app: procrastinate.App, *, stalled_after: float, every: float) -> None:
+    """Runs in every worker process until cancelled."""
+    while True:
+        try:
+            await retry_stalled_jobs(app, stalled_after=stalled_after)
+        except Exception:  # the core database may be restarting: try again next round
+            log.exception("stalled-job check failed")
+        await asyncio.sleep(every)

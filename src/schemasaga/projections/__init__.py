@@ -1,0 +1,1 @@
+"""Read models, updated in the same transaction as the append and rebuildable from the events."""

@@ -1,0 +1,1 @@
+"""One saga per change kind: explicit steps, each with its compensation, progress kept as events."""

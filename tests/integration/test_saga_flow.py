@@ -1,0 +1,371 @@
+"""The demo's flow and the saga's failure classes, end to end on real PostgreSQL core and BYODB.
+
+The API runs in-process on its real ASGI app; the worker runs in the test's event loop. The physical
+schema is checked with SQLAlchemy's inspector, independently of the service's own adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from schemasaga.bootstrap import Container
+from schemasaga.config import Settings
+from tests.integration.conftest import running_service, wait_operation, wait_synced
+
+
+def physical_columns(url: str, table: str) -> dict[str, dict[str, Any]] | None:
+    engine = sa.create_engine(url)
+    try:
+        insp = sa.inspect(engine)
+        if not insp.has_table(table):
+            return None
+        pk = set(insp.get_pk_constraint(table)["constrained_columns"])
+        return {
+            c["name"]: {"type": str(c["type"]).lower(), "nullable": c["nullable"], "pk": c["name"] in pk}
+            for c in insp.get_columns(table)
+        }
+    finally:
+        engine.dispose()
+
+
+def run_sql(url: str, *statements: str) -> None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for s in statements:
+                conn.execute(sa.text(s))
+    finally:
+        engine.dispose()
+
+
+async def counts(container: Container) -> tuple[int, int]:
+    async with container.pool.connection() as conn:
+        events = await (await conn.execute("SELECT count(*) FROM event_store_events")).fetchone()
+        jobs = await (await conn.execute("SELECT count(*) FROM procrastinate_jobs")).fetchone()
+    assert events is not None and jobs is not None
+    return int(events[0]), int(jobs[0])
+
+
+async def create_table(client: httpx.AsyncClient, name: str) -> str:
+    r = await client.post("/table/create", json={"name": name})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ok"
+    return str(body["table"]["table_id"])
+
+
+async def test_demo_readme_flow(client: httpx.AsyncClient, service: Container, byodb_pg_url: str) -> None:
+    r = await client.post("/table/create", json={"name": "my_new_table_123"})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"status", "table", "operation_id"} and body["status"] == "ok"
+    table_id = body["table"]["table_id"]
+
+    table = await wait_synced(client, table_id)
+    assert table["exists"] is True and table["name"] == "my_new_table_123"
+    assert table["columns"]["id"] == {
+        "name": "id",
+        "type": "integer",
+        "nullable": False,
+        "default": None,
+        "primary_key": True,
+    }
+    assert set(table["columns"]) == {"id", "name", "created_at", "updated_at"}
+    live = physical_columns(byodb_pg_url, "my_new_table_123")
+    assert live is not None and set(live) == {"id", "name", "created_at", "updated_at"}
+    assert live["id"]["pk"] and not live["id"]["nullable"]
+
+    r = await client.post(
+        "/table/column", json={"table_id": table_id, "column": {"name": "age", "type": "integer"}}
+    )
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    table = await wait_synced(client, table_id)
+    assert table["columns"]["age"]["type"] == "integer"
+    live = physical_columns(byodb_pg_url, "my_new_table_123")
+    assert live is not None and live["age"]["type"] == "integer"
+
+    r = await client.post("/table/column", json={"table_id": table_id, "column": {"name": "age"}})
+    assert r.status_code == 200
+    table = await wait_synced(client, table_id)
+    assert "age" not in table["columns"]
+    live = physical_columns(byodb_pg_url, "my_new_table_123")
+    assert live is not None and "age" not in live
+
+    r = await client.post("/table/delete", json={"table_id": table_id})
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    table = await wait_synced(client, table_id)
+    assert table["exists"] is False
+    assert physical_columns(byodb_pg_url, "my_new_table_123") is None
+
+    events = (await client.get(f"/v1/tables/{table_id}/events")).json()
+    outcome_types = [e["event_type"] for e in events if not e["event_type"].startswith("Saga")]
+    assert outcome_types == [
+        "TableCreated",
+        "TableCreationConfirmed",
+        "TableChanged",
+        "TableChangeConfirmed",
+        "TableChanged",
+        "TableChangeConfirmed",
+        "TableDeleted",
+        "TableDeletionConfirmed",
+    ]
+
+
+async def test_operation_is_visible_with_its_steps(client: httpx.AsyncClient) -> None:
+    r = await client.post("/table/create", json={"name": "ops_table"})
+    op = await wait_operation(client, r.json()["operation_id"])
+    assert op["kind"] == "create_table"
+    assert op["status"] == "completed"
+    assert op["table_id"] == r.json()["table"]["table_id"]
+    assert op["steps_done"] == ["create_table", "verify"]
+    assert op["attempts"] == 1 and op["last_error"] is None
+    assert (await client.get("/v1/operations/00000000-0000-0000-0000-000000000000")).status_code == 404
+
+
+async def test_time_travel_shows_the_table_as_it_was(client: httpx.AsyncClient) -> None:
+    table_id = await create_table(client, "travel")
+    await wait_synced(client, table_id)
+    await client.post(
+        "/table/column", json={"table_id": table_id, "column": {"name": "age", "type": "integer"}}
+    )
+    await wait_synced(client, table_id)
+    then = (await client.get(f"/v1/tables/{table_id}", params={"at_version": 0})).json()
+    assert then["synced"] is False and then["exists"] is False and "age" not in then["columns"]
+    now = (await client.get(f"/v1/tables/{table_id}")).json()
+    assert now["synced"] is True and "age" in now["columns"]
+
+
+BAD_REQUESTS: list[tuple[str, Any, int, str]] = [
+    ("/table/create", "{not json", 400, "malformed_json"),
+    ("/table/create", {}, 422, "invalid_request"),
+    ("/table/create", {"name": 12}, 422, "invalid_request"),
+    ("/table/create", {"name": ""}, 422, "invalid_name"),
+    ("/table/create", {"name": "1abc"}, 422, "invalid_name"),
+    ("/table/create", {"name": "bad-name"}, 422, "invalid_name"),
+    ("/table/create", {"name": "select"}, 422, "invalid_name"),
+    ("/table/create", {"name": "x" * 64}, 422, "invalid_name"),
+    ("/table/create", {"name": "ok_name", "database": "nope"}, 404, "database_not_found"),
+    ("/table/delete", {"table_id": "not-a-uuid"}, 422, "invalid_table_id"),
+    ("/table/delete", {"table_id": "6f1c1c1e-0000-4000-8000-000000000000"}, 404, "table_not_found"),
+    ("/table/show", {"table_id": "6f1c1c1e-0000-4000-8000-000000000000"}, 404, "table_not_found"),
+    (
+        "/table/column",
+        {"table_id": "6f1c1c1e-0000-4000-8000-000000000000", "column": {"name": "a"}},
+        404,
+        "table_not_found",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "code"), BAD_REQUESTS)
+async def test_bad_input_is_refused_and_leaves_nothing(
+    client: httpx.AsyncClient, service: Container, path: str, body: Any, status: int, code: str
+) -> None:
+    before = await counts(service)
+    if isinstance(body, str):
+        r = await client.post(path, content=body, headers={"content-type": "application/json"})
+    else:
+        r = await client.post(path, json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["status"] == "error"
+    assert r.json()["error"]["code"] == code
+    assert r.json()["error"]["message"]
+    assert await counts(service) == before
+
+
+async def test_bad_changes_to_a_real_table_are_refused(
+    client: httpx.AsyncClient, service: Container, byodb_pg_url: str
+) -> None:
+    table_id = await create_table(client, "target")
+    await wait_synced(client, table_id)
+    before = await counts(service)
+    cases = [
+        ({"table_id": table_id, "column": {"name": "age", "type": "varchar(5)"}}, 422, "invalid_column"),
+        ({"table_id": table_id, "column": {"name": "nope"}}, 404, "column_not_found"),
+        ({"table_id": table_id, "column": {"name": "id"}}, 422, "primary_key_column"),
+        ({"table_id": table_id, "column": {"name": "name", "type": "text"}}, 409, "column_exists"),
+        ({"table_id": table_id, "column": {"name": "order", "type": "text"}}, 422, "invalid_name"),
+        ({"table_id": table_id, "column": {"name": "a b", "type": "text"}}, 422, "invalid_name"),
+    ]
+    for body, status, code in cases:
+        r = await client.post("/table/column", json=body)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), (body, r.text)
+    r = await client.post("/table/create", json={"name": "target"})
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "name_taken")
+    assert await counts(service) == before
+    live = physical_columns(byodb_pg_url, "target")
+    assert live is not None and set(live) == {"id", "name", "created_at", "updated_at"}
+
+
+async def test_adding_a_column_already_being_added_is_refused(client: httpx.AsyncClient) -> None:
+    table_id = await create_table(client, "pending_add")
+    # Creation is still in flight: both changes are validated against the intended state.
+    r1 = await client.post(
+        "/table/column", json={"table_id": table_id, "column": {"name": "age", "type": "integer"}}
+    )
+    r2 = await client.post(
+        "/table/column", json={"table_id": table_id, "column": {"name": "age", "type": "text"}}
+    )
+    assert r1.status_code == 200
+    assert (r2.status_code, r2.json()["error"]["code"]) == (409, "column_exists")
+    table = await wait_synced(client, table_id)
+    assert table["columns"]["age"]["type"] == "integer"
+
+
+async def test_changes_to_a_deleted_table_are_refused(client: httpx.AsyncClient, service: Container) -> None:
+    table_id = await create_table(client, "doomed")
+    await client.post("/table/delete", json={"table_id": table_id})
+    before = await counts(service)
+    r = await client.post(
+        "/table/column", json={"table_id": table_id, "column": {"name": "x", "type": "text"}}
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "table_gone")
+    r = await client.post("/table/delete", json={"table_id": table_id})
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "table_gone")
+    assert await counts(service) == before
+    table = await wait_synced(client, table_id)
+    assert table["exists"] is False
+    # The name is free again once the table is deleted.
+    assert (await client.post("/table/create", json={"name": "doomed"})).status_code == 200
+
+
+async def test_table_created_behind_our_back_rejects_creation(
+    client: httpx.AsyncClient, byodb_pg_url: str
+) -> None:
+    run_sql(byodb_pg_url, "CREATE TABLE squatter (id text PRIMARY KEY, other integer)")
+    r = await client.post("/table/create", json={"name": "squatter"})
+    op = await wait_operation(client, r.json()["operation_id"])
+    assert op["status"] == "rejected"
+    assert "squatter" in (op["last_error"] or "")
+    table = await wait_synced(client, r.json()["table"]["table_id"])
+    assert table["exists"] is False
+    # The foreign table is left exactly as it was.
+    live = physical_columns(byodb_pg_url, "squatter")
+    assert live is not None and set(live) == {"id", "other"}
+
+
+async def test_rejected_column_removal_keeps_the_column(client: httpx.AsyncClient, byodb_pg_url: str) -> None:
+    table_id = await create_table(client, "keeper")
+    await wait_synced(client, table_id)
+    await client.post(
+        "/table/column", json={"table_id": table_id, "column": {"name": "age", "type": "integer"}}
+    )
+    await wait_synced(client, table_id)
+    # A view depending on the column makes DROP COLUMN fail for good.
+    run_sql(byodb_pg_url, "CREATE VIEW keeper_ages AS SELECT age FROM keeper")
+    r = await client.post("/table/column", json={"table_id": table_id, "column": {"name": "age"}})
+    op = await wait_operation(client, r.json()["operation_id"])
+    assert op["status"] == "rejected" and "depend" in (op["last_error"] or "")
+    table = await wait_synced(client, table_id)
+    assert table["columns"]["age"]["type"] == "integer"
+    live = physical_columns(byodb_pg_url, "keeper")
+    assert live is not None and "age" in live
+
+
+async def test_rejected_deletion_leaves_the_table(client: httpx.AsyncClient, byodb_pg_url: str) -> None:
+    table_id = await create_table(client, "sticky")
+    await wait_synced(client, table_id)
+    run_sql(byodb_pg_url, "CREATE VIEW sticky_view AS SELECT id FROM sticky")
+    r = await client.post("/table/delete", json={"table_id": table_id})
+    op = await wait_operation(client, r.json()["operation_id"])
+    assert op["status"] == "rejected"
+    table = await wait_synced(client, table_id)
+    assert table["exists"] is True
+    assert physical_columns(byodb_pg_url, "sticky") is not None
+    # Still a live table: it accepts changes again.
+    r = await client.post(
+        "/table/column", json={"table_id": table_id, "column": {"name": "x", "type": "text"}}
+    )
+    assert r.status_code == 200
+
+
+async def test_unreachable_byodb_is_retried_then_rejected(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    from schemasaga.api.app import create_app
+
+    settings = settings_factory("postgresql+psycopg://postgres@127.0.0.1:9/nowhere")
+    async with running_service(settings) as container:
+        transport = httpx.ASGITransport(app=create_app(container))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            r = await client.post("/table/create", json={"name": "lost"})
+            assert r.status_code == 200
+            op = await wait_operation(client, r.json()["operation_id"])
+            table = await wait_synced(client, r.json()["table"]["table_id"])
+    assert op["status"] == "rejected"
+    assert op["attempts"] == settings.retry_max_attempts
+    assert "gave up after 3 attempts" in op["last_error"]
+    assert table["exists"] is False
+
+
+async def test_lock_held_by_another_session_is_waited_out(
+    client: httpx.AsyncClient, byodb_pg_url: str
+) -> None:
+    table_id = await create_table(client, "locked")
+    await wait_synced(client, table_id)
+    conninfo = byodb_pg_url.replace("postgresql+psycopg://", "postgresql://")
+    released = threading.Event()
+
+    def hold_lock() -> None:
+        with psycopg.connect(conninfo) as conn:
+            conn.execute("LOCK TABLE locked IN ACCESS EXCLUSIVE MODE")
+            released.wait(10)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    try:
+        await asyncio.sleep(0.3)
+        r = await client.post(
+            "/table/column", json={"table_id": table_id, "column": {"name": "c", "type": "text"}}
+        )
+        op_id = r.json()["operation_id"]
+        # Let the first attempt hit the lock timeout (500 ms in tests) before releasing.
+        await asyncio.sleep(0.8)
+    finally:
+        released.set()
+        holder.join()
+    op = await wait_operation(client, op_id)
+    assert op["status"] == "completed"
+    assert op["attempts"] >= 2
+    live = physical_columns(byodb_pg_url, "locked")
+    assert live is not None and "c" in live
+
+
+async def test_changes_to_one_table_apply_one_at_a_time_in_acceptance_order(
+    client: httpx.AsyncClient, byodb_pg_url: str
+) -> None:
+    table_id = await create_table(client, "busy")
+    names = [f"c{i:02d}" for i in range(16)]
+
+    async def add(name: str) -> tuple[str, str]:
+        r = await client.post(
+            "/table/column", json={"table_id": table_id, "column": {"name": name, "type": "text"}}
+        )
+        assert r.status_code == 200, r.text
+        return name, r.json()["operation_id"]
+
+    await asyncio.gather(*(add(n) for n in names))
+    table = await wait_synced(client, table_id, timeout=60)
+    assert set(names) <= set(table["columns"])
+    live = physical_columns(byodb_pg_url, "busy")
+    assert live is not None and set(names) <= set(live)
+
+    events = (await client.get(f"/v1/tables/{table_id}/events")).json()
+    accepted = [
+        e["data"]["operation_id"] for e in events if e["event_type"] in ("TableCreated", "TableChanged")
+    ]
+    progress = [
+        e["data"]["operation_id"] for e in events if e["event_type"] not in ("TableCreated", "TableChanged")
+    ]
+    # Saga events of one operation never interleave with another's, and operations finish in the
+    # order they were accepted.
+    finished_order = list(dict.fromkeys(progress))
+    assert finished_order == accepted
+    assert progress == sorted(progress, key=accepted.index)
