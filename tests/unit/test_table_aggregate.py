@@ -1,0 +1,868 @@
+"""Every transition of the Table aggregate, legal and illegal. Pure: no database, no mocks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from uuid import UUID, uuid4
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemasaga.domain import events
+from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, ColumnType
+from schemasaga.domain.errors import (
+    ColumnExists,
+    ColumnNotFound,
+    DomainError,
+    IllegalTransition,
+    InvalidName,
+    PrimaryKeyColumn,
+    TableGone,
+)
+from schemasaga.domain.events import (
+    SagaAttemptFailed,
+    SagaCompensationStarted,
+    SagaStepCompleted,
+    TableChangeConfirmed,
+    TableChanged,
+    TableChangeRejected,
+    TableCreated,
+    TableCreationConfirmed,
+    TableCreationRejected,
+    TableDeleted,
+    TableDeletionConfirmed,
+    TableDeletionRejected,
+)
+from schemasaga.domain.table import OperationKind, Table
+
+AGE = Column("age", ColumnType.INTEGER)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def new_table(name: str = "my_new_table_123") -> tuple[Table, UUID]:
+    """A table whose creation is accepted but not finished, and the creation's operation id."""
+    operation_id = uuid4()
+    table = Table.create(table_id=uuid4(), name=name, database="byodb", operation_id=operation_id)
+    return table, operation_id
+
+
+def confirmed_table() -> Table:
+    table, creation = new_table()
+    table.confirm(creation)
+    return table
+
+
+def added(table: Table, column: Column = AGE) -> UUID:
+    operation_id = uuid4()
+    table.add_column(column, operation_id=operation_id)
+    return operation_id
+
+
+def removed(table: Table, name: str) -> UUID:
+    operation_id = uuid4()
+    table.remove_column(name, operation_id=operation_id)
+    return operation_id
+
+
+def deleted(table: Table) -> UUID:
+    operation_id = uuid4()
+    table.delete(operation_id=operation_id)
+    return operation_id
+
+
+def stored(event: events.TableEvent) -> events.TableEvent:
+    """The event as the store gives it back: through JSON and its type name."""
+    return events.event_from_data(event.type_name(), json.loads(json.dumps(event.to_data())))
+
+
+def replay(table_id: UUID, recorded: list[events.TableEvent]) -> Table:
+    fresh = Table(table_id=table_id)
+    for event in recorded:
+        fresh.apply(stored(event))
+    return fresh
+
+
+def replay_of(table: Table) -> Table:
+    return replay(table.table_id, table.changes)
+
+
+def as_saved(table: Table) -> Table:
+    """The table as it stands once its recorded changes are saved (version counts them)."""
+    return dataclasses.replace(table, version=table.version + len(table.changes), changes=[])
+
+
+def fields_of(table: Table) -> dict[str, object]:
+    """Every field but the unsaved changes, compared directly (state_equals goes through to_snapshot,
+    so it would not notice a field the snapshot forgets)."""
+    return {f.name: getattr(table, f.name) for f in dataclasses.fields(table) if f.name != "changes"}
+
+
+def assert_replays(table: Table) -> None:
+    replayed = replay(table.table_id, table.changes)
+    assert replayed.version == len(table.changes) - 1
+    assert replayed.state_equals(as_saved(table))
+    assert fields_of(replayed) == fields_of(as_saved(table))
+    assert replayed.columns == table.columns
+
+
+def assert_snapshot_round_trips(table: Table) -> None:
+    saved = as_saved(table)
+    snapshot = json.loads(json.dumps(saved.to_snapshot()))
+    restored = Table.from_snapshot(snapshot, version=saved.version)
+    assert restored.state_equals(saved)
+    assert fields_of(restored) == fields_of(saved)
+    assert restored.columns == table.columns
+
+
+def column_names(table: Table) -> list[str]:
+    return list(table.columns)
+
+
+# -- creation ------------------------------------------------------------------------------------
+
+
+def test_create_records_table_created_with_the_four_default_columns() -> None:
+    table_id, operation_id = uuid4(), uuid4()
+    table = Table.create(
+        table_id=table_id, name="my_new_table_123", database="byodb", operation_id=operation_id
+    )
+
+    assert table.changes == [
+        TableCreated(
+            table_id=table_id,
+            operation_id=operation_id,
+            name="my_new_table_123",
+            database="byodb",
+            columns=[
+                {"name": "id", "type": "integer", "nullable": False, "default": None, "primary_key": True},
+                {"name": "name", "type": "text", "nullable": True, "default": None, "primary_key": False},
+                {
+                    "name": "created_at",
+                    "type": "timestamp",
+                    "nullable": True,
+                    "default": None,
+                    "primary_key": False,
+                },
+                {
+                    "name": "updated_at",
+                    "type": "timestamp",
+                    "nullable": True,
+                    "default": None,
+                    "primary_key": False,
+                },
+            ],
+        )
+    ]
+
+
+def test_a_new_table_is_pending_creation_with_the_default_columns_intended() -> None:
+    table, creation = new_table()
+
+    assert table.name == "my_new_table_123"
+    assert table.database == "byodb"
+    assert table.synced is False
+    assert table.exists is False
+    assert table.live is True
+    assert table.confirmed_columns == {}
+    assert table.columns == {c.name: c for c in DEFAULT_COLUMNS}
+    assert table.columns["id"] == Column("id", ColumnType.INTEGER, nullable=False, primary_key=True)
+    assert table.head is not None
+    assert table.head.operation_id == creation
+    assert table.head.kind is OperationKind.CREATE_TABLE
+    assert table.version == -1
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "1table", "my-table", "my table", "tablé", "таблица", "表", "name\n", " name", "a.b", "a;drop"],
+    ids=[
+        "empty",
+        "leading-digit",
+        "hyphen",
+        "space",
+        "accent",
+        "cyrillic",
+        "cjk",
+        "newline",
+        "lead-space",
+        "dot",
+        "semicolon",
+    ],
+)
+def test_create_refuses_invalid_names(name: str) -> None:
+    with pytest.raises(InvalidName):
+        Table.create(table_id=uuid4(), name=name, database="byodb", operation_id=uuid4())
+
+
+@pytest.mark.parametrize("name", ["t", "_t", "T_1", "my_new_table_123"])
+def test_create_accepts_identifier_shaped_names(name: str) -> None:
+    table, _ = new_table(name)
+    assert table.name == name
+
+
+def test_confirmed_creation_makes_the_table_exist_and_synced() -> None:
+    table, creation = new_table()
+    table.confirm(creation)
+
+    assert type(table.changes[-1]) is TableCreationConfirmed
+    assert table.changes[-1].operation_id == creation
+    assert table.exists is True
+    assert table.synced is True
+    assert table.live is True
+    assert table.confirmed_columns == {c.name: c for c in DEFAULT_COLUMNS}
+    assert table.columns == table.confirmed_columns
+
+
+def test_rejected_creation_leaves_no_table_and_a_dead_aggregate() -> None:
+    table, creation = new_table()
+    table.reject(creation, reason="permission denied")
+
+    last = table.changes[-1]
+    assert isinstance(last, TableCreationRejected)
+    assert last.reason == "permission denied"
+    assert table.exists is False
+    assert table.live is False
+    assert table.synced is True
+    assert table.confirmed_columns == {}
+
+
+# -- commands: add_column / remove_column / delete -----------------------------------------------
+
+
+def test_add_column_while_creation_is_pending_is_queued_behind_it() -> None:
+    table, creation = new_table()
+    addition = added(table)
+
+    assert table.changes[-1] == TableChanged(
+        table_id=table.table_id, operation_id=addition, action="add", column=AGE.to_dict()
+    )
+    assert [op.operation_id for op in table.pending] == [creation, addition]
+    assert table.head is not None and table.head.operation_id == creation
+    assert table.columns["age"] == AGE
+    assert "age" not in table.confirmed_columns
+
+
+def test_add_column_to_a_confirmed_table() -> None:
+    table = confirmed_table()
+    addition = added(table)
+
+    assert isinstance(table.changes[-1], TableChanged)
+    assert table.changes[-1].action == "add"
+    assert table.synced is False
+    assert table.head is not None
+    assert table.head.kind is OperationKind.ADD_COLUMN
+    assert table.head.operation_id == addition
+    assert column_names(table) == ["id", "name", "created_at", "updated_at", "age"]
+    assert "age" not in table.confirmed_columns
+
+
+def test_changes_accepted_while_one_is_pending_queue_in_order_and_head_stays_first() -> None:
+    table = confirmed_table()
+    first = added(table)
+    second = removed(table, "name")
+    third = added(table, Column("email", ColumnType.STRING))
+    fourth = deleted(table)
+
+    assert [op.operation_id for op in table.pending] == [first, second, third, fourth]
+    assert [op.kind for op in table.pending] == [
+        OperationKind.ADD_COLUMN,
+        OperationKind.REMOVE_COLUMN,
+        OperationKind.ADD_COLUMN,
+        OperationKind.DELETE_TABLE,
+    ]
+    assert table.head is not None and table.head.operation_id == first
+    assert column_names(table) == ["id", "created_at", "updated_at", "age", "email"]
+
+    table.confirm(first)
+    assert table.head is not None and table.head.operation_id == second
+
+
+@pytest.mark.parametrize("name", ["name", "NAME", "Name", "ID", "created_AT"])
+def test_adding_an_existing_column_is_refused_case_insensitively(name: str) -> None:
+    table = confirmed_table()
+    before = list(table.changes)
+
+    with pytest.raises(ColumnExists):
+        table.add_column(Column(name, ColumnType.TEXT), operation_id=uuid4())
+    assert table.changes == before
+    assert table.synced is True
+
+
+@pytest.mark.parametrize("name", ["age", "AGE", "Age"])
+def test_adding_a_column_already_being_added_is_refused(name: str) -> None:
+    table = confirmed_table()
+    added(table)
+    before = list(table.changes)
+
+    with pytest.raises(ColumnExists):
+        table.add_column(Column(name, ColumnType.BIGINT), operation_id=uuid4())
+    assert table.changes == before
+    assert len(table.pending) == 1
+
+
+def test_adding_a_default_column_is_refused_while_creation_is_pending() -> None:
+    table, _ = new_table()
+    with pytest.raises(ColumnExists):
+        table.add_column(Column("updated_at", ColumnType.DATETIME), operation_id=uuid4())
+
+
+def test_adding_a_primary_key_column_is_refused() -> None:
+    table = confirmed_table()
+    with pytest.raises(PrimaryKeyColumn):
+        table.add_column(
+            Column("uid", ColumnType.UUID, nullable=False, primary_key=True), operation_id=uuid4()
+        )
+    assert table.synced is True
+    assert "uid" not in table.columns
+
+
+@pytest.mark.parametrize("name", ["", "1age", "my-col", "my col", "âge"])
+def test_adding_a_column_with_an_invalid_name_is_refused(name: str) -> None:
+    table = confirmed_table()
+    with pytest.raises(InvalidName):
+        table.add_column(Column(name, ColumnType.TEXT), operation_id=uuid4())
+    assert table.synced is True
+
+
+def test_remove_column_records_the_column_as_it_was() -> None:
+    table = confirmed_table()
+    removal = removed(table, "created_at")
+
+    assert table.changes[-1] == TableChanged(
+        table_id=table.table_id,
+        operation_id=removal,
+        action="remove",
+        column=Column("created_at", ColumnType.TIMESTAMP).to_dict(),
+    )
+    assert "created_at" not in table.columns
+    assert "created_at" in table.confirmed_columns
+    assert table.head is not None and table.head.kind is OperationKind.REMOVE_COLUMN
+
+
+def test_remove_column_while_creation_is_pending_is_queued() -> None:
+    table, creation = new_table()
+    removal = removed(table, "name")
+
+    assert [op.operation_id for op in table.pending] == [creation, removal]
+    assert "name" not in table.columns
+
+
+def test_removing_a_column_being_added_is_queued_after_the_addition() -> None:
+    table = confirmed_table()
+    addition = added(table)
+    removal = removed(table, "age")
+
+    assert [op.operation_id for op in table.pending] == [addition, removal]
+    assert "age" not in table.columns
+
+
+@pytest.mark.parametrize("name", ["missing", "NAME"])
+def test_removing_a_missing_column_is_refused(name: str) -> None:
+    table = confirmed_table()
+    with pytest.raises(ColumnNotFound):
+        table.remove_column(name, operation_id=uuid4())
+    assert table.synced is True
+
+
+def test_removing_a_column_already_being_removed_is_refused() -> None:
+    table = confirmed_table()
+    removed(table, "name")
+    with pytest.raises(ColumnNotFound):
+        table.remove_column("name", operation_id=uuid4())
+    assert len(table.pending) == 1
+
+
+def test_removing_the_primary_key_is_refused() -> None:
+    table = confirmed_table()
+    with pytest.raises(PrimaryKeyColumn):
+        table.remove_column("id", operation_id=uuid4())
+    assert table.synced is True
+    assert "id" in table.columns
+
+
+def test_delete_a_confirmed_table() -> None:
+    table = confirmed_table()
+    deletion = deleted(table)
+
+    assert table.changes[-1] == TableDeleted(table_id=table.table_id, operation_id=deletion)
+    assert table.live is False
+    assert table.exists is True
+    assert table.synced is False
+
+
+def test_delete_while_creation_is_pending_is_queued() -> None:
+    table, creation = new_table()
+    deletion = deleted(table)
+
+    assert [op.operation_id for op in table.pending] == [creation, deletion]
+    assert table.live is False
+
+
+def _deletion_accepted() -> Table:
+    table = confirmed_table()
+    deleted(table)
+    return table
+
+
+def _deletion_confirmed() -> Table:
+    table = confirmed_table()
+    table.confirm(deleted(table))
+    return table
+
+
+def _creation_rejected() -> Table:
+    table, creation = new_table()
+    table.reject(creation, reason="boom")
+    return table
+
+
+@pytest.mark.parametrize(
+    "make_table",
+    [_deletion_accepted, _deletion_confirmed, _creation_rejected],
+    ids=["deletion-accepted", "deletion-confirmed", "creation-rejected"],
+)
+@pytest.mark.parametrize(
+    "command",
+    [
+        lambda t: t.add_column(Column("brand_new", ColumnType.TEXT), operation_id=uuid4()),
+        lambda t: t.remove_column("name", operation_id=uuid4()),
+        lambda t: t.delete(operation_id=uuid4()),
+    ],
+    ids=["add", "remove", "delete"],
+)
+def test_no_change_or_delete_once_the_table_is_gone(make_table, command) -> None:
+    table = make_table()
+    before = list(table.changes)
+
+    with pytest.raises(TableGone):
+        command(table)
+    assert table.changes == before
+
+
+# -- outcomes ------------------------------------------------------------------------------------
+
+
+def test_confirmed_column_addition() -> None:
+    table = confirmed_table()
+    addition = added(table)
+    table.confirm(addition)
+
+    assert table.changes[-1] == TableChangeConfirmed(table_id=table.table_id, operation_id=addition)
+    assert table.confirmed_columns["age"] == AGE
+    assert table.columns["age"] == AGE
+    assert table.synced is True
+
+
+def test_rejected_column_addition_leaves_the_column_out() -> None:
+    table = confirmed_table()
+    addition = added(table)
+    table.reject(addition, reason="type not supported")
+
+    assert table.changes[-1] == TableChangeRejected(
+        table_id=table.table_id, operation_id=addition, reason="type not supported"
+    )
+    assert "age" not in table.columns
+    assert "age" not in table.confirmed_columns
+    assert table.synced is True
+
+
+def test_confirmed_column_removal() -> None:
+    table = confirmed_table()
+    removal = removed(table, "name")
+    table.confirm(removal)
+
+    assert table.changes[-1] == TableChangeConfirmed(table_id=table.table_id, operation_id=removal)
+    assert "name" not in table.confirmed_columns
+    assert "name" not in table.columns
+    assert table.synced is True
+
+
+def test_rejected_column_removal_keeps_the_column() -> None:
+    # The demo deleted the column from its metadata here; the physical column is still there.
+    table = confirmed_table()
+    removal = removed(table, "name")
+    table.reject(removal, reason="column is referenced by a view")
+
+    assert table.changes[-1] == TableChangeRejected(
+        table_id=table.table_id, operation_id=removal, reason="column is referenced by a view"
+    )
+    assert table.columns["name"] == Column("name", ColumnType.TEXT)
+    assert table.confirmed_columns["name"] == Column("name", ColumnType.TEXT)
+    assert table.synced is True
+
+
+def test_confirmed_deletion() -> None:
+    table = confirmed_table()
+    deletion = deleted(table)
+    table.confirm(deletion)
+
+    assert table.changes[-1] == TableDeletionConfirmed(table_id=table.table_id, operation_id=deletion)
+    assert table.exists is False
+    assert table.live is False
+    assert table.synced is True
+
+
+def test_rejected_deletion_keeps_the_table_live() -> None:
+    table = confirmed_table()
+    deletion = deleted(table)
+    table.reject(deletion, reason="lock timeout")
+
+    assert table.changes[-1] == TableDeletionRejected(
+        table_id=table.table_id, operation_id=deletion, reason="lock timeout"
+    )
+    assert table.exists is True
+    assert table.live is True
+    assert table.synced is True
+    assert table.confirmed_columns == {c.name: c for c in DEFAULT_COLUMNS}
+    # And it can be changed again.
+    added(table)
+    assert table.columns["age"] == AGE
+
+
+def test_queued_operations_finish_one_at_a_time_in_order() -> None:
+    table, creation = new_table()
+    addition = added(table)
+    removal = removed(table, "name")
+
+    table.confirm(creation)
+    assert table.exists is True
+    assert "age" not in table.confirmed_columns
+    table.confirm(addition)
+    assert "age" in table.confirmed_columns
+    assert "name" in table.confirmed_columns
+    table.confirm(removal)
+    assert list(table.confirmed_columns) == ["id", "created_at", "updated_at", "age"]
+    assert table.synced is True
+    assert table.confirmed_columns == table.columns
+
+
+def table_with_head(kind: OperationKind) -> Table:
+    """A table whose running operation is of the given kind."""
+    table, creation = new_table()
+    if kind is not OperationKind.CREATE_TABLE:
+        table.confirm(creation)
+    if kind is OperationKind.ADD_COLUMN:
+        added(table)
+    elif kind is OperationKind.REMOVE_COLUMN:
+        removed(table, "name")
+    elif kind is OperationKind.DELETE_TABLE:
+        deleted(table)
+    assert table.head is not None and table.head.kind is kind
+    return table
+
+
+@pytest.mark.parametrize(
+    ("kind", "confirmed_type", "rejected_type"),
+    [
+        (OperationKind.CREATE_TABLE, TableCreationConfirmed, TableCreationRejected),
+        (OperationKind.ADD_COLUMN, TableChangeConfirmed, TableChangeRejected),
+        (OperationKind.REMOVE_COLUMN, TableChangeConfirmed, TableChangeRejected),
+        (OperationKind.DELETE_TABLE, TableDeletionConfirmed, TableDeletionRejected),
+    ],
+)
+def test_each_operation_kind_gets_its_own_outcome_events(kind, confirmed_type, rejected_type) -> None:
+    for outcome, expected in (("confirm", confirmed_type), ("reject", rejected_type)):
+        table = table_with_head(kind)
+        assert table.head is not None
+        operation_id = table.head.operation_id
+        if outcome == "confirm":
+            table.confirm(operation_id)
+        else:
+            table.reject(operation_id, reason="r")
+        assert type(table.changes[-1]) is expected, outcome
+        assert table.changes[-1].operation_id == operation_id
+        assert table.operation(operation_id) is None
+        assert table.synced is True
+
+
+# -- saga progress -------------------------------------------------------------------------------
+
+
+def test_complete_step_records_each_step_once() -> None:
+    table, creation = new_table()
+    table.complete_step(creation, "create_table")
+    table.complete_step(creation, "create_table")
+    table.complete_step(creation, "verify")
+
+    steps = [e for e in table.changes if isinstance(e, SagaStepCompleted)]
+    assert [(e.operation_id, e.step) for e in steps] == [(creation, "create_table"), (creation, "verify")]
+    assert table.head is not None
+    assert table.head.steps_done == ["create_table", "verify"]
+    assert table.synced is False
+
+
+def test_fail_attempt_counts_attempts() -> None:
+    table = confirmed_table()
+    addition = added(table)
+    table.fail_attempt(addition, error="timeout", transient=True)
+    table.fail_attempt(addition, error="timeout", transient=True)
+    table.fail_attempt(addition, error="syntax", transient=False)
+
+    failures = [e for e in table.changes if isinstance(e, SagaAttemptFailed)]
+    assert [e.attempt for e in failures] == [1, 2, 3]
+    assert [e.transient for e in failures] == [True, True, False]
+    assert [e.error for e in failures] == ["timeout", "timeout", "syntax"]
+    assert table.head is not None and table.head.failed_attempts == 3
+
+
+def test_compensating_operation_cannot_be_confirmed_but_can_be_rejected() -> None:
+    table = confirmed_table()
+    addition = added(table)
+    table.start_compensation(addition, reason="verify failed")
+    table.start_compensation(addition, reason="again")
+
+    compensations = [e for e in table.changes if isinstance(e, SagaCompensationStarted)]
+    assert [e.reason for e in compensations] == ["verify failed"]
+    assert table.head is not None
+    assert table.head.compensating is True
+    assert table.head.compensation_reason == "verify failed"
+
+    before = list(table.changes)
+    with pytest.raises(IllegalTransition):
+        table.confirm(addition)
+    assert table.changes == before
+
+    table.reject(addition, reason="verify failed")
+    assert isinstance(table.changes[-1], TableChangeRejected)
+    assert "age" not in table.columns
+    assert table.synced is True
+
+
+def _progress_calls():
+    return [
+        pytest.param(lambda t, op: t.confirm(op), id="confirm"),
+        pytest.param(lambda t, op: t.reject(op, reason="r"), id="reject"),
+        pytest.param(lambda t, op: t.complete_step(op, "s"), id="complete_step"),
+        pytest.param(lambda t, op: t.fail_attempt(op, error="e", transient=True), id="fail_attempt"),
+        pytest.param(lambda t, op: t.start_compensation(op, reason="r"), id="start_compensation"),
+    ]
+
+
+@pytest.mark.parametrize("call", _progress_calls())
+def test_outcome_or_progress_for_a_queued_operation_is_illegal(call) -> None:
+    table = confirmed_table()
+    added(table)
+    queued = removed(table, "name")
+    before = list(table.changes)
+
+    with pytest.raises(IllegalTransition):
+        call(table, queued)
+    assert table.changes == before
+
+
+@pytest.mark.parametrize("call", _progress_calls())
+def test_outcome_or_progress_for_an_unknown_or_finished_operation_is_illegal(call) -> None:
+    table, creation = new_table()
+    table.confirm(creation)
+    for operation_id in (creation, uuid4()):
+        with pytest.raises(IllegalTransition):
+            call(table, operation_id)
+    assert len(table.changes) == 2
+
+
+def test_applying_an_outcome_for_an_unknown_operation_is_illegal() -> None:
+    table = replay_of(confirmed_table())
+    with pytest.raises(IllegalTransition):
+        table.apply(TableChangeConfirmed(table_id=table.table_id, operation_id=uuid4()))
+
+
+# -- replay, snapshots, serialization ------------------------------------------------------------
+
+
+def _full_history() -> Table:
+    """A table that went through every event but the two that end a table (checked below)."""
+    table, creation = new_table()
+    addition = added(table)
+    table.complete_step(creation, "create_table")
+    table.fail_attempt(creation, error="blip", transient=True)
+    table.fail_attempt(creation, error="denied", transient=False)
+    table.confirm(creation)
+    table.complete_step(addition, "add_column")
+    table.confirm(addition)
+    removal = removed(table, "name")
+    table.start_compensation(removal, reason="bad")
+    table.reject(removal, reason="bad")
+    failed_add = added(table, Column("score", ColumnType.DECIMAL, default="0"))
+    table.reject(failed_add, reason="no")
+    table.confirm(removed(table, "updated_at"))
+    table.reject(deleted(table), reason="locked")
+    deleted(table)  # left pending on purpose
+    return table
+
+
+def test_full_history_covers_every_event_type() -> None:
+    table = _full_history()
+    assert {type(e).__name__ for e in table.changes} == set(events.EVENT_TYPES) - {
+        "TableCreationRejected",
+        "TableDeletionConfirmed",
+    }
+
+
+@pytest.mark.parametrize(
+    "make_table",
+    [
+        lambda: new_table()[0],
+        confirmed_table,
+        _creation_rejected,
+        _deletion_accepted,
+        _deletion_confirmed,
+        _full_history,
+    ],
+    ids=["pending", "confirmed", "creation-rejected", "deletion-accepted", "deletion-confirmed", "full"],
+)
+def test_replaying_recorded_events_gives_the_same_state(make_table) -> None:
+    table = make_table()
+    replayed = replay_of(table)
+
+    assert replayed.version == len(table.changes) - 1
+    assert replayed.changes == []
+    assert replayed.state_equals(as_saved(table))
+    assert fields_of(replayed) == fields_of(as_saved(table))
+    assert replayed.columns == table.columns
+    assert (replayed.exists, replayed.live, replayed.synced) == (table.exists, table.live, table.synced)
+    assert_snapshot_round_trips(table)
+
+
+def test_state_equals_notices_a_difference() -> None:
+    # Guards the replay tests above against a state_equals that always says yes.
+    table = _full_history()
+    other = replay_of(table)
+    other.confirmed_columns.pop("age")
+    assert not other.state_equals(as_saved(table))
+    assert not replay_of(table).state_equals(table)  # version differs: -1 unsaved vs. saved
+
+
+def test_snapshot_then_remaining_events_equals_full_replay() -> None:
+    table = _full_history()
+    recorded = table.changes
+    for cut in range(1, len(recorded)):
+        prefix = replay(table.table_id, recorded[:cut])
+        restored = Table.from_snapshot(json.loads(json.dumps(prefix.to_snapshot())), version=prefix.version)
+        for event in recorded[cut:]:
+            restored.apply(stored(event))
+        assert restored.state_equals(as_saved(table)), cut
+        assert fields_of(restored) == fields_of(as_saved(table)), cut
+
+
+def test_every_event_round_trips_through_its_data() -> None:
+    table = _full_history()
+    rejected = _creation_rejected()
+    gone = _deletion_confirmed()
+    for event in [*table.changes, *rejected.changes, *gone.changes]:
+        data = event.to_data()
+        assert json.loads(json.dumps(data)) == data
+        assert isinstance(data["table_id"], str) and isinstance(data["operation_id"], str)
+        assert events.event_from_data(event.type_name(), data) == event
+        assert events.event_from_data(event.type_name(), json.loads(json.dumps(data))) == event
+
+
+def test_stream_name() -> None:
+    table_id = UUID("12345678-1234-5678-1234-567812345678")
+    assert events.stream_name(table_id) == "Table$12345678-1234-5678-1234-567812345678"
+
+
+# -- known flaw ----------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "a column re-added while its removal is in flight is validated as if the removal had succeeded; "
+        "when the removal is rejected the intended columns hold two names that differ only by case"
+    ),
+)
+def test_rejected_removal_does_not_leave_a_case_insensitive_duplicate() -> None:
+    table = confirmed_table()
+    removal = removed(table, "name")
+    try:
+        table.add_column(Column("Name", ColumnType.TEXT), operation_id=uuid4())
+    except ColumnExists:
+        return  # refusing the re-add until the removal is confirmed is one valid fix
+    table.reject(removal, reason="column is referenced by a view")
+
+    lowered = [n.lower() for n in table.columns]
+    assert len(lowered) == len(set(lowered)), table.columns
+
+
+# -- property: any sequence of commands and outcomes ---------------------------------------------
+
+COLUMN_NAMES = ["id", "name", "NAME", "created_at", "age", "Age", "email", "x1"]
+# Mostly the running operation, sometimes a queued or unknown one (which must be refused).
+TARGET = st.sampled_from(["head", "head", "head", "other"])
+
+# Weighted by repetition: deletion ends the interesting part of a history, so it is drawn rarely,
+# and outcomes often enough that changes get confirmed and rejected.
+command = st.one_of(
+    *[st.tuples(st.just("add"), st.sampled_from(COLUMN_NAMES), st.sampled_from(list(ColumnType)))] * 3,
+    st.tuples(st.just("add_pk"), st.sampled_from(COLUMN_NAMES)),
+    *[st.tuples(st.just("remove"), st.sampled_from(COLUMN_NAMES))] * 2,
+    st.tuples(st.just("delete")),
+    *[st.tuples(st.just("confirm"), TARGET)] * 4,
+    *[st.tuples(st.just("reject"), TARGET)] * 2,
+    st.tuples(st.sampled_from(["compensate", "fail"]), TARGET),
+    st.tuples(st.just("step"), TARGET, st.sampled_from(["ddl", "verify"])),
+)
+
+
+def _target(table: Table, which: str) -> UUID:
+    if which == "head" and table.head is not None:
+        return table.head.operation_id
+    if len(table.pending) > 1:
+        return table.pending[-1].operation_id
+    return uuid4()
+
+
+def _run(table: Table, cmd: tuple) -> None:
+    match cmd:
+        case ("add", name, type_):
+            table.add_column(Column(name, type_), operation_id=uuid4())
+        case ("add_pk", name):
+            table.add_column(
+                Column(name, ColumnType.UUID, nullable=False, primary_key=True), operation_id=uuid4()
+            )
+        case ("remove", name):
+            table.remove_column(name, operation_id=uuid4())
+        case ("delete",):
+            table.delete(operation_id=uuid4())
+        case ("confirm", which):
+            table.confirm(_target(table, which))
+        case ("reject", which):
+            table.reject(_target(table, which), reason="rejected")
+        case ("compensate", which):
+            table.start_compensation(_target(table, which), reason="compensating")
+        case ("fail", which):
+            table.fail_attempt(_target(table, which), error="err", transient=True)
+        case ("step", which, step):
+            table.complete_step(_target(table, which), step)
+        case _:
+            raise AssertionError(f"unknown command {cmd!r}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.booleans(), st.lists(command, max_size=30))
+def test_any_sequence_replays_to_the_same_state(start_confirmed: bool, commands: list[tuple]) -> None:
+    # Half the histories skip past creation, which a random outcome would otherwise often reject.
+    table = confirmed_table() if start_confirmed else new_table()[0]
+    assert_replays(table)
+
+    for cmd in commands:
+        before_changes = list(table.changes)
+        before = as_saved(table).to_snapshot()
+        try:
+            _run(table, cmd)
+        except DomainError:
+            # A refused command or transition records nothing and changes nothing.
+            assert table.changes == before_changes
+            assert as_saved(table).to_snapshot() == before
+        assert_replays(table)
+        assert_snapshot_round_trips(table)
+        if not table.creation_rejected:
+            assert "id" in table.columns
+            assert table.columns["id"].primary_key
+        assert table.synced == (not table.pending)
+        assert len({op.operation_id for op in table.pending}) == len(table.pending)
+        assert sum(1 for c in table.columns.values() if c.primary_key) <= 1
