@@ -182,6 +182,12 @@ class Table:
             raise InvalidName(f"column name {column.name!r} is not a valid identifier")
         if column.name.lower() in (n.lower() for n in self.columns):
             raise ColumnExists(f"column {column.name!r} already exists (or is being added) in {self.name!r}")
+        # A removal still in flight may be rejected and keep the column: wait for its outcome.
+        if column.name.lower() in (n.lower() for n in self.confirmed_columns):
+            raise ColumnExists(
+                f"column {column.name!r} of {self.name!r} is being removed; add it again once the removal "
+                "is confirmed"
+            )
         if column.primary_key:
             raise PrimaryKeyColumn("a new column cannot be a primary key")
         self._record(

@@ -20,6 +20,7 @@ from schemasaga.byodb.errors import ByodbError, TransientByodbError, classify
 from schemasaga.catalog import DatabaseCatalog
 from schemasaga.domain.errors import TableNotFound
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
+from schemasaga.faults import kill_point
 from schemasaga.jobs.app import JobScheduler
 from schemasaga.projections.tables import mark_running, project
 from schemasaga.repository import TableRepository
@@ -91,11 +92,15 @@ class SagaRunner:
             for index, step in enumerate(steps):
                 if step.name in op.steps_done:
                     continue
+                kill_point(step.name, "before_action")
                 await asyncio.to_thread(step.action, adapter, table, op)
+                kill_point(step.name, "after_action")
                 if index < len(steps) - 1:
                     await self._record(table.table_id, op.operation_id, step=step.name)
                     op.steps_done.append(step.name)
+                    kill_point(step.name, "after_record")
             await self._record(table.table_id, op.operation_id, step=steps[-1].name, confirm=True)
+            kill_point(steps[-1].name, "after_record")
         except _Stale:
             raise
         except Exception as exc:
@@ -129,7 +134,9 @@ class SagaRunner:
             try:
                 adapter = await asyncio.to_thread(self.catalog.adapter, table.database)
                 for step in to_undo:
+                    kill_point(step.name, "before_compensation")
                     await asyncio.to_thread(_compensation(step), adapter, table, op)
+                    kill_point(step.name, "after_compensation")
             except Exception as exc:
                 error = exc if isinstance(exc, ByodbError) else classify(exc)
                 if isinstance(error, TransientByodbError):
