@@ -1,0 +1,477 @@
+"""One contract for the BYODB adapter, run against PostgreSQL, MariaDB/MySQL and SQLite.
+
+Every test gets a fresh empty database of its engine (see ``conftest``) and talks to the real server.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pymysql
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from schemasaga.byodb import (
+    ByodbAdapter,
+    ByodbError,
+    DdlLimits,
+    InvalidIdentifier,
+    PermanentByodbError,
+    TransientByodbError,
+    open_adapter,
+)
+from schemasaga.byodb.identifiers import MAX_LENGTH
+from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, ColumnType
+
+ENGINES = [
+    pytest.param("postgresql", id="postgresql"),
+    pytest.param("mysql", id="mysql", marks=pytest.mark.mariadb),
+    pytest.param("sqlite", id="sqlite"),
+]
+FIXTURES = {"postgresql": "byodb_pg_url", "mysql": "byodb_mysql_url", "sqlite": "byodb_sqlite_url"}
+FAST = DdlLimits(lock_timeout_ms=500, statement_timeout_ms=10_000, connect_timeout_s=2)
+
+
+@pytest.fixture(params=ENGINES)
+def url(request: pytest.FixtureRequest) -> str:
+    """SQLAlchemy URL of a fresh empty database of each engine."""
+    value: str = request.getfixturevalue(FIXTURES[request.param])
+    return value
+
+
+@pytest.fixture
+def adapter(url: str) -> Iterator[ByodbAdapter]:
+    a = open_adapter(url, limits=FAST)
+    try:
+        yield a
+    finally:
+        a.dispose()
+
+
+def shape(adapter: ByodbAdapter, name: str) -> list[tuple[str, ColumnType | None, bool, bool]]:
+    live = adapter.inspect_table(name)
+    assert live is not None, f"table {name} is missing"
+    return [(c.name, c.type, c.nullable, c.primary_key) for c in live.columns]
+
+
+# -- creating ------------------------------------------------------------------------------------
+
+
+def test_create_with_default_columns_then_inspect(adapter: ByodbAdapter) -> None:
+    assert adapter.create_table("people", DEFAULT_COLUMNS) is True
+
+    assert shape(adapter, "people") == [
+        ("id", ColumnType.INTEGER, False, True),
+        ("name", ColumnType.TEXT, True, False),
+        ("created_at", ColumnType.TIMESTAMP, True, False),
+        ("updated_at", ColumnType.TIMESTAMP, True, False),
+    ]
+    live = adapter.inspect_table("people")
+    assert live is not None and live.name == "people"
+    assert all(c.raw_type for c in live.columns)
+
+
+def test_create_twice_changes_nothing(adapter: ByodbAdapter, url: str) -> None:
+    assert adapter.create_table("people", DEFAULT_COLUMNS) is True
+    before = adapter.inspect_table("people")
+
+    assert adapter.create_table("people", DEFAULT_COLUMNS) is False
+
+    assert adapter.inspect_table("people") == before
+    assert adapter.list_tables() == ["people"]
+
+
+def test_create_over_a_table_of_another_shape_is_permanent(adapter: ByodbAdapter) -> None:
+    adapter.create_table("people", DEFAULT_COLUMNS)
+    before = adapter.inspect_table("people")
+
+    with pytest.raises(PermanentByodbError, match=r"another shape.*age"):
+        adapter.create_table("people", (*DEFAULT_COLUMNS, Column("age", ColumnType.INTEGER)))
+    with pytest.raises(PermanentByodbError, match="column 'name' has type"):
+        adapter.create_table(
+            "people", (DEFAULT_COLUMNS[0], Column("name", ColumnType.STRING), *DEFAULT_COLUMNS[2:])
+        )
+    with pytest.raises(PermanentByodbError, match="regardless of case"):
+        adapter.create_table("People", DEFAULT_COLUMNS)
+
+    assert adapter.inspect_table("people") == before
+    assert adapter.list_tables() == ["people"]
+
+
+def test_names_keep_their_case(adapter: ByodbAdapter) -> None:
+    assert adapter.create_table(
+        "MyTable", (Column("Id", ColumnType.INTEGER, nullable=False, primary_key=True),)
+    )
+    assert adapter.add_column("MyTable", Column("FirstName", ColumnType.STRING)) is True
+
+    assert adapter.list_tables() == ["MyTable"]
+    assert [c.name for c in adapter.inspect_table("MyTable").columns] == ["Id", "FirstName"]  # type: ignore[union-attr]
+    # a column differing only in case is the same column
+    with pytest.raises(PermanentByodbError, match="spelled 'FirstName'"):
+        adapter.add_column("MyTable", Column("firstname", ColumnType.STRING))
+
+
+def test_a_view_of_that_name_is_permanent(adapter: ByodbAdapter, url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE VIEW people AS SELECT 1 AS id"))
+    engine.dispose()
+
+    with pytest.raises(PermanentByodbError, match="is a view"):
+        adapter.create_table("people", DEFAULT_COLUMNS)
+    assert adapter.list_tables() == []
+
+
+# -- columns -------------------------------------------------------------------------------------
+
+
+def test_add_a_column_of_every_type_round_trips(adapter: ByodbAdapter) -> None:
+    adapter.create_table("things", DEFAULT_COLUMNS)
+
+    for column_type in ColumnType:
+        assert adapter.add_column("things", Column(f"c_{column_type.value}", column_type)) is True
+
+    live = adapter.inspect_table("things")
+    assert live is not None
+    for column_type in ColumnType:
+        column = live.column(f"c_{column_type.value}")
+        assert column is not None
+        assert (column.type, column.nullable, column.primary_key) == (column_type, True, False), column
+    # and re-adding any of them is a no-op: the inspected type is the one asked for
+    for column_type in ColumnType:
+        assert adapter.add_column("things", Column(f"c_{column_type.value}", column_type)) is False
+
+
+def test_create_with_every_type_is_idempotent(adapter: ByodbAdapter) -> None:
+    columns = (DEFAULT_COLUMNS[0], *(Column(f"c_{t.value}", t) for t in ColumnType))
+    assert adapter.create_table("everything", columns) is True
+    assert adapter.create_table("everything", columns) is False
+
+
+def test_not_null_column_with_a_default(adapter: ByodbAdapter) -> None:
+    adapter.create_table("things", DEFAULT_COLUMNS)
+    column = Column("flag", ColumnType.INTEGER, nullable=False, default="7")
+
+    assert adapter.add_column("things", column) is True
+    assert adapter.add_column("things", column) is False
+
+    live = adapter.inspect_table("things")
+    assert live is not None and live.column("flag") == live.columns[-1]
+    assert live.columns[-1].nullable is False
+
+
+def test_add_column_twice_and_with_another_type(adapter: ByodbAdapter) -> None:
+    adapter.create_table("people", DEFAULT_COLUMNS)
+
+    assert adapter.add_column("people", Column("age", ColumnType.INTEGER)) is True
+    assert adapter.add_column("people", Column("age", ColumnType.INTEGER)) is False
+    with pytest.raises(PermanentByodbError, match="already exists with type"):
+        adapter.add_column("people", Column("age", ColumnType.TEXT))
+
+    assert shape(adapter, "people")[-1] == ("age", ColumnType.INTEGER, True, False)
+
+
+def test_add_column_to_a_missing_table_is_permanent(adapter: ByodbAdapter) -> None:
+    with pytest.raises(PermanentByodbError, match="does not exist"):
+        adapter.add_column("ghosts", Column("age", ColumnType.INTEGER))
+
+
+def test_drop_column_twice(adapter: ByodbAdapter) -> None:
+    adapter.create_table("people", (*DEFAULT_COLUMNS, Column("age", ColumnType.INTEGER)))
+
+    assert adapter.drop_column("people", "age") is True
+    assert adapter.drop_column("people", "age") is False
+
+    assert [c[0] for c in shape(adapter, "people")] == ["id", "name", "created_at", "updated_at"]
+    with pytest.raises(PermanentByodbError, match="primary key"):
+        adapter.drop_column("people", "id")
+
+
+# -- tables --------------------------------------------------------------------------------------
+
+
+def test_drop_table_twice(adapter: ByodbAdapter) -> None:
+    adapter.create_table("people", DEFAULT_COLUMNS)
+
+    assert adapter.drop_table("people") is True
+    assert adapter.drop_table("people") is False
+
+    assert adapter.inspect_table("people") is None
+
+
+def test_list_tables(adapter: ByodbAdapter) -> None:
+    assert adapter.list_tables() == []
+    for name in ("b_table", "a_table", "c_table"):
+        adapter.create_table(name, DEFAULT_COLUMNS)
+    adapter.drop_table("c_table")
+
+    assert adapter.list_tables() == ["a_table", "b_table"]
+
+
+def test_server_version_and_ping(adapter: ByodbAdapter) -> None:
+    adapter.ping()
+    assert adapter.server_version()[0].isdigit()
+
+
+# -- identifiers ---------------------------------------------------------------------------------
+
+BAD_NAMES: dict[str, list[tuple[str, str]]] = {
+    "postgresql": [
+        ("a" * 64, "64 bytes long; postgresql allows at most 63 bytes"),
+        ("é" * 32, "64 bytes long"),  # 32 characters, 64 bytes: PostgreSQL counts bytes
+        ("select", "reserved word in postgresql"),
+        ("user", "reserved word in postgresql"),
+    ],
+    "mysql": [
+        ("a" * 65, "65 characters long; mysql allows at most 64"),
+        ("é" * 32, "invalid"),  # short enough in characters; refused for its characters
+        ("select", "reserved word in mysql"),
+        ("interval", "reserved word in mysql"),
+    ],
+    "sqlite": [
+        ("a" * 129, "129 characters long; sqlite allows at most 128"),
+        ("sqlite_stats", "starts with 'sqlite_'"),
+        ("select", "reserved word in sqlite"),
+        ("autoincrement", "reserved word in sqlite"),
+    ],
+}
+BAD_EVERYWHERE = [
+    ("", "empty"),
+    ("1abc", "invalid"),
+    ("has space", "invalid"),
+    ('quo"te', "invalid"),
+    ("drop table x; --", "invalid"),
+    ("ok\n", "invalid"),
+]
+
+
+def test_identifiers_are_validated_per_engine(adapter: ByodbAdapter) -> None:
+    engine = adapter.engine
+    longest = "a" * MAX_LENGTH[engine]
+    assert adapter.create_table(longest, DEFAULT_COLUMNS) is True
+    assert adapter.add_column(longest, Column("b" * MAX_LENGTH[engine], ColumnType.TEXT)) is True
+
+    for name, message in BAD_NAMES[engine] + BAD_EVERYWHERE:
+        with pytest.raises(InvalidIdentifier, match=message):
+            adapter.create_table(name, DEFAULT_COLUMNS)
+        with pytest.raises(InvalidIdentifier, match=message):
+            adapter.add_column(longest, Column(name, ColumnType.TEXT))
+        with pytest.raises(PermanentByodbError):  # an invalid name is a permanent failure of the step
+            adapter.drop_table(name)
+
+    assert adapter.list_tables() == [longest]
+
+
+# -- failures ------------------------------------------------------------------------------------
+
+
+def test_unreachable_server_is_transient(adapter: ByodbAdapter, url: str) -> None:
+    if adapter.engine == "sqlite":
+        pytest.skip("SQLite has no server; its transient failure is the lock test")
+    closed = make_url(url).set(port=1).render_as_string(hide_password=False)
+    with open_adapter(closed, limits=FAST) as down:
+        with pytest.raises(TransientByodbError, match="ping") as info:
+            down.ping()
+        assert info.value.engine == adapter.engine
+        with pytest.raises(TransientByodbError):
+            down.create_table("people", DEFAULT_COLUMNS)
+
+
+def test_missing_database_is_permanent(adapter: ByodbAdapter, url: str, tmp_path: object) -> None:
+    if adapter.engine == "sqlite":
+        missing = f"sqlite:///{tmp_path}/no/such/dir/db.sqlite3"
+    else:
+        missing = make_url(url).set(database="no_such_db_here").render_as_string(hide_password=False)
+    with open_adapter(missing, limits=FAST) as bad, pytest.raises(PermanentByodbError):
+        bad.ping()
+
+
+def test_lock_held_by_another_session_times_out_as_transient(url: str) -> None:
+    limits = DdlLimits(lock_timeout_ms=300, statement_timeout_ms=10_000, connect_timeout_s=2)
+    with open_adapter(url, limits=limits) as adapter:
+        adapter.create_table("people", DEFAULT_COLUMNS)
+        with _lock_held(adapter.engine, url, "people"):
+            started = time.monotonic()
+            with pytest.raises(TransientByodbError) as info:
+                adapter.add_column("people", Column("age", ColumnType.INTEGER))
+            elapsed = time.monotonic() - started
+        # MySQL counts lock_wait_timeout in whole seconds: 300 ms becomes 1 s there
+        assert elapsed < 3, elapsed
+        assert "lock" in str(info.value).lower()
+        # once the lock is gone the same step succeeds
+        assert adapter.add_column("people", Column("age", ColumnType.INTEGER)) is True
+
+
+@contextmanager
+def _lock_held(engine: str, url: str, table: str) -> Iterator[None]:
+    """Another session holds a shared lock on ``table`` (on SQLite the write lock) during the ``with``."""
+    if engine == "sqlite":
+        with _SqliteWriter(make_url(url).database or ""):
+            yield
+        return
+    other = sa.create_engine(url)
+    try:
+        with other.connect() as conn:
+            # a shared lock until the transaction ends; DDL needs an exclusive one
+            if engine == "postgresql":
+                conn.execute(sa.text(f'LOCK TABLE "{table}" IN ACCESS SHARE MODE'))
+            else:
+                conn.execute(sa.text(f"SELECT * FROM `{table}`")).all()
+            yield
+            conn.rollback()
+    finally:
+        other.dispose()
+
+
+class _SqliteWriter:
+    """A second SQLite connection holding the write lock while the ``with`` lasts."""
+
+    def __init__(self, path: str) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+
+    def __enter__(self) -> _SqliteWriter:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.conn.execute("ROLLBACK")
+        self.conn.close()
+
+
+def test_permission_denied_is_permanent(adapter: ByodbAdapter, url: str) -> None:
+    adapter.create_table("people", DEFAULT_COLUMNS)  # the database exists and has a table
+    with _RestrictedUrl(adapter.engine, url) as restricted, open_adapter(restricted, limits=FAST) as weak:
+        assert weak.list_tables() == ["people"]  # it can read the catalog...
+        with pytest.raises(PermanentByodbError) as info:  # ...but not change anything
+            weak.create_table("guests", DEFAULT_COLUMNS)
+        message = str(info.value).lower()
+        assert "denied" in message or "readonly" in message, message
+        assert "create table 'guests'" in message
+        with pytest.raises(PermanentByodbError):
+            weak.drop_table("people")
+    assert adapter.list_tables() == ["people"]
+
+
+class _RestrictedUrl:
+    """A URL for the same database as an account that may read but not change the schema."""
+
+    def __init__(self, engine: str, url: str) -> None:
+        self.engine, self.url = engine, make_url(url)
+        self.account = f"weak_{uuid.uuid4().hex[:12]}"
+        self.admin = sa.create_engine(url, isolation_level="AUTOCOMMIT") if engine != "sqlite" else None
+
+    def __enter__(self) -> str:
+        if self.engine == "sqlite":
+            return f"sqlite:///file:{self.url.database}?mode=ro&uri=true"
+        assert self.admin is not None
+        with self.admin.connect() as conn:
+            if self.engine == "postgresql":
+                # PostgreSQL >= 15 gives PUBLIC no CREATE on schema public: a new role can connect and read
+                conn.execute(sa.text(f"CREATE ROLE {self.account} LOGIN"))
+                return self.url.set(username=self.account).render_as_string(hide_password=False)
+            conn.execute(sa.text(f"CREATE USER '{self.account}'@'%' IDENTIFIED BY 'pw'"))
+            conn.execute(sa.text(f"GRANT SELECT ON `{self.url.database}`.* TO '{self.account}'@'%'"))
+            return self.url.set(username=self.account, password="pw").render_as_string(hide_password=False)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.admin is None:
+            return
+        with self.admin.connect() as conn:
+            if self.engine == "postgresql":
+                conn.execute(sa.text(f"DROP ROLE IF EXISTS {self.account}"))
+            else:
+                conn.execute(sa.text(f"DROP USER IF EXISTS '{self.account}'@'%'"))
+        self.admin.dispose()
+
+
+def test_a_failure_between_statements_leaves_nothing(url: str) -> None:
+    """A crash after CREATE TABLE: PostgreSQL and SQLite roll back; MariaDB, which has already
+    committed the CREATE, drops the table again (compensation)."""
+    seen: list[bool] = []
+    observer = open_adapter(url, limits=FAST)
+
+    def crash(label: str) -> None:
+        assert label == "create_table:created"
+        # what another session sees at this instant: only MariaDB has already committed the table
+        seen.append(observer.inspect_table("people") is not None)
+        raise ConnectionResetError("injected failure")
+
+    adapter = ByodbAdapter(url, limits=FAST, between_statements=crash)
+    try:
+        with pytest.raises(ByodbError, match="injected failure"):
+            adapter.create_table("people", DEFAULT_COLUMNS)
+
+        assert seen == [adapter.engine == "mysql"]
+        assert adapter.inspect_table("people") is None
+        assert adapter.list_tables() == []
+        # the retry of the step (without the crash) does the whole work
+        with open_adapter(url) as retry:
+            assert retry.create_table("people", DEFAULT_COLUMNS) is True
+    finally:
+        adapter.dispose()
+        observer.dispose()
+
+
+def test_sqlite_drop_column_by_table_rebuild(byodb_sqlite_url: str) -> None:
+    """The path used on SQLite < 3.35 (no ALTER TABLE DROP COLUMN), forced here."""
+    with ByodbAdapter(byodb_sqlite_url, sqlite_batch_drop=True) as adapter:
+        columns = (*DEFAULT_COLUMNS, *(Column(f"c_{t.value}", t) for t in ColumnType))
+        adapter.create_table("things", columns)
+        engine = sa.create_engine(byodb_sqlite_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO things (id, name, c_json) VALUES (1, 'kept', '{\"a\": 1}')"))
+
+        assert adapter.drop_column("things", "c_date") is True
+        assert adapter.drop_column("things", "c_date") is False
+
+        expected = [c for c in columns if c.name != "c_date"]
+        assert shape(adapter, "things") == [
+            (c.name, c.type, c.nullable and not c.primary_key, c.primary_key) for c in expected
+        ]
+        assert adapter.create_table("things", expected) is False  # still exactly the asked shape
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT id, name, c_json FROM things")).all() == [
+                (1, "kept", '{"a": 1}')
+            ]
+            # still a rowid table with an INTEGER PRIMARY KEY
+            assert conn.execute(sa.text("SELECT rowid FROM things")).scalar_one() == 1
+            assert conn.execute(sa.text("PRAGMA journal_mode")).scalar_one() == "wal"
+        engine.dispose()
+
+
+def test_sqlite_connections_use_wal_and_busy_timeout(byodb_sqlite_url: str) -> None:
+    with ByodbAdapter(byodb_sqlite_url, limits=DdlLimits(lock_timeout_ms=1234)) as adapter:
+        adapter.create_table("people", DEFAULT_COLUMNS)
+        with adapter._sa.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 1234
+
+
+@pytest.mark.mariadb
+def test_mysql_session_limits(byodb_mysql_url: str) -> None:
+    limits = DdlLimits(lock_timeout_ms=2500, statement_timeout_ms=7000)
+    with ByodbAdapter(byodb_mysql_url, limits=limits) as adapter, adapter._sa.connect() as conn:
+        row = conn.exec_driver_sql("SELECT @@lock_wait_timeout, @@innodb_lock_wait_timeout, VERSION()").one()
+        assert (row[0], row[1]) == (3, 3)
+        if "mariadb" in row[2].lower():
+            assert conn.exec_driver_sql("SELECT @@max_statement_time").scalar_one() == 7.0
+
+
+def test_postgresql_step_sets_local_timeouts(byodb_pg_url: str) -> None:
+    limits = DdlLimits(lock_timeout_ms=1500, statement_timeout_ms=4000)
+    with ByodbAdapter(byodb_pg_url, limits=limits) as adapter:
+        with adapter._step("probe") as conn:
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "1500ms"
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar_one() == "4s"
+        with adapter._sa.connect() as conn:  # SET LOCAL: gone after the step's transaction
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "0"
+
+
+def test_pymysql_is_the_mysql_driver() -> None:
+    # the classification relies on PyMySQL's (errno, message) exception arguments
+    assert pymysql.err.OperationalError(1205, "x").args[0] == 1205
