@@ -229,3 +229,99 @@ def rebuild(data_dir: Path | None) -> None:
             click.echo(f"rebuilt read models of {n} tables")
 
     asyncio.run(_run())
+
+
+@main.command()
+@data_dir_option
+@click.option("--database", default=None, help="Only this database (default: every registered one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def drift(data_dir: Path | None, database: str | None, as_json: bool) -> None:
+    """Compare each table's confirmed metadata with the live schema; exit 1 if anything drifted."""
+    settings = _settings(data_dir=data_dir)
+    _logging(settings)
+
+    async def _run() -> int:
+        from schemasaga.bootstrap import open_container
+        from schemasaga.drift import DriftDetector
+
+        async with open_container(settings, migrate=False) as c:
+            detector = DriftDetector(pool=c.pool, repository=c.repository, catalog=c.catalog)
+            names = [database] if database else c.catalog.names()
+            reports = [await detector.scan(name) for name in names]
+        if as_json:
+            click.echo(json.dumps([r.to_dict() for r in reports], indent=2))
+        else:
+            for r in reports:
+                click.echo(f"database {r.database}: {r.checked} checked, {len(r.drifted)} drifted")
+                for t in r.drifted:
+                    for issue in t.issues:
+                        click.echo(f"  {t.name} ({t.table_id}): {_issue_text(issue)}")
+                if r.unmanaged_tables:
+                    click.echo(f"  not managed by schemasaga: {', '.join(r.unmanaged_tables)}")
+        return 0 if all(r.clean for r in reports) else 1
+
+    sys.exit(asyncio.run(_run()))
+
+
+def _issue_text(issue: dict[str, Any]) -> str:
+    parts = [issue["issue"].replace("_", " ")]
+    if "column" in issue:
+        parts.append(f"{issue['column']!r}")
+    if "expected" in issue:
+        parts.append(f"expected {issue['expected']}, found {issue['actual']}")
+    return " ".join(parts)
+
+
+@main.command()
+@data_dir_option
+@click.option(
+    "--wait", type=float, default=0.0, help="Seconds to wait for changes in flight to finish first."
+)
+def verify(data_dir: Path | None, wait: float) -> None:
+    """Check every table's consistency and every operation's progress; exit 1 on any divergence."""
+    settings = _settings(data_dir=data_dir)
+    _logging(settings)
+
+    async def _run() -> int:
+        from psycopg.rows import dict_row
+
+        from schemasaga.bootstrap import open_container
+        from schemasaga.drift import DriftDetector
+        from schemasaga.drift import Q as DRIFT_Q
+
+        async with open_container(settings, migrate=False) as c:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            while True:
+                async with c.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                    await cur.execute(DRIFT_Q["unsettled_operations"])
+                    unsettled = await cur.fetchall()
+                    await cur.execute(DRIFT_Q["stuck_operations"])
+                    stuck = await cur.fetchall()
+                if not unsettled or loop.time() >= deadline:
+                    break
+                await asyncio.sleep(0.2)
+            detector = DriftDetector(pool=c.pool, repository=c.repository, catalog=c.catalog)
+            reports = [await detector.scan(name) for name in c.catalog.names()]
+        failures = 0
+        for r in reports:
+            verdict = "all consistent" if r.clean else f"{len(r.drifted)} DIVERGE"
+            click.echo(f"database {r.database}: {r.checked} tables checked, {verdict}")
+            for t in r.drifted:
+                failures += 1
+                for issue in t.issues:
+                    click.echo(f"  {t.name} ({t.table_id}): {_issue_text(issue)}")
+        click.echo(f"operations in flight: {len(unsettled)}; stuck (no job will finish them): {len(stuck)}")
+        for op in stuck:
+            failures += 1
+            click.echo(
+                f"  STUCK {op['kind']} {op['operation_id']} on table {op['table_id']} ({op['status']})"
+            )
+        click.echo("OK" if failures == 0 else f"FAILED: {failures} divergence(s)")
+        return 0 if failures == 0 else 1
+
+    sys.exit(asyncio.run(_run()))
+
+
+if __name__ == "__main__":
+    main()

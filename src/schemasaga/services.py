@@ -99,6 +99,15 @@ class TableService:
         )
         return Accepted(table_id, operation_id)
 
+    async def reconcile(self, *, table_id: UUID, strategy: str, metadata: dict[str, Any]) -> Accepted:
+        operation_id = uuid4()
+        await self._change(
+            table_id,
+            lambda t: t.reconcile(strategy, operation_id=operation_id),
+            metadata=_correlated(metadata, operation_id),
+        )
+        return Accepted(table_id, operation_id)
+
     # -- queries ---------------------------------------------------------------------------------
 
     def catalog_engine(self, database: str) -> str | None:

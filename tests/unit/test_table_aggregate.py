@@ -690,6 +690,13 @@ def _full_history() -> Table:
     table.reject(failed_add, reason="no")
     table.confirm(removed(table, "updated_at"))
     table.reject(deleted(table), reason="locked")
+    assert table.record_drift([{"column": "age", "issue": "missing"}], scan_id=uuid4())
+    repair = uuid4()
+    table.reconcile("repair", operation_id=repair)
+    table.confirm(repair)
+    adoption = uuid4()
+    table.reconcile("adopt", operation_id=adoption)
+    table.adopt(adoption, [Column("id", ColumnType.INTEGER, nullable=False, primary_key=True)])
     deleted(table)  # left pending on purpose
     return table
 
@@ -731,7 +738,7 @@ def test_state_equals_notices_a_difference() -> None:
     # Guards the replay tests above against a state_equals that always says yes.
     table = _full_history()
     other = replay_of(table)
-    other.confirmed_columns.pop("age")
+    other.confirmed_columns.pop("id")
     assert not other.state_equals(as_saved(table))
     assert not replay_of(table).state_equals(table)  # version differs: -1 unsaved vs. saved
 
@@ -763,6 +770,53 @@ def test_every_event_round_trips_through_its_data() -> None:
 def test_stream_name() -> None:
     table_id = UUID("12345678-1234-5678-1234-567812345678")
     assert events.stream_name(table_id) == "Table$12345678-1234-5678-1234-567812345678"
+
+
+# -- reconciliation and drift ---------------------------------------------------------------------
+
+
+def test_drift_is_recorded_only_when_it_changes() -> None:
+    table = confirmed_table()
+    issues = [{"column": "age", "issue": "missing"}]
+    assert table.record_drift(issues, scan_id=uuid4()) is True
+    assert table.record_drift(issues, scan_id=uuid4()) is False
+    assert [type(e).__name__ for e in table.changes].count("TableDriftDetected") == 1
+    assert table.drift == issues
+
+
+def test_adopting_replaces_the_confirmed_columns_and_clears_drift() -> None:
+    table = confirmed_table()
+    table.record_drift([{"column": "extra", "issue": "extra"}], scan_id=uuid4())
+    op = uuid4()
+    table.reconcile("adopt", operation_id=op)
+    with pytest.raises(IllegalTransition):
+        table.confirm(op)
+    live = [
+        Column("id", ColumnType.INTEGER, nullable=False, primary_key=True),
+        Column("extra", ColumnType.TEXT),
+    ]
+    table.adopt(op, live)
+    assert list(table.confirmed_columns) == ["id", "extra"]
+    assert table.synced and table.drift == []
+
+
+def test_a_rejected_repair_keeps_the_metadata() -> None:
+    table = confirmed_table()
+    before = dict(table.confirmed_columns)
+    op = uuid4()
+    table.reconcile("repair", operation_id=op)
+    assert not table.synced
+    table.reject(op, reason="type mismatch")
+    assert table.confirmed_columns == before and table.synced
+
+
+def test_reconcile_refuses_unknown_strategies_and_gone_tables() -> None:
+    table = confirmed_table()
+    with pytest.raises(IllegalTransition):
+        table.reconcile("rewrite", operation_id=uuid4())
+    table.delete(operation_id=uuid4())
+    with pytest.raises(TableGone):
+        table.reconcile("repair", operation_id=uuid4())
 
 
 # -- a removal in flight blocks re-adding the column -----------------------------------------------

@@ -98,6 +98,26 @@ class SagaCompensationStarted(TableEvent):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class TableReconciliationRequested(TableEvent):
+    # "repair": bring the physical table back to the metadata; "adopt": take the live schema as metadata.
+    strategy: str
+
+
+@dataclass(frozen=True, slots=True)
+class TableSchemaAdopted(TableEvent):
+    """Confirms an "adopt" reconciliation: the live columns become the table's metadata."""
+
+    columns: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class TableDriftDetected(TableEvent):
+    """A drift scan found the physical table differing from its metadata (operation_id: the scan's id)."""
+
+    issues: list[dict[str, Any]]
+
+
 EVENT_TYPES: dict[str, type[TableEvent]] = {
     cls.__name__: cls
     for cls in (
@@ -113,6 +133,9 @@ EVENT_TYPES: dict[str, type[TableEvent]] = {
         SagaStepCompleted,
         SagaAttemptFailed,
         SagaCompensationStarted,
+        TableReconciliationRequested,
+        TableSchemaAdopted,
+        TableDriftDetected,
     )
 }
 

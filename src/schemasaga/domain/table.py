@@ -36,7 +36,10 @@ from schemasaga.domain.events import (
     TableDeleted,
     TableDeletionConfirmed,
     TableDeletionRejected,
+    TableDriftDetected,
     TableEvent,
+    TableReconciliationRequested,
+    TableSchemaAdopted,
 )
 
 
@@ -45,6 +48,8 @@ class OperationKind(StrEnum):
     ADD_COLUMN = "add_column"
     REMOVE_COLUMN = "remove_column"
     DELETE_TABLE = "delete_table"
+    REPAIR = "repair"
+    ADOPT = "adopt"
 
 
 @dataclass(slots=True)
@@ -92,12 +97,15 @@ _CONFIRMED = {
     OperationKind.ADD_COLUMN: TableChangeConfirmed,
     OperationKind.REMOVE_COLUMN: TableChangeConfirmed,
     OperationKind.DELETE_TABLE: TableDeletionConfirmed,
+    OperationKind.REPAIR: TableChangeConfirmed,
 }
 _REJECTED = {
     OperationKind.CREATE_TABLE: TableCreationRejected,
     OperationKind.ADD_COLUMN: TableChangeRejected,
     OperationKind.REMOVE_COLUMN: TableChangeRejected,
     OperationKind.DELETE_TABLE: TableDeletionRejected,
+    OperationKind.REPAIR: TableChangeRejected,
+    OperationKind.ADOPT: TableChangeRejected,
 }
 
 
@@ -112,6 +120,8 @@ class Table:
     creation_rejected: bool = False
     deletion_confirmed: bool = False
     pending: list[PendingOperation] = field(default_factory=list)
+    # The differences the last drift scan reported (empty: none, or repaired/adopted since).
+    drift: list[dict[str, Any]] = field(default_factory=list)
     # Version of the last event folded in (-1: no events).
     version: int = -1
     # Events decided but not yet saved.
@@ -213,7 +223,35 @@ class Table:
         self._ensure_live()
         self._record(TableDeleted(table_id=self.table_id, operation_id=operation_id))
 
+    def reconcile(self, strategy: str, *, operation_id: UUID) -> None:
+        """Queue a reconciliation: "repair" the physical table, or "adopt" its live schema."""
+        self._ensure_live()
+        if strategy not in ("repair", "adopt"):
+            raise IllegalTransition(f"unknown reconciliation strategy {strategy!r}; use 'repair' or 'adopt'")
+        if not self.exists and not self.pending:
+            raise TableGone(f"table {self.name!r} was never created in its database")
+        self._record(
+            TableReconciliationRequested(table_id=self.table_id, operation_id=operation_id, strategy=strategy)
+        )
+
+    def record_drift(self, issues: list[dict[str, Any]], *, scan_id: UUID) -> bool:
+        """Record what a drift scan found, if it differs from what was last recorded."""
+        if issues == self.drift:
+            return False
+        self._record(TableDriftDetected(table_id=self.table_id, operation_id=scan_id, issues=issues))
+        return True
+
     # -- saga progress ---------------------------------------------------------------------------
+
+    def adopt(self, operation_id: UUID, columns: list[Column]) -> None:
+        op = self._head(operation_id)
+        if op.kind is not OperationKind.ADOPT:
+            raise IllegalTransition(f"operation {operation_id} is not an adoption")
+        self._record(
+            TableSchemaAdopted(
+                table_id=self.table_id, operation_id=operation_id, columns=[c.to_dict() for c in columns]
+            )
+        )
 
     def complete_step(self, operation_id: UUID, step: str) -> None:
         op = self._head(operation_id)
@@ -241,6 +279,8 @@ class Table:
 
     def confirm(self, operation_id: UUID) -> None:
         op = self._head(operation_id)
+        if op.kind is OperationKind.ADOPT:
+            raise IllegalTransition("an adoption is confirmed by the schema it adopts (use adopt)")
         if op.compensating:
             raise IllegalTransition(f"operation {operation_id} is compensating and can only be rejected")
         self._record(_CONFIRMED[op.kind](table_id=self.table_id, operation_id=operation_id))
@@ -276,6 +316,15 @@ class Table:
                 self.pending.append(PendingOperation(event.operation_id, kind, (Column.from_dict(column),)))
             case TableDeleted():
                 self.pending.append(PendingOperation(event.operation_id, OperationKind.DELETE_TABLE, ()))
+            case TableReconciliationRequested(strategy=strategy):
+                self.pending.append(PendingOperation(event.operation_id, OperationKind(strategy), ()))
+            case TableDriftDetected(issues=issues):
+                self.drift = list(issues)
+            case TableSchemaAdopted(columns=columns):
+                self._finish(event)
+                self.confirmed_columns = {c["name"]: Column.from_dict(c) for c in columns}
+                self.exists = True
+                self.drift = []
             case SagaStepCompleted(step=step):
                 self._pending_op(event).steps_done.append(step)
             case SagaAttemptFailed():
@@ -291,8 +340,10 @@ class Table:
                 op = self._finish(event)
                 if op.kind is OperationKind.ADD_COLUMN:
                     self.confirmed_columns[op.column.name] = op.column
-                else:
+                elif op.kind is OperationKind.REMOVE_COLUMN:
                     self.confirmed_columns.pop(op.column.name, None)
+                else:  # a repair brought the physical table back to the metadata
+                    self.drift = []
             case TableDeletionConfirmed():
                 self._finish(event)
                 self.exists = False
@@ -345,6 +396,7 @@ class Table:
             "creation_rejected": self.creation_rejected,
             "deletion_confirmed": self.deletion_confirmed,
             "pending": [op.to_dict() for op in self.pending],
+            "drift": list(self.drift),
         }
 
     @classmethod
@@ -358,6 +410,7 @@ class Table:
             creation_rejected=data["creation_rejected"],
             deletion_confirmed=data["deletion_confirmed"],
             pending=[PendingOperation.from_dict(op) for op in data["pending"]],
+            drift=list(data.get("drift", [])),
             version=version,
         )
 

@@ -23,6 +23,8 @@ from schemasaga.domain.events import (
     TableDeletionConfirmed,
     TableDeletionRejected,
     TableEvent,
+    TableReconciliationRequested,
+    TableSchemaAdopted,
     event_from_data,
 )
 from schemasaga.domain.table import Table
@@ -40,6 +42,8 @@ def _kind(event: TableEvent) -> str:
             return "add_column"
         case TableChanged():
             return "remove_column"
+        case TableReconciliationRequested(strategy=strategy):
+            return strategy
         case _:
             return "delete_table"
 
@@ -81,7 +85,7 @@ async def project(conn: AsyncConnection[Any], table: Table, recorded: Sequence[R
 async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> None:
     op = {"operation_id": event.operation_id, "at": rec.created_at}
     match event:
-        case TableCreated() | TableChanged() | TableDeleted():
+        case TableCreated() | TableChanged() | TableDeleted() | TableReconciliationRequested():
             await cur.execute(
                 Q["insert_operation"],
                 {
@@ -98,7 +102,12 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
             await cur.execute(Q["operation_attempt_failed"], {**op, "attempt": attempt, "error": error})
         case SagaCompensationStarted(reason=reason):
             await cur.execute(Q["operation_compensating"], {**op, "reason": reason})
-        case TableCreationConfirmed() | TableChangeConfirmed() | TableDeletionConfirmed():
+        case (
+            TableCreationConfirmed()
+            | TableChangeConfirmed()
+            | TableDeletionConfirmed()
+            | TableSchemaAdopted()
+        ):
             await cur.execute(Q["operation_finished"], {**op, "status": "completed", "error": None})
         case (
             TableCreationRejected(reason=r) | TableChangeRejected(reason=r) | TableDeletionRejected(reason=r)

@@ -90,6 +90,40 @@ def _verify_table_gone(adapter: ByodbAdapter, table: Table, op: PendingOperation
         raise VerificationFailed(f"table {table.name!r} still exists")
 
 
+def _repair(adapter: ByodbAdapter, table: Table, op: PendingOperation) -> None:
+    """Bring the physical table back to the confirmed metadata: create it if it is missing, add
+    missing columns, drop extra ones. A column of another type, nullability or key cannot be
+    changed without risking its data: that is refused (adopt the live schema instead)."""
+    from schemasaga.drift import compare
+
+    confirmed = list(table.confirmed_columns.values())
+    live = adapter.inspect_table(table.name)
+    if live is None:
+        adapter.create_table(table.name, confirmed)
+        return
+    issues = compare(confirmed, live)
+    unrepairable = [i for i in issues if i["issue"] not in ("missing_column", "extra_column")]
+    if unrepairable:
+        raise PermanentByodbError(
+            "cannot repair without risking data: "
+            + "; ".join(f"{i['column']}: {i['issue']}" for i in unrepairable)
+            + " (use the 'adopt' strategy to take the live schema as metadata)"
+        )
+    for issue in issues:
+        if issue["issue"] == "missing_column":
+            adapter.add_column(table.name, table.confirmed_columns[issue["column"]])
+        else:
+            adapter.drop_column(table.name, issue["column"])
+
+
+def _verify_repaired(adapter: ByodbAdapter, table: Table, op: PendingOperation) -> None:
+    from schemasaga.drift import compare
+
+    issues = compare(table.confirmed_columns.values(), adapter.inspect_table(table.name))
+    if issues:
+        raise VerificationFailed(f"table {table.name!r} still differs from its metadata: {issues}")
+
+
 SAGAS: dict[OperationKind, tuple[Step, ...]] = {
     OperationKind.CREATE_TABLE: (
         Step("create_table", _create, _drop_created),
@@ -109,4 +143,11 @@ SAGAS: dict[OperationKind, tuple[Step, ...]] = {
         Step("drop_table", _drop_table),
         Step("verify", _verify_table_gone),
     ),
+    # Extra columns dropped by a repair lose their data: a repair is an explicit request to do so.
+    OperationKind.REPAIR: (
+        Step("repair", _repair),
+        Step("verify", _verify_repaired),
+    ),
+    # Adopting has no DDL: the runner inspects the live table and records it (TableSchemaAdopted).
+    OperationKind.ADOPT: (),
 }

@@ -16,8 +16,10 @@ from uuid import UUID
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from schemasaga.byodb.errors import ByodbError, TransientByodbError, classify
+from schemasaga.byodb.adapter import ByodbAdapter
+from schemasaga.byodb.errors import ByodbError, PermanentByodbError, TransientByodbError, classify
 from schemasaga.catalog import DatabaseCatalog
+from schemasaga.domain.columns import Column
 from schemasaga.domain.errors import TableNotFound
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
 from schemasaga.faults import kill_point
@@ -89,6 +91,9 @@ class SagaRunner:
             return
         try:
             adapter = await asyncio.to_thread(self.catalog.adapter, table.database)
+            if op.kind is OperationKind.ADOPT:
+                await self._adopt(adapter, table, op)
+                return
             for index, step in enumerate(steps):
                 if step.name in op.steps_done:
                     continue
@@ -106,6 +111,28 @@ class SagaRunner:
         except Exception as exc:
             error = exc if isinstance(exc, ByodbError) else classify(exc)
             await self._failed(table, op, error)
+
+    async def _adopt(self, adapter: ByodbAdapter, table: Table, op: PendingOperation) -> None:
+        live = await asyncio.to_thread(adapter.inspect_table, table.name)
+        if live is None:
+            raise PermanentByodbError(
+                f"table {table.name!r} is missing from its database; use the 'repair' strategy"
+            )
+        unknown = [f"{c.name} ({c.raw_type})" for c in live.columns if c.type is None]
+        if unknown:
+            raise PermanentByodbError(f"cannot adopt columns of types schemasaga does not manage: {unknown}")
+        columns = [
+            Column(name=c.name, type=c.type, nullable=c.nullable, primary_key=c.primary_key)
+            for c in live.columns
+            if c.type is not None
+        ]
+
+        def decide(t: Table) -> None:
+            self._ensure_head(t, op.operation_id)
+            t.complete_step(op.operation_id, "adopt")
+            t.adopt(op.operation_id, columns)
+
+        await update_table(self.pool, self.repository, table.table_id, decide, self._commit(op.operation_id))
 
     async def _failed(self, table: Table, op: PendingOperation, error: ByodbError) -> None:
         attempts = op.failed_attempts + 1

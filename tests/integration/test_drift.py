@@ -1,0 +1,149 @@
+"""Drift made behind the service's back is detected, recorded once, repaired or adopted; and
+``schemasaga verify`` fails on it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+
+from schemasaga.bootstrap import Container
+from schemasaga.drift import DriftDetector
+from tests.integration.conftest import wait_operation, wait_synced
+from tests.integration.test_saga_flow import create_table, physical_columns, run_sql
+
+
+async def settled_table(client: httpx.AsyncClient, name: str) -> str:
+    table_id = await create_table(client, name)
+    await wait_synced(client, table_id)
+    return table_id
+
+
+async def drift_of(client: httpx.AsyncClient) -> dict[str, object]:
+    r = await client.get("/v1/databases/default/drift")
+    assert r.status_code == 200, r.text
+    body: dict[str, object] = r.json()
+    return body
+
+
+async def test_drift_is_reported_per_table_with_unmanaged_tables_apart(
+    client: httpx.AsyncClient, byodb_pg_url: str
+) -> None:
+    table_id = await settled_table(client, "drifty")
+    await settled_table(client, "steady")
+    assert (await drift_of(client))["clean"] is True
+    run_sql(
+        byodb_pg_url,
+        "ALTER TABLE drifty ADD COLUMN extra text",
+        "ALTER TABLE drifty DROP COLUMN name",
+        "ALTER TABLE drifty ALTER COLUMN created_at TYPE text",
+        "CREATE TABLE stranger (x integer)",
+    )
+    report = await drift_of(client)
+    assert report["clean"] is False
+    assert report["unmanaged_tables"] == ["stranger"]
+    [table] = report["tables"]  # type: ignore[misc]
+    assert table["table_id"] == table_id
+    issues = {(i["issue"], i["column"]) for i in table["issues"]}
+    assert issues == {
+        ("missing_column", "name"),
+        ("type_mismatch", "created_at"),
+        ("extra_column", "extra"),
+    }
+
+
+async def test_repair_brings_the_physical_table_back_to_the_metadata(
+    client: httpx.AsyncClient, byodb_pg_url: str
+) -> None:
+    table_id = await settled_table(client, "mended")
+    run_sql(byodb_pg_url, "ALTER TABLE mended ADD COLUMN extra text", "ALTER TABLE mended DROP COLUMN name")
+    r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "repair"})
+    assert r.status_code == 202, r.text
+    op = await wait_operation(client, r.json()["operation_id"])
+    assert op["status"] == "completed" and op["kind"] == "repair"
+    live = physical_columns(byodb_pg_url, "mended")
+    assert live is not None and set(live) == {"id", "name", "created_at", "updated_at"}
+    assert (await drift_of(client))["clean"] is True
+
+
+async def test_repair_recreates_a_missing_table(client: httpx.AsyncClient, byodb_pg_url: str) -> None:
+    table_id = await settled_table(client, "vanished")
+    run_sql(byodb_pg_url, "DROP TABLE vanished")
+    r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "repair"})
+    op = await wait_operation(client, r.json()["operation_id"])
+    assert op["status"] == "completed"
+    assert physical_columns(byodb_pg_url, "vanished") is not None
+
+
+async def test_repair_refuses_a_type_change_and_keeps_everything(
+    client: httpx.AsyncClient, byodb_pg_url: str
+) -> None:
+    table_id = await settled_table(client, "retyped")
+    run_sql(byodb_pg_url, "ALTER TABLE retyped ALTER COLUMN name TYPE integer USING 0")
+    r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "repair"})
+    op = await wait_operation(client, r.json()["operation_id"])
+    assert op["status"] == "rejected" and "adopt" in op["last_error"]
+    table = await wait_synced(client, table_id)
+    assert table["columns"]["name"]["type"] == "text"
+    live = physical_columns(byodb_pg_url, "retyped")
+    assert live is not None and live["name"]["type"] == "integer"
+
+
+async def test_adopt_records_the_live_schema_as_metadata(client: httpx.AsyncClient, byodb_pg_url: str) -> None:
+    table_id = await settled_table(client, "adopted")
+    run_sql(
+        byodb_pg_url,
+        "ALTER TABLE adopted ADD COLUMN score bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE adopted DROP COLUMN updated_at",
+        "ALTER TABLE adopted ALTER COLUMN name TYPE integer USING 0",
+    )
+    r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "adopt"})
+    op = await wait_operation(client, r.json()["operation_id"])
+    assert op["status"] == "completed" and op["kind"] == "adopt"
+    table = await wait_synced(client, table_id)
+    assert set(table["columns"]) == {"id", "name", "created_at", "score"}
+    assert table["columns"]["name"]["type"] == "integer"
+    assert table["columns"]["score"]["type"] == "bigint" and table["columns"]["score"]["nullable"] is False
+    assert (await drift_of(client))["clean"] is True
+    events = (await client.get(f"/v1/tables/{table_id}/events")).json()
+    assert "TableSchemaAdopted" in [e["event_type"] for e in events]
+
+
+async def test_reconcile_rejects_bad_strategy(client: httpx.AsyncClient) -> None:
+    table_id = await settled_table(client, "strict")
+    r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "rewrite"})
+    assert r.status_code == 422 and r.json()["status"] == "error"
+
+
+async def test_drift_is_recorded_once_until_it_changes(
+    client: httpx.AsyncClient, service: Container, byodb_pg_url: str
+) -> None:
+    table_id = await settled_table(client, "watched")
+    detector = DriftDetector(pool=service.pool, repository=service.repository, catalog=service.catalog)
+    await detector.scan("default", record=True)
+    run_sql(byodb_pg_url, "ALTER TABLE watched ADD COLUMN extra text")
+    for _ in range(2):
+        await detector.scan("default", record=True)
+    run_sql(byodb_pg_url, "ALTER TABLE watched DROP COLUMN extra")
+    await detector.scan("default", record=True)
+    events = (await client.get(f"/v1/tables/{table_id}/events")).json()
+    drift_events = [e["data"]["issues"] for e in events if e["event_type"] == "TableDriftDetected"]
+    # Once when it appeared, once when it went away.
+    assert drift_events == [[{"issue": "extra_column", "column": "extra", "actual": "text"}], []]
+
+
+async def test_verify_command_fails_on_divergence(
+    client: httpx.AsyncClient, core_db: str, byodb_pg_url: str
+) -> None:
+    await settled_table(client, "audited")
+    env = {**os.environ, "SCHEMASAGA_DATABASE_URL": core_db, "SCHEMASAGA_BYODB_URL": byodb_pg_url}
+    cmd = [sys.executable, "-m", "schemasaga.cli", "verify", "--wait", "10"]
+    ok = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "OK" in ok.stdout
+    run_sql(byodb_pg_url, "ALTER TABLE audited DROP COLUMN name")
+    bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "missing column 'name'" in bad.stdout
