@@ -91,7 +91,9 @@ async def test_repair_refuses_a_type_change_and_keeps_everything(
     assert live is not None and live["name"]["type"] == "integer"
 
 
-async def test_adopt_records_the_live_schema_as_metadata(client: httpx.AsyncClient, byodb_pg_url: str) -> None:
+async def test_adopt_records_the_live_schema_as_metadata(
+    client: httpx.AsyncClient, byodb_pg_url: str
+) -> None:
     table_id = await settled_table(client, "adopted")
     run_sql(
         byodb_pg_url,
