@@ -465,9 +465,16 @@ def test_mysql_session_limits(byodb_mysql_url: str) -> None:
 def test_postgresql_step_sets_local_timeouts(byodb_pg_url: str) -> None:
     limits = DdlLimits(lock_timeout_ms=1500, statement_timeout_ms=4000)
     with ByodbAdapter(byodb_pg_url, limits=limits) as adapter:
-        with adapter._step("probe") as conn:
-            assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "1500ms"
-            assert conn.exec_driver_sql("SHOW statement_timeout").scalar_one() == "4s"
+        with adapter._step("probe") as step:  # set by the step's first inspection...
+            assert adapter._inspect(step, "nothing") is None
+            assert step.conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "1500ms"
+            assert step.conn.exec_driver_sql("SHOW statement_timeout").scalar_one() == "4s"
+        with adapter._step("probe") as step:  # ...or before a DDL statement that was not preceded by one
+            adapter._ddl(step, sa.text("CREATE TABLE probe (id integer)"))
+            assert step.conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "1500ms"
+        with adapter._step("read", ddl=False) as step:  # reads keep the session's settings
+            assert adapter._inspect(step, "probe") is not None
+            assert step.conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "0"
         with adapter._sa.connect() as conn:  # SET LOCAL: gone after the step's transaction
             assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "0"
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Column as SaColumn
 from sqlalchemy import Connection, MetaData, Table, text
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.ddl import CreateColumn, CreateTable, DropTable
 from sqlalchemy.sql.elements import quoted_name
 
@@ -60,6 +62,12 @@ class _Compensations:
         self._undo.clear()
 
 
+@dataclass
+class _Step:
+    conn: Connection
+    pg_limits: tuple[str, str] | None = None  # PostgreSQL timeouts not yet set in this transaction
+
+
 class ByodbAdapter:
     """Idempotent, inspected DDL on one BYODB. Build it with :func:`open_adapter` or directly from a URL."""
 
@@ -87,6 +95,7 @@ class ByodbAdapter:
         )
         self._sa = engines.build_engine(self.engine, sa_url, limits)
         self._mariadb: bool | None = None
+        self._pg_limits = (f"{int(limits.lock_timeout_ms)}ms", f"{int(limits.statement_timeout_ms)}ms")
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -111,7 +120,7 @@ class ByodbAdapter:
             self._between(label)
 
     @contextmanager
-    def _step(self, what: str, *, ddl: bool = True) -> Iterator[Connection]:
+    def _step(self, what: str, *, ddl: bool = True) -> Iterator[_Step]:
         """A connection for one step: a transaction with the step's limits (PostgreSQL, SQLite) or an
         autocommit session (MySQL). Every failure leaves as a classified :class:`ByodbError`."""
         try:
@@ -119,24 +128,19 @@ class ByodbAdapter:
                 if self.engine == "mysql":
                     if self._mariadb is None:
                         self._mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
-                    yield conn
+                    yield _Step(conn)
                     return
                 if self.engine == "sqlite" and ddl:
                     conn = conn.execution_options(**{engines.DDL_OPTION: True})
                 with conn.begin():
                     if self.engine == "postgresql":
-                        conn.execute(
-                            catalog.QUERIES["postgresql.limits"],
-                            {
-                                "lock": f"{int(self.limits.lock_timeout_ms)}ms",
-                                "statement": f"{int(self.limits.statement_timeout_ms)}ms",
-                            },
-                        )
-                        yield conn
+                        # SET LOCAL rides on the step's first inspection (one round trip less), or is
+                        # sent on its own before a DDL statement if nothing was inspected.
+                        yield _Step(conn, pg_limits=self._pg_limits if ddl else None)
                     else:
                         engines.sqlite_deadline(conn, self.limits.statement_timeout_ms)
                         try:
-                            yield conn
+                            yield _Step(conn)
                         finally:
                             engines.sqlite_clear_deadline(conn)
         except ByodbError:
@@ -144,11 +148,23 @@ class ByodbAdapter:
         except Exception as exc:
             raise classify(exc, context=what) from exc
 
-    def _inspect(self, conn: Connection, name: str) -> LiveTable | None:
+    def _inspect(self, step: _Step, name: str) -> LiveTable | None:
+        limits, step.pg_limits = step.pg_limits, None
         try:
-            return catalog.inspect_table(conn, engine=self.engine, mariadb=bool(self._mariadb), name=name)
+            return catalog.inspect_table(
+                step.conn, engine=self.engine, mariadb=bool(self._mariadb), name=name, pg_limits=limits
+            )
         except NotATable as exc:
             raise PermanentByodbError(f"{self.engine}: {exc}", engine=self.engine) from None
+
+    def _ddl(self, step: _Step, statement: Executable) -> None:
+        if step.pg_limits is not None:
+            lock, statement_timeout = step.pg_limits
+            step.pg_limits = None
+            step.conn.execute(
+                catalog.QUERIES["postgresql.limits"], {"lock": lock, "statement": statement_timeout}
+            )
+        step.conn.execute(statement)
 
     def _table(self, name: str, columns: Sequence[Column] = ()) -> Table:
         """A SQLAlchemy Table whose names are always quoted by the dialect, exactly as given."""
@@ -178,22 +194,22 @@ class ByodbAdapter:
             "mysql": "SELECT VERSION()",
             "sqlite": "SELECT sqlite_version()",
         }[self.engine]
-        with self._step("read the server version", ddl=False) as conn:
-            return str(conn.execute(text(query)).scalar_one())
+        with self._step("read the server version", ddl=False) as step:
+            return str(step.conn.execute(text(query)).scalar_one())
 
     def ping(self) -> None:
         """Raise :class:`TransientByodbError` or :class:`PermanentByodbError` unless the database answers."""
-        with self._step("ping", ddl=False) as conn:
-            conn.execute(text("SELECT 1")).scalar_one()
+        with self._step("ping", ddl=False) as step:
+            step.conn.execute(text("SELECT 1")).scalar_one()
 
     def inspect_table(self, name: str) -> LiveTable | None:
         """The table as it physically exists (name compared case-insensitively), or ``None``."""
-        with self._step(f"inspect table {name!r}", ddl=False) as conn:
-            return self._inspect(conn, name)
+        with self._step(f"inspect table {name!r}", ddl=False) as step:
+            return self._inspect(step, name)
 
     def list_tables(self) -> list[str]:
-        with self._step("list tables", ddl=False) as conn:
-            return catalog.list_tables(conn, engine=self.engine)
+        with self._step("list tables", ddl=False) as step:
+            return catalog.list_tables(step.conn, engine=self.engine)
 
     # -- steps ------------------------------------------------------------------------------------
 
@@ -218,8 +234,8 @@ class ByodbAdapter:
         """
         self._check_columns(name, columns)
         what = f"create table {name!r}"
-        with self._step(what) as conn:
-            live = self._inspect(conn, name)
+        with self._step(what) as step:
+            live = self._inspect(step, name)
             if live is not None:
                 problem = shape_difference(live, name, columns)
                 if problem:
@@ -232,12 +248,12 @@ class ByodbAdapter:
             table = self._table(name, columns)
             undo = _Compensations()
             try:
-                conn.execute(CreateTable(table))
-                undo.push(f"drop table {name!r}", lambda: conn.execute(DropTable(table)))
+                self._ddl(step, CreateTable(table))
+                undo.push(f"drop table {name!r}", lambda: step.conn.execute(DropTable(table)))
                 self._hook("create_table:created")
                 # Read back what the server made of it: MySQL outside strict mode silently changes
                 # types it cannot take; a table we did not ask for is not left behind.
-                created = self._inspect(conn, name)
+                created = self._inspect(step, name)
                 problem = "it is missing" if created is None else shape_difference(created, name, columns)
                 if problem:
                     raise PermanentByodbError(
@@ -257,8 +273,8 @@ class ByodbAdapter:
         what = f"add column {column.name!r} to table {table!r}"
         if column.primary_key:
             raise PermanentByodbError(f"{what}: adding a primary key column is not supported")
-        with self._step(what) as conn:
-            live = self._require(conn, table, what)
+        with self._step(what) as step:
+            live = self._require(step, table, what)
             existing = live.column(column.name)
             if existing is not None:
                 problem = column_difference(existing, column)
@@ -268,16 +284,16 @@ class ByodbAdapter:
                         engine=self.engine,
                     )
                 return False
-            spec = CreateColumn(self._sa_column(column)).compile(dialect=conn.dialect)
-            conn.execute(text(f"ALTER TABLE {self._quote(live.name)} ADD COLUMN {spec}"))
+            spec = CreateColumn(self._sa_column(column)).compile(dialect=step.conn.dialect)
+            self._ddl(step, text(f"ALTER TABLE {self._quote(live.name)} ADD COLUMN {spec}"))
             return True
 
     def drop_column(self, table: str, column: str) -> bool:
         """Drop the column; ``False`` if it is already absent. Primary key columns cannot be dropped."""
         validate_identifier(table, engine=self.engine, kind="table")
         what = f"drop column {column!r} from table {table!r}"
-        with self._step(what) as conn:
-            live = self._require(conn, table, what)
+        with self._step(what) as step:
+            live = self._require(step, table, what)
             existing = live.column(column)
             if existing is None:
                 return False
@@ -288,10 +304,11 @@ class ByodbAdapter:
             if len(live.columns) == 1:
                 raise PermanentByodbError(f"{what}: it is the table's last column", engine=self.engine)
             if self.engine == "sqlite" and self._sqlite_batch_drop:
-                self._sqlite_rebuild_without(conn, live.name, existing.name)
+                self._sqlite_rebuild_without(step.conn, live.name, existing.name)
             else:
-                conn.execute(
-                    text(f"ALTER TABLE {self._quote(live.name)} DROP COLUMN {self._quote(existing.name)}")
+                self._ddl(
+                    step,
+                    text(f"ALTER TABLE {self._quote(live.name)} DROP COLUMN {self._quote(existing.name)}"),
                 )
             return True
 
@@ -299,15 +316,15 @@ class ByodbAdapter:
         """Drop the table; ``False`` if it is already absent."""
         validate_identifier(name, engine=self.engine, kind="table")
         what = f"drop table {name!r}"
-        with self._step(what) as conn:
-            live = self._inspect(conn, name)
+        with self._step(what) as step:
+            live = self._inspect(step, name)
             if live is None:
                 return False
-            conn.execute(DropTable(self._table(live.name)))
+            self._ddl(step, DropTable(self._table(live.name)))
             return True
 
-    def _require(self, conn: Connection, table: str, what: str) -> LiveTable:
-        live = self._inspect(conn, table)
+    def _require(self, step: _Step, table: str, what: str) -> LiveTable:
+        live = self._inspect(step, table)
         if live is None:
             raise PermanentByodbError(
                 f"{what}: {self.engine}: table {table!r} does not exist", engine=self.engine

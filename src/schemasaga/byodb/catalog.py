@@ -51,20 +51,30 @@ class NotATable(Exception):
 
 QUERIES: dict[str, TextClause] = {
     # PostgreSQL: the relation in the first schema of the search path, its columns and primary key.
+    # PostgreSQL: the step's SET LOCAL timeouts and the relation in the first schema of the search path
+    # with its columns and primary key, in one round trip. The LEFT JOIN keeps one row (so the settings
+    # are applied) when the table is absent.
     "postgresql.inspect": text(
         """
-        SELECT c.relname, c.relkind, a.attname,
-               format_type(a.atttypid, a.atttypmod) AS raw_type,
-               a.attnotnull,
-               coalesce(a.attnum = ANY (i.indkey), false) AS pk
-        FROM pg_catalog.pg_class c
-        LEFT JOIN pg_catalog.pg_attribute a
-               ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-        LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
-        WHERE c.relnamespace = current_schema()::regnamespace
-          AND lower(c.relname) = lower(:name)
-          AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-        ORDER BY c.relname, a.attnum
+        SELECT set_config('lock_timeout', coalesce(:lock, current_setting('lock_timeout')), true),
+               set_config('statement_timeout',
+                          coalesce(:statement, current_setting('statement_timeout')), true),
+               t.relname, t.relkind, t.attname, t.raw_type, t.attnotnull, t.pk
+        FROM (SELECT 1) AS one
+        LEFT JOIN LATERAL (
+            SELECT c.relname, c.relkind, a.attname, a.attnum,
+                   format_type(a.atttypid, a.atttypmod) AS raw_type,
+                   a.attnotnull,
+                   coalesce(a.attnum = ANY (i.indkey), false) AS pk
+            FROM pg_catalog.pg_class c
+            LEFT JOIN pg_catalog.pg_attribute a
+                   ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+            LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
+            WHERE c.relnamespace = current_schema()::regnamespace
+              AND lower(c.relname) = lower(:name)
+              AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+        ) AS t ON true
+        ORDER BY t.relname, t.attnum
         """
     ),
     "postgresql.list": text(
@@ -89,24 +99,18 @@ QUERIES: dict[str, TextClause] = {
     ),
     "mysql.columns": text(
         """
-        SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'YES', COLUMN_KEY = 'PRI', 0
+        SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'YES', COLUMN_KEY = 'PRI'
         FROM information_schema.COLUMNS
         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :name
         ORDER BY ORDINAL_POSITION
         """
     ),
-    # MariaDB: JSON is LONGTEXT plus a column CHECK (json_valid(`col`)); report the check with the column.
-    "mariadb.columns": text(
+    # MariaDB: JSON is LONGTEXT plus a column CHECK (json_valid(`col`)). Filling CHECK_CONSTRAINTS costs
+    # a few milliseconds, so it is read only for tables that have a LONGTEXT column.
+    "mariadb.checks": text(
         """
-        SELECT c.COLUMN_NAME, c.COLUMN_TYPE, c.IS_NULLABLE = 'YES', c.COLUMN_KEY = 'PRI',
-               k.CONSTRAINT_NAME IS NOT NULL
-        FROM information_schema.COLUMNS c
-        LEFT JOIN information_schema.CHECK_CONSTRAINTS k
-               ON k.CONSTRAINT_SCHEMA = c.TABLE_SCHEMA AND k.TABLE_NAME = c.TABLE_NAME
-              AND k.LEVEL = 'Column' AND k.CONSTRAINT_NAME = c.COLUMN_NAME
-              AND k.CHECK_CLAUSE = CONCAT('json_valid(`', c.COLUMN_NAME, '`)')
-        WHERE c.TABLE_SCHEMA = DATABASE() AND c.TABLE_NAME = :name
-        ORDER BY c.ORDINAL_POSITION
+        SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS
+        WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = :name AND LEVEL = 'Column'
         """
     ),
     "mysql.list": text(
@@ -137,10 +141,16 @@ QUERIES: dict[str, TextClause] = {
 _PG_KINDS = {"v": "view", "m": "materialized view", "f": "foreign table"}
 
 
-def inspect_table(conn: Connection, *, engine: str, mariadb: bool, name: str) -> LiveTable | None:
-    """The live table called ``name`` (case-insensitively) or ``None``; :class:`NotATable` for a view."""
+def inspect_table(
+    conn: Connection, *, engine: str, mariadb: bool, name: str, pg_limits: tuple[str, str] | None = None
+) -> LiveTable | None:
+    """The live table called ``name`` (case-insensitively) or ``None``; :class:`NotATable` for a view.
+
+    ``pg_limits`` (lock timeout, statement timeout, e.g. ``"5000ms"``) are set for the transaction by the
+    same query on PostgreSQL (``set_config(..., true)``: ``SET LOCAL``).
+    """
     if engine == "postgresql":
-        return _pg(conn, name)
+        return _pg(conn, name, pg_limits)
     if engine == "mysql":
         return _mysql(conn, name, mariadb=mariadb)
     return _sqlite(conn, name)
@@ -155,8 +165,12 @@ def _pick(names: list[str], wanted: str) -> str:
     return wanted if wanted in names else names[0]
 
 
-def _pg(conn: Connection, name: str) -> LiveTable | None:
-    rows = conn.execute(QUERIES["postgresql.inspect"], {"name": name}).all()
+def _pg(conn: Connection, name: str, limits: tuple[str, str] | None) -> LiveTable | None:
+    lock, statement = limits or (None, None)  # None: a plain read keeps the session's settings
+    found = conn.execute(
+        QUERIES["postgresql.inspect"], {"name": name, "lock": lock, "statement": statement}
+    ).all()
+    rows = [r[2:] for r in found if r[2] is not None]
     if not rows:
         return None
     table = _pick(sorted({r[0] for r in rows}), name)
@@ -186,11 +200,16 @@ def _mysql(conn: Connection, name: str, *, mariadb: bool) -> LiveTable | None:
     kind = next(r[1] for r in found if r[0] == table)
     if kind != "BASE TABLE":
         raise NotATable(table, str(kind).lower())
-    query = QUERIES["mariadb.columns" if mariadb else "mysql.columns"]
+    found_columns = conn.execute(QUERIES["mysql.columns"], {"name": table}).all()
+    json_checked: set[str] = set()
+    if mariadb and any(str(r[1]).lower() == "longtext" for r in found_columns):
+        for constraint, clause in conn.execute(QUERIES["mariadb.checks"], {"name": table}):
+            if clause == f"json_valid(`{constraint}`)":
+                json_checked.add(constraint)
     columns = []
-    for col, raw, nullable, pk, json_check in conn.execute(query, {"name": table}):
+    for col, raw, nullable, pk in found_columns:
         logical = logical_from_raw("mysql", raw)
-        if json_check and raw.lower() == "longtext":
+        if col in json_checked and raw.lower() == "longtext":
             logical, raw = ColumnType.JSON, "json"
         columns.append(
             LiveColumn(name=col, type=logical, raw_type=raw, nullable=bool(nullable), primary_key=bool(pk))

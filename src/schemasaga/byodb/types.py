@@ -6,7 +6,8 @@ Choices worth knowing:
   ``timestamp`` / ``timestamptz``; MySQL ``DATETIME(6)`` / ``TIMESTAMP(6)`` (MySQL's TIMESTAMP is stored
   in UTC and converted with the session zone, so it is the zone-aware one, but its range ends in 2038);
   SQLite has no date types, the declared names ``TIMESTAMP`` / ``DATETIME`` keep them apart.
-* ``text`` is unbounded: MySQL ``LONGTEXT``. ``string`` is ``VARCHAR(255)`` everywhere.
+* ``text``: MySQL ``MEDIUMTEXT`` (16 MB; LONGTEXT would be mistaken for MariaDB's JSON without an
+  extra catalog query on every inspection). ``string`` is ``VARCHAR(255)`` everywhere.
 * ``decimal`` is ``NUMERIC(38, 10)`` everywhere (MySQL's bare DECIMAL would be DECIMAL(10, 0)).
 * ``uuid``: native on PostgreSQL, ``CHAR(36)`` on MySQL/MariaDB and SQLite.
 * ``json``: ``jsonb`` on PostgreSQL. On MariaDB ``JSON`` is an alias of ``LONGTEXT`` with a
@@ -52,7 +53,7 @@ _TYPES: dict[str, dict[ColumnType, _Factory]] = {
     "mysql": {
         T.INTEGER: mysql.INTEGER,
         T.BIGINT: mysql.BIGINT,
-        T.TEXT: mysql.LONGTEXT,
+        T.TEXT: mysql.MEDIUMTEXT,
         T.STRING: lambda: mysql.VARCHAR(255),
         T.BOOLEAN: sqltypes.BOOLEAN,  # BOOL, i.e. TINYINT(1)
         T.FLOAT: mysql.DOUBLE,
