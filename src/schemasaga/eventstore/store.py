@@ -1,0 +1,434 @@
+"""The event store on PostgreSQL (psycopg 3, async): append, link, read, follow, snapshots.
+
+Every operation is one statement, so one round trip: on a pool connection it runs in autocommit mode
+(its own transaction, commit included); on the caller's connection it joins the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, Final
+from uuid import UUID
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from schemasaga.eventstore.events import (
+    ANY,
+    NO_STREAM,
+    START,
+    Checkpoint,
+    EventDuplicated,
+    EventNotFound,
+    EventStoreError,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    WrongExpectedVersion,
+)
+from schemasaga.eventstore.jsoncodec import dumps, loads
+from schemasaga.eventstore.upcasting import Upcasters
+from schemasaga.sql import queries
+
+Conn = psycopg.AsyncConnection[Any]
+Row = tuple[Any, ...]
+
+_MAX_VERSION: Final = 2**31 - 1
+_MAX_POSITION: Final = 2**63 - 1
+
+# Unique constraints whose violation means a conflict rather than a bug.
+_STREAM_VERSION_KEY: Final = "event_store_events_in_streams_pkey"
+_EVENT_ID_KEY: Final = "event_store_events_event_id_key"
+_STREAM_EVENT_KEY: Final = "event_store_events_in_streams_stream_event_id_key"
+
+
+class EventStore:
+    """Append-only event store with named streams, expected versions and a global log.
+
+    Every method taking ``conn`` runs on that connection, inside the caller's transaction, and never
+    commits it; without ``conn`` it takes a connection from the pool and commits.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool[Any], *, upcasters: Upcasters | None = None) -> None:
+        self._pool = pool
+        self._upcasters = upcasters or Upcasters()
+        self._q = queries("eventstore")
+
+    # Writing -----------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: ExpectedVersion = ANY,
+        conn: Conn | None = None,
+    ) -> list[RecordedEvent]:
+        """Append ``events`` to ``stream`` atomically; raises WrongExpectedVersion, writing nothing, when
+        the stream is not at ``expected_version`` (and EventDuplicated for an event id stored already)."""
+        expected = _check_expected(expected_version)
+        if not events:
+            actual = await self.stream_version(stream, conn=conn)
+            if expected is not None and actual != expected:
+                raise WrongExpectedVersion(stream, expected_version, actual)
+            return []
+        now = datetime.now(UTC).isoformat()
+        metadata = [_with_defaults(e, now) for e in events]
+        data_json = [dumps(e.data) for e in events]
+        meta_json = [dumps(m) for m in metadata]
+        params: dict[str, Any]
+        if len(events) == 1:
+            event = events[0]
+            query = self._q["append_event"]
+            params = {
+                "stream": stream,
+                "expected": expected,
+                "event_id": event.event_id,
+                "event_type": event.event_type,
+                "schema_version": event.schema_version,
+                "data": data_json[0],
+                "metadata": meta_json[0],
+                "valid_at": event.valid_at,
+            }
+        else:
+            query = self._q["append_events"]
+            params = {
+                "stream": stream,
+                "expected": expected,
+                "event_ids": [e.event_id for e in events],
+                "event_types": [e.event_type for e in events],
+                "schema_versions": [e.schema_version for e in events],
+                "data": data_json,
+                "metadata": meta_json,
+                "valid_ats": [e.valid_at for e in events],
+            }
+        rows = await self._write(stream, query, params, expected_version, conn)
+        head = rows[0][0]
+        if rows[0][1] is None:
+            raise WrongExpectedVersion(stream, expected_version, head)
+        return [
+            RecordedEvent(
+                event_id=e.event_id,
+                event_type=e.event_type,
+                data=loads(d),
+                metadata=loads(m),
+                schema_version=e.schema_version,
+                position=position,
+                created_at=created_at,
+                valid_at=e.valid_at,
+                stream=stream,
+                version=head + i + 1,
+            )
+            for i, (e, d, m, (_, position, created_at)) in enumerate(
+                zip(events, data_json, meta_json, rows, strict=True)
+            )
+        ]
+
+    async def link(
+        self,
+        stream: str,
+        event_ids: Sequence[UUID],
+        *,
+        expected_version: ExpectedVersion = ANY,
+        conn: Conn | None = None,
+    ) -> None:
+        """Add stored events to ``stream`` (they stay in their own streams), with the same version check
+        as append; raises EventNotFound for an unknown id and EventDuplicated for one linked already."""
+        expected = _check_expected(expected_version)
+        params = {"stream": stream, "expected": expected, "event_ids": list(event_ids)}
+        head, missing, present, _ = (
+            await self._write(stream, self._q["link_events"], params, expected_version, conn)
+        )[0]
+        if missing is not None:
+            raise EventNotFound(missing)
+        if present is not None:
+            raise EventDuplicated(f"event {present} is in stream {stream!r} already")
+        if expected is not None and head != expected:
+            raise WrongExpectedVersion(stream, expected_version, head)
+
+    async def save_snapshot(
+        self, stream: str, version: int, state: Mapping[str, Any], *, conn: Conn | None = None
+    ) -> None:
+        """Store the state of ``stream`` as of ``version`` (replacing a snapshot of that version)."""
+        params = {"stream": stream, "version": version, "state": dumps(state)}
+        await self._run(self._q["save_snapshot"], params, conn=conn)
+
+    # Reading -----------------------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream: str,
+        *,
+        from_version: int | None = None,
+        to_version: int | None = None,
+        backward: bool = False,
+        limit: int | None = None,
+        until: datetime | None = None,
+        conn: Conn | None = None,
+    ) -> list[RecordedEvent]:
+        """The events of ``stream`` with versions in [from_version, to_version], in version order (newest
+        first when ``backward``), only those that joined the stream at or before ``until``."""
+        params = {
+            "stream": stream,
+            "from_version": 0 if from_version is None else from_version,
+            "to_version": _MAX_VERSION if to_version is None else to_version,
+            "until": until,
+            "limit": limit,
+        }
+        query = self._q["read_stream_backward" if backward else "read_stream_forward"]
+        rows = await self._run(query, params, conn=conn)
+        return [self._event(row, stream) for row in rows]
+
+    async def read_all(
+        self,
+        *,
+        after_position: int | None = None,
+        to_position: int | None = None,
+        backward: bool = False,
+        limit: int | None = None,
+        event_types: Sequence[str] | None = None,
+        newer_than: datetime | None = None,
+        older_than: datetime | None = None,
+        correlation_id: str | None = None,
+        stream: str | None = None,
+        conn: Conn | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of the global log with after_position < position <= to_position, in position order
+        (newest first when ``backward``), filtered by type, created_at (exclusive bounds), correlation id
+        and stream membership. With ``stream``, each event carries its version in that stream.
+
+        The log is read in position order, which is not commit order: a reader that must not miss
+        events committed late uses ``follow``.
+        """
+        params = {
+            "after": -1 if after_position is None else after_position,
+            "to": _MAX_POSITION if to_position is None else to_position,
+            "limit": limit,
+            "event_types": None if event_types is None else list(event_types),
+            "newer_than": newer_than,
+            "older_than": older_than,
+            "correlation_id": correlation_id,
+            "stream": stream,
+        }
+        query = self._q["read_all_backward" if backward else "read_all_forward"]
+        # Unprepared: planned with the actual values, so the unused filters fold away and the used ones
+        # can pick their index.
+        rows = await self._run(query, params, conn=conn, prepare=False)
+        return [self._event(row, stream) for row in rows]
+
+    async def read_batches(
+        self,
+        *,
+        batch_size: int = 1000,
+        after_position: int | None = None,
+        to_position: int | None = None,
+        backward: bool = False,
+        event_types: Sequence[str] | None = None,
+        newer_than: datetime | None = None,
+        older_than: datetime | None = None,
+        correlation_id: str | None = None,
+        stream: str | None = None,
+        conn: Conn | None = None,
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """``read_all`` in batches of at most ``batch_size``, each starting where the last one ended
+        (keyset pagination on position)."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        after, to = after_position, to_position
+        while True:
+            batch = await self.read_all(
+                after_position=after,
+                to_position=to,
+                backward=backward,
+                limit=batch_size,
+                event_types=event_types,
+                newer_than=newer_than,
+                older_than=older_than,
+                correlation_id=correlation_id,
+                stream=stream,
+                conn=conn,
+            )
+            if batch:
+                yield batch
+            if len(batch) < batch_size:
+                return
+            if backward:
+                to = batch[-1].position - 1
+            else:
+                after = batch[-1].position
+
+    async def get(self, event_id: UUID, *, conn: Conn | None = None) -> RecordedEvent:
+        """The event with this id; raises EventNotFound."""
+        rows = await self._run(self._q["get_event"], {"event_id": event_id}, conn=conn)
+        if not rows:
+            raise EventNotFound(event_id)
+        return self._event(rows[0], None)
+
+    async def stream_version(self, stream: str, *, conn: Conn | None = None) -> int:
+        """The version of the stream's last event; -1 when the stream does not exist."""
+        rows = await self._run(self._q["stream_version"], {"stream": stream}, conn=conn)
+        return int(rows[0][0])
+
+    async def streams_of(self, event_id: UUID, *, conn: Conn | None = None) -> list[str]:
+        """The streams the event belongs to, in the order it joined them."""
+        rows = await self._run(self._q["streams_of"], {"event_id": event_id}, conn=conn)
+        return [r[0] for r in rows]
+
+    async def load_snapshot(
+        self, stream: str, *, max_version: int | None = None, conn: Conn | None = None
+    ) -> tuple[int, dict[str, Any]] | None:
+        """The newest snapshot of ``stream`` at or below ``max_version``, as (version, state)."""
+        params = {"stream": stream, "max_version": _MAX_VERSION if max_version is None else max_version}
+        rows = await self._run(self._q["load_snapshot"], params, conn=conn)
+        if not rows:
+            return None
+        return int(rows[0][0]), rows[0][1]
+
+    # Following the global log ------------------------------------------------------------------
+
+    async def follow(
+        self, *, after: Checkpoint | None = None, poll_interval: float = 0.2, batch_size: int = 1000
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event of the global log after ``after``, endlessly, in (tx_id, position) order.
+
+        Only events of transactions older than the oldest one still running are read, so an event whose
+        transaction commits after a later-numbered one is never skipped; each yielded event carries the
+        checkpoint to resume from (``event.checkpoint``). A long-running writing transaction anywhere on
+        the server holds the follower back until it ends.
+        """
+        checkpoint = after or START
+        await self._refuse_foreign_tx_ids()
+        query = self._q["follow"]
+        while True:
+            params = {"tx_id": checkpoint.tx_id, "position": checkpoint.position, "limit": batch_size}
+            rows = await self._run(query, params, conn=None)
+            for row in rows:
+                event = self._event(row, None, tx_id=row[9])
+                checkpoint = Checkpoint(tx_id=row[9], position=event.position)
+                yield event
+            if len(rows) < batch_size:
+                await asyncio.sleep(poll_interval)
+
+    async def current_checkpoint(self) -> Checkpoint:
+        """The checkpoint after the last event a follower could read now: following from it yields only
+        events appended later (or committed later)."""
+        rows = await self._run(self._q["follow_head"], {}, conn=None)
+        if not rows:
+            return START
+        return Checkpoint(tx_id=rows[0][0], position=rows[0][1])
+
+    async def _refuse_foreign_tx_ids(self) -> None:
+        rows = await self._run(self._q["future_tx_ids"], {}, conn=None)
+        if rows[0][0]:
+            raise EventStoreError(
+                "event_store_events holds transaction ids this server has not reached yet (the events were"
+                " copied from another cluster): following by tx_id would stall on them and skip new events;"
+                " renumber tx_id of the copied events (e.g. to '1'::xid8, keeping position order) first"
+            )
+
+    # Internals ---------------------------------------------------------------------------------
+
+    def _event(self, row: Row, stream: str | None, tx_id: int | None = None) -> RecordedEvent:
+        event_type, schema_version, data = row[2], row[3], row[4]
+        if self._upcasters.handles(event_type):
+            schema_version, data = self._upcasters.upcast(event_type, schema_version, data)
+        return RecordedEvent(
+            row[1], event_type, data, row[5], schema_version, row[0], row[6], row[7], stream, row[8], tx_id
+        )
+
+    async def _write(
+        self, stream: str, query: str, params: Mapping[str, Any], expected: ExpectedVersion, conn: Conn | None
+    ) -> list[Row]:
+        """Run a write statement (which takes the stream's lock itself) and translate conflicts."""
+        try:
+            if conn is not None:
+                return await self._write_on(conn, stream, query, params, expected)
+            async with self._connection() as own:
+                try:
+                    # Autocommit: the statement is its own transaction, one round trip with its commit.
+                    return await _fetch(own, query, params)
+                except pg_errors.UniqueViolation as exc:
+                    if expected != ANY or exc.diag.constraint_name != _STREAM_VERSION_KEY:
+                        raise
+                # An ANY write that waited for the stream's lock read the stream before the other writer
+                # committed; nothing was written. Again, the lock first so the write sees the winner.
+                async with own.transaction():
+                    await own.execute(self._q["lock_stream"], {"stream": stream})
+                    return await _fetch(own, query, params)
+        except pg_errors.UniqueViolation as exc:
+            constraint = exc.diag.constraint_name
+            if constraint == _STREAM_VERSION_KEY:
+                actual = None if conn is not None else await self.stream_version(stream)
+                raise WrongExpectedVersion(stream, expected, actual) from exc
+            if constraint == _EVENT_ID_KEY:
+                raise EventDuplicated(f"an event id is stored already: {exc.diag.message_detail}") from exc
+            if constraint == _STREAM_EVENT_KEY:
+                raise EventDuplicated(f"an event is in stream {stream!r} already") from exc
+            raise
+
+    async def _write_on(
+        self, conn: Conn, stream: str, query: str, params: Mapping[str, Any], expected: ExpectedVersion
+    ) -> list[Row]:
+        if expected != ANY:
+            return await _fetch(conn, query, params)
+        # ANY in the caller's transaction cannot retry (a failed statement aborts the transaction), so
+        # the lock comes first, in its own statement: the write's snapshot then sees every earlier
+        # writer's commit, and later writers wait for this transaction.
+        if conn.autocommit:
+            async with conn.transaction():
+                await conn.execute(self._q["lock_stream"], {"stream": stream})
+                return await _fetch(conn, query, params)
+        await conn.execute(self._q["lock_stream"], {"stream": stream})
+        return await _fetch(conn, query, params)
+
+    async def _run(
+        self, query: str, params: Mapping[str, Any], *, conn: Conn | None, prepare: bool | None = None
+    ) -> list[Row]:
+        if conn is not None:
+            return await _fetch(conn, query, params, prepare)
+        async with self._connection() as own:
+            return await _fetch(own, query, params, prepare)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        """A pool connection in autocommit mode: each statement is one round trip, commit included."""
+        async with self._pool.connection() as conn:
+            if conn.autocommit:
+                yield conn
+                return
+            await conn.set_autocommit(True)
+            try:
+                yield conn
+            finally:
+                # A connection left busy (a cancelled query) is closed by the pool, not reused.
+                if conn.info.transaction_status == TransactionStatus.IDLE:
+                    await conn.set_autocommit(False)
+
+
+async def _fetch(conn: Conn, query: str, params: Mapping[str, Any], prepare: bool | None = None) -> list[Row]:
+    cur = conn.cursor(binary=True, row_factory=tuple_row)
+    await cur.execute(query, params, prepare=prepare)
+    return [] if cur.description is None else await cur.fetchall()
+
+
+def _check_expected(expected_version: ExpectedVersion) -> int | None:
+    if expected_version == ANY:
+        return None
+    if isinstance(expected_version, int) and not isinstance(expected_version, bool):
+        if expected_version >= NO_STREAM:
+            return expected_version
+    raise ValueError(f"expected_version must be ANY, NO_STREAM or a version >= 0, not {expected_version!r}")
+
+
+def _with_defaults(event: NewEvent, now: str) -> dict[str, Any]:
+    metadata = dict(event.metadata)
+    correlation_id = metadata.setdefault("correlation_id", str(event.event_id))
+    metadata.setdefault("causation_id", correlation_id)
+    metadata.setdefault("timestamp", now)
+    return metadata

@@ -1,0 +1,230 @@
+-- Named queries of the event store (schemasaga.eventstore). Loaded with schemasaga.sql.queries("eventstore").
+--
+-- Every read returns the same leading columns, in this order, so one function turns a row into a
+-- RecordedEvent: position, event_id, event_type, schema_version, data, metadata, created_at, valid_at,
+-- then stream version and transaction id where the query has them.
+
+-- name: lock_stream
+-- Serializes the writers of a stream until the end of the transaction. Every write statement below
+-- takes it too, but its snapshot may predate the lock (READ COMMITTED: one snapshot per statement), so
+-- a write that must not fail on a concurrent commit (expected version ANY) takes it in this statement
+-- first: its own snapshot is then taken after the previous holder committed.
+SELECT pg_advisory_xact_lock(hashtextextended(%(stream)s, 0));
+
+-- name: append_event
+-- append_events for one event, without arrays: the common case, and about twice as fast.
+WITH locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(hashtextextended(%(stream)s, 0))
+), head AS (
+    SELECT coalesce((SELECT max(version) FROM event_store_events_in_streams WHERE stream = %(stream)s), -1)
+           AS version
+    FROM locked
+), ins AS (
+    INSERT INTO event_store_events (event_id, event_type, schema_version, data, metadata, valid_at)
+    SELECT %(event_id)s::uuid, %(event_type)s::text, %(schema_version)s::integer, %(data)s::jsonb,
+           %(metadata)s::jsonb, %(valid_at)s::timestamptz
+    FROM head
+    WHERE %(expected)s::integer IS NULL OR head.version = %(expected)s::integer
+    RETURNING position, event_id, created_at
+), linked AS (
+    INSERT INTO event_store_events_in_streams (stream, version, event_id, created_at)
+    SELECT %(stream)s, head.version + 1, ins.event_id, ins.created_at
+    FROM head, ins
+)
+SELECT head.version, ins.position, ins.created_at
+FROM head LEFT JOIN ins ON true;
+
+-- name: append_events
+-- One round trip for any number of events: locks the stream, checks the expected version, inserts the
+-- events and their stream rows. A writer that committed between this statement's snapshot and its lock
+-- makes the stream row insert fail on the primary key (a conflict; the store retries ANY appends). When the check fails nothing is inserted and a single row with a NULL position comes
+-- back, carrying the stream's actual version. expected NULL means: no check.
+WITH locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(hashtextextended(%(stream)s, 0))
+), head AS (
+    SELECT coalesce((SELECT max(version) FROM event_store_events_in_streams WHERE stream = %(stream)s), -1)
+           AS version
+    FROM locked
+), ok AS (
+    SELECT version FROM head WHERE %(expected)s::integer IS NULL OR version = %(expected)s::integer
+), new AS (
+    SELECT n.ord, n.event_id, n.event_type, n.schema_version, n.data, n.metadata, n.valid_at,
+           ok.version + n.ord::integer AS stream_version
+    FROM ok, unnest(%(event_ids)s::uuid[], %(event_types)s::text[], %(schema_versions)s::integer[],
+                    %(data)s::text[], %(metadata)s::text[], %(valid_ats)s::timestamptz[])
+             WITH ORDINALITY AS n (event_id, event_type, schema_version, data, metadata, valid_at, ord)
+), ins AS (
+    INSERT INTO event_store_events (event_id, event_type, schema_version, data, metadata, valid_at)
+    SELECT event_id, event_type, schema_version, data::jsonb, metadata::jsonb, valid_at
+    FROM new
+    ORDER BY ord
+    RETURNING position, event_id, created_at
+), linked AS (
+    INSERT INTO event_store_events_in_streams (stream, version, event_id, created_at)
+    SELECT %(stream)s, new.stream_version, ins.event_id, ins.created_at
+    FROM new JOIN ins USING (event_id)
+)
+SELECT head.version, ins.position, ins.created_at
+FROM head LEFT JOIN ins ON true
+ORDER BY ins.position;
+
+-- name: link_events
+-- Adds stored events to a stream, after the same version check as append_events, and only when every
+-- id is a stored event not in the stream yet. Returns the stream's version before the link, the first
+-- unknown id, the first id in the stream already, and how many rows were linked.
+WITH locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(hashtextextended(%(stream)s, 0))
+), head AS (
+    SELECT coalesce((SELECT max(version) FROM event_store_events_in_streams WHERE stream = %(stream)s), -1)
+           AS version
+    FROM locked
+), n AS (
+    SELECT n.event_id, n.ord FROM unnest(%(event_ids)s::uuid[]) WITH ORDINALITY AS n (event_id, ord)
+), missing AS (
+    SELECT n.event_id FROM n
+    WHERE NOT EXISTS (SELECT 1 FROM event_store_events e WHERE e.event_id = n.event_id)
+    ORDER BY n.ord LIMIT 1
+), present AS (
+    SELECT n.event_id FROM n
+    WHERE EXISTS (SELECT 1 FROM event_store_events_in_streams s
+                  WHERE s.stream = %(stream)s AND s.event_id = n.event_id)
+    ORDER BY n.ord LIMIT 1
+), ins AS (
+    INSERT INTO event_store_events_in_streams (stream, version, event_id)
+    SELECT %(stream)s, head.version + n.ord::integer, n.event_id
+    FROM head, n
+    WHERE (%(expected)s::integer IS NULL OR head.version = %(expected)s::integer)
+      AND NOT EXISTS (SELECT 1 FROM missing) AND NOT EXISTS (SELECT 1 FROM present)
+    ORDER BY n.ord
+    RETURNING 1
+)
+SELECT head.version, (SELECT event_id FROM missing), (SELECT event_id FROM present), (SELECT count(*) FROM ins)
+FROM head;
+
+-- name: stream_version
+SELECT coalesce(max(version), -1) FROM event_store_events_in_streams WHERE stream = %(stream)s;
+
+-- name: streams_of
+SELECT stream FROM event_store_events_in_streams WHERE event_id = %(event_id)s ORDER BY created_at, stream;
+
+-- name: get_event
+SELECT position, event_id, event_type, schema_version, data, metadata, created_at, valid_at, NULL::integer
+FROM event_store_events
+WHERE event_id = %(event_id)s;
+
+-- name: read_stream_forward
+-- from/to are inclusive stream versions; until bounds the time the event joined the stream.
+SELECT e.position, e.event_id, e.event_type, e.schema_version, e.data, e.metadata, e.created_at,
+       e.valid_at, s.version
+FROM event_store_events_in_streams s
+JOIN event_store_events e ON e.event_id = s.event_id
+WHERE s.stream = %(stream)s
+  AND s.version BETWEEN %(from_version)s AND %(to_version)s
+  AND (%(until)s::timestamptz IS NULL OR s.created_at <= %(until)s::timestamptz)
+ORDER BY s.version
+LIMIT %(limit)s;
+
+-- name: read_stream_backward
+SELECT e.position, e.event_id, e.event_type, e.schema_version, e.data, e.metadata, e.created_at,
+       e.valid_at, s.version
+FROM event_store_events_in_streams s
+JOIN event_store_events e ON e.event_id = s.event_id
+WHERE s.stream = %(stream)s
+  AND s.version BETWEEN %(from_version)s AND %(to_version)s
+  AND (%(until)s::timestamptz IS NULL OR s.created_at <= %(until)s::timestamptz)
+ORDER BY s.version DESC
+LIMIT %(limit)s;
+
+-- name: read_all_forward
+-- The global log by position: after < position <= to. Optional filters are NULL when unused; the
+-- queries run unprepared, so the planner sees the actual values and drops the unused conditions.
+-- With a stream filter, each event also carries its version in that stream.
+SELECT e.position, e.event_id, e.event_type, e.schema_version, e.data, e.metadata, e.created_at,
+       e.valid_at, s.version
+FROM event_store_events e
+LEFT JOIN event_store_events_in_streams s
+       ON %(stream)s::text IS NOT NULL AND s.stream = %(stream)s::text AND s.event_id = e.event_id
+WHERE e.position > %(after)s AND e.position <= %(to)s
+  AND (%(event_types)s::text[] IS NULL OR e.event_type = ANY (%(event_types)s::text[]))
+  AND (%(newer_than)s::timestamptz IS NULL OR e.created_at > %(newer_than)s::timestamptz)
+  AND (%(older_than)s::timestamptz IS NULL OR e.created_at < %(older_than)s::timestamptz)
+  AND (%(correlation_id)s::text IS NULL OR e.metadata ->> 'correlation_id' = %(correlation_id)s::text)
+  AND (%(stream)s::text IS NULL OR s.stream IS NOT NULL)
+ORDER BY e.position
+LIMIT %(limit)s;
+
+-- name: read_all_backward
+SELECT e.position, e.event_id, e.event_type, e.schema_version, e.data, e.metadata, e.created_at,
+       e.valid_at, s.version
+FROM event_store_events e
+LEFT JOIN event_store_events_in_streams s
+       ON %(stream)s::text IS NOT NULL AND s.stream = %(stream)s::text AND s.event_id = e.event_id
+WHERE e.position > %(after)s AND e.position <= %(to)s
+  AND (%(event_types)s::text[] IS NULL OR e.event_type = ANY (%(event_types)s::text[]))
+  AND (%(newer_than)s::timestamptz IS NULL OR e.created_at > %(newer_than)s::timestamptz)
+  AND (%(older_than)s::timestamptz IS NULL OR e.created_at < %(older_than)s::timestamptz)
+  AND (%(correlation_id)s::text IS NULL OR e.metadata ->> 'correlation_id' = %(correlation_id)s::text)
+  AND (%(stream)s::text IS NULL OR s.stream IS NOT NULL)
+ORDER BY e.position DESC
+LIMIT %(limit)s;
+
+-- name: follow
+-- The global log in commit-safe order: (tx_id, position), and only rows of transactions below the
+-- horizon, so that no row can later appear before the checkpoint.
+--
+-- The horizon is the oldest transaction of this statement's snapshot that is still running and may be
+-- writing to this database, else the snapshot's xmax. pg_snapshot_xmin alone would do, but it counts
+-- every database of the cluster: one long transaction on another database (a BYODB in the same
+-- cluster, a test run) would hold every follower back. A running xid is skipped only when
+-- pg_stat_activity, read after the snapshot was taken, shows it held by a backend of another database;
+-- anything unknown (finished since, hidden by privileges, prepared) counts as possibly ours.
+WITH horizon AS (
+    SELECT coalesce(
+        (SELECT x FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+         WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                           WHERE a.backend_xid = x::xid AND a.datname IS DISTINCT FROM current_database())
+         ORDER BY x LIMIT 1),
+        pg_snapshot_xmax(pg_current_snapshot())) AS tx_id
+)
+SELECT e.position, e.event_id, e.event_type, e.schema_version, e.data, e.metadata, e.created_at, e.valid_at,
+       NULL::integer, e.tx_id::text::bigint
+FROM event_store_events e, horizon h
+WHERE (e.tx_id, e.position) > (%(tx_id)s::text::xid8, %(position)s::bigint)
+  AND e.tx_id < h.tx_id
+ORDER BY e.tx_id, e.position
+LIMIT %(limit)s;
+
+-- name: follow_head
+-- The checkpoint of the last event a follower could read now (none when there is none), with the
+-- horizon of the follow query.
+WITH horizon AS (
+    SELECT coalesce(
+        (SELECT x FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+         WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                           WHERE a.backend_xid = x::xid AND a.datname IS DISTINCT FROM current_database())
+         ORDER BY x LIMIT 1),
+        pg_snapshot_xmax(pg_current_snapshot())) AS tx_id
+)
+SELECT e.tx_id::text::bigint, e.position
+FROM event_store_events e, horizon h
+WHERE e.tx_id < h.tx_id
+ORDER BY e.tx_id DESC, e.position DESC
+LIMIT 1;
+
+-- name: future_tx_ids
+-- True when some event carries a transaction id this server has not handed out yet: the events were
+-- copied from another cluster (dump and restore, logical replication), and following by tx_id would
+-- stall on them, or skip the new ones, until the local counter catches up.
+SELECT coalesce(max(tx_id) >= pg_snapshot_xmax(pg_current_snapshot()), false) FROM event_store_events;
+
+-- name: save_snapshot
+INSERT INTO event_store_snapshots (stream, version, state)
+VALUES (%(stream)s, %(version)s, %(state)s::jsonb)
+ON CONFLICT (stream, version) DO UPDATE SET state = excluded.state, created_at = clock_timestamp();
+
+-- name: load_snapshot
+SELECT version, state
+FROM event_store_snapshots
+WHERE stream = %(stream)s AND version <= %(max_version)s
+ORDER BY version DESC
+LIMIT 1;
