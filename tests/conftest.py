@@ -9,6 +9,8 @@ skipped when it is absent, except under CI where its absence is a failure.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +34,7 @@ def _reachable(conninfo: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server() -> Iterator[str]:
     """A conninfo to the maintenance database of a PostgreSQL server the tests may create databases on."""
     url = os.environ.get("SCHEMASAGA_TEST_DATABASE_URL")
     if url:
@@ -43,12 +45,16 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from schemasaga.embedded import EmbeddedPostgres
 
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    # Not under pytest's tmp_path: pytest resets its base folder to 0700 at every session start,
+    # which would lock the embedded server's OS user (pgserver, when running as root) out.
+    data_dir = Path(tempfile.mkdtemp(prefix="schemasaga-test-pg-"))
+    server = EmbeddedPostgres(data_dir / "data")
     server.start()
     try:
         yield server.conninfo("postgres")
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def with_dbname(conninfo: str, dbname: str) -> str:
