@@ -15,8 +15,11 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # Default BYODB, registered as database "default". None on the embedded default: database "byodb"
     # in the embedded cluster.
-    byodb_url: str | None = None
+    # (Kept out of the repr: it may hold a password.)
+    byodb_url: str | None = Field(default=None, repr=False)
     data_dir: Path = Path(".schemasaga")
+    # Fernet key(s) encrypting BYODB credentials at rest, comma-separated: the first encrypts, all decrypt.
+    # Required with database_url; on the embedded default, <data_dir>/secret.key is used (created if absent).
     secret_key: SecretStr | None = None
 
     host: str = "127.0.0.1"
@@ -39,6 +42,9 @@ class Settings(BaseSettings):
     ddl_lock_timeout_ms: int = 5000
     ddl_statement_timeout_ms: int = 60000
     byodb_connect_timeout: int = 5
+    # Seconds between reloads of the registered databases from the core database (so a database
+    # unregistered or changed by another process is noticed); 0 disables. Unknown names reload at once.
+    catalog_refresh_interval: float = 5.0
 
     snapshot_every: int = Field(default=50, ge=1)
     # Seconds between drift scans; 0 disables the periodic scan.
