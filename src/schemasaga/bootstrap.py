@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import procrastinate
@@ -15,12 +15,16 @@ from psycopg_pool import AsyncConnectionPool
 from schemasaga.byodb.adapter import DdlLimits
 from schemasaga.catalog import DEFAULT_DATABASE, DatabaseCatalog
 from schemasaga.config import Settings
+from schemasaga.databases.service import DatabaseService
+from schemasaga.databases.source import RegistrySource
+from schemasaga.domain.errors import DomainError
 from schemasaga.embedded import EmbeddedPostgres
 from schemasaga.eventstore import EventStore
 from schemasaga.jobs.app import JobScheduler, create_app, stalled_job_watchdog
 from schemasaga.migrations import upgrade
 from schemasaga.repository import TableRepository
 from schemasaga.sagas.runner import RetryPolicy, SagaRunner
+from schemasaga.secrets import SecretBox, SecretsError, resolve_secret_box
 from schemasaga.services import TableService
 
 log = logging.getLogger(__name__)
@@ -34,7 +38,7 @@ class Resolved:
     """Where the databases are, once the embedded server (if any) is up."""
 
     core_conninfo: str
-    byodb_url: str
+    byodb_url: str = field(repr=False)  # may hold a password
     embedded: EmbeddedPostgres | None
 
 
@@ -75,10 +79,21 @@ class Container:
     catalog: DatabaseCatalog
     tables: TableService
     runner: SagaRunner
+    databases: DatabaseService
+    secrets: SecretBox = field(repr=False)
+
+
+def load_secrets(settings: Settings) -> SecretBox:
+    """This process's encryption keys; a missing or wrong key stops the start with what to do."""
+    try:
+        return resolve_secret_box(settings)
+    except SecretsError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 @asynccontextmanager
 async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Container]:
+    secrets = await asyncio.to_thread(load_secrets, settings)
     resolved = await asyncio.to_thread(resolve_databases, settings)
     try:
         if migrate:
@@ -95,41 +110,90 @@ async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIt
         await pool.open(wait=True, timeout=30)
         jobs = create_app()
         await jobs.open_async(pool)
-        catalog = DatabaseCatalog(
-            limits=DdlLimits(
-                lock_timeout_ms=settings.ddl_lock_timeout_ms,
-                statement_timeout_ms=settings.ddl_statement_timeout_ms,
-                connect_timeout_s=settings.byodb_connect_timeout,
-            )
-        )
-        catalog.register(DEFAULT_DATABASE, resolved.byodb_url)
-        store = EventStore(pool)
-        repository = TableRepository(store, snapshot_every=settings.snapshot_every)
-        scheduler = JobScheduler(jobs)
-        tables = TableService(pool=pool, repository=repository, scheduler=scheduler, catalog=catalog)
-        runner = SagaRunner(
-            pool=pool,
-            repository=repository,
-            scheduler=scheduler,
-            catalog=catalog,
-            retry=RetryPolicy(
-                max_attempts=settings.retry_max_attempts,
-                base_delay=settings.retry_base_delay,
-                max_delay=settings.retry_max_delay,
-            ),
-        )
-        container = Container(
-            settings, resolved, pool, store, repository, jobs, scheduler, catalog, tables, runner
-        )
+        catalog: DatabaseCatalog | None = None
+        refresher: asyncio.Task[None] | None = None
         try:
+            catalog, container = await _build(settings, resolved, secrets, pool, jobs)
+            if settings.catalog_refresh_interval > 0:
+                refresher = asyncio.create_task(_refresh_catalog(catalog, settings.catalog_refresh_interval))
             yield container
         finally:
+            if refresher is not None:
+                refresher.cancel()
+                await asyncio.gather(refresher, return_exceptions=True)
             await jobs.close_async()
             await pool.close()
-            catalog.close()
+            if catalog is not None:
+                catalog.close()
     finally:
         if resolved.embedded is not None:
             await asyncio.to_thread(resolved.embedded.stop)
+
+
+async def _build(
+    settings: Settings,
+    resolved: Resolved,
+    secrets: SecretBox,
+    pool: AsyncConnectionPool[Any],
+    jobs: procrastinate.App,
+) -> tuple[DatabaseCatalog, Container]:
+    limits = DdlLimits(
+        lock_timeout_ms=settings.ddl_lock_timeout_ms,
+        statement_timeout_ms=settings.ddl_statement_timeout_ms,
+        connect_timeout_s=settings.byodb_connect_timeout,
+    )
+    catalog = DatabaseCatalog(
+        limits=limits,
+        source=RegistrySource(conninfo=resolved.core_conninfo, pool=pool, secrets=secrets),
+    )
+    catalog.register(DEFAULT_DATABASE, resolved.byodb_url, pinned=True)
+    store = EventStore(pool)
+    databases = DatabaseService(pool=pool, store=store, catalog=catalog, secrets=secrets, limits=limits)
+    try:
+        await databases.ensure_default(resolved.byodb_url)
+    except (SecretsError, DomainError) as exc:
+        raise SystemExit(f"default database (SCHEMASAGA_BYODB_URL): {exc}") from None
+    await catalog.refresh()
+    repository = TableRepository(store, snapshot_every=settings.snapshot_every)
+    scheduler = JobScheduler(jobs)
+    tables = TableService(pool=pool, repository=repository, scheduler=scheduler, catalog=catalog)
+    runner = SagaRunner(
+        pool=pool,
+        repository=repository,
+        scheduler=scheduler,
+        catalog=catalog,
+        retry=RetryPolicy(
+            max_attempts=settings.retry_max_attempts,
+            base_delay=settings.retry_base_delay,
+            max_delay=settings.retry_max_delay,
+        ),
+    )
+    container = Container(
+        settings,
+        resolved,
+        pool,
+        store,
+        repository,
+        jobs,
+        scheduler,
+        catalog,
+        tables,
+        runner,
+        databases,
+        secrets,
+    )
+    return catalog, container
+
+
+async def _refresh_catalog(catalog: DatabaseCatalog, every: float) -> None:
+    """Reload the registered databases now and then: another process may have changed them."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await catalog.refresh()
+        except Exception as exc:
+            # Never the URLs: the catalog's errors name databases only.
+            log.warning("reloading the registered databases failed: %s", type(exc).__name__)
 
 
 async def run_worker(container: Container, *, concurrency: int, install_signal_handlers: bool) -> None:

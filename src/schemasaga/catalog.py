@@ -1,12 +1,25 @@
-"""Which BYODBs exist, their engines and their adapters."""
+"""Which BYODBs exist, their engines and their adapters, in this process.
+
+The registry of databases lives in the core database (rm_databases, from the ``Database$<name>`` streams);
+every process (API replicas, workers) keeps this catalog of it. The catalog is loaded at start, reloaded
+every ``catalog_refresh_interval`` seconds, and reloaded at once when asked for a name it does not know,
+before answering :class:`DatabaseNotFound`: a worker learns of a database registered by another process
+the first time a saga needs it.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from schemasaga.byodb.adapter import ByodbAdapter, DdlLimits, open_adapter
 from schemasaga.byodb.identifiers import InvalidIdentifier, validate_identifier
 from schemasaga.domain.errors import DomainError, InvalidName
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE = "default"
 
@@ -16,6 +29,13 @@ class DatabaseNotFound(DomainError):
     status = 404
 
 
+class CredentialsUnavailable(DomainError):
+    """The database is registered, but this process's secret key cannot decrypt its URL."""
+
+    code = "secret_key_mismatch"
+    status = 503
+
+
 def engine_of_url(url: str) -> str:
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
     return {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql"}.get(
@@ -23,43 +43,162 @@ def engine_of_url(url: str) -> str:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """A registered database as the core database knows it. ``url`` is None when it cannot be decrypted."""
+
+    name: str
+    engine: str
+    url: str | None
+
+    def __repr__(self) -> str:  # never the URL
+        return f"CatalogEntry(name={self.name!r}, engine={self.engine!r})"
+
+
+class CatalogSource(Protocol):
+    """Where the registered databases are read from (the core database)."""
+
+    def load(self) -> Sequence[CatalogEntry]:
+        """Blocking read, for callers in a worker thread (and the rare miss on the event loop)."""
+        ...
+
+    async def aload(self) -> Sequence[CatalogEntry]: ...
+
+
+@dataclass(slots=True)
+class _Entry:
+    engine: str
+    url: str | None
+    pinned: bool = False
+
+
 class DatabaseCatalog:
     """Databases by name. Adapters are opened lazily and shared (each holds a connection pool)."""
 
-    def __init__(self, *, limits: DdlLimits) -> None:
+    def __init__(self, *, limits: DdlLimits, source: CatalogSource | None = None) -> None:
         self._limits = limits
-        self._urls: dict[str, str] = {}
+        self._source = source
+        self._entries: dict[str, _Entry] = {}
         self._adapters: dict[str, ByodbAdapter] = {}
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        # Local changes (register/forget) win over a reload whose snapshot was read before them.
+        self._generation = 0
+        self._changed_at: dict[str, int] = {}
 
-    def register(self, name: str, url: str) -> None:
+    # -- registration ----------------------------------------------------------------------------
+
+    def register(self, name: str, url: str, *, pinned: bool = False) -> None:
+        """Know ``name`` at ``url``. A pinned entry (the configured default) is never changed by a reload."""
         with self._lock:
+            self._generation += 1
+            self._changed_at[name] = self._generation
+            entry = self._entries.get(name)
+            if entry is not None and entry.url == url:
+                entry.pinned = entry.pinned or pinned
+                return
             old = self._adapters.pop(name, None)
-            self._urls[name] = url
+            self._entries[name] = _Entry(engine_of_url(url), url, pinned)
         if old is not None:
             old.dispose()
 
     def forget(self, name: str) -> None:
         with self._lock:
-            self._urls.pop(name, None)
+            self._generation += 1
+            self._changed_at[name] = self._generation
+            self._entries.pop(name, None)
             old = self._adapters.pop(name, None)
         if old is not None:
             old.dispose()
 
+    # -- loading from the core database ----------------------------------------------------------
+
+    def reload(self) -> None:
+        """Reload from the source, blocking (a miss in a worker thread)."""
+        if self._source is None:
+            return
+        with self._reload_lock:
+            generation = self._generation
+            self._apply(self._source.load(), generation)
+
+    async def refresh(self) -> None:
+        """Reload from the source."""
+        if self._source is None:
+            return
+        generation = self._generation
+        self._apply(await self._source.aload(), generation)
+
+    async def ensure(self, name: str) -> None:
+        """Raise :class:`DatabaseNotFound` unless ``name`` is registered (reloading once if unknown here)."""
+        if name not in self._entries:
+            await self.refresh()
+        if name not in self._entries:
+            raise DatabaseNotFound(f"no database named {name!r}")
+
+    def _apply(self, entries: Sequence[CatalogEntry], generation: int) -> None:
+        loaded = {e.name: e for e in entries}
+        disposed: list[ByodbAdapter] = []
+        with self._lock:
+            for name in set(self._entries) | set(loaded):
+                if self._changed_at.get(name, 0) > generation:
+                    continue  # registered or forgotten here after the snapshot was read
+                current = self._entries.get(name)
+                if current is not None and current.pinned:
+                    continue
+                new = loaded.get(name)
+                if new is None:
+                    self._entries.pop(name, None)
+                elif current is None:
+                    self._entries[name] = _Entry(new.engine, new.url)
+                elif new.url is None:
+                    if current.url is None:
+                        current.engine = new.engine
+                    else:
+                        # Keep working with what this process decrypted before (a rotation in progress).
+                        log.warning(
+                            "database %r: stored URL not decryptable with this key; kept cached", name
+                        )
+                    continue
+                elif new.url != current.url:
+                    self._entries[name] = _Entry(new.engine, new.url)
+                else:
+                    continue
+                old = self._adapters.pop(name, None)
+                if old is not None:
+                    disposed.append(old)
+        for adapter in disposed:
+            adapter.dispose()
+
+    def _get(self, name: str) -> _Entry:
+        entry = self._entries.get(name)
+        if entry is None:
+            self.reload()
+            entry = self._entries.get(name)
+        if entry is None:
+            raise DatabaseNotFound(f"no database named {name!r}")
+        return entry
+
+    # -- queries ---------------------------------------------------------------------------------
+
     def names(self) -> list[str]:
-        return sorted(self._urls)
+        return sorted(self._entries)
 
     def engine(self, name: str) -> str:
-        return engine_of_url(self._url(name))
+        return self._get(name).engine
 
     def adapter(self, name: str) -> ByodbAdapter:
+        entry = self._get(name)
         with self._lock:
             adapter = self._adapters.get(name)
-            if adapter is None:
-                url = self._urls.get(name)
-                if url is None:
-                    raise DatabaseNotFound(f"no database named {name!r}")
-                adapter = self._adapters[name] = open_adapter(url, limits=self._limits)
+            if adapter is not None:
+                return adapter
+            entry = self._entries.get(name, entry)  # replaced meanwhile: use the newest URL
+            if entry.url is None:
+                raise CredentialsUnavailable(
+                    f"database {name!r} is registered, but its credentials cannot be decrypted with this "
+                    "process's SCHEMASAGA_SECRET_KEY"
+                )
+            adapter = self._adapters[name] = open_adapter(entry.url, limits=self._limits)
             return adapter
 
     def validate_identifier(self, name: str, *, database: str, kind: str) -> None:
@@ -73,9 +212,3 @@ class DatabaseCatalog:
             adapters, self._adapters = list(self._adapters.values()), {}
         for adapter in adapters:
             adapter.dispose()
-
-    def _url(self, name: str) -> str:
-        url = self._urls.get(name)
-        if url is None:
-            raise DatabaseNotFound(f"no database named {name!r}")
-        return url

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from schemasaga import __version__
 from schemasaga.api import demo
 from schemasaga.api.errors import install_error_handlers
-from schemasaga.api.v1 import drift, operations, tables
+from schemasaga.api.v1 import databases, drift, operations, tables
 
 if TYPE_CHECKING:
     from schemasaga.bootstrap import Container
@@ -26,6 +26,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(demo.router)
     app.include_router(tables.router)
     app.include_router(operations.router)
+    app.include_router(databases.router)
     app.include_router(drift.router)
 
     @app.get("/healthz", tags=["health"])

@@ -75,12 +75,18 @@ CREATE TABLE rm_operations (
 CREATE INDEX rm_operations_table_idx ON rm_operations (table_id, accepted_seq);
 CREATE INDEX rm_operations_open_idx ON rm_operations (status) WHERE status IN ('pending', 'running');
 
+-- Registered BYODBs (stream Database$<name>). The URL is stored only encrypted (Fernet, key_id says
+-- which key); display holds its non-secret parts (driver, host, port, database, username).
 CREATE TABLE rm_databases (
     name            text        PRIMARY KEY,
     engine          text        NOT NULL,
     url_encrypted   text        NOT NULL,
+    key_id          text        NOT NULL,
     display         jsonb       NOT NULL,
+    source          text        NOT NULL,
     status          text        NOT NULL,
+    server_version  text,
+    version         integer     NOT NULL,
     created_at      timestamptz NOT NULL,
     updated_at      timestamptz NOT NULL
 );

@@ -1,0 +1,1 @@
+"""The registry of BYODBs: event-sourced (stream ``Database$<name>``), with encrypted credentials."""
