@@ -325,3 +325,81 @@ def verify(data_dir: Path | None, wait: float) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.group()
+def secrets() -> None:
+    """Encryption keys of the stored BYODB credentials (SCHEMASAGA_SECRET_KEY)."""
+
+
+@secrets.command("generate-key")
+def generate_key() -> None:
+    """Print a new random key, for SCHEMASAGA_SECRET_KEY."""
+    from schemasaga.secrets import generate_key as new_key
+
+    click.echo(new_key())
+
+
+@secrets.command()
+@data_dir_option
+@click.option("--new-key", default=None, help="The key to encrypt with from now on (default: a new one).")
+def rotate(data_dir: Path | None, new_key: str | None) -> None:
+    """Re-encrypt every stored database URL with a new key.
+
+    \b
+    Quick way (a short window where processes restarted late cannot load new databases):
+      1. SCHEMASAGA_SECRET_KEY=OLD schemasaga secrets rotate --new-key NEW   (or without --new-key:
+         a key is generated and printed)
+      2. restart every process (API replicas, workers) with SCHEMASAGA_SECRET_KEY=NEW.
+    Without downtime:
+      1. give every process SCHEMASAGA_SECRET_KEY=NEW,OLD (the first key encrypts, both decrypt);
+      2. SCHEMASAGA_SECRET_KEY=NEW,OLD schemasaga secrets rotate --new-key NEW
+      3. give every process SCHEMASAGA_SECRET_KEY=NEW; destroy OLD.
+    On the embedded default with no key set, the key file <data dir>/secret.key is updated (it holds both
+    keys while the rotation runs). Each database gets a DatabaseCredentialsRotated event; the events
+    recorded before keep the old ciphertexts, readable only with the old key. Running it again is safe:
+    URLs already under the new key are left alone.
+    """
+    settings = _settings(data_dir=data_dir)
+    _logging(settings)
+
+    async def _run() -> int:
+        from schemasaga.bootstrap import open_container
+        from schemasaga.secrets import (
+            SecretsError,
+            key_file_path,
+            parse_keys,
+            uses_key_file,
+            write_key_file,
+        )
+        from schemasaga.secrets import generate_key as make_key
+
+        generated = new_key is None
+        try:
+            key = make_key() if new_key is None else parse_keys(new_key)[0]
+        except SecretsError as exc:
+            click.echo(f"--new-key: {exc}", err=True)
+            return 2
+        async with open_container(settings) as c:
+            new = c.secrets.with_primary(key)
+            key_file = key_file_path(settings) if uses_key_file(settings) else None
+            if key_file is not None:
+                # Both keys on disk first: a crash during the rotation leaves every URL decryptable.
+                write_key_file(key_file, new.keys)
+            try:
+                names = await c.databases.rotate(new, metadata={"actor": "cli:secrets rotate"})
+            except SecretsError as exc:
+                click.echo(str(exc), err=True)
+                return 1
+            if key_file is not None:
+                write_key_file(key_file, [key])
+        click.echo(f"re-encrypted {len(names)} database URL(s) with key {new.key_id}: {', '.join(names)}")
+        if key_file is not None:
+            click.echo(f"the key file {key_file} now holds only the new key")
+        else:
+            if generated:
+                click.echo(f"new key (keep it secret): {key}")
+            click.echo("now give every process SCHEMASAGA_SECRET_KEY=<the new key> and restart it")
+        return 0
+
+    sys.exit(asyncio.run(_run()))
