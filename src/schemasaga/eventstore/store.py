@@ -183,7 +183,7 @@ class EventStore:
         }
         query = self._q["read_stream_backward" if backward else "read_stream_forward"]
         rows = await self._run(query, params, conn=conn)
-        return [self._event(row, stream) for row in rows]
+        return self._events(rows, stream)
 
     async def read_all(
         self,
@@ -220,7 +220,7 @@ class EventStore:
         # Unprepared: planned with the actual values, so the unused filters fold away and the used ones
         # can pick their index.
         rows = await self._run(query, params, conn=conn, prepare=False)
-        return [self._event(row, stream) for row in rows]
+        return self._events(rows, stream)
 
     async def read_batches(
         self,
@@ -268,7 +268,7 @@ class EventStore:
         rows = await self._run(self._q["get_event"], {"event_id": event_id}, conn=conn)
         if not rows:
             raise EventNotFound(event_id)
-        return self._event(rows[0], None)
+        return self._events(rows, None)[0]
 
     async def stream_version(self, stream: str, *, conn: Conn | None = None) -> int:
         """The version of the stream's last event; -1 when the stream does not exist."""
@@ -308,9 +308,8 @@ class EventStore:
         while True:
             params = {"tx_id": checkpoint.tx_id, "position": checkpoint.position, "limit": batch_size}
             rows = await self._run(query, params, conn=None)
-            for row in rows:
-                event = self._event(row, None, tx_id=row[9])
-                checkpoint = Checkpoint(tx_id=row[9], position=event.position)
+            for event in self._events(rows, None, followed=True):
+                checkpoint = event.checkpoint
                 yield event
             if len(rows) < batch_size:
                 await asyncio.sleep(poll_interval)
@@ -334,13 +333,33 @@ class EventStore:
 
     # Internals ---------------------------------------------------------------------------------
 
-    def _event(self, row: Row, stream: str | None, tx_id: int | None = None) -> RecordedEvent:
-        event_type, schema_version, data = row[2], row[3], row[4]
-        if self._upcasters.handles(event_type):
-            schema_version, data = self._upcasters.upcast(event_type, schema_version, data)
-        return RecordedEvent(
-            row[1], event_type, data, row[5], schema_version, row[0], row[6], row[7], stream, row[8], tx_id
-        )
+    def _events(self, rows: list[Row], stream: str | None, *, followed: bool = False) -> list[RecordedEvent]:
+        """RecordedEvents from read rows; the data and metadata of the whole batch are parsed at once."""
+        if not rows:
+            return []
+        docs = loads("[" + ",".join([text for row in rows for text in (row[4], row[5])]) + "]")
+        upcasters = self._upcasters
+        events = []
+        for i, row in enumerate(rows):
+            event_type, schema_version, data = row[2], row[3], docs[2 * i]
+            if upcasters.handles(event_type):
+                schema_version, data = upcasters.upcast(event_type, schema_version, data)
+            events.append(
+                RecordedEvent(
+                    row[1],
+                    event_type,
+                    data,
+                    docs[2 * i + 1],
+                    schema_version,
+                    row[0],
+                    row[6],
+                    row[7],
+                    stream,
+                    row[8],
+                    row[9] if followed else None,
+                )
+            )
+        return events
 
     async def _write(
         self, stream: str, query: str, params: Mapping[str, Any], expected: ExpectedVersion, conn: Conn | None
