@@ -1,0 +1,214 @@
+"""Event store throughput against raw psycopg, on a fresh database.
+
+Run: ``.venv/bin/python -m bench.eventstore [--seconds 3] [--read-events 50000]``
+
+Uses ``SCHEMASAGA_BENCH_DATABASE_URL`` when set (the schema is applied to it and the raw table dropped
+after), else creates a database on the local PostgreSQL (127.0.0.1:5432, user postgres) and drops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+from schemasaga.eventstore import EventStore, NewEvent
+from schemasaga.migrations import upgrade
+
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+PAYLOAD = {"table_id": "00000000-0000-0000-0000-000000000000", "name": "my_new_table_123", "n": 1}
+
+# Bench-only DDL and statements (the store's own SQL lives in sql/queries/eventstore.sql).
+RAW_TABLE = """
+CREATE TABLE IF NOT EXISTS bench_raw_events (
+    id          bigserial   PRIMARY KEY,
+    event_id    uuid        NOT NULL UNIQUE,
+    event_type  text        NOT NULL,
+    data        jsonb       NOT NULL
+)"""
+RAW_INSERT = "INSERT INTO bench_raw_events (event_id, event_type, data) VALUES (%s, %s, %s::jsonb)"
+RAW_SELECT = "SELECT position, event_id, event_type, data, metadata, created_at FROM event_store_events"
+
+
+@dataclass
+class Result:
+    name: str
+    count: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+
+Writer = Callable[[], Awaitable[None]]
+
+
+async def timed(writers: list[Writer], seconds: float) -> int:
+    """Run each writer in a loop, concurrently, for ``seconds``; the number of writes done."""
+    stop_at = time.perf_counter() + seconds
+    counts = [0] * len(writers)
+
+    async def loop(w: int) -> None:
+        while time.perf_counter() < stop_at:
+            await writers[w]()
+            counts[w] += 1
+
+    await asyncio.gather(*(loop(w) for w in range(len(writers))))
+    return sum(counts)
+
+
+async def compare_writes(
+    conninfo: str, store: EventStore, writers: int, seconds: float, slices: int = 6
+) -> tuple[Result, Result]:
+    """Raw inserts against EventStore.append, in alternating slices so that the machine's noise (other
+    load, fsync latency) falls on both alike."""
+    conns = [await psycopg.AsyncConnection.connect(conninfo, autocommit=True) for _ in range(writers)]
+    payload = json.dumps(PAYLOAD)
+
+    def raw_writer(conn: psycopg.AsyncConnection[Any]) -> Writer:
+        async def write() -> None:
+            # Autocommit: one round trip per insert-and-commit, the cheapest a client can do.
+            await conn.execute(RAW_INSERT, (uuid.uuid4(), "BenchEvent", payload))
+
+        return write
+
+    def store_writer(w: int) -> Writer:
+        n = 0
+
+        async def write() -> None:
+            nonlocal n
+            n += 1
+            # Each writer appends to its own streams, 50 of them in turn; one event per commit.
+            await store.append(f"Bench$w{writers}-{w}-{n % 50}", [NewEvent("BenchEvent", PAYLOAD)])
+
+        return write
+
+    raw = [raw_writer(c) for c in conns]
+    ours = [store_writer(w) for w in range(writers)]
+    try:
+        await timed(raw, 0.3)  # warm-up: connections, prepared statements
+        await timed(ours, 0.3)
+        raw_count = ours_count = 0
+        raw_time = ours_time = 0.0
+        for _ in range(slices):
+            t = time.perf_counter()
+            raw_count += await timed(raw, seconds / slices)
+            raw_time += time.perf_counter() - t
+            t = time.perf_counter()
+            ours_count += await timed(ours, seconds / slices)
+            ours_time += time.perf_counter() - t
+    finally:
+        for conn in conns:
+            await conn.close()
+    return Result("raw", raw_count, raw_time), Result("ours", ours_count, ours_time)
+
+
+async def fill(conninfo: str, store: EventStore, events: int) -> None:
+    have = len(await store.read_all(limit=events))
+    for i in range((events - have + 499) // 500):
+        await store.append(f"Bench$fill-{i}", [NewEvent("BenchEvent", PAYLOAD) for _ in range(500)])
+    # As autovacuum would soon: a never-analyzed table gets sort-based plans for the keyset reads.
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("ANALYZE event_store_events")
+
+
+async def read_log(store: EventStore, limit: int) -> Result:
+    start = time.perf_counter()
+    count = 0
+    async for batch in store.read_batches(batch_size=1000, to_position=None):
+        count += len(batch)
+        if count >= limit:
+            break
+    return Result("EventStore.read_batches (1000/batch)", count, time.perf_counter() - start)
+
+
+async def follow_log(store: EventStore, limit: int) -> Result:
+    start = time.perf_counter()
+    count = 0
+    async for _ in store.follow(batch_size=1000, poll_interval=0.01):
+        count += 1
+        if count >= limit:
+            break
+    return Result("EventStore.follow (1000/batch)", count, time.perf_counter() - start)
+
+
+async def raw_read(conninfo: str, limit: int) -> Result:
+    async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+        start = time.perf_counter()
+        cur = conn.cursor(binary=True)
+        await cur.execute(RAW_SELECT + " ORDER BY position LIMIT %s", (limit,))
+        rows = await cur.fetchall()
+        return Result("raw SELECT, one fetchall (no objects)", len(rows), time.perf_counter() - start)
+
+
+async def run(
+    conninfo: str, seconds: float, read_events: int
+) -> list[tuple[str, Result, Result | None, str]]:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(RAW_TABLE)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(conninfo, open=False, min_size=4, max_size=4)
+    await pool.open(wait=True)
+    rows: list[tuple[str, Result, Result | None, str]] = []
+    try:
+        store = EventStore(pool)
+        for writers, target in ((1, ">= 70%"), (4, ">= 60%")):
+            raw, ours = await compare_writes(conninfo, store, writers, seconds)
+            rows.append((f"append, {writers} writer(s), events/s", ours, raw, target))
+        await fill(conninfo, store, read_events)
+        raw_r = await raw_read(conninfo, read_events)
+        rows.append(("read global log, events/s", await read_log(store, read_events), raw_r, ">= 100,000/s"))
+        rows.append(("follow global log, events/s", await follow_log(store, read_events), raw_r, "-"))
+    finally:
+        await pool.close()
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS bench_raw_events")
+    return rows
+
+
+def report(rows: list[tuple[str, Result, Result | None, str]]) -> str:
+    lines = [
+        f"| {'case':<38} | {'ours':>10} | {'raw':>10} | {'ours/raw':>8} | {'target':>12} |",
+        f"|{'-' * 40}|{'-' * 12}:|{'-' * 12}:|{'-' * 10}:|{'-' * 14}:|",
+    ]
+    for name, ours, raw, target in rows:
+        raw_rate = f"{raw.rate:,.0f}" if raw else "-"
+        ratio = f"{ours.rate / raw.rate:.0%}" if raw else "-"
+        lines.append(f"| {name:<38} | {ours.rate:>10,.0f} | {raw_rate:>10} | {ratio:>8} | {target:>12} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per write case")
+    parser.add_argument("--read-events", type=int, default=50_000, help="events in the read cases")
+    args = parser.parse_args()
+    url = os.environ.get("SCHEMASAGA_BENCH_DATABASE_URL")
+    created = None
+    if url is None:
+        created = f"bench_es_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(LOCAL_SERVER, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {created}")
+        url = make_conninfo(LOCAL_SERVER, dbname=created)
+    try:
+        upgrade(url)
+        rows = asyncio.run(run(url, args.seconds, args.read_events))
+    finally:
+        if created is not None:
+            with psycopg.connect(LOCAL_SERVER, autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {created} WITH (FORCE)")
+    print(report(rows))
+
+
+if __name__ == "__main__":
+    main()
