@@ -4,11 +4,13 @@ fresh core database, HTTP helpers, ``settle`` and the metadata-versus-physical-s
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import httpx
 import psycopg
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 
 from tests.fault.proxy import free_port
 
@@ -98,6 +101,8 @@ class Service:
     physical_url: str  # direct to the BYODB, for the physical checks
     workdir: Path
     env_overrides: dict[str, str] = field(default_factory=dict)
+    # Every process of one service shares the key that encrypts BYODB credentials at rest.
+    secret_key: str = field(default_factory=lambda: Fernet.generate_key().decode())
     port: int = field(default_factory=free_port)
     processes: list[Process] = field(default_factory=list)
     server: Process | None = None
@@ -113,6 +118,7 @@ class Service:
             SCHEMASAGA_DATABASE_URL=self.core_conninfo,
             SCHEMASAGA_BYODB_URL=self.byodb_url,
             SCHEMASAGA_DATA_DIR=str(self.workdir / "data"),
+            SCHEMASAGA_SECRET_KEY=self.secret_key,
         )
         env.update(self.env_overrides)
         env.update(extra)
@@ -323,3 +329,80 @@ def events_without_job_or_outcome(service: Service) -> list[tuple[Any, ...]]:
 
 def iter_lines(path: Path) -> Iterator[str]:
     yield from path.read_text(errors="replace").splitlines()
+
+
+# -- load from concurrent clients -------------------------------------------------------------------
+
+
+@dataclass
+class Accepted:
+    operation_id: str
+    table_id: str
+    kind: str
+    accepted_at: float
+
+
+@dataclass
+class LoadResult:
+    accepted: list[Accepted] = field(default_factory=list)
+    answers: dict[int, int] = field(default_factory=dict)  # status code -> count
+    transport_errors: int = 0
+
+
+def run_clients(
+    base_url: str,
+    *,
+    clients: int,
+    total: int,
+    command: Callable[[httpx.Client, random.Random, int], tuple[httpx.Response, str, str]],
+    stop: threading.Event | None = None,
+    seed: int = 0,
+    stop_on_transport_error: bool = False,
+    result: LoadResult | None = None,
+) -> LoadResult:
+    """``clients`` threads send ``total`` commands between them; ``command`` sends one and returns the
+    answer, the table id and the kind. Records every 200 answer (an accepted command)."""
+    result = result if result is not None else LoadResult()
+    lock = threading.Lock()
+    counter = iter(range(total))
+    stop = stop or threading.Event()
+
+    def client_thread(n: int) -> None:
+        rng = random.Random(seed * 1000 + n)
+        with httpx.Client(base_url=base_url, timeout=30) as c:
+            while not stop.is_set():
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                try:
+                    r, table_id, kind = command(c, rng, i)
+                except httpx.TransportError:
+                    with lock:
+                        result.transport_errors += 1
+                    if stop_on_transport_error:
+                        return
+                    time.sleep(0.05)
+                    continue
+                with lock:
+                    result.answers[r.status_code] = result.answers.get(r.status_code, 0) + 1
+                    if r.status_code == 200:
+                        result.accepted.append(
+                            Accepted(r.json()["operation_id"], table_id, kind, time.monotonic())
+                        )
+
+    threads = [threading.Thread(target=client_thread, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return result
+
+
+def job_report(service: Service) -> list[tuple[Any, ...]]:
+    """Saga jobs by status: what to look at when a run does not settle."""
+    return service.query(
+        """SELECT j.status, count(*), max(e.type), max(j.id)
+           FROM procrastinate_jobs j LEFT JOIN procrastinate_events e ON e.job_id = j.id AND e.type = 'failed'
+           GROUP BY j.status"""
+    )
