@@ -10,10 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 from schemasaga.api.app import create_app
 from schemasaga.bootstrap import Container, open_container, run_worker
 from schemasaga.config import Settings
+
+# One encryption key for the in-process services of this run (BYODB credentials are stored encrypted).
+TEST_SECRET_KEY = Fernet.generate_key().decode()
 
 
 def fast_settings(**overrides: Any) -> Settings:
@@ -28,6 +32,7 @@ def fast_settings(**overrides: Any) -> Settings:
         "ddl_lock_timeout_ms": 500,
         "byodb_connect_timeout": 2,
         "worker_concurrency": 4,
+        "secret_key": TEST_SECRET_KEY,
     }
     values.update(overrides)
     return Settings(**values)

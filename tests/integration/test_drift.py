@@ -11,7 +11,7 @@ import httpx
 
 from schemasaga.bootstrap import Container
 from schemasaga.drift import DriftDetector
-from tests.integration.conftest import wait_operation, wait_synced
+from tests.integration.conftest import TEST_SECRET_KEY, wait_operation, wait_synced
 from tests.integration.test_saga_flow import create_table, physical_columns, run_sql
 
 
@@ -140,7 +140,12 @@ async def test_verify_command_fails_on_divergence(
     client: httpx.AsyncClient, core_db: str, byodb_pg_url: str
 ) -> None:
     await settled_table(client, "audited")
-    env = {**os.environ, "SCHEMASAGA_DATABASE_URL": core_db, "SCHEMASAGA_BYODB_URL": byodb_pg_url}
+    env = {
+        **os.environ,
+        "SCHEMASAGA_DATABASE_URL": core_db,
+        "SCHEMASAGA_BYODB_URL": byodb_pg_url,
+        "SCHEMASAGA_SECRET_KEY": TEST_SECRET_KEY,
+    }
     cmd = [sys.executable, "-m", "schemasaga.cli", "verify", "--wait", "10"]
     ok = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stdout + ok.stderr
