@@ -18,6 +18,7 @@ from schemasaga.config import Settings
 from schemasaga.databases.service import DatabaseService
 from schemasaga.databases.source import RegistrySource
 from schemasaga.domain.errors import DomainError
+from schemasaga.drift import DriftDetector, periodic_scan
 from schemasaga.embedded import EmbeddedPostgres
 from schemasaga.eventstore import EventStore
 from schemasaga.jobs.app import JobScheduler, create_app, stalled_job_watchdog
@@ -206,6 +207,14 @@ async def run_worker(container: Container, *, concurrency: int, install_signal_h
             every=max(1.0, s.stalled_worker_timeout / 3),
         )
     )
+    background = [watchdog]
+    if s.drift_scan_interval > 0:
+        detector = DriftDetector(
+            pool=container.pool, repository=container.repository, catalog=container.catalog
+        )
+        background.append(
+            asyncio.create_task(periodic_scan(detector, container.catalog, every=s.drift_scan_interval))
+        )
     try:
         await container.jobs.run_worker_async(
             concurrency=concurrency,
@@ -217,5 +226,6 @@ async def run_worker(container: Container, *, concurrency: int, install_signal_h
             delete_jobs="successful",
         )
     finally:
-        watchdog.cancel()
-        await asyncio.gather(watchdog, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)

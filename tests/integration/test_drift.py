@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 import httpx
 
 from schemasaga.bootstrap import Container
+from schemasaga.config import Settings
 from schemasaga.drift import DriftDetector
-from tests.integration.conftest import TEST_SECRET_KEY, wait_operation, wait_synced
+from tests.integration.conftest import TEST_SECRET_KEY, running_service, wait_operation, wait_synced
 from tests.integration.test_saga_flow import create_table, physical_columns, run_sql
 
 
@@ -154,3 +157,22 @@ async def test_verify_command_fails_on_divergence(
     bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "missing column 'name'" in bad.stdout
+
+
+async def test_the_worker_scans_periodically_and_records_new_drift(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str
+) -> None:
+    from schemasaga.api.app import create_app
+
+    async with running_service(settings_factory(byodb_pg_url, drift_scan_interval=0.2)) as container:
+        transport = httpx.ASGITransport(app=create_app(container))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            table_id = await settled_table(client, "scanned")
+            run_sql(byodb_pg_url, "ALTER TABLE scanned ADD COLUMN sneaky integer")
+            deadline = asyncio.get_running_loop().time() + 15
+            found: list[object] = []
+            while not found and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.1)
+                events = (await client.get(f"/v1/tables/{table_id}/events")).json()
+                found = [e for e in events if e["event_type"] == "TableDriftDetected"]
+    assert found, "no TableDriftDetected event recorded by the periodic scan"
