@@ -1,0 +1,424 @@
+"""Databases registered at run time on PostgreSQL, MariaDB and SQLite: the demo's flow on each engine,
+refusals that leave nothing behind, credentials that never leak, unregistering, other processes, key
+rotation. Real servers throughout; the physical schema is read with SQLAlchemy's inspector."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pymysql
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from sqlalchemy.engine import make_url
+
+from schemasaga.api.app import create_app
+from schemasaga.bootstrap import Container
+from schemasaga.cli import main as cli
+from schemasaga.config import Settings
+from schemasaga.secrets import SecretBox, generate_key, key_id
+from tests.integration.conftest import running_service, wait_synced
+
+KEY = generate_key()
+PASSWORD = "S3cr3t-pa55word-xyz"
+ENGINE_URLS = {"postgresql": "byodb_pg_url", "mysql": "byodb_mysql_url", "sqlite": "byodb_sqlite_url"}
+
+
+@contextlib.asynccontextmanager
+async def http(container: Container) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(container))
+    async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as c:
+        yield c
+
+
+@pytest.fixture
+def make_settings(settings_factory: Callable[..., Settings], byodb_pg_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"secret_key": KEY, "catalog_refresh_interval": 3600.0}
+        values.update(overrides)
+        return settings_factory(values.pop("byodb_url", byodb_pg_url), **values)
+
+    return make
+
+
+@pytest.fixture
+async def svc(make_settings: Callable[..., Settings]) -> AsyncIterator[Container]:
+    async with running_service(make_settings()) as container:
+        yield container
+
+
+@pytest.fixture
+async def api(svc: Container) -> AsyncIterator[httpx.AsyncClient]:
+    async with http(svc) as c:
+        yield c
+
+
+def live_columns(url: str, table: str) -> set[str] | None:
+    engine = sa.create_engine(url)
+    try:
+        insp = sa.inspect(engine)
+        if not insp.has_table(table):
+            return None
+        return {c["name"] for c in insp.get_columns(table)}
+    finally:
+        engine.dispose()
+
+
+async def database_traces(container: Container, name: str) -> tuple[int, int]:
+    """Events in the database's stream, and its rm_databases rows."""
+    events = await container.store.read_stream(f"Database${name}")
+    async with container.pool.connection() as conn:
+        row = await (
+            await conn.execute("SELECT count(*) FROM rm_databases WHERE name = %s", (name,))
+        ).fetchone()
+    assert row is not None
+    return len(events), int(row[0])
+
+
+async def register(client: httpx.AsyncClient, name: str, url: str) -> dict[str, Any]:
+    r = await client.post("/v1/databases", json={"name": name, "url": url})
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def create_table(client: httpx.AsyncClient, name: str, database: str) -> str:
+    r = await client.post("/table/create", json={"name": name, "database": database})
+    assert r.status_code == 200, r.text
+    return str(r.json()["table"]["table_id"])
+
+
+@pytest.mark.parametrize("engine", ["postgresql", pytest.param("mysql", marks=pytest.mark.mariadb), "sqlite"])
+async def test_demo_flow_on_a_registered_database(
+    engine: str, request: pytest.FixtureRequest, api: httpx.AsyncClient
+) -> None:
+    url: str = request.getfixturevalue(ENGINE_URLS[engine])
+    registered = await register(api, "analytics", url)
+    parsed = make_url(url)
+    assert registered["engine"] == engine and registered["status"] == "available"
+    assert registered["server_version"] and registered["source"] == "api"
+    assert registered["database"] == parsed.database and registered["host"] == parsed.host
+    assert "url" not in registered and "url_encrypted" not in registered
+
+    table_id = await create_table(api, "my_new_table_123", "analytics")
+    table = await wait_synced(api, table_id)
+    assert table["exists"] is True and table["database"] == "analytics" and table["engine"] == engine
+    assert live_columns(url, "my_new_table_123") == {"id", "name", "created_at", "updated_at"}
+
+    r = await api.post(
+        "/table/column", json={"table_id": table_id, "column": {"name": "age", "type": "integer"}}
+    )
+    assert r.status_code == 200, r.text
+    table = await wait_synced(api, table_id)
+    assert table["columns"]["age"]["type"] == "integer"
+    assert live_columns(url, "my_new_table_123") == {"id", "name", "created_at", "updated_at", "age"}
+
+    r = await api.post("/table/column", json={"table_id": table_id, "column": {"name": "age"}})
+    assert r.status_code == 200, r.text
+    table = await wait_synced(api, table_id)
+    assert "age" not in table["columns"]
+    assert live_columns(url, "my_new_table_123") == {"id", "name", "created_at", "updated_at"}
+
+    r = await api.post("/table/delete", json={"table_id": table_id})
+    assert r.status_code == 200, r.text
+    table = await wait_synced(api, table_id)
+    assert table["exists"] is False
+    assert live_columns(url, "my_new_table_123") is None
+
+    shown = (await api.get("/v1/databases/analytics")).json()
+    assert shown["engine"] == engine and shown["live_tables"] == 0
+
+
+async def test_default_database_comes_from_configuration(
+    api: httpx.AsyncClient, svc: Container, make_settings: Callable[..., Settings], byodb_sqlite_url: str
+) -> None:
+    r = await api.get("/v1/databases")
+    assert r.status_code == 200
+    [default] = r.json()["items"]
+    assert (
+        default["name"] == "default" and default["engine"] == "postgresql" and default["source"] == "config"
+    )
+    assert default["host"] == "127.0.0.1" and default["port"] == 5432
+
+    table_id = await create_table(api, "on_default", "default")
+    assert (await wait_synced(api, table_id))["engine"] == "postgresql"
+
+    # A second start with the same configuration records nothing; a changed URL is recorded.
+    async with running_service(make_settings(), worker=False):
+        pass
+    assert [e.event_type for e in await svc.store.read_stream("Database$default")] == ["DatabaseRegistered"]
+    async with running_service(make_settings(byodb_url=byodb_sqlite_url), worker=False) as other:
+        assert other.catalog.engine("default") == "sqlite"
+    types = [e.event_type for e in await svc.store.read_stream("Database$default")]
+    assert types == ["DatabaseRegistered", "DatabaseUrlChanged"]
+    assert (await api.get("/v1/databases/default")).json()["engine"] == "sqlite"
+
+    r = await api.delete("/v1/databases/default")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "database_configured"
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "status", "code"),
+    [
+        ("bad_driver", "foo://x", 422, "unsupported_driver"),
+        ("malformed", "this is not a url", 422, "invalid_url"),
+        ("bad_port", "postgresql+psycopg://postgres@127.0.0.1:notaport/x", 422, "invalid_url"),
+        ("relative", "sqlite:///relative.db", 422, "invalid_url"),
+        ("closed_port", "postgresql+psycopg://postgres@127.0.0.1:1/postgres", 422, "database_unreachable"),
+        ("no_role", "postgresql+psycopg://no_such_role_xyz@127.0.0.1:5432/postgres", 422, "bad_credentials"),
+        (
+            "no_db",
+            "postgresql+psycopg://postgres@127.0.0.1:5432/no_such_database_xyz",
+            422,
+            "database_unreachable",
+        ),
+        ("Bad-Name", "sqlite:////tmp/x.db", 422, "invalid_name"),
+        ("default", "sqlite:////tmp/x.db", 422, "invalid_name"),
+    ],
+)
+async def test_refused_registration_leaves_nothing(
+    name: str, url: str, status: int, code: str, api: httpx.AsyncClient, svc: Container
+) -> None:
+    before = len(await svc.store.read_all())
+    r = await api.post("/v1/databases", json={"name": name, "url": url})
+    assert r.status_code == status, r.text
+    assert r.json()["status"] == "error" and r.json()["error"]["code"] == code
+    assert len(await svc.store.read_all()) == before
+    if name != "default":
+        assert await database_traces(svc, name) == (0, 0)
+        assert (await api.get(f"/v1/databases/{name}")).status_code == 404
+
+
+@pytest.mark.mariadb
+async def test_wrong_mariadb_password_is_refused(
+    api: httpx.AsyncClient, svc: Container, byodb_mysql_url: str
+) -> None:
+    url = make_url(byodb_mysql_url).set(password="wrong-password-xyz").render_as_string(hide_password=False)
+    r = await api.post("/v1/databases", json={"name": "analytics", "url": url})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "bad_credentials", r.text
+    assert "wrong-password-xyz" not in r.text
+    assert await database_traces(svc, "analytics") == (0, 0)
+
+
+@pytest.fixture
+def mariadb_user(byodb_mysql_url: str) -> Iterator[str]:
+    """A URL of the fresh MariaDB database for user 'sagatest' with a distinctive password."""
+    u = make_url(byodb_mysql_url)
+    user = f"sagatest_{uuid.uuid4().hex[:8]}"
+    conn = pymysql.connect(host=u.host, port=u.port or 3306, user=u.username, password=u.password or "")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{PASSWORD}'")
+            cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{PASSWORD}'")
+            for host in ("%", "localhost"):
+                cur.execute(f"GRANT ALL ON `{u.database}`.* TO '{user}'@'{host}'")
+        yield u.set(username=user, password=PASSWORD).render_as_string(hide_password=False)
+        with conn.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+    finally:
+        conn.close()
+
+
+@pytest.mark.mariadb
+async def test_password_never_appears_in_answers_events_or_logs(
+    api: httpx.AsyncClient, svc: Container, mariadb_user: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    answers: list[str] = []
+
+    async def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+        r = await api.request(method, path, **kwargs)
+        answers.append(r.text + json.dumps(dict(r.headers)))
+        return r
+
+    wrong = make_url(mariadb_user).set(password=PASSWORD + "-not").render_as_string(hide_password=False)
+    assert (await call("POST", "/v1/databases", json={"name": "analytics", "url": wrong})).status_code == 422
+    malformed = mariadb_user.replace(":3306", ":port")
+    assert (
+        await call("POST", "/v1/databases", json={"name": "analytics", "url": malformed})
+    ).status_code == 422
+    assert (
+        await call("POST", "/v1/databases", json={"name": "analytics", "url": mariadb_user})
+    ).status_code == 201
+    assert (
+        await call("POST", "/v1/databases", json={"name": "analytics", "url": mariadb_user})
+    ).status_code == 409
+
+    r = await call("POST", "/table/create", json={"name": "secrets_tbl", "database": "analytics"})
+    table_id = r.json()["table"]["table_id"]
+    await wait_synced(api, table_id)
+    await call("POST", "/table/show", json={"table_id": table_id})
+    await call(
+        "POST", "/table/column", json={"table_id": table_id, "column": {"name": "age", "type": "integer"}}
+    )
+    await wait_synced(api, table_id)
+    await call("GET", "/v1/databases")
+    await call("GET", "/v1/databases/analytics")
+    assert (await call("POST", "/v1/databases/analytics/check")).json()["reachable"] is True
+    await call("GET", f"/v1/tables/{table_id}/events")
+    await call("GET", "/openapi.json")
+
+    events = await svc.store.read_all()
+    assert any(e.event_type == "DatabaseRegistered" and e.data["name"] == "analytics" for e in events)
+    async with svc.pool.connection() as conn:
+        rows = await (await conn.execute("SELECT row_to_json(d)::text FROM rm_databases d")).fetchall()
+    haystacks = {
+        "answers": answers,
+        "events": [json.dumps([e.data, e.metadata], default=str) for e in events],
+        "rm_databases": [r[0] for r in rows],
+        "logs": [f"{rec.getMessage()} {rec.exc_text or ''}" for rec in caplog.records] + [caplog.text],
+    }
+    for where, texts in haystacks.items():
+        for text in texts:
+            assert PASSWORD not in text, f"password found in {where}: {text[:300]}"
+    assert len(caplog.records) > 0  # the logs were really captured
+
+
+async def test_unregister_refused_while_live_tables(
+    api: httpx.AsyncClient, svc: Container, byodb_sqlite_url: str
+) -> None:
+    await register(api, "analytics", byodb_sqlite_url)
+    r = await api.post("/v1/databases", json={"name": "analytics", "url": byodb_sqlite_url})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "database_exists"
+
+    table_id = await create_table(api, "kept", "analytics")
+    await wait_synced(api, table_id)
+    assert (await api.get("/v1/databases/analytics")).json()["live_tables"] == 1
+    r = await api.delete("/v1/databases/analytics")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "database_in_use", r.text
+
+    assert (await api.post("/table/delete", json={"table_id": table_id})).status_code == 200
+    await wait_synced(api, table_id)
+    r = await api.delete("/v1/databases/analytics")
+    assert r.status_code == 200, r.text
+    assert (await api.get("/v1/databases/analytics")).status_code == 404
+    assert "analytics" not in svc.catalog.names()
+    r = await api.post("/table/create", json={"name": "late", "database": "analytics"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "database_not_found"
+    assert (await api.delete("/v1/databases/analytics")).status_code == 404
+    assert (await api.post("/v1/databases/analytics/check")).status_code == 404
+
+    # The name can be registered again; the stream goes on.
+    await register(api, "analytics", byodb_sqlite_url)
+    types = [e.event_type for e in await svc.store.read_stream("Database$analytics")]
+    assert types == ["DatabaseRegistered", "DatabaseUnregistered", "DatabaseRegistered"]
+
+
+async def test_check_reports_reachability(
+    api: httpx.AsyncClient, svc: Container, byodb_sqlite_url: str, tmp_path: Any
+) -> None:
+    await register(api, "analytics", byodb_sqlite_url)
+    r = await api.post("/v1/databases/analytics/check")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["reachable"] is True and body["status"] == "available" and body["server_version"]
+    # A check that changes nothing records nothing.
+    assert [e.event_type for e in await svc.store.read_stream("Database$analytics")] == ["DatabaseRegistered"]
+
+
+async def test_other_processes_learn_of_a_new_database(
+    make_settings: Callable[..., Settings], byodb_sqlite_url: str
+) -> None:
+    # Three "containers" on one core database, all started before the registration, none reloading on
+    # a timer: an API replica that registers, a worker process, and another API replica.
+    async with (
+        running_service(make_settings(), worker=False) as api_a,
+        running_service(make_settings(), worker=True) as worker_b,
+        running_service(make_settings(), worker=False) as api_c,
+        http(api_a) as client_a,
+        http(api_c) as client_c,
+    ):
+        await register(client_a, "analytics", byodb_sqlite_url)
+        assert "analytics" not in worker_b.catalog.names()
+        table_id = await create_table(client_a, "from_a", "analytics")
+        table = await wait_synced(client_a, table_id)  # only worker B runs sagas
+        assert table["exists"] is True and table["engine"] == "sqlite"
+        assert "analytics" in worker_b.catalog.names()
+        assert live_columns(byodb_sqlite_url, "from_a") is not None
+        # Replica C knows it at its first request naming it.
+        table_c = await create_table(client_c, "from_c", "analytics")
+        assert (await wait_synced(client_c, table_c))["engine"] == "sqlite"
+        # And a timed reload makes a replica forget an unregistered database.
+        for t in (table_id, table_c):
+            assert (await client_a.post("/table/delete", json={"table_id": t})).status_code == 200
+            await wait_synced(client_a, t)
+        assert (await client_a.delete("/v1/databases/analytics")).status_code == 200
+        await api_c.catalog.refresh()
+        assert "analytics" not in api_c.catalog.names()
+
+
+async def test_refusing_to_start_without_a_key(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str
+) -> None:
+    with pytest.raises(SystemExit, match="SCHEMASAGA_SECRET_KEY must be set"):
+        async with running_service(settings_factory(byodb_pg_url, secret_key=None), worker=False):
+            pass
+
+
+async def test_key_rotation(
+    make_settings: Callable[..., Settings],
+    svc: Container,
+    api: httpx.AsyncClient,
+    byodb_sqlite_url: str,
+    core_db: str,
+    byodb_pg_url: str,
+) -> None:
+    await register(api, "analytics", byodb_sqlite_url)
+    table_id = await create_table(api, "rotated", "analytics")
+    await wait_synced(api, table_id)
+
+    new_key = generate_key()
+    env = {
+        "SCHEMASAGA_DATABASE_URL": core_db,
+        "SCHEMASAGA_BYODB_URL": byodb_pg_url,
+        "SCHEMASAGA_SECRET_KEY": KEY,
+    }
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["secrets", "rotate", "--new-key", new_key], env=env, catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "re-encrypted 2 database URL(s)" in result.output and new_key not in result.output
+
+    old, new = SecretBox([KEY]), SecretBox([new_key])
+    async with svc.pool.connection() as conn:
+        rows = await (await conn.execute("SELECT name, url_encrypted, key_id FROM rm_databases")).fetchall()
+    assert sorted(r[0] for r in rows) == ["analytics", "default"]
+    for _name, token, kid in rows:
+        assert kid == key_id(new_key)
+        assert not old.can_decrypt(token)
+        assert new.can_decrypt(token)
+    assert new.decrypt(next(r[1] for r in rows if r[0] == "analytics")) == byodb_sqlite_url
+    stream = await svc.store.read_stream("Database$analytics")
+    assert [e.event_type for e in stream] == ["DatabaseRegistered", "DatabaseCredentialsRotated"]
+    assert old.decrypt(stream[0].data["url_encrypted"]) == byodb_sqlite_url  # old events stay as they were
+
+    # Running again changes nothing.
+    env["SCHEMASAGA_SECRET_KEY"] = f"{new_key},{KEY}"
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["secrets", "rotate", "--new-key", new_key], env=env, catch_exceptions=False
+    )
+    assert result.exit_code == 0 and "re-encrypted 0" in result.output, result.output
+
+    # The running service keeps working; a process with the new key reaches the database; one with
+    # only the old key refuses to start.
+    assert (await api.post("/v1/databases/analytics/check")).json()["reachable"] is True
+    async with running_service(make_settings(secret_key=new_key)) as fresh, http(fresh) as client:
+        r = await client.post("/v1/databases/analytics/check")
+        assert r.json()["reachable"] is True, r.text
+        r = await client.post(
+            "/table/column", json={"table_id": table_id, "column": {"name": "age", "type": "integer"}}
+        )
+        assert r.status_code == 200
+        await wait_synced(client, table_id)
+    assert live_columns(byodb_sqlite_url, "rotated") == {"id", "name", "created_at", "updated_at", "age"}
+    with pytest.raises(SystemExit, match="cannot be decrypted"):
+        async with running_service(make_settings(secret_key=KEY), worker=False):
+            pass
