@@ -1,0 +1,224 @@
+"""Workers that die or are stopped mid-saga, as real processes: nothing accepted is lost.
+
+The API runs as ``schemasaga serve --no-worker``; saga jobs run in separate ``schemasaga worker``
+processes on the same core database. A worker started with ``SCHEMASAGA_KILL_AT`` SIGKILLs itself at
+that saga step boundary; a fresh worker then has to find the dead worker's ``doing`` job (stalled:
+no heartbeat for ``SCHEMASAGA_STALLED_WORKER_TIMEOUT`` seconds), retry it and finish the saga.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.acceptance.conftest import (
+    Proc,
+    Spawn,
+    change_column,
+    create_table,
+    metadata_columns,
+    operation,
+    physical_columns,
+    show,
+    start_server,
+    wait_finished,
+    wait_synced,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.acceptance]
+
+TABLE = "crash_target"
+CONFIRMING = {"TableCreationConfirmed", "TableChangeConfirmed", "TableDeletionConfirmed"}
+OUTCOMES = CONFIRMING | {"TableCreationRejected", "TableChangeRejected", "TableDeletionRejected"}
+
+
+def start_worker(spawn: Spawn, env: dict[str, str], name: str, **extra: str) -> Proc:
+    proc = spawn(name, ["worker"], {**env, **extra})
+    proc.wait_for_log("Starting worker", timeout=30)
+    return proc
+
+
+def jobs_by_status(core_db: str) -> dict[str, int]:
+    with psycopg.connect(core_db, connect_timeout=5) as conn:
+        rows = conn.execute("SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1").fetchall()
+    return {status: int(n) for status, n in rows}
+
+
+def outcome_events(client: httpx.Client, table_id: str, operation_id: str) -> list[str]:
+    r = client.get(f"/v1/tables/{table_id}/events")
+    assert r.status_code == 200, r.text
+    return [
+        e["event_type"]
+        for e in r.json()
+        if e["event_type"] in OUTCOMES and e["data"].get("operation_id") == operation_id
+    ]
+
+
+def assert_consistent(client: httpx.Client, byodb_url: str, table_id: str) -> dict[str, Any]:
+    """Guarantee 1: once nothing is in flight, the metadata equals the physical schema."""
+    table = wait_synced(client, table_id)
+    live = physical_columns(byodb_url, table["name"])
+    if table["exists"]:
+        assert live is not None, f"table {table['name']} is missing from the BYODB"
+        assert metadata_columns(table) == live
+    else:
+        assert live is None, f"table {table['name']} should not exist: {live}"
+    return table
+
+
+def setup_and_change(client: httpx.Client, kind: str) -> tuple[str, str]:
+    """Bring the table to where the change under test applies; issue it. Returns (table, operation)."""
+    table_id, create_op = create_table(client, TABLE)
+    if kind == "create":
+        return table_id, create_op
+    wait_synced(client, table_id)
+    if kind == "add":
+        return table_id, change_column(client, table_id, "age", "integer")
+    if kind == "drop_column":
+        change_column(client, table_id, "age", "integer")
+        wait_synced(client, table_id)
+        return table_id, change_column(client, table_id, "age")
+    assert kind == "drop_table"
+    r = client.post("/table/delete", json={"table_id": table_id})
+    assert r.status_code == 200, r.text
+    return table_id, str(r.json()["operation_id"])
+
+
+KILL_POINTS = [
+    ("create_table:after_action", "create"),  # table created, step not recorded: re-run finds it there
+    ("create_table:after_record", "create"),  # step recorded, outcome not: resume at verify
+    ("verify:before_action", "create"),
+    ("add_column:after_action", "add"),
+    ("drop_column:after_action", "drop_column"),
+    ("drop_table:after_action", "drop_table"),
+]
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+@pytest.mark.parametrize(("kill_at", "kind"), KILL_POINTS, ids=[k for k, _ in KILL_POINTS])
+def test_worker_killed_mid_saga_is_recovered_by_another_worker(
+    service_env: dict[str, str],
+    core_db: str,
+    byodb_pg_url: str,
+    procs: Spawn,
+    kill_at: str,
+    kind: str,
+    record_property: Any,
+) -> None:
+    _, base_url = start_server(procs, service_env, "--no-worker")
+    doomed = start_worker(procs, service_env, "doomed-worker", SCHEMASAGA_KILL_AT=kill_at)
+    with httpx.Client(base_url=base_url, timeout=10.0) as client:
+        table_id, op_id = setup_and_change(client, kind)
+
+        assert doomed.wait(30) == -signal.SIGKILL, doomed.log_tail()
+        died_at = time.monotonic()
+        assert f"killing process {doomed.pid} at {kill_at}" in doomed.stderr()
+        # The saga is stuck half-way: its job is held by a dead worker.
+        assert operation(client, op_id)["status"] in ("pending", "running")
+        assert show(client, table_id)["synced"] is False
+        assert jobs_by_status(core_db).get("doing") == 1
+
+        rescuer = start_worker(procs, service_env, "rescuer-worker")
+        started_at = time.monotonic()
+        op = wait_finished(client, op_id, timeout=45)
+        done_at = time.monotonic()
+        recovery = done_at - died_at
+        print(
+            f"{kill_at}: completed {recovery:.2f}s after the kill "
+            f"({done_at - started_at:.2f}s after the new worker was up)"
+        )
+        record_property("recovery_seconds", round(recovery, 2))
+
+        assert op["status"] == "completed", op
+        assert op["steps_done"] == [kill_at.split(":")[0] if kind != "create" else "create_table", "verify"]
+        table = assert_consistent(client, byodb_pg_url, table_id)
+        if kind == "create":
+            assert set(table["columns"]) == {"id", "name", "created_at", "updated_at"}
+        elif kind == "add":
+            assert table["columns"]["age"]["type"] == "integer"
+        elif kind == "drop_column":
+            assert "age" not in table["columns"]
+        else:
+            assert table["exists"] is False
+        # The re-run step was idempotent and the saga finished once.
+        assert outcome_events(client, table_id, op_id) == [
+            {
+                "create": "TableCreationConfirmed",
+                "add": "TableChangeConfirmed",
+                "drop_column": "TableChangeConfirmed",
+                "drop_table": "TableDeletionConfirmed",
+            }[kind]
+        ]
+        assert "doing" not in jobs_by_status(core_db)
+    assert rescuer.returncode is None, rescuer.log_tail()
+
+
+@pytest.mark.fault
+def test_sigterm_while_a_job_waits_on_a_lock_finishes_the_job_and_exits_cleanly(
+    service_env: dict[str, str], core_db: str, byodb_pg_url: str, procs: Spawn
+) -> None:
+    env = {**service_env, "SCHEMASAGA_DDL_LOCK_TIMEOUT_MS": "3000"}
+    _, base_url = start_server(procs, env, "--no-worker")
+    worker = start_worker(procs, env, "worker")
+    byodb = byodb_pg_url.replace("postgresql+psycopg://", "postgresql://")
+    locked = threading.Event()
+    release = threading.Event()
+
+    def hold_lock() -> None:
+        with psycopg.connect(byodb) as conn:
+            conn.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(30)
+
+    def waiting_ddl() -> int:
+        with psycopg.connect(byodb, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE c.relname = %s AND NOT l.granted",
+                (TABLE,),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    with httpx.Client(base_url=base_url, timeout=10.0) as client:
+        table_id, _ = create_table(client, TABLE)
+        wait_synced(client, table_id)
+
+        holder = threading.Thread(target=hold_lock)
+        holder.start()
+        try:
+            assert locked.wait(10)
+            op_id = change_column(client, table_id, "age", "integer")
+            wait_until("the worker's ALTER waits on the lock", waiting_ddl, timeout=10)
+            worker.signal(signal.SIGTERM)
+            worker.wait_for_log("Stop requested", timeout=5)
+            # The job is still in hand: the worker must not exit before finishing (or releasing) it.
+            assert worker.returncode is None
+        finally:
+            release.set()
+            holder.join(10)
+        began = time.monotonic()
+        code = worker.wait(30)
+        print(f"worker exited with {code} {time.monotonic() - began:.2f}s after the lock was released")
+        assert code == 0, worker.log_tail()
+
+        op = operation(client, op_id)
+        if op["status"] not in ("completed", "rejected"):
+            # The worker released the job instead of finishing it: a second worker takes it over.
+            print(f"the stopped worker left operation {op_id} {op['status']}; starting a second worker")
+            start_worker(procs, env, "second-worker")
+        else:
+            print(f"the stopped worker finished the job in hand ({op['status']}, {op['attempts']} attempt)")
+        op = wait_finished(client, op_id, timeout=30)
+        assert op["status"] == "completed", op
+        table = assert_consistent(client, byodb_pg_url, table_id)
+        assert table["columns"]["age"]["type"] == "integer"
+        assert outcome_events(client, table_id, op_id) == ["TableChangeConfirmed"]
+    assert "doing" not in jobs_by_status(core_db)
