@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import procrastinate
+import procrastinate.exceptions
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from schemasaga.byodb.adapter import DdlLimits
@@ -19,6 +21,7 @@ from schemasaga.databases.service import DatabaseService
 from schemasaga.databases.source import RegistrySource
 from schemasaga.domain.errors import DomainError
 from schemasaga.drift import DriftDetector, periodic_scan
+from schemasaga.drift import Q as DRIFT_QUERIES
 from schemasaga.embedded import EmbeddedPostgres
 from schemasaga.eventstore import EventStore
 from schemasaga.jobs.app import JobScheduler, create_app, stalled_job_watchdog
@@ -205,6 +208,7 @@ async def run_worker(container: Container, *, concurrency: int, install_signal_h
             container.jobs,
             stalled_after=s.stalled_worker_timeout,
             every=max(1.0, s.stalled_worker_timeout / 3),
+            also=lambda: requeue_orphans(container),
         )
     )
     background = [watchdog]
@@ -216,16 +220,58 @@ async def run_worker(container: Container, *, concurrency: int, install_signal_h
             asyncio.create_task(periodic_scan(detector, container.catalog, every=s.drift_scan_interval))
         )
     try:
-        await container.jobs.run_worker_async(
-            concurrency=concurrency,
-            fetch_job_polling_interval=s.job_polling_interval,
-            update_heartbeat_interval=s.heartbeat_interval,
-            stalled_worker_timeout=s.stalled_worker_timeout,
-            additional_context={"saga_runner": container.runner},
-            install_signal_handlers=install_signal_handlers,
-            delete_jobs="successful",
+        await _work_until_stopped(
+            container, concurrency=concurrency, install_signal_handlers=install_signal_handlers
         )
     finally:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+
+
+async def _work_until_stopped(
+    container: Container, *, concurrency: int, install_signal_handlers: bool
+) -> None:
+    """Run the procrastinate worker; when the core database drops its connections (restart,
+    failover), start it again after a capped backoff instead of letting the process exit."""
+    delay = 0.5
+    while True:
+        try:
+            await _run_procrastinate(
+                container, concurrency=concurrency, install_signal_handlers=install_signal_handlers
+            )
+            return
+        except (procrastinate.exceptions.ConnectorException, psycopg.OperationalError) as exc:
+            log.warning("worker lost the core database (%s); restarting in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _run_procrastinate(
+    container: Container, *, concurrency: int, install_signal_handlers: bool
+) -> None:
+    s = container.settings
+    await container.jobs.run_worker_async(
+        concurrency=concurrency,
+        fetch_job_polling_interval=s.job_polling_interval,
+        update_heartbeat_interval=s.heartbeat_interval,
+        stalled_worker_timeout=s.stalled_worker_timeout,
+        additional_context={"saga_runner": container.runner},
+        install_signal_handlers=install_signal_handlers,
+        delete_jobs="successful",
+    )
+
+
+async def requeue_orphans(container: Container) -> int:
+    """Defer a job for every table whose unfinished operations have no job left (a job that failed
+    for good, for instance): without it, nothing would ever finish them."""
+    async with container.pool.connection() as conn:
+        rows = await (await conn.execute(DRIFT_QUERIES["stuck_operations"])).fetchall()
+    heads: dict[Any, Any] = {}
+    for operation_id, table_id, *_ in rows:
+        heads.setdefault(table_id, operation_id)
+    for table_id, operation_id in heads.items():
+        log.warning("table %s has unfinished operations but no job; deferring one", table_id)
+        async with container.pool.connection() as conn, conn.transaction():
+            await container.scheduler.run_saga(conn=conn, table_id=table_id, operation_id=operation_id)
+    return len(heads)

@@ -199,14 +199,6 @@ def _core_terminations_under_load(svc: Service, *, rounds: int, supervise: bool)
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: when the core connection dies while a saga job records its progress, the task raises, "
-        "procrastinate marks the job 'failed' (the run_saga task has no retry strategy, jobs/app.py) and "
-        "the table's operations stay pending forever"
-    ),
-)
 def test_core_connections_terminated_under_load_lose_no_accepted_command(
     make_service: Callable[..., Service],
 ) -> None:
@@ -231,14 +223,6 @@ def test_core_connections_terminated_under_load_lose_no_accepted_command(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a core connection terminated under a worker's fetch_job raises procrastinate's "
-        "ConnectorException out of run_worker_async (bootstrap.run_worker) and the worker process exits "
-        "with status 1; without an outside supervisor accepted commands then stay pending forever"
-    ),
-)
 def test_worker_survives_core_connection_terminations(make_service: Callable[..., Service]) -> None:
     svc = make_service()
     run = _core_terminations_under_load(svc, rounds=8, supervise=False)

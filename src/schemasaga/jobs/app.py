@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from uuid import UUID
 
 import procrastinate
+import psycopg
 from psycopg import AsyncConnection
+from psycopg_pool import PoolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,15 @@ def create_app() -> procrastinate.App:
     """A procrastinate app with no pool of its own: bootstrap opens it on the shared core pool."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector())
 
-    @app.task(name=RUN_SAGA, pass_context=True)
+    # A job that loses the core database mid-step (restart, failover) is run again: every step is
+    # idempotent and its progress is in the events, so a re-run resumes where it stopped.
+    core_lost = procrastinate.RetryStrategy(
+        max_attempts=20,
+        wait=1,
+        retry_exceptions={psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout},
+    )
+
+    @app.task(name=RUN_SAGA, pass_context=True, retry=core_lost)
     async def run_saga(context: procrastinate.JobContext, table_id: str, operation_id: str) -> None:
         runner: SagaRunnerPort = context.additional_context["saga_runner"]
         await runner.run(table_id=UUID(table_id), operation_id=UUID(operation_id))
@@ -65,11 +76,19 @@ async def retry_stalled_jobs(app: procrastinate.App, *, stalled_after: float) ->
     return len(stalled)
 
 
-async def stalled_job_watchdog(app: procrastinate.App, *, stalled_after: float, every: float) -> None:
-    """Runs in every worker process until cancelled."""
+async def stalled_job_watchdog(
+    app: procrastinate.App,
+    *,
+    stalled_after: float,
+    every: float,
+    also: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """Runs in every worker process until cancelled; ``also`` runs at each round too."""
     while True:
         try:
             await retry_stalled_jobs(app, stalled_after=stalled_after)
+            if also is not None:
+                await also()
         except Exception:  # the core database may be restarting: try again next round
             log.exception("stalled-job check failed")
         await asyncio.sleep(every)
