@@ -134,8 +134,11 @@ def mysql_server() -> str | None:
     u = make_url(url)
     try:
         pymysql.connect(
-            host=u.host or "127.0.0.1", port=u.port or 3306, user=u.username or "root",
-            password=u.password or "", connect_timeout=2,
+            host=u.host or "127.0.0.1",
+            port=u.port or 3306,
+            user=u.username or "root",
+            password=u.password or "",
+            connect_timeout=2,
         ).close()
     except pymysql.err.OperationalError:
         if os.environ.get("CI"):

@@ -8,6 +8,8 @@ import json
 import logging
 import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -63,6 +65,7 @@ async def _serve(settings: Settings, *, with_worker: bool) -> None:
     from schemasaga.api.app import create_app
     from schemasaga.bootstrap import open_container, run_worker
 
+    _Server = _server_class()
     async with open_container(settings) as container:
         config = uvicorn.Config(
             create_app(container),
@@ -71,7 +74,7 @@ async def _serve(settings: Settings, *, with_worker: bool) -> None:
             log_level=settings.log_level.lower(),
             lifespan="off",
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         worker_task = (
             asyncio.create_task(
                 run_worker(container, concurrency=settings.worker_concurrency, install_signal_handlers=False)
@@ -87,6 +90,30 @@ async def _serve(settings: Settings, *, with_worker: bool) -> None:
                 worker_task.cancel()  # procrastinate finishes the job in hand, then stops
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker_task
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises the SIGTERM/SIGINT it caught once it has stopped, which would kill the
+        process before the worker, the pools and the embedded PostgreSQL are stopped: keep the
+        graceful stop, drop the re-raise."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            originals = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
+    return Server
 
 
 @main.command()

@@ -23,7 +23,6 @@ from psycopg.conninfo import make_conninfo
 from tests.acceptance.conftest import (
     CLI,
     Proc,
-    ServerStartupFailed,
     Spawn,
     change_column,
     clean_env,
@@ -112,16 +111,7 @@ def event_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-EMBEDDED_BYODB_URL_REFUSED = (
-    "databases/urls.py parse_database_url refuses a PostgreSQL URL whose host is a query parameter "
-    "(postgresql+psycopg://postgres@/byodb?host=<socket dir>), which is the URL that "
-    "EmbeddedPostgres.sqlalchemy_url gives the embedded BYODB, so `schemasaga serve` with no configuration "
-    "exits 1 at startup"
-)
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=ServerStartupFailed, reason=EMBEDDED_BYODB_URL_REFUSED)
 def test_embedded_readme_flow(data_dir: Path, procs: Spawn) -> None:
     # `db upgrade` starts the embedded server, migrates, and stops what it started; twice is a no-op.
     first = run_cli("db", "upgrade", "--data-dir", str(data_dir))
@@ -223,13 +213,6 @@ def stop_server(server: Proc) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=(PostgresLeftRunning, ServerStartupFailed),
-    reason="cli._serve: uvicorn re-raises the captured SIGTERM after serve() returns, killing the process "
-    "before open_container's cleanup runs, so the embedded postgres it started is left running; and "
-    + EMBEDDED_BYODB_URL_REFUSED,
-)
 def test_sigterm_on_embedded_server_stops_its_postgres(data_dir: Path, procs: Spawn) -> None:
     server, _ = start_server(procs, clean_env(), "--data-dir", str(data_dir))
     pgdata = data_dir.resolve() / "pgdata"

@@ -67,9 +67,20 @@ def parse_database_url(url: str, *, require_absolute_sqlite: bool = True) -> Par
                 "a SQLite database needs an absolute file path (sqlite:////absolute/path.db): every "
                 "process must find the same file"
             )
-    elif not with_driver.host:
+    elif not (with_driver.host or _socket_of(with_driver)):
         raise InvalidDatabaseUrl(f"the database URL has no host: expected {SUPPORTED}")
     return ParsedUrl(engine=engine, display=display_of(with_driver, engine), password=parsed.password)
+
+
+def _socket_of(url: URL) -> str | None:
+    """A Unix-socket location given in the query (libpq ``host=/dir``, PyMySQL ``unix_socket=``)."""
+    for key in ("host", "unix_socket"):
+        value = url.query.get(key)
+        if isinstance(value, tuple):
+            value = value[0] if value else None
+        if value:
+            return str(value)
+    return None
 
 
 def display_of(url: URL, engine: str) -> dict[str, Any]:
@@ -85,7 +96,7 @@ def display_of(url: URL, engine: str) -> dict[str, Any]:
     default_port = {"postgresql": 5432, "mysql": 3306}.get(engine)
     return {
         "driver": url.drivername,
-        "host": url.host,
+        "host": url.host or _socket_of(url),
         "port": url.port or default_port,
         "database": url.database,
         "username": url.username,
