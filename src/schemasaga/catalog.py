@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from schemasaga.byodb.adapter import ByodbAdapter, DdlLimits, open_adapter
+from schemasaga.byodb.engines import parse_url
 from schemasaga.byodb.identifiers import InvalidIdentifier, validate_identifier
 from schemasaga.domain.errors import DomainError, InvalidName
 
@@ -34,13 +35,6 @@ class CredentialsUnavailable(DomainError):
 
     code = "secret_key_mismatch"
     status = 503
-
-
-def engine_of_url(url: str) -> str:
-    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
-    return {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql"}.get(
-        scheme, scheme
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +92,7 @@ class DatabaseCatalog:
                 entry.pinned = entry.pinned or pinned
                 return
             old = self._adapters.pop(name, None)
-            self._entries[name] = _Entry(engine_of_url(url), url, pinned)
+            self._entries[name] = _Entry(parse_url(url)[0], url, pinned)
         if old is not None:
             old.dispose()
 
