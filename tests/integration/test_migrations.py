@@ -18,6 +18,9 @@ CATALOG_QUERIES = {
         SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
         FROM pg_constraint WHERE connamespace = 'public'::regnamespace
           AND conrelid::regclass::text NOT LIKE 'procrastinate%' ORDER BY 1, 2""",
+    "functions": """
+        SELECT proname, pg_get_functiondef(oid) FROM pg_proc
+        WHERE pronamespace = 'public'::regnamespace AND proname NOT LIKE 'procrastinate%' ORDER BY 1""",
     "indexes": """
         SELECT tablename, indexname, indexdef FROM pg_indexes
         WHERE schemaname = 'public' AND tablename NOT LIKE 'procrastinate%' ORDER BY 1, 2""",
@@ -38,6 +41,7 @@ def test_migrations_give_the_schema_file(pg_server: str) -> None:
         file_schema = schema_of(with_dbname(pg_server, from_file))
         migrated_schema = schema_of(with_dbname(pg_server, from_migrations))
         assert file_schema["columns"], "the schema file created no tables"
+        assert file_schema["functions"], "the schema file created no functions"
         assert migrated_schema == file_schema
     finally:
         drop_database(pg_server, from_file)

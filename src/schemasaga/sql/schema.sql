@@ -33,6 +33,21 @@ CREATE TABLE event_store_events_in_streams (
 );
 CREATE INDEX event_store_events_in_streams_event_idx ON event_store_events_in_streams (event_id);
 
+-- The follower's horizon: the oldest transaction of the current snapshot still running that may be
+-- writing to this database, else the snapshot's xmax. Events of transactions at or above it may still
+-- appear, so followers read only below it. pg_snapshot_xmin alone would count every database of the
+-- cluster: one long transaction on another database (a BYODB in the same cluster, a test run) would
+-- hold every follower back. A running xid is skipped only when pg_stat_activity, read after the
+-- snapshot, shows it held by a backend of another database; anything unknown counts as possibly ours.
+CREATE FUNCTION event_store_horizon() RETURNS xid8 LANGUAGE sql STABLE AS $$
+    SELECT coalesce(
+        (SELECT x FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+         WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                           WHERE a.backend_xid = x::xid AND a.datname IS DISTINCT FROM current_database())
+         ORDER BY x LIMIT 1),
+        pg_snapshot_xmax(pg_current_snapshot()))
+$$;
+
 CREATE TABLE event_store_snapshots (
     stream      text        NOT NULL,
     version     integer     NOT NULL,

@@ -172,44 +172,21 @@ LIMIT %(limit)s;
 
 -- name: follow
 -- The global log in commit-safe order: (tx_id, position), and only rows of transactions below the
--- horizon, so that no row can later appear before the checkpoint.
---
--- The horizon is the oldest transaction of this statement's snapshot that is still running and may be
--- writing to this database, else the snapshot's xmax. pg_snapshot_xmin alone would do, but it counts
--- every database of the cluster: one long transaction on another database (a BYODB in the same
--- cluster, a test run) would hold every follower back. A running xid is skipped only when
--- pg_stat_activity, read after the snapshot was taken, shows it held by a backend of another database;
--- anything unknown (finished since, hidden by privileges, prepared) counts as possibly ours.
-WITH horizon AS (
-    SELECT coalesce(
-        (SELECT x FROM pg_snapshot_xip(pg_current_snapshot()) AS x
-         WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-                           WHERE a.backend_xid = x::xid AND a.datname IS DISTINCT FROM current_database())
-         ORDER BY x LIMIT 1),
-        pg_snapshot_xmax(pg_current_snapshot())) AS tx_id
-)
+-- horizon (event_store_horizon() in schema.sql, evaluated once per query as an InitPlan), so that no
+-- row can later appear before the checkpoint.
 SELECT e.position, e.event_id, e.event_type, e.schema_version, e.data::text, e.metadata::text, e.created_at, e.valid_at,
        NULL::integer, e.tx_id::text::bigint
-FROM event_store_events e, horizon h
+FROM event_store_events e
 WHERE (e.tx_id, e.position) > (%(tx_id)s::text::xid8, %(position)s::bigint)
-  AND e.tx_id < h.tx_id
+  AND e.tx_id < (SELECT event_store_horizon())
 ORDER BY e.tx_id, e.position
 LIMIT %(limit)s;
 
 -- name: follow_head
--- The checkpoint of the last event a follower could read now (none when there is none), with the
--- horizon of the follow query.
-WITH horizon AS (
-    SELECT coalesce(
-        (SELECT x FROM pg_snapshot_xip(pg_current_snapshot()) AS x
-         WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-                           WHERE a.backend_xid = x::xid AND a.datname IS DISTINCT FROM current_database())
-         ORDER BY x LIMIT 1),
-        pg_snapshot_xmax(pg_current_snapshot())) AS tx_id
-)
+-- The checkpoint of the last event a follower could read now (none when there is none).
 SELECT e.tx_id::text::bigint, e.position
-FROM event_store_events e, horizon h
-WHERE e.tx_id < h.tx_id
+FROM event_store_events e
+WHERE e.tx_id < (SELECT event_store_horizon())
 ORDER BY e.tx_id DESC, e.position DESC
 LIMIT 1;
 
