@@ -201,12 +201,20 @@ async def update_table(
     table_id: UUID,
     decide: Callable[[Table], None],
     commit: Callable[[AsyncConnection[Any], Table], Awaitable[None]],
+    *,
+    loaded: Table | None = None,
 ) -> Table:
-    """Load, decide and commit in one transaction; on a concurrent append, reload and decide again."""
+    """Load, decide and commit in one transaction; on a concurrent append, reload and decide again.
+
+    ``loaded``, a table the caller holds with no unsaved changes, spares the first load: the save's
+    expected version still refuses it if someone appended since, and the retry then reloads."""
     for attempt in range(MAX_CONFLICT_RETRIES):
         try:
             async with pool.connection() as conn, conn.transaction():
-                table = await repository.load(table_id, conn=conn)
+                if attempt == 0 and loaded is not None and not loaded.changes:
+                    table = loaded
+                else:
+                    table = await repository.load(table_id, conn=conn)
                 decide(table)
                 await commit(conn, table)
                 return table

@@ -2,14 +2,16 @@
 
 Each outcome is committed together with the job of the next waiting change of the same table, so
 changes to one table run one at a time in acceptance order, and a crash between any two steps
-leaves a job that resumes from the progress recorded in the table's stream.
+leaves a job that resumes from the progress recorded in the table's stream. The job that finished a
+change goes on with the next one at once (that next job, deferred under the same table lock, could
+only start at the next poll); the deferred job is the fallback and finds its work done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -26,10 +28,14 @@ from schemasaga.faults import kill_point
 from schemasaga.jobs.app import JobScheduler
 from schemasaga.projections.tables import mark_running, project
 from schemasaga.repository import TableRepository
-from schemasaga.sagas.definitions import SAGAS, Step
+from schemasaga.sagas.definitions import SAGAS
 from schemasaga.services import update_table
 
 log = logging.getLogger(__name__)
+
+# A job runs the changes queued behind its own at most this many times before leaving them to their
+# own jobs, so one busy table cannot hold a worker slot forever.
+MAX_CHAINED_OPERATIONS = 50
 
 
 class RetryPolicy:
@@ -64,36 +70,47 @@ class SagaRunner:
         self.retry = retry
 
     async def run(self, *, table_id: UUID, operation_id: UUID) -> None:
+        """Run the saga of ``operation_id``, then the sagas of the table's changes queued behind it,
+        while each reaches its outcome. The job deferred with each outcome stays the durable fallback:
+        it finds its operation finished and returns."""
         try:
             table = await self.repository.load(table_id)
         except TableNotFound:
             log.error("job for unknown table %s ignored", table_id)
             return
-        op = table.head
-        if op is None or op.operation_id != operation_id:
-            log.info("operation %s of table %s already finished; nothing to do", operation_id, table_id)
-            return
-        async with self.pool.connection() as conn:
-            await mark_running(conn, operation_id=operation_id, attempt=op.failed_attempts + 1)
-        try:
-            await self._run(table, op)
-        except _Stale:
-            log.info("operation %s was finished by another run", operation_id)
+        for _ in range(MAX_CHAINED_OPERATIONS):
+            op = table.head
+            if op is None or op.operation_id != operation_id:
+                log.info("operation %s of table %s already finished; nothing to do", operation_id, table_id)
+                return
+            async with self.pool.connection() as conn:
+                await mark_running(conn, operation_id=operation_id, attempt=op.failed_attempts + 1)
+            try:
+                finished = await self._run(table, op)
+            except _Stale:
+                log.info("operation %s was finished by another run", operation_id)
+                return
+            if finished is None or finished.head is None:
+                return
+            table, operation_id = finished, finished.head.operation_id
 
-    async def _run(self, table: Table, op: PendingOperation) -> None:
+    async def _run(self, table: Table, op: PendingOperation) -> Table | None:
+        """The table after the operation's outcome, or None when it waits for a retry."""
         steps = SAGAS[op.kind]
         if op.compensating:
-            await self._compensate_and_reject(table, op, reason=op.compensation_reason or "compensating")
-            return
+            return await self._compensate_and_reject(
+                table, op, reason=op.compensation_reason or "compensating"
+            )
         if op.kind is not OperationKind.CREATE_TABLE and not table.exists:
-            reason = "the table does not exist in its database"
-            await self._reject(table.table_id, op.operation_id, reason=reason)
-            return
+            return await self._update(
+                table,
+                op,
+                lambda t: t.reject(op.operation_id, reason="the table does not exist in its database"),
+            )
         try:
             adapter = await asyncio.to_thread(self.catalog.adapter, table.database)
             if op.kind is OperationKind.ADOPT:
-                await self._adopt(adapter, table, op)
-                return
+                return await self._adopt(adapter, table, op)
             for index, step in enumerate(steps):
                 if step.name in op.steps_done:
                     continue
@@ -101,18 +118,19 @@ class SagaRunner:
                 await asyncio.to_thread(step.action, adapter, table, op)
                 kill_point(step.name, "after_action")
                 if index < len(steps) - 1:
-                    await self._record(table.table_id, op.operation_id, step=step.name)
-                    op.steps_done.append(step.name)
+                    table = await self._update(table, op, _complete(op.operation_id, step.name))
+                    op = _head(table, op.operation_id)
                     kill_point(step.name, "after_record")
-            await self._record(table.table_id, op.operation_id, step=steps[-1].name, confirm=True)
+            table = await self._update(table, op, _complete(op.operation_id, steps[-1].name, confirm=True))
             kill_point(steps[-1].name, "after_record")
+            return table
         except _Stale:
             raise
         except Exception as exc:
             error = exc if isinstance(exc, ByodbError) else classify(exc)
-            await self._failed(table, op, error)
+            return await self._failed(table, op, error)
 
-    async def _adopt(self, adapter: ByodbAdapter, table: Table, op: PendingOperation) -> None:
+    async def _adopt(self, adapter: ByodbAdapter, table: Table, op: PendingOperation) -> Table:
         live = await asyncio.to_thread(adapter.inspect_table, table.name)
         if live is None:
             raise PermanentByodbError(
@@ -127,14 +145,13 @@ class SagaRunner:
             if c.type is not None
         ]
 
-        def decide(t: Table) -> None:
-            self._ensure_head(t, op.operation_id)
+        def adopt(t: Table) -> None:
             t.complete_step(op.operation_id, "adopt")
             t.adopt(op.operation_id, columns)
 
-        await update_table(self.pool, self.repository, table.table_id, decide, self._commit(op.operation_id))
+        return await self._update(table, op, adopt)
 
-    async def _failed(self, table: Table, op: PendingOperation, error: ByodbError) -> None:
+    async def _failed(self, table: Table, op: PendingOperation, error: ByodbError) -> Table | None:
         attempts = op.failed_attempts + 1
         if isinstance(error, TransientByodbError) and attempts < self.retry.max_attempts:
             delay = self.retry.delay(attempts)
@@ -145,99 +162,95 @@ class SagaRunner:
                 error,
                 delay,
             )
-            await self._record_failure(table.table_id, op.operation_id, error=str(error), delay=delay)
-            return
-        if isinstance(error, TransientByodbError):
-            reason = f"gave up after {attempts} attempts: {error}"
-        else:
-            reason = str(error)
+            await self._retry_later(table, op, error=str(error), delay=delay)
+            return None
+        reason = (
+            f"gave up after {attempts} attempts: {error}"
+            if isinstance(error, TransientByodbError)
+            else str(error)
+        )
         log.warning("operation %s failed permanently: %s", op.operation_id, reason)
-        await self._compensate_and_reject(table, op, reason=reason)
+        return await self._compensate_and_reject(table, op, reason=reason)
 
-    async def _compensate_and_reject(self, table: Table, op: PendingOperation, *, reason: str) -> None:
-        to_undo = [s for s in reversed(SAGAS[op.kind]) if s.name in op.steps_done and s.compensation]
-        if to_undo:
-            await self._mark_compensating(table.table_id, op.operation_id, reason=reason)
+    async def _compensate_and_reject(
+        self, table: Table, op: PendingOperation, *, reason: str
+    ) -> Table | None:
+        to_undo = [(s.name, s.compensation) for s in reversed(SAGAS[op.kind]) if s.name in op.steps_done]
+        undo = [(name, compensation) for name, compensation in to_undo if compensation is not None]
+        if undo:
+            table = await self._update(
+                table, op, lambda t: t.start_compensation(op.operation_id, reason=reason)
+            )
+            op = _head(table, op.operation_id)
             try:
                 adapter = await asyncio.to_thread(self.catalog.adapter, table.database)
-                for step in to_undo:
-                    kill_point(step.name, "before_compensation")
-                    await asyncio.to_thread(_compensation(step), adapter, table, op)
-                    kill_point(step.name, "after_compensation")
+                for name, compensation in undo:
+                    kill_point(name, "before_compensation")
+                    await asyncio.to_thread(compensation, adapter, table, op)
+                    kill_point(name, "after_compensation")
             except Exception as exc:
                 error = exc if isinstance(exc, ByodbError) else classify(exc)
                 if isinstance(error, TransientByodbError):
                     # Compensation is retried like any step; the operation stays compensating.
-                    await self._record_failure(
-                        table.table_id,
-                        op.operation_id,
-                        error=f"compensation: {error}",
-                        delay=self.retry.delay(op.failed_attempts + 1),
-                    )
-                    return
+                    delay = self.retry.delay(op.failed_attempts + 1)
+                    await self._retry_later(table, op, error=f"compensation: {error}", delay=delay)
+                    return None
                 reason = f"{reason}; compensation failed: {error}"
-        await self._reject(table.table_id, op.operation_id, reason=reason)
+        return await self._update(table, op, lambda t: t.reject(op.operation_id, reason=reason))
 
     # -- recording progress (each in one core transaction, retried on concurrent appends) ---------
 
-    async def _record(self, table_id: UUID, operation_id: UUID, *, step: str, confirm: bool = False) -> None:
-        def decide(table: Table) -> None:
-            self._ensure_head(table, operation_id)
-            table.complete_step(operation_id, step)
-            if confirm:
-                table.confirm(operation_id)
+    async def _update(
+        self,
+        table: Table,
+        op: PendingOperation,
+        change: Callable[[Table], None],
+        *,
+        retry_in: float | None = None,
+    ) -> Table:
+        """Record ``change`` to the running operation; when it finishes the operation, defer the job
+        of the table's next change in the same transaction (``retry_in``: defer this one's retry)."""
+        operation_id = op.operation_id
 
-        await update_table(self.pool, self.repository, table_id, decide, self._commit(operation_id))
+        def decide(t: Table) -> None:
+            _head(t, operation_id)
+            change(t)
 
-    async def _record_failure(self, table_id: UUID, operation_id: UUID, *, error: str, delay: float) -> None:
-        def decide(table: Table) -> None:
-            self._ensure_head(table, operation_id)
-            table.fail_attempt(operation_id, error=error, transient=True)
-
-        async def commit(conn: AsyncConnection[Any], table: Table) -> None:
-            recorded = await self.repository.save(table, conn=conn, metadata=_meta(operation_id))
-            await project(conn, table, recorded)
-            await self.scheduler.run_saga(
-                conn=conn, table_id=table_id, operation_id=operation_id, delay=delay
-            )
-
-        await update_table(self.pool, self.repository, table_id, decide, commit)
-
-    async def _mark_compensating(self, table_id: UUID, operation_id: UUID, *, reason: str) -> None:
-        def decide(table: Table) -> None:
-            self._ensure_head(table, operation_id)
-            table.start_compensation(operation_id, reason=reason)
-
-        await update_table(self.pool, self.repository, table_id, decide, self._commit(operation_id))
-
-    async def _reject(self, table_id: UUID, operation_id: UUID, *, reason: str) -> None:
-        def decide(table: Table) -> None:
-            self._ensure_head(table, operation_id)
-            table.reject(operation_id, reason=reason)
-
-        await update_table(self.pool, self.repository, table_id, decide, self._commit(operation_id))
-
-    def _commit(self, operation_id: UUID) -> Callable[[AsyncConnection[Any], Table], Awaitable[None]]:
-        async def commit(conn: AsyncConnection[Any], table: Table) -> None:
-            recorded = await self.repository.save(table, conn=conn, metadata=_meta(operation_id))
-            await project(conn, table, recorded)
-            # When this operation is finished, the next waiting change of the table starts now.
-            if table.operation(operation_id) is None and table.head is not None:
+        async def commit(conn: AsyncConnection[Any], t: Table) -> None:
+            recorded = await self.repository.save(t, conn=conn, metadata=_meta(operation_id))
+            await project(conn, t, recorded)
+            if retry_in is not None:
                 await self.scheduler.run_saga(
-                    conn=conn, table_id=table.table_id, operation_id=table.head.operation_id
+                    conn=conn, table_id=t.table_id, operation_id=operation_id, delay=retry_in
+                )
+            elif t.operation(operation_id) is None and t.head is not None:
+                await self.scheduler.run_saga(
+                    conn=conn, table_id=t.table_id, operation_id=t.head.operation_id
                 )
 
-        return commit
+        return await update_table(self.pool, self.repository, table.table_id, decide, commit, loaded=table)
 
-    @staticmethod
-    def _ensure_head(table: Table, operation_id: UUID) -> None:
-        if table.head is None or table.head.operation_id != operation_id:
-            raise _Stale(str(operation_id))
+    async def _retry_later(self, table: Table, op: PendingOperation, *, error: str, delay: float) -> None:
+        await self._update(
+            table, op, lambda t: t.fail_attempt(op.operation_id, error=error, transient=True), retry_in=delay
+        )
 
 
-def _compensation(step: Step) -> Any:
-    assert step.compensation is not None
-    return step.compensation
+def _head(table: Table, operation_id: UUID) -> PendingOperation:
+    """The running operation, which must still be ``operation_id``."""
+    head = table.head
+    if head is None or head.operation_id != operation_id:
+        raise _Stale(str(operation_id))
+    return head
+
+
+def _complete(operation_id: UUID, step: str, *, confirm: bool = False) -> Callable[[Table], None]:
+    def change(table: Table) -> None:
+        table.complete_step(operation_id, step)
+        if confirm:
+            table.confirm(operation_id)
+
+    return change
 
 
 def _meta(operation_id: UUID) -> dict[str, Any]:
