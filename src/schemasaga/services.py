@@ -15,7 +15,7 @@ from psycopg.errors import UniqueViolation
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from schemasaga.catalog import DatabaseCatalog
+from schemasaga.catalog import DatabaseCatalog, DatabaseNotFound
 from schemasaga.domain.columns import Column
 from schemasaga.domain.errors import DomainError, NameTaken, TableNotFound
 from schemasaga.domain.events import stream_name
@@ -24,8 +24,10 @@ from schemasaga.eventstore import WrongExpectedVersion
 from schemasaga.jobs.app import JobScheduler
 from schemasaga.projections.tables import Q, project
 from schemasaga.repository import TableRepository
+from schemasaga.sql import queries
 
 log = logging.getLogger(__name__)
+DB_QUERIES = queries("databases")
 
 # A command that loses a race on the table's stream reloads and decides again this many times.
 MAX_CONFLICT_RETRIES = 20
@@ -59,11 +61,21 @@ class TableService:
     # -- commands --------------------------------------------------------------------------------
 
     async def create_table(self, *, name: str, database: str, metadata: dict[str, Any]) -> Accepted:
+        # Reload the catalog without blocking the event loop when this process does not know the name.
+        await self.catalog.ensure(database)
         self.catalog.validate_identifier(name, database=database, kind="table")
         operation_id = uuid4()
         metadata = _correlated(metadata, operation_id)
         table = Table.create(table_id=uuid4(), name=name, database=database, operation_id=operation_id)
         async with self.pool.connection() as conn, conn.transaction():
+            # A shared lock on the registry row: a concurrent unregistering waits for this creation
+            # (and then sees its live table), and a catalog out of date here cannot create a table
+            # in a database another process has just unregistered.
+            registered = await (
+                await conn.execute(DB_QUERIES["require_database"], {"name": database})
+            ).fetchone()
+            if registered is None:
+                raise DatabaseNotFound(f"no database named {database!r}")
             try:
                 async with conn.transaction():
                     await self._commit(conn, table, metadata=metadata)

@@ -422,3 +422,24 @@ async def test_key_rotation(
     with pytest.raises(SystemExit, match="cannot be decrypted"):
         async with running_service(make_settings(secret_key=KEY), worker=False):
             pass
+
+
+async def test_a_replica_out_of_date_cannot_create_in_an_unregistered_database(
+    make_settings: Callable[..., Settings], byodb_sqlite_url: str
+) -> None:
+    # Replica B learned of the database, then A unregistered it; B's catalog still has it (no timed
+    # reload), but the registry row decides.
+    async with (
+        running_service(make_settings(), worker=False) as api_a,
+        running_service(make_settings(), worker=False) as api_b,
+        http(api_a) as client_a,
+        http(api_b) as client_b,
+    ):
+        await register(client_a, "analytics", byodb_sqlite_url)
+        await api_b.catalog.refresh()
+        assert (await client_a.delete("/v1/databases/analytics")).status_code == 200
+        assert "analytics" in api_b.catalog.names()
+        events_before = len(await api_b.store.read_all())
+        r = await client_b.post("/table/create", json={"name": "orphan", "database": "analytics"})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "database_not_found", r.text
+        assert len(await api_b.store.read_all()) == events_before
