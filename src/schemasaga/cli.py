@@ -249,11 +249,13 @@ def rebuild(data_dir: Path | None) -> None:
 
     async def _run() -> None:
         from schemasaga.bootstrap import open_container
-        from schemasaga.projections.tables import rebuild as do_rebuild
+        from schemasaga.projections import rebuild_all
 
         async with open_container(settings) as c, c.pool.connection() as conn, conn.transaction():
-            n = await do_rebuild(conn, c.store)
-            click.echo(f"rebuilt read models of {n} tables")
+            counts = await rebuild_all(conn, c.store)
+            click.echo(
+                f"rebuilt read models of {counts['tables']} tables and {counts['databases']} databases"
+            )
 
     asyncio.run(_run())
 

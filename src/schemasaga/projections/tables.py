@@ -115,9 +115,9 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
             await cur.execute(Q["operation_finished"], {**op, "status": "rejected", "error": r})
 
 
-async def mark_running(conn: AsyncConnection[Any], *, operation_id: UUID, attempt: int) -> None:
+async def mark_running(conn: AsyncConnection[Any], *, operation_id: UUID) -> None:
     """Record that a worker picked the operation up (not an event: it says nothing about the schema)."""
-    await conn.execute(Q["operation_running"], {"operation_id": operation_id, "attempt": attempt})
+    await conn.execute(Q["operation_running"], {"operation_id": operation_id})
 
 
 async def rebuild(conn: AsyncConnection[Any], store: EventStore) -> int:
@@ -129,8 +129,8 @@ async def rebuild(conn: AsyncConnection[Any], store: EventStore) -> int:
         if not events:
             continue
         table = Table(table_id=UUID(events[0].data["table_id"]))
+        # Event by event, as they were projected when appended (the row's timestamps come from them).
         for rec in events:
             table.apply(event_from_data(rec.event_type, rec.data))
-        await project(conn, table, events)
-        # Attempts are counted from the failures recorded; a rebuilt operation was not running.
+            await project(conn, table, [rec])
     return len(streams)

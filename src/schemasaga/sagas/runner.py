@@ -84,7 +84,7 @@ class SagaRunner:
                 log.info("operation %s of table %s already finished; nothing to do", operation_id, table_id)
                 return
             async with self.pool.connection() as conn:
-                await mark_running(conn, operation_id=operation_id, attempt=op.failed_attempts + 1)
+                await mark_running(conn, operation_id=operation_id)
             try:
                 finished = await self._run(table, op)
             except _Stale:

@@ -79,7 +79,9 @@ CREATE TABLE rm_operations (
     kind            text        NOT NULL,
     status          text        NOT NULL,
     detail          jsonb       NOT NULL DEFAULT '{}',
-    attempts        integer     NOT NULL DEFAULT 0,
+    -- Attempts that failed and are retried (from SagaAttemptFailed); `attempts` adds the one that
+    -- runs or ran (see the queries), so the read model stays rebuildable from the events.
+    failed_attempts integer     NOT NULL DEFAULT 0,
     steps_done      jsonb       NOT NULL DEFAULT '[]',
     last_error      text,
     accepted_seq    bigint      NOT NULL,

@@ -19,7 +19,7 @@ WHERE operation_id = %(operation_id)s;
 
 -- name: operation_attempt_failed
 UPDATE rm_operations
-SET status = 'pending', last_error = %(error)s, attempts = greatest(attempts, %(attempt)s), updated_at = %(at)s
+SET status = 'pending', last_error = %(error)s, failed_attempts = %(attempt)s, updated_at = %(at)s
 WHERE operation_id = %(operation_id)s;
 
 -- name: operation_compensating
@@ -34,8 +34,9 @@ SET status = %(status)s, last_error = coalesce(%(error)s, last_error), updated_a
 WHERE operation_id = %(operation_id)s;
 
 -- name: operation_running
+-- Not an event: it says nothing about the schema; a rebuilt operation is pending until its job runs.
 UPDATE rm_operations
-SET status = 'running', attempts = %(attempt)s, updated_at = now()
+SET status = 'running'
 WHERE operation_id = %(operation_id)s AND status IN ('pending', 'running');
 
 -- name: get_table
@@ -52,12 +53,16 @@ ORDER BY table_id
 LIMIT %(limit)s;
 
 -- name: get_operation
-SELECT operation_id, table_id, kind, status, detail, attempts, steps_done, last_error, accepted_seq,
+SELECT operation_id, table_id, kind, status, detail,
+       failed_attempts + CASE WHEN status = 'pending' THEN 0 ELSE 1 END AS attempts,
+       steps_done, last_error, accepted_seq,
        created_at, updated_at, finished_at
 FROM rm_operations WHERE operation_id = %(operation_id)s;
 
 -- name: list_operations
-SELECT operation_id, table_id, kind, status, detail, attempts, steps_done, last_error, accepted_seq,
+SELECT operation_id, table_id, kind, status, detail,
+       failed_attempts + CASE WHEN status = 'pending' THEN 0 ELSE 1 END AS attempts,
+       steps_done, last_error, accepted_seq,
        created_at, updated_at, finished_at
 FROM rm_operations
 WHERE (%(table_id)s::uuid IS NULL OR table_id = %(table_id)s)
