@@ -110,6 +110,7 @@ async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIt
             # Replace connections broken by a core database restart instead of failing a request.
             check=AsyncConnectionPool.check_connection,
             kwargs={"connect_timeout": 5},
+            timeout=settings.core_pool_timeout,
         )
         await pool.open(wait=True, timeout=30)
         jobs = create_app()

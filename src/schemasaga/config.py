@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     ddl_lock_timeout_ms: int = 5000
     ddl_statement_timeout_ms: int = 60000
     byodb_connect_timeout: int = 5
+    # Seconds a request waits for a core database connection before answering 503.
+    core_pool_timeout: float = 5.0
     # Seconds between reloads of the registered databases from the core database (so a database
     # unregistered or changed by another process is noticed); 0 disables. Unknown names reload at once.
     catalog_refresh_interval: float = 5.0

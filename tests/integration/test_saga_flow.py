@@ -369,3 +369,34 @@ async def test_changes_to_one_table_apply_one_at_a_time_in_acceptance_order(
     finished_order = list(dict.fromkeys(progress))
     assert finished_order == accepted
     assert progress == sorted(progress, key=accepted.index)
+
+
+async def test_core_database_outage_answers_503_json_and_writes_nothing(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str, core_db: str, pg_server: str
+) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    from schemasaga.api.app import create_app
+
+    core_name = conninfo_to_dict(core_db)["dbname"]
+    settings = settings_factory(byodb_pg_url, core_pool_timeout=1.0)
+    async with running_service(settings, worker=False) as container:
+        transport = httpx.ASGITransport(app=create_app(container))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            events_before, jobs_before = await counts(container)
+            with psycopg.connect(pg_server, autocommit=True) as admin:
+                admin.execute(f'ALTER DATABASE "{core_name}" ALLOW_CONNECTIONS false')
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (core_name,)
+                )
+                try:
+                    r = await client.post("/table/create", json={"name": "during_outage"})
+                finally:
+                    admin.execute(f'ALTER DATABASE "{core_name}" ALLOW_CONNECTIONS true')
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "core_unavailable"
+            assert r.headers["retry-after"] == "1"
+            # Back on its own, and the refused command left nothing.
+            r = await client.post("/table/create", json={"name": "during_outage"})
+            assert r.status_code == 200, r.text
+            assert await counts(container) == (events_before + 1, jobs_before + 1)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 
 from schemasaga.domain.errors import DomainError
@@ -46,6 +48,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def core_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # The transaction was rolled back (or never began): nothing was written, the client may retry.
+        log.warning("core database unavailable: %s", exc)
+        response = error_response(
+            503, "core_unavailable", "the service's database is unavailable; nothing was changed, try again"
+        )
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(WrongExpectedVersion)
     async def contention(_: Request, exc: WrongExpectedVersion) -> JSONResponse:
