@@ -23,15 +23,18 @@ CREATE INDEX event_store_events_tx_idx ON event_store_events (tx_id, position);
 CREATE INDEX event_store_events_correlation_idx
     ON event_store_events ((metadata ->> 'correlation_id'), position);
 
+-- No foreign key to event_store_events: events are never deleted, an append inserts both rows in
+-- one statement and a link checks that its events exist; the key's trigger (a FOR KEY SHARE lock on
+-- the event row) cost about a tenth of an append. (event_id, stream) serves both the uniqueness of an
+-- event in a stream and the look-up of an event's streams.
 CREATE TABLE event_store_events_in_streams (
     stream      text        NOT NULL,
     version     integer     NOT NULL,
-    event_id    uuid        NOT NULL REFERENCES event_store_events (event_id),
+    event_id    uuid        NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (stream, version),
-    UNIQUE (stream, event_id)
+    UNIQUE (event_id, stream)
 );
-CREATE INDEX event_store_events_in_streams_event_idx ON event_store_events_in_streams (event_id);
 
 -- The follower's horizon: the oldest transaction of the current snapshot still running that may be
 -- writing to this database, else the snapshot's xmax. Events of transactions at or above it may still
