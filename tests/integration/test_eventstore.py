@@ -517,3 +517,20 @@ async def test_follow_refuses_events_copied_from_another_cluster(
         )
     with pytest.raises(EventStoreError, match="another cluster"):
         await anext(store.follow())
+
+
+def test_the_constraints_that_conflicts_are_recognised_by_exist(core_db: str) -> None:
+    # The store turns unique violations into WrongExpectedVersion / EventDuplicated by constraint name.
+    from schemasaga.eventstore import store as store_module
+
+    names = {
+        store_module._STREAM_VERSION_KEY,
+        store_module._EVENT_ID_KEY,
+        store_module._STREAM_EVENT_KEY,
+    }
+    with psycopg.connect(core_db) as conn:
+        found = {
+            r[0]
+            for r in conn.execute("SELECT conname FROM pg_constraint WHERE conname = ANY(%s)", (list(names),))
+        }
+    assert found == names

@@ -45,7 +45,7 @@ _MAX_POSITION: Final = 2**63 - 1
 # Unique constraints whose violation means a conflict rather than a bug.
 _STREAM_VERSION_KEY: Final = "event_store_events_in_streams_pkey"
 _EVENT_ID_KEY: Final = "event_store_events_event_id_key"
-_STREAM_EVENT_KEY: Final = "event_store_events_in_streams_stream_event_id_key"
+_STREAM_EVENT_KEY: Final = "event_store_events_in_streams_event_stream_key"
 
 
 class EventStore:

@@ -33,7 +33,7 @@ CREATE TABLE event_store_events_in_streams (
     event_id    uuid        NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (stream, version),
-    UNIQUE (event_id, stream)
+    CONSTRAINT event_store_events_in_streams_event_stream_key UNIQUE (event_id, stream)
 );
 
 -- The follower's horizon: the oldest transaction of the current snapshot still running that may be
