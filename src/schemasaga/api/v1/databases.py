@@ -16,7 +16,7 @@ from schemasaga.databases.service import DatabaseService
 router = APIRouter(prefix="/v1/databases", tags=["databases"])
 
 
-def get_databases(request: Request) -> DatabaseService:
+async def get_databases(request: Request) -> DatabaseService:
     service: DatabaseService = request.app.state.container.databases
     return service
 
