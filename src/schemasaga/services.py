@@ -67,6 +67,17 @@ class TableService:
         operation_id = uuid4()
         metadata = _correlated(metadata, operation_id)
         table = Table.create(table_id=uuid4(), name=name, database=database, operation_id=operation_id)
+        try:
+            await self._create(table, metadata=metadata)
+        except UniqueViolation as exc:
+            if exc.diag.constraint_name != "rm_tables_live_name_idx":
+                raise
+            # One live table per name and database; the transaction rolled back, nothing was written.
+            raise NameTaken(f"a table named {name!r} already exists in database {database!r}") from exc
+        return Accepted(table.table_id, operation_id)
+
+    async def _create(self, table: Table, *, metadata: dict[str, Any]) -> None:
+        database = table.database
         async with self.pool.connection() as conn, conn.transaction():
             # A shared lock on the registry row: a concurrent unregistering waits for this creation
             # (and then sees its live table), and a catalog out of date here cannot create a table
@@ -76,12 +87,7 @@ class TableService:
             ).fetchone()
             if registered is None:
                 raise DatabaseNotFound(f"no database named {database!r}")
-            try:
-                async with conn.transaction():
-                    await self._commit(conn, table, metadata=metadata)
-            except UniqueViolation as exc:
-                raise NameTaken(f"a table named {name!r} already exists in database {database!r}") from exc
-        return Accepted(table.table_id, operation_id)
+            await self._commit(conn, table, metadata=metadata)
 
     async def add_column(self, *, table_id: UUID, column: Column, metadata: dict[str, Any]) -> Accepted:
         operation_id = uuid4()

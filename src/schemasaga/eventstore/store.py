@@ -431,9 +431,11 @@ class EventStore:
 
 
 async def _fetch(conn: Conn, query: str, params: Mapping[str, Any], prepare: bool | None = None) -> list[Row]:
+    """Run a statement that returns rows, and its rows. Always fetching (never asking the cursor's
+    description first) keeps it right in pipeline mode, where results come only at a sync."""
     cur = conn.cursor(binary=True, row_factory=tuple_row)
     await cur.execute(query, params, prepare=prepare)
-    return [] if cur.description is None else await cur.fetchall()
+    return await cur.fetchall()
 
 
 def _check_expected(expected_version: ExpectedVersion) -> int | None:

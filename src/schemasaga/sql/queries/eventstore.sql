@@ -199,7 +199,8 @@ SELECT coalesce(max(tx_id) >= pg_snapshot_xmax(pg_current_snapshot()), false) FR
 -- name: save_snapshot
 INSERT INTO event_store_snapshots (stream, version, state)
 VALUES (%(stream)s, %(version)s, %(state)s::jsonb)
-ON CONFLICT (stream, version) DO UPDATE SET state = excluded.state, created_at = clock_timestamp();
+ON CONFLICT (stream, version) DO UPDATE SET state = excluded.state, created_at = clock_timestamp()
+RETURNING version;
 
 -- name: load_snapshot
 SELECT version, state
