@@ -84,6 +84,7 @@ class Container:
     tables: TableService
     runner: SagaRunner
     databases: DatabaseService
+    drift: DriftDetector
     secrets: SecretBox = field(repr=False)
 
 
@@ -185,6 +186,7 @@ async def _build(
         tables,
         runner,
         databases,
+        DriftDetector(pool=pool, repository=repository, catalog=catalog),
         secrets,
     )
     return catalog, container
@@ -214,11 +216,10 @@ async def run_worker(container: Container, *, concurrency: int, install_signal_h
     )
     background = [watchdog]
     if s.drift_scan_interval > 0:
-        detector = DriftDetector(
-            pool=container.pool, repository=container.repository, catalog=container.catalog
-        )
         background.append(
-            asyncio.create_task(periodic_scan(detector, container.catalog, every=s.drift_scan_interval))
+            asyncio.create_task(
+                periodic_scan(container.drift, container.catalog, every=s.drift_scan_interval)
+            )
         )
     try:
         await _work_until_stopped(

@@ -271,12 +271,10 @@ def drift(data_dir: Path | None, database: str | None, as_json: bool) -> None:
 
     async def _run() -> int:
         from schemasaga.bootstrap import open_container
-        from schemasaga.drift import DriftDetector
 
         async with open_container(settings, migrate=False) as c:
-            detector = DriftDetector(pool=c.pool, repository=c.repository, catalog=c.catalog)
             names = [database] if database else c.catalog.names()
-            reports = [await detector.scan(name) for name in names]
+            reports = [await c.drift.scan(name) for name in names]
         if as_json:
             click.echo(json.dumps([r.to_dict() for r in reports], indent=2))
         else:
@@ -315,7 +313,6 @@ def verify(data_dir: Path | None, wait: float) -> None:
         from psycopg.rows import dict_row
 
         from schemasaga.bootstrap import open_container
-        from schemasaga.drift import DriftDetector
         from schemasaga.drift import Q as DRIFT_Q
 
         async with open_container(settings, migrate=False) as c:
@@ -330,8 +327,7 @@ def verify(data_dir: Path | None, wait: float) -> None:
                 if not unsettled or loop.time() >= deadline:
                     break
                 await asyncio.sleep(0.2)
-            detector = DriftDetector(pool=c.pool, repository=c.repository, catalog=c.catalog)
-            reports = [await detector.scan(name) for name in c.catalog.names()]
+            reports = [await c.drift.scan(name) for name in c.catalog.names()]
         failures = 0
         for r in reports:
             verdict = "all consistent" if r.clean else f"{len(r.drifted)} DIVERGE"

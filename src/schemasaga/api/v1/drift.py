@@ -1,13 +1,15 @@
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from schemasaga.api.deps import Metadata, Tables
-from schemasaga.drift import DriftDetector
+
+if TYPE_CHECKING:
+    from schemasaga.bootstrap import Container
 
 router = APIRouter(tags=["drift"])
 
@@ -19,9 +21,8 @@ class ReconcileRequest(BaseModel):
 @router.get("/v1/databases/{name}/drift")
 async def database_drift(name: str, request: Request) -> dict[str, Any]:
     """Compare every settled table's confirmed metadata with the live schema of database ``name``."""
-    c = request.app.state.container
-    detector = DriftDetector(pool=c.pool, repository=c.repository, catalog=c.catalog)
-    report = await detector.scan(name)
+    container: Container = request.app.state.container
+    report = await container.drift.scan(name)
     return report.to_dict()
 
 
