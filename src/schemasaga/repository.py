@@ -34,7 +34,8 @@ class TableRepository:
             if not last:
                 raise TableNotFound(f"table {table_id} did not exist at {at_time.isoformat()}")
             version = last[0].version
-            at_version = version if at_version is None else min(at_version, version or 0)
+            assert version is not None  # stream reads carry versions
+            at_version = version if at_version is None else min(at_version, version)
         snapshot = await self.store.load_snapshot(stream, max_version=at_version, conn=conn)
         if snapshot is not None:
             snap_version, state = snapshot
