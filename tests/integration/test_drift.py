@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -139,7 +140,7 @@ async def test_drift_is_recorded_once_until_it_changes(
     assert drift_events == [[{"issue": "extra_column", "column": "extra", "actual": "text"}], []]
 
 
-async def test_verify_command_fails_on_divergence(
+async def test_verify_and_drift_commands_fail_on_divergence(
     client: httpx.AsyncClient, core_db: str, byodb_pg_url: str
 ) -> None:
     await settled_table(client, "audited")
@@ -150,13 +151,19 @@ async def test_verify_command_fails_on_divergence(
         "SCHEMASAGA_SECRET_KEY": TEST_SECRET_KEY,
     }
     cmd = [sys.executable, "-m", "schemasaga.cli", "verify", "--wait", "10"]
+    drift_cmd = [sys.executable, "-m", "schemasaga.cli", "drift", "--json"]
     ok = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "OK" in ok.stdout
+    assert subprocess.run(drift_cmd, env=env, capture_output=True, timeout=60).returncode == 0
     run_sql(byodb_pg_url, "ALTER TABLE audited DROP COLUMN name")
     bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "missing column 'name'" in bad.stdout
+    drifted = subprocess.run(drift_cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert drifted.returncode == 1, drifted.stderr
+    [report] = json.loads(drifted.stdout)
+    assert report["tables"][0]["issues"] == [{"issue": "missing_column", "column": "name"}]
 
 
 async def test_the_worker_scans_periodically_and_records_new_drift(

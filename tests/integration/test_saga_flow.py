@@ -400,3 +400,27 @@ async def test_core_database_outage_answers_503_json_and_writes_nothing(
             r = await client.post("/table/create", json={"name": "during_outage"})
             assert r.status_code == 200, r.text
             assert await counts(container) == (events_before + 1, jobs_before + 1)
+
+
+async def test_an_operation_whose_job_was_lost_gets_a_new_one(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str
+) -> None:
+    from schemasaga.api.app import create_app
+    from schemasaga.bootstrap import requeue_orphans
+
+    settings = settings_factory(byodb_pg_url)
+    async with running_service(settings, worker=False) as container:
+        transport = httpx.ASGITransport(app=create_app(container))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            table_id = await create_table(client, "orphaned")
+            # As if its job had failed for good and been cleaned up.
+            async with container.pool.connection() as conn:
+                await conn.execute("DELETE FROM procrastinate_jobs")
+            assert await requeue_orphans(container) == 1
+            assert await requeue_orphans(container) == 0  # it has a job now
+    async with running_service(settings) as container:
+        transport = httpx.ASGITransport(app=create_app(container))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            table = await wait_synced(client, table_id)
+    assert table["exists"] is True
+    assert physical_columns(byodb_pg_url, "orphaned") is not None
