@@ -161,6 +161,40 @@ def test_worker_killed_mid_saga_is_recovered_by_another_worker(
     assert rescuer.returncode is None, rescuer.log_tail()
 
 
+COMPENSATION_KILL_POINTS = ["add_column:before_compensation", "add_column:after_compensation"]
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", COMPENSATION_KILL_POINTS)
+def test_worker_killed_during_compensation_is_recovered_by_another_worker(
+    service_env: dict[str, str], core_db: str, byodb_pg_url: str, procs: Spawn, kill_at: str
+) -> None:
+    from tests.integration.test_saga_flow import RETYPE_AGE_TRIGGER, run_sql
+
+    _, base_url = start_server(procs, service_env, "--no-worker")
+    worker = start_worker(procs, service_env, "worker")
+    with httpx.Client(base_url=base_url, timeout=10.0) as client:
+        table_id, _ = create_table(client, "victim")
+        wait_synced(client, table_id)
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, worker.log_tail()
+        # The added column's verification will fail, so the saga compensates; the worker dies there.
+        run_sql(byodb_pg_url, RETYPE_AGE_TRIGGER)
+        doomed = start_worker(procs, service_env, "doomed-worker", SCHEMASAGA_KILL_AT=kill_at)
+        op_id = change_column(client, table_id, "age", "integer")
+        assert doomed.wait(30) == -signal.SIGKILL, doomed.log_tail()
+        assert operation(client, op_id)["status"] in ("pending", "running")
+
+        start_worker(procs, service_env, "rescuer-worker")
+        op = wait_finished(client, op_id, timeout=45)
+        assert op["status"] == "rejected" and op["detail"]["compensating"] is True, op
+        table = assert_consistent(client, byodb_pg_url, table_id)
+        assert "age" not in table["columns"]
+        assert outcome_events(client, table_id, op_id) == ["TableChangeRejected"]
+        assert "doing" not in jobs_by_status(core_db)
+
+
 @pytest.mark.fault
 def test_sigterm_while_a_job_waits_on_a_lock_finishes_the_job_and_exits_cleanly(
     service_env: dict[str, str], core_db: str, byodb_pg_url: str, procs: Spawn

@@ -424,3 +424,38 @@ async def test_an_operation_whose_job_was_lost_gets_a_new_one(
             table = await wait_synced(client, table_id)
     assert table["exists"] is True
     assert physical_columns(byodb_pg_url, "orphaned") is not None
+
+
+# An event trigger on the BYODB that changes an added `age integer` column to bigint: the add step
+# succeeds, its verification fails, and the saga must compensate (drop the column) before rejecting.
+RETYPE_AGE_TRIGGER = """
+CREATE FUNCTION retype_age() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM information_schema.columns
+             WHERE table_name = 'victim' AND column_name = 'age' AND data_type = 'integer') THEN
+    ALTER TABLE victim ALTER COLUMN age TYPE bigint;
+  END IF;
+END $$;
+CREATE EVENT TRIGGER retype_age ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+  EXECUTE FUNCTION retype_age();
+"""
+
+
+async def test_a_failed_verification_is_compensated_before_rejection(
+    client: httpx.AsyncClient, byodb_pg_url: str
+) -> None:
+    table_id = await create_table(client, "victim")
+    await wait_synced(client, table_id)
+    run_sql(byodb_pg_url, RETYPE_AGE_TRIGGER)
+    r = await client.post(
+        "/table/column", json={"table_id": table_id, "column": {"name": "age", "type": "integer"}}
+    )
+    op = await wait_operation(client, r.json()["operation_id"])
+    assert op["status"] == "rejected" and "not as added" in op["last_error"]
+    assert op["steps_done"] == ["add_column"] and op["detail"]["compensating"] is True
+    events = [e["event_type"] for e in (await client.get(f"/v1/tables/{table_id}/events")).json()]
+    assert events[-3:] == ["SagaStepCompleted", "SagaCompensationStarted", "TableChangeRejected"]
+    table = await wait_synced(client, table_id)
+    assert "age" not in table["columns"]
+    live = physical_columns(byodb_pg_url, "victim")
+    assert live is not None and "age" not in live
