@@ -52,6 +52,9 @@ PHYSICAL_TO_LOGICAL = {
     "date": "date",
     "uuid": "uuid",
     "jsonb": "json",
+    # MySQL/MariaDB spellings of the same logical types (README's type table)
+    "mediumtext": "text",
+    "datetime": "timestamp",
 }
 
 
