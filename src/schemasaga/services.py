@@ -222,13 +222,17 @@ async def update_table(
     *,
     loaded: Table | None = None,
 ) -> Table:
-    """Load, decide and commit in one transaction; on a concurrent append, reload and decide again.
+    """Lock the table's stream, load, decide and commit in one transaction; should an append still come
+    between (a table held from before the lock), reload and decide again.
 
     ``loaded``, a table the caller holds with no unsaved changes, spares the first load: the save's
     expected version still refuses it if someone appended since, and the retry then reloads."""
     for attempt in range(MAX_CONFLICT_RETRIES):
         try:
             async with pool.connection() as conn, conn.transaction():
+                # Writers of one table queue here rather than race: under contention, optimistic
+                # retries alone could lose again and again (a burst of commands after an outage).
+                await repository.store.lock_stream(stream_name(table_id), conn=conn)
                 if attempt == 0 and loaded is not None and not loaded.changes:
                     table = loaded
                 else:

@@ -350,6 +350,7 @@ class LoadResult:
     accepted: list[Accepted] = field(default_factory=list)
     answers: dict[int, int] = field(default_factory=dict)  # status code -> count
     transport_errors: int = 0
+    refusals: list[str] = field(default_factory=list)  # the error bodies of answers other than 200
 
 
 def run_clients(
@@ -393,6 +394,8 @@ def run_clients(
                         result.accepted.append(
                             Accepted(r.json()["operation_id"], table_id, kind, time.monotonic())
                         )
+                    else:
+                        result.refusals.append(f"{r.status_code} {r.text}")
 
     threads = [threading.Thread(target=client_thread, args=(n,)) for n in range(clients)]
     for t in threads:

@@ -9,6 +9,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from procrastinate.exceptions import ConnectorException
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 
@@ -34,6 +35,16 @@ def _describe(errors: list[Any]) -> tuple[int, str, str]:
     return 422, "invalid_request", "; ".join(parts)
 
 
+def _core_unavailable(exc: BaseException) -> JSONResponse:
+    # The transaction was rolled back (or never began): nothing was written, the client may retry.
+    log.warning("core database unavailable: %s", exc)
+    response = error_response(
+        503, "core_unavailable", "the service's database is unavailable; nothing was changed, try again"
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
@@ -50,15 +61,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(psycopg.InterfaceError)
     @app.exception_handler(PoolTimeout)
     async def core_unavailable(_: Request, exc: Exception) -> JSONResponse:
-        # The transaction was rolled back (or never began): nothing was written, the client may retry.
-        log.warning("core database unavailable: %s", exc)
-        response = error_response(
-            503, "core_unavailable", "the service's database is unavailable; nothing was changed, try again"
-        )
-        response.headers["Retry-After"] = "1"
-        return response
+        return _core_unavailable(exc)
+
+    @app.exception_handler(ConnectorException)
+    async def job_queue_error(_: Request, exc: ConnectorException) -> JSONResponse:
+        # procrastinate wraps the driver's error when deferring the job is what met the outage.
+        if isinstance(exc.__cause__, psycopg.OperationalError | psycopg.InterfaceError):
+            return _core_unavailable(exc.__cause__)
+        log.error("job queue error", exc_info=exc)
+        return error_response(500, "internal_error", "the change could not be queued; nothing was changed")
 
     @app.exception_handler(WrongExpectedVersion)
     async def contention(_: Request, exc: WrongExpectedVersion) -> JSONResponse:

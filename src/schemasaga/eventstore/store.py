@@ -270,6 +270,12 @@ class EventStore:
             raise EventNotFound(event_id)
         return self._events(rows, None)[0]
 
+    async def lock_stream(self, stream: str, *, conn: Conn) -> None:
+        """Take the lock every write to ``stream`` takes, until the end of the caller's transaction: a
+        writer that reads the stream to decide what to append (load, decide, append) then waits for
+        the writers before it, instead of losing the expected-version check and deciding again."""
+        await conn.execute(self._q["lock_stream"], {"stream": stream})
+
     async def stream_version(self, stream: str, *, conn: Conn | None = None) -> int:
         """The version of the stream's last event; -1 when the stream does not exist."""
         rows = await self._run(self._q["stream_version"], {"stream": stream}, conn=conn)
@@ -378,7 +384,7 @@ class EventStore:
                 # An ANY write that waited for the stream's lock read the stream before the other writer
                 # committed; nothing was written. Again, the lock first so the write sees the winner.
                 async with own.transaction():
-                    await own.execute(self._q["lock_stream"], {"stream": stream})
+                    await self.lock_stream(stream, conn=own)
                     return await _fetch(own, query, params)
         except pg_errors.UniqueViolation as exc:
             constraint = exc.diag.constraint_name
@@ -401,9 +407,9 @@ class EventStore:
         # writer's commit, and later writers wait for this transaction.
         if conn.autocommit:
             async with conn.transaction():
-                await conn.execute(self._q["lock_stream"], {"stream": stream})
+                await self.lock_stream(stream, conn=conn)
                 return await _fetch(conn, query, params)
-        await conn.execute(self._q["lock_stream"], {"stream": stream})
+        await self.lock_stream(stream, conn=conn)
         return await _fetch(conn, query, params)
 
     async def _run(
