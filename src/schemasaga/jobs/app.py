@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import procrastinate
+import procrastinate.exceptions
 import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
@@ -31,7 +32,12 @@ def create_app() -> procrastinate.App:
     core_lost = procrastinate.RetryStrategy(
         max_attempts=20,
         wait=1,
-        retry_exceptions={psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout},
+        retry_exceptions={
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            PoolTimeout,
+            procrastinate.exceptions.ConnectorException,
+        },
     )
 
     @app.task(name=RUN_SAGA, pass_context=True, retry=core_lost)

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+import psycopg
+from procrastinate.exceptions import ConnectorException
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from schemasaga.byodb.adapter import ByodbAdapter
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, TransientByodbError, classify
@@ -124,11 +126,10 @@ class SagaRunner:
             table = await self._update(table, op, _complete(op.operation_id, steps[-1].name, confirm=True))
             kill_point(steps[-1].name, "after_record")
             return table
-        except _Stale:
+        except CORE_ERRORS:
             raise
         except Exception as exc:
-            error = exc if isinstance(exc, ByodbError) else classify(exc)
-            return await self._failed(table, op, error)
+            return await self._failed(table, op, _byodb_error(exc))
 
     async def _adopt(self, adapter: ByodbAdapter, table: Table, op: PendingOperation) -> Table:
         live = await asyncio.to_thread(adapter.inspect_table, table.name)
@@ -188,8 +189,10 @@ class SagaRunner:
                     kill_point(name, "before_compensation")
                     await asyncio.to_thread(compensation, adapter, table, op)
                     kill_point(name, "after_compensation")
+            except CORE_ERRORS:
+                raise
             except Exception as exc:
-                error = exc if isinstance(exc, ByodbError) else classify(exc)
+                error = _byodb_error(exc)
                 if isinstance(error, TransientByodbError):
                     # Compensation is retried like any step; the operation stays compensating.
                     delay = self.retry.delay(op.failed_attempts + 1)
@@ -234,6 +237,17 @@ class SagaRunner:
         await self._update(
             table, op, lambda t: t.fail_attempt(op.operation_id, error=error, transient=True), retry_in=delay
         )
+
+
+# Failures of the core database (or of the job queue in it) are not the saga's: they leave the job,
+# which procrastinate retries (jobs/app.py), and the saga resumes from its recorded progress.
+CORE_ERRORS = (psycopg.Error, PoolTimeout, ConnectorException, _Stale)
+
+
+def _byodb_error(exc: Exception) -> ByodbError:
+    """What a step's failure means for the saga: the adapter raises classified errors; anything else
+    (a bug in a step) is permanent, so the change is rejected with its message rather than retried."""
+    return exc if isinstance(exc, ByodbError) else classify(exc)
 
 
 def _head(table: Table, operation_id: UUID) -> PendingOperation:
