@@ -224,3 +224,24 @@ def test_sigterm_on_embedded_server_stops_its_postgres(data_dir: Path, procs: Sp
     except AssertionError as exc:
         raise PostgresLeftRunning(f"{exc}; serve exited with {server.returncode}") from None
     assert server.returncode == 0, "serve should exit 0 after a graceful shutdown"
+
+
+@pytest.mark.slow
+def test_a_worker_attaches_to_the_embedded_cluster_of_a_running_server(data_dir: Path, procs: Spawn) -> None:
+    server, base_url = start_server(procs, clean_env(), "--no-worker", "--data-dir", str(data_dir))
+    worker = procs("worker", ["worker", "--data-dir", str(data_dir)], clean_env())
+    worker.wait_for_log("Starting worker", timeout=30)
+    pgdata = data_dir.resolve() / "pgdata"
+    [postmaster] = postmasters(pgdata)  # one cluster, shared
+    with httpx.Client(base_url=base_url, timeout=10.0) as client:
+        table_id, _ = create_table(client, "from_the_worker")
+        table = wait_synced(client, table_id)  # only the separate worker runs sagas
+    assert table["exists"] is True
+    assert live_schema(byodb_conninfo(data_dir), "from_the_worker") == DEFAULT_COLUMNS
+
+    # The server stops; the worker still uses the cluster, so it keeps running until the worker stops.
+    stop_server(server)
+    assert [p.pid for p in postmasters(pgdata)] == [postmaster.pid]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.log_tail()
+    wait_until("embedded postgres stopped after its last user", lambda: not postmasters(pgdata), timeout=10)
