@@ -73,37 +73,47 @@ def assert_consistent(client: httpx.Client, byodb_url: str, table_id: str) -> di
     return table
 
 
-def setup_and_change(client: httpx.Client, kind: str) -> tuple[str, str]:
-    """Bring the table to where the change under test applies; issue it. Returns (table, operation)."""
-    table_id, create_op = create_table(client, TABLE)
-    if kind == "create":
-        return table_id, create_op
+def setup(client: httpx.Client, kind: str) -> str:
+    """Bring the table to where the change under test applies (needs a live worker)."""
+    table_id, _ = create_table(client, TABLE)
     wait_synced(client, table_id)
-    if kind == "add":
-        return table_id, change_column(client, table_id, "age", "integer")
     if kind == "drop_column":
         change_column(client, table_id, "age", "integer")
         wait_synced(client, table_id)
-        return table_id, change_column(client, table_id, "age")
+    return table_id
+
+
+def change(client: httpx.Client, kind: str, table_id: str) -> str:
+    """Issue the change under test; its operation id."""
+    if kind == "add":
+        return change_column(client, table_id, "age", "integer")
+    if kind == "drop_column":
+        return change_column(client, table_id, "age")
     assert kind == "drop_table"
     r = client.post("/table/delete", json={"table_id": table_id})
     assert r.status_code == 200, r.text
-    return table_id, str(r.json()["operation_id"])
+    return str(r.json()["operation_id"])
 
 
+STEPS = {
+    "create": "create_table",
+    "add": "add_column",
+    "drop_column": "drop_column",
+    "drop_table": "drop_table",
+}
+# Every saga kind, at every boundary of both its steps: before the DDL, after it (not recorded yet),
+# and after its completion (for the last step, the outcome) is committed.
 KILL_POINTS = [
-    ("create_table:after_action", "create"),  # table created, step not recorded: re-run finds it there
-    ("create_table:after_record", "create"),  # step recorded, outcome not: resume at verify
-    ("verify:before_action", "create"),
-    ("add_column:after_action", "add"),
-    ("drop_column:after_action", "drop_column"),
-    ("drop_table:after_action", "drop_table"),
+    (f"{step}:{where}", kind)
+    for kind in STEPS
+    for step in (STEPS[kind], "verify")
+    for where in ("before_action", "after_action", "after_record")
 ]
 
 
 @pytest.mark.fault
 @pytest.mark.slow
-@pytest.mark.parametrize(("kill_at", "kind"), KILL_POINTS, ids=[k for k, _ in KILL_POINTS])
+@pytest.mark.parametrize(("kill_at", "kind"), KILL_POINTS, ids=[f"{kind}-{k}" for k, kind in KILL_POINTS])
 def test_worker_killed_mid_saga_is_recovered_by_another_worker(
     service_env: dict[str, str],
     core_db: str,
@@ -114,31 +124,43 @@ def test_worker_killed_mid_saga_is_recovered_by_another_worker(
     record_property: Any,
 ) -> None:
     _, base_url = start_server(procs, service_env, "--no-worker")
-    doomed = start_worker(procs, service_env, "doomed-worker", SCHEMASAGA_KILL_AT=kill_at)
     with httpx.Client(base_url=base_url, timeout=10.0) as client:
-        table_id, op_id = setup_and_change(client, kind)
+        if kind == "create":
+            doomed = start_worker(procs, service_env, "doomed-worker", SCHEMASAGA_KILL_AT=kill_at)
+            table_id, op_id = create_table(client, TABLE)
+        else:
+            # Set up with a worker of its own: the kill point (verify:* in particular) must not fire there.
+            helper = start_worker(procs, service_env, "setup-worker")
+            table_id = setup(client, kind)
+            helper.signal(signal.SIGTERM)
+            assert helper.wait(30) == 0, helper.log_tail()
+            doomed = start_worker(procs, service_env, "doomed-worker", SCHEMASAGA_KILL_AT=kill_at)
+            op_id = change(client, kind, table_id)
 
         assert doomed.wait(30) == -signal.SIGKILL, doomed.log_tail()
         died_at = time.monotonic()
         assert f"killing process {doomed.pid} at {kill_at}" in doomed.stderr()
-        # The saga is stuck half-way: its job is held by a dead worker.
-        assert operation(client, op_id)["status"] in ("pending", "running")
-        assert show(client, table_id)["synced"] is False
+        # Its job is held by a dead worker; unless the outcome was already committed, the saga is
+        # stuck half-way.
+        if kill_at != "verify:after_record":
+            assert operation(client, op_id)["status"] in ("pending", "running")
+            assert show(client, table_id)["synced"] is False
         assert jobs_by_status(core_db).get("doing") == 1
 
         rescuer = start_worker(procs, service_env, "rescuer-worker")
         started_at = time.monotonic()
         op = wait_finished(client, op_id, timeout=45)
+        wait_until("the dead worker's job is finished", lambda: "doing" not in jobs_by_status(core_db), 30)
         done_at = time.monotonic()
         recovery = done_at - died_at
         print(
-            f"{kill_at}: completed {recovery:.2f}s after the kill "
+            f"{kind} {kill_at}: recovered {recovery:.2f}s after the kill "
             f"({done_at - started_at:.2f}s after the new worker was up)"
         )
         record_property("recovery_seconds", round(recovery, 2))
 
         assert op["status"] == "completed", op
-        assert op["steps_done"] == [kill_at.split(":")[0] if kind != "create" else "create_table", "verify"]
+        assert op["steps_done"] == [STEPS[kind], "verify"]
         table = assert_consistent(client, byodb_pg_url, table_id)
         if kind == "create":
             assert set(table["columns"]) == {"id", "name", "created_at", "updated_at"}
@@ -157,7 +179,6 @@ def test_worker_killed_mid_saga_is_recovered_by_another_worker(
                 "drop_table": "TableDeletionConfirmed",
             }[kind]
         ]
-        assert "doing" not in jobs_by_status(core_db)
     assert rescuer.returncode is None, rescuer.log_tail()
 
 
