@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint types pytest bench fmt clean
+.PHONY: run test lint types pytest bench fault-long fmt clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.eventstore
+	$(BIN)/python -m bench.byodb
+	$(BIN)/python -m bench.saga
+	$(BIN)/python -m bench.job_latency
+
+# The randomized fault test with a large budget (commands, worker kills and outages interleaved).
+fault-long: $(STAMP)
+	SCHEMASAGA_FAULT_EXAMPLES=200 $(BIN)/pytest -m fault tests/fault/test_randomized.py -s -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .schemasaga
