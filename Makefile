@@ -38,7 +38,7 @@ bench: $(STAMP)
 
 # The randomized fault test with a large budget (commands, worker kills and outages interleaved).
 fault-long: $(STAMP)
-	SCHEMASAGA_FAULT_EXAMPLES=200 $(BIN)/pytest -m fault tests/fault/test_randomized.py -s -p no:cacheprovider
+	SCHEMASAGA_FAULT_EXAMPLES=200 $(BIN)/pytest -m fault tests/fault/test_randomized.py -s -p no:cacheprovider --timeout 0
 
 clean:
 	rm -rf $(VENV) .schemasaga
