@@ -405,6 +405,46 @@ def run_clients(
     return result
 
 
+@dataclass
+class BackgroundLoad:
+    """Client threads sending commands in the background while a test injects faults."""
+
+    result: LoadResult
+    stop: threading.Event
+    thread: threading.Thread
+
+    def join(self, timeout: float) -> LoadResult:
+        """Wait for the commands to be sent; past ``timeout``, stop the clients after their request."""
+        self.thread.join(timeout=timeout)
+        self.stop.set()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "the client threads did not stop"
+        return self.result
+
+
+def start_load(
+    base_url: str,
+    *,
+    clients: int,
+    total: int,
+    command: Callable[[httpx.Client, random.Random, int], tuple[httpx.Response, str, str]],
+) -> BackgroundLoad:
+    result, stop = LoadResult(), threading.Event()
+    thread = threading.Thread(
+        target=run_clients,
+        kwargs={
+            "base_url": base_url,
+            "clients": clients,
+            "total": total,
+            "command": command,
+            "stop": stop,
+            "result": result,
+        },
+    )
+    thread.start()
+    return BackgroundLoad(result, stop, thread)
+
+
 def job_report(service: Service) -> list[tuple[Any, ...]]:
     """Saga jobs by status: what to look at when a run does not settle."""
     return service.query(

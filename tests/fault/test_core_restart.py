@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from schemasaga.embedded import EmbeddedPostgres
 from schemasaga.migrations import upgrade
-from tests.fault.harness import LoadResult, Service, check_consistency, create_table, run_clients, settle
+from tests.fault.harness import Service, check_consistency, create_table, settle, start_load
 from tests.fault.test_process_faults import _check_accepted, _mixed_command, _statuses
 
 pytestmark = [pytest.mark.fault, pytest.mark.acceptance, pytest.mark.slow]
@@ -53,20 +52,7 @@ def test_core_server_restart_under_load_loses_no_accepted_command(
             tables = [create_table(c, f"base_{i}")[0] for i in range(4)]
             settle(c, timeout=30)
 
-        load = LoadResult()
-        stop = threading.Event()
-        clients = threading.Thread(
-            target=run_clients,
-            kwargs={
-                "base_url": svc.base_url,
-                "clients": 8,
-                "total": 300,
-                "command": _mixed_command(tables),
-                "stop": stop,
-                "result": load,
-            },
-        )
-        clients.start()
+        background = start_load(svc.base_url, clients=8, total=300, command=_mixed_command(tables))
         restarts = []
         for _ in range(2):
             time.sleep(1.0)
@@ -75,9 +61,7 @@ def test_core_server_restart_under_load_loses_no_accepted_command(
             time.sleep(1.0)
             core_server.start()
             restarts.append(time.monotonic() - down)
-        clients.join(timeout=180)
-        stop.set()
-        assert not clients.is_alive()
+        load = background.join(timeout=180)
         assert svc.server is not None and svc.server.alive(), svc.logs()[-5000:]
         assert [w for w in svc.processes if w.name.startswith("worker") and not w.alive()] == []
         assert load.accepted, load.answers

@@ -23,6 +23,7 @@ from tests.fault.harness import (
     job_report,
     run_clients,
     settle,
+    start_load,
 )
 
 pytestmark = [pytest.mark.fault, pytest.mark.acceptance, pytest.mark.slow]
@@ -151,20 +152,7 @@ def _core_terminations_under_load(svc: Service, *, rounds: int, supervise: bool)
         tables = [create_table(c, f"base_{i}")[0] for i in range(6)]
         settle(c, timeout=30)
 
-    load = LoadResult()
-    stop = threading.Event()
-    clients = threading.Thread(
-        target=run_clients,
-        kwargs={
-            "base_url": svc.base_url,
-            "clients": 8,
-            "total": 400,
-            "command": _mixed_command(tables),
-            "stop": stop,
-            "result": load,
-        },
-    )
-    clients.start()
+    background = start_load(svc.base_url, clients=8, total=400, command=_mixed_command(tables))
     terminated, worker_deaths = 0, 0
     for _ in range(rounds):
         time.sleep(0.6)
@@ -184,8 +172,7 @@ def _core_terminations_under_load(svc: Service, *, rounds: int, supervise: bool)
             assert time.monotonic() - last_cut < 30, "the API did not recover within 30 s"
             time.sleep(0.1)
     api_recovery = time.monotonic() - last_cut
-    clients.join(timeout=120)
-    stop.set()
+    load = background.join(timeout=120)
     if supervise and not svc.workers():
         worker_deaths += 1
         svc.start_worker()

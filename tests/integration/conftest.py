@@ -11,10 +11,12 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from psycopg_pool import AsyncConnectionPool
 
 from schemasaga.api.app import create_app
 from schemasaga.bootstrap import Container, open_container, run_worker
 from schemasaga.config import Settings
+from schemasaga.eventstore import EventStore
 
 # One encryption key for the in-process services of this run (BYODB credentials are stored encrypted).
 TEST_SECRET_KEY = Fernet.generate_key().decode()
@@ -36,6 +38,22 @@ def fast_settings(**overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+@pytest.fixture
+async def pool(core_db: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """A connection pool on the test's fresh core database."""
+    p: AsyncConnectionPool[Any] = AsyncConnectionPool(core_db, open=False, min_size=1, max_size=24)
+    await p.open(wait=True)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+def store(pool: AsyncConnectionPool[Any]) -> EventStore:
+    return EventStore(pool)
 
 
 @pytest.fixture

@@ -27,21 +27,6 @@ from schemasaga.eventstore import (
 )
 
 
-@pytest.fixture
-async def pool(core_db: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    p: AsyncConnectionPool[Any] = AsyncConnectionPool(core_db, open=False, min_size=1, max_size=24)
-    await p.open(wait=True)
-    try:
-        yield p
-    finally:
-        await p.close()
-
-
-@pytest.fixture
-def store(pool: AsyncConnectionPool[Any]) -> EventStore:
-    return EventStore(pool)
-
-
 def ev(event_type: str = "Happened", **data: Any) -> NewEvent:
     return NewEvent(event_type=event_type, data=data)
 

@@ -4,7 +4,6 @@ and a table loads as it was at any version or moment."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -18,21 +17,6 @@ from schemasaga.domain.events import event_from_data, stream_name
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import EventStore
 from schemasaga.repository import TableRepository
-
-
-@pytest.fixture
-async def pool(core_db: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    p: AsyncConnectionPool[Any] = AsyncConnectionPool(core_db, open=False, min_size=1, max_size=4)
-    await p.open()
-    try:
-        yield p
-    finally:
-        await p.close()
-
-
-@pytest.fixture
-def store(pool: AsyncConnectionPool[Any]) -> EventStore:
-    return EventStore(pool)
 
 
 async def save(repo: TableRepository, pool: AsyncConnectionPool[Any], table: Table) -> None:
