@@ -11,6 +11,7 @@ from typing import Any
 
 import procrastinate
 import procrastinate.exceptions
+import procrastinate.worker
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
@@ -24,7 +25,13 @@ from schemasaga.drift import DriftDetector, periodic_scan
 from schemasaga.drift import Q as DRIFT_QUERIES
 from schemasaga.embedded import EmbeddedPostgres
 from schemasaga.eventstore import EventStore
-from schemasaga.jobs.app import JobScheduler, create_app, stalled_job_watchdog
+from schemasaga.jobs.app import (
+    JobScheduler,
+    JobsInHand,
+    create_app,
+    release_lost_jobs,
+    stalled_job_watchdog,
+)
 from schemasaga.migrations import upgrade
 from schemasaga.repository import TableRepository
 from schemasaga.sagas.runner import RetryPolicy, SagaRunner
@@ -206,12 +213,18 @@ async def _refresh_catalog(catalog: DatabaseCatalog, every: float) -> None:
 async def run_worker(container: Container, *, concurrency: int, install_signal_handlers: bool) -> None:
     """Run saga jobs until cancelled or signalled; the job in hand is finished first."""
     s = container.settings
+    hand = JobsInHand()
+
+    async def also() -> None:
+        await release_lost_jobs(container.jobs, hand)
+        await requeue_orphans(container)
+
     watchdog = asyncio.create_task(
         stalled_job_watchdog(
             container.jobs,
             stalled_after=s.stalled_worker_timeout,
             every=max(1.0, s.stalled_worker_timeout / 3),
-            also=lambda: requeue_orphans(container),
+            also=also,
         )
     )
     background = [watchdog]
@@ -223,7 +236,7 @@ async def run_worker(container: Container, *, concurrency: int, install_signal_h
         )
     try:
         await _work_until_stopped(
-            container, concurrency=concurrency, install_signal_handlers=install_signal_handlers
+            container, hand, concurrency=concurrency, install_signal_handlers=install_signal_handlers
         )
     finally:
         for task in background:
@@ -232,7 +245,7 @@ async def run_worker(container: Container, *, concurrency: int, install_signal_h
 
 
 async def _work_until_stopped(
-    container: Container, *, concurrency: int, install_signal_handlers: bool
+    container: Container, hand: JobsInHand, *, concurrency: int, install_signal_handlers: bool
 ) -> None:
     """Run the procrastinate worker; when the core database drops its connections (restart,
     failover), start it again after a capped backoff instead of letting the process exit."""
@@ -240,7 +253,7 @@ async def _work_until_stopped(
     while True:
         try:
             await _run_procrastinate(
-                container, concurrency=concurrency, install_signal_handlers=install_signal_handlers
+                container, hand, concurrency=concurrency, install_signal_handlers=install_signal_handlers
             )
             return
         except (procrastinate.exceptions.ConnectorException, psycopg.OperationalError) as exc:
@@ -250,18 +263,23 @@ async def _work_until_stopped(
 
 
 async def _run_procrastinate(
-    container: Container, *, concurrency: int, install_signal_handlers: bool
+    container: Container, hand: JobsInHand, *, concurrency: int, install_signal_handlers: bool
 ) -> None:
     s = container.settings
-    await container.jobs.run_worker_async(
+    # The worker is built here rather than by ``App.run_worker_async`` so that the lost-job check
+    # knows the id it registers under (a new one at each restart).
+    worker = procrastinate.worker.Worker(
+        app=container.jobs,
         concurrency=concurrency,
         fetch_job_polling_interval=s.job_polling_interval,
         update_heartbeat_interval=s.heartbeat_interval,
         stalled_worker_timeout=s.stalled_worker_timeout,
-        additional_context={"saga_runner": container.runner},
+        additional_context={"saga_runner": container.runner, "jobs_in_hand": hand},
         install_signal_handlers=install_signal_handlers,
         delete_jobs="successful",
     )
+    hand.worker_id = lambda: worker.worker_id
+    await worker.run()  # type: ignore[no-untyped-call]  # procrastinate leaves it unannotated
 
 
 async def requeue_orphans(container: Container) -> int:

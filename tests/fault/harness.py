@@ -446,9 +446,12 @@ def start_load(
 
 
 def job_report(service: Service) -> list[tuple[Any, ...]]:
-    """Saga jobs by status: what to look at when a run does not settle."""
+    """Saga jobs by status, with their worker's heartbeat age: what to look at when a run does not settle."""
     return service.query(
-        """SELECT j.status, count(*), max(e.type), max(j.id)
-           FROM procrastinate_jobs j LEFT JOIN procrastinate_events e ON e.job_id = j.id AND e.type = 'failed'
+        """SELECT j.status, count(*), max(e.type), max(j.id), max(j.worker_id),
+                  max(extract(epoch FROM now() - w.last_heartbeat))::int
+           FROM procrastinate_jobs j
+           LEFT JOIN procrastinate_events e ON e.job_id = j.id AND e.type = 'failed'
+           LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
            GROUP BY j.status"""
     )

@@ -196,7 +196,7 @@ def test_core_connections_terminated_under_load_lose_no_accepted_command(
         try:
             settled = settle(c, timeout=30)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\njobs: {job_report(svc)}") from exc
+            raise AssertionError(f"{exc}\njobs: {job_report(svc)}\n{svc.logs()[-6000:]}") from exc
         _check_accepted(svc, c, load)
         statuses = _statuses(c, load)
         assert statuses == {"completed": len(load.accepted)}, statuses
@@ -218,3 +218,40 @@ def test_worker_survives_core_connection_terminations(make_service: Callable[...
     with svc.client() as c:
         settle(c, timeout=60)
         assert _statuses(c, run["load"]) == {"completed": len(run["load"].accepted)}
+
+
+def test_a_job_the_queue_gives_a_live_worker_that_does_not_run_it_is_given_back(
+    make_service: Callable[..., Service],
+) -> None:
+    """The state a connection cut leaves when the answer of the fetch, or the worker's report of the
+    job's end, is lost: the job is ``doing`` under a worker that is alive and sends heartbeats but
+    does not run it. The stalled-worker check cannot see it; the worker's own check must."""
+    svc = make_service()
+    svc.start_server()
+    with svc.client() as c:
+        table_id, operation_id = create_table(c, "lost_job")
+        # Keep the job out of reach until the worker is registered, then hand it to that worker
+        # the way procrastinate's fetch does, without the worker ever hearing of it.
+        svc.query("UPDATE procrastinate_jobs SET scheduled_at = now() + interval '1 day' RETURNING id")
+        svc.start_worker()
+        deadline = time.monotonic() + 30
+        while not (workers := svc.query("SELECT id FROM procrastinate_workers")):
+            assert time.monotonic() < deadline, svc.logs()[-3000:]
+            time.sleep(0.1)
+        (worker_id,) = workers[0]
+        held = svc.query(
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s, scheduled_at = NULL"
+            " WHERE status = 'todo' RETURNING id",
+            (worker_id,),
+        )
+        assert len(held) == 1, held
+
+        settle(c, timeout=30)
+        op = c.get(f"/v1/operations/{operation_id}").json()
+        assert op["status"] == "completed", op
+        table = c.get(f"/v1/tables/{table_id}").json()
+        assert table["exists"] and table["synced"], table
+        check_consistency(c, svc.physical_url)
+    # The same worker, still alive, gave the job back: it was not the stalled-worker check.
+    assert svc.workers() and svc.query("SELECT count(*) FROM procrastinate_workers")[0][0] == 1
+    assert f"retrying job {held[0][0]}: the queue gives it to this worker" in svc.logs()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -43,7 +45,10 @@ def create_app() -> procrastinate.App:
     @app.task(name=RUN_SAGA, pass_context=True, retry=core_lost)
     async def run_saga(context: procrastinate.JobContext, table_id: str, operation_id: str) -> None:
         runner: SagaRunnerPort = context.additional_context["saga_runner"]
-        await runner.run(table_id=UUID(table_id), operation_id=UUID(operation_id))
+        hand: JobsInHand | None = context.additional_context.get("jobs_in_hand")
+        assert context.job.id is not None
+        with hand.holding(context.job.id) if hand is not None else _nothing():
+            await runner.run(table_id=UUID(table_id), operation_id=UUID(operation_id))
 
     return app
 
@@ -69,6 +74,61 @@ class JobScheduler:
             table_id=str(table_id), operation_id=str(operation_id)
         )
         return job_id
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+class JobsInHand:
+    """The saga jobs one worker process is running, to give back the jobs it holds without running.
+
+    The queue marks a job ``doing`` under a worker when the worker fetches it, and changes that when
+    the worker reports the job's end. When the core connection dies with the fetch's answer or the
+    report in flight, the job stays ``doing`` under a worker that is alive and sends heartbeats, so
+    the stalled-worker check never frees it and its table's changes wait forever. Only the worker
+    knows which jobs it really runs: a job the queue gives it that it has not been running for two
+    checks in a row is lost, and goes back to ``todo``. (One check is not enough: a job fetched a
+    moment ago may be in the queue before its answer reaches the worker.)
+    """
+
+    def __init__(self) -> None:
+        self.worker_id: Callable[[], int | None] = lambda: None
+        self._running: set[int] = set()
+        self._suspects: set[int] = set()
+
+    @contextmanager
+    def holding(self, job_id: int) -> Iterator[None]:
+        self._running.add(job_id)
+        try:
+            yield
+        finally:
+            self._running.discard(job_id)
+
+    def lost(self, held: Iterable[int]) -> list[int]:
+        """Of the jobs the queue says this worker holds, those it was not running at this check nor
+        at the previous one."""
+        idle = set(held) - self._running
+        lost = idle & self._suspects
+        self._suspects = idle - lost
+        return sorted(lost)
+
+
+async def release_lost_jobs(app: procrastinate.App, hand: JobsInHand) -> list[int]:
+    """Put back to ``todo`` the jobs the queue says this worker holds but it does not run."""
+    worker_id = hand.worker_id()
+    if worker_id is None:
+        return []
+    rows = await app.connector.execute_query_all_async(
+        "SELECT id FROM procrastinate_jobs WHERE status = 'doing' AND worker_id = %(worker_id)s",
+        worker_id=worker_id,
+    )
+    lost = hand.lost(row["id"] for row in rows)
+    for job_id in lost:
+        log.warning("retrying job %s: the queue gives it to this worker, which is not running it", job_id)
+        await app.job_manager.retry_job_by_id_async(job_id, retry_at=datetime.now(UTC))
+    return lost
 
 
 async def retry_stalled_jobs(app: procrastinate.App, *, stalled_after: float) -> int:
