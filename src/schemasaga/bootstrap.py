@@ -161,7 +161,14 @@ async def _build(
     )
     catalog.register(DEFAULT_DATABASE, resolved.byodb_url, pinned=True)
     store = EventStore(pool)
-    databases = DatabaseService(pool=pool, store=store, catalog=catalog, secrets=secrets, limits=limits)
+    databases = DatabaseService(
+        pool=pool,
+        store=store,
+        catalog=catalog,
+        secrets=secrets,
+        limits=limits,
+        policy=settings.registration_policy(),
+    )
     try:
         await databases.ensure_default(resolved.byodb_url)
     except (SecretsError, DomainError) as exc:

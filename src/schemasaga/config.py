@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemasaga.databases.policy import RegistrationPolicy, parse_allowed_hosts
 
 
 class Settings(BaseSettings):
@@ -22,6 +24,12 @@ class Settings(BaseSettings):
     # Required with database_url; on the embedded default, <data_dir>/secret.key is used (created if absent).
     secret_key: SecretStr | None = None
 
+    # Where databases registered through the API may be (see schemasaga.databases.policy): hosts as a
+    # comma-separated allow-list (empty: any host), SQLite files under one directory (default
+    # <data_dir>/sqlite). The configured byodb_url is not checked.
+    byodb_allowed_hosts: str = ""
+    sqlite_dir: Path | None = None
+
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -35,7 +43,7 @@ class Settings(BaseSettings):
 
     # Saga retries for transient BYODB failures: attempt n waits retry_base_delay * 2**(n-1), capped.
     retry_max_attempts: int = 7
-    retry_base_delay: float = 0.5
+    retry_base_delay: float = 1.0
     retry_max_delay: float = 30.0
 
     # DDL guards on the BYODB (milliseconds).
@@ -53,3 +61,15 @@ class Settings(BaseSettings):
     drift_scan_interval: float = 0.0
 
     log_level: str = "INFO"
+
+    @field_validator("byodb_allowed_hosts")
+    @classmethod
+    def _valid_hosts(cls, value: str) -> str:
+        parse_allowed_hosts(value)  # a malformed entry stops the start, not a later registration
+        return value
+
+    def registration_policy(self) -> RegistrationPolicy:
+        return RegistrationPolicy.build(
+            allowed_hosts=self.byodb_allowed_hosts,
+            sqlite_dir=self.sqlite_dir if self.sqlite_dir is not None else self.data_dir / "sqlite",
+        )

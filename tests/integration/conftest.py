@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -57,8 +58,10 @@ def store(pool: AsyncConnectionPool[Any]) -> EventStore:
 
 
 @pytest.fixture
-def settings_factory(core_db: str) -> Callable[..., Settings]:
+def settings_factory(core_db: str, tmp_path: Path) -> Callable[..., Settings]:
     def make(byodb_url: str, **overrides: Any) -> Settings:
+        # The tests' SQLite files are in tmp_path: that is where registered ones may be.
+        overrides.setdefault("sqlite_dir", tmp_path)
         return fast_settings(database_url=core_db, byodb_url=byodb_url, **overrides)
 
     return make

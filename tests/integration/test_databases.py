@@ -8,8 +8,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -194,6 +196,70 @@ async def test_refused_registration_leaves_nothing(
     if name != "default":
         assert await database_traces(svc, name) == (0, 0)
         assert (await api.get(f"/v1/databases/{name}")).status_code == 404
+
+
+async def test_sqlite_files_outside_the_sqlite_dir_are_refused_and_nothing_is_created(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (allowed / "link").symlink_to(outside)
+    async with running_service(make_settings(sqlite_dir=allowed), worker=False) as svc, http(svc) as api:
+        before = len(await svc.store.read_all())
+        for name, path in [
+            ("plain", outside / "a.db"),
+            ("dotdot", allowed / ".." / "outside" / "b.db"),
+            ("symlink", allowed / "link" / "c.db"),
+        ]:
+            r = await api.post("/v1/databases", json={"name": name, "url": f"sqlite:///{path}"})
+            assert r.status_code == 403, r.text
+            assert r.json()["error"]["code"] == "database_not_allowed"
+            assert "SCHEMASAGA_SQLITE_DIR" in r.json()["error"]["message"]
+            assert await database_traces(svc, name) == (0, 0)
+        assert len(await svc.store.read_all()) == before
+        assert list(outside.iterdir()) == []  # no file was opened, so none was created
+
+        r = await api.post("/v1/databases", json={"name": "inside", "url": f"sqlite:///{allowed / 'in.db'}"})
+        assert r.status_code == 201, r.text
+        assert (allowed / "in.db").exists()
+
+
+async def test_hosts_outside_the_allow_list_are_refused_without_connecting(
+    make_settings: Callable[..., Settings], byodb_pg_url: str
+) -> None:
+    pg = make_url(byodb_pg_url)
+    # The test server's own host (an address on 127.0.0.1, or the embedded server's socket directory).
+    own = pg.host or str(pg.query["host"])
+    settings = make_settings(byodb_allowed_hosts=f"127.0.0.0/8, {own}, *.internal.example")
+    async with running_service(settings, worker=False) as svc, http(svc) as api:
+        refused = {
+            # would take the connect timeout if it were tried: the refusal is immediate
+            "blackhole": "postgresql+psycopg://postgres@10.255.255.1:5432/postgres",
+            # a name is matched as written, never resolved to an allowed address
+            "by_name": pg.set(host="localhost", query={}).render_as_string(hide_password=False),
+            "suffix_only": "mysql+pymysql://root@internal.example/db",
+        }
+        for name, url in refused.items():
+            start = time.monotonic()
+            r = await api.post("/v1/databases", json={"name": name, "url": url})
+            assert r.status_code == 403, r.text
+            assert r.json()["error"]["code"] == "database_not_allowed"
+            message = r.json()["error"]["message"]
+            assert "*.internal" not in message and "127.0.0.0/8" not in message  # the list stays private
+            assert time.monotonic() - start < 1.0
+            assert await database_traces(svc, name) == (0, 0)
+
+        r = await api.post("/v1/databases", json={"name": "allowed", "url": byodb_pg_url})
+        assert r.status_code == 201, r.text
+        # The configured default is the operator's: the allow-list does not apply to it.
+        assert (await api.get("/v1/databases/default")).status_code == 200
+
+
+def test_a_malformed_allow_list_stops_the_start() -> None:
+    with pytest.raises(ValueError, match=r"10\.0\.0\.0/33"):
+        Settings(byodb_allowed_hosts="db.example.com, 10.0.0.0/33")
 
 
 @pytest.mark.mariadb

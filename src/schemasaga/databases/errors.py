@@ -19,6 +19,13 @@ class UnsupportedDriver(DomainError):
     status = 422
 
 
+class DatabaseNotAllowed(DomainError):
+    """The database's host or file is outside what the operator lets the API register."""
+
+    code = "database_not_allowed"
+    status = 403
+
+
 class DatabaseUnreachable(DomainError):
     code = "database_unreachable"
     status = 422

@@ -38,6 +38,7 @@ from schemasaga.databases.events import (
     DatabaseUrlChanged,
     stream_name,
 )
+from schemasaga.databases.policy import RegistrationPolicy
 from schemasaga.databases.projection import Q, fold, project
 from schemasaga.databases.urls import parse_database_url, redact, validate_name
 from schemasaga.eventstore import EventStore, NewEvent, WrongExpectedVersion
@@ -60,7 +61,9 @@ class DatabaseService:
         catalog: DatabaseCatalog,
         secrets: SecretBox,
         limits: DdlLimits,
+        policy: RegistrationPolicy,
     ) -> None:
+        self.policy = policy
         self.pool = pool
         self.store = store
         self.catalog = catalog
@@ -73,6 +76,9 @@ class DatabaseService:
         """Register ``url`` as ``name`` once a connection to it works; nothing is written otherwise."""
         validate_name(name)
         parsed = parse_database_url(url)
+        self.policy.check(
+            engine=parsed.engine, host=parsed.display["host"], sqlite_path=parsed.display["database"]
+        )
         if (await self.load(name)).registered:
             raise DatabaseExists(f"a database named {name!r} is registered already")
         server_version = await self._probe(name, url, parsed.engine, parsed.display)
