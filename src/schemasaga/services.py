@@ -73,7 +73,10 @@ class TableService:
             if exc.diag.constraint_name != "rm_tables_live_name_idx":
                 raise
             # One live table per name and database; the transaction rolled back, nothing was written.
-            raise NameTaken(f"a table named {name!r} already exists in database {database!r}") from exc
+            raise NameTaken(
+                f"a table named {name!r} already exists in database {database!r} "
+                "(a table being deleted keeps its name until its deletion is confirmed)"
+            ) from exc
         return Accepted(table.table_id, operation_id)
 
     async def _create(self, table: Table, *, metadata: dict[str, Any]) -> None:

@@ -339,6 +339,54 @@ async def test_lock_held_by_another_session_is_waited_out(
     assert live is not None and "c" in live
 
 
+async def test_a_table_being_deleted_keeps_its_name_until_the_deletion_is_confirmed(
+    client: httpx.AsyncClient, service: Container, byodb_pg_url: str
+) -> None:
+    """Were the name free as soon as the deletion is accepted, a new table of that name would be
+    accepted, find the old physical table and take it for its own (it is of the same shape), and
+    then the old deletion would drop it; or the old deletion, rejected, could not be recorded."""
+    table_id = await create_table(client, "reused")
+    await wait_synced(client, table_id)
+    conninfo = byodb_pg_url.replace("postgresql+psycopg://", "postgresql://")
+    released = threading.Event()
+
+    def hold_lock() -> None:
+        with psycopg.connect(conninfo) as conn:
+            conn.execute("LOCK TABLE reused IN ACCESS EXCLUSIVE MODE")
+            released.wait(20)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    try:
+        await asyncio.sleep(0.3)
+        r = await client.post("/table/delete", json={"table_id": table_id})
+        assert r.status_code == 200, r.text
+        deletion = r.json()["operation_id"]
+        r = await client.post("/table/create", json={"name": "reused"})
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "name_taken"
+        async with service.pool.connection() as conn:
+            rows = await (
+                await conn.execute("SELECT table_id FROM rm_tables WHERE name = 'reused'")
+            ).fetchall()
+        assert [str(r[0]) for r in rows] == [table_id]  # the refused creation wrote nothing
+        # Every attempt meets the lock: the deletion is rejected and the table keeps its name.
+        op = await wait_operation(client, deletion)
+        assert op["status"] == "rejected", op
+    finally:
+        released.set()
+        holder.join()
+    table = await wait_synced(client, table_id)
+    assert table["exists"] is True and physical_columns(byodb_pg_url, "reused") is not None
+    assert (await client.post("/table/create", json={"name": "reused"})).status_code == 409
+
+    r = await client.post("/table/delete", json={"table_id": table_id})
+    assert (await wait_operation(client, r.json()["operation_id"]))["status"] == "completed"
+    new_id = await create_table(client, "reused")
+    new = await wait_synced(client, new_id)
+    assert new["exists"] is True and physical_columns(byodb_pg_url, "reused") is not None
+
+
 async def test_changes_to_one_table_apply_one_at_a_time_in_acceptance_order(
     client: httpx.AsyncClient, byodb_pg_url: str
 ) -> None:

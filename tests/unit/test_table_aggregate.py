@@ -506,6 +506,22 @@ def test_confirmed_deletion() -> None:
     assert table.synced is True
 
 
+def test_a_table_holds_its_name_until_its_deletion_is_confirmed() -> None:
+    table = confirmed_table()
+    deletion = deleted(table)
+    # No more changes, but the name stays taken: the deletion may yet be rejected.
+    assert (table.live, table.holds_name) == (False, True)
+    table.confirm(deletion)
+    assert (table.live, table.holds_name) == (False, False)
+
+
+def test_a_rejected_creation_lets_its_name_go() -> None:
+    table, creation = new_table()
+    assert table.holds_name is True
+    table.reject(creation, reason="a table of another shape is there")
+    assert table.holds_name is False
+
+
 def test_rejected_deletion_keeps_the_table_live() -> None:
     table = confirmed_table()
     deletion = deleted(table)

@@ -153,9 +153,14 @@ class Table:
     @property
     def live(self) -> bool:
         """Whether the table is (or is about to be) a table users can change."""
-        if self.creation_rejected or self.deletion_confirmed:
-            return False
-        return not any(op.kind is OperationKind.DELETE_TABLE for op in self.pending)
+        return self.holds_name and not any(op.kind is OperationKind.DELETE_TABLE for op in self.pending)
+
+    @property
+    def holds_name(self) -> bool:
+        """Whether no other table of its database may take its name. A table being deleted still
+        holds it: its deletion may be rejected, and until it is confirmed the physical table is there
+        (a new table of that name would find it and take it for its own)."""
+        return not (self.creation_rejected or self.deletion_confirmed)
 
     @property
     def head(self) -> PendingOperation | None:

@@ -73,6 +73,7 @@ async def project(conn: AsyncConnection[Any], table: Table, recorded: Sequence[R
                 "synced": table.synced,
                 "exists": table.exists,
                 "deleted": not table.live,
+                "holds_name": table.holds_name,
                 "columns": Jsonb({name: c.to_dict() for name, c in table.columns.items()}),
                 "version": table.version,
                 "at": at,

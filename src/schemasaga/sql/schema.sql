@@ -71,10 +71,13 @@ CREATE TABLE rm_tables (
     columns         jsonb       NOT NULL,
     version         integer     NOT NULL,
     created_at      timestamptz NOT NULL,
-    updated_at      timestamptz NOT NULL
+    updated_at      timestamptz NOT NULL,
+    -- Table.holds_name: not rejected, and not deleted for good (a pending deletion still holds it).
+    holds_name      boolean     NOT NULL DEFAULT true
 );
--- One live table per name per database (a live table is one not deleted and not rejected).
-CREATE UNIQUE INDEX rm_tables_live_name_idx ON rm_tables (database_name, lower(name)) WHERE NOT deleted;
+-- One table per name per database, from its creation until its creation is rejected or its
+-- deletion confirmed.
+CREATE UNIQUE INDEX rm_tables_live_name_idx ON rm_tables (database_name, lower(name)) WHERE holds_name;
 
 CREATE TABLE rm_operations (
     operation_id    uuid        PRIMARY KEY,

@@ -1,11 +1,12 @@
 -- name: upsert_table
 INSERT INTO rm_tables (table_id, database_name, name, synced, exists_, deleted, columns, version,
-                       created_at, updated_at)
+                       created_at, updated_at, holds_name)
 VALUES (%(table_id)s, %(database)s, %(name)s, %(synced)s, %(exists)s, %(deleted)s, %(columns)s,
-        %(version)s, %(at)s, %(at)s)
+        %(version)s, %(at)s, %(at)s, %(holds_name)s)
 ON CONFLICT (table_id) DO UPDATE
 SET synced = EXCLUDED.synced, exists_ = EXCLUDED.exists_, deleted = EXCLUDED.deleted,
-    columns = EXCLUDED.columns, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at;
+    columns = EXCLUDED.columns, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,
+    holds_name = EXCLUDED.holds_name;
 
 -- name: insert_operation
 INSERT INTO rm_operations (operation_id, table_id, kind, status, detail, accepted_seq, created_at, updated_at)
