@@ -60,3 +60,25 @@ async def test_rebuild_gives_back_the_read_models(
         counts = await rebuild_all(conn, service.store)
     assert counts == {"tables": 2, "databases": 2}
     assert await read_models(service) == before
+
+
+async def test_rebuild_with_a_name_reused_by_later_tables(
+    client: httpx.AsyncClient, service: Container
+) -> None:
+    """Only one table holds a name at a time, so a rebuild must meet the tables in the order they were
+    created, not in the order of their ids: the live one would otherwise take the name first."""
+    ids: list[str] = []
+    while True:
+        table_id = await create_table(client, "reused")
+        await wait_synced(client, table_id)
+        ids.append(table_id)
+        if len(ids) >= 2 and table_id != max(ids):  # the live table's stream is not the last by id
+            break
+        r = await client.post("/table/delete", json={"table_id": table_id})
+        assert (await wait_operation(client, r.json()["operation_id"]))["status"] == "completed"
+
+    before = await read_models(service)
+    async with service.pool.connection() as conn, conn.transaction():
+        counts = await rebuild_all(conn, service.store)
+    assert counts["tables"] == len(ids)
+    assert await read_models(service) == before

@@ -78,4 +78,9 @@ SELECT operation_id, table_id FROM rm_operations WHERE status IN ('pending', 'ru
 TRUNCATE rm_tables, rm_operations;
 
 -- name: table_streams
-SELECT DISTINCT stream FROM event_store_events_in_streams WHERE stream LIKE 'Table$%%' ORDER BY stream;
+-- In the order the tables were created: a name is taken again only after its first table let it go,
+-- so a rebuild meets them in that order too.
+SELECT s.stream
+FROM event_store_events_in_streams s JOIN event_store_events e USING (event_id)
+WHERE s.stream LIKE 'Table$%%' AND s.version = 0
+ORDER BY e.position;
