@@ -181,6 +181,35 @@ async def test_default_database_comes_from_configuration(
             422,
             "database_unreachable",
         ),
+        # Query parameters that make a driver read a file, or connect to another host than the URL's.
+        (
+            "read_file",
+            "mysql+pymysql://root@127.0.0.1/mysql?read_default_file=/etc/hostname",
+            422,
+            "invalid_url",
+        ),
+        (
+            "passfile",
+            "postgresql+psycopg://postgres@127.0.0.1/postgres?passfile=/etc/hostname",
+            422,
+            "invalid_url",
+        ),
+        (
+            "hostaddr",
+            "postgresql+psycopg://postgres@db.example:5432/postgres?hostaddr=127.0.0.1",
+            422,
+            "invalid_url",
+        ),
+        (
+            "host_twice",
+            "postgresql+psycopg://postgres@db.example/postgres?host=/var/run/postgresql",
+            422,
+            "invalid_url",
+        ),
+        ("two_sockets", "postgresql+psycopg://postgres@/postgres?host=/a&host=/b", 422, "invalid_url"),
+        ("bad_sslmode", "postgresql+psycopg://postgres@127.0.0.1/postgres?sslmode=maybe", 422, "invalid_url"),
+        ("sqlite_query", "sqlite:////tmp/x.db?vfs=unix-none", 422, "invalid_url"),
+        ("nul", "sqlite:////tmp/a\x00b.db", 422, "invalid_url"),
         ("Bad-Name", "sqlite:////tmp/x.db", 422, "invalid_name"),
         ("default", "sqlite:////tmp/x.db", 422, "invalid_name"),
     ],
@@ -260,6 +289,21 @@ async def test_hosts_outside_the_allow_list_are_refused_without_connecting(
 def test_a_malformed_allow_list_stops_the_start() -> None:
     with pytest.raises(ValueError, match=r"10\.0\.0\.0/33"):
         Settings(byodb_allowed_hosts="db.example.com, 10.0.0.0/33")
+
+
+async def test_a_url_cannot_make_the_driver_read_a_file_into_the_answer(
+    api: httpx.AsyncClient, svc: Container, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.cnf"
+    secret.write_text("TOP-SECRET-LINE-xyz\n")
+    for url in (
+        f"mysql+pymysql://root@127.0.0.1/mysql?read_default_file={secret}",
+        f"postgresql+psycopg://postgres@127.0.0.1/postgres?passfile={secret}&sslrootcert={secret}",
+    ):
+        r = await api.post("/v1/databases", json={"name": "reader", "url": url})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_url", r.text
+        assert "TOP-SECRET" not in r.text
+        assert await database_traces(svc, "reader") == (0, 0)
 
 
 @pytest.mark.mariadb

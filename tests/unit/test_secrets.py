@@ -113,7 +113,7 @@ def test_redact_hides_password_in_any_spelling() -> None:
 
 
 def test_display_parts_hold_no_secret() -> None:
-    parsed = parse_database_url(URL + "?ssl_key=/x")
+    parsed = parse_database_url(URL + "?ssl_key=/x", from_api=False)
     assert parsed.engine == "mysql"
     assert parsed.display == {
         "driver": "mysql+pymysql",

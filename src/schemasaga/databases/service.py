@@ -106,7 +106,7 @@ class DatabaseService:
     async def ensure_default(self, url: str) -> None:
         """Record the configured default database: registered on the first start, changed when its URL
         changed since; nothing when it is as recorded (any number of processes may run this at once)."""
-        parsed = parse_database_url(url, require_absolute_sqlite=False)
+        parsed = parse_database_url(url, from_api=False)
         metadata = {"actor": "configuration"}
         for _ in range(_CONFLICT_RETRIES):
             try:

@@ -43,8 +43,13 @@ class ParsedUrl:
         return f"ParsedUrl(engine={self.engine!r}, display={self.display!r})"
 
 
-def parse_database_url(url: str, *, require_absolute_sqlite: bool = True) -> ParsedUrl:
-    """Check that ``url`` names a supported engine; raises InvalidDatabaseUrl or UnsupportedDriver."""
+def parse_database_url(url: str, *, from_api: bool = True) -> ParsedUrl:
+    """Check that ``url`` names a supported engine; raises InvalidDatabaseUrl or UnsupportedDriver.
+
+    A URL given through the API (``from_api``) must also name an absolute SQLite file and carry only
+    the query parameters of :data:`API_QUERY`; the operator's configured URL may carry any."""
+    if "\x00" in url:
+        raise InvalidDatabaseUrl("the database URL contains a NUL character")
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError, TypeError):
@@ -60,9 +65,11 @@ def parse_database_url(url: str, *, require_absolute_sqlite: bool = True) -> Par
                 f"unsupported database driver {parsed.drivername!r}: use {SUPPORTED}"
             ) from None
         raise InvalidDatabaseUrl(redact(str(exc), url)) from None
+    if from_api:
+        _check_query(with_driver, engine)
     if engine == "sqlite":
         path = with_driver.database or ""
-        if require_absolute_sqlite and not path.startswith("/"):
+        if from_api and not path.startswith("/"):
             raise InvalidDatabaseUrl(
                 "a SQLite database needs an absolute file path (sqlite:////absolute/path.db): every "
                 "process must find the same file"
@@ -70,6 +77,45 @@ def parse_database_url(url: str, *, require_absolute_sqlite: bool = True) -> Par
     elif not (with_driver.host or _socket_of(with_driver)):
         raise InvalidDatabaseUrl(f"the database URL has no host: expected {SUPPORTED}")
     return ParsedUrl(engine=engine, display=display_of(with_driver, engine), password=parsed.password)
+
+
+# The query parameters a URL registered through the API may carry, each with the values it may take.
+# Nothing else: drivers read files named in their parameters (PyMySQL's read_default_file, libpq's
+# passfile, service and SSL key files), quote what they read in their errors, and some parameters
+# send the connection to another host than the URL's (libpq's host and hostaddr), past the host
+# allow-list. A Unix socket is the one host given in the query, and only in a URL without a host.
+_SOCKET_DIR = re.compile(r"^/[^\x00]*$")
+API_QUERY: dict[str, dict[str, re.Pattern[str]]] = {
+    "postgresql": {
+        "sslmode": re.compile(r"^(disable|allow|prefer|require|verify-ca|verify-full)$"),
+        "host": _SOCKET_DIR,
+        "port": re.compile(r"^[0-9]{1,5}$"),
+    },
+    "mysql": {
+        "charset": re.compile(r"^[a-z0-9_]{1,32}$"),
+        "unix_socket": _SOCKET_DIR,
+    },
+    "sqlite": {},
+}
+_SOCKET_KEYS = {"host", "unix_socket"}
+
+
+def _check_query(url: URL, engine: str) -> None:
+    allowed = API_QUERY[engine]
+    for key, value in url.query.items():
+        values = value if isinstance(value, tuple) else (value,)
+        pattern = allowed.get(key)
+        if pattern is None:
+            names = ", ".join(sorted(allowed)) or "none"
+            raise InvalidDatabaseUrl(
+                f"the database URL's query parameter {key!r} is not accepted (accepted for {engine}: {names})"
+            )
+        if len(values) != 1 or not pattern.fullmatch(values[0]):
+            raise InvalidDatabaseUrl(f"the database URL's query parameter {key!r} has a value it cannot take")
+        if key in _SOCKET_KEYS and url.host:
+            raise InvalidDatabaseUrl(
+                f"the database URL names a host and a socket ({key!r}): give one or the other"
+            )
 
 
 def _socket_of(url: URL) -> str | None:
