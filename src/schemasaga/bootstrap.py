@@ -29,6 +29,7 @@ from schemasaga.jobs.app import (
     JobScheduler,
     JobsInHand,
     create_app,
+    keep_heartbeat,
     release_lost_jobs,
     stalled_job_watchdog,
 )
@@ -223,6 +224,7 @@ async def run_worker(container: Container, *, concurrency: int, install_signal_h
     hand = JobsInHand()
 
     async def also() -> None:
+        await keep_heartbeat(container.jobs, hand)
         await release_lost_jobs(container.jobs, hand)
         await requeue_orphans(container)
 

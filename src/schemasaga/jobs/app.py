@@ -64,8 +64,9 @@ class JobScheduler:
     ) -> int:
         options: dict[str, Any] = {
             "connection": conn,
-            # Jobs of one table never run at the same time, even if a stalled job is retried
-            # while its first worker is still alive.
+            # Jobs of one table never run at the same time: no job starts while another with its
+            # lock is `doing`. A job retried as stalled is `todo` again and frees the lock, which is
+            # why a live worker must never look stalled (keep_heartbeat).
             "lock": f"table:{table_id}",
         }
         if delay > 0:
@@ -113,6 +114,16 @@ class JobsInHand:
         lost = idle & self._suspects
         self._suspects = idle - lost
         return sorted(lost)
+
+
+async def keep_heartbeat(app: procrastinate.App, hand: JobsInHand) -> None:
+    """Send this worker's heartbeat. procrastinate's own heartbeat task ends for good at its first
+    error (a dropped core connection) and nothing restarts it, while the worker goes on running jobs:
+    after the stalled-worker timeout, other workers would take its running jobs for stalled and run
+    them a second time, beside the first. The watchdog, which survives errors, sends it as well."""
+    worker_id = hand.worker_id()
+    if worker_id is not None:
+        await app.job_manager.update_heartbeat(worker_id)
 
 
 async def release_lost_jobs(app: procrastinate.App, hand: JobsInHand) -> list[int]:
