@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 import pymysql
 import pytest
 import sqlalchemy as sa
@@ -482,3 +483,27 @@ def test_postgresql_step_sets_local_timeouts(byodb_pg_url: str) -> None:
 def test_pymysql_is_the_mysql_driver() -> None:
     # the classification relies on PyMySQL's (errno, message) exception arguments
     assert pymysql.err.OperationalError(1205, "x").args[0] == 1205
+
+
+def test_postgresql_schema_named_with_capitals_is_inspected_where_the_ddl_goes(byodb_pg_url: str) -> None:
+    """current_schema() gives the name as it is; read as an identifier it would be folded to lower
+    case and name another schema (or none)."""
+    conninfo = byodb_pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        dbname = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        conn.execute('CREATE SCHEMA "Sales"')
+        conn.execute("CREATE SCHEMA sales")
+        conn.execute("CREATE TABLE sales.orders (id bigint PRIMARY KEY)")  # a decoy of the same name
+        conn.execute(f'ALTER DATABASE "{dbname}" SET search_path TO "Sales"')
+    with open_adapter(byodb_pg_url, limits=FAST) as adapter:
+        assert adapter.list_tables() == []
+        assert adapter.inspect_table("orders") is None
+        assert adapter.create_table("orders", DEFAULT_COLUMNS) is True
+        assert shape(adapter, "orders")[0] == ("id", ColumnType.INTEGER, False, True)
+        assert adapter.list_tables() == ["orders"]
+        assert adapter.create_table("orders", DEFAULT_COLUMNS) is False
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'Sales'"
+        ).fetchone()
+        assert row is not None and row[0] == 1

@@ -43,6 +43,8 @@ def test_good_names_pass(engine: str, name: str) -> None:
         ("mysql", "Interval", "reserved word in mysql"),
         ("sqlite", "select", "reserved word in sqlite"),
         ("sqlite", "SQLITE_master", "starts with 'sqlite_'"),
+        ("postgresql", "pg_class", "starts with 'pg_'"),
+        ("postgresql", "PG_stuff", "starts with 'pg_'"),
         ("postgresql", "a" * 64, "64 bytes long; postgresql allows at most 63 bytes"),
         ("postgresql", "é" * 32, "64 bytes long"),
         ("mysql", "a" * 65, "65 characters long; mysql allows at most 64"),
@@ -54,6 +56,12 @@ def test_good_names_pass(engine: str, name: str) -> None:
 def test_bad_names_per_engine(engine: str, name: str, message: str) -> None:
     with pytest.raises(InvalidIdentifier, match=message):
         validate_identifier(name, engine=engine)
+
+
+def test_pg_prefix_is_only_refused_for_postgresql_tables() -> None:
+    validate_identifier("pg_class", engine="postgresql", kind="column")
+    validate_identifier("pg_class", engine="mysql")
+    validate_identifier("pg_class", engine="sqlite")
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -70,7 +70,8 @@ QUERIES: dict[str, TextClause] = {
             LEFT JOIN pg_catalog.pg_attribute a
                    ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
             LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
-            WHERE c.relnamespace = current_schema()::regnamespace
+            -- (current_schema()::regnamespace would fold a name like "Sales" to lower case)
+            WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
               AND lower(c.relname) = lower(:name)
               AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
         ) AS t ON true
@@ -80,7 +81,8 @@ QUERIES: dict[str, TextClause] = {
     "postgresql.list": text(
         """
         SELECT c.relname FROM pg_catalog.pg_class c
-        WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
+        WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
+          AND c.relkind IN ('r', 'p')
         ORDER BY c.relname
         """
     ),

@@ -77,6 +77,13 @@ def validate_identifier(name: str, *, engine: str, kind: str = "table") -> None:
     lowered = name.lower()
     if lowered in RESERVED_WORDS[engine]:
         raise InvalidIdentifier(f"{kind} name {name!r} is a reserved word in {engine}", engine=engine)
+    if engine == "postgresql" and kind == "table" and lowered.startswith("pg_"):
+        # The system catalogs (pg_class, pg_type...) come first in every search path: the table would
+        # be created, but every later ALTER or DROP of it would reach the catalog of that name.
+        raise InvalidIdentifier(
+            f"{kind} name {name!r} starts with 'pg_', which postgresql keeps for its system catalogs",
+            engine=engine,
+        )
     if engine == "sqlite" and lowered.startswith("sqlite_"):
         raise InvalidIdentifier(
             f"{kind} name {name!r} starts with 'sqlite_', which sqlite reserves for itself", engine=engine

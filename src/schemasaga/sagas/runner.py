@@ -48,7 +48,8 @@ class RetryPolicy:
 
     def delay(self, failed_attempts: int) -> float:
         """Seconds to wait after the n-th failed attempt (n >= 1)."""
-        return float(min(self.max_delay, self.base_delay * 2 ** (failed_attempts - 1)))
+        # The exponent is capped: 2.0 ** 1024 overflows, and compensation retries have no limit.
+        return float(min(self.max_delay, self.base_delay * 2.0 ** min(failed_attempts - 1, 64)))
 
 
 class _Stale(Exception):
