@@ -11,12 +11,16 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import click
 
 from schemasaga.config import Settings
+
+if TYPE_CHECKING:
+    from schemasaga.bootstrap import Container
+    from schemasaga.drift import DriftReport
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -274,9 +278,11 @@ def drift(data_dir: Path | None, database: str | None, as_json: bool) -> None:
 
         async with open_container(settings, migrate=False) as c:
             names = [database] if database else c.catalog.names()
-            reports = [await c.drift.scan(name) for name in names]
+            reports, failed = await _scan_all(c, names)
         if as_json:
-            click.echo(json.dumps([r.to_dict() for r in reports], indent=2))
+            out = [r.to_dict() for r in reports]
+            out += [{"database": name, "error": error} for name, error in failed.items()]
+            click.echo(json.dumps(out, indent=2))
         else:
             for r in reports:
                 click.echo(f"database {r.database}: {r.checked} checked, {len(r.drifted)} drifted")
@@ -285,9 +291,25 @@ def drift(data_dir: Path | None, database: str | None, as_json: bool) -> None:
                         click.echo(f"  {t.name} ({t.table_id}): {_issue_text(issue)}")
                 if r.unmanaged_tables:
                     click.echo(f"  not managed by schemasaga: {', '.join(r.unmanaged_tables)}")
-        return 0 if all(r.clean for r in reports) else 1
+            for name, error in failed.items():
+                click.echo(f"database {name}: NOT CHECKED: {error}")
+        return 0 if all(r.clean for r in reports) and not failed else 1
 
     sys.exit(asyncio.run(_run()))
+
+
+async def _scan_all(container: Container, names: list[str]) -> tuple[list[DriftReport], dict[str, str]]:
+    """Drift reports of the databases that could be read, and why the others could not."""
+    from schemasaga.domain.errors import DomainError
+
+    reports: list[DriftReport] = []
+    failed: dict[str, str] = {}
+    for name in names:
+        try:
+            reports.append(await container.drift.scan(name))
+        except DomainError as exc:  # unknown, unreachable, or its credentials cannot be decrypted
+            failed[name] = exc.message
+    return reports, failed
 
 
 def _issue_text(issue: dict[str, Any]) -> str:
@@ -296,6 +318,8 @@ def _issue_text(issue: dict[str, Any]) -> str:
         parts.append(f"{issue['column']!r}")
     if "expected" in issue:
         parts.append(f"expected {issue['expected']}, found {issue['actual']}")
+    if "detail" in issue:
+        parts.append(f"({issue['detail']})")
     return " ".join(parts)
 
 
@@ -327,8 +351,10 @@ def verify(data_dir: Path | None, wait: float) -> None:
                 if not unsettled or loop.time() >= deadline:
                     break
                 await asyncio.sleep(0.2)
-            reports = [await c.drift.scan(name) for name in c.catalog.names()]
-        failures = 0
+            reports, failed = await _scan_all(c, c.catalog.names())
+        failures = len(failed)
+        for name, error in failed.items():
+            click.echo(f"database {name}: NOT CHECKED: {error}")
         for r in reports:
             verdict = "all consistent" if r.clean else f"{len(r.drifted)} DIVERGE"
             click.echo(f"database {r.database}: {r.checked} tables checked, {verdict}")
@@ -346,10 +372,6 @@ def verify(data_dir: Path | None, wait: float) -> None:
         return 0 if failures == 0 else 1
 
     sys.exit(asyncio.run(_run()))
-
-
-if __name__ == "__main__":
-    main()
 
 
 @main.group()
@@ -428,3 +450,7 @@ def rotate(data_dir: Path | None, new_key: str | None) -> None:
         return 0
 
     sys.exit(asyncio.run(_run()))
+
+
+if __name__ == "__main__":  # last: every command must be defined first
+    main()

@@ -18,8 +18,10 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from schemasaga.byodb.adapter import ByodbAdapter, LiveTable
+from schemasaga.byodb.errors import ByodbError, PermanentByodbError
 from schemasaga.catalog import DatabaseCatalog
 from schemasaga.domain.columns import Column
+from schemasaga.domain.errors import DomainError
 from schemasaga.domain.table import Table
 from schemasaga.projections.tables import project
 from schemasaga.repository import TableRepository
@@ -28,6 +30,13 @@ from schemasaga.sql import queries
 
 log = logging.getLogger(__name__)
 Q = queries("drift")
+
+
+class DatabaseUnavailable(DomainError):
+    """The database could not be read (unreachable, refusing): nothing can be said of its drift."""
+
+    code = "database_unavailable"
+    status = 503
 
 
 def compare(confirmed: Iterable[Column], live: LiveTable | None) -> list[dict[str, Any]]:
@@ -120,6 +129,12 @@ class DriftDetector:
     async def scan(self, database: str, *, record: bool = False) -> DriftReport:
         """Compare every settled table of ``database``; with ``record``, append TableDriftDetected
         events for tables whose drift changed since the last scan."""
+        try:
+            return await self._scan(database, record=record)
+        except ByodbError as exc:
+            raise DatabaseUnavailable(f"database {database!r} could not be read: {exc}") from exc
+
+    async def _scan(self, database: str, *, record: bool) -> DriftReport:
         adapter = await asyncio.to_thread(self.catalog.adapter, database)
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(Q["tables_of_database"], {"database": database})
@@ -160,7 +175,13 @@ class DriftDetector:
 
 
 def _check(adapter: ByodbAdapter, table: Table) -> list[dict[str, Any]]:
-    return compare(table.confirmed_columns.values(), adapter.inspect_table(table.name))
+    try:
+        live = adapter.inspect_table(table.name)
+    except PermanentByodbError as exc:
+        # This table cannot be read (replaced by a view, no privilege...): that is its drift; the
+        # other tables are still checked. A transient failure stops the scan (DatabaseUnavailable).
+        return [{"issue": "unreadable", "detail": str(exc)}]
+    return compare(table.confirmed_columns.values(), live)
 
 
 async def periodic_scan(detector: DriftDetector, catalog: DatabaseCatalog, *, every: float) -> None:

@@ -306,6 +306,38 @@ async def test_a_url_cannot_make_the_driver_read_a_file_into_the_answer(
         assert await database_traces(svc, "reader") == (0, 0)
 
 
+async def test_a_nul_character_in_a_name_is_a_4xx_in_the_usual_shape(svc: Container) -> None:
+    transport = httpx.ASGITransport(app=create_app(svc), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as c:
+        for method, path in [
+            ("GET", "/v1/databases/x%00y"),
+            ("GET", "/v1/tables?database=x%00y"),
+            ("DELETE", "/v1/databases/x%00y"),
+            ("POST", "/v1/databases/x%00y/check"),
+            ("GET", "/v1/databases/x%00y/drift"),
+        ]:
+            r = await c.request(method, path)
+            assert 400 <= r.status_code < 500, (method, path, r.status_code, r.text)
+            assert r.json()["status"] == "error", r.text
+
+
+async def test_an_unexpected_error_answers_500_in_the_usual_shape_without_details(
+    svc: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("internal detail xyz")
+
+    monkeypatch.setattr(svc.databases, "list_databases", broken)
+    transport = httpx.ASGITransport(app=create_app(svc), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as c:
+        r = await c.get("/v1/databases")
+    assert r.status_code == 500
+    assert r.json() == {
+        "status": "error",
+        "error": {"code": "internal_error", "message": "internal error; it has been logged"},
+    }
+
+
 @pytest.mark.mariadb
 async def test_wrong_mariadb_password_is_refused(
     api: httpx.AsyncClient, svc: Container, byodb_mysql_url: str

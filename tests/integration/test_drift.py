@@ -15,6 +15,7 @@ import httpx
 from schemasaga.bootstrap import Container
 from schemasaga.config import Settings
 from schemasaga.drift import DriftDetector
+from tests.conftest import create_database, drop_database, pg_sqlalchemy_url, with_dbname
 from tests.integration.conftest import TEST_SECRET_KEY, running_service, wait_operation, wait_synced
 from tests.integration.test_saga_flow import create_table, physical_columns, run_sql
 
@@ -183,3 +184,67 @@ async def test_the_worker_scans_periodically_and_records_new_drift(
                 events = (await client.get(f"/v1/tables/{table_id}/events")).json()
                 found = [e for e in events if e["event_type"] == "TableDriftDetected"]
     assert found, "no TableDriftDetected event recorded by the periodic scan"
+
+
+async def test_a_table_that_cannot_be_read_is_its_own_drift_and_the_others_are_still_checked(
+    client: httpx.AsyncClient, byodb_pg_url: str
+) -> None:
+    viewed = await settled_table(client, "viewed")
+    drifty = await settled_table(client, "drifty")
+    run_sql(
+        byodb_pg_url,
+        "DROP TABLE viewed",
+        "CREATE VIEW viewed AS SELECT 1 AS id",
+        "ALTER TABLE drifty DROP COLUMN name",
+    )
+    report = await drift_of(client)
+    issues = {t["table_id"]: t["issues"] for t in report["tables"]}  # type: ignore[attr-defined]
+    assert issues[drifty] == [{"issue": "missing_column", "column": "name"}]
+    [unreadable] = issues[viewed]
+    assert unreadable["issue"] == "unreadable" and "view" in unreadable["detail"]
+
+
+async def test_drift_of_a_database_that_cannot_be_read_is_a_clear_error(
+    client: httpx.AsyncClient, pg_server: str, core_db: str, byodb_pg_url: str
+) -> None:
+    other = create_database(pg_server)
+    try:
+        url = pg_sqlalchemy_url(with_dbname(pg_server, other))
+        assert (await client.post("/v1/databases", json={"name": "other", "url": url})).status_code == 201
+    finally:
+        drop_database(pg_server, other)  # gone behind the service's back
+
+    r = await client.get("/v1/databases/other/drift")
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "database_unavailable"
+    r = await client.get("/v1/databases/nowhere/drift")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "database_not_found"
+
+    env = {
+        **os.environ,
+        "SCHEMASAGA_DATABASE_URL": core_db,
+        "SCHEMASAGA_BYODB_URL": byodb_pg_url,
+        "SCHEMASAGA_SECRET_KEY": TEST_SECRET_KEY,
+    }
+    for args in (["drift"], ["drift", "--database", "nowhere"], ["verify"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "schemasaga.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "Traceback" not in out.stderr, out.stderr
+        assert "NOT CHECKED" in out.stdout, out.stdout
+    # The database that can be read is still checked and reported.
+    assert (
+        "database default: 0 checked"
+        in subprocess.run(
+            [sys.executable, "-m", "schemasaga.cli", "drift"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )

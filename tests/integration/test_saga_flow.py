@@ -153,6 +153,7 @@ BAD_REQUESTS: list[tuple[str, Any, int, str]] = [
     ("/table/create", {"name": "select"}, 422, "invalid_name"),
     ("/table/create", {"name": "x" * 64}, 422, "invalid_name"),
     ("/table/create", {"name": "ok_name", "database": "nope"}, 404, "database_not_found"),
+    ("/table/create", {"name": "ok_name", "database": "no\u0000pe"}, 404, "database_not_found"),
     ("/table/delete", {"table_id": "not-a-uuid"}, 422, "invalid_table_id"),
     ("/table/delete", {"table_id": "6f1c1c1e-0000-4000-8000-000000000000"}, 404, "table_not_found"),
     ("/table/show", {"table_id": "6f1c1c1e-0000-4000-8000-000000000000"}, 404, "table_not_found"),

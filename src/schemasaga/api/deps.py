@@ -18,11 +18,15 @@ async def get_tables(request: Request) -> TableService:
     return service
 
 
+MAX_HEADER_VALUE = 200
+
+
 async def request_metadata(request: Request) -> dict[str, Any]:
     """Who asked, recorded in every event's metadata (never credentials)."""
     return {
-        "request_id": request.headers.get("x-request-id") or str(uuid.uuid4()),
-        "actor": request.headers.get("x-actor", "anonymous"),
+        # Capped: they are stored in every event of the request.
+        "request_id": (request.headers.get("x-request-id") or str(uuid.uuid4()))[:MAX_HEADER_VALUE],
+        "actor": request.headers.get("x-actor", "anonymous")[:MAX_HEADER_VALUE],
         "remote_addr": request.client.host if request.client else None,
     }
 

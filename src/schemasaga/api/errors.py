@@ -74,6 +74,19 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("job queue error", exc_info=exc)
         return error_response(500, "internal_error", "the change could not be queued; nothing was changed")
 
+    @app.exception_handler(psycopg.DataError)
+    async def unstorable_value(_: Request, exc: psycopg.DataError) -> JSONResponse:
+        # The core database refused a value of the request (a NUL character in a name, say): the
+        # statement failed, its transaction rolled back, nothing was written.
+        log.info("request value refused by the core database: %s", type(exc).__name__)
+        return error_response(400, "invalid_request", "the request holds a value that cannot be stored")
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+        # The same JSON shape as every other error; the details go to the log, not to the caller.
+        log.error("unexpected error answering a request", exc_info=exc)
+        return error_response(500, "internal_error", "internal error; it has been logged")
+
     @app.exception_handler(WrongExpectedVersion)
     async def contention(_: Request, exc: WrongExpectedVersion) -> JSONResponse:
         return error_response(409, "concurrent_change", "the table is changing too fast; try again")
