@@ -20,6 +20,7 @@ from schemasaga.catalog import DEFAULT_DATABASE, DatabaseCatalog
 from schemasaga.config import Settings
 from schemasaga.databases.service import DatabaseService
 from schemasaga.databases.source import RegistrySource
+from schemasaga.databases.urls import parse_database_url
 from schemasaga.domain.errors import DomainError
 from schemasaga.drift import DriftDetector, periodic_scan
 from schemasaga.drift import Q as DRIFT_QUERIES
@@ -156,10 +157,30 @@ async def _build(
         statement_timeout_ms=settings.ddl_statement_timeout_ms,
         connect_timeout_s=settings.byodb_connect_timeout,
     )
+    try:
+        parse_database_url(resolved.byodb_url, from_api=False)
+    except DomainError as exc:  # its message never quotes the URL
+        raise SystemExit(f"default database (SCHEMASAGA_BYODB_URL): {exc}") from None
     catalog = DatabaseCatalog(
         limits=limits,
         source=RegistrySource(conninfo=resolved.core_conninfo, pool=pool, secrets=secrets),
     )
+    try:
+        return catalog, await _services(settings, resolved, secrets, pool, jobs, catalog, limits)
+    except BaseException:
+        catalog.close()  # the caller never got it: dispose of the engines it opened
+        raise
+
+
+async def _services(
+    settings: Settings,
+    resolved: Resolved,
+    secrets: SecretBox,
+    pool: AsyncConnectionPool[Any],
+    jobs: procrastinate.App,
+    catalog: DatabaseCatalog,
+    limits: DdlLimits,
+) -> Container:
     catalog.register(DEFAULT_DATABASE, resolved.byodb_url, pinned=True)
     store = EventStore(pool)
     databases = DatabaseService(
@@ -189,7 +210,7 @@ async def _build(
             max_delay=settings.retry_max_delay,
         ),
     )
-    container = Container(
+    return Container(
         settings,
         resolved,
         pool,
@@ -204,7 +225,6 @@ async def _build(
         DriftDetector(pool=pool, repository=repository, catalog=catalog),
         secrets,
     )
-    return catalog, container
 
 
 async def _refresh_catalog(catalog: DatabaseCatalog, every: float) -> None:

@@ -505,6 +505,22 @@ async def test_refusing_to_start_without_a_key(
             pass
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("oracle://scott:tiger-secret@db/orcl", "unsupported database driver"),
+        ("postgresql+psycopg://u:tiger-secret@h:notaport/x", "malformed"),
+    ],
+)
+async def test_refusing_to_start_with_a_bad_default_database_url(
+    settings_factory: Callable[..., Settings], url: str, message: str
+) -> None:
+    with pytest.raises(SystemExit, match=message) as refused:
+        async with running_service(settings_factory(url), worker=False):
+            pass
+    assert "tiger-secret" not in str(refused.value)
+
+
 async def test_key_rotation(
     make_settings: Callable[..., Settings],
     svc: Container,
