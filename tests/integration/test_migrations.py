@@ -55,3 +55,34 @@ def test_upgrade_is_idempotent_and_installs_the_job_queue(empty_pg_db: str) -> N
     with psycopg.connect(empty_pg_db) as conn:
         row = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
         assert row is not None and row[0]
+
+
+def test_migration_0002_keeps_the_name_of_a_table_whose_deletion_is_in_flight(empty_pg_db: str) -> None:
+    from schemasaga.sql import read_sql
+
+    with psycopg.connect(empty_pg_db) as conn:
+        conn.execute(read_sql("migrations/0001_initial.sql").encode())
+        rows = [  # (name, deleted, the deletion's status)
+            ("live", False, None),
+            ("being_deleted", True, "running"),
+            ("queued_deletion", True, "pending"),
+            ("gone", True, "completed"),
+        ]
+        for name, deleted, status in rows:
+            table_id = conn.execute(
+                "INSERT INTO rm_tables (table_id, database_name, name, synced, exists_, deleted, columns,"
+                " version, created_at, updated_at)"
+                " VALUES (gen_random_uuid(), 'default', %s, true, true, %s, '{}', 1, now(), now())"
+                " RETURNING table_id",
+                (name, deleted),
+            ).fetchone()[0]  # type: ignore[index]
+            if status:
+                conn.execute(
+                    "INSERT INTO rm_operations (operation_id, table_id, kind, status, accepted_seq,"
+                    " created_at, updated_at)"
+                    " VALUES (gen_random_uuid(), %s, 'delete_table', %s, 1, now(), now())",
+                    (table_id, status),
+                )
+        conn.execute(read_sql("migrations/0002_name_held_until_deleted.sql").encode())
+        held = dict(conn.execute("SELECT name, holds_name FROM rm_tables").fetchall())
+    assert held == {"live": True, "being_deleted": True, "queued_deletion": True, "gone": False}
