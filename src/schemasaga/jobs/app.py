@@ -22,7 +22,7 @@ RUN_SAGA = "schemasaga.run_saga"
 
 
 class SagaRunnerPort(Protocol):
-    async def run(self, *, table_id: UUID, operation_id: UUID) -> None: ...
+    async def run(self, *, table_id: UUID, operation_id: UUID, job_id: int | None = None) -> None: ...
 
 
 def create_app() -> procrastinate.App:
@@ -48,7 +48,7 @@ def create_app() -> procrastinate.App:
         hand: JobsInHand | None = context.additional_context.get("jobs_in_hand")
         assert context.job.id is not None
         with hand.holding(context.job.id) if hand is not None else _nothing():
-            await runner.run(table_id=UUID(table_id), operation_id=UUID(operation_id))
+            await runner.run(table_id=UUID(table_id), operation_id=UUID(operation_id), job_id=context.job.id)
 
     return app
 

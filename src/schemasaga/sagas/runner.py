@@ -27,13 +27,15 @@ from schemasaga.domain.columns import Column
 from schemasaga.domain.errors import TableNotFound
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
 from schemasaga.faults import kill_point
-from schemasaga.jobs.app import JobScheduler
+from schemasaga.jobs.app import RUN_SAGA, JobScheduler
 from schemasaga.projections.tables import mark_running, project
 from schemasaga.repository import TableRepository
 from schemasaga.sagas.definitions import SAGAS
 from schemasaga.services import update_table
+from schemasaga.sql import queries
 
 log = logging.getLogger(__name__)
+JOB_QUERIES = queries("jobs")
 
 # A job runs the changes queued behind its own at most this many times before leaving them to their
 # own jobs, so one busy table cannot hold a worker slot forever.
@@ -72,10 +74,17 @@ class SagaRunner:
         self.catalog = catalog
         self.retry = retry
 
-    async def run(self, *, table_id: UUID, operation_id: UUID) -> None:
+    async def run(self, *, table_id: UUID, operation_id: UUID, job_id: int | None = None) -> None:
         """Run the saga of ``operation_id``, then the sagas of the table's changes queued behind it,
         while each reaches its outcome. The job deferred with each outcome stays the durable fallback:
-        it finds its operation finished and returns."""
+        it finds its operation finished and returns.
+
+        A change run that way may fail and defer its retry with a backoff, while its fallback job
+        still waits: that job (``job_id``) then finds the retry scheduled and leaves the operation to
+        it, rather than trying at once and starting a second chain of retries."""
+        if job_id is not None and await self._retry_scheduled(operation_id, job_id):
+            log.info("operation %s waits for its scheduled retry; job %s leaves it", operation_id, job_id)
+            return
         try:
             table = await self.repository.load(table_id)
         except TableNotFound:
@@ -96,6 +105,14 @@ class SagaRunner:
             if finished is None or finished.head is None:
                 return
             table, operation_id = finished, finished.head.operation_id
+
+    async def _retry_scheduled(self, operation_id: UUID, job_id: int) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                JOB_QUERIES["retry_scheduled"],
+                {"task_name": RUN_SAGA, "job_id": job_id, "operation_id": str(operation_id)},
+            )
+            return await cur.fetchone() is not None
 
     async def _run(self, table: Table, op: PendingOperation) -> Table | None:
         """The table after the operation's outcome, or None when it waits for a retry."""
