@@ -9,6 +9,7 @@ the first time a saga needs it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Sequence
@@ -79,6 +80,7 @@ class DatabaseCatalog:
         # Local changes (register/forget) win over a reload whose snapshot was read before them.
         self._generation = 0
         self._changed_at: dict[str, int] = {}
+        self._background: asyncio.Task[None] | None = None
 
     # -- registration ----------------------------------------------------------------------------
 
@@ -179,6 +181,22 @@ class DatabaseCatalog:
 
     def engine(self, name: str) -> str:
         return self._get(name).engine
+
+    def known_engine(self, name: str) -> str | None:
+        """The engine of ``name`` if this process knows it, without reloading: for display, on the
+        event loop. A miss starts a reload in the background (at most one at a time)."""
+        entry = self._entries.get(name)
+        if entry is None and self._source is not None and self._background is None:
+            self._background = asyncio.get_running_loop().create_task(self._refresh_in_background())
+        return entry.engine if entry is not None else None
+
+    async def _refresh_in_background(self) -> None:
+        try:
+            await self.refresh()
+        except Exception as exc:  # the next miss, or the periodic refresh, tries again
+            log.warning("reloading the registered databases failed: %s", type(exc).__name__)
+        finally:
+            self._background = None
 
     def adapter(self, name: str) -> ByodbAdapter:
         entry = self._get(name)

@@ -132,10 +132,8 @@ class TableService:
     # -- queries ---------------------------------------------------------------------------------
 
     def catalog_engine(self, database: str) -> str | None:
-        try:
-            return self.catalog.engine(database)
-        except DomainError:
-            return None
+        """For display: ``None`` for a database this process does not know (unregistered since)."""
+        return self.catalog.known_engine(database)
 
     async def show(self, table_id: UUID) -> dict[str, Any]:
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:

@@ -454,6 +454,28 @@ async def test_unregister_refused_while_live_tables(
     assert types == ["DatabaseRegistered", "DatabaseUnregistered", "DatabaseRegistered"]
 
 
+async def test_tables_of_an_unregistered_database_are_shown_without_blocking_reloads(
+    api: httpx.AsyncClient, svc: Container, byodb_sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await register(api, "analytics", byodb_sqlite_url)
+    table_id = await create_table(api, "was_here", "analytics")
+    await wait_synced(api, table_id)
+    assert (await api.post("/table/delete", json={"table_id": table_id})).status_code == 200
+    await wait_synced(api, table_id)
+    assert (await api.delete("/v1/databases/analytics")).status_code == 200
+
+    def blocking_reload() -> None:
+        raise AssertionError("a blocking reload of the registry on the event loop")
+
+    monkeypatch.setattr(svc.catalog, "reload", blocking_reload)
+    r = await api.get("/v1/tables", params={"include_deleted": "true"})
+    assert r.status_code == 200, r.text
+    [shown] = [t for t in r.json()["items"] if t["table_id"] == table_id]
+    assert shown["database"] == "analytics" and shown["engine"] is None
+    r = await api.post("/table/show", json={"table_id": table_id})
+    assert r.status_code == 200 and r.json()["table"]["engine"] is None
+
+
 async def test_check_reports_reachability(
     api: httpx.AsyncClient, svc: Container, byodb_sqlite_url: str, tmp_path: Any
 ) -> None:
