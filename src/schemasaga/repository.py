@@ -27,7 +27,8 @@ class TableRepository:
         at_version: int | None = None,
         at_time: datetime | None = None,
     ) -> Table:
-        """The table as it is now, or as it was at a stream version or at a moment."""
+        """The table as it is now, or as it was at a stream version or at a moment (with every event of
+        a transaction or none of them: see EventStore.read_stream)."""
         stream = stream_name(table_id)
         if at_time is not None:
             last = await self.store.read_stream(stream, backward=True, limit=1, until=at_time, conn=conn)
@@ -36,6 +37,8 @@ class TableRepository:
             version = last[0].version
             assert version is not None  # stream reads carry versions
             at_version = version if at_version is None else min(at_version, version)
+        # At a moment, at_version ends a transaction; a snapshot below it, even one saved inside that
+        # transaction, is only where the replay up to it starts.
         snapshot = await self.store.load_snapshot(stream, max_version=at_version, conn=conn)
         if snapshot is not None:
             snap_version, state = snapshot

@@ -307,6 +307,54 @@ async def test_read_stream_until(store: EventStore) -> None:
     assert last[0].version == 1
 
 
+async def test_read_stream_until_takes_whole_transactions(
+    store: EventStore, pool: AsyncConnectionPool[Any]
+) -> None:
+    [before] = await store.append("s", [ev(n=0)])
+    async with pool.connection() as conn, conn.transaction():
+        [first] = await store.append("s", [ev(n=1)], conn=conn)
+        await conn.execute("SELECT pg_sleep(0.01)")
+        [_, last] = await store.append("s", [ev(n=2), ev(n=3)], conn=conn)
+    await store.append("s", [ev(n=4)])
+    assert before.created_at < first.created_at < last.created_at
+
+    def ns(events: list[RecordedEvent]) -> list[int]:
+        return [e.data["n"] for e in events]
+
+    # Any moment from the transaction's first event on sees all of its events, never a part of them.
+    for moment in (first.created_at, first.created_at + (last.created_at - first.created_at) / 2):
+        assert ns(await store.read_stream("s", until=moment)) == [0, 1, 2, 3]
+        assert ns(await store.read_stream("s", until=moment, backward=True)) == [3, 2, 1, 0]
+        [head] = await store.read_stream("s", until=moment, backward=True, limit=1)
+        assert head.version == 3
+        assert ns(await store.read_stream("s", from_version=2, until=moment)) == [2, 3]
+        assert ns(await store.read_stream("s", to_version=1, until=moment)) == [0, 1]
+    # Before it, none of them.
+    for moment in (before.created_at, first.created_at - timedelta(microseconds=1)):
+        assert ns(await store.read_stream("s", until=moment)) == [0]
+        assert ns(await store.read_stream("s", until=moment, backward=True, limit=1)) == [0]
+    assert await store.read_stream("s", until=before.created_at - timedelta(microseconds=1)) == []
+
+
+async def test_read_stream_until_takes_whole_linking_transactions(
+    store: EventStore, pool: AsyncConnectionPool[Any]
+) -> None:
+    # Events of two transactions, linked to a stream by a third: the link is what the cut follows.
+    [x] = await store.append("a", [ev(n=1)])
+    [y] = await store.append("b", [ev(n=2)])
+    async with pool.connection() as conn, conn.transaction():
+        await store.link("l", [x.event_id], conn=conn)
+        await conn.execute("SELECT pg_sleep(0.01)")
+        await store.link("l", [y.event_id], conn=conn)
+        cur = await conn.execute(
+            "SELECT created_at FROM event_store_events_in_streams WHERE stream = 'l' ORDER BY version"
+        )
+        first, second = [r[0] for r in await cur.fetchall()]
+    assert first < second
+    assert [e.data["n"] for e in await store.read_stream("l", until=first)] == [1, 2]
+    assert await store.read_stream("l", until=first - timedelta(microseconds=1)) == []
+
+
 async def test_read_all_options(store: EventStore) -> None:
     a = await store.append("a", [NewEvent("A", {"n": 0}, metadata={"correlation_id": "c1"})])
     await asyncio.sleep(0.01)

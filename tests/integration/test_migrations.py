@@ -86,3 +86,35 @@ def test_migration_0002_keeps_the_name_of_a_table_whose_deletion_is_in_flight(em
         conn.execute(read_sql("migrations/0002_name_held_until_deleted.sql").encode())
         held = dict(conn.execute("SELECT name, holds_name FROM rm_tables").fetchall())
     assert held == {"live": True, "being_deleted": True, "queued_deletion": True, "gone": False}
+
+
+def test_migration_0003_gives_stream_rows_their_events_transaction(empty_pg_db: str) -> None:
+    from schemasaga.sql import read_sql
+
+    with psycopg.connect(empty_pg_db) as conn:
+        for name in ("0001_initial.sql", "0002_name_held_until_deleted.sql"):
+            conn.execute(read_sql(f"migrations/{name}").encode())
+        conn.execute(
+            "INSERT INTO event_store_events (event_id, event_type, data, metadata, tx_id)"
+            " VALUES (gen_random_uuid(), 'A', '{}', '{}', '7'), (gen_random_uuid(), 'B', '{}', '{}', '9')"
+        )
+        conn.execute(
+            "INSERT INTO event_store_events_in_streams (stream, version, event_id)"
+            " SELECT 's', row_number() OVER (ORDER BY position) - 1, event_id FROM event_store_events"
+        )
+        conn.execute(read_sql("migrations/0003_stream_rows_carry_their_transaction.sql").encode())
+        rows = conn.execute(
+            "SELECT version, tx_id::text FROM event_store_events_in_streams ORDER BY version"
+        ).fetchall()
+        assert rows == [(0, "7"), (1, "9")]
+        # New rows get the writing transaction.
+        event = conn.execute("SELECT event_id FROM event_store_events WHERE event_type = 'A'").fetchone()
+        assert event is not None
+        conn.execute(
+            "INSERT INTO event_store_events_in_streams (stream, version, event_id) VALUES ('l', 0, %s)",
+            (event[0],),
+        )
+        row = conn.execute(
+            "SELECT tx_id = pg_current_xact_id() FROM event_store_events_in_streams WHERE stream = 'l'"
+        ).fetchone()
+    assert row == (True,)

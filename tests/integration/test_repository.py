@@ -4,7 +4,7 @@ and a table loads as it was at any version or moment."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -98,3 +98,29 @@ async def test_a_table_loads_as_it_was_at_a_moment(store: EventStore, pool: Asyn
         assert then.synced
     with pytest.raises(TableNotFound):
         await repo.load(table_id, at_time=datetime(2000, 1, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("snapshot_every", [2, 100])
+async def test_a_moment_inside_a_transaction_loads_the_whole_transaction(
+    store: EventStore, pool: AsyncConnectionPool[Any], snapshot_every: int
+) -> None:
+    repo = TableRepository(store, snapshot_every=snapshot_every)
+    op = uuid4()
+    table = Table.create(table_id=uuid4(), name="atomic", database="default", operation_id=op)
+    await save(repo, pool, table)
+    # The step and the confirmation in one transaction, in two appends; with snapshot_every=2 a
+    # snapshot is taken between them, at version 1.
+    async with pool.connection() as conn, conn.transaction():
+        table.complete_step(op, "create_table")
+        [step] = await repo.save(table, conn=conn)
+        await conn.execute("SELECT pg_sleep(0.01)")
+        table.confirm(op)
+        [confirmed] = await repo.save(table, conn=conn)
+    assert (await store.load_snapshot(stream_name(table.table_id)) is not None) == (snapshot_every == 2)
+    assert step.created_at < confirmed.created_at
+
+    for moment in (step.created_at, step.created_at + (confirmed.created_at - step.created_at) / 2):
+        then = await repo.load(table.table_id, at_time=moment)
+        assert (then.version, then.synced, then.exists) == (2, True, True), moment
+    before = await repo.load(table.table_id, at_time=step.created_at - timedelta(microseconds=1))
+    assert (before.version, before.synced, before.exists) == (0, False, False)

@@ -6,10 +6,12 @@ schema is checked with SQLAlchemy's inspector, independently of the service's ow
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 import httpx
 import psycopg
@@ -18,6 +20,7 @@ import sqlalchemy as sa
 
 from schemasaga.bootstrap import Container
 from schemasaga.config import Settings
+from schemasaga.domain.events import stream_name
 from tests.integration.conftest import running_service, wait_operation, wait_synced
 
 
@@ -141,6 +144,33 @@ async def test_time_travel_shows_the_table_as_it_was(client: httpx.AsyncClient) 
     assert then["synced"] is False and then["exists"] is False and "age" not in then["columns"]
     now = (await client.get(f"/v1/tables/{table_id}")).json()
     assert now["synced"] is True and "age" in now["columns"]
+
+
+async def test_time_travel_never_shows_a_transaction_in_part(
+    client: httpx.AsyncClient, service: Container
+) -> None:
+    table_id = await create_table(client, "atomic_travel")
+    await wait_synced(client, table_id)
+    events = await service.store.read_stream(stream_name(UUID(table_id)))
+    # The saga's last step is recorded with the confirmation, in one transaction.
+    [(step, confirmed)] = [
+        (a, b)
+        for a, b in itertools.pairwise(events)
+        if (a.event_type, b.event_type) == ("SagaStepCompleted", "TableCreationConfirmed")
+    ]
+    async with service.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(DISTINCT tx_id) FROM event_store_events WHERE event_id = ANY(%s)",
+            ([step.event_id, confirmed.event_id],),
+        )
+        assert await cur.fetchone() == (1,)
+    assert step.created_at < confirmed.created_at
+
+    then = await service.repository.load(UUID(table_id), at_time=step.created_at)
+    assert (then.version, then.synced, then.exists) == (confirmed.version, True, True)
+    r = await client.get(f"/v1/tables/{table_id}", params={"at": step.created_at.isoformat()})
+    assert r.status_code == 200, r.text
+    assert (r.json()["version"], r.json()["synced"], r.json()["exists"]) == (confirmed.version, True, True)
 
 
 BAD_REQUESTS: list[tuple[str, Any, int, str]] = [

@@ -173,7 +173,12 @@ class EventStore:
         conn: Conn | None = None,
     ) -> list[RecordedEvent]:
         """The events of ``stream`` with versions in [from_version, to_version], in version order (newest
-        first when ``backward``), only those that joined the stream at or before ``until``."""
+        first when ``backward``); with ``until``, as the stream was at that moment.
+
+        An event is read at ``until`` when it joined the stream at or before ``until``, or when another
+        event that the same transaction added to the stream did: a moment inside a transaction sees all
+        of it, as readers did, never a part of it.
+        """
         params = {
             "stream": stream,
             "from_version": 0 if from_version is None else from_version,

@@ -32,6 +32,9 @@ CREATE TABLE event_store_events_in_streams (
     version     integer     NOT NULL,
     event_id    uuid        NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- The transaction that added the event to the stream (a link's own, not the event's): reads of a
+    -- stream at a moment cut it only between transactions (queries/eventstore.sql, read_stream_*).
+    tx_id       xid8        NOT NULL DEFAULT pg_current_xact_id(),
     PRIMARY KEY (stream, version),
     CONSTRAINT event_store_events_in_streams_event_stream_key UNIQUE (event_id, stream)
 );

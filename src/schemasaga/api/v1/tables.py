@@ -56,7 +56,10 @@ async def get_table(
     table_id: UUID,
     tables: Tables,
     at_version: Annotated[int | None, Query(ge=0, description="the table as it was at this version")] = None,
-    at: Annotated[datetime | None, Query(description="the table as it was at this moment (ISO 8601)")] = None,
+    at: Annotated[
+        datetime | None,
+        Query(description="the table as it was at this moment (ISO 8601), whole transactions only"),
+    ] = None,
 ) -> dict[str, Any]:
     if at_version is None and at is None:
         row = await tables.show(table_id)
