@@ -30,7 +30,8 @@ from tests.integration.conftest import running_service, wait_synced
 
 KEY = generate_key()
 PASSWORD = "S3cr3t-pa55word-xyz"
-ENGINE_URLS = {"postgresql": "byodb_pg_url", "mysql": "byodb_mysql_url", "sqlite": "byodb_sqlite_url"}
+# Not the default database (byodb_pg_url): one database cannot be registered under two names.
+ENGINE_URLS = {"postgresql": "second_pg_url", "mysql": "byodb_mysql_url", "sqlite": "byodb_sqlite_url"}
 
 
 @contextlib.asynccontextmanager
@@ -256,7 +257,7 @@ async def test_sqlite_files_outside_the_sqlite_dir_are_refused_and_nothing_is_cr
 
 
 async def test_hosts_outside_the_allow_list_are_refused_without_connecting(
-    make_settings: Callable[..., Settings], byodb_pg_url: str
+    make_settings: Callable[..., Settings], byodb_pg_url: str, second_pg_url: str
 ) -> None:
     pg = make_url(byodb_pg_url)
     # The test server's own host (an address on 127.0.0.1, or the embedded server's socket directory).
@@ -280,7 +281,7 @@ async def test_hosts_outside_the_allow_list_are_refused_without_connecting(
             assert time.monotonic() - start < 1.0
             assert await database_traces(svc, name) == (0, 0)
 
-        r = await api.post("/v1/databases", json={"name": "allowed", "url": byodb_pg_url})
+        r = await api.post("/v1/databases", json={"name": "allowed", "url": second_pg_url})
         assert r.status_code == 201, r.text
         # The configured default is the operator's: the allow-list does not apply to it.
         assert (await api.get("/v1/databases/default")).status_code == 200
