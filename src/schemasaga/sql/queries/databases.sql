@@ -2,14 +2,14 @@
 
 -- name: upsert_database
 INSERT INTO rm_databases (name, engine, url_encrypted, key_id, display, source, status, server_version,
-                          version, created_at, updated_at)
+                          version, created_at, updated_at, identity)
 VALUES (%(name)s, %(engine)s, %(url_encrypted)s, %(key_id)s, %(display)s, %(source)s, %(status)s,
-        %(server_version)s, %(version)s, %(created_at)s, %(updated_at)s)
+        %(server_version)s, %(version)s, %(created_at)s, %(updated_at)s, %(identity)s)
 ON CONFLICT (name) DO UPDATE
 SET engine = EXCLUDED.engine, url_encrypted = EXCLUDED.url_encrypted, key_id = EXCLUDED.key_id,
     display = EXCLUDED.display, source = EXCLUDED.source, status = EXCLUDED.status,
     server_version = EXCLUDED.server_version, version = EXCLUDED.version,
-    created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at;
+    created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, identity = EXCLUDED.identity;
 
 -- name: delete_database
 DELETE FROM rm_databases WHERE name = %(name)s;
