@@ -31,6 +31,13 @@ ORDER BY d.name;
 -- name: catalog_entries
 SELECT name, engine, url_encrypted FROM rm_databases ORDER BY name;
 
+-- name: identities
+-- The registered databases of one engine, to tell whether a new one is one of them.
+SELECT name, url_encrypted, identity FROM rm_databases WHERE engine = %(engine)s ORDER BY name;
+
+-- name: holding_identity
+SELECT name FROM rm_databases WHERE identity = %(identity)s;
+
 -- name: encrypted_for_update
 SELECT name, url_encrypted, key_id FROM rm_databases ORDER BY name FOR UPDATE;
 
