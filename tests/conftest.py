@@ -8,6 +8,7 @@ skipped when it is absent, except under CI where its absence is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -125,6 +126,16 @@ def byodb_pg_url(empty_pg_db: str) -> str:
     return pg_sqlalchemy_url(empty_pg_db)
 
 
+@pytest.fixture
+def second_pg_url(pg_server: str) -> Iterator[str]:
+    """SQLAlchemy URL of another fresh, empty PostgreSQL database on the same server as byodb_pg_url."""
+    name = create_database(pg_server)
+    try:
+        yield pg_sqlalchemy_url(with_dbname(pg_server, name))
+    finally:
+        drop_database(pg_server, name)
+
+
 @pytest.fixture(scope="session")
 def mysql_server() -> str | None:
     url = os.environ.get("SCHEMASAGA_TEST_MYSQL_URL", LOCAL_MYSQL)
@@ -147,15 +158,15 @@ def mysql_server() -> str | None:
     return url
 
 
-@pytest.fixture
-def byodb_mysql_url(mysql_server: str | None) -> Iterator[str]:
-    """SQLAlchemy URL of a fresh, empty MariaDB/MySQL database."""
-    if mysql_server is None:
+@contextlib.contextmanager
+def mysql_database(server: str | None) -> Iterator[str]:
+    """SQLAlchemy URL of a fresh, empty MariaDB/MySQL database, dropped afterwards."""
+    if server is None:
         pytest.skip("no MariaDB/MySQL server reachable")
     import pymysql
     from sqlalchemy.engine import make_url
 
-    u = make_url(mysql_server)
+    u = make_url(server)
     name = f"t_{uuid.uuid4().hex[:16]}"
     conn = pymysql.connect(host=u.host, port=u.port or 3306, user=u.username, password=u.password or "")
     try:
@@ -169,5 +180,46 @@ def byodb_mysql_url(mysql_server: str | None) -> Iterator[str]:
 
 
 @pytest.fixture
+def byodb_mysql_url(mysql_server: str | None) -> Iterator[str]:
+    """SQLAlchemy URL of a fresh, empty MariaDB/MySQL database."""
+    with mysql_database(mysql_server) as url:
+        yield url
+
+
+@pytest.fixture
+def second_mysql_url(mysql_server: str | None) -> Iterator[str]:
+    """SQLAlchemy URL of another fresh, empty database on the server of byodb_mysql_url."""
+    with mysql_database(mysql_server) as url:
+        yield url
+
+
+@pytest.fixture
 def byodb_sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'byodb.sqlite3'}"
+
+
+@pytest.fixture
+def second_sqlite_url(tmp_path: Path) -> str:
+    """Another SQLite file in the directory of byodb_sqlite_url."""
+    return f"sqlite:///{tmp_path / 'second.sqlite3'}"
+
+
+def another_spelling(url: str, tmp_path: Path, *, how: str = "host") -> str:
+    """The same database under another URL: ``localhost`` for ``127.0.0.1`` (and back), ``/dir/.`` for a
+    socket directory; for SQLite the file through a symbolic link to its directory in ``tmp_path``
+    (``how="symlink"``) or through ``..`` (``how="dotdot"``)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        path = Path(u.database or "")
+        if how == "dotdot":
+            return f"sqlite:///{path.parent / '..' / path.parent.name / path.name}"
+        link = tmp_path / f"link_{uuid.uuid4().hex[:8]}"
+        link.symlink_to(path.parent, target_is_directory=True)
+        return f"sqlite:///{link / path.name}"
+    if u.host:
+        host = {"127.0.0.1": "localhost", "localhost": "127.0.0.1"}[u.host]
+        return u.set(host=host).render_as_string(hide_password=False)
+    socket = str(u.query["host"])
+    return u.update_query_dict({"host": f"{socket.rstrip('/')}/."}).render_as_string(hide_password=False)

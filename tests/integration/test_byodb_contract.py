@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import pymysql
@@ -28,6 +29,7 @@ from schemasaga.byodb import (
 )
 from schemasaga.byodb.identifiers import MAX_LENGTH
 from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, ColumnType
+from tests.conftest import another_spelling
 
 ENGINES = [
     pytest.param("postgresql", id="postgresql"),
@@ -217,6 +219,22 @@ def test_list_tables(adapter: ByodbAdapter) -> None:
 def test_server_version_and_ping(adapter: ByodbAdapter) -> None:
     adapter.ping()
     assert adapter.server_version()[0].isdigit()
+
+
+SECOND = {"postgresql": "second_pg_url", "mysql": "second_mysql_url", "sqlite": "second_sqlite_url"}
+
+
+def test_identity_is_the_databases_not_the_urls(
+    adapter: ByodbAdapter, url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    mine = adapter.identity()
+    assert mine.stored is not None and mine.stored.startswith(f"{adapter.engine}.")
+    with open_adapter(another_spelling(url, tmp_path, how="symlink"), limits=FAST) as respelled:
+        theirs = respelled.identity()
+    assert theirs.same_as(mine) and theirs.stored == mine.stored
+    # Another database of the same server.
+    with open_adapter(request.getfixturevalue(SECOND[adapter.engine]), limits=FAST) as other:
+        assert not other.identity().same_as(mine) and other.identity().stored != mine.stored
 
 
 # -- identifiers ---------------------------------------------------------------------------------

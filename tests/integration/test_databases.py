@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pymysql
 import pytest
 import sqlalchemy as sa
@@ -26,11 +27,13 @@ from schemasaga.bootstrap import Container
 from schemasaga.cli import main as cli
 from schemasaga.config import Settings
 from schemasaga.secrets import SecretBox, generate_key, key_id
+from tests.conftest import another_spelling, create_database, drop_database, pg_sqlalchemy_url, with_dbname
 from tests.integration.conftest import running_service, wait_synced
 
 KEY = generate_key()
 PASSWORD = "S3cr3t-pa55word-xyz"
-ENGINE_URLS = {"postgresql": "byodb_pg_url", "mysql": "byodb_mysql_url", "sqlite": "byodb_sqlite_url"}
+# Not the default database (byodb_pg_url): one database cannot be registered under two names.
+ENGINE_URLS = {"postgresql": "second_pg_url", "mysql": "byodb_mysql_url", "sqlite": "byodb_sqlite_url"}
 
 
 @contextlib.asynccontextmanager
@@ -256,7 +259,7 @@ async def test_sqlite_files_outside_the_sqlite_dir_are_refused_and_nothing_is_cr
 
 
 async def test_hosts_outside_the_allow_list_are_refused_without_connecting(
-    make_settings: Callable[..., Settings], byodb_pg_url: str
+    make_settings: Callable[..., Settings], byodb_pg_url: str, second_pg_url: str
 ) -> None:
     pg = make_url(byodb_pg_url)
     # The test server's own host (an address on 127.0.0.1, or the embedded server's socket directory).
@@ -280,7 +283,7 @@ async def test_hosts_outside_the_allow_list_are_refused_without_connecting(
             assert time.monotonic() - start < 1.0
             assert await database_traces(svc, name) == (0, 0)
 
-        r = await api.post("/v1/databases", json={"name": "allowed", "url": byodb_pg_url})
+        r = await api.post("/v1/databases", json={"name": "allowed", "url": second_pg_url})
         assert r.status_code == 201, r.text
         # The configured default is the operator's: the allow-list does not apply to it.
         assert (await api.get("/v1/databases/default")).status_code == 200
@@ -623,3 +626,164 @@ async def test_a_replica_out_of_date_cannot_create_in_an_unregistered_database(
         r = await client_b.post("/table/create", json={"name": "orphan", "database": "analytics"})
         assert r.status_code == 404 and r.json()["error"]["code"] == "database_not_found", r.text
         assert len(await api_b.store.read_all()) == events_before
+
+
+# -- one database, one name ----------------------------------------------------------------------
+
+SPELLINGS = [
+    pytest.param("postgresql", "same", id="postgresql-same-url"),
+    pytest.param("postgresql", "host", id="postgresql-localhost"),
+    pytest.param("mysql", "same", id="mysql-same-url", marks=pytest.mark.mariadb),
+    pytest.param("mysql", "host", id="mysql-localhost", marks=pytest.mark.mariadb),
+    pytest.param("sqlite", "same", id="sqlite-same-url"),
+    pytest.param("sqlite", "symlink", id="sqlite-symlink"),
+    pytest.param("sqlite", "dotdot", id="sqlite-dotdot"),
+]
+FIRST_URLS = {"postgresql": "byodb_pg_url", "mysql": "byodb_mysql_url", "sqlite": "byodb_sqlite_url"}
+SECOND_URLS = {"postgresql": "second_pg_url", "mysql": "second_mysql_url", "sqlite": "second_sqlite_url"}
+
+
+async def assert_refused_as_registered(
+    api: httpx.AsyncClient, svc: Container, *, name: str, url: str, existing: str
+) -> None:
+    """Registering ``url`` as ``name`` answers 409 naming ``existing``, and writes nothing."""
+    before = len(await svc.store.read_all())
+    r = await api.post("/v1/databases", json={"name": name, "url": url})
+    assert r.status_code == 409, r.text
+    error = r.json()["error"]
+    assert error["code"] == "database_already_registered", r.text
+    assert repr(existing) in error["message"]
+    parsed = make_url(url)
+    for secret in (url, parsed.render_as_string(hide_password=False), parsed.database, parsed.password):
+        assert not secret or secret not in r.text
+    assert len(await svc.store.read_all()) == before
+    assert await database_traces(svc, name) == (0, 0)
+    assert (await api.get(f"/v1/databases/{name}")).status_code == 404
+    assert name not in svc.catalog.names()
+
+
+@pytest.mark.parametrize(("engine", "how"), SPELLINGS)
+async def test_a_database_registered_already_is_refused_under_any_url(
+    engine: str,
+    how: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    api: httpx.AsyncClient,
+    svc: Container,
+) -> None:
+    url: str = request.getfixturevalue(SECOND_URLS[engine])
+    await register(api, "first", url)
+    again = url if how == "same" else another_spelling(url, tmp_path, how=how)
+    assert again == url or make_url(again) != make_url(url)
+    await assert_refused_as_registered(api, svc, name="second", url=again, existing="first")
+    # The first registration is untouched, and serves.
+    table_id = await create_table(api, "still_here", "first")
+    assert (await wait_synced(api, table_id))["exists"] is True
+
+
+@pytest.mark.parametrize(
+    ("engine", "how"),
+    [
+        pytest.param("postgresql", "host", id="postgresql"),
+        pytest.param("mysql", "host", id="mysql", marks=pytest.mark.mariadb),
+        pytest.param("sqlite", "symlink", id="sqlite"),
+    ],
+)
+async def test_the_default_database_cannot_be_registered_again(
+    engine: str,
+    how: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+) -> None:
+    # The default is recorded without connecting: its identity is read when it is needed.
+    url: str = request.getfixturevalue(FIRST_URLS[engine])
+    async with running_service(make_settings(byodb_url=url), worker=False) as svc, http(svc) as api:
+        for name, again in (("same", url), ("respelled", another_spelling(url, tmp_path, how=how))):
+            await assert_refused_as_registered(api, svc, name=name, url=again, existing="default")
+        [default] = (await api.get("/v1/databases")).json()["items"]
+        assert default["name"] == "default"
+
+
+@pytest.mark.parametrize("engine", ["postgresql", pytest.param("mysql", marks=pytest.mark.mariadb), "sqlite"])
+async def test_other_databases_of_one_server_are_accepted(
+    engine: str, request: pytest.FixtureRequest, make_settings: Callable[..., Settings]
+) -> None:
+    default_url: str = request.getfixturevalue(FIRST_URLS[engine])
+    other_url: str = request.getfixturevalue(SECOND_URLS[engine])
+    async with running_service(make_settings(byodb_url=default_url), worker=False) as svc, http(svc) as api:
+        assert (await register(api, "other", other_url))["status"] == "available"
+        async with svc.pool.connection() as conn:
+            rows = dict(await (await conn.execute("SELECT name, identity FROM rm_databases")).fetchall())
+    assert rows["default"] is None  # recorded from the configuration, without connecting
+    assert rows["other"] and rows["other"].startswith(f"{engine}.")
+
+
+async def test_two_registrations_of_one_database_at_once_accept_one(
+    api: httpx.AsyncClient, svc: Container, second_pg_url: str, tmp_path: Path
+) -> None:
+    answers = await asyncio.gather(
+        api.post("/v1/databases", json={"name": "one", "url": second_pg_url}),
+        api.post("/v1/databases", json={"name": "two", "url": another_spelling(second_pg_url, tmp_path)}),
+    )
+    assert sorted(r.status_code for r in answers) == [201, 409], [r.text for r in answers]
+    [refused] = [r for r in answers if r.status_code == 409]
+    assert refused.json()["error"]["code"] == "database_already_registered"
+    names = {r.json()["name"] for r in answers if r.status_code == 201}
+    listed = [d["name"] for d in (await api.get("/v1/databases")).json()["items"]]
+    assert listed == sorted({"default"} | names)
+
+
+@pytest.fixture
+def plain_pg_url(pg_server: str, second_pg_url: str) -> Iterator[str]:
+    """second_pg_url for a new role that may not call pg_control_system() in that database."""
+    u = make_url(second_pg_url)
+    role = f"plain_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    with psycopg.connect(with_dbname(pg_server, str(u.database)), autocommit=True) as conn:
+        conn.execute("REVOKE EXECUTE ON FUNCTION pg_catalog.pg_control_system() FROM PUBLIC")
+    try:
+        yield u.set(username=role).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+async def test_a_role_that_cannot_read_the_cluster_identifier_is_compared_too(
+    api: httpx.AsyncClient, svc: Container, second_pg_url: str, plain_pg_url: str, tmp_path: Path
+) -> None:
+    # Registered by a role that may read the cluster's identifier, then by one that may not: the
+    # registered database is asked again, by what both can read.
+    await register(api, "full", second_pg_url)
+    await assert_refused_as_registered(api, svc, name="plain", url=plain_pg_url, existing="full")
+    assert (await api.delete("/v1/databases/full")).status_code == 200
+    # And the other way round: nothing that lasts is stored for the plain role's registration.
+    await register(api, "plain", plain_pg_url)
+    async with svc.pool.connection() as conn:
+        row = await (await conn.execute("SELECT identity FROM rm_databases WHERE name = 'plain'")).fetchone()
+    assert row == (None,)
+    await assert_refused_as_registered(
+        api, svc, name="full_again", url=another_spelling(second_pg_url, tmp_path), existing="plain"
+    )
+
+
+async def test_an_unreachable_registered_database_does_not_block_registrations(
+    api: httpx.AsyncClient,
+    svc: Container,
+    pg_server: str,
+    second_pg_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A registration recorded without an identity (as before identities were stored), whose database
+    # has gone: it cannot be compared, and does not stop another database from being registered.
+    gone = create_database(pg_server)
+    gone_url = pg_sqlalchemy_url(with_dbname(pg_server, gone))
+    await register(api, "gone", gone_url)
+    async with svc.pool.connection() as conn:
+        await conn.execute("UPDATE rm_databases SET identity = NULL WHERE name = 'gone'")
+    drop_database(pg_server, gone)
+    caplog.set_level(logging.WARNING, logger="schemasaga.databases")
+    assert (await register(api, "other", second_pg_url))["name"] == "other"
+    [skipped] = [r.getMessage() for r in caplog.records if "not compared" in r.getMessage()]
+    assert "'gone'" in skipped and gone_url not in skipped

@@ -32,10 +32,11 @@ from schemasaga.byodb.catalog import LiveColumn, LiveTable, NotATable
 from schemasaga.byodb.engines import DdlLimits
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, classify
 from schemasaga.byodb.identifiers import validate_identifier
+from schemasaga.byodb.identity import DatabaseIdentity, read_identity
 from schemasaga.byodb.types import type_for
 from schemasaga.domain.columns import Column
 
-__all__ = ["ByodbAdapter", "DdlLimits", "LiveColumn", "LiveTable", "open_adapter"]
+__all__ = ["ByodbAdapter", "DatabaseIdentity", "DdlLimits", "LiveColumn", "LiveTable", "open_adapter"]
 
 SQLITE_DROP_COLUMN = (3, 35, 0)
 """First SQLite with ``ALTER TABLE ... DROP COLUMN``; older ones rebuild the table (Alembic batch)."""
@@ -196,6 +197,11 @@ class ByodbAdapter:
         }[self.engine]
         with self._step("read the server version", ddl=False) as step:
             return str(step.conn.execute(text(query)).scalar_one())
+
+    def identity(self) -> DatabaseIdentity:
+        """Which physical database this is, as the server tells it (see :mod:`schemasaga.byodb.identity`)."""
+        with self._step("identify the database", ddl=False) as step:
+            return read_identity(step.conn, engine=self.engine)
 
     def ping(self) -> None:
         """Raise :class:`TransientByodbError` or :class:`PermanentByodbError` unless the database answers."""

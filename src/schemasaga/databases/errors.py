@@ -51,3 +51,11 @@ class DatabaseConfigured(DomainError):
 
     code = "database_configured"
     status = 409
+
+
+class DatabaseAlreadyRegistered(DomainError):
+    """The database a registration would reach is registered already, under another name: two names for
+    one database would share its tables, and each would report the other's as its own."""
+
+    code = "database_already_registered"
+    status = 409

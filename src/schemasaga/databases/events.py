@@ -42,6 +42,10 @@ class DatabaseRegistered(DatabaseEvent):
     source: str
     # Known when the connection was tried before accepting it.
     server_version: str | None
+    # Which physical database it is, as its server said when the connection was tried (the stored key
+    # of schemasaga.byodb.identity): None for the configured default, recorded without connecting, and
+    # in events recorded before identities were (event_from_data gives None for a missing field).
+    identity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,7 @@ EVENT_TYPES: dict[str, type[DatabaseEvent]] = {
 
 
 def event_from_data(event_type: str, data: dict[str, Any]) -> DatabaseEvent:
+    """The event from its stored data; a field added since it was stored takes ``None``."""
     cls = EVENT_TYPES[event_type]
     kwargs: dict[str, Any] = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
     return cls(**kwargs)
@@ -114,6 +119,7 @@ class DatabaseState:
     source: str = ""
     status: str = STATUS_UNKNOWN
     server_version: str | None = None
+    identity: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -123,19 +129,20 @@ class DatabaseState:
                 self.registered = True
                 self.engine, self.display, self.source = event.engine, dict(event.display), event.source
                 self.url_encrypted, self.key_id = event.url_encrypted, event.key_id
-                self.server_version = event.server_version
+                self.server_version, self.identity = event.server_version, event.identity
                 self.status = STATUS_AVAILABLE if event.server_version is not None else STATUS_UNKNOWN
                 self.created_at = at
             case DatabaseUrlChanged():
                 self.engine, self.display = event.engine, dict(event.display)
                 self.url_encrypted, self.key_id = event.url_encrypted, event.key_id
                 self.status, self.server_version = STATUS_UNKNOWN, None
+                self.identity = None  # another URL may reach another database
             case DatabaseCredentialsRotated():
                 self.url_encrypted, self.key_id = event.url_encrypted, event.key_id
             case DatabaseStatusChanged():
                 self.status, self.server_version = event.status, event.server_version
             case DatabaseUnregistered():
                 self.registered = False
-                self.url_encrypted = ""
+                self.url_encrypted, self.identity = "", None
         self.version += 1
         self.updated_at = at

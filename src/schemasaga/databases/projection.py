@@ -40,6 +40,7 @@ async def project(conn: AsyncConnection[Any], state: DatabaseState) -> None:
             "version": state.version,
             "created_at": state.created_at,
             "updated_at": state.updated_at,
+            "identity": state.identity,
         },
     )
 

@@ -13,14 +13,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.errors import UniqueViolation
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from schemasaga.byodb.adapter import ByodbAdapter, DdlLimits, open_adapter
 from schemasaga.byodb.errors import ByodbError, classify
+from schemasaga.byodb.identity import DatabaseIdentity
 from schemasaga.catalog import DEFAULT_DATABASE, DatabaseCatalog, DatabaseNotFound
+from schemasaga.databases.duplicates import RegisteredIdentities
 from schemasaga.databases.errors import (
     BadCredentials,
+    DatabaseAlreadyRegistered,
     DatabaseConfigured,
     DatabaseExists,
     DatabaseInUse,
@@ -50,6 +54,7 @@ log = logging.getLogger(__name__)
 _MYSQL_AUTH_CODES = frozenset({"1044", "1045", "1698"})
 _PG_AUTH_WORDS = ("authentication failed", "password", "no pg_hba.conf entry", "permission denied")
 _CONFLICT_RETRIES = 5
+_IDENTITY_INDEX = "rm_databases_identity_idx"
 
 
 class DatabaseService:
@@ -81,7 +86,10 @@ class DatabaseService:
         )
         if (await self.load(name)).registered:
             raise DatabaseExists(f"a database named {name!r} is registered already")
-        server_version = await self._probe(name, url, parsed.engine, parsed.display)
+        server_version, identity = await self._probe(name, url, parsed.engine, parsed.display)
+        existing = await self._identities.find(engine=parsed.engine, identity=identity)
+        if existing is not None:
+            raise _already_registered(name, existing)
         event = DatabaseRegistered(
             name=name,
             engine=parsed.engine,
@@ -90,6 +98,7 @@ class DatabaseService:
             key_id=self.secrets.key_id,
             source="api",
             server_version=server_version,
+            identity=identity.stored,
         )
         try:
             async with self.pool.connection() as conn, conn.transaction():
@@ -99,6 +108,11 @@ class DatabaseService:
                 await self._commit(conn, state, [event], metadata)
         except WrongExpectedVersion:
             raise DatabaseExists(f"a database named {name!r} was registered concurrently") from None
+        except UniqueViolation as exc:
+            # Registered concurrently under another name: the read model's unique identity decides.
+            if exc.diag.constraint_name != _IDENTITY_INDEX or event.identity is None:
+                raise
+            raise _already_registered(name, await self._identities.holder(event.identity)) from None
         self.catalog.register(name, url)
         log.info("registered database %r (%s)", name, parsed.engine)
         return await self.get(name)
@@ -233,8 +247,14 @@ class DatabaseService:
     # -- internals -------------------------------------------------------------------------------
 
     @property
+    def _identities(self) -> RegisteredIdentities:
+        return RegisteredIdentities(
+            pool=self.pool, secrets=self.secrets, limits=self.limits, timeout=self._probe_timeout
+        )
+
+    @property
     def _probe_timeout(self) -> float:
-        # Connecting, then two statements; the driver's own connect timeout normally ends it first.
+        # Connecting, then a few statements; the driver's own connect timeout normally ends it first.
         return float(self.limits.connect_timeout_s * 2 + 5)
 
     async def _rows(self, name: str | None) -> list[dict[str, Any]]:
@@ -265,8 +285,10 @@ class DatabaseService:
             state.apply(event, rec.created_at)
         await project(conn, state)
 
-    async def _probe(self, name: str, url: str, engine: str, display: dict[str, Any]) -> str:
-        """The server version, once a connection works; a clear 422 otherwise."""
+    async def _probe(
+        self, name: str, url: str, engine: str, display: dict[str, Any]
+    ) -> tuple[str, DatabaseIdentity]:
+        """The server version and the database's identity, once a connection works; a clear 422 otherwise."""
         where = _where(engine, display)
         try:
             return await asyncio.wait_for(
@@ -318,13 +340,21 @@ def _where(engine: str, display: dict[str, Any]) -> str:
     return f"{engine} at {display.get('host')}:{display.get('port')}"
 
 
-def _try_connect(url: str, limits: DdlLimits) -> str:
+def _already_registered(name: str, other: str | None) -> DatabaseAlreadyRegistered:
+    existing = "under another name" if other is None else f"as {other!r}"
+    return DatabaseAlreadyRegistered(
+        f"cannot register {name!r}: the database it connects to is registered already {existing}, and "
+        "two names for one database would share its tables"
+    )
+
+
+def _try_connect(url: str, limits: DdlLimits) -> tuple[str, DatabaseIdentity]:
     try:
         adapter = open_adapter(url, limits=limits)
     except Exception as exc:
         raise classify(exc, context="connect") from None
     try:
-        return _ping(adapter)
+        return _ping(adapter), adapter.identity()
     finally:
         adapter.dispose()
 

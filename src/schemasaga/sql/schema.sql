@@ -105,6 +105,8 @@ CREATE INDEX rm_operations_accepted_seq_idx ON rm_operations (accepted_seq);
 
 -- Registered BYODBs (stream Database$<name>). The URL is stored only encrypted (Fernet, key_id says
 -- which key); display holds its non-secret parts (driver, host, port, database, username).
+-- identity says which physical database it is (a digest its server gave; NULL: not known), and no two
+-- registrations may hold the same one, even when registered at the same instant.
 CREATE TABLE rm_databases (
     name            text        PRIMARY KEY,
     engine          text        NOT NULL,
@@ -116,8 +118,10 @@ CREATE TABLE rm_databases (
     server_version  text,
     version         integer     NOT NULL,
     created_at      timestamptz NOT NULL,
-    updated_at      timestamptz NOT NULL
+    updated_at      timestamptz NOT NULL,
+    identity        text
 );
+CREATE UNIQUE INDEX rm_databases_identity_idx ON rm_databases (identity);
 
 -- Bookkeeping -----------------------------------------------------------------------------------
 

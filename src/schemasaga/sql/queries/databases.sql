@@ -2,14 +2,14 @@
 
 -- name: upsert_database
 INSERT INTO rm_databases (name, engine, url_encrypted, key_id, display, source, status, server_version,
-                          version, created_at, updated_at)
+                          version, created_at, updated_at, identity)
 VALUES (%(name)s, %(engine)s, %(url_encrypted)s, %(key_id)s, %(display)s, %(source)s, %(status)s,
-        %(server_version)s, %(version)s, %(created_at)s, %(updated_at)s)
+        %(server_version)s, %(version)s, %(created_at)s, %(updated_at)s, %(identity)s)
 ON CONFLICT (name) DO UPDATE
 SET engine = EXCLUDED.engine, url_encrypted = EXCLUDED.url_encrypted, key_id = EXCLUDED.key_id,
     display = EXCLUDED.display, source = EXCLUDED.source, status = EXCLUDED.status,
     server_version = EXCLUDED.server_version, version = EXCLUDED.version,
-    created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at;
+    created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, identity = EXCLUDED.identity;
 
 -- name: delete_database
 DELETE FROM rm_databases WHERE name = %(name)s;
@@ -30,6 +30,13 @@ ORDER BY d.name;
 
 -- name: catalog_entries
 SELECT name, engine, url_encrypted FROM rm_databases ORDER BY name;
+
+-- name: identities
+-- The registered databases of one engine, to tell whether a new one is one of them.
+SELECT name, url_encrypted, identity FROM rm_databases WHERE engine = %(engine)s ORDER BY name;
+
+-- name: holding_identity
+SELECT name FROM rm_databases WHERE identity = %(identity)s;
 
 -- name: encrypted_for_update
 SELECT name, url_encrypted, key_id FROM rm_databases ORDER BY name FOR UPDATE;

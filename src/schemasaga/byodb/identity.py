@@ -1,0 +1,139 @@
+"""Which physical database a connection reaches, as the server itself tells it.
+
+Two URLs that differ (``localhost`` and ``127.0.0.1``, a SQLite path through a symbolic link) may reach
+one database, and two registrations of it would share its tables; comparing URLs cannot tell. An identity
+is read on a connection instead, as one or more *keys*, each a digest of what one way of telling says:
+
+* PostgreSQL ``cluster``: the cluster's ``system_identifier`` (``pg_control_system()``, which any role
+  may call unless it was revoked), the database and ``current_schema()`` (where DDL goes).
+  ``postmaster``: the server's start time and port, the database and schema; any role may read it, but
+  it changes at every restart, so it is only compared between two identities read now.
+* MySQL ``server_uuid``: ``@@server_uuid`` and ``DATABASE()``; MariaDB has no server UUID:
+  ``server``: ``@@hostname``, ``@@port``, ``@@datadir`` and ``DATABASE()``.
+* SQLite ``path``: the real path of the file SQLite opened (symbolic links and ``..`` resolved);
+  ``inode``: its device and inode, which also see through hard links and bind mounts but change when
+  the file is replaced, so they too are only compared between identities read now.
+
+Keys are digests: the identity says whether two databases are one, never where they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from sqlalchemy import Connection, TextClause, text
+from sqlalchemy.exc import DBAPIError
+
+
+class Match(Enum):
+    """What a stored key says about a fresh identity."""
+
+    SAME = "same"
+    DIFFERENT = "different"
+    UNKNOWN = "unknown"  # read the other database's identity now to know
+
+
+# Bases whose key may be stored with a registration and trusted later, in order of preference.
+# A conclusive basis tells different databases apart: different keys mean different databases.
+# SQLite's path is not: a hard link or a bind mount reaches the same file under another real path.
+_STORED = ("postgresql.cluster", "mysql.server_uuid", "mysql.server", "sqlite.path")
+_CONCLUSIVE = frozenset({"postgresql.cluster", "mysql.server_uuid", "mysql.server"})
+# pg_control_system() revoked from the role (42501), absent (42883) or not offered (0A000) by the server.
+_PG_NO_CONTROL_FUNCTION = frozenset({"42501", "42883", "0A000"})
+
+QUERIES: dict[str, TextClause] = {
+    # In a query of its own: a role denied the function fails the whole statement, even in a CASE.
+    "postgresql.cluster": text("SELECT system_identifier::text FROM pg_catalog.pg_control_system()"),
+    # The start time as epoch seconds: its text would follow the session's TimeZone and DateStyle.
+    "postgresql.postmaster": text(
+        "SELECT extract(epoch FROM pg_catalog.pg_postmaster_start_time())::text, "
+        "current_setting('port'), current_database(), current_schema()"
+    ),
+    # SHOW rather than SELECT @@server_uuid, which is an error on MariaDB.
+    "mysql.server_uuid": text("SHOW VARIABLES LIKE 'server_uuid'"),
+    "mysql.server": text("SELECT @@hostname, @@port, @@datadir, DATABASE()"),
+    "sqlite.file": text("PRAGMA database_list"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseIdentity:
+    """The keys of one database, by basis (``"postgresql.cluster"``...), each a hex digest."""
+
+    keys: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def stored(self) -> str | None:
+        """The key to store with a registration (``basis:digest``), or ``None`` if none may be stored."""
+        basis = next((b for b in _STORED if b in self.keys), None)
+        return None if basis is None else f"{basis}:{self.keys[basis]}"
+
+    def same_as(self, other: DatabaseIdentity) -> bool:
+        """Whether two identities read now are of one database: any basis both have gives the same key."""
+        return any(other.keys.get(basis) == key for basis, key in self.keys.items())
+
+    def against_stored(self, stored: str | None) -> Match:
+        """What the key stored with another registration says about this (fresh) identity."""
+        if stored is None:
+            return Match.UNKNOWN
+        basis, _, key = stored.partition(":")
+        mine = self.keys.get(basis)
+        if mine is None:
+            return Match.UNKNOWN
+        if mine == key:
+            return Match.SAME
+        return Match.DIFFERENT if basis in _CONCLUSIVE else Match.UNKNOWN
+
+
+def _digest(*parts: object) -> str:
+    text_parts = ["" if p is None else str(p) for p in parts]
+    return hashlib.sha256("\x00".join(text_parts).encode()).hexdigest()[:32]
+
+
+def read_identity(conn: Connection, *, engine: str) -> DatabaseIdentity:
+    """The identity of the database ``conn`` is connected to (PostgreSQL: inside a transaction)."""
+    if engine == "postgresql":
+        return _postgresql(conn)
+    if engine == "mysql":
+        return _mysql(conn)
+    return _sqlite(conn)
+
+
+def _postgresql(conn: Connection) -> DatabaseIdentity:
+    started, port, database, schema = conn.execute(QUERIES["postgresql.postmaster"]).one()
+    keys = {"postgresql.postmaster": _digest(started, port, database, schema)}
+    try:
+        with conn.begin_nested():  # a refusal must not abort the caller's transaction
+            system_identifier = conn.execute(QUERIES["postgresql.cluster"]).scalar_one()
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) not in _PG_NO_CONTROL_FUNCTION:
+            raise
+        return DatabaseIdentity(keys)
+    keys["postgresql.cluster"] = _digest(system_identifier, database, schema)
+    return DatabaseIdentity(keys)
+
+
+def _mysql(conn: Connection) -> DatabaseIdentity:
+    hostname, port, datadir, database = conn.execute(QUERIES["mysql.server"]).one()
+    found = conn.execute(QUERIES["mysql.server_uuid"]).first()
+    if found is not None and found[1]:
+        return DatabaseIdentity({"mysql.server_uuid": _digest(found[1], database)})
+    return DatabaseIdentity({"mysql.server": _digest(hostname, port, datadir, database)})
+
+
+def _sqlite(conn: Connection) -> DatabaseIdentity:
+    files = {row[1]: row[2] for row in conn.execute(QUERIES["sqlite.file"])}
+    path = files.get("main") or ""
+    if not path:
+        return DatabaseIdentity()  # in memory: no file to be shared (refused as a BYODB anyway)
+    stat = os.stat(path)
+    return DatabaseIdentity(
+        {
+            "sqlite.path": _digest(os.path.realpath(path)),
+            "sqlite.inode": _digest(stat.st_dev, stat.st_ino),
+        }
+    )
