@@ -44,13 +44,19 @@ def compare(confirmed: Iterable[Column], live: LiveTable | None) -> list[dict[st
     if live is None:
         return [{"issue": "missing_table"}]
     issues: list[dict[str, Any]] = []
-    expected = {c.name.lower(): c for c in confirmed}
-    actual = {c.name.lower(): c for c in live.columns}
-    for key, column in expected.items():
-        found = actual.get(key)
+    # Each confirmed column takes the live column of its exact name, else one that differs only in
+    # case (a rename behind our back on PostgreSQL, where "age" and "Age" are two columns).
+    unmatched = list(live.columns)
+    for column in confirmed:
+        found = next((c for c in unmatched if c.name == column.name), None) or next(
+            (c for c in unmatched if c.name.lower() == column.name.lower()), None
+        )
         if found is None:
             issues.append({"issue": "missing_column", "column": column.name})
             continue
+        unmatched.remove(found)
+        if found.name != column.name:
+            issues.append({"issue": "name_mismatch", "column": column.name, "actual": found.name})
         if found.type != column.type:
             issues.append(
                 {
@@ -78,11 +84,8 @@ def compare(confirmed: Iterable[Column], live: LiveTable | None) -> list[dict[st
                     "actual": found.primary_key,
                 }
             )
-    for key, found in actual.items():
-        if key not in expected:
-            issues.append(
-                {"issue": "extra_column", "column": found.name, "actual": found.type or found.raw_type}
-            )
+    for found in unmatched:
+        issues.append({"issue": "extra_column", "column": found.name, "actual": found.type or found.raw_type})
     return issues
 
 

@@ -248,3 +248,43 @@ async def test_drift_of_a_database_that_cannot_be_read_is_a_clear_error(
             timeout=60,
         ).stdout
     )
+
+
+async def test_a_column_renamed_in_case_only_is_drift_and_its_twin_is_extra(
+    client: httpx.AsyncClient, byodb_pg_url: str
+) -> None:
+    table_id = await settled_table(client, "cased")
+    run_sql(
+        byodb_pg_url,
+        'ALTER TABLE cased RENAME COLUMN name TO "Name"',
+        'ALTER TABLE cased ADD COLUMN "ID" integer',  # on PostgreSQL another column than id
+    )
+    [table] = (await drift_of(client))["tables"]  # type: ignore[misc]
+    assert table["table_id"] == table_id
+    assert sorted(table["issues"], key=lambda i: i["issue"]) == [
+        {"issue": "extra_column", "column": "ID", "actual": "integer"},
+        {"issue": "name_mismatch", "column": "name", "actual": "Name"},
+    ]
+    # Repair does not rename columns (it would guess); adopt takes the live names.
+    r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "repair"})
+    assert (await wait_operation(client, r.json()["operation_id"]))["status"] == "rejected"
+    r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "adopt"})
+    assert (await wait_operation(client, r.json()["operation_id"]))["status"] == "completed"
+    assert (await drift_of(client))["clean"] is True
+    assert "Name" in (await wait_synced(client, table_id))["columns"]
+
+
+async def test_repair_drops_a_twin_column_and_never_the_one_it_resembles(
+    client: httpx.AsyncClient, byodb_pg_url: str
+) -> None:
+    table_id = await settled_table(client, "twins")
+    run_sql(
+        byodb_pg_url,
+        "INSERT INTO twins (id, name) VALUES (1, 'kept')",
+        'ALTER TABLE twins ADD COLUMN "NAME" text',
+    )
+    r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "repair"})
+    assert (await wait_operation(client, r.json()["operation_id"]))["status"] == "completed"
+    live = physical_columns(byodb_pg_url, "twins")
+    assert live is not None and "NAME" not in live and "name" in live
+    assert (await drift_of(client))["clean"] is True

@@ -35,7 +35,11 @@ class LiveTable:
     columns: tuple[LiveColumn, ...]
 
     def column(self, name: str) -> LiveColumn | None:
-        """The column called ``name``, compared case-insensitively."""
+        """The column called exactly ``name``, else one whose name differs only in case (on
+        PostgreSQL "name" and "NAME" are two columns: dropping one must not reach the other)."""
+        exact = next((c for c in self.columns if c.name == name), None)
+        if exact is not None:
+            return exact
         lowered = name.lower()
         return next((c for c in self.columns if c.name.lower() == lowered), None)
 
