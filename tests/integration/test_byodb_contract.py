@@ -525,3 +525,45 @@ def test_postgresql_schema_named_with_capitals_is_inspected_where_the_ddl_goes(b
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'Sales'"
         ).fetchone()
         assert row is not None and row[0] == 1
+
+
+TWIN_ENGINES = [
+    pytest.param("postgresql", id="postgresql"),
+    pytest.param("mysql", id="mysql", marks=pytest.mark.mariadb),  # lower_case_table_names=0 here
+]
+
+
+@pytest.mark.parametrize("engine", TWIN_ENGINES)
+def test_a_rerun_drop_never_reaches_a_twin_that_differs_in_case(
+    engine: str, request: pytest.FixtureRequest
+) -> None:
+    """Where the engine tells "users" from "Users", dropping "users" twice (at-least-once delivery)
+    must leave "Users", made by someone else, with its data."""
+    url: str = request.getfixturevalue(FIXTURES[engine])
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    q = admin.dialect.identifier_preparer.quote_identifier
+    with open_adapter(url, limits=FAST) as adapter:
+        if engine == "mysql":
+            with admin.connect() as conn:
+                folds = conn.execute(sa.text("SELECT @@lower_case_table_names")).scalar_one()
+            if int(folds) != 0:
+                pytest.skip("this server folds table names to one case")
+        assert adapter.create_table("users", DEFAULT_COLUMNS) is True
+        assert adapter.add_column("users", Column("age", ColumnType.INTEGER)) is True
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE TABLE {q('Users')} (id integer PRIMARY KEY, note text)"))
+            conn.execute(sa.text(f"INSERT INTO {q('Users')} VALUES (1, 'keep me')"))
+            if engine == "postgresql":  # MySQL column names are one name whatever their case
+                conn.execute(sa.text(f"ALTER TABLE users ADD COLUMN {q('Age')} integer"))
+
+        assert adapter.drop_column("users", "age") is True
+        assert adapter.drop_column("users", "age") is False
+        if engine == "postgresql":
+            live = adapter.inspect_table("users")
+            assert live is not None and "Age" in [c.name for c in live.columns]
+        assert adapter.drop_table("users") is True
+        assert adapter.drop_table("users") is False
+        with admin.connect() as conn:
+            kept = conn.execute(sa.text(f"SELECT note FROM {q('Users')}")).scalar_one()
+        assert kept == "keep me"
+    admin.dispose()

@@ -96,6 +96,8 @@ class ByodbAdapter:
         )
         self._sa = engines.build_engine(self.engine, sa_url, limits)
         self._mariadb: bool | None = None
+        # MySQL/MariaDB with lower_case_table_names=0 (Linux's default) tell "Users" from "users".
+        self._mysql_tables_fold_case: bool | None = None
         self._pg_limits = (f"{int(limits.lock_timeout_ms)}ms", f"{int(limits.statement_timeout_ms)}ms")
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -129,6 +131,9 @@ class ByodbAdapter:
                 if self.engine == "mysql":
                     if self._mariadb is None:
                         self._mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
+                    if self._mysql_tables_fold_case is None:
+                        folding = conn.execute(text("SELECT @@lower_case_table_names")).scalar_one()
+                        self._mysql_tables_fold_case = int(folding) != 0
                     yield _Step(conn)
                     return
                 if self.engine == "sqlite" and ddl:
@@ -166,6 +171,21 @@ class ByodbAdapter:
                 catalog.QUERIES["postgresql.limits"], {"lock": lock, "statement": statement_timeout}
             )
         step.conn.execute(statement)
+
+    def same_name(self, live: str, wanted: str, *, kind: str) -> bool:
+        """Whether the live table or column ``live`` is the one called ``wanted``: inspection finds
+        names regardless of case (so that ``Users`` is not created next to ``users``), but where the
+        engine tells them apart a step that drops or checks an absence acts on the exact name only: a
+        re-run must never drop a twin it did not make."""
+        if live == wanted:
+            return True
+        if live.lower() != wanted.lower():
+            return False
+        if self.engine == "postgresql":
+            return False
+        if self.engine == "mysql" and kind == "table":
+            return bool(self._mysql_tables_fold_case)
+        return True  # SQLite names, MySQL column names: one name whatever its case
 
     def _table(self, name: str, columns: Sequence[Column] = ()) -> Table:
         """A SQLAlchemy Table whose names are always quoted by the dialect, exactly as given."""
@@ -301,7 +321,7 @@ class ByodbAdapter:
         with self._step(what) as step:
             live = self._require(step, table, what)
             existing = live.column(column)
-            if existing is None:
+            if existing is None or not self.same_name(existing.name, column, kind="column"):
                 return False
             if existing.primary_key:
                 raise PermanentByodbError(
@@ -324,7 +344,7 @@ class ByodbAdapter:
         what = f"drop table {name!r}"
         with self._step(what) as step:
             live = self._inspect(step, name)
-            if live is None:
+            if live is None or not self.same_name(live.name, name, kind="table"):
                 return False
             self._ddl(step, DropTable(self._table(live.name)))
             return True

@@ -81,12 +81,13 @@ def _verify_added(adapter: ByodbAdapter, table: Table, op: PendingOperation) -> 
 
 def _verify_dropped(adapter: ByodbAdapter, table: Table, op: PendingOperation) -> None:
     live = _live(adapter, table)
-    if any(c.name.lower() == op.column.name.lower() for c in live.columns):
+    if any(adapter.same_name(c.name, op.column.name, kind="column") for c in live.columns):
         raise VerificationFailed(f"column {op.column.name!r} is still in {table.name!r}")
 
 
 def _verify_table_gone(adapter: ByodbAdapter, table: Table, op: PendingOperation) -> None:
-    if adapter.inspect_table(table.name) is not None:
+    live = adapter.inspect_table(table.name)
+    if live is not None and adapter.same_name(live.name, table.name, kind="table"):
         raise VerificationFailed(f"table {table.name!r} still exists")
 
 
