@@ -6,6 +6,7 @@ Every test gets a fresh empty database of its engine (see ``conftest``) and talk
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -567,3 +568,40 @@ def test_a_rerun_drop_never_reaches_a_twin_that_differs_in_case(
             kept = conn.execute(sa.text(f"SELECT note FROM {q('Users')}")).scalar_one()
         assert kept == "keep me"
     admin.dispose()
+
+
+def test_postgresql_create_racing_another_create_is_transient(byodb_pg_url: str) -> None:
+    """Two runs of one creation at once (a job retried while its first run is alive): the loser's
+    CREATE waits for the winner's row type and fails on its unique index (23505). The retry finds the
+    table there: it must be retried, not reject the change while the table exists."""
+    conninfo = byodb_pg_url.replace("postgresql+psycopg://", "postgresql://")
+    winner = psycopg.connect(conninfo)
+    with open_adapter(byodb_pg_url, limits=DdlLimits(lock_timeout_ms=5000, statement_timeout_ms=10_000)) as a:
+        winner.execute('CREATE TABLE "raced" (id integer PRIMARY KEY)')  # not committed yet
+        timer = threading.Timer(0.5, winner.commit)
+        timer.start()
+        try:
+            with pytest.raises(TransientByodbError, match="23505"):
+                a.create_table("raced", DEFAULT_COLUMNS)
+        finally:
+            timer.join()
+            winner.close()
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind"),
+    [
+        ("CREATE SEQUENCE people", "sequence"),
+        ("CREATE TABLE other (id integer); CREATE INDEX people ON other (id)", "index"),
+        ("CREATE TYPE people AS (a integer)", "composite type"),
+    ],
+)
+def test_postgresql_relation_of_that_name_that_is_not_a_table_is_permanent(
+    byodb_pg_url: str, statement: str, kind: str
+) -> None:
+    conninfo = byodb_pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(statement)
+    with open_adapter(byodb_pg_url, limits=FAST) as adapter:
+        with pytest.raises(PermanentByodbError, match=f"is a {kind}"):
+            adapter.create_table("people", DEFAULT_COLUMNS)

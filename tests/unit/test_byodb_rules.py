@@ -183,6 +183,17 @@ def _wrapped(orig: Exception) -> sa_exc.DBAPIError:
         (pymysql.err.OperationalError(1969, "Query execution was interrupted (max_statement_time)"), True),
         (pymysql.err.OperationalError(1142, "CREATE command denied"), False),
         (pymysql.err.OperationalError(1118, "Row size too large"), False),
+        (psycopg.OperationalError('connection failed: FATAL:  too many connections for role "app"'), True),
+        (psycopg.OperationalError("FATAL:  remaining connection slots are reserved for superuser"), True),
+        (
+            psycopg.errors.UniqueViolation('duplicate key value violates unique constraint "users_pkey"'),
+            False,
+        ),
+        (
+            pymysql.err.OperationalError(1226, "User 'app' has exceeded the 'max_user_connections' resource"),
+            True,
+        ),
+        (pymysql.err.OperationalError(1203, "User app already has more than 'max_user_connections'"), True),
         (sqlite3.OperationalError("database is locked"), True),
         (sqlite3.OperationalError("interrupted"), True),
         (sqlite3.OperationalError("attempt to write a readonly database"), False),

@@ -77,7 +77,7 @@ QUERIES: dict[str, TextClause] = {
             -- (current_schema()::regnamespace would fold a name like "Sales" to lower case)
             WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
               AND lower(c.relname) = lower(:name)
-              AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+              AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'i', 'I', 'c')
         ) AS t ON true
         ORDER BY t.relname, t.attnum
         """
@@ -144,7 +144,17 @@ QUERIES: dict[str, TextClause] = {
     ),
 }
 
-_PG_KINDS = {"v": "view", "m": "materialized view", "f": "foreign table"}
+# Relations that take a table's name without being tables: CREATE TABLE over one fails (42P07), and
+# the step must say why at once rather than retry that failure as a race.
+_PG_KINDS = {
+    "v": "view",
+    "m": "materialized view",
+    "f": "foreign table",
+    "S": "sequence",
+    "i": "index",
+    "I": "partitioned index",
+    "c": "composite type",
+}
 
 
 def inspect_table(

@@ -53,6 +53,11 @@ _PG_TRANSIENT_CODES = frozenset(
     }
 )
 _PG_PERMANENT_CODES = frozenset({"57P04"})  # database_dropped (class 57 is otherwise transient)
+# Two CREATE TABLEs of one name at once: the loser fails on the unique index of the row type it also
+# creates (23505 unique_violation, a class that is otherwise permanent). The same race as 42P07.
+_PG_CONCURRENT_CREATE_INDEX = "pg_type_typname_nsp_index"
+# Connection limits, reported without a SQLSTATE and naming the role: retry once connections free up.
+_PG_TRANSIENT_CONNECT_WORDS = ("too many connections", "remaining connection slots are reserved")
 # psycopg reports failures to connect without a SQLSTATE; these words mean the URL itself is wrong.
 _PG_PERMANENT_CONNECT_WORDS = (
     "does not exist",
@@ -69,6 +74,8 @@ _PG_PERMANENT_CONNECT_WORDS = (
 _MYSQL_TRANSIENT = frozenset(
     {
         1040,  # too many connections
+        1203,  # the user has more than max_user_connections active connections
+        1226,  # a per-user resource limit (max_user_connections, max_queries_per_hour...) is exceeded
         1053,  # server shutdown in progress
         1205,  # lock wait timeout exceeded (also metadata locks, via lock_wait_timeout)
         1213,  # deadlock
@@ -114,10 +121,14 @@ def _pg(orig: BaseException) -> tuple[bool, str | None, str]:
     text = str(orig).strip()
     if sqlstate is None:
         lowered = text.lower()
+        if any(word in lowered for word in _PG_TRANSIENT_CONNECT_WORDS):
+            return (True, None, text)
         permanent = any(word in lowered for word in _PG_PERMANENT_CONNECT_WORDS)
         return (not permanent, None, text)
     if sqlstate in _PG_PERMANENT_CODES:
         return (False, sqlstate, text)
+    if sqlstate == "23505" and _PG_CONCURRENT_CREATE_INDEX in text:
+        return (True, sqlstate, text)
     transient = sqlstate in _PG_TRANSIENT_CODES or sqlstate[:2] in _PG_TRANSIENT_CLASSES
     return (transient, sqlstate, text)
 
