@@ -605,3 +605,15 @@ def test_postgresql_relation_of_that_name_that_is_not_a_table_is_permanent(
     with open_adapter(byodb_pg_url, limits=FAST) as adapter:
         with pytest.raises(PermanentByodbError, match=f"is a {kind}"):
             adapter.create_table("people", DEFAULT_COLUMNS)
+
+
+def test_postgresql_connections_detect_a_vanished_server(byodb_pg_url: str) -> None:
+    """libpq has no read timeout: a server gone behind a network partition is only noticed through
+    TCP keepalives, which must be on with short delays (the system's default is about two hours)."""
+    from schemasaga.byodb.engines import PG_KEEPALIVES
+
+    with open_adapter(byodb_pg_url, limits=FAST) as adapter:
+        with adapter._sa.connect() as conn:  # the pool's own connections
+            pgconn = conn.connection.dbapi_connection.pgconn  # type: ignore[union-attr]
+            options = {o.keyword.decode(): o.val.decode() if o.val else None for o in pgconn.info}
+    assert {k: options[k] for k in PG_KEEPALIVES} == {k: str(v) for k, v in PG_KEEPALIVES.items()}

@@ -76,11 +76,29 @@ def build_engine(engine: str, url: URL, limits: DdlLimits) -> Engine:
     return _sqlite(url, limits)
 
 
+# TCP keepalives: libpq has no read timeout, and the statement timeout is enforced by the server, so
+# without them a step whose server vanished behind a partition (no RST ever comes) waits for the
+# operating system's defaults, about two hours, with its job held. With these, the connection fails
+# (a transient error, retried) about 35 s after the peer stops answering; a busy server's kernel still
+# answers the probes, so a long DDL is not cut.
+PG_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 15,
+    "keepalives_interval": 5,
+    "keepalives_count": 4,
+    "tcp_user_timeout": 35_000,  # ms: data sent but never acknowledged
+}
+
+
 def _postgresql(url: URL, limits: DdlLimits) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": limits.connect_timeout_s, "application_name": "schemasaga-byodb"},
+        connect_args={
+            "connect_timeout": limits.connect_timeout_s,
+            "application_name": "schemasaga-byodb",
+            **PG_KEEPALIVES,
+        },
     )
 
 
