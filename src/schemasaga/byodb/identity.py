@@ -5,11 +5,14 @@ one database, and two registrations of it would share its tables; comparing URLs
 is read on a connection instead, as one or more *keys*, each a digest of what one way of telling says:
 
 * PostgreSQL ``cluster``: the cluster's ``system_identifier`` (``pg_control_system()``, which any role
-  may call unless it was revoked), the database and ``current_schema()`` (where DDL goes).
+  may call unless it was revoked), the database and ``current_schema()`` (where DDL goes). A physical
+  copy of a cluster (restored from its base backup) keeps that identifier: it is taken for the same
+  database, and its registration beside the original is refused.
   ``postmaster``: the server's start time and port, the database and schema; any role may read it, but
   it changes at every restart, so it is only compared between two identities read now.
 * MySQL ``server_uuid``: ``@@server_uuid`` and ``DATABASE()``; MariaDB has no server UUID:
-  ``server``: ``@@hostname``, ``@@port``, ``@@datadir`` and ``DATABASE()``.
+  ``server``: ``@@server_uid`` (a digest of a MAC address and the port) and ``DATABASE()``, or where
+  it is missing ``@@hostname``, ``@@port``, ``@@datadir`` and ``DATABASE()``.
 * SQLite ``path``: the real path of the file SQLite opened (symbolic links and ``..`` resolved);
   ``inode``: its device and inode, which also see through hard links and bind mounts but change when
   the file is replaced, so they too are only compared between identities read now.
@@ -56,6 +59,8 @@ QUERIES: dict[str, TextClause] = {
     # SHOW rather than SELECT @@server_uuid, which is an error on MariaDB.
     "mysql.server_uuid": text("SHOW VARIABLES LIKE 'server_uuid'"),
     "mysql.server": text("SELECT @@hostname, @@port, @@datadir, DATABASE()"),
+    # MariaDB: a digest of a network interface's MAC address and the port; SHOW, as for server_uuid.
+    "mariadb.server_uid": text("SHOW VARIABLES LIKE 'server_uid'"),
     "sqlite.file": text("PRAGMA database_list"),
 }
 
@@ -122,6 +127,11 @@ def _mysql(conn: Connection) -> DatabaseIdentity:
     found = conn.execute(QUERIES["mysql.server_uuid"]).first()
     if found is not None and found[1]:
         return DatabaseIdentity({"mysql.server_uuid": _digest(found[1], database)})
+    # MariaDB: its server_uid tells apart two servers that share a host name, port and data
+    # directory (the same pod name in two namespaces); hostname, port and datadir otherwise.
+    uid = conn.execute(QUERIES["mariadb.server_uid"]).first()
+    if uid is not None and uid[1]:
+        return DatabaseIdentity({"mysql.server": _digest("server_uid", uid[1], database)})
     return DatabaseIdentity({"mysql.server": _digest(hostname, port, datadir, database)})
 
 

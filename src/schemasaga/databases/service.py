@@ -344,7 +344,8 @@ def _already_registered(name: str, other: str | None) -> DatabaseAlreadyRegister
     existing = "under another name" if other is None else f"as {other!r}"
     return DatabaseAlreadyRegistered(
         f"cannot register {name!r}: the database it connects to is registered already {existing}, and "
-        "two names for one database would share its tables"
+        "two names for one database would share its tables (a copy made from a base backup or a data "
+        "directory of a registered PostgreSQL or MariaDB server counts as that server)"
     )
 
 
