@@ -83,7 +83,9 @@ POSTGRES_USER = "postgres"
 DEFAULT_PORT = 5432
 
 _LOCK_FILENAME = "embedded.lock"
-_HANDLE_TIMES_FILENAME = "embedded-handles.json"
+# Start times of the processes using the server, in seconds since boot (see _create_time). A new name:
+# the wall-clock times an older version kept must not be compared with them.
+_HANDLE_TIMES_FILENAME = "embedded-handle-starts.json"
 _PGSERVER_HANDLES_FILENAME = ".handle_pids.json"
 
 _LOCK_TIMEOUT = 120.0
@@ -181,16 +183,31 @@ def _describe_process(pid: int) -> str:
 
 
 def _create_time(pid: int) -> float | None:
-    """Create time of a live, non-zombie process, else None."""
+    """When a live, non-zombie process started, else None: seconds since boot where /proc tells it.
+
+    Not psutil's create_time(): it adds the boot time as the wall clock now sees it, so a step of the
+    clock (NTP, a VM resumed) would make every live user of the server look like a reused pid, and the
+    next process to prune the handles would stop the server under them."""
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        return float(proc.create_time())
+        since_boot = _start_since_boot(pid)
+        return since_boot if since_boot is not None else float(proc.create_time())
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return None
     except psutil.AccessDenied:
         return 0.0
+
+
+def _start_since_boot(pid: int) -> float | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22, starttime in clock ticks; the command name (field 2) may hold spaces and parentheses.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def _untraversable_parent(path: Path) -> Path | None:
@@ -573,9 +590,18 @@ class EmbeddedPostgres:
         except FileNotFoundError:
             return []
         except (OSError, ValueError):
-            _log.warning("Resetting unreadable handle list %s", path)
-            return []
-        return [int(pid) for pid in raw] if isinstance(raw, list) else []
+            raw = None
+        if isinstance(raw, list) and all(isinstance(pid, int) for pid in raw):
+            return raw
+        # A crash while pgserver rewrote it (it does not write atomically). Rebuild it from the start
+        # times we keep (written atomically): pgserver's own reads would otherwise fail at every start,
+        # after the server was started, and forgetting a live user would stop the server under it.
+        live = [pid for pid in self._read_times() if _create_time(pid) is not None]
+        _log.warning("Rebuilt unreadable handle list %s: %s", path, live)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(live))
+        tmp.replace(path)
+        return live
 
     def _prune_handles(self) -> list[int]:
         """Drop dead (or reused) pids from the handle list; return the live ones."""

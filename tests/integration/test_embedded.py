@@ -357,3 +357,40 @@ def test_failed_start_names_data_dir_and_log(data_dir: Path) -> None:
     assert str(pgdata / "log") in message
     assert "no_such_setting" in message  # the log's tail says what is wrong
     assert not postmasters(pgdata)
+
+
+def test_a_clock_step_does_not_make_live_users_look_gone(
+    tmp_path: Path, data_dir: Path, holders: list[Holder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psutil's create_time() moves with the wall clock (it adds the boot time as the clock now sees
+    it): after a step of the clock, comparing it with the recorded time took every live user for a
+    reused pid, and the next process to stop stopped the server under them."""
+    first = Holder(data_dir, tmp_path / "first.log")
+    holders.append(first)
+    pgdata = data_dir.resolve() / "pgdata"
+    with EmbeddedPostgres(data_dir) as second:
+        assert not second.started_here
+        stepped = psutil.Process.create_time
+        monkeypatch.setattr(psutil.Process, "create_time", lambda self: stepped(self) + 3600.0)
+    assert postmasters(pgdata), "the server was stopped under a live user"
+    assert handle_pids(pgdata) == [first.proc.pid]
+    assert first.command("query") == "42"
+
+
+def test_an_unreadable_handle_list_is_rebuilt_from_the_live_users(
+    tmp_path: Path, data_dir: Path, holders: list[Holder]
+) -> None:
+    """pgserver rewrites its handle list in place: a crash can leave it unreadable, and every later
+    start failed on it after starting the server."""
+    first = Holder(data_dir, tmp_path / "first.log")
+    holders.append(first)
+    pgdata = data_dir.resolve() / "pgdata"
+    (pgdata / ".handle_pids.json").write_text("[123")
+    with EmbeddedPostgres(data_dir) as second:
+        assert not second.started_here
+        assert sorted(handle_pids(pgdata)) == sorted([first.proc.pid, os.getpid()])
+        assert query(second.conninfo("postgres"), "SELECT 1") == 1
+    # The live user we did not forget keeps the server.
+    assert postmasters(pgdata)
+    assert first.command("stop") == "stopped"
+    assert wait_until_gone(pgdata)
