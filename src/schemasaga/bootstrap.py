@@ -112,6 +112,8 @@ async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIt
     try:
         if migrate:
             await asyncio.to_thread(upgrade, resolved.core_conninfo)
+        else:  # fail at once on an unreachable core database, not after the pool's 30 s
+            await (await psycopg.AsyncConnection.connect(resolved.core_conninfo, connect_timeout=5)).close()
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             resolved.core_conninfo,
             min_size=2,

@@ -45,7 +45,41 @@ data_dir_option = click.option(
 )
 
 
-@click.group()
+class _OperatorError(click.ClickException):
+    exit_code = 2  # 1 is verify's and drift's "divergence found"
+
+
+class _Cli(click.Group):
+    """Errors an operator can fix (settings, an unreachable core database, a data dir that cannot be
+    used) end the command with one line and exit status 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import psycopg
+        import pydantic
+        from psycopg_pool import PoolTimeout
+
+        from schemasaga.embedded import EmbeddedPostgresError
+
+        try:
+            return super().invoke(ctx)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"SCHEMASAGA_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            )
+            raise _OperatorError(f"invalid settings: {problems}") from None
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            # Never the URL: libpq's message names the host and port, not the password.
+            raise _OperatorError(f"the core database cannot be reached: {exc}") from None
+        except psycopg.errors.UndefinedTable:
+            raise _OperatorError(
+                "the core database has no schemasaga schema yet: run `schemasaga db upgrade` (or start "
+                "`schemasaga serve` once)"
+            ) from None
+        except (EmbeddedPostgresError, OSError) as exc:
+            raise _OperatorError(str(exc)) from None
+
+
+@click.group(cls=_Cli)
 @click.version_option(package_name="schemasaga")
 def main() -> None:
     """Event-sourced table management for databases you own."""
@@ -53,7 +87,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port to listen on (default 8000).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port to listen on (default 8000).")
 @data_dir_option
 @click.option("--worker/--no-worker", default=True, help="Run a worker in the same process (default on).")
 def serve(host: str | None, port: int | None, data_dir: Path | None, worker: bool) -> None:
@@ -122,7 +156,7 @@ def _server_class() -> type[Any]:
 
 @main.command()
 @data_dir_option
-@click.option("--concurrency", type=int, default=None, help="Jobs run at once (default 8).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Jobs run at once (default 8).")
 def worker(data_dir: Path | None, concurrency: int | None) -> None:
     """Run saga jobs only. Any number of workers may share one core database."""
     settings = _settings(data_dir=data_dir, worker_concurrency=concurrency)

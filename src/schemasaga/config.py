@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,10 +32,10 @@ class Settings(BaseSettings):
     sqlite_dir: Path | None = None
 
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=1, le=65535)
 
     # Worker
-    worker_concurrency: int = 8
+    worker_concurrency: int = Field(default=8, ge=1)
     # Seconds between polls for new jobs; bounds the wait when a LISTEN/NOTIFY wake-up is missed.
     job_polling_interval: float = 0.5
     # A worker that sent no heartbeat for this long is considered dead and its jobs are retried.
@@ -60,7 +61,12 @@ class Settings(BaseSettings):
     # Seconds between drift scans; 0 disables the periodic scan.
     drift_scan_interval: float = 0.0
 
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("byodb_allowed_hosts")
     @classmethod

@@ -1,0 +1,73 @@
+"""Mistakes an operator can make end a command with one clear line and exit status 2, not a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.conftest import TEST_SECRET_KEY
+
+
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SCHEMASAGA_")}
+    return subprocess.run(
+        [sys.executable, "-m", "schemasaga.cli", *args],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def assert_refused(out: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    for word in words:
+        assert word in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"SCHEMASAGA_PORT": "abc"}, ("invalid settings", "SCHEMASAGA_PORT")),
+        ({"SCHEMASAGA_PORT": "99999"}, ("invalid settings", "SCHEMASAGA_PORT")),
+        ({"SCHEMASAGA_LOG_LEVEL": "verbose"}, ("invalid settings", "SCHEMASAGA_LOG_LEVEL")),
+        ({"SCHEMASAGA_WORKER_CONCURRENCY": "0"}, ("invalid settings", "SCHEMASAGA_WORKER_CONCURRENCY")),
+        ({"SCHEMASAGA_BYODB_ALLOWED_HOSTS": "10.0.0.0/33"}, ("invalid settings", "10.0.0.0/33")),
+    ],
+)
+def test_bad_settings(env: dict[str, str], words: tuple[str, ...]) -> None:
+    assert_refused(cli("verify", **env), *words)
+
+
+def test_bad_flags() -> None:
+    for args in (["worker", "--concurrency", "0"], ["serve", "--port", "99999"]):
+        out = cli(*args)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+
+
+def test_an_unreachable_core_database() -> None:
+    env = {
+        "SCHEMASAGA_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing",
+        "SCHEMASAGA_BYODB_URL": "postgresql+psycopg://nobody@127.0.0.1:1/nothing",
+        "SCHEMASAGA_SECRET_KEY": TEST_SECRET_KEY,
+    }
+    for args in (
+        ["verify"],
+        ["drift"],
+        ["db", "upgrade"],
+        ["events", "show", "6f1c1c1e-0000-4000-8000-000000000000"],
+    ):
+        assert_refused(cli(*args, **env), "the core database cannot be reached")
+
+
+def test_a_core_database_without_the_schema(empty_pg_db: str) -> None:
+    env = {
+        "SCHEMASAGA_DATABASE_URL": empty_pg_db,
+        "SCHEMASAGA_BYODB_URL": "sqlite:////tmp/never-used.db",
+        "SCHEMASAGA_SECRET_KEY": TEST_SECRET_KEY,
+    }
+    assert_refused(cli("verify", **env), "schemasaga db upgrade")
