@@ -464,7 +464,17 @@ def rotate(data_dir: Path | None, new_key: str | None) -> None:
         async with open_container(settings) as c:
             new = c.secrets.with_primary(key)
             key_file = key_file_path(settings) if uses_key_file(settings) else None
-            if key_file is not None:
+            embedded = c.resolved.embedded
+            others = await asyncio.to_thread(embedded.other_users) if embedded and key_file else []
+            if others:
+                # They hold the old key in memory: a database they register after the rotation would
+                # be encrypted with it, and lost once the key file holds only the new key.
+                click.echo(
+                    f"processes {others} use {settings.data_dir} with the key file's current key: "
+                    "stop them (serve, worker) first, then rotate and start them again",
+                    err=True,
+                )
+                return 2
                 # Both keys on disk first: a crash during the rotation leaves every URL decryptable.
                 write_key_file(key_file, new.keys)
             try:

@@ -258,6 +258,11 @@ class EmbeddedPostgres:
         """True when this object launched the postgres server, False when it attached to a running one."""
         return self._started_here
 
+    def other_users(self) -> list[int]:
+        """The pids of the other live processes using this server (serve, worker...)."""
+        with self._users_lock, self._file_lock():
+            return [pid for pid in self._prune_handles() if pid != os.getpid()]
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:

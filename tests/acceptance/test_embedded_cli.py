@@ -245,3 +245,24 @@ def test_a_worker_attaches_to_the_embedded_cluster_of_a_running_server(data_dir:
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0, worker.log_tail()
     wait_until("embedded postgres stopped after its last user", lambda: not postmasters(pgdata), timeout=10)
+
+
+@pytest.mark.slow
+def test_rotating_the_key_file_waits_for_the_processes_that_hold_the_old_key(
+    data_dir: Path, procs: Spawn
+) -> None:
+    """A running serve keeps the old key in memory: a database it registered after a rotation would be
+    encrypted with it and lost once the key file holds only the new one. The rotation is refused
+    while such processes run, and done once they are stopped."""
+    server, _ = start_server(procs, clean_env(), "--data-dir", str(data_dir))
+    key_file = data_dir / "secret.key"
+    before = key_file.read_text()
+    refused = run_cli("secrets", "rotate", "--data-dir", str(data_dir))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"processes [{server.pid}]" in refused.stderr and "stop them" in refused.stderr
+    assert key_file.read_text() == before
+
+    stop_server(server)
+    done = run_cli("secrets", "rotate", "--data-dir", str(data_dir))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert key_file.read_text() != before
