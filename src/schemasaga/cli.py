@@ -437,7 +437,8 @@ def rotate(data_dir: Path | None, new_key: str | None) -> None:
       2. SCHEMASAGA_SECRET_KEY=NEW,OLD schemasaga secrets rotate --new-key NEW
       3. give every process SCHEMASAGA_SECRET_KEY=NEW; destroy OLD.
     On the embedded default with no key set, the key file <data dir>/secret.key is updated (it holds both
-    keys while the rotation runs). Each database gets a DatabaseCredentialsRotated event; the events
+    keys while the rotation runs); stop the processes using the data dir first (it refuses otherwise).
+    Each database gets a DatabaseCredentialsRotated event; the events
     recorded before keep the old ciphertexts, readable only with the old key. Running it again is safe:
     URLs already under the new key are left alone.
     """
