@@ -130,7 +130,7 @@ async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIt
         catalog: DatabaseCatalog | None = None
         refresher: asyncio.Task[None] | None = None
         try:
-            catalog, container = await _build(settings, resolved, secrets, pool, jobs)
+            catalog, container = await _build(settings, resolved, secrets, pool, jobs, record_default=migrate)
             if settings.catalog_refresh_interval > 0:
                 refresher = asyncio.create_task(_refresh_catalog(catalog, settings.catalog_refresh_interval))
             yield container
@@ -153,6 +153,8 @@ async def _build(
     secrets: SecretBox,
     pool: AsyncConnectionPool[Any],
     jobs: procrastinate.App,
+    *,
+    record_default: bool,
 ) -> tuple[DatabaseCatalog, Container]:
     limits = DdlLimits(
         lock_timeout_ms=settings.ddl_lock_timeout_ms,
@@ -168,7 +170,9 @@ async def _build(
         source=RegistrySource(conninfo=resolved.core_conninfo, pool=pool, secrets=secrets),
     )
     try:
-        return catalog, await _services(settings, resolved, secrets, pool, jobs, catalog, limits)
+        return catalog, await _services(
+            settings, resolved, secrets, pool, jobs, catalog, limits, record_default=record_default
+        )
     except BaseException:
         catalog.close()  # the caller never got it: dispose of the engines it opened
         raise
@@ -182,6 +186,8 @@ async def _services(
     jobs: procrastinate.App,
     catalog: DatabaseCatalog,
     limits: DdlLimits,
+    *,
+    record_default: bool,
 ) -> Container:
     catalog.register(DEFAULT_DATABASE, resolved.byodb_url, pinned=True)
     store = EventStore(pool)
@@ -194,7 +200,10 @@ async def _services(
         policy=settings.registration_policy(),
     )
     try:
-        await databases.ensure_default(resolved.byodb_url)
+        # Only the processes that run the service record it: a read-only command (verify, drift...)
+        # started with another SCHEMASAGA_BYODB_URL must not change what the running service uses.
+        if record_default:
+            await databases.ensure_default(resolved.byodb_url)
     except (SecretsError, DomainError) as exc:
         raise SystemExit(f"default database (SCHEMASAGA_BYODB_URL): {exc}") from None
     await catalog.refresh()

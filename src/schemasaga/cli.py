@@ -226,7 +226,7 @@ def tail(data_dir: Path | None, from_start: bool) -> None:
         from schemasaga.bootstrap import open_container
         from schemasaga.eventstore import Checkpoint
 
-        async with open_container(settings) as c:
+        async with open_container(settings, migrate=False) as c:
             after = None if from_start else await c.store.current_checkpoint()
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -259,7 +259,7 @@ def show(event_id: UUID, data_dir: Path | None) -> None:
         from schemasaga.bootstrap import open_container
         from schemasaga.eventstore import EventNotFound
 
-        async with open_container(settings) as c:
+        async with open_container(settings, migrate=False) as c:
             try:
                 event = await c.store.get(event_id)
             except EventNotFound:

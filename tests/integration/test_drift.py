@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -288,3 +289,22 @@ async def test_repair_drops_a_twin_column_and_never_the_one_it_resembles(
     live = physical_columns(byodb_pg_url, "twins")
     assert live is not None and "NAME" not in live and "name" in live
     assert (await drift_of(client))["clean"] is True
+
+
+async def test_read_only_commands_do_not_change_the_default_database(
+    client: httpx.AsyncClient, service: Container, core_db: str, tmp_path: Any
+) -> None:
+    before = [e.event_type for e in await service.store.read_stream("Database$default")]
+    env = {
+        **os.environ,
+        "SCHEMASAGA_DATABASE_URL": core_db,
+        "SCHEMASAGA_BYODB_URL": f"sqlite:///{tmp_path / 'elsewhere.db'}",  # not what the service uses
+        "SCHEMASAGA_SECRET_KEY": TEST_SECRET_KEY,
+    }
+    for args in (["verify"], ["drift"], ["events", "show", "6f1c1c1e-0000-4000-8000-000000000000"]):
+        subprocess.run(
+            [sys.executable, "-m", "schemasaga.cli", *args], env=env, capture_output=True, timeout=60
+        )
+    after = [e.event_type for e in await service.store.read_stream("Database$default")]
+    assert after == before
+    assert (await client.get("/v1/databases/default")).json()["engine"] == "postgresql"
