@@ -55,8 +55,9 @@ class Resolved:
     embedded: EmbeddedPostgres | None
 
 
-def resolve_databases(settings: Settings) -> Resolved:
-    """Start or attach to the embedded PostgreSQL when no core URL is configured."""
+def resolve_databases(settings: Settings, *, need_byodb: bool = True) -> Resolved:
+    """Start or attach to the embedded PostgreSQL when no core URL is configured. Without
+    ``need_byodb`` (a command that only touches the core database) the BYODB URL may be missing."""
     embedded: EmbeddedPostgres | None = None
     core, byodb = settings.database_url, settings.byodb_url
     if core is None:
@@ -64,11 +65,13 @@ def resolve_databases(settings: Settings) -> Resolved:
         embedded.start()
         embedded.ensure_database(CORE_DATABASE)
         core = embedded.conninfo(CORE_DATABASE)
-        if byodb is None:
+        if byodb is None and need_byodb:
             embedded.ensure_database(EMBEDDED_BYODB)
             byodb = embedded.sqlalchemy_url(EMBEDDED_BYODB)
     if byodb is None:
-        raise SystemExit("SCHEMASAGA_BYODB_URL must be set when SCHEMASAGA_DATABASE_URL is")
+        if need_byodb:
+            raise SystemExit("SCHEMASAGA_BYODB_URL must be set when SCHEMASAGA_DATABASE_URL is")
+        byodb = ""
     return Resolved(core_conninfo=_libpq(core), byodb_url=byodb, embedded=embedded)
 
 

@@ -185,7 +185,7 @@ def upgrade(data_dir: Path | None) -> None:
     from schemasaga.bootstrap import resolve_databases
     from schemasaga.migrations import upgrade as do_upgrade
 
-    resolved = resolve_databases(settings)
+    resolved = resolve_databases(settings, need_byodb=False)
     try:
         applied = do_upgrade(resolved.core_conninfo)
         click.echo("applied: " + ", ".join(applied) if applied else "core database is up to date")

@@ -71,3 +71,11 @@ def test_a_core_database_without_the_schema(empty_pg_db: str) -> None:
         "SCHEMASAGA_SECRET_KEY": TEST_SECRET_KEY,
     }
     assert_refused(cli("verify", **env), "schemasaga db upgrade")
+
+
+def test_db_upgrade_needs_only_the_core_database(empty_pg_db: str) -> None:
+    out = cli("db", "upgrade", SCHEMASAGA_DATABASE_URL=empty_pg_db)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "applied: schema.sql, procrastinate" in out.stdout
+    again = cli("db", "upgrade", SCHEMASAGA_DATABASE_URL=empty_pg_db)
+    assert again.returncode == 0 and "up to date" in again.stdout, again.stdout + again.stderr
