@@ -277,3 +277,62 @@ def test_sigterm_while_a_job_waits_on_a_lock_finishes_the_job_and_exits_cleanly(
         assert table["columns"]["age"]["type"] == "integer"
         assert outcome_events(client, table_id, op_id) == ["TableChangeConfirmed"]
     assert "doing" not in jobs_by_status(core_db)
+
+
+# The same recovery with the BYODB on SQLite and on MariaDB, at the boundary that matters most for
+# each saga kind: the DDL done, its completion not recorded (the rescuer's re-run must find it done).
+OTHER_ENGINE_KILL_POINTS = [
+    ("create_table:after_action", "create"),
+    ("add_column:after_action", "add"),
+    ("drop_column:after_action", "drop_column"),
+    ("drop_table:after_action", "drop_table"),
+]
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", [pytest.param("sqlite"), pytest.param("mysql", marks=pytest.mark.mariadb)])
+@pytest.mark.parametrize(
+    ("kill_at", "kind"), OTHER_ENGINE_KILL_POINTS, ids=[kind for _, kind in OTHER_ENGINE_KILL_POINTS]
+)
+def test_worker_killed_after_the_ddl_on_sqlite_and_mariadb(
+    request: pytest.FixtureRequest, core_db: str, procs: Spawn, engine: str, kill_at: str, kind: str
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from tests.acceptance.conftest import FAST_ENV, clean_env
+
+    byodb_url: str = request.getfixturevalue(
+        {"sqlite": "byodb_sqlite_url", "mysql": "byodb_mysql_url"}[engine]
+    )
+    env = clean_env(
+        SCHEMASAGA_DATABASE_URL=core_db,
+        SCHEMASAGA_BYODB_URL=byodb_url,
+        SCHEMASAGA_SECRET_KEY=Fernet.generate_key().decode("ascii"),
+        **FAST_ENV,
+    )
+    _, base_url = start_server(procs, env, "--no-worker")
+    with httpx.Client(base_url=base_url, timeout=10.0) as client:
+        if kind == "create":
+            doomed = start_worker(procs, env, "doomed-worker", SCHEMASAGA_KILL_AT=kill_at)
+            table_id, op_id = create_table(client, TABLE)
+        else:
+            helper = start_worker(procs, env, "setup-worker")
+            table_id = setup(client, kind)
+            helper.signal(signal.SIGTERM)
+            assert helper.wait(30) == 0, helper.log_tail()
+            doomed = start_worker(procs, env, "doomed-worker", SCHEMASAGA_KILL_AT=kill_at)
+            op_id = change(client, kind, table_id)
+        assert doomed.wait(30) == -signal.SIGKILL, doomed.log_tail()
+
+        rescuer = start_worker(procs, env, "rescuer-worker")
+        op = wait_finished(client, op_id, timeout=45)
+        assert op["status"] == "completed", op
+        assert op["steps_done"] == [STEPS[kind], "verify"]
+        assert len(outcome_events(client, table_id, op_id)) == 1
+        table = wait_synced(client, table_id)
+        assert table["exists"] is (kind != "drop_table")
+        # Metadata equals the live schema, as the engine itself reports it.
+        drift = client.get("/v1/databases/default/drift").json()
+        assert drift["clean"] is True and drift["unmanaged_tables"] == [], drift
+    assert rescuer.returncode is None, rescuer.log_tail()
