@@ -179,11 +179,17 @@ class EventStore:
         event that the same transaction added to the stream did: a moment inside a transaction sees all
         of it, as readers did, never a part of it.
         """
+        last = _MAX_VERSION if to_version is None else to_version
+        if until is not None:
+            cut = await self._run(self._q["stream_cut"], {"stream": stream, "until": until}, conn=conn)
+            at_cut = cut[0][0] if cut else None
+            if at_cut is None:  # nothing had joined the stream by then
+                return []
+            last = min(last, at_cut)
         params = {
             "stream": stream,
             "from_version": 0 if from_version is None else from_version,
-            "to_version": _MAX_VERSION if to_version is None else to_version,
-            "until": until,
+            "to_version": last,
             "limit": limit,
         }
         query = self._q["read_stream_backward" if backward else "read_stream_forward"]

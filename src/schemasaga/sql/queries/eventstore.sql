@@ -114,30 +114,28 @@ SELECT position, event_id, event_type, schema_version, data::text, metadata::tex
 FROM event_store_events
 WHERE event_id = %(event_id)s;
 
--- name: read_stream_forward
--- from/to are inclusive stream versions. until (NULL: no bound) reads the stream as it was at that moment:
--- up to the last event that joined it by then and on to the end of that event's transaction, never a part
--- of one. The bound is an InitPlan, evaluated once, and ends the primary key scan; its own look-ups are
--- short walks of that key: created_at rises with the version (clock_timestamp() under the stream's lock),
--- and a transaction's events have consecutive versions (it holds the lock to its end), so its end is just
+-- name: stream_cut
+-- The stream's last version at a moment (until): the last event that joined it by then, and on to the end
+-- of that event's transaction, never a part of one; NULL when no event had joined it yet. Short walks of
+-- the primary key: created_at rises with the version (clock_timestamp() under the stream's lock), and a
+-- transaction's events have consecutive versions (it holds the lock to its end), so its end is just
 -- before the first later version of another transaction (none: the rest is the cut's transaction).
+SELECT coalesce(
+           (SELECT n.version - 1 FROM event_store_events_in_streams n
+            WHERE n.stream = %(stream)s AND n.version > cut.version AND n.tx_id <> cut.tx_id
+            ORDER BY n.version LIMIT 1),
+           (SELECT max(version) FROM event_store_events_in_streams WHERE stream = %(stream)s))
+FROM (SELECT c.version, c.tx_id FROM event_store_events_in_streams c
+      WHERE c.stream = %(stream)s AND c.created_at <= %(until)s::timestamptz
+      ORDER BY c.version DESC LIMIT 1) AS cut;
+
+-- name: read_stream_forward
+-- from/to are inclusive stream versions (a read at a moment bounds to_version with stream_cut).
 SELECT e.position, e.event_id, e.event_type, e.schema_version, e.data::text, e.metadata::text, e.created_at,
        e.valid_at, s.version
 FROM event_store_events_in_streams s
 JOIN event_store_events e ON e.event_id = s.event_id
-WHERE s.stream = %(stream)s
-  AND s.version BETWEEN %(from_version)s AND least(%(to_version)s, (
-      SELECT coalesce(
-          (SELECT coalesce(
-                      (SELECT n.version - 1 FROM event_store_events_in_streams n
-                       WHERE n.stream = %(stream)s AND n.version > cut.version AND n.tx_id <> cut.tx_id
-                       ORDER BY n.version LIMIT 1),
-                      %(to_version)s)
-           FROM (SELECT c.version, c.tx_id FROM event_store_events_in_streams c
-                 WHERE c.stream = %(stream)s AND c.created_at <= %(until)s::timestamptz
-                 ORDER BY c.version DESC LIMIT 1) AS cut),
-          -1)
-      WHERE %(until)s::timestamptz IS NOT NULL))
+WHERE s.stream = %(stream)s AND s.version BETWEEN %(from_version)s AND %(to_version)s
 ORDER BY s.version
 LIMIT %(limit)s;
 
@@ -147,19 +145,7 @@ SELECT e.position, e.event_id, e.event_type, e.schema_version, e.data::text, e.m
        e.valid_at, s.version
 FROM event_store_events_in_streams s
 JOIN event_store_events e ON e.event_id = s.event_id
-WHERE s.stream = %(stream)s
-  AND s.version BETWEEN %(from_version)s AND least(%(to_version)s, (
-      SELECT coalesce(
-          (SELECT coalesce(
-                      (SELECT n.version - 1 FROM event_store_events_in_streams n
-                       WHERE n.stream = %(stream)s AND n.version > cut.version AND n.tx_id <> cut.tx_id
-                       ORDER BY n.version LIMIT 1),
-                      %(to_version)s)
-           FROM (SELECT c.version, c.tx_id FROM event_store_events_in_streams c
-                 WHERE c.stream = %(stream)s AND c.created_at <= %(until)s::timestamptz
-                 ORDER BY c.version DESC LIMIT 1) AS cut),
-          -1)
-      WHERE %(until)s::timestamptz IS NOT NULL))
+WHERE s.stream = %(stream)s AND s.version BETWEEN %(from_version)s AND %(to_version)s
 ORDER BY s.version DESC
 LIMIT %(limit)s;
 
