@@ -6,10 +6,11 @@ schema is checked with SQLAlchemy's inspector, independently of the service's ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from uuid import UUID
 
@@ -337,32 +338,40 @@ async def test_unreachable_byodb_is_retried_then_rejected(
     assert table["exists"] is False
 
 
+@contextlib.asynccontextmanager
+async def locked_by_another_session(byodb_pg_url: str, table: str) -> AsyncIterator[None]:
+    """``table`` locked (ACCESS EXCLUSIVE) by another session of the BYODB for the duration."""
+    conninfo = byodb_pg_url.replace("postgresql+psycopg://", "postgresql://")
+    taken, released = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with psycopg.connect(conninfo) as conn:
+            conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            taken.set()
+            released.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert await asyncio.to_thread(taken.wait, 10), "the lock was not taken"
+        yield
+    finally:
+        released.set()
+        holder.join()
+
+
 async def test_lock_held_by_another_session_is_waited_out(
     client: httpx.AsyncClient, byodb_pg_url: str
 ) -> None:
     table_id = await create_table(client, "locked")
     await wait_synced(client, table_id)
-    conninfo = byodb_pg_url.replace("postgresql+psycopg://", "postgresql://")
-    released = threading.Event()
-
-    def hold_lock() -> None:
-        with psycopg.connect(conninfo) as conn:
-            conn.execute("LOCK TABLE locked IN ACCESS EXCLUSIVE MODE")
-            released.wait(10)
-
-    holder = threading.Thread(target=hold_lock)
-    holder.start()
-    try:
-        await asyncio.sleep(0.3)
+    async with locked_by_another_session(byodb_pg_url, "locked"):
         r = await client.post(
             "/table/column", json={"table_id": table_id, "column": {"name": "c", "type": "text"}}
         )
         op_id = r.json()["operation_id"]
         # Let the first attempt hit the lock timeout (500 ms in tests) before releasing.
         await asyncio.sleep(0.8)
-    finally:
-        released.set()
-        holder.join()
     op = await wait_operation(client, op_id)
     assert op["status"] == "completed"
     assert op["attempts"] >= 2
@@ -378,18 +387,7 @@ async def test_a_table_being_deleted_keeps_its_name_until_the_deletion_is_confir
     then the old deletion would drop it; or the old deletion, rejected, could not be recorded."""
     table_id = await create_table(client, "reused")
     await wait_synced(client, table_id)
-    conninfo = byodb_pg_url.replace("postgresql+psycopg://", "postgresql://")
-    released = threading.Event()
-
-    def hold_lock() -> None:
-        with psycopg.connect(conninfo) as conn:
-            conn.execute("LOCK TABLE reused IN ACCESS EXCLUSIVE MODE")
-            released.wait(20)
-
-    holder = threading.Thread(target=hold_lock)
-    holder.start()
-    try:
-        await asyncio.sleep(0.3)
+    async with locked_by_another_session(byodb_pg_url, "reused"):
         r = await client.post("/table/delete", json={"table_id": table_id})
         assert r.status_code == 200, r.text
         deletion = r.json()["operation_id"]
@@ -404,9 +402,6 @@ async def test_a_table_being_deleted_keeps_its_name_until_the_deletion_is_confir
         # Every attempt meets the lock: the deletion is rejected and the table keeps its name.
         op = await wait_operation(client, deletion)
         assert op["status"] == "rejected", op
-    finally:
-        released.set()
-        holder.join()
     table = await wait_synced(client, table_id)
     assert table["exists"] is True and physical_columns(byodb_pg_url, "reused") is not None
     assert (await client.post("/table/create", json={"name": "reused"})).status_code == 409
