@@ -95,6 +95,26 @@ def change(client: httpx.Client, kind: str, table_id: str) -> str:
     return str(r.json()["operation_id"])
 
 
+def killed_mid_saga(
+    procs: Spawn, env: dict[str, str], client: httpx.Client, kind: str, kill_at: str
+) -> tuple[str, str, Proc]:
+    """Run the change of ``kind`` on a worker that SIGKILLs itself at ``kill_at``; the table, the
+    operation and the dead worker."""
+    if kind == "create":
+        doomed = start_worker(procs, env, "doomed-worker", SCHEMASAGA_KILL_AT=kill_at)
+        table_id, op_id = create_table(client, TABLE)
+    else:
+        # Set up with a worker of its own: the kill point (verify:* in particular) must not fire there.
+        helper = start_worker(procs, env, "setup-worker")
+        table_id = setup(client, kind)
+        helper.signal(signal.SIGTERM)
+        assert helper.wait(30) == 0, helper.log_tail()
+        doomed = start_worker(procs, env, "doomed-worker", SCHEMASAGA_KILL_AT=kill_at)
+        op_id = change(client, kind, table_id)
+    assert doomed.wait(30) == -signal.SIGKILL, doomed.log_tail()
+    return table_id, op_id, doomed
+
+
 STEPS = {
     "create": "create_table",
     "add": "add_column",
@@ -125,19 +145,7 @@ def test_worker_killed_mid_saga_is_recovered_by_another_worker(
 ) -> None:
     _, base_url = start_server(procs, service_env, "--no-worker")
     with httpx.Client(base_url=base_url, timeout=10.0) as client:
-        if kind == "create":
-            doomed = start_worker(procs, service_env, "doomed-worker", SCHEMASAGA_KILL_AT=kill_at)
-            table_id, op_id = create_table(client, TABLE)
-        else:
-            # Set up with a worker of its own: the kill point (verify:* in particular) must not fire there.
-            helper = start_worker(procs, service_env, "setup-worker")
-            table_id = setup(client, kind)
-            helper.signal(signal.SIGTERM)
-            assert helper.wait(30) == 0, helper.log_tail()
-            doomed = start_worker(procs, service_env, "doomed-worker", SCHEMASAGA_KILL_AT=kill_at)
-            op_id = change(client, kind, table_id)
-
-        assert doomed.wait(30) == -signal.SIGKILL, doomed.log_tail()
+        table_id, op_id, doomed = killed_mid_saga(procs, service_env, client, kind, kill_at)
         died_at = time.monotonic()
         assert f"killing process {doomed.pid} at {kill_at}" in doomed.stderr()
         # Its job is held by a dead worker; unless the outcome was already committed, the saga is
@@ -313,17 +321,7 @@ def test_worker_killed_after_the_ddl_on_sqlite_and_mariadb(
     )
     _, base_url = start_server(procs, env, "--no-worker")
     with httpx.Client(base_url=base_url, timeout=10.0) as client:
-        if kind == "create":
-            doomed = start_worker(procs, env, "doomed-worker", SCHEMASAGA_KILL_AT=kill_at)
-            table_id, op_id = create_table(client, TABLE)
-        else:
-            helper = start_worker(procs, env, "setup-worker")
-            table_id = setup(client, kind)
-            helper.signal(signal.SIGTERM)
-            assert helper.wait(30) == 0, helper.log_tail()
-            doomed = start_worker(procs, env, "doomed-worker", SCHEMASAGA_KILL_AT=kill_at)
-            op_id = change(client, kind, table_id)
-        assert doomed.wait(30) == -signal.SIGKILL, doomed.log_tail()
+        table_id, op_id, _ = killed_mid_saga(procs, env, client, kind, kill_at)
 
         rescuer = start_worker(procs, env, "rescuer-worker")
         op = wait_finished(client, op_id, timeout=45)
