@@ -82,9 +82,6 @@ class SagaRunner:
         A change run that way may fail and defer its retry with a backoff, while its fallback job
         still waits: that job (``job_id``) then finds the retry scheduled and leaves the operation to
         it, rather than trying at once and starting a second chain of retries."""
-        if job_id is not None and await self._retry_scheduled(operation_id, job_id):
-            log.info("operation %s waits for its scheduled retry; job %s leaves it", operation_id, job_id)
-            return
         try:
             table = await self.repository.load(table_id)
         except TableNotFound:
@@ -96,6 +93,12 @@ class SagaRunner:
                 log.info("operation %s of table %s already finished; nothing to do", operation_id, table_id)
                 return
             async with self.pool.connection() as conn:
+                if job_id is not None and await _retry_scheduled(conn, operation_id, job_id):
+                    log.info(
+                        "operation %s waits for its scheduled retry; job %s leaves it", operation_id, job_id
+                    )
+                    return
+                job_id = None  # the changes chained after it are this job's own
                 await mark_running(conn, operation_id=operation_id)
             try:
                 finished = await self._run(table, op)
@@ -105,14 +108,6 @@ class SagaRunner:
             if finished is None or finished.head is None:
                 return
             table, operation_id = finished, finished.head.operation_id
-
-    async def _retry_scheduled(self, operation_id: UUID, job_id: int) -> bool:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                JOB_QUERIES["retry_scheduled"],
-                {"task_name": RUN_SAGA, "job_id": job_id, "operation_id": str(operation_id)},
-            )
-            return await cur.fetchone() is not None
 
     async def _run(self, table: Table, op: PendingOperation) -> Table | None:
         """The table after the operation's outcome, or None when it waits for a retry."""
@@ -255,6 +250,15 @@ class SagaRunner:
         await self._update(
             table, op, lambda t: t.fail_attempt(op.operation_id, error=error, transient=True), retry_in=delay
         )
+
+
+async def _retry_scheduled(conn: AsyncConnection[Any], operation_id: UUID, job_id: int) -> bool:
+    """Whether another job of the operation is scheduled for later: a retry waiting for its backoff."""
+    cur = await conn.execute(
+        JOB_QUERIES["retry_scheduled"],
+        {"task_name": RUN_SAGA, "job_id": job_id, "operation_id": str(operation_id)},
+    )
+    return await cur.fetchone() is not None
 
 
 # Failures of the core database (or of the job queue in it) are not the saga's: they leave the job,
