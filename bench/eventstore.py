@@ -22,8 +22,8 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
+from schemasaga.coredb.migrations import upgrade
 from schemasaga.eventstore import EventStore, NewEvent
-from schemasaga.migrations import upgrade
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 PAYLOAD = {"table_id": "00000000-0000-0000-0000-000000000000", "name": "my_new_table_123", "n": 1}

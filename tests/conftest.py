@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from schemasaga.migrations import upgrade
+from schemasaga.coredb.migrations import upgrade
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_MYSQL = "mysql+pymysql://root@127.0.0.1:3306/"
@@ -44,7 +44,7 @@ def pg_server() -> Iterator[str]:
     if os.environ.get("SCHEMASAGA_TEST_EMBEDDED") != "1" and _reachable(LOCAL_PG):
         yield LOCAL_PG
         return
-    from schemasaga.embedded import EmbeddedPostgres
+    from schemasaga.coredb.embedded import EmbeddedPostgres
 
     # Not under pytest's tmp_path: pytest resets its base folder to 0700 at every session start,
     # which would lock the embedded server's OS user (pgserver, when running as root) out.

@@ -1,4 +1,5 @@
-"""The composition root: builds the pool, stores, services, the procrastinate app and the worker."""
+"""The composition root: builds the pool, the stores, the services, the job queue and the web app, and
+nothing else (the worker's loop is in ``worker.py``, the commands' logic in ``services``)."""
 
 from __future__ import annotations
 
@@ -10,35 +11,33 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import procrastinate
-import procrastinate.exceptions
-import procrastinate.worker
 import psycopg
+from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
-from schemasaga.byodb.adapter import DdlLimits
-from schemasaga.catalog import DEFAULT_DATABASE, DatabaseCatalog
-from schemasaga.config import Settings
-from schemasaga.databases.service import DatabaseService
-from schemasaga.databases.source import RegistrySource
-from schemasaga.databases.urls import parse_database_url
+from schemasaga.api.app import create_app
+from schemasaga.api.deps import Services
+from schemasaga.byodb.adapter import DdlLimits, Prober
+from schemasaga.byodb.connections import Connections
+from schemasaga.byodb.urls import parse_database_url
+from schemasaga.config import ConfigurationError, Settings
+from schemasaga.coredb.embedded import EmbeddedPostgres
+from schemasaga.coredb.migrations import upgrade
+from schemasaga.coredb.transaction import PgCore
+from schemasaga.coredb.views import PgReadModels, RegistrySource
+from schemasaga.domain.database import DEFAULT_DATABASE
 from schemasaga.domain.errors import DomainError
-from schemasaga.drift import DriftDetector, periodic_scan
-from schemasaga.drift import Q as DRIFT_QUERIES
-from schemasaga.embedded import EmbeddedPostgres
+from schemasaga.domain.policy import RegistrationPolicy
 from schemasaga.eventstore import EventStore
-from schemasaga.jobs.app import (
-    JobScheduler,
-    JobsInHand,
-    create_app,
-    keep_heartbeat,
-    release_lost_jobs,
-    stalled_job_watchdog,
-)
-from schemasaga.migrations import upgrade
-from schemasaga.repository import TableRepository
-from schemasaga.sagas.runner import RetryPolicy, SagaRunner
+from schemasaga.jobs.app import JobScheduler
+from schemasaga.jobs.app import create_app as create_jobs_app
 from schemasaga.secrets import SecretBox, SecretsError, resolve_secret_box
-from schemasaga.services import TableService
+from schemasaga.services.databases import DatabaseCommands
+from schemasaga.services.drift import DriftDetector
+from schemasaga.services.sagas.runner import RetryPolicy, SagaRunner
+from schemasaga.services.tables import TableCommands
+from schemasaga.services.unit_of_work import UnitOfWork
+from schemasaga.worker import WorkerParts
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +52,16 @@ class Resolved:
     core_conninfo: str
     byodb_url: str = field(repr=False)  # may hold a password
     embedded: EmbeddedPostgres | None
+
+
+def check_settings(settings: Settings) -> RegistrationPolicy:
+    """The registration policy the settings describe; a malformed one stops the start."""
+    try:
+        return RegistrationPolicy.build(
+            allowed_hosts=settings.byodb_allowed_hosts, sqlite_dir=settings.registered_sqlite_dir
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid settings: SCHEMASAGA_BYODB_ALLOWED_HOSTS: {exc}") from None
 
 
 def resolve_databases(settings: Settings, *, need_byodb: bool = True) -> Resolved:
@@ -70,7 +79,7 @@ def resolve_databases(settings: Settings, *, need_byodb: bool = True) -> Resolve
             byodb = embedded.sqlalchemy_url(EMBEDDED_BYODB)
     if byodb is None:
         if need_byodb:
-            raise SystemExit("SCHEMASAGA_BYODB_URL must be set when SCHEMASAGA_DATABASE_URL is")
+            raise ConfigurationError("SCHEMASAGA_BYODB_URL must be set when SCHEMASAGA_DATABASE_URL is")
         byodb = ""
     return Resolved(core_conninfo=_libpq(core), byodb_url=byodb, embedded=embedded)
 
@@ -83,33 +92,62 @@ def _libpq(url: str) -> str:
     return url
 
 
+def load_secrets(settings: Settings) -> SecretBox:
+    """This process's encryption keys; a missing or wrong key stops the start with what to do."""
+    try:
+        return resolve_secret_box(settings)
+    except SecretsError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 @dataclass
 class Container:
     settings: Settings
     resolved: Resolved
     pool: AsyncConnectionPool[Any]
     store: EventStore
-    repository: TableRepository
     jobs: procrastinate.App
     scheduler: JobScheduler
-    catalog: DatabaseCatalog
-    tables: TableService
+    connections: Connections
+    uow: UnitOfWork
+    reads: PgReadModels
+    tables: TableCommands
+    databases: DatabaseCommands
     runner: SagaRunner
-    databases: DatabaseService
     drift: DriftDetector
     secrets: SecretBox = field(repr=False)
 
+    @property
+    def worker(self) -> WorkerParts:
+        return WorkerParts(
+            settings=self.settings,
+            jobs=self.jobs,
+            runner=self.runner,
+            uow=self.uow,
+            reads=self.reads,
+            drift=self.drift,
+        )
 
-def load_secrets(settings: Settings) -> SecretBox:
-    """This process's encryption keys; a missing or wrong key stops the start with what to do."""
-    try:
-        return resolve_secret_box(settings)
-    except SecretsError as exc:
-        raise SystemExit(str(exc)) from None
+    def web_app(self) -> FastAPI:
+        return create_app(
+            Services(
+                tables=self.tables,
+                databases=self.databases,
+                drift=self.drift,
+                reads=self.reads,
+                connections=self.connections,
+                ping_core=self._ping_core,
+            )
+        )
+
+    async def _ping_core(self) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute("SELECT 1")
 
 
 @asynccontextmanager
 async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Container]:
+    policy = check_settings(settings)
     secrets = await asyncio.to_thread(load_secrets, settings)
     resolved = await asyncio.to_thread(resolve_databases, settings)
     try:
@@ -128,14 +166,17 @@ async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIt
             timeout=settings.core_pool_timeout,
         )
         await pool.open(wait=True, timeout=30)
-        jobs = create_app()
+        jobs = create_jobs_app()
         await jobs.open_async(pool)
-        catalog: DatabaseCatalog | None = None
+        connections: Connections | None = None
         refresher: asyncio.Task[None] | None = None
         try:
-            catalog, container = await _build(settings, resolved, secrets, pool, jobs, record_default=migrate)
+            connections = _connections(settings, resolved, secrets, pool)
+            container = await _build(
+                settings, resolved, secrets, policy, pool, jobs, connections, record_default=migrate
+            )
             if settings.catalog_refresh_interval > 0:
-                refresher = asyncio.create_task(_refresh_catalog(catalog, settings.catalog_refresh_interval))
+                refresher = asyncio.create_task(connections.keep_fresh(settings.catalog_refresh_interval))
             yield container
         finally:
             if refresher is not None:
@@ -143,64 +184,58 @@ async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIt
                 await asyncio.gather(refresher, return_exceptions=True)
             await jobs.close_async()
             await pool.close()
-            if catalog is not None:
-                catalog.close()
+            if connections is not None:
+                connections.close()
     finally:
         if resolved.embedded is not None:
             await asyncio.to_thread(resolved.embedded.stop)
+
+
+def _limits(settings: Settings) -> DdlLimits:
+    return DdlLimits(
+        lock_timeout_ms=settings.ddl_lock_timeout_ms,
+        statement_timeout_ms=settings.ddl_statement_timeout_ms,
+        connect_timeout_s=settings.byodb_connect_timeout,
+    )
+
+
+def _connections(
+    settings: Settings, resolved: Resolved, secrets: SecretBox, pool: AsyncConnectionPool[Any]
+) -> Connections:
+    try:
+        parse_database_url(resolved.byodb_url, from_api=False)
+    except DomainError as exc:  # its message never quotes the URL
+        raise ConfigurationError(f"default database (SCHEMASAGA_BYODB_URL): {exc}") from None
+    connections = Connections(
+        limits=_limits(settings),
+        source=RegistrySource(conninfo=resolved.core_conninfo, pool=pool, secrets=secrets),
+    )
+    connections.register(DEFAULT_DATABASE, resolved.byodb_url, pinned=True)
+    return connections
 
 
 async def _build(
     settings: Settings,
     resolved: Resolved,
     secrets: SecretBox,
+    policy: RegistrationPolicy,
     pool: AsyncConnectionPool[Any],
     jobs: procrastinate.App,
-    *,
-    record_default: bool,
-) -> tuple[DatabaseCatalog, Container]:
-    limits = DdlLimits(
-        lock_timeout_ms=settings.ddl_lock_timeout_ms,
-        statement_timeout_ms=settings.ddl_statement_timeout_ms,
-        connect_timeout_s=settings.byodb_connect_timeout,
-    )
-    try:
-        parse_database_url(resolved.byodb_url, from_api=False)
-    except DomainError as exc:  # its message never quotes the URL
-        raise SystemExit(f"default database (SCHEMASAGA_BYODB_URL): {exc}") from None
-    catalog = DatabaseCatalog(
-        limits=limits,
-        source=RegistrySource(conninfo=resolved.core_conninfo, pool=pool, secrets=secrets),
-    )
-    try:
-        return catalog, await _services(
-            settings, resolved, secrets, pool, jobs, catalog, limits, record_default=record_default
-        )
-    except BaseException:
-        catalog.close()  # the caller never got it: dispose of the engines it opened
-        raise
-
-
-async def _services(
-    settings: Settings,
-    resolved: Resolved,
-    secrets: SecretBox,
-    pool: AsyncConnectionPool[Any],
-    jobs: procrastinate.App,
-    catalog: DatabaseCatalog,
-    limits: DdlLimits,
+    connections: Connections,
     *,
     record_default: bool,
 ) -> Container:
-    catalog.register(DEFAULT_DATABASE, resolved.byodb_url, pinned=True)
     store = EventStore(pool)
-    databases = DatabaseService(
-        pool=pool,
-        store=store,
-        catalog=catalog,
+    scheduler = JobScheduler(jobs)
+    uow = UnitOfWork(PgCore(pool, store=store, scheduler=scheduler), snapshot_every=settings.snapshot_every)
+    reads = PgReadModels(pool, store=store)
+    databases = DatabaseCommands(
+        uow=uow,
+        reads=reads,
+        connections=connections,
+        probe=Prober(_limits(settings)),
         secrets=secrets,
-        limits=limits,
-        policy=settings.registration_policy(),
+        policy=policy,
     )
     try:
         # Only the processes that run the service record it: a read-only command (verify, drift...)
@@ -208,133 +243,26 @@ async def _services(
         if record_default:
             await databases.ensure_default(resolved.byodb_url)
     except (SecretsError, DomainError) as exc:
-        raise SystemExit(f"default database (SCHEMASAGA_BYODB_URL): {exc}") from None
-    await catalog.refresh()
-    repository = TableRepository(store, snapshot_every=settings.snapshot_every)
-    scheduler = JobScheduler(jobs)
-    tables = TableService(pool=pool, repository=repository, scheduler=scheduler, catalog=catalog)
-    runner = SagaRunner(
-        pool=pool,
-        repository=repository,
-        scheduler=scheduler,
-        catalog=catalog,
-        retry=RetryPolicy(
-            max_attempts=settings.retry_max_attempts,
-            base_delay=settings.retry_base_delay,
-            max_delay=settings.retry_max_delay,
-        ),
+        raise ConfigurationError(f"default database (SCHEMASAGA_BYODB_URL): {exc}") from None
+    await connections.refresh()
+    retry = RetryPolicy(
+        max_attempts=settings.retry_max_attempts,
+        base_delay=settings.retry_base_delay,
+        max_delay=settings.retry_max_delay,
     )
     return Container(
-        settings,
-        resolved,
-        pool,
-        store,
-        repository,
-        jobs,
-        scheduler,
-        catalog,
-        tables,
-        runner,
-        databases,
-        DriftDetector(pool=pool, repository=repository, catalog=catalog),
-        secrets,
+        settings=settings,
+        resolved=resolved,
+        pool=pool,
+        store=store,
+        jobs=jobs,
+        scheduler=scheduler,
+        connections=connections,
+        uow=uow,
+        reads=reads,
+        tables=TableCommands(uow=uow, connections=connections),
+        databases=databases,
+        runner=SagaRunner(uow=uow, connections=connections, retry=retry),
+        drift=DriftDetector(uow=uow, reads=reads, connections=connections),
+        secrets=secrets,
     )
-
-
-async def _refresh_catalog(catalog: DatabaseCatalog, every: float) -> None:
-    """Reload the registered databases now and then: another process may have changed them."""
-    while True:
-        await asyncio.sleep(every)
-        try:
-            await catalog.refresh()
-        except Exception as exc:
-            # Never the URLs: the catalog's errors name databases only.
-            log.warning("reloading the registered databases failed: %s", type(exc).__name__)
-
-
-async def run_worker(container: Container, *, concurrency: int, install_signal_handlers: bool) -> None:
-    """Run saga jobs until cancelled or signalled; the job in hand is finished first."""
-    s = container.settings
-    hand = JobsInHand()
-
-    async def also() -> None:
-        await keep_heartbeat(container.jobs, hand)
-        await release_lost_jobs(container.jobs, hand)
-        await requeue_orphans(container)
-
-    watchdog = asyncio.create_task(
-        stalled_job_watchdog(
-            container.jobs,
-            stalled_after=s.stalled_worker_timeout,
-            every=max(1.0, s.stalled_worker_timeout / 3),
-            also=also,
-        )
-    )
-    background = [watchdog]
-    if s.drift_scan_interval > 0:
-        background.append(
-            asyncio.create_task(
-                periodic_scan(container.drift, container.catalog, every=s.drift_scan_interval)
-            )
-        )
-    try:
-        await _work_until_stopped(
-            container, hand, concurrency=concurrency, install_signal_handlers=install_signal_handlers
-        )
-    finally:
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-
-
-async def _work_until_stopped(
-    container: Container, hand: JobsInHand, *, concurrency: int, install_signal_handlers: bool
-) -> None:
-    """Run the procrastinate worker; when the core database drops its connections (restart,
-    failover), start it again after a capped backoff instead of letting the process exit."""
-    delay = 0.5
-    while True:
-        try:
-            await _run_procrastinate(
-                container, hand, concurrency=concurrency, install_signal_handlers=install_signal_handlers
-            )
-            return
-        except (procrastinate.exceptions.ConnectorException, psycopg.OperationalError) as exc:
-            log.warning("worker lost the core database (%s); restarting in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-async def _run_procrastinate(
-    container: Container, hand: JobsInHand, *, concurrency: int, install_signal_handlers: bool
-) -> None:
-    s = container.settings
-    # The worker is built here rather than by ``App.run_worker_async`` so that the lost-job check
-    # knows the id it registers under (a new one at each restart).
-    worker = procrastinate.worker.Worker(
-        app=container.jobs,
-        concurrency=concurrency,
-        fetch_job_polling_interval=s.job_polling_interval,
-        update_heartbeat_interval=s.heartbeat_interval,
-        stalled_worker_timeout=s.stalled_worker_timeout,
-        additional_context={"saga_runner": container.runner, "jobs_in_hand": hand},
-        install_signal_handlers=install_signal_handlers,
-        delete_jobs="successful",
-    )
-    hand.worker_id = lambda: worker.worker_id
-    await worker.run()  # type: ignore[no-untyped-call]  # procrastinate leaves it unannotated
-
-
-async def requeue_orphans(container: Container) -> int:
-    """Defer a job for every table whose unfinished operations have no job left (a job that failed
-    for good, for instance): without it, nothing would ever finish them."""
-    async with container.pool.connection() as conn:
-        rows = await (await conn.execute(DRIFT_QUERIES["stuck_operations"])).fetchall()
-    heads: dict[Any, Any] = {}
-    for operation_id, table_id, *_ in rows:
-        heads.setdefault(table_id, operation_id)
-    for table_id, operation_id in heads.items():
-        log.warning("table %s has unfinished operations but no job; deferring one", table_id)
-        async with container.pool.connection() as conn, conn.transaction():
-            await container.scheduler.run_saga(conn=conn, table_id=table_id, operation_id=operation_id)
-    return len(heads)

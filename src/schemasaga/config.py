@@ -8,8 +8,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemasaga.databases.policy import RegistrationPolicy, parse_allowed_hosts
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SCHEMASAGA_", extra="ignore")
@@ -25,7 +23,7 @@ class Settings(BaseSettings):
     # Required with database_url; on the embedded default, <data_dir>/secret.key is used (created if absent).
     secret_key: SecretStr | None = None
 
-    # Where databases registered through the API may be (see schemasaga.databases.policy): hosts as a
+    # Where databases registered through the API may be (see schemasaga.domain.policy): hosts as a
     # comma-separated allow-list (empty: any host), SQLite files under one directory (default
     # <data_dir>/sqlite). The configured byodb_url is not checked.
     byodb_allowed_hosts: str = ""
@@ -61,21 +59,19 @@ class Settings(BaseSettings):
     # Seconds between drift scans; 0 disables the periodic scan.
     drift_scan_interval: float = 0.0
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # None: INFO for serve and worker, WARNING for one-shot commands (their output is their answer).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("byodb_allowed_hosts")
-    @classmethod
-    def _valid_hosts(cls, value: str) -> str:
-        parse_allowed_hosts(value)  # a malformed entry stops the start, not a later registration
-        return value
+    @property
+    def registered_sqlite_dir(self) -> Path:
+        """Where SQLite files registered through the API must be."""
+        return self.sqlite_dir if self.sqlite_dir is not None else self.data_dir / "sqlite"
 
-    def registration_policy(self) -> RegistrationPolicy:
-        return RegistrationPolicy.build(
-            allowed_hosts=self.byodb_allowed_hosts,
-            sqlite_dir=self.sqlite_dir if self.sqlite_dir is not None else self.data_dir / "sqlite",
-        )
+
+class ConfigurationError(Exception):
+    """Settings that cannot be used, found at start: the command ends with the message and exit status 2."""

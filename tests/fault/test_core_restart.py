@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from schemasaga.embedded import EmbeddedPostgres
-from schemasaga.migrations import upgrade
+from schemasaga.coredb.embedded import EmbeddedPostgres
+from schemasaga.coredb.migrations import upgrade
 from tests.fault.harness import Service, check_consistency, create_table, settle, start_load
 from tests.fault.test_process_faults import _check_accepted, _mixed_command, _statuses
 

@@ -14,10 +14,10 @@ import pytest
 from cryptography.fernet import Fernet
 from psycopg_pool import AsyncConnectionPool
 
-from schemasaga.api.app import create_app
-from schemasaga.bootstrap import Container, open_container, run_worker
+from schemasaga.bootstrap import Container, open_container
 from schemasaga.config import Settings
 from schemasaga.eventstore import EventStore
+from schemasaga.worker import run_worker
 
 # One encryption key for the in-process services of this run (BYODB credentials are stored encrypted).
 TEST_SECRET_KEY = Fernet.generate_key().decode()
@@ -71,7 +71,7 @@ def settings_factory(core_db: str, tmp_path: Path) -> Callable[..., Settings]:
 async def running_service(settings: Settings, *, worker: bool = True) -> AsyncIterator[Container]:
     async with open_container(settings) as container:
         task = (
-            asyncio.create_task(run_worker(container, concurrency=4, install_signal_handlers=False))
+            asyncio.create_task(run_worker(container.worker, concurrency=4, stop_on_signals=False))
             if worker
             else None
         )
@@ -93,7 +93,7 @@ async def service(settings_factory: Callable[..., Settings], byodb_pg_url: str) 
 
 @pytest.fixture
 async def client(service: Container) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(service))
+    transport = httpx.ASGITransport(app=service.web_app())
     async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as c:
         yield c
 

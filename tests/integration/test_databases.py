@@ -22,10 +22,9 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
-from schemasaga.api.app import create_app
-from schemasaga.bootstrap import Container
+from schemasaga.bootstrap import Container, check_settings
 from schemasaga.cli import main as cli
-from schemasaga.config import Settings
+from schemasaga.config import ConfigurationError, Settings
 from schemasaga.secrets import SecretBox, generate_key, key_id
 from tests.conftest import another_spelling, create_database, drop_database, pg_sqlalchemy_url, with_dbname
 from tests.integration.conftest import running_service, wait_synced
@@ -38,7 +37,7 @@ ENGINE_URLS = {"postgresql": "second_pg_url", "mysql": "byodb_mysql_url", "sqlit
 
 @contextlib.asynccontextmanager
 async def http(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(container))
+    transport = httpx.ASGITransport(app=container.web_app())
     async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as c:
         yield c
 
@@ -160,7 +159,7 @@ async def test_default_database_comes_from_configuration(
         pass
     assert [e.event_type for e in await svc.store.read_stream("Database$default")] == ["DatabaseRegistered"]
     async with running_service(make_settings(byodb_url=byodb_sqlite_url), worker=False) as other:
-        assert other.catalog.engine("default") == "sqlite"
+        assert other.connections.engine("default") == "sqlite"
     types = [e.event_type for e in await svc.store.read_stream("Database$default")]
     assert types == ["DatabaseRegistered", "DatabaseUrlChanged"]
     assert (await api.get("/v1/databases/default")).json()["engine"] == "sqlite"
@@ -290,8 +289,8 @@ async def test_hosts_outside_the_allow_list_are_refused_without_connecting(
 
 
 def test_a_malformed_allow_list_stops_the_start() -> None:
-    with pytest.raises(ValueError, match=r"10\.0\.0\.0/33"):
-        Settings(byodb_allowed_hosts="db.example.com, 10.0.0.0/33")
+    with pytest.raises(ConfigurationError, match=r"SCHEMASAGA_BYODB_ALLOWED_HOSTS.*10\.0\.0\.0/33"):
+        check_settings(Settings(byodb_allowed_hosts="db.example.com, 10.0.0.0/33"))
 
 
 async def test_a_url_cannot_make_the_driver_read_a_file_into_the_answer(
@@ -310,7 +309,7 @@ async def test_a_url_cannot_make_the_driver_read_a_file_into_the_answer(
 
 
 async def test_a_nul_character_in_a_name_is_a_4xx_in_the_usual_shape(svc: Container) -> None:
-    transport = httpx.ASGITransport(app=create_app(svc), raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=svc.web_app(), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as c:
         for method, path in [
             ("GET", "/v1/databases/x%00y"),
@@ -331,7 +330,7 @@ async def test_an_unexpected_error_answers_500_in_the_usual_shape_without_detail
         raise RuntimeError("internal detail xyz")
 
     monkeypatch.setattr(svc.databases, "list_databases", broken)
-    transport = httpx.ASGITransport(app=create_app(svc), raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=svc.web_app(), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as c:
         r = await c.get("/v1/databases")
     assert r.status_code == 500
@@ -445,7 +444,7 @@ async def test_unregister_refused_while_live_tables(
     r = await api.delete("/v1/databases/analytics")
     assert r.status_code == 200, r.text
     assert (await api.get("/v1/databases/analytics")).status_code == 404
-    assert "analytics" not in svc.catalog.names()
+    assert "analytics" not in svc.connections.names()
     r = await api.post("/table/create", json={"name": "late", "database": "analytics"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "database_not_found"
     assert (await api.delete("/v1/databases/analytics")).status_code == 404
@@ -470,7 +469,7 @@ async def test_tables_of_an_unregistered_database_are_shown_without_blocking_rel
     def blocking_reload() -> None:
         raise AssertionError("a blocking reload of the registry on the event loop")
 
-    monkeypatch.setattr(svc.catalog, "reload", blocking_reload)
+    monkeypatch.setattr(svc.connections, "reload", blocking_reload)
     r = await api.get("/v1/tables", params={"include_deleted": "true"})
     assert r.status_code == 200, r.text
     [shown] = [t for t in r.json()["items"] if t["table_id"] == table_id]
@@ -504,11 +503,11 @@ async def test_other_processes_learn_of_a_new_database(
         http(api_c) as client_c,
     ):
         await register(client_a, "analytics", byodb_sqlite_url)
-        assert "analytics" not in worker_b.catalog.names()
+        assert "analytics" not in worker_b.connections.names()
         table_id = await create_table(client_a, "from_a", "analytics")
         table = await wait_synced(client_a, table_id)  # only worker B runs sagas
         assert table["exists"] is True and table["engine"] == "sqlite"
-        assert "analytics" in worker_b.catalog.names()
+        assert "analytics" in worker_b.connections.names()
         assert live_columns(byodb_sqlite_url, "from_a") is not None
         # Replica C knows it at its first request naming it.
         table_c = await create_table(client_c, "from_c", "analytics")
@@ -518,14 +517,14 @@ async def test_other_processes_learn_of_a_new_database(
             assert (await client_a.post("/table/delete", json={"table_id": t})).status_code == 200
             await wait_synced(client_a, t)
         assert (await client_a.delete("/v1/databases/analytics")).status_code == 200
-        await api_c.catalog.refresh()
-        assert "analytics" not in api_c.catalog.names()
+        await api_c.connections.refresh()
+        assert "analytics" not in api_c.connections.names()
 
 
 async def test_refusing_to_start_without_a_key(
     settings_factory: Callable[..., Settings], byodb_pg_url: str
 ) -> None:
-    with pytest.raises(SystemExit, match="SCHEMASAGA_SECRET_KEY must be set"):
+    with pytest.raises(ConfigurationError, match="SCHEMASAGA_SECRET_KEY must be set"):
         async with running_service(settings_factory(byodb_pg_url, secret_key=None), worker=False):
             pass
 
@@ -540,7 +539,7 @@ async def test_refusing_to_start_without_a_key(
 async def test_refusing_to_start_with_a_bad_default_database_url(
     settings_factory: Callable[..., Settings], url: str, message: str
 ) -> None:
-    with pytest.raises(SystemExit, match=message) as refused:
+    with pytest.raises(ConfigurationError, match=message) as refused:
         async with running_service(settings_factory(url), worker=False):
             pass
     assert "tiger-secret" not in str(refused.value)
@@ -602,7 +601,7 @@ async def test_key_rotation(
         assert r.status_code == 200
         await wait_synced(client, table_id)
     assert live_columns(byodb_sqlite_url, "rotated") == {"id", "name", "created_at", "updated_at", "age"}
-    with pytest.raises(SystemExit, match="cannot be decrypted"):
+    with pytest.raises(ConfigurationError, match="cannot be decrypted"):
         async with running_service(make_settings(secret_key=KEY), worker=False):
             pass
 
@@ -619,9 +618,9 @@ async def test_a_replica_out_of_date_cannot_create_in_an_unregistered_database(
         http(api_b) as client_b,
     ):
         await register(client_a, "analytics", byodb_sqlite_url)
-        await api_b.catalog.refresh()
+        await api_b.connections.refresh()
         assert (await client_a.delete("/v1/databases/analytics")).status_code == 200
-        assert "analytics" in api_b.catalog.names()
+        assert "analytics" in api_b.connections.names()
         events_before = len(await api_b.store.read_all())
         r = await client_b.post("/table/create", json={"name": "orphan", "database": "analytics"})
         assert r.status_code == 404 and r.json()["error"]["code"] == "database_not_found", r.text
@@ -659,7 +658,7 @@ async def assert_refused_as_registered(
     assert len(await svc.store.read_all()) == before
     assert await database_traces(svc, name) == (0, 0)
     assert (await api.get(f"/v1/databases/{name}")).status_code == 404
-    assert name not in svc.catalog.names()
+    assert name not in svc.connections.names()
 
 
 @pytest.mark.parametrize(("engine", "how"), SPELLINGS)
@@ -783,7 +782,7 @@ async def test_an_unreachable_registered_database_does_not_block_registrations(
     async with svc.pool.connection() as conn:
         await conn.execute("UPDATE rm_databases SET identity = NULL WHERE name = 'gone'")
     drop_database(pg_server, gone)
-    caplog.set_level(logging.WARNING, logger="schemasaga.databases")
+    caplog.set_level(logging.WARNING, logger="schemasaga.services.databases")
     assert (await register(api, "other", second_pg_url))["name"] == "other"
     [skipped] = [r.getMessage() for r in caplog.records if "not compared" in r.getMessage()]
     assert "'gone'" in skipped and gone_url not in skipped

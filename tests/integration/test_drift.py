@@ -15,7 +15,7 @@ import httpx
 
 from schemasaga.bootstrap import Container
 from schemasaga.config import Settings
-from schemasaga.drift import DriftDetector
+from schemasaga.services.drift import DriftDetector
 from tests.conftest import create_database, drop_database, pg_sqlalchemy_url, with_dbname
 from tests.integration.conftest import TEST_SECRET_KEY, running_service, wait_operation, wait_synced
 from tests.integration.test_saga_flow import create_table, physical_columns, run_sql
@@ -129,7 +129,7 @@ async def test_drift_is_recorded_once_until_it_changes(
     client: httpx.AsyncClient, service: Container, byodb_pg_url: str
 ) -> None:
     table_id = await settled_table(client, "watched")
-    detector = DriftDetector(pool=service.pool, repository=service.repository, catalog=service.catalog)
+    detector = DriftDetector(uow=service.uow, reads=service.reads, connections=service.connections)
     await detector.scan("default", record=True)
     run_sql(byodb_pg_url, "ALTER TABLE watched ADD COLUMN extra text")
     for _ in range(2):
@@ -171,10 +171,9 @@ async def test_verify_and_drift_commands_fail_on_divergence(
 async def test_the_worker_scans_periodically_and_records_new_drift(
     settings_factory: Callable[..., Settings], byodb_pg_url: str
 ) -> None:
-    from schemasaga.api.app import create_app
 
     async with running_service(settings_factory(byodb_pg_url, drift_scan_interval=0.2)) as container:
-        transport = httpx.ASGITransport(app=create_app(container))
+        transport = httpx.ASGITransport(app=container.web_app())
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             table_id = await settled_table(client, "scanned")
             run_sql(byodb_pg_url, "ALTER TABLE scanned ADD COLUMN sneaky integer")

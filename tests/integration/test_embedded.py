@@ -20,14 +20,14 @@ import psycopg
 import pytest
 import sqlalchemy
 
-from schemasaga.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from schemasaga.coredb.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
 # A process that holds the embedded server and obeys commands read from stdin, one per line.
 HOLDER = """
 import sys
 from pathlib import Path
 import psycopg
-from schemasaga.embedded import EmbeddedPostgres
+from schemasaga.coredb.embedded import EmbeddedPostgres
 
 pg = EmbeddedPostgres(Path(sys.argv[1]))
 pg.start()

@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from schemasaga.migrations import apply_migrations_only, upgrade
+from schemasaga.coredb.migrations import apply_migrations_only, upgrade
 from tests.conftest import create_database, drop_database, with_dbname
 
 CATALOG_QUERIES = {

@@ -9,7 +9,7 @@ import httpx
 from psycopg.rows import dict_row
 
 from schemasaga.bootstrap import Container
-from schemasaga.projections import rebuild_all
+from schemasaga.coredb.readmodels import rebuild as rebuild_all
 from tests.integration.conftest import wait_operation, wait_synced
 from tests.integration.test_saga_flow import create_table, run_sql
 

@@ -11,12 +11,38 @@ from uuid import UUID, uuid4
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from schemasaga.coredb.transaction import PgStreams, PgTransaction
+from schemasaga.coredb.views import PgReadModels
 from schemasaga.domain.columns import Column, ColumnType
 from schemasaga.domain.errors import TableNotFound
 from schemasaga.domain.events import event_from_data, stream_name
 from schemasaga.domain.table import Table
-from schemasaga.eventstore import EventStore
-from schemasaga.repository import TableRepository
+from schemasaga.eventstore import EventStore, RecordedEvent
+from schemasaga.services.repository import load_table, save_table
+
+
+class TableRepository:
+    """The unit of work's loads and saves of a table (services.repository), on the real event store."""
+
+    def __init__(self, store: EventStore, pool: AsyncConnectionPool[Any], *, snapshot_every: int) -> None:
+        self.store = store
+        self.snapshot_every = snapshot_every
+        self.reads = PgReadModels(pool, store=store)
+
+    async def save(self, table: Table, *, conn: Any) -> list[RecordedEvent]:
+        # A save defers no job: the transaction needs no scheduler.
+        tx = PgTransaction(conn, store=self.store, scheduler=None)  # type: ignore[arg-type]
+        return await save_table(tx, table, metadata={}, snapshot_every=self.snapshot_every)
+
+    async def load(
+        self, table_id: UUID, *, at_version: int | None = None, at_time: datetime | None = None
+    ) -> Table:
+        if at_time is not None:
+            return await self.reads.table_at(table_id, version=at_version, moment=at_time)
+        table = await load_table(PgStreams(self.store), table_id, to_version=at_version)
+        if table is None:
+            raise TableNotFound(str(table_id))
+        return table
 
 
 async def save(repo: TableRepository, pool: AsyncConnectionPool[Any], table: Table) -> None:
@@ -57,7 +83,7 @@ async def history(repo: TableRepository, pool: AsyncConnectionPool[Any]) -> tupl
 async def test_loading_from_snapshots_equals_replaying_every_event(
     store: EventStore, pool: AsyncConnectionPool[Any]
 ) -> None:
-    repo = TableRepository(store, snapshot_every=4)
+    repo = TableRepository(store, pool, snapshot_every=4)
     table_id, _ = await history(repo, pool)
     async with pool.connection() as conn:
         rows = await (
@@ -76,7 +102,7 @@ async def test_loading_from_snapshots_equals_replaying_every_event(
 
 async def test_a_wrong_snapshot_would_show(store: EventStore, pool: AsyncConnectionPool[Any]) -> None:
     # Guards the test above: loading really starts from the snapshot.
-    repo = TableRepository(store, snapshot_every=4)
+    repo = TableRepository(store, pool, snapshot_every=4)
     table_id, _ = await history(repo, pool)
     async with pool.connection() as conn:
         await conn.execute(
@@ -88,7 +114,7 @@ async def test_a_wrong_snapshot_would_show(store: EventStore, pool: AsyncConnect
 
 
 async def test_a_table_loads_as_it_was_at_a_moment(store: EventStore, pool: AsyncConnectionPool[Any]) -> None:
-    repo = TableRepository(store, snapshot_every=4)
+    repo = TableRepository(store, pool, snapshot_every=4)
     table_id, moments = await history(repo, pool)
     for i, moment in enumerate(moments):
         then = await repo.load(table_id, at_time=moment)
@@ -104,7 +130,7 @@ async def test_a_table_loads_as_it_was_at_a_moment(store: EventStore, pool: Asyn
 async def test_a_moment_inside_a_transaction_loads_the_whole_transaction(
     store: EventStore, pool: AsyncConnectionPool[Any], snapshot_every: int
 ) -> None:
-    repo = TableRepository(store, snapshot_every=snapshot_every)
+    repo = TableRepository(store, pool, snapshot_every=snapshot_every)
     op = uuid4()
     table = Table.create(table_id=uuid4(), name="atomic", database="default", operation_id=op)
     await save(repo, pool, table)

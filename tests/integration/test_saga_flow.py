@@ -167,7 +167,7 @@ async def test_time_travel_never_shows_a_transaction_in_part(
         assert await cur.fetchone() == (1,)
     assert step.created_at < confirmed.created_at
 
-    then = await service.repository.load(UUID(table_id), at_time=step.created_at)
+    then = await service.reads.table_at(UUID(table_id), version=None, moment=step.created_at)
     assert (then.version, then.synced, then.exists) == (confirmed.version, True, True)
     r = await client.get(f"/v1/tables/{table_id}", params={"at": step.created_at.isoformat()})
     assert r.status_code == 200, r.text
@@ -322,11 +322,10 @@ async def test_rejected_deletion_leaves_the_table(client: httpx.AsyncClient, byo
 async def test_unreachable_byodb_is_retried_then_rejected(
     settings_factory: Callable[..., Settings],
 ) -> None:
-    from schemasaga.api.app import create_app
 
     settings = settings_factory("postgresql+psycopg://postgres@127.0.0.1:9/nowhere")
     async with running_service(settings) as container:
-        transport = httpx.ASGITransport(app=create_app(container))
+        transport = httpx.ASGITransport(app=container.web_app())
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             r = await client.post("/table/create", json={"name": "lost"})
             assert r.status_code == 200
@@ -451,12 +450,10 @@ async def test_core_database_outage_answers_503_json_and_writes_nothing(
 ) -> None:
     from psycopg.conninfo import conninfo_to_dict
 
-    from schemasaga.api.app import create_app
-
     core_name = conninfo_to_dict(core_db)["dbname"]
     settings = settings_factory(byodb_pg_url, core_pool_timeout=1.0)
     async with running_service(settings, worker=False) as container:
-        transport = httpx.ASGITransport(app=create_app(container))
+        transport = httpx.ASGITransport(app=container.web_app())
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             events_before, jobs_before = await counts(container)
             with psycopg.connect(pg_server, autocommit=True) as admin:
@@ -480,21 +477,20 @@ async def test_core_database_outage_answers_503_json_and_writes_nothing(
 async def test_an_operation_whose_job_was_lost_gets_a_new_one(
     settings_factory: Callable[..., Settings], byodb_pg_url: str
 ) -> None:
-    from schemasaga.api.app import create_app
-    from schemasaga.bootstrap import requeue_orphans
+    from schemasaga.worker import requeue_orphans
 
     settings = settings_factory(byodb_pg_url)
     async with running_service(settings, worker=False) as container:
-        transport = httpx.ASGITransport(app=create_app(container))
+        transport = httpx.ASGITransport(app=container.web_app())
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             table_id = await create_table(client, "orphaned")
             # As if its job had failed for good and been cleaned up.
             async with container.pool.connection() as conn:
                 await conn.execute("DELETE FROM procrastinate_jobs")
-            assert await requeue_orphans(container) == 1
-            assert await requeue_orphans(container) == 0  # it has a job now
+            assert await requeue_orphans(container.uow, container.reads) == 1
+            assert await requeue_orphans(container.uow, container.reads) == 0  # it has a job now
     async with running_service(settings) as container:
-        transport = httpx.ASGITransport(app=create_app(container))
+        transport = httpx.ASGITransport(app=container.web_app())
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             table = await wait_synced(client, table_id)
     assert table["exists"] is True
@@ -541,7 +537,7 @@ async def test_concurrent_commands_on_one_table_queue_instead_of_retrying(
 ) -> None:
     table_id = await create_table(client, "queued")
     await wait_synced(client, table_id)
-    caplog.set_level(logging.DEBUG, logger="schemasaga.services")
+    caplog.set_level(logging.DEBUG, logger="schemasaga.services.unit_of_work")
 
     async def add(i: int) -> int:
         body = {"table_id": table_id, "column": {"name": f"q{i:02d}", "type": "text"}}

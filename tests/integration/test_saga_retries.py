@@ -37,10 +37,10 @@ async def test_a_job_leaves_an_operation_to_its_scheduled_retry(
         [(own_job,)] = rows
 
         await svc.runner.run(table_id=change.table_id, operation_id=change.operation_id, job_id=own_job)
-        assert (await svc.tables.operation(change.operation_id))["status"] == "pending"
+        assert (await svc.reads.get_operation(change.operation_id)).status == "pending"
         assert "age" not in (physical_columns(byodb_pg_url, "backoff") or {})
 
         # The scheduled retry itself runs the change.
         await svc.runner.run(table_id=change.table_id, operation_id=change.operation_id, job_id=retry)
-        assert (await svc.tables.operation(change.operation_id))["status"] == "completed"
+        assert (await svc.reads.get_operation(change.operation_id)).status == "completed"
         assert "age" in (physical_columns(byodb_pg_url, "backoff") or {})

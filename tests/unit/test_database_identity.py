@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from schemasaga.byodb.identity import DatabaseIdentity, Match
-from schemasaga.databases.events import (
+from schemasaga.domain.database import (
     DatabaseRegistered,
     DatabaseState,
     DatabaseUrlChanged,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemasaga.jobs.app import JobsInHand
+from schemasaga.jobs.watchdog import JobsInHand
 
 
 def test_a_job_held_but_not_run_is_lost_only_at_the_second_check() -> None:

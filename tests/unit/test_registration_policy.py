@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from schemasaga.databases.errors import DatabaseNotAllowed
-from schemasaga.databases.policy import RegistrationPolicy, parse_allowed_hosts
+from schemasaga.domain.errors import DatabaseNotAllowed
+from schemasaga.domain.policy import RegistrationPolicy, parse_allowed_hosts
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemasaga.sagas.runner import RetryPolicy
+from schemasaga.services.sagas.runner import RetryPolicy
 
 
 def test_backoff_doubles_then_stays_at_its_cap_however_long_it_goes_on() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from schemasaga.byodb.urls import parse_database_url, redact
 from schemasaga.config import Settings
-from schemasaga.databases.urls import parse_database_url, redact
 from schemasaga.secrets import (
     KEY_FILE_NAME,
     SecretBox,

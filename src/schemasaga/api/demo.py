@@ -1,65 +1,61 @@
 """The Rails demo's four endpoints, with its exact request and response shapes.
 
-Extra fields (``operation_id``, ``database``, ``engine``) are added next to the demo's ones."""
+Extra fields (``operation_id``, ``database``, ``engine``, ``deleted``, ``version``) are added next to the
+demo's ones."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
-from schemasaga.api.deps import Metadata, Tables
+from schemasaga.api.deps import Metadata, Reads, ServicesDep, Tables
+from schemasaga.api.errors import responses
 from schemasaga.api.models import (
     ColumnRequest,
     CreateTableRequest,
+    DemoCreated,
+    DemoOk,
+    DemoShow,
+    DemoTableRef,
     TableIdRequest,
+    TableOut,
     parse_column,
     parse_table_id,
 )
+from schemasaga.domain.errors import TableNotFound
 
 router = APIRouter(prefix="/table", tags=["demo"])
 
 
-@router.post("/create")
-async def create(body: CreateTableRequest, tables: Tables, meta: Metadata) -> dict[str, Any]:
+@router.post("/create", response_model=DemoCreated, responses=responses(400, 404, 409, 422, 503))
+async def create(body: CreateTableRequest, tables: Tables, meta: Metadata) -> DemoCreated:
     accepted = await tables.create_table(name=body.name, database=body.database, metadata=meta)
-    return {
-        "status": "ok",
-        "table": {"table_id": str(accepted.table_id)},
-        "operation_id": str(accepted.operation_id),
-    }
+    return DemoCreated(
+        table=DemoTableRef(table_id=str(accepted.table_id)), operation_id=str(accepted.operation_id)
+    )
 
 
-@router.post("/delete")
-async def delete(body: TableIdRequest, tables: Tables, meta: Metadata) -> dict[str, Any]:
+@router.post("/delete", response_model=DemoOk, responses=responses(400, 404, 409, 422, 503))
+async def delete(body: TableIdRequest, tables: Tables, meta: Metadata) -> DemoOk:
     accepted = await tables.delete_table(table_id=parse_table_id(body.table_id), metadata=meta)
-    return {"status": "ok", "operation_id": str(accepted.operation_id)}
+    return DemoOk(operation_id=str(accepted.operation_id))
 
 
-@router.post("/show")
-async def show(body: TableIdRequest, tables: Tables) -> dict[str, Any]:
-    row = await tables.show(parse_table_id(body.table_id))
-    return {"table": table_view(row, engine=tables.catalog_engine(row["database_name"]))}
-
-
-@router.post("/column")
-async def column(body: ColumnRequest, tables: Tables, meta: Metadata) -> dict[str, Any]:
+@router.post("/show", response_model=DemoShow, responses=responses(400, 404, 422, 503))
+async def show(body: TableIdRequest, reads: Reads, services: ServicesDep) -> DemoShow:
     table_id = parse_table_id(body.table_id)
-    if body.column.type is None:
-        accepted = await tables.remove_column(table_id=table_id, name=body.column.name, metadata=meta)
+    view = await reads.get_table(table_id)
+    if view is None:
+        raise TableNotFound(f"no table with id {table_id}")
+    return DemoShow(table=TableOut.of(view, engine=services.connections.known_engine(view.database)))
+
+
+@router.post("/column", response_model=DemoOk, responses=responses(400, 404, 409, 422, 503))
+async def column(body: ColumnRequest, tables: Tables, meta: Metadata) -> DemoOk:
+    table_id = parse_table_id(body.table_id)
+    spec = body.column
+    if spec.type is None:
+        accepted = await tables.remove_column(table_id=table_id, name=spec.name, metadata=meta)
     else:
-        accepted = await tables.add_column(table_id=table_id, column=parse_column(body.column), metadata=meta)
-    return {"status": "ok", "operation_id": str(accepted.operation_id)}
-
-
-def table_view(row: dict[str, Any], *, engine: str | None) -> dict[str, Any]:
-    """The demo's table shape (plus database and engine)."""
-    return {
-        "table_id": str(row["table_id"]),
-        "name": row["name"],
-        "synced": row["synced"],
-        "exists": row["exists_"],
-        "columns": row["columns"],
-        "database": row["database_name"],
-        "engine": engine,
-    }
+        column = parse_column(spec.name, spec.type, nullable=spec.nullable)
+        accepted = await tables.add_column(table_id=table_id, column=column, metadata=meta)
+    return DemoOk(operation_id=str(accepted.operation_id))

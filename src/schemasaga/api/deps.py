@@ -1,4 +1,4 @@
-"""Dependencies: the services built by bootstrap, and per-request event metadata.
+"""Every dependency of the routes: the services the composition root built, and per-request metadata.
 
 All ``async def``: FastAPI runs a plain ``def`` dependency in its threadpool, a thread hand-off per
 request that cost about a third of the API's CPU under load."""
@@ -6,16 +6,46 @@ request that cost about a third of the API's CPU under load."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from schemasaga.services import TableService
+from schemasaga.services.databases import DatabaseCommands
+from schemasaga.services.drift import DriftDetector
+from schemasaga.services.ports import Connections
+from schemasaga.services.tables import TableCommands
+from schemasaga.services.views import ReadModels
 
 
-async def get_tables(request: Request) -> TableService:
-    service: TableService = request.app.state.container.tables
-    return service
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the web layer calls; built by bootstrap."""
+
+    tables: TableCommands
+    databases: DatabaseCommands
+    drift: DriftDetector
+    reads: ReadModels
+    connections: Connections
+    ping_core: Callable[[], Awaitable[None]]
+
+
+async def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def get_tables(request: Request) -> TableCommands:
+    return (await get_services(request)).tables
+
+
+async def get_databases(request: Request) -> DatabaseCommands:
+    return (await get_services(request)).databases
+
+
+async def get_reads(request: Request) -> ReadModels:
+    return (await get_services(request)).reads
 
 
 MAX_HEADER_VALUE = 200
@@ -31,5 +61,8 @@ async def request_metadata(request: Request) -> dict[str, Any]:
     }
 
 
-Tables = Annotated[TableService, Depends(get_tables)]
+ServicesDep = Annotated[Services, Depends(get_services)]
+Tables = Annotated[TableCommands, Depends(get_tables)]
+Databases = Annotated[DatabaseCommands, Depends(get_databases)]
+Reads = Annotated[ReadModels, Depends(get_reads)]
 Metadata = Annotated[dict[str, Any], Depends(request_metadata)]

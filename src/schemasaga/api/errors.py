@@ -1,9 +1,11 @@
-"""Every error answer has the same JSON shape: {"status": "error", "error": {"code", "message"}}."""
+"""Every error answer has one JSON shape, ``{"status": "error", "error": {"code", "message"}}``, and this
+module alone decides which HTTP status each domain error gets."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -11,16 +13,81 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from procrastinate.exceptions import ConnectorException
 from psycopg_pool import PoolTimeout
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from schemasaga.domain.errors import DomainError
+from schemasaga.domain import errors as e
 from schemasaga.eventstore import WrongExpectedVersion
 
 log = logging.getLogger(__name__)
 
+# The status of each domain error; a subclass takes its closest listed ancestor's.
+STATUS: dict[type, int] = {
+    e.DomainError: 422,
+    e.InvalidName: 422,
+    e.InvalidColumn: 422,
+    e.InvalidTableId: 422,
+    e.PrimaryKeyColumn: 422,
+    e.InvalidDatabaseUrl: 422,
+    e.UnsupportedDriver: 422,
+    e.DatabaseUnreachable: 422,
+    e.BadCredentials: 422,
+    e.DatabaseNotAllowed: 403,
+    e.TableNotFound: 404,
+    e.ColumnNotFound: 404,
+    e.OperationNotFound: 404,
+    e.DatabaseNotFound: 404,
+    e.ColumnExists: 409,
+    e.NameTaken: 409,
+    e.TableGone: 409,
+    e.IllegalTransition: 409,
+    e.ConcurrentChange: 409,
+    e.DatabaseExists: 409,
+    e.DatabaseInUse: 409,
+    e.DatabaseConfigured: 409,
+    e.DatabaseAlreadyRegistered: 409,
+    e.DatabaseUnavailable: 503,
+    e.CredentialsUnavailable: 503,
+}
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"status": "error", "error": {"code": code, "message": message}}, status_code=status)
+
+def status_of(error: e.DomainError) -> int:
+    return next(STATUS[cls] for cls in type(error).__mro__ if cls in STATUS)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """The shape of every error answer."""
+
+    status: Literal["error"] = "error"
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "Malformed JSON, or a value the service cannot store; nothing was written.",
+    403: "Outside what the operator allows; nothing was written.",
+    404: "Not found.",
+    409: "In conflict with the current state; nothing was written.",
+    422: "Invalid request (unknown or missing field, invalid value or name); nothing was written.",
+    503: "The service's database (or the user's database asked about) is unavailable; nothing was "
+    "written, try again (see Retry-After).",
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route, for its OpenAPI description."""
+    return {status: {"model": ErrorOut, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = ErrorOut(error=ErrorDetail(code=code, message=message))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 def _describe(errors: list[Any]) -> tuple[int, str, str]:
@@ -28,27 +95,33 @@ def _describe(errors: list[Any]) -> tuple[int, str, str]:
         if err.get("type") == "json_invalid":
             detail = err.get("ctx", {}).get("error", "")
             return 400, "malformed_json", f"request body is not valid JSON: {detail}"
-    parts = []
-    for err in errors:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    unknown = [_where(err) for err in errors if err.get("type") == "extra_forbidden"]
+    if unknown:
+        fields = ", ".join(repr(name) for name in unknown)
+        return 422, "unknown_field", f"unknown field {fields} in the request body; nothing was changed"
+    parts = [f"{_where(err)}: {err.get('msg', 'invalid')}" for err in errors]
     return 422, "invalid_request", "; ".join(parts)
+
+
+def _where(err: dict[str, Any]) -> str:
+    return ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
 
 
 def _core_unavailable(exc: BaseException) -> JSONResponse:
     # The transaction was rolled back (or never began): nothing was written, the client may retry.
     log.warning("core database unavailable: %s", exc)
-    response = error_response(
-        503, "core_unavailable", "the service's database is unavailable; nothing was changed, try again"
+    return error_response(
+        503,
+        "core_unavailable",
+        "the service's database is unavailable; nothing was changed, try again",
+        headers={"Retry-After": "1"},
     )
-    response.headers["Retry-After"] = "1"
-    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(DomainError)
-    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+    @app.exception_handler(e.DomainError)
+    async def domain_error(_: Request, exc: e.DomainError) -> JSONResponse:
+        return error_response(status_of(exc), exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -58,7 +131,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        # Keep the exception's headers: a 405 says which methods are allowed.
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(psycopg.InterfaceError)
@@ -81,12 +155,12 @@ def install_error_handlers(app: FastAPI) -> None:
         log.info("request value refused by the core database: %s", type(exc).__name__)
         return error_response(400, "invalid_request", "the request holds a value that cannot be stored")
 
+    @app.exception_handler(WrongExpectedVersion)
+    async def contention(_: Request, exc: WrongExpectedVersion) -> JSONResponse:
+        return error_response(409, "concurrent_change", "the table is changing too fast; try again")
+
     @app.exception_handler(Exception)
     async def internal_error(_: Request, exc: Exception) -> JSONResponse:
         # The same JSON shape as every other error; the details go to the log, not to the caller.
         log.error("unexpected error answering a request", exc_info=exc)
         return error_response(500, "internal_error", "internal error; it has been logged")
-
-    @app.exception_handler(WrongExpectedVersion)
-    async def contention(_: Request, exc: WrongExpectedVersion) -> JSONResponse:
-        return error_response(409, "concurrent_change", "the table is changing too fast; try again")

@@ -1,6 +1,6 @@
 """BYODB adapters: idempotent, inspected DDL on users' PostgreSQL, MySQL/MariaDB and SQLite databases."""
 
-from schemasaga.byodb.adapter import ByodbAdapter, DdlLimits, LiveColumn, LiveTable, open_adapter
+from schemasaga.byodb.adapter import ByodbAdapter, DdlLimits, open_adapter
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, TransientByodbError, classify
 from schemasaga.byodb.identifiers import InvalidIdentifier, validate_identifier
 
@@ -9,8 +9,6 @@ __all__ = [
     "ByodbError",
     "DdlLimits",
     "InvalidIdentifier",
-    "LiveColumn",
-    "LiveTable",
     "PermanentByodbError",
     "TransientByodbError",
     "classify",

@@ -15,10 +15,12 @@ calls it from a thread.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column as SaColumn
@@ -27,19 +29,20 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.ddl import CreateColumn, CreateTable, DropTable
 from sqlalchemy.sql.elements import quoted_name
 
-from schemasaga.byodb import catalog, engines
-from schemasaga.byodb.catalog import LiveColumn, LiveTable, NotATable
+from schemasaga.byodb import engines, inspect
 from schemasaga.byodb.engines import DdlLimits
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, classify
 from schemasaga.byodb.identifiers import validate_identifier
 from schemasaga.byodb.identity import DatabaseIdentity, read_identity
+from schemasaga.byodb.inspect import NotATable
 from schemasaga.byodb.types import type_for
 from schemasaga.domain.columns import Column
+from schemasaga.domain.schema import LiveTable, compare_column, describe, diff
 
-__all__ = ["ByodbAdapter", "DatabaseIdentity", "DdlLimits", "LiveColumn", "LiveTable", "open_adapter"]
+__all__ = ["ByodbAdapter", "DatabaseIdentity", "DdlLimits", "open_adapter"]
 
 SQLITE_DROP_COLUMN = (3, 35, 0)
-"""First SQLite with ``ALTER TABLE ... DROP COLUMN``; older ones rebuild the table (Alembic batch)."""
+"""First SQLite with ``ALTER TABLE ... DROP COLUMN``: older ones are refused when a database is opened."""
 
 BetweenHook = Callable[[str], None]
 
@@ -80,20 +83,17 @@ class ByodbAdapter:
         *,
         limits: DdlLimits = DdlLimits(),  # noqa: B008 - frozen, so one shared default is safe
         between_statements: BetweenHook | None = None,
-        sqlite_batch_drop: bool | None = None,
     ) -> None:
         """``between_statements`` is a test hook called between the statements of multi-statement steps
-        (with a label such as ``"create_table:created"``); raising from it simulates a crash there.
-        ``sqlite_batch_drop`` forces (True) or forbids (False) Alembic's table rebuild to drop SQLite
-        columns; by default it is used only when SQLite is older than 3.35."""
+        (with a label such as ``"create_table:created"``); raising from it simulates a crash there."""
         self.engine, sa_url = engines.parse_url(url)
+        if self.engine == "sqlite" and sqlite3.sqlite_version_info < SQLITE_DROP_COLUMN:
+            raise PermanentByodbError(
+                f"SQLite {sqlite3.sqlite_version} cannot drop columns; schemasaga needs SQLite 3.35 or newer",
+                engine="sqlite",
+            )
         self.limits = limits
         self._between = between_statements
-        self._sqlite_batch_drop = (
-            sqlite_batch_drop
-            if sqlite_batch_drop is not None
-            else sqlite3.sqlite_version_info < SQLITE_DROP_COLUMN
-        )
         self._sa = engines.build_engine(self.engine, sa_url, limits)
         self._mariadb: bool | None = None
         # MySQL/MariaDB with lower_case_table_names=0 (Linux's default) tell "Users" from "users".
@@ -157,7 +157,7 @@ class ByodbAdapter:
     def _inspect(self, step: _Step, name: str) -> LiveTable | None:
         limits, step.pg_limits = step.pg_limits, None
         try:
-            return catalog.inspect_table(
+            return inspect.inspect_table(
                 step.conn, engine=self.engine, mariadb=bool(self._mariadb), name=name, pg_limits=limits
             )
         except NotATable as exc:
@@ -168,24 +168,22 @@ class ByodbAdapter:
             lock, statement_timeout = step.pg_limits
             step.pg_limits = None
             step.conn.execute(
-                catalog.QUERIES["postgresql.limits"], {"lock": lock, "statement": statement_timeout}
+                inspect.QUERIES["postgresql.limits"], {"lock": lock, "statement": statement_timeout}
             )
         step.conn.execute(statement)
 
-    def same_name(self, live: str, wanted: str, *, kind: str) -> bool:
-        """Whether the live table or column ``live`` is the one called ``wanted``: inspection finds
-        names regardless of case (so that ``Users`` is not created next to ``users``), but where the
-        engine tells them apart a step that drops or checks an absence acts on the exact name only: a
-        re-run must never drop a twin it did not make."""
-        if live == wanted:
+    def is_table(self, live: LiveTable, name: str) -> bool:
+        """Whether the live table (found by a case-insensitive look-up, so that ``Users`` is not
+        created next to ``users``) is, for this engine, the table called ``name``: where the engine
+        tells the two apart, a step that drops or checks an absence acts on the exact name only, and a
+        re-run never drops a twin it did not make. (Columns: :meth:`LiveTable.is_column`.)"""
+        if live.name == name:
             return True
-        if live.lower() != wanted.lower():
+        if live.name.lower() != name.lower() or self.engine == "postgresql":
             return False
-        if self.engine == "postgresql":
-            return False
-        if self.engine == "mysql" and kind == "table":
+        if self.engine == "mysql":
             return bool(self._mysql_tables_fold_case)
-        return True  # SQLite names, MySQL column names: one name whatever its case
+        return True  # SQLite: one name whatever its case
 
     def _table(self, name: str, columns: Sequence[Column] = ()) -> Table:
         """A SQLAlchemy Table whose names are always quoted by the dialect, exactly as given."""
@@ -235,7 +233,7 @@ class ByodbAdapter:
 
     def list_tables(self) -> list[str]:
         with self._step("list tables", ddl=False) as step:
-            return catalog.list_tables(step.conn, engine=self.engine)
+            return inspect.list_tables(step.conn, engine=self.engine)
 
     # -- steps ------------------------------------------------------------------------------------
 
@@ -263,11 +261,11 @@ class ByodbAdapter:
         with self._step(what) as step:
             live = self._inspect(step, name)
             if live is not None:
-                problem = shape_difference(live, name, columns)
-                if problem:
+                differences = diff(columns, live, table=name)
+                if differences:
                     raise PermanentByodbError(
                         f"{what}: {self.engine}: a table {live.name!r} already exists with another shape: "
-                        f"{problem}",
+                        f"{describe(differences)}",
                         engine=self.engine,
                     )
                 return False
@@ -279,11 +277,10 @@ class ByodbAdapter:
                 self._hook("create_table:created")
                 # Read back what the server made of it: MySQL outside strict mode silently changes
                 # types it cannot take; a table we did not ask for is not left behind.
-                created = self._inspect(step, name)
-                problem = "it is missing" if created is None else shape_difference(created, name, columns)
-                if problem:
+                differences = diff(columns, self._inspect(step, name), table=name)
+                if differences:
                     raise PermanentByodbError(
-                        f"{what}: {self.engine} did not create the table as asked: {problem}",
+                        f"{what}: {self.engine} did not create the table as asked: {describe(differences)}",
                         engine=self.engine,
                     )
             except BaseException as exc:
@@ -303,10 +300,11 @@ class ByodbAdapter:
             live = self._require(step, table, what)
             existing = live.column(column.name)
             if existing is not None:
-                problem = column_difference(existing, column)
-                if problem:
+                differences = compare_column(column, existing)
+                if differences:
                     raise PermanentByodbError(
-                        f"{what}: {self.engine}: column {existing.name!r} already exists with {problem}",
+                        f"{what}: {self.engine}: column {existing.name!r} already exists, but "
+                        f"{describe(differences)}",
                         engine=self.engine,
                     )
                 return False
@@ -321,7 +319,7 @@ class ByodbAdapter:
         with self._step(what) as step:
             live = self._require(step, table, what)
             existing = live.column(column)
-            if existing is None or not self.same_name(existing.name, column, kind="column"):
+            if existing is None or not live.is_column(existing.name, column):
                 return False
             if existing.primary_key:
                 raise PermanentByodbError(
@@ -329,13 +327,9 @@ class ByodbAdapter:
                 )
             if len(live.columns) == 1:
                 raise PermanentByodbError(f"{what}: it is the table's last column", engine=self.engine)
-            if self.engine == "sqlite" and self._sqlite_batch_drop:
-                self._sqlite_rebuild_without(step.conn, live.name, existing.name)
-            else:
-                self._ddl(
-                    step,
-                    text(f"ALTER TABLE {self._quote(live.name)} DROP COLUMN {self._quote(existing.name)}"),
-                )
+            self._ddl(
+                step, text(f"ALTER TABLE {self._quote(live.name)} DROP COLUMN {self._quote(existing.name)}")
+            )
             return True
 
     def drop_table(self, name: str) -> bool:
@@ -344,7 +338,7 @@ class ByodbAdapter:
         what = f"drop table {name!r}"
         with self._step(what) as step:
             live = self._inspect(step, name)
-            if live is None or not self.same_name(live.name, name, kind="table"):
+            if live is None or not self.is_table(live, name):
                 return False
             self._ddl(step, DropTable(self._table(live.name)))
             return True
@@ -357,51 +351,55 @@ class ByodbAdapter:
             )
         return live
 
-    def _sqlite_rebuild_without(self, conn: Connection, table: str, column: str) -> None:
-        # SQLite < 3.35 has no DROP COLUMN: Alembic copies the table without it, inside our transaction.
-        from alembic.operations import Operations
-        from alembic.runtime.migration import MigrationContext
-
-        operations = Operations(MigrationContext.configure(connection=conn))
-        with operations.batch_alter_table(table, recreate="always") as batch:
-            batch.drop_column(column)
-
-
-def shape_difference(live: LiveTable, name: str, columns: Sequence[Column]) -> str | None:
-    """What differs between the live table and the asked-for one (``None``: the same shape)."""
-    problems: list[str] = []
-    if live.name != name:
-        problems.append(f"its name is spelled {live.name!r} (names are unique regardless of case)")
-    wanted = {c.name.lower() for c in columns}
-    for column in columns:
-        existing = live.column(column.name)
-        if existing is None:
-            problems.append(f"column {column.name!r} is missing")
-            continue
-        problem = column_difference(existing, column)
-        if problem:
-            problems.append(f"column {column.name!r} has {problem}")
-    extra = [c.name for c in live.columns if c.name.lower() not in wanted]
-    if extra:
-        problems.append(f"it has other columns: {', '.join(extra)}")
-    return "; ".join(problems) or None
-
-
-def column_difference(live: LiveColumn, column: Column) -> str | None:
-    problems: list[str] = []
-    if live.name != column.name:
-        problems.append(f"the name spelled {live.name!r}")
-    if live.type != column.type:
-        shown = live.type.value if live.type else "no logical type"
-        problems.append(f"type {live.raw_type} ({shown}) instead of {column.type.value}")
-    nullable = column.nullable and not column.primary_key
-    if live.nullable != nullable:
-        problems.append("NULL allowed" if live.nullable else "NOT NULL")
-    if live.primary_key != column.primary_key:
-        problems.append("primary key" if live.primary_key else "no primary key")
-    return ", ".join(problems) or None
-
 
 def open_adapter(url: str, *, limits: DdlLimits = DdlLimits()) -> ByodbAdapter:  # noqa: B008
     """An adapter for ``url``; the engine comes from the URL's scheme (an unknown driver is permanent)."""
     return ByodbAdapter(url, limits=limits)
+
+
+def probe(url: str, *, limits: DdlLimits) -> tuple[str, DatabaseIdentity]:
+    """Connect to ``url`` once: the server's version and which physical database it is (blocking).
+    Every failure is a classified :class:`ByodbError`."""
+    adapter = _open(url, limits)
+    try:
+        adapter.ping()
+        return adapter.server_version(), adapter.identity()
+    finally:
+        adapter.dispose()
+
+
+def identify(url: str, *, limits: DdlLimits) -> DatabaseIdentity:
+    """Which physical database the registered database at ``url`` is (blocking)."""
+    engine, parsed = engines.parse_url(url)
+    if engine == "sqlite" and not Path(parsed.database or "").exists():
+        # Connecting would create an empty file in its place.
+        raise PermanentByodbError("its SQLite file does not exist", engine=engine)
+    adapter = _open(url, limits)
+    try:
+        return adapter.identity()
+    finally:
+        adapter.dispose()
+
+
+def _open(url: str, limits: DdlLimits) -> ByodbAdapter:
+    try:
+        return open_adapter(url, limits=limits)
+    except Exception as exc:
+        raise classify(exc, context="connect") from None
+
+
+class Prober:
+    """Probes databases by URL from the event loop, each in a thread and within ``timeout`` seconds
+    (connecting, then a few statements: the driver's own connect timeout normally ends it first)."""
+
+    def __init__(self, limits: DdlLimits) -> None:
+        self.limits = limits
+        self.timeout = float(limits.connect_timeout_s * 2 + 5)
+
+    async def probe(self, url: str) -> tuple[str, DatabaseIdentity]:
+        return await asyncio.wait_for(asyncio.to_thread(probe, url, limits=self.limits), timeout=self.timeout)
+
+    async def identify(self, url: str) -> DatabaseIdentity:
+        return await asyncio.wait_for(
+            asyncio.to_thread(identify, url, limits=self.limits), timeout=self.timeout
+        )

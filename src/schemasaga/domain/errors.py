@@ -1,61 +1,144 @@
-"""Domain errors. Each carries a stable code and the HTTP status the API answers with."""
+"""Every error a command or query can answer with, as domain facts: a stable ``code`` and a message.
+
+Which HTTP status each one is answered with is the web layer's choice (``api/errors.py``); a CLI
+command prints the message. Errors of the infrastructure (a BYODB's driver, the event store, the
+job queue) are not here: services turn the ones a caller must see into one of these.
+"""
 
 from __future__ import annotations
 
 
 class DomainError(Exception):
     code = "invalid"
-    status = 422
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
+# -- requests ------------------------------------------------------------------------------------
+
+
 class InvalidName(DomainError):
     code = "invalid_name"
-    status = 422
 
 
 class InvalidColumn(DomainError):
     code = "invalid_column"
-    status = 422
+
+
+class InvalidTableId(DomainError):
+    code = "invalid_table_id"
+
+
+# -- tables --------------------------------------------------------------------------------------
 
 
 class TableNotFound(DomainError):
     code = "table_not_found"
-    status = 404
 
 
 class ColumnNotFound(DomainError):
     code = "column_not_found"
-    status = 404
 
 
 class ColumnExists(DomainError):
     code = "column_exists"
-    status = 409
 
 
 class NameTaken(DomainError):
     code = "name_taken"
-    status = 409
 
 
 class TableGone(DomainError):
     """The table was deleted (or its creation was rejected): nothing more can change it."""
 
     code = "table_gone"
-    status = 409
 
 
 class PrimaryKeyColumn(DomainError):
     code = "primary_key_column"
-    status = 422
 
 
 class IllegalTransition(DomainError):
     """An outcome or saga step that does not fit the table's state (a bug or a stale job)."""
 
     code = "illegal_transition"
-    status = 409
+
+
+class ConcurrentChange(DomainError):
+    """The table kept changing under the command, which gave up deciding again; nothing was written."""
+
+    code = "concurrent_change"
+
+
+class OperationNotFound(DomainError):
+    code = "operation_not_found"
+
+
+# -- databases -----------------------------------------------------------------------------------
+
+
+class DatabaseNotFound(DomainError):
+    code = "database_not_found"
+
+
+class InvalidDatabaseName(InvalidName):
+    pass
+
+
+class InvalidDatabaseUrl(DomainError):
+    code = "invalid_url"
+
+
+class UnsupportedDriver(DomainError):
+    code = "unsupported_driver"
+
+
+class DatabaseNotAllowed(DomainError):
+    """The database's host or file is outside what the operator lets the API register."""
+
+    code = "database_not_allowed"
+
+
+class DatabaseUnreachable(DomainError):
+    """A connection to a database being registered failed: nothing was registered."""
+
+    code = "database_unreachable"
+
+
+class BadCredentials(DomainError):
+    code = "bad_credentials"
+
+
+class DatabaseExists(DomainError):
+    code = "database_exists"
+
+
+class DatabaseInUse(DomainError):
+    code = "database_in_use"
+
+
+class DatabaseConfigured(DomainError):
+    """The default database comes from the configuration; it cannot be unregistered through the API."""
+
+    code = "database_configured"
+
+
+class DatabaseAlreadyRegistered(DomainError):
+    """The database a registration would reach is registered already, under another name: two names for
+    one database would share its tables, and each would report the other's as its own."""
+
+    code = "database_already_registered"
+
+
+class DatabaseUnavailable(DomainError):
+    """A registered database could not be read (unreachable, refusing): nothing can be said of it now."""
+
+    code = "database_unavailable"
+
+
+class CredentialsUnavailable(DomainError):
+    """The database is registered, but this process's secret key cannot decrypt its URL."""
+
+    code = "secret_key_mismatch"

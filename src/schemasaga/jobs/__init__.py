@@ -1,1 +1,1 @@
-"""The procrastinate app and its tasks. Tasks are thin: they load what they need and call a saga."""
+"""The job queue (procrastinate, in the core database): the saga task, deferring it, keeping jobs moving."""

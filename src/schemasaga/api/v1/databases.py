@@ -1,64 +1,69 @@
-"""Registered databases: register (after trying the connection), list, show, check, unregister.
+"""Registered databases: register (after trying the connection), list, show, check, unregister, drift.
 
 No answer ever holds a database URL or its password: only its non-secret parts (engine, driver, host,
 port, database or SQLite file, username)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Depends, Request, Response
-
-from schemasaga.api.deps import Metadata
-from schemasaga.api.models import Strict
-from schemasaga.databases.service import DatabaseService
+from schemasaga.api.deps import Databases, Metadata, ServicesDep
+from schemasaga.api.errors import responses
+from schemasaga.api.models import (
+    CheckOut,
+    DatabaseList,
+    DatabaseOut,
+    DriftReportOut,
+    OkOut,
+    RegisterDatabaseRequest,
+)
 
 router = APIRouter(prefix="/v1/databases", tags=["databases"])
 
 
-async def get_databases(request: Request) -> DatabaseService:
-    service: DatabaseService = request.app.state.container.databases
-    return service
-
-
-Databases = Annotated[DatabaseService, Depends(get_databases)]
-
-
-class RegisterDatabaseRequest(Strict):
-    name: str
-    url: str
-
-    def __repr__(self) -> str:  # never the URL
-        return f"RegisterDatabaseRequest(name={self.name!r})"
-
-    __str__ = __repr__
-
-
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=DatabaseOut, responses=responses(400, 403, 409, 422, 503))
 async def register_database(
     body: RegisterDatabaseRequest, databases: Databases, meta: Metadata, response: Response
-) -> dict[str, Any]:
+) -> DatabaseOut:
     database = await databases.register(name=body.name, url=body.url, metadata=meta)
-    response.headers["Location"] = f"/v1/databases/{database['name']}"
-    return database
+    response.headers["Location"] = f"/v1/databases/{database.name}"
+    return DatabaseOut.of(database)
 
 
-@router.get("")
-async def list_databases(databases: Databases) -> dict[str, Any]:
-    return {"items": await databases.list_databases()}
+@router.get("", response_model=DatabaseList, responses=responses(503))
+async def list_databases(databases: Databases) -> DatabaseList:
+    return DatabaseList(items=[DatabaseOut.of(d) for d in await databases.list_databases()])
 
 
-@router.get("/{name}")
-async def get_database(name: str, databases: Databases) -> dict[str, Any]:
-    return await databases.get(name)
+@router.get("/{name}", response_model=DatabaseOut, responses=responses(404, 422, 503))
+async def get_database(name: str, databases: Databases) -> DatabaseOut:
+    return DatabaseOut.of(await databases.get(name))
 
 
-@router.post("/{name}/check")
-async def check_database(name: str, databases: Databases, meta: Metadata) -> dict[str, Any]:
-    return await databases.check(name=name, metadata=meta)
+@router.post("/{name}/check", response_model=CheckOut, responses=responses(404, 422, 503))
+async def check_database(name: str, databases: Databases, meta: Metadata) -> CheckOut:
+    result = await databases.check(name=name, metadata=meta)
+    return CheckOut(
+        name=result.name,
+        reachable=result.reachable,
+        status=result.status,
+        server_version=result.server_version,
+        error=result.error,
+    )
 
 
-@router.delete("/{name}")
-async def unregister_database(name: str, databases: Databases, meta: Metadata) -> dict[str, Any]:
+@router.delete("/{name}", response_model=OkOut, responses=responses(404, 409, 422, 503))
+async def unregister_database(name: str, databases: Databases, meta: Metadata) -> OkOut:
     await databases.unregister(name=name, metadata=meta)
-    return {"status": "ok"}
+    return OkOut()
+
+
+@router.get(
+    "/{name}/drift",
+    response_model=DriftReportOut,
+    response_model_exclude_none=True,
+    responses=responses(404, 422, 503),
+)
+async def database_drift(name: str, services: ServicesDep) -> DriftReportOut:
+    """Compare every settled table's confirmed metadata with the live schema of database ``name``."""
+    return DriftReportOut.of(await services.drift.scan(name))

@@ -1,35 +1,33 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from schemasaga.api.deps import Tables
+from schemasaga.api.deps import Reads
+from schemasaga.api.errors import responses
 from schemasaga.api.models import OperationOut
-from schemasaga.domain.errors import DomainError
+from schemasaga.domain.errors import OperationNotFound
 
 router = APIRouter(prefix="/v1/operations", tags=["operations"])
 
 
-class OperationNotFound(DomainError):
-    code = "operation_not_found"
-    status = 404
-
-
-@router.get("/{operation_id}", response_model=OperationOut)
-async def get_operation(operation_id: UUID, tables: Tables) -> dict[str, Any]:
-    row = await tables.operation(operation_id)
-    if row is None:
+@router.get("/{operation_id}", response_model=OperationOut, responses=responses(404, 422, 503))
+async def get_operation(operation_id: UUID, reads: Reads) -> OperationOut:
+    view = await reads.get_operation(operation_id)
+    if view is None:
         raise OperationNotFound(f"no operation with id {operation_id}")
-    return row
+    return OperationOut.of(view)
 
 
-@router.get("", response_model=list[OperationOut])
+@router.get("", response_model=list[OperationOut], responses=responses(422, 503))
 async def list_operations(
-    tables: Tables,
+    reads: Reads,
     table_id: UUID | None = None,
-    status: Annotated[str | None, Query(pattern="^(pending|running|completed|rejected)$")] = None,
+    status: Literal["pending", "running", "completed", "rejected"] | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[dict[str, Any]]:
-    return await tables.operations(table_id=table_id, status=status, limit=limit)
+) -> list[OperationOut]:
+    return [
+        OperationOut.of(v) for v in await reads.list_operations(table_id=table_id, status=status, limit=limit)
+    ]

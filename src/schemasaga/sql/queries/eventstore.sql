@@ -1,4 +1,4 @@
--- Named queries of the event store (schemasaga.eventstore). Loaded with schemasaga.sql.queries("eventstore").
+-- Named queries of the event store, loaded once by name (see the sql package).
 --
 -- Every read returns the same columns, in this order, so one function turns rows into RecordedEvents:
 -- position, event_id, event_type, schema_version, data, metadata, created_at, valid_at, stream version

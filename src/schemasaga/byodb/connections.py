@@ -1,0 +1,222 @@
+"""The BYODBs this process can reach: their engines and adapters, by database name.
+
+The registry of databases lives in the core database (rm_databases, from the ``Database$<name>`` streams);
+every process (API replicas, workers) keeps these connections to what it holds. They are loaded at start,
+reloaded every ``catalog_refresh_interval`` seconds, and reloaded at once when asked for a name this process
+does not know, before answering :class:`DatabaseNotFound`: a worker learns of a database registered by
+another process the first time a saga needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from schemasaga.byodb.adapter import ByodbAdapter, DdlLimits, open_adapter
+from schemasaga.byodb.engines import parse_url
+from schemasaga.byodb.identifiers import InvalidIdentifier, validate_identifier
+from schemasaga.domain.errors import CredentialsUnavailable, DatabaseNotFound, InvalidName
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredUrl:
+    """A registered database as the core database knows it. ``url`` is None when it cannot be decrypted."""
+
+    name: str
+    engine: str
+    url: str | None
+
+    def __repr__(self) -> str:  # never the URL
+        return f"RegisteredUrl(name={self.name!r}, engine={self.engine!r})"
+
+
+class RegisteredUrls(Protocol):
+    """Where the registered databases are read from (the core database's registry)."""
+
+    def load(self) -> Sequence[RegisteredUrl]:
+        """Blocking read, for callers in a worker thread (and the rare miss on the event loop)."""
+        ...
+
+    async def aload(self) -> Sequence[RegisteredUrl]: ...
+
+
+@dataclass(slots=True)
+class _Entry:
+    engine: str
+    url: str | None
+    pinned: bool = False
+
+
+class Connections:
+    """Databases by name. Adapters are opened lazily and shared (each holds a connection pool)."""
+
+    def __init__(self, *, limits: DdlLimits, source: RegisteredUrls | None = None) -> None:
+        self._limits = limits
+        self._source = source
+        self._entries: dict[str, _Entry] = {}
+        self._adapters: dict[str, ByodbAdapter] = {}
+        self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        # Local changes (register/forget) win over a reload whose snapshot was read before them.
+        self._generation = 0
+        self._changed_at: dict[str, int] = {}
+        self._background: asyncio.Task[None] | None = None
+
+    # -- registration ----------------------------------------------------------------------------
+
+    def register(self, name: str, url: str, *, pinned: bool = False) -> None:
+        """Know ``name`` at ``url``. A pinned entry (the configured default) is never changed by a reload."""
+        with self._lock:
+            self._generation += 1
+            self._changed_at[name] = self._generation
+            entry = self._entries.get(name)
+            if entry is not None and entry.url == url:
+                entry.pinned = entry.pinned or pinned
+                return
+            old = self._adapters.pop(name, None)
+            self._entries[name] = _Entry(parse_url(url)[0], url, pinned)
+        if old is not None:
+            old.dispose()
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._generation += 1
+            self._changed_at[name] = self._generation
+            self._entries.pop(name, None)
+            old = self._adapters.pop(name, None)
+        if old is not None:
+            old.dispose()
+
+    # -- loading from the core database ----------------------------------------------------------
+
+    def reload(self) -> None:
+        """Reload from the source, blocking (a miss in a worker thread)."""
+        if self._source is None:
+            return
+        with self._reload_lock:
+            generation = self._generation
+            self._apply(self._source.load(), generation)
+
+    async def refresh(self) -> None:
+        """Reload from the source."""
+        if self._source is None:
+            return
+        generation = self._generation
+        self._apply(await self._source.aload(), generation)
+
+    async def keep_fresh(self, every: float) -> None:
+        """Reload now and then, until cancelled: another process may have changed the registry."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.refresh()
+            except Exception as exc:
+                # Never the URLs: these errors name databases only.
+                log.warning("reloading the registered databases failed: %s", type(exc).__name__)
+
+    async def ensure(self, name: str) -> None:
+        """Raise :class:`DatabaseNotFound` unless ``name`` is registered (reloading once if unknown here)."""
+        if name not in self._entries:
+            await self.refresh()
+        if name not in self._entries:
+            raise DatabaseNotFound(f"no database named {name!r}")
+
+    def _apply(self, entries: Sequence[RegisteredUrl], generation: int) -> None:
+        loaded = {e.name: e for e in entries}
+        disposed: list[ByodbAdapter] = []
+        with self._lock:
+            for name in set(self._entries) | set(loaded):
+                if self._changed_at.get(name, 0) > generation:
+                    continue  # registered or forgotten here after the snapshot was read
+                current = self._entries.get(name)
+                if current is not None and current.pinned:
+                    continue
+                new = loaded.get(name)
+                if new is None:
+                    self._entries.pop(name, None)
+                elif current is None:
+                    self._entries[name] = _Entry(new.engine, new.url)
+                elif new.url is None:
+                    if current.url is None:
+                        current.engine = new.engine
+                    else:
+                        # Keep working with what this process decrypted before (a rotation in progress).
+                        log.warning(
+                            "database %r: stored URL not decryptable with this key; kept cached", name
+                        )
+                    continue
+                elif new.url != current.url:
+                    self._entries[name] = _Entry(new.engine, new.url)
+                else:
+                    continue
+                old = self._adapters.pop(name, None)
+                if old is not None:
+                    disposed.append(old)
+        for adapter in disposed:
+            adapter.dispose()
+
+    def _get(self, name: str) -> _Entry:
+        entry = self._entries.get(name)
+        if entry is None:
+            self.reload()
+            entry = self._entries.get(name)
+        if entry is None:
+            raise DatabaseNotFound(f"no database named {name!r}")
+        return entry
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def engine(self, name: str) -> str:
+        return self._get(name).engine
+
+    def known_engine(self, name: str) -> str | None:
+        """The engine of ``name`` if this process knows it, without reloading: for display, on the
+        event loop. A miss starts a reload in the background (at most one at a time)."""
+        entry = self._entries.get(name)
+        if entry is None and self._source is not None and self._background is None:
+            self._background = asyncio.get_running_loop().create_task(self._refresh_in_background())
+        return entry.engine if entry is not None else None
+
+    async def _refresh_in_background(self) -> None:
+        try:
+            await self.refresh()
+        except Exception as exc:  # the next miss, or the periodic refresh, tries again
+            log.warning("reloading the registered databases failed: %s", type(exc).__name__)
+        finally:
+            self._background = None
+
+    def adapter(self, name: str) -> ByodbAdapter:
+        entry = self._get(name)
+        with self._lock:
+            adapter = self._adapters.get(name)
+            if adapter is not None:
+                return adapter
+            entry = self._entries.get(name, entry)  # replaced meanwhile: use the newest URL
+            if entry.url is None:
+                raise CredentialsUnavailable(
+                    f"database {name!r} is registered, but its credentials cannot be decrypted with this "
+                    "process's SCHEMASAGA_SECRET_KEY"
+                )
+            adapter = self._adapters[name] = open_adapter(entry.url, limits=self._limits)
+            return adapter
+
+    def validate_identifier(self, name: str, *, database: str, kind: str) -> None:
+        try:
+            validate_identifier(name, engine=self.engine(database), kind=kind)
+        except InvalidIdentifier as exc:
+            raise InvalidName(str(exc)) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            adapters, self._adapters = list(self._adapters.values()), {}
+        for adapter in adapters:
+            adapter.dispose()

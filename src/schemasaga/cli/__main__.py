@@ -1,0 +1,3 @@
+from schemasaga.cli import main
+
+main()

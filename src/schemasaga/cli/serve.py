@@ -1,0 +1,118 @@
+"""``schemasaga serve`` (the API, and by default a worker in the same process) and ``schemasaga worker``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from schemasaga.cli.base import configure_logging, data_dir_option, settings
+from schemasaga.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@click.command()
+@click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port to listen on (default 8000).")
+@data_dir_option
+@click.option("--worker/--no-worker", default=True, help="Run a worker in the same process (default on).")
+def serve(host: str | None, port: int | None, data_dir: Path | None, worker: bool) -> None:
+    """Run the HTTP API (and, by default, an in-process worker)."""
+    s = settings(host=host, port=port, data_dir=data_dir)
+    configure_logging(s)
+    if asyncio.run(_serve(s, with_worker=worker)) != 0:
+        raise SystemExit(1)
+
+
+async def _serve(s: Settings, *, with_worker: bool) -> int:
+    """Serve until signalled (0), or until the in-process worker fails for good (1): a process that
+    answers requests but runs no job must not go on looking healthy."""
+    import uvicorn
+
+    from schemasaga.bootstrap import open_container
+    from schemasaga.worker import run_worker
+
+    async with open_container(s) as container:
+        config = uvicorn.Config(
+            container.web_app(),
+            host=s.host,
+            port=s.port,
+            log_level=(s.log_level or "INFO").lower(),
+            lifespan="off",
+        )
+        server = _server_class()(config)
+        failed: list[BaseException] = []
+        worker_task: asyncio.Task[None] | None = None
+        if with_worker:
+            worker_task = asyncio.create_task(
+                run_worker(container.worker, concurrency=s.worker_concurrency, stop_on_signals=False)
+            )
+
+            def worker_ended(task: asyncio.Task[None]) -> None:
+                if task.cancelled():
+                    return
+                error = task.exception()
+                failed.append(error or RuntimeError("the worker returned"))
+                log.error("the in-process worker ended; stopping the service", exc_info=error)
+                server.should_exit = True
+
+            worker_task.add_done_callback(worker_ended)
+        try:
+            # uvicorn handles SIGINT/SIGTERM and returns once in-flight requests are done.
+            await server.serve()
+        finally:
+            if worker_task is not None and not worker_task.done():
+                worker_task.cancel()  # procrastinate finishes the job in hand, then stops
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker_task
+    return 1 if failed else 0
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises the SIGTERM/SIGINT it caught once it has stopped, which would kill the
+        process before the worker, the pools and the embedded PostgreSQL are stopped: keep the
+        graceful stop, drop the re-raise."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            originals = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+@click.command()
+@data_dir_option
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Jobs run at once (default 8).")
+def worker(data_dir: Path | None, concurrency: int | None) -> None:
+    """Run saga jobs only. Any number of workers may share one core database."""
+    s = settings(data_dir=data_dir, worker_concurrency=concurrency)
+    configure_logging(s)
+
+    from schemasaga.bootstrap import open_container
+    from schemasaga.worker import run_worker
+
+    async def _run() -> None:
+        async with open_container(s) as container:
+            await run_worker(container.worker, concurrency=s.worker_concurrency, stop_on_signals=True)
+
+    asyncio.run(_run())

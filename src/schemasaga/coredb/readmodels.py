@@ -1,0 +1,228 @@
+"""The read models (``rm_tables``, ``rm_operations``, ``rm_databases``): written in the transaction of
+the events they follow, rebuildable from the events at any time, and the locks taken on their rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg.errors import UniqueViolation
+from psycopg.types.json import Jsonb
+
+from schemasaga.domain import database as db
+from schemasaga.domain.errors import DatabaseAlreadyRegistered, NameTaken
+from schemasaga.domain.events import (
+    SagaAttemptFailed,
+    SagaCompensationStarted,
+    SagaStepCompleted,
+    TableChangeConfirmed,
+    TableChanged,
+    TableChangeRejected,
+    TableCreated,
+    TableCreationConfirmed,
+    TableCreationRejected,
+    TableDeleted,
+    TableDeletionConfirmed,
+    TableDeletionRejected,
+    TableEvent,
+    TableReconciliationRequested,
+    TableSchemaAdopted,
+    event_from_data,
+)
+from schemasaga.domain.table import Table
+from schemasaga.eventstore import EventStore, RecordedEvent
+from schemasaga.sql import queries
+
+Q = queries("readmodels")
+
+# One live table per name and database; one registration per physical database.
+_LIVE_NAME_INDEX = "rm_tables_live_name_idx"
+_IDENTITY_INDEX = "rm_databases_identity_idx"
+
+
+def _kind(event: TableEvent) -> str:
+    match event:
+        case TableCreated():
+            return "create_table"
+        case TableChanged(action="add"):
+            return "add_column"
+        case TableChanged():
+            return "remove_column"
+        case TableReconciliationRequested(strategy=strategy):
+            return strategy
+        case _:
+            return "delete_table"
+
+
+def _detail(event: TableEvent) -> dict[str, Any]:
+    match event:
+        case TableCreated(name=name, database=database):
+            return {"name": name, "database": database}
+        case TableChanged(column=column):
+            return {"column": column}
+        case _:
+            return {}
+
+
+async def project_table(conn: AsyncConnection[Any], table: Table, recorded: Sequence[RecordedEvent]) -> None:
+    """Bring the read models up to date with ``table`` after ``recorded`` were appended for it; raises
+    :class:`NameTaken` when another table of its database holds its name (the transaction is then
+    aborted: the caller rolls it back)."""
+    if not recorded:
+        return
+    try:
+        await _project_table(conn, table, recorded)
+    except UniqueViolation as exc:
+        if exc.diag.constraint_name != _LIVE_NAME_INDEX:
+            raise
+        raise NameTaken(
+            f"a table named {table.name!r} already exists in database {table.database!r} "
+            "(a table being deleted keeps its name until its deletion is confirmed)"
+        ) from exc
+
+
+async def _project_table(conn: AsyncConnection[Any], table: Table, recorded: Sequence[RecordedEvent]) -> None:
+    at = recorded[-1].created_at
+    async with conn.cursor() as cur:
+        await cur.execute(
+            Q["upsert_table"],
+            {
+                "table_id": table.table_id,
+                "database": table.database,
+                "name": table.name,
+                "synced": table.synced,
+                "exists": table.exists,
+                "deleted": not table.live,
+                "holds_name": table.holds_name,
+                "columns": Jsonb({name: c.to_dict() for name, c in table.columns.items()}),
+                "version": table.version,
+                "at": at,
+            },
+        )
+        for rec in recorded:
+            await _project_event(cur, event_from_data(rec.event_type, rec.data), rec)
+
+
+async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> None:
+    op = {"operation_id": event.operation_id, "at": rec.created_at}
+    match event:
+        case TableCreated() | TableChanged() | TableDeleted() | TableReconciliationRequested():
+            await cur.execute(
+                Q["insert_operation"],
+                {
+                    **op,
+                    "table_id": event.table_id,
+                    "kind": _kind(event),
+                    "detail": Jsonb(_detail(event)),
+                    "seq": rec.position,
+                },
+            )
+        case SagaStepCompleted(step=step):
+            await cur.execute(Q["operation_step_done"], {**op, "step": step})
+        case SagaAttemptFailed(attempt=attempt, error=error):
+            await cur.execute(Q["operation_attempt_failed"], {**op, "attempt": attempt, "error": error})
+        case SagaCompensationStarted(reason=reason):
+            await cur.execute(Q["operation_compensating"], {**op, "reason": reason})
+        case (
+            TableCreationConfirmed()
+            | TableChangeConfirmed()
+            | TableDeletionConfirmed()
+            | TableSchemaAdopted()
+        ):
+            await cur.execute(Q["operation_finished"], {**op, "status": "completed", "error": None})
+        case (
+            TableCreationRejected(reason=r) | TableChangeRejected(reason=r) | TableDeletionRejected(reason=r)
+        ):
+            await cur.execute(Q["operation_finished"], {**op, "status": "rejected", "error": r})
+
+
+async def mark_running(conn: AsyncConnection[Any], *, operation_id: UUID) -> None:
+    """Record that a worker picked the operation up (not an event: it says nothing about the schema)."""
+    await conn.execute(Q["operation_running"], {"operation_id": operation_id})
+
+
+async def project_database(conn: AsyncConnection[Any], state: db.DatabaseState) -> None:
+    """Make the row of ``state.name`` match the state (no row once unregistered); raises
+    :class:`DatabaseAlreadyRegistered` when another registration holds its identity."""
+    if not state.registered:
+        await conn.execute(Q["delete_database"], {"name": state.name})
+        return
+    try:
+        await conn.execute(
+            Q["upsert_database"],
+            {
+                "name": state.name,
+                "engine": state.engine,
+                "url_encrypted": state.url_encrypted,
+                "key_id": state.key_id,
+                "display": Jsonb(state.display),
+                "source": state.source,
+                "status": state.status,
+                "server_version": state.server_version,
+                "version": state.version,
+                "created_at": state.created_at,
+                "updated_at": state.updated_at,
+                "identity": state.identity,
+            },
+        )
+    except UniqueViolation as exc:
+        if exc.diag.constraint_name != _IDENTITY_INDEX:
+            raise
+        raise DatabaseAlreadyRegistered(
+            f"the database {state.name!r} connects to is registered already under another name"
+        ) from exc
+
+
+# -- locks on the registry -------------------------------------------------------------------------
+
+
+async def lock_database(conn: AsyncConnection[Any], name: str, *, exclusive: bool) -> bool:
+    query = Q["lock_database" if exclusive else "require_database"]
+    return await (await conn.execute(query, {"name": name})).fetchone() is not None
+
+
+async def live_tables(conn: AsyncConnection[Any], database: str) -> int:
+    row = await (await conn.execute(Q["live_tables"], {"name": database})).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def lock_registered_databases(conn: AsyncConnection[Any]) -> list[str]:
+    return [str(r[0]) for r in await (await conn.execute(Q["lock_registered_databases"])).fetchall()]
+
+
+# -- rebuilding ----------------------------------------------------------------------------------------
+
+
+async def rebuild(conn: AsyncConnection[Any], store: EventStore) -> dict[str, int]:
+    """Rebuild every read model from the events, inside the caller's transaction; the streams read."""
+    return {"databases": await _rebuild_databases(conn, store), "tables": await _rebuild_tables(conn, store)}
+
+
+async def _rebuild_databases(conn: AsyncConnection[Any], store: EventStore) -> int:
+    await conn.execute(Q["truncate_databases"])
+    streams = [r[0] for r in await (await conn.execute(Q["database_streams"])).fetchall()]
+    for stream in streams:
+        events = await store.read_stream(stream, conn=conn)
+        if events:
+            name = events[0].data["name"]
+            state = db.fold(name, ((db.event_from_data(e.event_type, e.data), e.created_at) for e in events))
+            await project_database(conn, state)
+    return len(streams)
+
+
+async def _rebuild_tables(conn: AsyncConnection[Any], store: EventStore) -> int:
+    """Rebuild rm_tables and rm_operations from the event store."""
+    await conn.execute(Q["truncate_read_models"])
+    streams = [r[0] for r in await (await conn.execute(Q["table_streams"])).fetchall()]
+    for stream in streams:
+        events = await store.read_stream(stream, conn=conn)
+        if not events:
+            continue
+        table = Table(table_id=UUID(events[0].data["table_id"]))
+        # Event by event, as they were projected when appended (the row's timestamps come from them).
+        for rec in events:
+            table.apply(event_from_data(rec.event_type, rec.data))
+            await _project_table(conn, table, [rec])
+    return len(streams)

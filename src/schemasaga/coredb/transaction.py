@@ -1,0 +1,107 @@
+"""The core database's side of a unit of work: a PostgreSQL transaction on one pool connection, where the
+events, the read models and the saga's job are written together or not at all."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from schemasaga.coredb import readmodels
+from schemasaga.domain.database import DatabaseState
+from schemasaga.domain.table import Table
+from schemasaga.eventstore import EventStore, NewEvent, RecordedEvent
+from schemasaga.jobs import queries as job_queries
+from schemasaga.jobs.app import JobScheduler
+
+
+class PgStreams:
+    """:class:`~schemasaga.services.ports.StreamReader` on a connection (in the caller's transaction) or,
+    with none, each read on a pool connection of its own."""
+
+    def __init__(self, store: EventStore, conn: AsyncConnection[Any] | None = None) -> None:
+        self._store = store
+        self._conn = conn
+
+    async def read_stream(
+        self, stream: str, *, from_version: int = 0, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        return await self._store.read_stream(
+            stream, from_version=from_version, to_version=to_version, conn=self._conn
+        )
+
+    async def load_snapshot(
+        self, stream: str, *, max_version: int | None = None
+    ) -> tuple[int, dict[str, Any]] | None:
+        return await self._store.load_snapshot(stream, max_version=max_version, conn=self._conn)
+
+
+class PgTransaction(PgStreams):
+    """:class:`~schemasaga.services.ports.CoreTransaction` on a connection in a transaction."""
+
+    def __init__(self, conn: AsyncConnection[Any], *, store: EventStore, scheduler: JobScheduler) -> None:
+        super().__init__(store, conn)
+        self.conn = conn
+        self._scheduler = scheduler
+
+    async def lock_stream(self, stream: str) -> None:
+        await self._store.lock_stream(stream, conn=self.conn)
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], *, expected_version: int
+    ) -> list[RecordedEvent]:
+        return await self._store.append(stream, events, expected_version=expected_version, conn=self.conn)
+
+    async def save_snapshot(self, stream: str, version: int, state: dict[str, Any]) -> None:
+        await self._store.save_snapshot(stream, version, state, conn=self.conn)
+
+    async def project_table(self, table: Table, recorded: Sequence[RecordedEvent]) -> None:
+        await readmodels.project_table(self.conn, table, recorded)
+
+    async def project_database(self, state: DatabaseState) -> None:
+        await readmodels.project_database(self.conn, state)
+
+    async def defer_saga(self, *, table_id: UUID, operation_id: UUID, delay: float = 0.0) -> None:
+        await self._scheduler.run_saga(
+            conn=self.conn, table_id=table_id, operation_id=operation_id, delay=delay
+        )
+
+    async def lock_database(self, name: str, *, exclusive: bool) -> bool:
+        return await readmodels.lock_database(self.conn, name, exclusive=exclusive)
+
+    async def live_tables(self, database: str) -> int:
+        return await readmodels.live_tables(self.conn, database)
+
+    async def lock_registered_databases(self) -> list[str]:
+        return await readmodels.lock_registered_databases(self.conn)
+
+
+class PgCore:
+    """:class:`~schemasaga.services.ports.CoreDatabase` on PostgreSQL."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], *, store: EventStore, scheduler: JobScheduler) -> None:
+        self.pool = pool
+        self.store = store
+        self.scheduler = scheduler
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PgTransaction]:
+        async with self.pool.connection() as conn, conn.transaction():
+            yield PgTransaction(conn, store=self.store, scheduler=self.scheduler)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[PgStreams]:
+        yield PgStreams(self.store)
+
+    async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> bool:
+        async with self.pool.connection() as conn:
+            if job_id is not None and await job_queries.retry_scheduled(
+                conn, operation_id=operation_id, job_id=job_id
+            ):
+                return False
+            await readmodels.mark_running(conn, operation_id=operation_id)
+            return True

@@ -1,0 +1,190 @@
+"""The read side on PostgreSQL: :class:`~schemasaga.services.views.ReadModels` answered from the read models
+and the event store, and the registered URLs every process's connections load."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from schemasaga.byodb.connections import RegisteredUrl
+from schemasaga.coredb.transaction import PgStreams
+from schemasaga.domain.columns import Column
+from schemasaga.domain.errors import TableNotFound
+from schemasaga.domain.events import stream_name
+from schemasaga.domain.table import Table
+from schemasaga.eventstore import EventStore, RecordedEvent
+from schemasaga.jobs import queries as job_queries
+from schemasaga.secrets import SecretBox, SecretsError
+from schemasaga.services.repository import load_table
+from schemasaga.services.views import DatabaseView, OperationView, StoredIdentity, TableView
+from schemasaga.sql import queries
+
+log = logging.getLogger(__name__)
+Q = queries("views")
+
+
+class PgReadModels:
+    def __init__(self, pool: AsyncConnectionPool[Any], *, store: EventStore) -> None:
+        self.pool = pool
+        self.store = store
+        self._streams = PgStreams(store)
+
+    async def _rows(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(Q[query], params or {})
+            rows: list[dict[str, Any]] = await cur.fetchall()
+            return rows
+
+    # -- tables ----------------------------------------------------------------------------------
+
+    async def get_table(self, table_id: UUID) -> TableView | None:
+        rows = await self._rows("get_table", {"table_id": table_id})
+        return _table(rows[0]) if rows else None
+
+    async def list_tables(
+        self, *, database: str | None, include_deleted: bool, after: UUID | None, limit: int
+    ) -> list[TableView]:
+        params = {"database": database, "include_deleted": include_deleted, "after": after, "limit": limit}
+        return [_table(row) for row in await self._rows("list_tables", params)]
+
+    async def table_at(self, table_id: UUID, *, version: int | None, moment: datetime | None) -> Table:
+        if moment is not None:
+            # The last event by then, and the rest of its transaction (see EventStore.read_stream).
+            last = await self.store.read_stream(stream_name(table_id), backward=True, limit=1, until=moment)
+            if not last or last[0].version is None:
+                raise TableNotFound(f"table {table_id} did not exist at {moment.isoformat()}")
+            version = last[0].version if version is None else min(version, last[0].version)
+        table = await load_table(self._streams, table_id, to_version=version)
+        if table is None:
+            raise TableNotFound(f"no table with id {table_id}")
+        return table
+
+    async def table_events(self, table_id: UUID) -> list[RecordedEvent]:
+        return await self.store.read_stream(stream_name(table_id))
+
+    async def tables_of_database(self, database: str) -> list[tuple[UUID, str]]:
+        return [
+            (row["table_id"], row["name"])
+            for row in await self._rows("tables_of_database", {"database": database})
+        ]
+
+    # -- operations ------------------------------------------------------------------------------
+
+    async def get_operation(self, operation_id: UUID) -> OperationView | None:
+        rows = await self._rows("get_operation", {"operation_id": operation_id})
+        return _operation(rows[0]) if rows else None
+
+    async def list_operations(
+        self, *, table_id: UUID | None, status: str | None, limit: int
+    ) -> list[OperationView]:
+        rows = await self._rows("list_operations", {"table_id": table_id, "status": status, "limit": limit})
+        return [_operation(row) for row in rows]
+
+    async def unsettled_operations(self) -> list[OperationView]:
+        return [_operation(row) for row in await self._rows("unsettled_operations")]
+
+    async def stuck_operations(self) -> list[OperationView]:
+        async with self.pool.connection() as conn:
+            return [_operation(row) for row in await job_queries.stuck_operations(conn)]
+
+    # -- databases -------------------------------------------------------------------------------
+
+    async def list_databases(self, *, name: str | None = None) -> list[DatabaseView]:
+        return [_database(row) for row in await self._rows("list_databases", {"name": name})]
+
+    async def stored_identities(self, *, engine: str) -> list[StoredIdentity]:
+        rows = await self._rows("identities", {"engine": engine})
+        return [StoredIdentity(row["name"], row["url_encrypted"], row["identity"]) for row in rows]
+
+    async def identity_holder(self, identity: str) -> str | None:
+        rows = await self._rows("holding_identity", {"identity": identity})
+        return str(rows[0]["name"]) if rows else None
+
+
+class RegistrySource:
+    """The registered databases' URLs, decrypted with this process's key (``RegisteredUrls``)."""
+
+    def __init__(self, *, conninfo: str, pool: AsyncConnectionPool[Any], secrets: SecretBox) -> None:
+        self._conninfo = conninfo
+        self._pool = pool
+        self._secrets = secrets
+
+    def load(self) -> Sequence[RegisteredUrl]:
+        # Its own short connection: the pool is async and this runs in a worker thread.
+        with psycopg.connect(self._conninfo, connect_timeout=5) as conn:
+            rows = conn.execute(Q["registered_urls"]).fetchall()
+        return [self._entry(*row) for row in rows]
+
+    async def aload(self) -> Sequence[RegisteredUrl]:
+        async with self._pool.connection() as conn:
+            rows = await (await conn.execute(Q["registered_urls"])).fetchall()
+        return [self._entry(*row) for row in rows]
+
+    def _entry(self, name: str, engine: str, url_encrypted: str) -> RegisteredUrl:
+        try:
+            url: str | None = self._secrets.decrypt(url_encrypted)
+        except SecretsError:
+            log.warning("database %r: its stored URL cannot be decrypted with this process's key", name)
+            url = None
+        return RegisteredUrl(name=name, engine=engine, url=url)
+
+
+def _table(row: dict[str, Any]) -> TableView:
+    columns = row["columns"]
+    return TableView(
+        table_id=row["table_id"],
+        database=row["database_name"],
+        name=row["name"],
+        synced=row["synced"],
+        exists=row["exists_"],
+        deleted=row["deleted"],
+        columns=tuple(
+            Column.from_dict(c) for c in (columns.values() if isinstance(columns, dict) else columns)
+        ),
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _operation(row: dict[str, Any]) -> OperationView:
+    return OperationView(
+        operation_id=row["operation_id"],
+        table_id=row["table_id"],
+        kind=row["kind"],
+        status=row["status"],
+        attempts=row["attempts"],
+        steps_done=tuple(row["steps_done"]),
+        last_error=row["last_error"],
+        detail=row["detail"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _database(row: dict[str, Any]) -> DatabaseView:
+    display = row["display"]
+    return DatabaseView(
+        name=row["name"],
+        engine=row["engine"],
+        driver=display.get("driver"),
+        host=display.get("host"),
+        port=display.get("port"),
+        database=display.get("database"),
+        username=display.get("username"),
+        source=row["source"],
+        status=row["status"],
+        server_version=row["server_version"],
+        live_tables=int(row["live_tables"]),
+        key_id=row["key_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )

@@ -1,1 +1,0 @@
-"""The registry of BYODBs: event-sourced (stream ``Database$<name>``), with encrypted credentials."""

@@ -1,0 +1,42 @@
+"""Every query of procrastinate's tables that is not procrastinate's own (``sql/queries/jobs.sql``)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import procrastinate
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from schemasaga.sql import queries
+
+Q = queries("jobs")
+
+RUN_SAGA = "schemasaga.run_saga"
+
+
+def table_lock(table_id: UUID) -> str:
+    """The job lock of a table: no two jobs holding it run at once."""
+    return f"table:{table_id}"
+
+
+async def retry_scheduled(conn: AsyncConnection[Any], *, operation_id: UUID, job_id: int) -> bool:
+    """Whether another job of the operation is scheduled for later: a retry waiting for its backoff."""
+    cur = await conn.execute(
+        Q["retry_scheduled"], {"task_name": RUN_SAGA, "job_id": job_id, "operation_id": str(operation_id)}
+    )
+    return await cur.fetchone() is not None
+
+
+async def stuck_operations(conn: AsyncConnection[Any]) -> list[dict[str, Any]]:
+    """Unfinished operations (rm_operations rows) whose table has no job waiting or running."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(Q["stuck_operations"])
+        return await cur.fetchall()
+
+
+async def held_jobs(app: procrastinate.App, *, worker_id: int) -> list[int]:
+    """The jobs the queue says worker ``worker_id`` is running."""
+    rows = await app.connector.execute_query_all_async(Q["held_jobs"], worker_id=worker_id)
+    return [int(row["id"]) for row in rows]

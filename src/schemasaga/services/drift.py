@@ -1,0 +1,120 @@
+"""Drift: where a BYODB's physical schema no longer matches the confirmed metadata.
+
+Someone changed the database behind the service's back (the most reported pain of tools like this).
+A scan compares each settled table's confirmed columns with the live schema, by the one schema diff,
+and lists the tables in the database that schemasaga does not manage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID, uuid4
+
+from schemasaga.byodb.errors import ByodbError, PermanentByodbError
+from schemasaga.domain.errors import DatabaseUnavailable
+from schemasaga.domain.schema import Difference, DifferenceKind, diff
+from schemasaga.domain.table import Table
+from schemasaga.services.ports import Connections, SchemaAdapter
+from schemasaga.services.unit_of_work import Session, UnitOfWork
+from schemasaga.services.views import ReadModels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TableDrift:
+    table_id: UUID
+    name: str
+    differences: list[Difference]
+
+    @property
+    def issues(self) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in self.differences]
+
+
+@dataclass
+class DriftReport:
+    database: str
+    checked: int = 0
+    in_flight: int = 0
+    drifted: list[TableDrift] = field(default_factory=list)
+    unmanaged_tables: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.drifted
+
+
+class DriftDetector:
+    def __init__(self, *, uow: UnitOfWork, reads: ReadModels, connections: Connections) -> None:
+        self.uow = uow
+        self.reads = reads
+        self.connections = connections
+
+    async def scan(self, database: str, *, record: bool = False) -> DriftReport:
+        """Compare every settled table of ``database``; with ``record``, append TableDriftDetected
+        events for tables whose drift changed since the last scan."""
+        try:
+            return await self._scan(database, record=record)
+        except ByodbError as exc:
+            raise DatabaseUnavailable(f"database {database!r} could not be read: {exc}") from exc
+
+    async def _scan(self, database: str, *, record: bool) -> DriftReport:
+        adapter = await asyncio.to_thread(self.connections.adapter, database)
+        report = DriftReport(database=database)
+        managed: set[str] = set()
+        scan_id = uuid4()
+        for table_id, name in await self.reads.tables_of_database(database):
+            managed.add(name.lower())
+            table = await self.uow.load_table(table_id)
+            if not table.exists:
+                continue
+            if not table.synced:
+                report.in_flight += 1
+                continue
+            report.checked += 1
+            differences = await asyncio.to_thread(check, adapter, table)
+            if differences:
+                report.drifted.append(TableDrift(table.table_id, table.name, differences))
+            issues = [d.to_dict() for d in differences]
+            if record and issues != table.drift:
+                await self._record(table.table_id, issues, scan_id)
+        live_names = await asyncio.to_thread(adapter.list_tables)
+        report.unmanaged_tables = sorted(n for n in live_names if n.lower() not in managed)
+        return report
+
+    async def _record(self, table_id: UUID, issues: list[dict[str, Any]], scan_id: UUID) -> None:
+        async def record(session: Session) -> None:
+            table = await session.table(table_id)
+            if table.synced:
+                table.record_drift(issues, scan_id=scan_id)
+
+        await self.uow.run(record, metadata={"correlation_id": str(scan_id), "actor": "drift-scan"})
+
+
+def check(adapter: SchemaAdapter, table: Table) -> list[Difference]:
+    """How the live table differs from the table's confirmed metadata (blocking)."""
+    try:
+        live = adapter.inspect_table(table.name)
+    except PermanentByodbError as exc:
+        # This table cannot be read (replaced by a view, no privilege...): that is its drift; the
+        # other tables are still checked. A transient failure stops the scan (DatabaseUnavailable).
+        return [Difference(DifferenceKind.UNREADABLE, detail=str(exc))]
+    return diff(table.confirmed_columns.values(), live, table=table.name)
+
+
+async def periodic_scan(detector: DriftDetector, *, every: float) -> None:
+    """Runs in the worker while ``drift_scan_interval`` > 0; records drift as it appears."""
+    while True:
+        await asyncio.sleep(every)
+        for database in detector.connections.names():
+            try:
+                report = await detector.scan(database, record=True)
+            except Exception:
+                log.exception("drift scan of database %r failed", database)
+                continue
+            if report.drifted:
+                log.warning("drift in database %r: %d table(s)", database, len(report.drifted))

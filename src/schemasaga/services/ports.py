@@ -1,0 +1,141 @@
+"""What the services need of the world outside the domain, as protocols.
+
+``coredb`` implements the core database's side (:class:`CoreDatabase`, :class:`CoreTransaction`) and
+the read side (:class:`~schemasaga.services.views.ReadModels`); ``byodb`` the users' databases
+(:class:`Connections`, :class:`SchemaAdapter`). ``tests/fakes.py`` holds in-memory implementations of
+each, so that the services' decisions can be tested in milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+from uuid import UUID
+
+from schemasaga.byodb.identity import DatabaseIdentity
+from schemasaga.domain.columns import Column
+from schemasaga.domain.database import DatabaseState
+from schemasaga.domain.schema import LiveTable
+from schemasaga.domain.table import Table
+from schemasaga.eventstore import NewEvent, RecordedEvent
+
+
+class StreamReader(Protocol):
+    """Reads of the event store's streams and snapshots."""
+
+    async def read_stream(
+        self, stream: str, *, from_version: int = 0, to_version: int | None = None
+    ) -> list[RecordedEvent]: ...
+
+    async def load_snapshot(
+        self, stream: str, *, max_version: int | None = None
+    ) -> tuple[int, dict[str, Any]] | None:
+        """The newest snapshot at or below ``max_version``: its version and state."""
+
+
+class CoreTransaction(StreamReader, Protocol):
+    """One transaction on the core database, as a unit of work uses it. Nothing it writes is seen by
+    others before the unit of work commits, and all of it is gone if it does not."""
+
+    async def lock_stream(self, stream: str) -> None:
+        """Hold the stream's lock to the end of the transaction: its writers queue rather than race."""
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], *, expected_version: int
+    ) -> list[RecordedEvent]:
+        """Raises :class:`~schemasaga.eventstore.WrongExpectedVersion` when another writer came first."""
+
+    async def save_snapshot(self, stream: str, version: int, state: dict[str, Any]) -> None: ...
+
+    async def project_table(self, table: Table, recorded: Sequence[RecordedEvent]) -> None:
+        """Bring the read models up to date with ``table`` after ``recorded`` were appended for it.
+        Raises :class:`~schemasaga.domain.errors.NameTaken` when another table of its database holds its
+        name (one table per name and database, from its creation until it lets the name go)."""
+
+    async def project_database(self, state: DatabaseState) -> None:
+        """Bring the registry's read model up to date with ``state``. Raises
+        :class:`~schemasaga.domain.errors.DatabaseAlreadyRegistered` when another registration holds
+        its identity."""
+
+    async def defer_saga(self, *, table_id: UUID, operation_id: UUID, delay: float = 0.0) -> None:
+        """Queue the job that runs the operation's saga (``delay`` seconds from now), committed with
+        the transaction or not at all."""
+
+    async def lock_database(self, name: str, *, exclusive: bool) -> bool:
+        """Lock the registration of ``name`` (shared: no one unregisters it meanwhile; exclusive: no one
+        creates a table in it meanwhile); False when no database of that name is registered."""
+
+    async def live_tables(self, database: str) -> int: ...
+
+    async def lock_registered_databases(self) -> list[str]:
+        """Every registered database's name, each locked against every other change."""
+
+
+class CoreDatabase(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[CoreTransaction]:
+        """A new transaction, committed when the block ends normally, rolled back otherwise."""
+
+    def reading(self) -> AbstractAsyncContextManager[StreamReader]:
+        """Reads outside a transaction (each one sees what is committed when it runs); never writes."""
+
+    async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> bool:
+        """Mark the operation running, unless another job of it waits for its backoff (a retry
+        scheduled while ``job_id``, its fallback job, waited): then False, and nothing changes."""
+
+
+class SchemaAdapter(Protocol):
+    """Inspected, idempotent DDL on one user database (blocking: called from a thread)."""
+
+    engine: str
+
+    def inspect_table(self, name: str) -> LiveTable | None: ...
+
+    def list_tables(self) -> list[str]: ...
+
+    def is_table(self, live: LiveTable, name: str) -> bool: ...
+
+    def create_table(self, name: str, columns: Sequence[Column]) -> bool: ...
+
+    def add_column(self, table: str, column: Column) -> bool: ...
+
+    def drop_column(self, table: str, column: str) -> bool: ...
+
+    def drop_table(self, name: str) -> bool: ...
+
+    def ping(self) -> None: ...
+
+    def server_version(self) -> str: ...
+
+
+class Connections(Protocol):
+    """The users' databases this process can reach, by registered name."""
+
+    async def ensure(self, name: str) -> None:
+        """Raise :class:`~schemasaga.domain.errors.DatabaseNotFound` unless ``name`` is registered."""
+
+    def adapter(self, name: str) -> SchemaAdapter:
+        """Blocking (a miss reloads the registry): call it from a thread."""
+
+    def known_engine(self, name: str) -> str | None:
+        """For display, without blocking: ``None`` when this process does not know the name (yet)."""
+
+    def validate_identifier(self, name: str, *, database: str, kind: str) -> None: ...
+
+    def names(self) -> list[str]: ...
+
+    def register(self, name: str, url: str, *, pinned: bool = False) -> None: ...
+
+    def forget(self, name: str) -> None: ...
+
+
+class DatabaseProbe(Protocol):
+    """Connections to a database by its URL, to register it (each raises a classified ByodbError, or
+    TimeoutError when the database does not answer within ``timeout`` seconds)."""
+
+    timeout: float
+
+    async def probe(self, url: str) -> tuple[str, DatabaseIdentity]:
+        """The server's version and which physical database the URL reaches."""
+
+    async def identify(self, url: str) -> DatabaseIdentity: ...

@@ -1,0 +1,253 @@
+"""Runs the saga of a table's head operation: its steps, retries, compensation and outcome.
+
+Each outcome is committed together with the job of the next waiting change of the same table (the unit
+of work's rule), so changes to one table run one at a time in acceptance order, and a crash between any
+two steps leaves a job that resumes from the progress recorded in the table's stream. The job that
+finished a change goes on with the next one at once (that next job, deferred under the same table lock,
+could only start at the next poll); the deferred job is the fallback and finds its work done.
+
+Failures of the core database are not the saga's: they leave this module, the job queue runs the job
+again, and the saga resumes from its recorded progress. Only what a step does on the user's database is
+classified here, as a transient failure (retried with backoff) or a permanent one (compensated, rejected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+from uuid import UUID
+
+from schemasaga.byodb.errors import ByodbError, PermanentByodbError, TransientByodbError, classify
+from schemasaga.domain.columns import Column
+from schemasaga.domain.errors import TableNotFound
+from schemasaga.domain.table import OperationKind, PendingOperation, Table
+from schemasaga.faults import kill_point
+from schemasaga.services.ports import Connections, SchemaAdapter
+from schemasaga.services.sagas.steps import SAGAS
+from schemasaga.services.unit_of_work import Session, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# A job runs the changes queued behind its own at most this many times before leaving them to their
+# own jobs, so one busy table cannot hold a worker slot forever.
+MAX_CHAINED_OPERATIONS = 50
+
+
+class RetryPolicy:
+    def __init__(self, *, max_attempts: int, base_delay: float, max_delay: float) -> None:
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+
+    def delay(self, failed_attempts: int) -> float:
+        """Seconds to wait after the n-th failed attempt (n >= 1)."""
+        # The exponent is capped: 2.0 ** 1024 overflows, and compensation retries have no limit.
+        return float(min(self.max_delay, self.base_delay * 2.0 ** min(failed_attempts - 1, 64)))
+
+
+class _Stale(Exception):
+    """The job's operation is no longer the table's head: another run finished it."""
+
+
+class SagaRunner:
+    def __init__(self, *, uow: UnitOfWork, connections: Connections, retry: RetryPolicy) -> None:
+        self.uow = uow
+        self.connections = connections
+        self.retry = retry
+
+    async def run(self, *, table_id: UUID, operation_id: UUID, job_id: int | None = None) -> None:
+        """Run the saga of ``operation_id``, then the sagas of the table's changes queued behind it,
+        while each reaches its outcome. The job deferred with each outcome stays the durable fallback:
+        it finds its operation finished and returns.
+
+        A change run that way may fail and defer its retry with a backoff, while its fallback job
+        still waits: that job (``job_id``) then finds the retry scheduled and leaves the operation to
+        it, rather than trying at once and starting a second chain of retries."""
+        try:
+            table = await self.uow.load_table(table_id)
+        except TableNotFound:
+            log.error("job for unknown table %s ignored", table_id)
+            return
+        for _ in range(MAX_CHAINED_OPERATIONS):
+            op = table.head
+            if op is None or op.operation_id != operation_id:
+                log.info("operation %s of table %s already finished; nothing to do", operation_id, table_id)
+                return
+            if not await self.uow.start_operation(operation_id, job_id=job_id):
+                log.info("operation %s waits for its scheduled retry; job %s leaves it", operation_id, job_id)
+                return
+            job_id = None  # the changes chained after it are this job's own
+            try:
+                finished = await self._run(table, op)
+            except _Stale:
+                log.info("operation %s was finished by another run", operation_id)
+                return
+            if finished is None or finished.head is None:
+                return
+            table, operation_id = finished, finished.head.operation_id
+
+    async def _run(self, table: Table, op: PendingOperation) -> Table | None:
+        """The table after the operation's outcome, or None when it waits for a retry."""
+        steps = SAGAS[op.kind]
+        if op.compensating:
+            return await self._compensate_and_reject(
+                table, op, reason=op.compensation_reason or "compensating"
+            )
+        if op.kind is not OperationKind.CREATE_TABLE and not table.exists:
+            return await self._update(
+                table,
+                op,
+                lambda t: t.reject(op.operation_id, reason="the table does not exist in its database"),
+            )
+        try:
+            adapter = await self._adapter(table)
+            if op.kind is OperationKind.ADOPT:
+                live = await _on_byodb(_live_columns, adapter, table)
+                return await self._update(table, op, _adopt(op.operation_id, live))
+            for index, step in enumerate(steps):
+                if step.name in op.steps_done:
+                    continue
+                kill_point(step.name, "before_action")
+                await _on_byodb(step.action, adapter, table, op)
+                kill_point(step.name, "after_action")
+                last = index == len(steps) - 1
+                table = await self._update(table, op, _complete(op.operation_id, step.name, confirm=last))
+                op = _head(table, op.operation_id) if not last else op
+                kill_point(step.name, "after_record")
+            return table
+        except ByodbError as error:
+            return await self._failed(table, op, error)
+
+    async def _adapter(self, table: Table) -> SchemaAdapter:
+        try:
+            return await asyncio.to_thread(self.connections.adapter, table.database)
+        except Exception as exc:  # unknown database, undecryptable URL: the change cannot run
+            raise classify(exc) from exc
+
+    async def _failed(self, table: Table, op: PendingOperation, error: ByodbError) -> Table | None:
+        attempts = op.failed_attempts + 1
+        if isinstance(error, TransientByodbError) and attempts < self.retry.max_attempts:
+            delay = self.retry.delay(attempts)
+            log.warning(
+                "operation %s attempt %d failed (%s); retrying in %.1fs",
+                op.operation_id,
+                attempts,
+                error,
+                delay,
+            )
+            await self._retry_later(table, op, error=str(error), delay=delay)
+            return None
+        reason = (
+            f"gave up after {attempts} attempts: {error}"
+            if isinstance(error, TransientByodbError)
+            else str(error)
+        )
+        log.warning("operation %s failed permanently: %s", op.operation_id, reason)
+        return await self._compensate_and_reject(table, op, reason=reason)
+
+    async def _compensate_and_reject(
+        self, table: Table, op: PendingOperation, *, reason: str
+    ) -> Table | None:
+        to_undo = [(s.name, s.compensation) for s in reversed(SAGAS[op.kind]) if s.name in op.steps_done]
+        undo = [(name, compensation) for name, compensation in to_undo if compensation is not None]
+        if undo:
+            table = await self._update(
+                table, op, lambda t: t.start_compensation(op.operation_id, reason=reason)
+            )
+            op = _head(table, op.operation_id)
+            try:
+                adapter = await self._adapter(table)
+                for name, compensation in undo:
+                    kill_point(name, "before_compensation")
+                    await _on_byodb(compensation, adapter, table, op)
+                    kill_point(name, "after_compensation")
+            except ByodbError as error:
+                if isinstance(error, TransientByodbError):
+                    # Compensation is retried like any step; the operation stays compensating.
+                    delay = self.retry.delay(op.failed_attempts + 1)
+                    await self._retry_later(table, op, error=f"compensation: {error}", delay=delay)
+                    return None
+                reason = f"{reason}; compensation failed: {error}"
+        return await self._update(table, op, lambda t: t.reject(op.operation_id, reason=reason))
+
+    # -- recording progress: each in one unit of work ---------------------------------------------
+
+    async def _update(
+        self,
+        table: Table,
+        op: PendingOperation,
+        change: Callable[[Table], None],
+        *,
+        retry_in: float | None = None,
+    ) -> Table:
+        """Record ``change`` to the running operation (``retry_in``: and run it again that much later)."""
+        operation_id = op.operation_id
+
+        async def record(session: Session) -> Table:
+            current = await session.table(table.table_id, loaded=table)
+            _head(current, operation_id)
+            change(current)
+            if retry_in is not None:
+                session.retry_later(current, operation_id, delay=retry_in)
+            return current
+
+        return await self.uow.run(record, metadata={"correlation_id": str(operation_id), "actor": "worker"})
+
+    async def _retry_later(self, table: Table, op: PendingOperation, *, error: str, delay: float) -> None:
+        await self._update(
+            table, op, lambda t: t.fail_attempt(op.operation_id, error=error, transient=True), retry_in=delay
+        )
+
+
+async def _on_byodb(action: Callable[..., T], *args: object) -> T:
+    """Run a blocking step on the user's database in a thread; whatever it raises is classified as a
+    transient or permanent :class:`ByodbError` (a bug in a step is permanent: the change is rejected
+    with its message rather than retried)."""
+    try:
+        return await asyncio.to_thread(action, *args)
+    except ByodbError:
+        raise
+    except Exception as exc:
+        raise classify(exc) from exc
+
+
+def _live_columns(adapter: SchemaAdapter, table: Table) -> list[Column]:
+    """The live table's columns, to adopt as metadata."""
+    live = adapter.inspect_table(table.name)
+    if live is None:
+        raise PermanentByodbError(
+            f"table {table.name!r} is missing from its database; use the 'repair' strategy"
+        )
+    unknown = [f"{c.name} ({c.raw_type})" for c in live.columns if c.type is None]
+    if unknown:
+        raise PermanentByodbError(f"cannot adopt columns of types schemasaga does not manage: {unknown}")
+    return [c.to_column() for c in live.columns]
+
+
+def _head(table: Table, operation_id: UUID) -> PendingOperation:
+    """The running operation, which must still be ``operation_id``."""
+    head = table.head
+    if head is None or head.operation_id != operation_id:
+        raise _Stale(str(operation_id))
+    return head
+
+
+def _complete(operation_id: UUID, step: str, *, confirm: bool = False) -> Callable[[Table], None]:
+    def change(table: Table) -> None:
+        table.complete_step(operation_id, step)
+        if confirm:
+            table.confirm(operation_id)
+
+    return change
+
+
+def _adopt(operation_id: UUID, columns: list[Column]) -> Callable[[Table], None]:
+    def change(table: Table) -> None:
+        table.complete_step(operation_id, "adopt")
+        table.adopt(operation_id, columns)
+
+    return change

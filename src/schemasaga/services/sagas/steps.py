@@ -1,0 +1,155 @@
+"""The steps of each saga. Every action and compensation is idempotent: it inspects the live schema
+first, so a step re-run after a crash (at-least-once delivery) changes nothing the second time.
+
+Each verification asks the one schema diff (:func:`schemasaga.domain.schema.diff`) whether the live
+table now is what the metadata will say once the step is confirmed, looking at what the step changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from schemasaga.byodb.errors import PermanentByodbError
+from schemasaga.domain.columns import Column
+from schemasaga.domain.schema import Difference, DifferenceKind, LiveTable, describe, diff
+from schemasaga.domain.table import OperationKind, PendingOperation, Table
+from schemasaga.services.ports import SchemaAdapter
+
+Action = Callable[[SchemaAdapter, Table, PendingOperation], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    action: Action
+    compensation: Action | None = None
+
+
+class VerificationFailed(PermanentByodbError):
+    """The live schema does not show what the step should have produced."""
+
+
+def _create(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    adapter.create_table(table.name, op.columns)
+
+
+def _drop_table(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    adapter.drop_table(table.name)
+
+
+def _add(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    adapter.add_column(table.name, op.column)
+
+
+def _drop_column(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    adapter.drop_column(table.name, op.column.name)
+
+
+def _differences(
+    adapter: SchemaAdapter, table: Table, expected: Sequence[Column], *, about: str | None = None
+) -> tuple[LiveTable | None, list[Difference]]:
+    """The live table and how it differs from ``expected`` (only what concerns column ``about``)."""
+    live = adapter.inspect_table(table.name)
+    differences = diff(expected, live, table=table.name)
+    if about is not None and live is not None:
+        differences = [d for d in differences if d.concerns(about, fold_case=live.fold_case)]
+    return live, differences
+
+
+def _verify_created(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    _, differences = _differences(adapter, table, op.columns)
+    if differences:
+        raise VerificationFailed(
+            f"table {table.name!r} does not have the expected columns after creation: {describe(differences)}"
+        )
+
+
+def _verify_added(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    expected = [*table.confirmed_columns.values(), op.column]
+    _, differences = _differences(adapter, table, expected, about=op.column.name)
+    if differences:
+        raise VerificationFailed(
+            f"column {op.column.name!r} of {table.name!r} is not as added: {describe(differences)}"
+        )
+
+
+def _verify_dropped(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    expected = [c for c in table.confirmed_columns.values() if c.name != op.column.name]
+    _, differences = _differences(adapter, table, expected, about=op.column.name)
+    if differences:
+        raise VerificationFailed(
+            f"column {op.column.name!r} is still in {table.name!r}: {describe(differences)}"
+        )
+
+
+def _verify_table_gone(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    live = adapter.inspect_table(table.name)
+    if live is not None and adapter.is_table(live, table.name):
+        raise VerificationFailed(f"table {table.name!r} still exists")
+
+
+# What a repair can fix without risking data: add what is missing, drop what is extra.
+_REPAIRABLE = frozenset(
+    {DifferenceKind.MISSING_TABLE, DifferenceKind.MISSING_COLUMN, DifferenceKind.EXTRA_COLUMN}
+)
+
+
+def _repair(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    """Bring the physical table back to the confirmed metadata: create it if it is missing, add
+    missing columns, drop extra ones. A column of another type, nullability or key cannot be
+    changed without risking its data: that is refused (adopt the live schema instead)."""
+    confirmed = list(table.confirmed_columns.values())
+    live, differences = _differences(adapter, table, confirmed)
+    unrepairable = [d for d in differences if d.kind not in _REPAIRABLE]
+    if unrepairable:
+        raise PermanentByodbError(
+            f"cannot repair without risking data: {describe(unrepairable)} "
+            "(use the 'adopt' strategy to take the live schema as metadata)"
+        )
+    if live is None:
+        adapter.create_table(table.name, confirmed)
+        return
+    for difference in differences:
+        assert difference.column is not None  # column kinds only, past the checks above
+        if difference.kind is DifferenceKind.MISSING_COLUMN:
+            adapter.add_column(table.name, table.confirmed_columns[difference.column])
+        else:
+            adapter.drop_column(table.name, difference.column)
+
+
+def _verify_repaired(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    _, differences = _differences(adapter, table, list(table.confirmed_columns.values()))
+    if differences:
+        raise VerificationFailed(
+            f"table {table.name!r} still differs from its metadata: {describe(differences)}"
+        )
+
+
+SAGAS: dict[OperationKind, tuple[Step, ...]] = {
+    OperationKind.CREATE_TABLE: (
+        Step("create_table", _create, _drop_table),
+        Step("verify", _verify_created),
+    ),
+    OperationKind.ADD_COLUMN: (
+        Step("add_column", _add, _drop_column),
+        Step("verify", _verify_added),
+    ),
+    # A dropped column's data cannot come back, so dropping has no compensation; a failure before
+    # it leaves the column (and the metadata keeps it).
+    OperationKind.REMOVE_COLUMN: (
+        Step("drop_column", _drop_column),
+        Step("verify", _verify_dropped),
+    ),
+    OperationKind.DELETE_TABLE: (
+        Step("drop_table", _drop_table),
+        Step("verify", _verify_table_gone),
+    ),
+    # Extra columns dropped by a repair lose their data: a repair is an explicit request to do so.
+    OperationKind.REPAIR: (
+        Step("repair", _repair),
+        Step("verify", _verify_repaired),
+    ),
+    # Adopting has no DDL: the runner inspects the live table and records it (TableSchemaAdopted).
+    OperationKind.ADOPT: (),
+}

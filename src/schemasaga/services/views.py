@@ -1,0 +1,114 @@
+"""The read side: what the read models answer, as typed rows, and the queries that answer it.
+
+Commands never read these (they decide on the aggregates, in a unit of work); the API, the CLI, drift and
+verify do. ``coredb`` implements :class:`ReadModels` with SQL on the read models the unit of work keeps
+up to date; the web layer shapes the rows into its answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from schemasaga.domain.columns import Column
+from schemasaga.domain.table import Table
+from schemasaga.eventstore import RecordedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class TableView:
+    table_id: UUID
+    database: str
+    name: str
+    synced: bool
+    exists: bool
+    deleted: bool
+    # The intended columns (confirmed plus changes in flight), in the order they were added.
+    columns: tuple[Column, ...]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OperationView:
+    operation_id: UUID
+    table_id: UUID
+    kind: str
+    status: str
+    attempts: int
+    steps_done: tuple[str, ...]
+    last_error: str | None
+    detail: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseView:
+    """A registered database as it may be shown: never its URL, nor its password."""
+
+    name: str
+    engine: str
+    driver: str | None
+    host: str | None
+    port: int | None
+    database: str | None
+    username: str | None
+    source: str
+    status: str
+    server_version: str | None
+    live_tables: int
+    key_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredIdentity:
+    """A registration's stored URL (encrypted) and identity, to tell whether a new one duplicates it."""
+
+    name: str
+    url_encrypted: str
+    identity: str | None
+
+
+class ReadModels(Protocol):
+    async def get_table(self, table_id: UUID) -> TableView | None: ...
+
+    async def list_tables(
+        self, *, database: str | None, include_deleted: bool, after: UUID | None, limit: int
+    ) -> list[TableView]:
+        """Keyset-paged by table id: the tables after ``after``."""
+
+    async def table_at(self, table_id: UUID, *, version: int | None, moment: datetime | None) -> Table:
+        """The table as it was at a stream version or a moment (time travel): with every event of a
+        transaction or none of them. Raises TableNotFound when it had no events then."""
+
+    async def table_events(self, table_id: UUID) -> list[RecordedEvent]: ...
+
+    async def get_operation(self, operation_id: UUID) -> OperationView | None: ...
+
+    async def list_operations(
+        self, *, table_id: UUID | None, status: str | None, limit: int
+    ) -> list[OperationView]:
+        """Newest first."""
+
+    async def unsettled_operations(self) -> list[OperationView]:
+        """Operations pending or running, in acceptance order."""
+
+    async def stuck_operations(self) -> list[OperationView]:
+        """Unfinished operations whose table has no job waiting or running: nothing would finish them."""
+
+    async def tables_of_database(self, database: str) -> list[tuple[UUID, str]]:
+        """Id and name of every table of the database that was ever created there or is being created."""
+
+    async def list_databases(self, *, name: str | None = None) -> list[DatabaseView]: ...
+
+    async def stored_identities(self, *, engine: str) -> list[StoredIdentity]: ...
+
+    async def identity_holder(self, identity: str) -> str | None:
+        """The registered database whose stored identity is ``identity``."""

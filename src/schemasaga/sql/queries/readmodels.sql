@@ -1,0 +1,88 @@
+-- Writes of the read models (rm_tables, rm_operations, rm_databases) and the locks taken on them;
+-- the read-model module of the core database package is the only one to run these.
+
+-- name: upsert_table
+INSERT INTO rm_tables (table_id, database_name, name, synced, exists_, deleted, columns, version,
+                       created_at, updated_at, holds_name)
+VALUES (%(table_id)s, %(database)s, %(name)s, %(synced)s, %(exists)s, %(deleted)s, %(columns)s,
+        %(version)s, %(at)s, %(at)s, %(holds_name)s)
+ON CONFLICT (table_id) DO UPDATE
+SET synced = EXCLUDED.synced, exists_ = EXCLUDED.exists_, deleted = EXCLUDED.deleted,
+    columns = EXCLUDED.columns, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,
+    holds_name = EXCLUDED.holds_name;
+
+-- name: insert_operation
+INSERT INTO rm_operations (operation_id, table_id, kind, status, detail, accepted_seq, created_at, updated_at)
+VALUES (%(operation_id)s, %(table_id)s, %(kind)s, 'pending', %(detail)s, %(seq)s, %(at)s, %(at)s)
+ON CONFLICT (operation_id) DO NOTHING;
+
+-- name: operation_step_done
+UPDATE rm_operations
+SET steps_done = steps_done || to_jsonb(%(step)s::text), updated_at = %(at)s
+WHERE operation_id = %(operation_id)s;
+
+-- name: operation_attempt_failed
+UPDATE rm_operations
+SET status = 'pending', last_error = %(error)s, failed_attempts = %(attempt)s, updated_at = %(at)s
+WHERE operation_id = %(operation_id)s;
+
+-- name: operation_compensating
+UPDATE rm_operations
+SET detail = detail || jsonb_build_object('compensating', true, 'compensation_reason', %(reason)s::text),
+    updated_at = %(at)s
+WHERE operation_id = %(operation_id)s;
+
+-- name: operation_finished
+UPDATE rm_operations
+SET status = %(status)s, last_error = coalesce(%(error)s, last_error), updated_at = %(at)s, finished_at = %(at)s
+WHERE operation_id = %(operation_id)s;
+
+-- name: operation_running
+-- Not an event: it says nothing about the schema; a rebuilt operation is pending until its job runs.
+UPDATE rm_operations
+SET status = 'running'
+WHERE operation_id = %(operation_id)s AND status IN ('pending', 'running');
+
+-- name: truncate_read_models
+TRUNCATE rm_tables, rm_operations;
+
+-- name: table_streams
+-- In the order the tables were created: a name is taken again only after its first table let it go,
+-- so a rebuild meets them in that order too.
+SELECT s.stream
+FROM event_store_events_in_streams s JOIN event_store_events e USING (event_id)
+WHERE s.stream LIKE 'Table$%%' AND s.version = 0
+ORDER BY e.position;
+
+-- name: upsert_database
+INSERT INTO rm_databases (name, engine, url_encrypted, key_id, display, source, status, server_version,
+                          version, created_at, updated_at, identity)
+VALUES (%(name)s, %(engine)s, %(url_encrypted)s, %(key_id)s, %(display)s, %(source)s, %(status)s,
+        %(server_version)s, %(version)s, %(created_at)s, %(updated_at)s, %(identity)s)
+ON CONFLICT (name) DO UPDATE
+SET engine = EXCLUDED.engine, url_encrypted = EXCLUDED.url_encrypted, key_id = EXCLUDED.key_id,
+    display = EXCLUDED.display, source = EXCLUDED.source, status = EXCLUDED.status,
+    server_version = EXCLUDED.server_version, version = EXCLUDED.version,
+    created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, identity = EXCLUDED.identity;
+
+-- name: delete_database
+DELETE FROM rm_databases WHERE name = %(name)s;
+
+-- name: truncate_databases
+TRUNCATE rm_databases;
+
+-- name: database_streams
+SELECT DISTINCT stream FROM event_store_events_in_streams WHERE stream LIKE 'Database$%%' ORDER BY stream;
+
+-- name: lock_database
+-- Held while unregistering; a command creating a table in the database should take it FOR SHARE.
+SELECT name FROM rm_databases WHERE name = %(name)s FOR UPDATE;
+
+-- name: require_database
+SELECT name FROM rm_databases WHERE name = %(name)s FOR SHARE;
+
+-- name: live_tables
+SELECT count(*) FROM rm_tables WHERE database_name = %(name)s AND NOT deleted;
+
+-- name: lock_registered_databases
+SELECT name FROM rm_databases ORDER BY name FOR UPDATE;
