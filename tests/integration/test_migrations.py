@@ -1,12 +1,22 @@
-"""Applying every migration in order gives the same schema as the current schema file."""
+"""Applying every migration in order gives the same schema as the current schema file; procrastinate's
+migrations are applied once each, in order, and tracked."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
-from schemasaga.coredb.migrations import apply_migrations_only, upgrade
+from schemasaga.coredb.migrations import (
+    PROCRASTINATE_PREFIX,
+    PROCRASTINATE_SCHEMA,
+    apply_migrations_only,
+    procrastinate_migrations,
+    upgrade,
+)
+from schemasaga.sql import migration_names, read_sql
 from tests.conftest import create_database, drop_database, with_dbname
 
 CATALOG_QUERIES = {
@@ -48,13 +58,205 @@ def test_migrations_give_the_schema_file(pg_server: str) -> None:
         drop_database(pg_server, from_migrations)
 
 
+PROCRASTINATE_CATALOG_QUERIES = {
+    "columns": """
+        SELECT table_name, column_name, data_type, is_nullable, column_default
+        FROM information_schema.columns WHERE table_schema = 'public' AND table_name LIKE 'procrastinate%'
+        ORDER BY 1, 2""",
+    "constraints": """
+        SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+        FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+          AND conrelid::regclass::text LIKE 'procrastinate%' ORDER BY 1, 2""",
+    "functions": """
+        SELECT proname, pg_get_function_identity_arguments(oid), pg_get_functiondef(oid) FROM pg_proc
+        WHERE pronamespace = 'public'::regnamespace AND proname LIKE 'procrastinate%' ORDER BY 1, 2""",
+    "indexes": """
+        SELECT tablename, indexname, indexdef FROM pg_indexes
+        WHERE schemaname = 'public' AND tablename LIKE 'procrastinate%' ORDER BY 1, 2""",
+    "enums": """
+        SELECT t.typname, e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
+        WHERE t.typname LIKE 'procrastinate%' ORDER BY 1, e.enumsortorder""",
+    "triggers": """
+        SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) FROM pg_trigger
+        WHERE NOT tgisinternal AND tgrelid::regclass::text LIKE 'procrastinate%' ORDER BY 1, 2""",
+}
+
+
+def procrastinate_schema_of(conninfo: str) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(conninfo) as conn:
+        return {name: conn.execute(q).fetchall() for name, q in PROCRASTINATE_CATALOG_QUERIES.items()}
+
+
+def tracked(conninfo: str) -> list[str]:
+    with psycopg.connect(conninfo) as conn:
+        return [r[0] for r in conn.execute("SELECT name FROM schemasaga_migrations ORDER BY name")]
+
+
+def tracked_procrastinate(conninfo: str) -> list[str]:
+    return [n for n in tracked(conninfo) if n.startswith(PROCRASTINATE_PREFIX)]
+
+
+def installed_procrastinate_names() -> list[str]:
+    return [m.name for m in procrastinate_migrations()]
+
+
+def table_exists(conninfo: str, table: str) -> bool:
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
+
+
+def migrations_folder(tmp_path: Path, extra: dict[str, str]) -> Path:
+    """A copy of the installed procrastinate's migrations plus ``extra`` files (name: SQL)."""
+    folder = tmp_path / "procrastinate_migrations"
+    folder.mkdir()
+    for migration in procrastinate_migrations():
+        (folder / migration.file.name).write_text(migration.file.read_text(encoding="utf-8"))
+    for name, sql in extra.items():
+        (folder / name).write_text(sql)
+    return folder
+
+
 def test_upgrade_is_idempotent_and_installs_the_job_queue(empty_pg_db: str) -> None:
     first = upgrade(empty_pg_db)
-    assert first == ["schema.sql", "procrastinate"]
+    assert first == ["schema.sql", PROCRASTINATE_SCHEMA]
+    assert table_exists(empty_pg_db, "procrastinate_jobs")
+    # Every migration the installed procrastinate ships is recorded: its schema.sql contains them all.
+    names = installed_procrastinate_names()
+    assert "procrastinate/03.04.00_50_post_add_retry_failed_job_procedure.sql" in names
+    assert tracked_procrastinate(empty_pg_db) == sorted(names)
     assert upgrade(empty_pg_db) == []
-    with psycopg.connect(empty_pg_db) as conn:
-        row = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
-        assert row is not None and row[0]
+    assert tracked_procrastinate(empty_pg_db) == sorted(names)
+
+
+def test_procrastinate_migrations_are_found_in_version_order() -> None:
+    names = installed_procrastinate_names()
+    assert names[0] == "procrastinate/00.00.00_01_initial.sql"
+    assert names.index("procrastinate/03.04.00_01_pre_add_retry_failed_job_procedure.sql") < names.index(
+        "procrastinate/03.04.00_50_post_add_retry_failed_job_procedure.sql"
+    )
+    assert not any("future" in n or n.endswith("__init__.py") for n in names)
+    versions = [(m.version, m.order) for m in procrastinate_migrations()]
+    assert versions == sorted(versions)
+
+
+def test_an_older_procrastinate_schema_gets_the_newer_migrations_in_order(
+    pg_server: str, core_db: str
+) -> None:
+    """A database left at procrastinate 3.0's schema (built from procrastinate's own migration files,
+    with its migrations tracked) is brought to the installed version's schema by upgrade."""
+    migrations = procrastinate_migrations()
+    old = [m for m in migrations if m.version <= (3, 0, 0)]
+    newer = [m.name for m in migrations if m.version > (3, 0, 0)]
+    assert newer, "the installed procrastinate has no migration after 3.0.0 to test with"
+    name = create_database(pg_server)
+    db = with_dbname(pg_server, name)
+    try:
+        with psycopg.connect(db, autocommit=True) as conn:
+            for migration in old:
+                with conn.transaction():
+                    conn.execute(migration.file.read_text(encoding="utf-8").encode())
+            with conn.transaction():
+                conn.execute(read_sql("schema.sql").encode())
+                for tracked_name in [*migration_names(), *(m.name for m in old)]:
+                    conn.execute("INSERT INTO schemasaga_migrations (name) VALUES (%s)", (tracked_name,))
+        assert procrastinate_schema_of(db) != procrastinate_schema_of(core_db)
+
+        assert upgrade(db) == newer
+        assert procrastinate_schema_of(db) == procrastinate_schema_of(core_db)
+        assert tracked_procrastinate(db) == sorted(installed_procrastinate_names())
+        assert upgrade(db) == []
+    finally:
+        drop_database(pg_server, name)
+
+
+def test_a_new_procrastinate_migration_is_applied_once_in_order_and_recorded(
+    core_db: str, tmp_path: Path
+) -> None:
+    first = "procrastinate/98.00.00_01_pre_test_marker.sql"
+    second = "procrastinate/98.00.00_50_post_test_marker.sql"
+    folder = migrations_folder(
+        tmp_path,
+        {  # the second fails unless the first ran before it
+            "98.00.00_50_post_test_marker.sql": "INSERT INTO procrastinate_test_marker VALUES (2, 'post');",
+            "98.00.00_01_pre_test_marker.sql": (
+                "CREATE TABLE procrastinate_test_marker (n int PRIMARY KEY, step text NOT NULL);"
+                " INSERT INTO procrastinate_test_marker VALUES (1, 'pre');"
+            ),
+        },
+    )
+    assert upgrade(core_db, procrastinate_migrations_folder=folder) == [first, second]
+    assert upgrade(core_db, procrastinate_migrations_folder=folder) == []
+    with psycopg.connect(core_db) as conn:
+        steps = [r[0] for r in conn.execute("SELECT step FROM procrastinate_test_marker ORDER BY n")]
+    assert steps == ["pre", "post"]
+    assert tracked_procrastinate(core_db) == sorted([*installed_procrastinate_names(), first, second])
+
+
+def test_a_failing_procrastinate_migration_is_not_recorded_and_runs_again_next_time(
+    core_db: str, tmp_path: Path
+) -> None:
+    folder = migrations_folder(
+        tmp_path,
+        {
+            "98.00.00_01_pre_ok.sql": "CREATE TABLE procrastinate_test_ok (x int);",
+            "98.00.00_50_post_fails.sql": "INSERT INTO procrastinate_test_missing VALUES (1);",
+        },
+    )
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        upgrade(core_db, procrastinate_migrations_folder=folder)
+    names = tracked_procrastinate(core_db)
+    assert "procrastinate/98.00.00_01_pre_ok.sql" in names
+    assert "procrastinate/98.00.00_50_post_fails.sql" not in names
+
+    (folder / "98.00.00_50_post_fails.sql").write_text("CREATE TABLE procrastinate_test_missing (x int);")
+    assert upgrade(core_db, procrastinate_migrations_folder=folder) == [
+        "procrastinate/98.00.00_50_post_fails.sql"
+    ]
+    assert table_exists(core_db, "procrastinate_test_missing")
+
+
+def forget_procrastinate_migrations(conninfo: str) -> None:
+    """Leave the database as a schemasaga that did not track procrastinate's migrations left it."""
+    with psycopg.connect(conninfo) as conn:
+        conn.execute("DELETE FROM schemasaga_migrations WHERE name LIKE 'procrastinate/%'")
+
+
+def test_an_untracked_procrastinate_schema_counts_as_3_8(core_db: str) -> None:
+    forget_procrastinate_migrations(core_db)
+    before = procrastinate_schema_of(core_db)
+    # Up to 3.10 every migration is <= 03.08.00: all are recorded and none runs (running
+    # 00.00.00_01_initial.sql again would fail on the existing tables).
+    assert upgrade(core_db) == []
+    assert tracked_procrastinate(core_db) == sorted(installed_procrastinate_names())
+    assert procrastinate_schema_of(core_db) == before
+    assert upgrade(core_db) == []
+
+
+def test_an_untracked_procrastinate_schema_gets_only_the_migrations_after_3_8(
+    core_db: str, tmp_path: Path
+) -> None:
+    forget_procrastinate_migrations(core_db)
+    folder = migrations_folder(
+        tmp_path,
+        {
+            "03.08.00_99_test_not_run.sql": "CREATE TABLE procrastinate_test_not_run (x int);",
+            "03.08.01_01_test_run.sql": "CREATE TABLE procrastinate_test_run (x int);",
+        },
+    )
+    assert upgrade(core_db, procrastinate_migrations_folder=folder) == [
+        "procrastinate/03.08.01_01_test_run.sql"
+    ]
+    assert table_exists(core_db, "procrastinate_test_run")
+    assert not table_exists(core_db, "procrastinate_test_not_run")
+    assert tracked_procrastinate(core_db) == sorted(
+        [
+            *installed_procrastinate_names(),
+            "procrastinate/03.08.00_99_test_not_run.sql",
+            "procrastinate/03.08.01_01_test_run.sql",
+        ]
+    )
+    assert upgrade(core_db, procrastinate_migrations_folder=folder) == []
 
 
 def test_migration_0002_keeps_the_name_of_a_table_whose_deletion_is_in_flight(empty_pg_db: str) -> None:
