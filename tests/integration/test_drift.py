@@ -307,3 +307,45 @@ async def test_read_only_commands_do_not_change_the_default_database(
     after = [e.event_type for e in await service.store.read_stream("Database$default")]
     assert after == before
     assert (await client.get("/v1/databases/default")).json()["engine"] == "postgresql"
+
+
+async def test_an_adopted_sqlite_integer_primary_key_is_consistent_everywhere(
+    settings_factory: Callable[..., Settings], byodb_sqlite_url: str
+) -> None:
+    """SQLite's ``id INTEGER PRIMARY KEY`` inspects as nullable. Once adopted, drift, the saga's
+    verification and the adapter's idempotency check must all call the table what it is: before one
+    schema diff decided for all three, a repair of it failed its own verification."""
+    async with running_service(settings_factory(byodb_sqlite_url)) as container:
+        transport = httpx.ASGITransport(app=container.web_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            table_id = await settled_table(client, "handmade")
+            run_sql(
+                byodb_sqlite_url,
+                "DROP TABLE handmade",
+                "CREATE TABLE handmade (id INTEGER PRIMARY KEY, label TEXT)",
+            )
+            r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "adopt"})
+            assert (await wait_operation(client, r.json()["operation_id"]))["status"] == "completed"
+            table = await wait_synced(client, table_id)
+            assert table["columns"]["id"] == {
+                "name": "id",
+                "type": "integer",
+                "nullable": False,
+                "default": None,
+                "primary_key": True,
+            }
+            assert (await drift_of(client))["clean"] is True
+            r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "repair"})
+            repaired = await wait_operation(client, r.json()["operation_id"])
+            assert repaired["status"] == "completed", repaired["last_error"]
+            # Gone behind our back, it is recreated from the adopted metadata, and that verifies.
+            run_sql(byodb_sqlite_url, "DROP TABLE handmade")
+            r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "repair"})
+            repaired = await wait_operation(client, r.json()["operation_id"])
+            assert repaired["status"] == "completed", repaired["last_error"]
+            assert (await drift_of(client))["clean"] is True
+            # And changes to it verify too.
+            r = await client.post("/table/column", json={"table_id": table_id, "column": {"name": "label"}})
+            assert (await wait_operation(client, r.json()["operation_id"]))["status"] == "completed"
+            assert set((await wait_synced(client, table_id))["columns"]) == {"id"}
+            assert (await drift_of(client))["clean"] is True
