@@ -320,3 +320,43 @@ def test_migration_0003_gives_stream_rows_their_events_transaction(empty_pg_db: 
             "SELECT tx_id = pg_current_xact_id() FROM event_store_events_in_streams WHERE stream = 'l'"
         ).fetchone()
     assert row == (True,)
+
+
+def test_migration_0005_puts_columns_in_the_order_their_events_added_them(empty_pg_db: str) -> None:
+    import json
+    import uuid
+
+    before = [n for n in migration_names() if n < "0005"]
+    table_id, created, added = uuid.uuid4(), uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()]
+    defaults = [{"name": n, "type": "text"} for n in ("id", "name", "created_at", "updated_at")]
+    events = [
+        (created, "TableCreated", {"table_id": str(table_id), "columns": defaults}),
+        (added[0], "TableChanged", {"table_id": str(table_id), "action": "add", "column": {"name": "zeta"}}),
+        (added[1], "TableChanged", {"table_id": str(table_id), "action": "add", "column": {"name": "ab"}}),
+    ]
+    columns = {c: {"name": c} for c in ("id", "name", "created_at", "updated_at", "zeta", "ab")}
+    with psycopg.connect(empty_pg_db) as conn:
+        for name in before:
+            conn.execute(read_sql(f"migrations/{name}").encode())
+        for version, (event_id, event_type, data) in enumerate(events):
+            conn.execute(
+                "INSERT INTO event_store_events (event_id, event_type, data, metadata) "
+                "VALUES (%s, %s, %s, '{}')",
+                (event_id, event_type, json.dumps(data)),
+            )
+            conn.execute(
+                "INSERT INTO event_store_events_in_streams (stream, version, event_id) VALUES (%s, %s, %s)",
+                (f"Table${table_id}", version, event_id),
+            )
+        conn.execute(
+            "INSERT INTO rm_tables (table_id, database_name, name, synced, exists_, columns, version, "
+            "created_at, updated_at) VALUES (%s, 'default', 't', true, true, %s, 2, now(), now())",
+            (table_id, json.dumps(columns)),
+        )
+        # As PostgreSQL keeps a jsonb object: shorter keys first.
+        stored = conn.execute("SELECT columns FROM rm_tables").fetchone()
+        assert stored is not None and list(stored[0])[:2] == ["ab", "id"]
+        conn.execute(read_sql("migrations/0005_columns_in_the_order_they_were_added.sql").encode())
+        row = conn.execute("SELECT columns FROM rm_tables").fetchone()
+    assert row is not None
+    assert [c["name"] for c in row[0]] == ["id", "name", "created_at", "updated_at", "zeta", "ab"]

@@ -96,7 +96,7 @@ async def _project_table(conn: AsyncConnection[Any], table: Table, recorded: Seq
                 "exists": table.exists,
                 "deleted": not table.live,
                 "holds_name": table.holds_name,
-                "columns": Jsonb({name: c.to_dict() for name, c in table.columns.items()}),
+                "columns": Jsonb([c.to_dict() for c in table.columns.values()]),
                 "version": table.version,
                 "at": at,
             },

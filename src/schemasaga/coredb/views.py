@@ -138,6 +138,8 @@ class RegistrySource:
 
 def _table(row: dict[str, Any]) -> TableView:
     columns = row["columns"]
+    if isinstance(columns, dict):  # written by a process from before migration 0005
+        columns = list(columns.values())
     return TableView(
         table_id=row["table_id"],
         database=row["database_name"],

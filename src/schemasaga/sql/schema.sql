@@ -71,6 +71,7 @@ CREATE TABLE rm_tables (
     synced          boolean     NOT NULL,
     exists_         boolean     NOT NULL,
     deleted         boolean     NOT NULL DEFAULT false,
+    -- The intended columns, in the order they were added (a JSON array of column objects).
     columns         jsonb       NOT NULL,
     version         integer     NOT NULL,
     created_at      timestamptz NOT NULL,

@@ -1,0 +1,105 @@
+"""The HTTP contract where the review found it wrong: a typo must never change what a request does,
+columns come back in the order they were added, deleted tables say so, and every error keeps its
+headers."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from schemasaga.bootstrap import Container
+from tests.integration.conftest import wait_operation, wait_synced
+from tests.integration.test_saga_flow import counts, create_table, physical_columns
+
+
+async def settled(client: httpx.AsyncClient, name: str) -> str:
+    table_id = await create_table(client, name)
+    await wait_synced(client, table_id)
+    return table_id
+
+
+async def add(client: httpx.AsyncClient, table_id: str, name: str, type_: str = "integer") -> None:
+    r = await client.post(
+        "/table/column", json={"table_id": table_id, "column": {"name": name, "type": type_}}
+    )
+    assert r.status_code == 200, r.text
+    await wait_operation(client, r.json()["operation_id"])
+
+
+async def test_a_typo_in_a_field_name_is_refused_and_removes_nothing(
+    client: httpx.AsyncClient, service: Container, byodb_pg_url: str
+) -> None:
+    table_id = await settled(client, "typo")
+    await add(client, table_id, "age")
+    before = await counts(service)
+    r = await client.post(
+        "/table/column", json={"table_id": table_id, "column": {"name": "age", "typ": "bigint"}}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "unknown_field"
+    assert "column.typ" in r.json()["error"]["message"]
+    assert await counts(service) == before
+    assert "age" in (physical_columns(byodb_pg_url, "typo") or {})
+    # The demo's contract stays: a column with a name and no type is removed.
+    r = await client.post("/table/column", json={"table_id": table_id, "column": {"name": "age"}})
+    assert r.status_code == 200, r.text
+    await wait_operation(client, r.json()["operation_id"])
+    assert "age" not in (physical_columns(byodb_pg_url, "typo") or {})
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/table/create", {"name": "t", "databse": "default"}, "databse"),
+        ("POST", "/table/show", {"table_id": "x", "extra": 1}, "extra"),
+        ("POST", "/v1/tables", {"name": "t", "colums": []}, "colums"),
+        ("POST", "/v1/tables/{id}/columns", {"name": "a", "type": "text", "nulable": False}, "nulable"),
+        ("POST", "/v1/tables/{id}/reconcile", {"strategy": "repair", "force": True}, "force"),
+        ("POST", "/v1/databases", {"name": "d", "url": "sqlite:////tmp/x.db", "pasword": "x"}, "pasword"),
+    ],
+)
+async def test_every_body_refuses_unknown_fields(
+    client: httpx.AsyncClient, service: Container, method: str, path: str, body: dict[str, object], field: str
+) -> None:
+    table_id = await settled(client, "fields")
+    before = await counts(service)
+    r = await client.request(method, path.replace("{id}", table_id), json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "unknown_field" and field in r.json()["error"]["message"]
+    assert await counts(service) == before
+
+
+async def test_columns_come_back_in_the_order_they_were_added(client: httpx.AsyncClient) -> None:
+    table_id = await settled(client, "ordered")
+    for name in ("zeta", "age", "b", "a_much_longer_name", "x"):
+        await add(client, table_id, name)
+    expected = ["id", "name", "created_at", "updated_at", "zeta", "age", "b", "a_much_longer_name", "x"]
+    shown = (await client.post("/table/show", json={"table_id": table_id})).json()["table"]
+    assert list(shown["columns"]) == expected
+    assert list((await client.get(f"/v1/tables/{table_id}")).json()["columns"]) == expected
+    listed = (await client.get("/v1/tables")).json()["items"]
+    assert [list(t["columns"]) for t in listed if t["table_id"] == table_id] == [expected]
+    # As it was, too.
+    r = await client.get(f"/v1/tables/{table_id}", params={"at_version": 100})
+    assert list(r.json()["columns"]) == expected
+
+
+async def test_a_deleted_table_says_so(client: httpx.AsyncClient) -> None:
+    table_id = await settled(client, "doomed")
+    shown = (await client.post("/table/show", json={"table_id": table_id})).json()["table"]
+    assert shown["deleted"] is False
+    r = await client.post("/table/delete", json={"table_id": table_id})
+    await wait_operation(client, r.json()["operation_id"])
+    shown = (await client.post("/table/show", json={"table_id": table_id})).json()["table"]
+    assert (shown["deleted"], shown["exists"]) == (True, False)
+    assert (await client.get(f"/v1/tables/{table_id}")).json()["deleted"] is True
+    listed = (await client.get("/v1/tables", params={"include_deleted": True})).json()["items"]
+    assert [t["deleted"] for t in listed if t["table_id"] == table_id] == [True]
+    assert table_id not in [t["table_id"] for t in (await client.get("/v1/tables")).json()["items"]]
+
+
+async def test_a_wrong_method_keeps_its_allow_header(client: httpx.AsyncClient) -> None:
+    r = await client.get("/table/create")
+    assert r.status_code == 405
+    assert r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "POST"
