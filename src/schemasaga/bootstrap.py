@@ -64,6 +64,15 @@ def check_settings(settings: Settings) -> RegistrationPolicy:
         raise ConfigurationError(f"invalid settings: SCHEMASAGA_BYODB_ALLOWED_HOSTS: {exc}") from None
 
 
+def _make_sqlite_dir(settings: Settings) -> None:
+    """The folder where SQLite files may be registered exists from the start: SQLite creates a file, never
+    the folder it is in."""
+    try:
+        settings.registered_sqlite_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"SCHEMASAGA_SQLITE_DIR {settings.registered_sqlite_dir}: {exc}") from None
+
+
 def resolve_databases(settings: Settings, *, need_byodb: bool = True) -> Resolved:
     """Start or attach to the embedded PostgreSQL when no core URL is configured. Without
     ``need_byodb`` (a command that only touches the core database) the BYODB URL may be missing."""
@@ -149,6 +158,8 @@ class Container:
 async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Container]:
     policy = check_settings(settings)
     secrets = await asyncio.to_thread(load_secrets, settings)
+    if migrate:  # the processes that run the service
+        _make_sqlite_dir(settings)
     resolved = await asyncio.to_thread(resolve_databases, settings)
     try:
         if migrate:

@@ -79,3 +79,30 @@ def test_db_upgrade_needs_only_the_core_database(empty_pg_db: str) -> None:
     assert "applied: schema.sql, procrastinate" in out.stdout
     again = cli("db", "upgrade", SCHEMASAGA_DATABASE_URL=empty_pg_db)
     assert again.returncode == 0 and "up to date" in again.stdout, again.stdout + again.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        # A core database URL and no key: credentials could not be stored or read.
+        ({"SCHEMASAGA_BYODB_URL": "sqlite:////tmp/never-used.db"}, ("SCHEMASAGA_SECRET_KEY must be set",)),
+        # A core database URL and no default database.
+        ({"SCHEMASAGA_SECRET_KEY": TEST_SECRET_KEY}, ("SCHEMASAGA_BYODB_URL must be set",)),
+        # A default database URL that cannot be used.
+        (
+            {
+                "SCHEMASAGA_SECRET_KEY": TEST_SECRET_KEY,
+                "SCHEMASAGA_BYODB_URL": "oracle://scott:tiger@db/orcl",
+            },
+            ("SCHEMASAGA_BYODB_URL", "unsupported database driver"),
+        ),
+    ],
+)
+def test_settings_that_cannot_be_used_exit_2_not_1(
+    core_db: str, env: dict[str, str], words: tuple[str, ...]
+) -> None:
+    # 1 is what verify and drift answer for a divergence: a configuration mistake must not look like one.
+    for command in (["verify"], ["drift"]):
+        out = cli(*command, SCHEMASAGA_DATABASE_URL=core_db, **env)
+        assert_refused(out, *words)
+        assert "tiger" not in out.stderr

@@ -786,3 +786,15 @@ async def test_an_unreachable_registered_database_does_not_block_registrations(
     assert (await register(api, "other", second_pg_url))["name"] == "other"
     [skipped] = [r.getMessage() for r in caplog.records if "not compared" in r.getMessage()]
     assert "'gone'" in skipped and gone_url not in skipped
+
+
+async def test_a_sqlite_file_can_be_registered_in_the_default_folder_of_a_fresh_data_dir(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "fresh"
+    async with running_service(make_settings(data_dir=data_dir, sqlite_dir=None), worker=False) as c:
+        async with http(c) as client:
+            # The folder the allow-list names is there from the start: no SQLITE_CANTOPEN until a mkdir.
+            body = await register(client, "notes", f"sqlite:///{data_dir / 'sqlite' / 'notes.db'}")
+    assert body["engine"] == "sqlite"
+    assert (data_dir / "sqlite" / "notes.db").exists()
