@@ -169,6 +169,10 @@ def test_embedded_readme_flow(data_dir: Path, procs: Spawn) -> None:
     created = stream[0]
     shown = run_cli("events", "show", created["event_id"], "--data-dir", str(data_dir))
     assert shown.returncode == 0, shown.stderr
+    # A one-shot command's output is its answer: no INFO lines about the embedded server before it.
+    assert " INFO " not in shown.stderr, shown.stderr
+    drift = run_cli("drift", "--data-dir", str(data_dir))
+    assert drift.returncode == 0 and " INFO " not in drift.stderr, drift.stderr
     event = json.loads(shown.stdout)
     assert event["event_type"] == "TableCreated"
     assert event["event_id"] == created["event_id"]
@@ -193,6 +197,10 @@ def test_embedded_readme_flow(data_dir: Path, procs: Spawn) -> None:
     positions = [e["position"] for e in printed]
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
     assert [e["event_id"] for e in printed if e["event_id"] in wanted] == [e["event_id"] for e in stream]
+    # Each line says which stream the event belongs to and its version there.
+    assert [(e["stream"], e["version"]) for e in printed if e["event_id"] in wanted] == [
+        (f"Table${table_id}", version) for version in range(len(stream))
+    ]
     # The tail (a second user of the cluster) left the server running for the API.
     assert postmasters(pgdata)
     with httpx.Client(base_url=base_url, timeout=10.0) as client:

@@ -466,8 +466,12 @@ async def test_follow_yields_every_event_and_resumes_from_a_checkpoint(store: Ev
     follower = store.follow(poll_interval=0.02)
     first = await take(follower, 3)
     assert [e.data["n"] for e in first] == [0, 1, 2]
-    await store.append("a", [ev(n=3)])
-    assert [e.data["n"] for e in await take(follower, 1)] == [3]
+    # Each followed event says which stream it was appended to, and its version there (events tail
+    # printed "stream": null, "version": null for every one).
+    assert [(e.stream, e.version) for e in first] == [("a", 0), ("a", 1), ("b", 0)]
+    [third] = await store.append("a", [ev(n=3)])
+    await store.link("all", [third.event_id])  # a link later does not change where it was appended
+    assert [(e.data["n"], e.stream, e.version) for e in await take(follower, 1)] == [(3, "a", 2)]
     await follower.aclose()
 
     resumed = store.follow(after=first[-1].checkpoint, poll_interval=0.02)

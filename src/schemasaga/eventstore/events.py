@@ -70,7 +70,8 @@ START: Final = Checkpoint(tx_id=0, position=0)
 
 @dataclass(frozen=True, slots=True)
 class RecordedEvent:
-    """A stored event. stream and version say where it was read from (None for global reads); tx_id is
+    """A stored event. stream and version say where it was read from (None for global reads; for events
+    yielded by EventStore.follow, the stream each was appended to and its version there); tx_id is
     set only on events yielded by EventStore.follow, where it makes the follower's checkpoint."""
 
     event_id: UUID

@@ -371,7 +371,7 @@ class EventStore:
                     row[0],
                     row[6],
                     row[7],
-                    stream,
+                    row[10] if followed else stream,
                     row[8],
                     row[9] if followed else None,
                 )

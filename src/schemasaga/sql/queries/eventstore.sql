@@ -185,10 +185,15 @@ LIMIT %(limit)s;
 -- name: follow
 -- The global log in commit-safe order: (tx_id, position), and only rows of transactions below the
 -- horizon (event_store_horizon() in schema.sql, evaluated once per query as an InitPlan), so that no
--- row can later appear before the checkpoint.
+-- row can later appear before the checkpoint. Each event comes with the stream it was appended to (its
+-- first stream row) and its version there.
 SELECT e.position, e.event_id, e.event_type, e.schema_version, e.data::text, e.metadata::text, e.created_at, e.valid_at,
-       NULL::integer, e.tx_id::text::bigint
+       home.version, e.tx_id::text::bigint, home.stream
 FROM event_store_events e
+LEFT JOIN LATERAL (
+    SELECT s.stream, s.version FROM event_store_events_in_streams s
+    WHERE s.event_id = e.event_id ORDER BY s.created_at, s.stream LIMIT 1
+) AS home ON true
 WHERE (e.tx_id, e.position) > (%(tx_id)s::text::xid8, %(position)s::bigint)
   AND e.tx_id < (SELECT event_store_horizon())
 ORDER BY e.tx_id, e.position
