@@ -1,7 +1,10 @@
 """Test databases: one template built per run, a fresh clone for every test.
 
 PostgreSQL comes from ``SCHEMASAGA_TEST_DATABASE_URL``, else the local server on 127.0.0.1:5432,
-else an embedded PostgreSQL started for the run (machines with no database server).
+else an embedded PostgreSQL started for the run (machines with no database server;
+``SCHEMASAGA_TEST_EMBEDDED=1`` forces it). The embedded one listens on 127.0.0.1 at a free port as well
+as on its Unix socket, and the tests get its TCP address: tests that need TCP (the fault proxy, a
+closed port next to the server's) run the same on every machine.
 MariaDB comes from ``SCHEMASAGA_TEST_MYSQL_URL`` or 127.0.0.1:3306 as root; tests that need it are
 skipped when it is absent, except under CI where its absence is a failure.
 """
@@ -49,10 +52,10 @@ def pg_server() -> Iterator[str]:
     # Not under pytest's tmp_path: pytest resets its base folder to 0700 at every session start,
     # which would lock the embedded server's OS user (pgserver, when running as root) out.
     data_dir = Path(tempfile.mkdtemp(prefix="schemasaga-test-pg-"))
-    server = EmbeddedPostgres(data_dir / "data")
+    server = EmbeddedPostgres(data_dir / "data", tcp_port=0)
     server.start()
     try:
-        yield server.conninfo("postgres")
+        yield server.conninfo("postgres", tcp=True)
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -225,6 +225,11 @@ def test_sigterm_on_embedded_server_stops_its_postgres(data_dir: Path, procs: Sp
     server, _ = start_server(procs, clean_env(), "--data-dir", str(data_dir))
     pgdata = data_dir.resolve() / "pgdata"
     assert postmasters(pgdata)
+    # A first start says in one line that it made a cluster, without initdb's transcript.
+    assert f"Initialized a new PostgreSQL cluster in {pgdata}" in server.stderr()
+    assert "The files belonging to this database system" not in server.stderr() + server.stdout()
+    # The default opens no TCP port: postmaster.pid's listen-address line is empty (Unix socket only).
+    assert (pgdata / "postmaster.pid").read_text().splitlines()[5].strip() == ""
     stop_server(server)
     # The service stops what it started: the last user of the embedded cluster shuts it down.
     try:

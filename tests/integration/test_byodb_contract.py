@@ -290,9 +290,9 @@ def test_identifiers_are_validated_per_engine(adapter: ByodbAdapter) -> None:
 # -- failures ------------------------------------------------------------------------------------
 
 
+# SQLite has no server; its transient failure is the lock test.
+@pytest.mark.parametrize("url", [p for p in ENGINES if p.id != "sqlite"], indirect=True)
 def test_unreachable_server_is_transient(adapter: ByodbAdapter, url: str) -> None:
-    if adapter.engine == "sqlite":
-        pytest.skip("SQLite has no server; its transient failure is the lock test")
     closed = make_url(url).set(port=1).render_as_string(hide_password=False)
     with open_adapter(closed, limits=FAST) as down:
         with pytest.raises(TransientByodbError, match="ping") as info:

