@@ -14,10 +14,9 @@ from schemasaga.domain.columns import Column, ColumnType
 from schemasaga.domain.database import DEFAULT_DATABASE
 from schemasaga.domain.errors import InvalidColumn, InvalidTableId
 from schemasaga.domain.table import Table
-from schemasaga.eventstore import RecordedEvent
 from schemasaga.services.drift import DriftReport
 from schemasaga.services.tables import Accepted
-from schemasaga.services.views import DatabaseView, OperationView, TableView
+from schemasaga.services.views import TableView
 
 # -- requests --------------------------------------------------------------------------------------
 
@@ -83,6 +82,12 @@ def parse_column(name: str, type_: str, *, nullable: bool) -> Column:
 
 
 # -- answers ---------------------------------------------------------------------------------------
+
+
+class FromAttributes(BaseModel):
+    """An answer read from the attributes of a service's result (``Model.model_validate(result)``)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
 
 class ColumnOut(BaseModel):
@@ -187,7 +192,7 @@ class AcceptedOut(BaseModel):
         )
 
 
-class EventOut(BaseModel):
+class EventOut(FromAttributes):
     event_id: UUID
     event_type: str
     version: int | None
@@ -196,20 +201,8 @@ class EventOut(BaseModel):
     data: dict[str, Any]
     metadata: dict[str, Any]
 
-    @classmethod
-    def of(cls, event: RecordedEvent) -> EventOut:
-        return cls(
-            event_id=event.event_id,
-            event_type=event.event_type,
-            version=event.version,
-            position=event.position,
-            created_at=event.created_at,
-            data=event.data,
-            metadata=event.metadata,
-        )
 
-
-class OperationOut(BaseModel):
+class OperationOut(FromAttributes):
     operation_id: UUID
     table_id: UUID
     kind: str
@@ -221,22 +214,6 @@ class OperationOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
-
-    @classmethod
-    def of(cls, view: OperationView) -> OperationOut:
-        return cls(
-            operation_id=view.operation_id,
-            table_id=view.table_id,
-            kind=view.kind,
-            status=view.status,  # type: ignore[arg-type]  # the read model holds only these
-            attempts=view.attempts,
-            steps_done=list(view.steps_done),
-            last_error=view.last_error,
-            detail=view.detail,
-            created_at=view.created_at,
-            updated_at=view.updated_at,
-            finished_at=view.finished_at,
-        )
 
 
 class DriftIssueOut(BaseModel):
@@ -278,7 +255,7 @@ class DriftReportOut(BaseModel):
         )
 
 
-class DatabaseOut(BaseModel):
+class DatabaseOut(FromAttributes):
     """A registered database: never its URL, nor its password."""
 
     name: str
@@ -296,31 +273,12 @@ class DatabaseOut(BaseModel):
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def of(cls, view: DatabaseView) -> DatabaseOut:
-        return cls(
-            name=view.name,
-            engine=view.engine,
-            driver=view.driver,
-            host=view.host,
-            port=view.port,
-            database=view.database,
-            username=view.username,
-            source=view.source,  # type: ignore[arg-type]  # the registry holds only these
-            status=view.status,
-            server_version=view.server_version,
-            live_tables=view.live_tables,
-            key_id=view.key_id,
-            created_at=view.created_at,
-            updated_at=view.updated_at,
-        )
-
 
 class DatabaseList(BaseModel):
     items: list[DatabaseOut]
 
 
-class CheckOut(BaseModel):
+class CheckOut(FromAttributes):
     name: str
     reachable: bool
     status: str

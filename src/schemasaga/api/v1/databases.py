@@ -27,29 +27,22 @@ async def register_database(
 ) -> DatabaseOut:
     database = await databases.register(name=body.name, url=body.url, metadata=meta)
     response.headers["Location"] = f"/v1/databases/{database.name}"
-    return DatabaseOut.of(database)
+    return DatabaseOut.model_validate(database)
 
 
 @router.get("", response_model=DatabaseList, responses=responses(503))
 async def list_databases(databases: Databases) -> DatabaseList:
-    return DatabaseList(items=[DatabaseOut.of(d) for d in await databases.list_databases()])
+    return DatabaseList(items=[DatabaseOut.model_validate(d) for d in await databases.list_databases()])
 
 
 @router.get("/{name}", response_model=DatabaseOut, responses=responses(404, 422, 503))
 async def get_database(name: str, databases: Databases) -> DatabaseOut:
-    return DatabaseOut.of(await databases.get(name))
+    return DatabaseOut.model_validate(await databases.get(name))
 
 
 @router.post("/{name}/check", response_model=CheckOut, responses=responses(404, 422, 503))
 async def check_database(name: str, databases: Databases, meta: Metadata) -> CheckOut:
-    result = await databases.check(name=name, metadata=meta)
-    return CheckOut(
-        name=result.name,
-        reachable=result.reachable,
-        status=result.status,
-        server_version=result.server_version,
-        error=result.error,
-    )
+    return CheckOut.model_validate(await databases.check(name=name, metadata=meta))
 
 
 @router.delete("/{name}", response_model=OkOut, responses=responses(404, 409, 422, 503))

@@ -18,7 +18,7 @@ async def get_operation(operation_id: UUID, reads: Reads) -> OperationOut:
     view = await reads.get_operation(operation_id)
     if view is None:
         raise OperationNotFound(f"no operation with id {operation_id}")
-    return OperationOut.of(view)
+    return OperationOut.model_validate(view)
 
 
 @router.get("", response_model=list[OperationOut], responses=responses(422, 503))
@@ -29,5 +29,6 @@ async def list_operations(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[OperationOut]:
     return [
-        OperationOut.of(v) for v in await reads.list_operations(table_id=table_id, status=status, limit=limit)
+        OperationOut.model_validate(v)
+        for v in await reads.list_operations(table_id=table_id, status=status, limit=limit)
     ]

@@ -105,7 +105,7 @@ async def table_events(table_id: UUID, reads: Reads) -> list[EventOut]:
     events = await reads.table_events(table_id)
     if not events:
         raise TableNotFound(f"no table with id {table_id}")
-    return [EventOut.of(e) for e in events]
+    return [EventOut.model_validate(e) for e in events]
 
 
 @router.post("/{table_id}/reconcile", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS)
