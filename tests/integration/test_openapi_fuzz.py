@@ -4,7 +4,8 @@ service: a fresh PostgreSQL core, a SQLite BYODB and a worker, in-process, on on
 Every operation of ``/openapi.json`` gets generated requests, valid and invalid (schemathesis' examples,
 coverage and fuzzing phases), and every answer must be no server error, have a status the document
 declares for the operation, the content type it declares and a body valid against the schema it
-declares for that status.
+declares for that status; a method the path does not serve must answer 405 with an ``Allow`` that
+lists every method the path serves.
 
 Registering a database makes the service connect where the request says: the settings allow only
 127.0.0.1 (a generated host name is refused as written, before any look-up) and SQLite files in the
@@ -31,9 +32,11 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.python.asgi import get_client, shutdown_lifespans
 from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from schemasaga.api.app import create_app
@@ -57,6 +60,9 @@ CHECKS = [
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
+    # A method the path does not serve answers 405, with an Allow listing every method it serves.
+    unsupported_method,
+    allow_header_conformance,
 ]
 
 
