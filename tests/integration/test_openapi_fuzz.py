@@ -7,6 +7,10 @@ declares for the operation, the content type it declares and a body valid agains
 declares for that status; a method the path does not serve must answer 405 with an ``Allow`` that
 lists every method the path serves.
 
+A third of the requests are as generated, a third carry real ids (tables, an operation, the default
+database) and valid names, so that the routes meet existing things too, and a third carry a NUL
+character in every text parameter of their path and query (the generator seldom puts one there).
+
 Registering a database makes the service connect where the request says: the settings allow only
 127.0.0.1 (a generated host name is refused as written, before any look-up) and SQLite files in the
 test's folder.
@@ -89,7 +93,7 @@ class ServiceApp:
 
 @dataclass
 class Seeds:
-    """Real identifiers and valid names, put into about half of the generated requests: without them
+    """Real identifiers and valid names, put into about a third of the generated requests: without them
     nearly every generated id is unknown and nearly every generated name invalid, and the routes would
     rarely answer anything but 404 and 422."""
 
@@ -125,6 +129,17 @@ class Seeds:
                 body["type"] = ColumnType.TEXT.value
             if isinstance(body.get("column"), dict):
                 body["column"]["name"] = f"fuzz_{next(self.names)}"
+        return case
+
+    @staticmethod
+    def with_nul(case: schemathesis.Case) -> schemathesis.Case:
+        """A NUL character in every text parameter of the path and the query: PostgreSQL refuses it in
+        text, and the generator seldom puts one there."""
+        for parameters in (case.path_parameters, case.query):
+            if isinstance(parameters, dict):
+                for key, value in parameters.items():
+                    if isinstance(value, str):
+                        parameters[key] = f"{value}\x00"
         return case
 
 
@@ -169,7 +184,12 @@ RUN: list[Fuzz] = []  # the module's service, for the hook below
 @schema.hook
 def flatmap_case(_: schemathesis.HookContext, case: schemathesis.Case) -> Any:
     seeds = RUN[0].seeds
-    return st.booleans().map(lambda real: seeds.seeded(case) if real else case)
+    variants = {
+        "generated": lambda: case,
+        "real": lambda: seeds.seeded(case),
+        "nul": lambda: seeds.with_nul(case),
+    }
+    return st.sampled_from(sorted(variants)).map(lambda variant: variants[variant]())
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,8 @@ class ErrorOut(BaseModel):
 
 
 _DESCRIPTIONS = {
-    400: "Malformed JSON, or a value the service cannot store; nothing was written.",
+    400: "Malformed JSON, or a value the service's database cannot take (a NUL character, say); nothing "
+    "was written.",
     403: "Outside what the operator allows; nothing was written.",
     404: "Not found.",
     409: "In conflict with the current state; nothing was written.",
@@ -170,10 +171,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(psycopg.DataError)
     async def unstorable_value(_: Request, exc: psycopg.DataError) -> JSONResponse:
-        # The core database refused a value of the request (a NUL character in a name, say): the
-        # statement failed, its transaction rolled back, nothing was written.
+        # The core database refused a value of the request (a NUL character in a name, say), in a
+        # command or in a look-up: the statement failed, its transaction rolled back, nothing was written.
         log.info("request value refused by the core database: %s", type(exc).__name__)
-        return error_response(400, "invalid_request", "the request holds a value that cannot be stored")
+        return error_response(
+            400, "invalid_request", "the request holds a value the service's database cannot take"
+        )
 
     @app.exception_handler(WrongExpectedVersion)
     async def contention(_: Request, exc: WrongExpectedVersion) -> JSONResponse:
