@@ -4,6 +4,8 @@ headers."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -154,3 +156,30 @@ async def test_a_nul_character_in_a_look_up_is_a_declared_400(
     operation = (await client.get("/openapi.json")).json()["paths"][template][method.lower()]
     schema = operation["responses"]["400"]["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/ErrorOut"}
+
+
+async def test_the_openapi_document_declares_every_answer(client: httpx.AsyncClient) -> None:
+    """Every operation declares its success with a schema, and every error it declares has the real
+    error shape: FastAPI's own validation error model is nowhere (its 422s are ours)."""
+    document = (await client.get("/openapi.json")).json()
+    assert "ValidationError" not in json.dumps(document)
+    schemas = document["components"]["schemas"]
+    assert schemas["ErrorOut"]["required"] == ["status", "error"]
+    assert schemas["ErrorOut"]["properties"]["status"]["const"] == "error"
+    assert schemas["ErrorOut"]["properties"]["error"] == {"$ref": "#/components/schemas/ErrorDetail"}
+    assert schemas["ErrorDetail"]["required"] == ["code", "message"]
+    error = {"$ref": "#/components/schemas/ErrorOut"}
+    operations = [(m, p, op) for p, item in document["paths"].items() for m, op in item.items()]
+    assert len(operations) == 21
+    for method, path, operation in operations:
+        answers = operation["responses"]
+        successes = [s for s in answers if s.startswith("2")]
+        assert len(successes) == 1, (method, path, successes)
+        assert answers[successes[0]]["content"]["application/json"]["schema"], (method, path)
+        for status, answer in answers.items():
+            if not status.startswith("2"):
+                assert answer["content"]["application/json"]["schema"] == error, (method, path, status)
+        if operation.get("parameters") or "requestBody" in operation:
+            assert "422" in answers, (method, path)
+        if "requestBody" in operation:
+            assert "400" in answers, (method, path)  # malformed JSON

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from procrastinate.exceptions import ConnectorException
 from psycopg_pool import PoolTimeout
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
@@ -63,6 +63,9 @@ class ErrorDetail(BaseModel):
 
 class ErrorOut(BaseModel):
     """The shape of every error answer."""
+
+    # Its schema requires `status` too: every error answer has it.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
     status: Literal["error"] = "error"
     error: ErrorDetail

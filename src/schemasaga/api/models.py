@@ -85,7 +85,14 @@ def parse_column(name: str, type_: str, *, nullable: bool) -> Column:
 # -- answers ---------------------------------------------------------------------------------------
 
 
-class ColumnOut(BaseModel):
+class Answer(BaseModel):
+    """Every field of an answer is in it, a defaulted one too (``"status": "ok"``): its schema in the
+    OpenAPI document requires them all."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class ColumnOut(Answer):
     name: str
     type: str
     nullable: bool
@@ -108,7 +115,7 @@ def columns_out(columns: Iterable[Column]) -> dict[str, ColumnOut]:
     return {c.name: ColumnOut.of(c) for c in columns}
 
 
-class TableOut(BaseModel):
+class TableOut(Answer):
     table_id: UUID
     name: str
     synced: bool = Field(description="false while a change is in flight")
@@ -148,31 +155,31 @@ class TableOut(BaseModel):
         )
 
 
-class TablePage(BaseModel):
+class TablePage(Answer):
     items: list[TableOut]
     next_after: UUID | None = Field(description="the `after` of the next page; null on the last one")
 
 
-class DemoTableRef(BaseModel):
+class DemoTableRef(Answer):
     table_id: str
 
 
-class DemoCreated(BaseModel):
+class DemoCreated(Answer):
     status: Literal["ok"] = "ok"
     table: DemoTableRef
     operation_id: str
 
 
-class DemoOk(BaseModel):
+class DemoOk(Answer):
     status: Literal["ok"] = "ok"
     operation_id: str
 
 
-class DemoShow(BaseModel):
+class DemoShow(Answer):
     table: TableOut
 
 
-class AcceptedOut(BaseModel):
+class AcceptedOut(Answer):
     status: Literal["accepted"] = "accepted"
     table_id: UUID
     operation_id: UUID
@@ -187,7 +194,7 @@ class AcceptedOut(BaseModel):
         )
 
 
-class EventOut(BaseModel):
+class EventOut(Answer):
     event_id: UUID
     event_type: str
     version: int | None
@@ -209,7 +216,7 @@ class EventOut(BaseModel):
         )
 
 
-class OperationOut(BaseModel):
+class OperationOut(Answer):
     operation_id: UUID
     table_id: UUID
     kind: str
@@ -239,7 +246,7 @@ class OperationOut(BaseModel):
         )
 
 
-class DriftIssueOut(BaseModel):
+class DriftIssueOut(BaseModel):  # not an Answer: the drift route leaves out its null fields
     issue: str = Field(description="missing_table, missing_column, extra_column, name_mismatch, ...")
     column: str | None = None
     expected: Any = None
@@ -247,13 +254,13 @@ class DriftIssueOut(BaseModel):
     detail: str | None = None
 
 
-class TableDriftOut(BaseModel):
+class TableDriftOut(Answer):
     table_id: UUID
     name: str
     issues: list[DriftIssueOut]
 
 
-class DriftReportOut(BaseModel):
+class DriftReportOut(Answer):
     database: str
     checked: int
     in_flight: int
@@ -278,7 +285,7 @@ class DriftReportOut(BaseModel):
         )
 
 
-class DatabaseOut(BaseModel):
+class DatabaseOut(Answer):
     """A registered database: never its URL, nor its password."""
 
     name: str
@@ -316,11 +323,11 @@ class DatabaseOut(BaseModel):
         )
 
 
-class DatabaseList(BaseModel):
+class DatabaseList(Answer):
     items: list[DatabaseOut]
 
 
-class CheckOut(BaseModel):
+class CheckOut(Answer):
     name: str
     reachable: bool
     status: str
@@ -328,10 +335,10 @@ class CheckOut(BaseModel):
     error: str | None
 
 
-class OkOut(BaseModel):
+class OkOut(Answer):
     status: Literal["ok"] = "ok"
 
 
-class HealthOut(BaseModel):
+class HealthOut(Answer):
     status: Literal["ok"] = "ok"
     version: str
