@@ -7,15 +7,16 @@ declares for the operation, the content type it declares and a body valid agains
 declares for that status; a method the path does not serve must answer 405 with an ``Allow`` that
 lists every method the path serves.
 
-A third of the requests are as generated, a third carry real ids (tables, an operation, the default
-database) and valid names, so that the routes meet existing things too, and a third carry a NUL
-character in every text parameter of their path and query (the generator seldom puts one there).
+A third of the requests are as generated, a third carry real ids (tables, an operation, registered
+databases) and valid names (a SQLite file in the test's folder for a registration), so that the
+routes meet existing things too, and a third carry a NUL character in every text parameter of their
+path and query (the generator seldom puts one there).
 
 Registering a database makes the service connect where the request says: the settings allow only
 127.0.0.1 (a generated host name is refused as written, before any look-up) and SQLite files in the
 test's folder.
 
-``SCHEMASAGA_FUZZ_EXAMPLES`` (default 15) is the fuzzing phase's number of examples per operation;
+``SCHEMASAGA_FUZZ_EXAMPLES`` (default 25) is the fuzzing phase's number of examples per operation;
 ``SCHEMASAGA_FUZZ_SEED`` the seed (fixed by default, so that a run repeats). ``-s`` shows the counts.
 """
 
@@ -27,6 +28,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,7 +59,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies"),
 ]
 
-EXAMPLES = int(os.environ.get("SCHEMASAGA_FUZZ_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("SCHEMASAGA_FUZZ_EXAMPLES", "25"))
 SEED = int(os.environ.get("SCHEMASAGA_FUZZ_SEED", "20240613"))
 CHECKS = [
     not_a_server_error,
@@ -100,15 +102,17 @@ class Seeds:
     keep: str  # never deleted: the routes that read or change a table find it alive
     doomed: list[str]  # for the delete routes
     operation_id: str
-    database: str = "default"
+    sqlite_dir: Path  # where databases may be registered
+    databases: list[str] = field(default_factory=lambda: ["default"])
     names: Iterator[int] = field(default_factory=count)
     calls: Counter[str] = field(default_factory=Counter)
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
 
     def seeded(self, case: schemathesis.Case) -> schemathesis.Case:
         label = case.operation.label
+        n = next(self.names)
         deleting = label in ("POST /table/delete", "DELETE /v1/tables/{table_id}")
-        table_id = self.doomed[next(self.names) % len(self.doomed)] if deleting else self.keep
+        table_id = self.doomed[n % len(self.doomed)] if deleting else self.keep
         path = case.path_parameters
         if isinstance(path, dict):
             if "table_id" in path:
@@ -116,19 +120,24 @@ class Seeds:
             if "operation_id" in path:
                 path["operation_id"] = self.operation_id
             if "name" in path:
-                path["name"] = self.database if "/v1/databases/" in label else "age"
+                path["name"] = self.databases[n % len(self.databases)] if "/databases/" in label else "age"
         body = case.body
-        if isinstance(body, dict):
+        if label == "POST /v1/databases" and isinstance(body, dict):
+            body.update(name=f"fuzz_db_{n}", url=f"sqlite:///{self.sqlite_dir / f'fuzz_{n}.sqlite3'}")
+            self.databases.append(body["name"])
+        elif isinstance(body, dict):
             if "table_id" in body:
                 body["table_id"] = table_id
-            if isinstance(body.get("name"), str) and label != "POST /v1/databases":
-                body["name"] = f"fuzz_{next(self.names)}"
+            if isinstance(body.get("name"), str):
+                body["name"] = f"fuzz_{n}"
             if "database" in body:
-                body["database"] = self.database
+                body["database"] = "default"
             if "type" in body:
                 body["type"] = ColumnType.TEXT.value
             if isinstance(body.get("column"), dict):
-                body["column"]["name"] = f"fuzz_{next(self.names)}"
+                body["column"]["name"] = f"fuzz_{n}"
+                if isinstance(body["column"].get("type"), str):
+                    body["column"]["type"] = ColumnType.TEXT.value
         return case
 
     @staticmethod
@@ -143,7 +152,7 @@ class Seeds:
         return case
 
 
-def _seed(client: Any) -> Seeds:
+def _seed(client: Any, sqlite_dir: Path) -> Seeds:
     accepted = []
     for name in ("fuzz_keep", "fuzz_doomed_1", "fuzz_doomed_2", "fuzz_doomed_3"):
         r = client.post("/v1/tables", json={"name": name})
@@ -158,7 +167,10 @@ def _seed(client: Any) -> Seeds:
     r = client.post(f"/v1/tables/{keep}/columns", json={"name": "age", "type": "integer"})
     assert r.status_code == 202, r.text
     return Seeds(
-        keep=keep, doomed=[a["table_id"] for a in accepted[1:]], operation_id=accepted[0]["operation_id"]
+        keep=keep,
+        doomed=[a["table_id"] for a in accepted[1:]],
+        operation_id=accepted[0]["operation_id"],
+        sqlite_dir=sqlite_dir,
     )
 
 
@@ -207,7 +219,7 @@ def fuzz(pg_server: str, core_template: str, tmp_path_factory: pytest.TempPathFa
     try:
         with get_client(app) as client:
             assert client.get("/openapi.json").json() == DOCUMENT_APP.openapi()
-            RUN.append(Fuzz(app=app, seeds=_seed(client)))
+            RUN.append(Fuzz(app=app, seeds=_seed(client, folder)))
         yield RUN[0]
         seeds = RUN[0].seeds
         print(f"\nfuzz: {len(seeds.calls)} operations, {sum(seeds.calls.values())} requests")
