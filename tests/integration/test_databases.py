@@ -223,6 +223,10 @@ def on_test_server(url: str, pg_server: str) -> str:
             "invalid_url",
         ),
         ("two_sockets", "postgresql+psycopg://postgres@/postgres?host=/a&host=/b", 422, "invalid_url"),
+        # libpq's host lists: the allow-list sees one host, libpq connects to the first that answers
+        ("host_list", "postgresql+psycopg://postgres@127.0.0.1,db.example/postgres", 422, "invalid_url"),
+        ("socket_list", "postgresql+psycopg://postgres@/postgres?host=/a,/b", 422, "invalid_url"),
+        ("mysql_host_list", "mysql+pymysql://root@127.0.0.1,db.example/x", 422, "invalid_url"),
         ("bad_sslmode", "postgresql+psycopg://postgres@127.0.0.1/postgres?sslmode=maybe", 422, "invalid_url"),
         ("sqlite_query", "sqlite:////tmp/x.db?vfs=unix-none", 422, "invalid_url"),
         ("nul", "sqlite:////tmp/a\x00b.db", 422, "invalid_url"),
@@ -296,6 +300,19 @@ async def test_hosts_outside_the_allow_list_are_refused_without_connecting(
             assert "*.internal" not in message and "127.0.0.0/8" not in message  # the list stays private
             assert time.monotonic() - start < 1.0
             assert await database_traces(svc, name) == (0, 0)
+
+        # A host list matched a suffix entry on its last name, while libpq connects to the first host
+        # that answers: refused whatever the list says.
+        r = await api.post(
+            "/v1/databases",
+            json={
+                "name": "host_list",
+                "url": "postgresql+psycopg://postgres@127.0.0.1,db.internal.example/x",
+            },
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "invalid_url"
+        assert await database_traces(svc, "host_list") == (0, 0)
 
         r = await api.post("/v1/databases", json={"name": "allowed", "url": second_pg_url})
         assert r.status_code == 201, r.text

@@ -13,8 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from procrastinate.exceptions import ConnectorException
 from psycopg_pool import PoolTimeout
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from schemasaga.domain import errors as e
 from schemasaga.eventstore import WrongExpectedVersion
@@ -63,12 +64,16 @@ class ErrorDetail(BaseModel):
 class ErrorOut(BaseModel):
     """The shape of every error answer."""
 
+    # Its schema requires `status` too: every error answer has it.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     status: Literal["error"] = "error"
     error: ErrorDetail
 
 
 _DESCRIPTIONS = {
-    400: "Malformed JSON, or a value the service cannot store; nothing was written.",
+    400: "Malformed JSON, or a value the service's database cannot take (a NUL character, say); nothing "
+    "was written.",
     403: "Outside what the operator allows; nothing was written.",
     404: "Not found.",
     409: "In conflict with the current state; nothing was written.",
@@ -118,6 +123,22 @@ def _core_unavailable(exc: BaseException) -> JSONResponse:
     )
 
 
+# The methods a 405's Allow may name.
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path answers. Starlette's 405 names only the methods of the first
+    route whose path matched, while one path may be served by several routes (``GET`` and ``POST
+    /v1/tables``): the ``Allow`` of a 405 must list them all (RFC 9110)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.DomainError)
     async def domain_error(_: Request, exc: e.DomainError) -> JSONResponse:
@@ -129,10 +150,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(status, code, message)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         # Keep the exception's headers: a 405 says which methods are allowed.
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(psycopg.InterfaceError)
@@ -150,10 +174,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(psycopg.DataError)
     async def unstorable_value(_: Request, exc: psycopg.DataError) -> JSONResponse:
-        # The core database refused a value of the request (a NUL character in a name, say): the
-        # statement failed, its transaction rolled back, nothing was written.
+        # The core database refused a value of the request (a NUL character in a name, say), in a
+        # command or in a look-up: the statement failed, its transaction rolled back, nothing was written.
         log.info("request value refused by the core database: %s", type(exc).__name__)
-        return error_response(400, "invalid_request", "the request holds a value that cannot be stored")
+        return error_response(
+            400, "invalid_request", "the request holds a value the service's database cannot take"
+        )
 
     @app.exception_handler(WrongExpectedVersion)
     async def contention(_: Request, exc: WrongExpectedVersion) -> JSONResponse:

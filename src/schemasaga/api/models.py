@@ -84,13 +84,15 @@ def parse_column(name: str, type_: str, *, nullable: bool) -> Column:
 # -- answers ---------------------------------------------------------------------------------------
 
 
-class FromAttributes(BaseModel):
-    """An answer read from the attributes of a service's result (``Model.model_validate(result)``)."""
+class Answer(BaseModel):
+    """Every field of an answer is in it, a defaulted one too (``"status": "ok"``): its schema in the
+    OpenAPI document requires them all. An answer can be read from the attributes of a service's result
+    (``Model.model_validate(result)``)."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True, from_attributes=True)
 
 
-class ColumnOut(BaseModel):
+class ColumnOut(Answer):
     name: str
     type: str
     nullable: bool
@@ -113,7 +115,7 @@ def columns_out(columns: Iterable[Column]) -> dict[str, ColumnOut]:
     return {c.name: ColumnOut.of(c) for c in columns}
 
 
-class TableOut(BaseModel):
+class TableOut(Answer):
     table_id: UUID
     name: str
     synced: bool = Field(description="false while a change is in flight")
@@ -153,31 +155,31 @@ class TableOut(BaseModel):
         )
 
 
-class TablePage(BaseModel):
+class TablePage(Answer):
     items: list[TableOut]
     next_after: UUID | None = Field(description="the `after` of the next page; null on the last one")
 
 
-class DemoTableRef(BaseModel):
+class DemoTableRef(Answer):
     table_id: str
 
 
-class DemoCreated(BaseModel):
+class DemoCreated(Answer):
     status: Literal["ok"] = "ok"
     table: DemoTableRef
     operation_id: str
 
 
-class DemoOk(BaseModel):
+class DemoOk(Answer):
     status: Literal["ok"] = "ok"
     operation_id: str
 
 
-class DemoShow(BaseModel):
+class DemoShow(Answer):
     table: TableOut
 
 
-class AcceptedOut(BaseModel):
+class AcceptedOut(Answer):
     status: Literal["accepted"] = "accepted"
     table_id: UUID
     operation_id: UUID
@@ -192,7 +194,7 @@ class AcceptedOut(BaseModel):
         )
 
 
-class EventOut(FromAttributes):
+class EventOut(Answer):
     event_id: UUID
     event_type: str
     version: int | None
@@ -202,7 +204,7 @@ class EventOut(FromAttributes):
     metadata: dict[str, Any]
 
 
-class OperationOut(FromAttributes):
+class OperationOut(Answer):
     operation_id: UUID
     table_id: UUID
     kind: str
@@ -216,7 +218,7 @@ class OperationOut(FromAttributes):
     finished_at: datetime | None
 
 
-class DriftIssueOut(BaseModel):
+class DriftIssueOut(BaseModel):  # not an Answer: the drift route leaves out its null fields
     issue: str = Field(description="missing_table, missing_column, extra_column, name_mismatch, ...")
     column: str | None = None
     expected: Any = None
@@ -224,13 +226,13 @@ class DriftIssueOut(BaseModel):
     detail: str | None = None
 
 
-class TableDriftOut(BaseModel):
+class TableDriftOut(Answer):
     table_id: UUID
     name: str
     issues: list[DriftIssueOut]
 
 
-class DriftReportOut(BaseModel):
+class DriftReportOut(Answer):
     database: str
     checked: int
     in_flight: int
@@ -255,7 +257,7 @@ class DriftReportOut(BaseModel):
         )
 
 
-class DatabaseOut(FromAttributes):
+class DatabaseOut(Answer):
     """A registered database: never its URL, nor its password."""
 
     name: str
@@ -274,11 +276,11 @@ class DatabaseOut(FromAttributes):
     updated_at: datetime
 
 
-class DatabaseList(BaseModel):
+class DatabaseList(Answer):
     items: list[DatabaseOut]
 
 
-class CheckOut(FromAttributes):
+class CheckOut(Answer):
     name: str
     reachable: bool
     status: str
@@ -286,10 +288,10 @@ class CheckOut(FromAttributes):
     error: str | None
 
 
-class OkOut(BaseModel):
+class OkOut(Answer):
     status: Literal["ok"] = "ok"
 
 
-class HealthOut(BaseModel):
+class HealthOut(Answer):
     status: Literal["ok"] = "ok"
     version: str

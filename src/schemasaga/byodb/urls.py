@@ -52,6 +52,10 @@ def parse_database_url(url: str, *, from_api: bool = True) -> ParsedUrl:
         raise InvalidDatabaseUrl(redact(str(exc), url)) from None
     if from_api:
         _check_query(with_driver, engine)
+        if "," in (with_driver.host or _socket_of(with_driver) or ""):
+            # libpq reads a comma-separated host as a list and connects to the first that answers:
+            # the allow-list would have matched the whole text (a suffix entry, its last name only).
+            raise InvalidDatabaseUrl("the database URL names several hosts: register one host")
     if engine == "sqlite":
         path = with_driver.database or ""
         if from_api and not path.startswith("/"):

@@ -35,17 +35,17 @@ async def list_databases(databases: Databases) -> DatabaseList:
     return DatabaseList(items=[DatabaseOut.model_validate(d) for d in await databases.list_databases()])
 
 
-@router.get("/{name}", response_model=DatabaseOut, responses=responses(404, 422, 503))
+@router.get("/{name}", response_model=DatabaseOut, responses=responses(400, 404, 422, 503))
 async def get_database(name: str, databases: Databases) -> DatabaseOut:
     return DatabaseOut.model_validate(await databases.get(name))
 
 
-@router.post("/{name}/check", response_model=CheckOut, responses=responses(404, 422, 503))
+@router.post("/{name}/check", response_model=CheckOut, responses=responses(400, 404, 422, 503))
 async def check_database(name: str, databases: Databases, meta: Metadata) -> CheckOut:
     return CheckOut.model_validate(await databases.check(name=name, metadata=meta))
 
 
-@router.delete("/{name}", response_model=OkOut, responses=responses(404, 409, 422, 503))
+@router.delete("/{name}", response_model=OkOut, responses=responses(400, 404, 409, 422, 503))
 async def unregister_database(name: str, databases: Databases, meta: Metadata) -> OkOut:
     await databases.unregister(name=name, metadata=meta)
     return OkOut()

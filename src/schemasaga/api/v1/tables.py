@@ -40,7 +40,7 @@ async def create_table(
     return _accepted(accepted, response)
 
 
-@router.get("", response_model=TablePage, responses=responses(422, 503))
+@router.get("", response_model=TablePage, responses=responses(400, 422, 503))
 async def list_tables(
     reads: Reads,
     services: ServicesDep,
