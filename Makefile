@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint types pytest bench fault-long fmt clean
+.PHONY: run test lint types pytest bench fault-long mutation fmt clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,5 +49,17 @@ bench: $(DEV_STAMP)
 fault-long: $(DEV_STAMP)
 	SCHEMASAGA_FAULT_EXAMPLES=200 $(BIN)/pytest -m fault tests/fault/test_randomized.py -s -p no:cacheprovider --timeout 0
 
+# Mutation testing (not part of `test`): mutmut mutates src/schemasaga/domain/ and
+# src/schemasaga/byodb/identifiers.py and runs tests/unit against each mutant (no database needed;
+# configured in [tool.mutmut] of pyproject.toml). A fresh run each time, so that new or changed tests
+# count; it fails when fewer than MUTATION_MIN percent of the mutants are killed.
+MUTATION_MIN ?= 95
+mutation: $(DEV_STAMP)
+	rm -rf mutants
+	$(BIN)/mutmut run
+	$(BIN)/mutmut results
+	$(BIN)/mutmut export-cicd-stats
+	$(BIN)/python -c 'import json, sys; s = json.load(open("mutants/mutmut-cicd-stats.json")); k, t = s["killed"], s["total"]; print(f"mutation score: {k}/{t} killed ({100 * k / t:.1f}%)"); sys.exit(100 * k < $(MUTATION_MIN) * t)'
+
 clean:
-	rm -rf $(VENV) .schemasaga
+	rm -rf $(VENV) .schemasaga mutants
