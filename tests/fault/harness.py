@@ -445,6 +445,29 @@ def start_load(
     return BackgroundLoad(result, stop, thread)
 
 
+def wait_accepted_since(load: LoadResult, since: float, *, count: int, timeout: float = 30.0) -> None:
+    """Wait until the load has had ``count`` commands accepted after ``since`` (a ``time.monotonic()``):
+    a fault injected then hits live traffic, not a load that has already ended."""
+    deadline = time.monotonic() + timeout
+    while sum(1 for a in list(load.accepted) if a.accepted_at > since) < count:
+        assert time.monotonic() < deadline, (
+            f"the load had fewer than {count} commands accepted in the {timeout:.0f}s after the last fault "
+            f"(answers so far {load.answers}): it ended, or stopped being served"
+        )
+        time.sleep(0.02)
+
+
+def assert_faults_hit_live_traffic(load: LoadResult, faults: list[tuple[float, float]]) -> None:
+    """Each fault, from its start to its end (``time.monotonic()``), fell inside the load: commands were
+    accepted after the previous fault and before this one, and again after it."""
+    times = sorted(a.accepted_at for a in load.accepted)
+    previous_end = float("-inf")
+    for i, (start, end) in enumerate(faults, start=1):
+        assert any(previous_end < t < start for t in times), f"no command accepted just before fault {i}"
+        assert any(t > end for t in times), f"no command accepted after fault {i}: the load had ended"
+        previous_end = end
+
+
 def job_report(service: Service) -> list[tuple[Any, ...]]:
     """Saga jobs by status, with their worker's heartbeat age: what to look at when a run does not settle."""
     return service.query(

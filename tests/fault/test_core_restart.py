@@ -15,7 +15,15 @@ import pytest
 
 from schemasaga.coredb.embedded import EmbeddedPostgres
 from schemasaga.coredb.migrations import upgrade
-from tests.fault.harness import Service, check_consistency, create_table, settle, start_load
+from tests.fault.harness import (
+    Service,
+    assert_faults_hit_live_traffic,
+    check_consistency,
+    create_table,
+    settle,
+    start_load,
+    wait_accepted_since,
+)
 from tests.fault.test_process_faults import _check_accepted, _mixed_command, _statuses
 
 pytestmark = [pytest.mark.fault, pytest.mark.acceptance, pytest.mark.slow]
@@ -53,15 +61,19 @@ def test_core_server_restart_under_load_loses_no_accepted_command(
             settle(c, timeout=30)
 
         background = start_load(svc.base_url, clients=8, total=300, command=_mixed_command(tables))
-        restarts = []
+        outages: list[tuple[float, float]] = []
         for _ in range(2):
-            time.sleep(1.0)
+            # Each stop hits commands being accepted: the load is live since the previous restart.
+            wait_accepted_since(background.result, outages[-1][1] if outages else 0.0, count=10)
             down = time.monotonic()
             core_server.stop()
             time.sleep(1.0)
             core_server.start()
-            restarts.append(time.monotonic() - down)
+            outages.append((down, time.monotonic()))
+        wait_accepted_since(background.result, outages[-1][1], count=10)
         load = background.join(timeout=180)
+        assert_faults_hit_live_traffic(load, outages)
+        restarts = [up - down for down, up in outages]
         assert svc.server is not None and svc.server.alive(), svc.logs()[-5000:]
         assert [w for w in svc.processes if w.name.startswith("worker") and not w.alive()] == []
         assert load.accepted, load.answers

@@ -17,6 +17,7 @@ from tests.fault.harness import (
     LoadResult,
     Service,
     add_column,
+    assert_faults_hit_live_traffic,
     check_consistency,
     create_table,
     events_without_job_or_outcome,
@@ -24,6 +25,7 @@ from tests.fault.harness import (
     run_clients,
     settle,
     start_load,
+    wait_accepted_since,
 )
 
 pytestmark = [pytest.mark.fault, pytest.mark.acceptance, pytest.mark.slow]
@@ -154,9 +156,14 @@ def _core_terminations_under_load(svc: Service, *, rounds: int, supervise: bool)
 
     background = start_load(svc.base_url, clients=8, total=400, command=_mixed_command(tables))
     terminated, worker_deaths = 0, 0
+    cuts: list[tuple[float, float]] = []
     for _ in range(rounds):
         time.sleep(0.6)
+        # Each round cuts connections in use by commands being accepted (the load is still live).
+        wait_accepted_since(background.result, cuts[-1][1] if cuts else 0.0, count=5)
+        began = time.monotonic()
         terminated += _terminate_core_connections(svc, core_db)
+        cuts.append((began, time.monotonic()))
         if supervise and not svc.workers():
             worker_deaths += 1
             svc.start_worker()
@@ -172,7 +179,9 @@ def _core_terminations_under_load(svc: Service, *, rounds: int, supervise: bool)
             assert time.monotonic() - last_cut < 30, "the API did not recover within 30 s"
             time.sleep(0.1)
     api_recovery = time.monotonic() - last_cut
+    wait_accepted_since(background.result, cuts[-1][1], count=5)
     load = background.join(timeout=120)
+    assert_faults_hit_live_traffic(load, cuts)
     if supervise and not svc.workers():
         worker_deaths += 1
         svc.start_worker()

@@ -127,8 +127,12 @@ def test_random_commands_worker_kills_and_outages_keep_metadata_equal_to_schema(
         ),
     )
     settles = stats["settles"]
-    print(
+    summary = (
         f"randomized: {EXAMPLES} examples, {stats['commands']} commands {stats['answers']}, "
         f"{stats['kills']} worker kills, {stats['outages']} outages, {len(settles)} settles "
         f"(max {max(settles):.2f}s)"
     )
+    print(summary)
+    # The run proved something only if faults were drawn: at least one of each within its budget.
+    assert stats["kills"] >= 1 and stats["outages"] >= 1, summary
+    assert stats["commands"] >= 1, summary

@@ -26,6 +26,7 @@ from schemasaga.byodb import (
     InvalidIdentifier,
     PermanentByodbError,
     TransientByodbError,
+    classify,
     open_adapter,
 )
 from schemasaga.byodb.identifiers import MAX_LENGTH
@@ -157,8 +158,21 @@ def test_create_with_every_type_is_idempotent(adapter: ByodbAdapter) -> None:
     assert adapter.create_table("everything", columns) is False
 
 
-def test_not_null_column_with_a_default(adapter: ByodbAdapter) -> None:
+def _rows(url: str, statements: list[str], query: str) -> list[tuple[object, ...]]:
+    """Run ``statements`` then ``query`` on a connection of our own (names here need no quoting)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(sa.text(statement))
+            return [tuple(row) for row in conn.execute(sa.text(query))]
+    finally:
+        engine.dispose()
+
+
+def test_not_null_column_with_a_default(adapter: ByodbAdapter, url: str) -> None:
     adapter.create_table("things", DEFAULT_COLUMNS)
+    _rows(url, ["INSERT INTO things (id, name) VALUES (1, 'before')"], "SELECT 1")
     column = Column("flag", ColumnType.INTEGER, nullable=False, default="7")
 
     assert adapter.add_column("things", column) is True
@@ -167,6 +181,30 @@ def test_not_null_column_with_a_default(adapter: ByodbAdapter) -> None:
     live = adapter.inspect_table("things")
     assert live is not None and live.column("flag") == live.columns[-1]
     assert live.columns[-1].nullable is False
+    # The server fills the default in: into the row that was there, and into a row that leaves it out.
+    rows = _rows(url, ["INSERT INTO things (id, name) VALUES (2, 'after')"], "SELECT id, flag FROM things")
+    assert sorted(rows) == [(1, 7), (2, 7)]
+
+
+def test_a_table_is_created_with_its_columns_defaults(adapter: ByodbAdapter, url: str) -> None:
+    columns = (
+        *DEFAULT_COLUMNS,
+        Column("status", ColumnType.STRING, nullable=False, default="new"),
+        Column("score", ColumnType.INTEGER, default="10"),
+        Column("note", ColumnType.STRING),  # no default: NULL
+    )
+    assert adapter.create_table("orders", columns) is True
+    assert adapter.create_table("orders", columns) is False
+
+    rows = _rows(
+        url,
+        [
+            "INSERT INTO orders (id) VALUES (1)",
+            "INSERT INTO orders (id, status, score) VALUES (2, 'paid', 3)",
+        ],
+        "SELECT id, status, score, note FROM orders",
+    )
+    assert sorted(rows) == [(1, "new", 10, None), (2, "paid", 3, None)]
 
 
 def test_add_column_twice_and_with_another_type(adapter: ByodbAdapter) -> None:
@@ -485,9 +523,24 @@ def test_postgresql_step_sets_local_timeouts(byodb_pg_url: str) -> None:
             assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "0"
 
 
-def test_pymysql_is_the_mysql_driver() -> None:
-    # the classification relies on PyMySQL's (errno, message) exception arguments
-    assert pymysql.err.OperationalError(1205, "x").args[0] == 1205
+@pytest.mark.mariadb
+@pytest.mark.parametrize("drivername", ["mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"])
+def test_pymysql_is_the_mysql_driver(byodb_mysql_url: str, drivername: str) -> None:
+    """Whatever the URL names, MySQL/MariaDB are reached through PyMySQL: the classification relies on
+    its exceptions' (errno, message) arguments, as a real server error shows."""
+    spelled = make_url(byodb_mysql_url).set(drivername=drivername).render_as_string(hide_password=False)
+    with open_adapter(spelled, limits=FAST) as adapter:
+        assert adapter.engine == "mysql"
+        assert adapter._sa.dialect.driver == "pymysql"
+        with adapter._sa.connect() as conn, pytest.raises(sa.exc.DBAPIError) as info:
+            conn.exec_driver_sql("SELECT * FROM no_such_table")
+    orig = info.value.orig
+    assert isinstance(orig, pymysql.err.ProgrammingError)
+    assert orig.args[0] == 1146 and "no_such_table" in str(orig.args[1])
+    classified = classify(info.value, context="probe")
+    assert isinstance(classified, PermanentByodbError)
+    assert (classified.engine, classified.code) == ("mysql", "1146")
+    assert classified.message.startswith("probe: mysql error (permanent) [1146]: Table ")
 
 
 def test_postgresql_schema_named_with_capitals_is_inspected_where_the_ddl_goes(byodb_pg_url: str) -> None:

@@ -38,6 +38,20 @@ async def count_events(pool: AsyncConnectionPool[Any]) -> int:
         return int(row[0])
 
 
+async def wait_until_blocked(conninfo: str, *, waiting: int, holder: int, timeout: float = 10.0) -> None:
+    """Poll until the session ``waiting`` is blocked on a lock the session ``holder`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        while True:
+            cur = await conn.execute("SELECT %s = ANY(pg_blocking_pids(%s))", (holder, waiting))
+            row = await cur.fetchone()
+            if row is not None and row[0]:
+                return
+            assert loop.time() < deadline, f"session {waiting} never waited on a lock of session {holder}"
+            await asyncio.sleep(0.01)
+
+
 # Appending ------------------------------------------------------------------------------------------
 
 
@@ -118,7 +132,7 @@ async def test_two_writers_with_the_same_expected_version_one_wins(store: EventS
         await store.append("s", [ev(writer="a")], expected_version=0, conn=a)
         # b runs truly concurrently: it waits on a's uncommitted write to the stream.
         b_append = asyncio.create_task(store.append("s", [ev(writer="b")], expected_version=0, conn=b))
-        await asyncio.sleep(0.3)
+        await wait_until_blocked(core_db, waiting=b.info.backend_pid, holder=a.info.backend_pid)
         assert not b_append.done()
         await a.commit()
         with pytest.raises(WrongExpectedVersion):

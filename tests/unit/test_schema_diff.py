@@ -185,7 +185,7 @@ def test_the_recorded_shape_of_each_difference(difference: Difference, shape: di
         (Difference(K.MISSING_TABLE), "the table is missing"),
         (
             Difference(K.TABLE_NAME_MISMATCH, expected="people", actual="People"),
-            "its name is spelled 'People'",
+            "its name is spelled 'People' (names are unique regardless of case)",
         ),
         (Difference(K.MISSING_COLUMN, "age"), "column 'age' is missing"),
         (Difference(K.EXTRA_COLUMN, "nick", actual="string"), "it has another column 'nick' (string)"),
@@ -198,17 +198,17 @@ def test_the_recorded_shape_of_each_difference(difference: Difference, shape: di
         (Difference(K.NULLABILITY_MISMATCH, "age", expected=True, actual=False), "column 'age' is NOT NULL"),
         (
             Difference(K.PRIMARY_KEY_MISMATCH, "id", expected=False, actual=True),
-            "'id' is part of the primary key",
+            "column 'id' is part of the primary key",
         ),
         (
             Difference(K.PRIMARY_KEY_MISMATCH, "id", expected=True, actual=False),
-            "'id' is not part of the primary",
+            "column 'id' is not part of the primary key",
         ),
         (Difference(K.UNREADABLE, detail="a view"), "the table cannot be read (a view)"),
     ],
 )
 def test_each_difference_says_what_it_is(difference: Difference, words: str) -> None:
-    assert words in difference.describe()
+    assert difference.describe() == words
 
 
 def test_differences_are_described_together() -> None:

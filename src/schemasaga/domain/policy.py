@@ -54,7 +54,7 @@ class HostPattern:
     def matches(self, host: str) -> bool:
         host = host.strip().lower().rstrip(".")
         if self.text.startswith("/"):
-            return host.rstrip("/") == self.text
+            return (host.rstrip("/") or "/") == self.text
         address = _ip(host)
         if self.network is not None:
             return address is not None and address in self.network
