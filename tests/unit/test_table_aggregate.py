@@ -139,14 +139,29 @@ def test_create_records_table_created_with_the_four_default_columns() -> None:
             name="my_new_table_123",
             database="byodb",
             columns=[
-                {"name": "id", "type": "integer", "nullable": False, "default": None, "primary_key": True},
-                {"name": "name", "type": "text", "nullable": True, "default": None, "primary_key": False},
+                {
+                    "name": "id",
+                    "type": "integer",
+                    "nullable": False,
+                    "default": None,
+                    "primary_key": True,
+                    "unique": False,
+                },
+                {
+                    "name": "name",
+                    "type": "text",
+                    "nullable": True,
+                    "default": None,
+                    "primary_key": False,
+                    "unique": False,
+                },
                 {
                     "name": "created_at",
                     "type": "timestamp",
                     "nullable": True,
                     "default": None,
                     "primary_key": False,
+                    "unique": False,
                 },
                 {
                     "name": "updated_at",
@@ -154,6 +169,7 @@ def test_create_records_table_created_with_the_four_default_columns() -> None:
                     "nullable": True,
                     "default": None,
                     "primary_key": False,
+                    "unique": False,
                 },
             ],
         )

@@ -27,6 +27,16 @@ class InvalidColumn(DomainError):
     code = "invalid_column"
 
 
+class InvalidDefault(DomainError):
+    """A column default that is no value of the column's type."""
+
+    code = "invalid_default"
+
+
+class InvalidIndex(DomainError):
+    code = "invalid_index"
+
+
 class InvalidTableId(DomainError):
     code = "invalid_table_id"
 
@@ -44,6 +54,27 @@ class ColumnNotFound(DomainError):
 
 class ColumnExists(DomainError):
     code = "column_exists"
+
+
+class IndexNotFound(DomainError):
+    code = "index_not_found"
+
+
+class IndexExists(DomainError):
+    code = "index_exists"
+
+
+class UnsupportedChange(DomainError):
+    """A change schemasaga does not make (a type change outside the supported matrix, a change to the
+    primary key)."""
+
+    code = "unsupported_change"
+
+
+class VersionMismatch(DomainError):
+    """``If-Match`` named a version of the table other than its current one: nothing was written."""
+
+    code = "version_mismatch"
 
 
 class NameTaken(DomainError):
