@@ -17,6 +17,7 @@ from schemasaga.domain.events import (
     SagaAttemptFailed,
     SagaCompensationStarted,
     SagaStepCompleted,
+    TableAltered,
     TableChangeConfirmed,
     TableChanged,
     TableChangeRejected,
@@ -29,6 +30,7 @@ from schemasaga.domain.events import (
     TableEvent,
     TableReconciliationRequested,
     TableSchemaAdopted,
+    TableTracked,
     event_from_data,
 )
 from schemasaga.domain.table import Table
@@ -52,16 +54,39 @@ def _kind(event: TableEvent) -> str:
             return "remove_column"
         case TableReconciliationRequested(strategy=strategy):
             return strategy
+        case TableAltered(change=change):
+            return str(change["kind"])
+        case TableTracked():
+            return "track_table"
         case _:
             return "delete_table"
 
 
 def _detail(event: TableEvent) -> dict[str, Any]:
+    """What the operation is about, and the plan its saga runs."""
+    detail = _about(event)
+    match event:
+        case (
+            TableCreated(plan=plan)
+            | TableChanged(plan=plan)
+            | TableDeleted(plan=plan)
+            | TableAltered(plan=plan)
+        ):
+            if plan is not None:
+                detail["plan"] = plan
+    return detail
+
+
+def _about(event: TableEvent) -> dict[str, Any]:
     match event:
         case TableCreated(name=name, database=database):
             return {"name": name, "database": database}
         case TableChanged(column=column):
             return {"column": column}
+        case TableAltered(change=change):
+            return {key: value for key, value in change.items() if key != "kind"}
+        case TableTracked(name=name, database=database):
+            return {"name": name, "database": database}
         case _:
             return {}
 
@@ -96,7 +121,8 @@ async def _project_table(conn: AsyncConnection[Any], table: Table, recorded: Seq
                 "exists": table.exists,
                 "deleted": not table.live,
                 "holds_name": table.holds_name,
-                "columns": Jsonb([c.to_dict() for c in table.columns.values()]),
+                "columns": Jsonb([c.to_dict() for c in table.schema.columns]),
+                "indexes": Jsonb([i.to_dict() for i in table.schema.indexes]),
                 "version": table.version,
                 "at": at,
             },
@@ -108,7 +134,14 @@ async def _project_table(conn: AsyncConnection[Any], table: Table, recorded: Seq
 async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> None:
     op = {"operation_id": event.operation_id, "at": rec.created_at}
     match event:
-        case TableCreated() | TableChanged() | TableDeleted() | TableReconciliationRequested():
+        case (
+            TableCreated()
+            | TableChanged()
+            | TableDeleted()
+            | TableReconciliationRequested()
+            | TableAltered()
+            | TableTracked()
+        ):
             await cur.execute(
                 Q["insert_operation"],
                 {
@@ -119,6 +152,8 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
                     "seq": rec.position,
                 },
             )
+            if isinstance(event, TableTracked):  # nothing to run: done as it is recorded
+                await cur.execute(Q["operation_finished"], {**op, "status": "completed", "error": None})
         case SagaStepCompleted(step=step):
             await cur.execute(Q["operation_step_done"], {**op, "step": step})
         case SagaAttemptFailed(attempt=attempt, error=error):

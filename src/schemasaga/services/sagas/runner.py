@@ -20,7 +20,7 @@ from typing import TypeVar
 from uuid import UUID
 
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, TransientByodbError, classify
-from schemasaga.domain.columns import Column
+from schemasaga.domain.columns import TableSchema
 from schemasaga.domain.errors import TableNotFound
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
 from schemasaga.faults import kill_point
@@ -106,7 +106,7 @@ class SagaRunner:
         try:
             adapter = await self._adapter(table)
             if op.kind is OperationKind.ADOPT:
-                live = await _on_byodb(_live_columns, adapter, table)
+                live = await _on_byodb(_live_schema, adapter, table)
                 return await self._update(table, op, _adopt(op.operation_id, live))
             for index, step in enumerate(steps):
                 if step.name in op.steps_done:
@@ -215,17 +215,17 @@ async def _on_byodb(action: Callable[..., T], *args: object) -> T:
         raise classify(exc) from exc
 
 
-def _live_columns(adapter: SchemaAdapter, table: Table) -> list[Column]:
+def _live_schema(adapter: SchemaAdapter, table: Table) -> TableSchema:
     """The live table's columns, to adopt as metadata."""
-    live = adapter.inspect_table(table.name)
+    live = adapter.inspect_table(table.physical_name)
     if live is None:
         raise PermanentByodbError(
-            f"table {table.name!r} is missing from its database; use the 'repair' strategy"
+            f"table {table.physical_name!r} is missing from its database; use the 'repair' strategy"
         )
     unknown = [f"{c.name} ({c.raw_type})" for c in live.columns if c.type is None]
     if unknown:
         raise PermanentByodbError(f"cannot adopt columns of types schemasaga does not manage: {unknown}")
-    return [c.to_column() for c in live.columns]
+    return TableSchema(table.physical_name, tuple(c.to_column() for c in live.columns))
 
 
 def _head(table: Table, operation_id: UUID) -> PendingOperation:
@@ -245,9 +245,9 @@ def _complete(operation_id: UUID, step: str, *, confirm: bool = False) -> Callab
     return change
 
 
-def _adopt(operation_id: UUID, columns: list[Column]) -> Callable[[Table], None]:
+def _adopt(operation_id: UUID, schema: TableSchema) -> Callable[[Table], None]:
     def change(table: Table) -> None:
         table.complete_step(operation_id, "adopt")
-        table.adopt(operation_id, columns)
+        table.adopt(operation_id, schema)
 
     return change

@@ -31,27 +31,27 @@ class VerificationFailed(PermanentByodbError):
 
 
 def _create(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
-    adapter.create_table(table.name, op.columns)
+    adapter.create_table(table.physical_name, op.columns)
 
 
 def _drop_table(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
-    adapter.drop_table(table.name)
+    adapter.drop_table(table.physical_name)
 
 
 def _add(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
-    adapter.add_column(table.name, op.column)
+    adapter.add_column(table.physical_name, op.column)
 
 
 def _drop_column(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
-    adapter.drop_column(table.name, op.column.name)
+    adapter.drop_column(table.physical_name, op.column.name)
 
 
 def _differences(
     adapter: SchemaAdapter, table: Table, expected: Sequence[Column], *, about: str | None = None
 ) -> tuple[LiveTable | None, list[Difference]]:
     """The live table and how it differs from ``expected`` (only what concerns column ``about``)."""
-    live = adapter.inspect_table(table.name)
-    differences = diff(expected, live, table=table.name)
+    live = adapter.inspect_table(table.physical_name)
+    differences = diff(expected, live, table=table.physical_name)
     if about is not None and live is not None:
         differences = [d for d in differences if d.concerns(about, fold_case=live.fold_case)]
     return live, differences
@@ -61,7 +61,8 @@ def _verify_created(adapter: SchemaAdapter, table: Table, op: PendingOperation) 
     _, differences = _differences(adapter, table, op.columns)
     if differences:
         raise VerificationFailed(
-            f"table {table.name!r} does not have the expected columns after creation: {describe(differences)}"
+            f"table {table.physical_name!r} does not have the expected columns after creation: "
+            f"{describe(differences)}"
         )
 
 
@@ -70,7 +71,7 @@ def _verify_added(adapter: SchemaAdapter, table: Table, op: PendingOperation) ->
     _, differences = _differences(adapter, table, expected, about=op.column.name)
     if differences:
         raise VerificationFailed(
-            f"column {op.column.name!r} of {table.name!r} is not as added: {describe(differences)}"
+            f"column {op.column.name!r} of {table.physical_name!r} is not as added: {describe(differences)}"
         )
 
 
@@ -79,14 +80,14 @@ def _verify_dropped(adapter: SchemaAdapter, table: Table, op: PendingOperation) 
     _, differences = _differences(adapter, table, expected, about=op.column.name)
     if differences:
         raise VerificationFailed(
-            f"column {op.column.name!r} is still in {table.name!r}: {describe(differences)}"
+            f"column {op.column.name!r} is still in {table.physical_name!r}: {describe(differences)}"
         )
 
 
 def _verify_table_gone(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
-    live = adapter.inspect_table(table.name)
-    if live is not None and adapter.is_table(live, table.name):
-        raise VerificationFailed(f"table {table.name!r} still exists")
+    live = adapter.inspect_table(table.physical_name)
+    if live is not None and adapter.is_table(live, table.physical_name):
+        raise VerificationFailed(f"table {table.physical_name!r} still exists")
 
 
 # What a repair can fix without risking data: add what is missing, drop what is extra.
@@ -108,21 +109,21 @@ def _repair(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
             "(use the 'adopt' strategy to take the live schema as metadata)"
         )
     if live is None:
-        adapter.create_table(table.name, confirmed)
+        adapter.create_table(table.physical_name, confirmed)
         return
     for difference in differences:
         assert difference.column is not None  # column kinds only, past the checks above
         if difference.kind is DifferenceKind.MISSING_COLUMN:
-            adapter.add_column(table.name, table.confirmed_columns[difference.column])
+            adapter.add_column(table.physical_name, table.confirmed_columns[difference.column])
         else:
-            adapter.drop_column(table.name, difference.column)
+            adapter.drop_column(table.physical_name, difference.column)
 
 
 def _verify_repaired(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
     _, differences = _differences(adapter, table, list(table.confirmed_columns.values()))
     if differences:
         raise VerificationFailed(
-            f"table {table.name!r} still differs from its metadata: {describe(differences)}"
+            f"table {table.physical_name!r} still differs from its metadata: {describe(differences)}"
         )
 
 

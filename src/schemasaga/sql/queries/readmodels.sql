@@ -2,14 +2,14 @@
 -- the read-model module of the core database package is the only one to run these.
 
 -- name: upsert_table
-INSERT INTO rm_tables (table_id, database_name, name, synced, exists_, deleted, columns, version,
-                       created_at, updated_at, holds_name)
+INSERT INTO rm_tables (table_id, database_name, name, synced, exists_, deleted, columns, indexes,
+                       version, created_at, updated_at, holds_name)
 VALUES (%(table_id)s, %(database)s, %(name)s, %(synced)s, %(exists)s, %(deleted)s, %(columns)s,
-        %(version)s, %(at)s, %(at)s, %(holds_name)s)
+        %(indexes)s, %(version)s, %(at)s, %(at)s, %(holds_name)s)
 ON CONFLICT (table_id) DO UPDATE
-SET synced = EXCLUDED.synced, exists_ = EXCLUDED.exists_, deleted = EXCLUDED.deleted,
-    columns = EXCLUDED.columns, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,
-    holds_name = EXCLUDED.holds_name;
+SET name = EXCLUDED.name, synced = EXCLUDED.synced, exists_ = EXCLUDED.exists_,
+    deleted = EXCLUDED.deleted, columns = EXCLUDED.columns, indexes = EXCLUDED.indexes,
+    version = EXCLUDED.version, updated_at = EXCLUDED.updated_at, holds_name = EXCLUDED.holds_name;
 
 -- name: insert_operation
 INSERT INTO rm_operations (operation_id, table_id, kind, status, detail, accepted_seq, created_at, updated_at)
