@@ -16,27 +16,30 @@ calls it from a thread.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Column as SaColumn
-from sqlalchemy import Connection, MetaData, Table, text
+from sqlalchemy import Connection, MetaData, Table, TextClause, text
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.ddl import CreateColumn, CreateTable, DropTable
 from sqlalchemy.sql.elements import quoted_name
 
-from schemasaga.byodb import engines, inspect
+from schemasaga.byodb import engines, inspect, planner
 from schemasaga.byodb.engines import DdlLimits
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, classify
 from schemasaga.byodb.identifiers import validate_identifier
 from schemasaga.byodb.identity import DatabaseIdentity, read_identity
 from schemasaga.byodb.inspect import NotATable
 from schemasaga.byodb.types import type_for
-from schemasaga.domain.columns import Column
+from schemasaga.domain.changes import AddIndex, AlterColumn, Change
+from schemasaga.domain.columns import Column, TableSchema
+from schemasaga.domain.plan import Plan, Statement
 from schemasaga.domain.schema import LiveTable, compare_column, describe, diff
 
 __all__ = ["ByodbAdapter", "DatabaseIdentity", "DdlLimits", "open_adapter"]
@@ -351,6 +354,256 @@ class ByodbAdapter:
             )
         return live
 
+    # -- planned changes (byodb.planner) ---------------------------------------------------------
+
+    def _extras(self, step: _Step, table: str) -> tuple[list[planner.LiveIndexRow], dict[str, str | None]]:
+        """The live table's indexes (the primary key's excepted) and column defaults (as printed)."""
+        conn = step.conn
+        if self.engine == "postgresql":
+            rows = conn.execute(_EXTRAS["postgresql.indexes"], {"name": table}).all()
+            indexes = [planner.LiveIndexRow(r[0], tuple(r[3]), bool(r[1]), bool(r[2])) for r in rows]
+        else:
+            parts = conn.execute(_EXTRAS[f"{self.engine}.indexes"], {"name": table}).all()
+            grouped: dict[str, planner.LiveIndexRow] = {}
+            for name, unique, column in parts:
+                found = grouped.get(name)
+                columns = (*found.columns, str(column)) if found is not None else (str(column),)
+                grouped[name] = planner.LiveIndexRow(str(name), columns, bool(unique))
+            indexes = list(grouped.values())
+        defaults = {
+            str(name).lower(): (None if raw is None else str(raw))
+            for name, raw in conn.execute(_EXTRAS[f"{self.engine}.defaults"], {"name": table})
+        }
+        return indexes, defaults
+
+    def live_indexes(self, table: str) -> list[planner.LiveIndexRow]:
+        """The indexes of the live table (the primary key's excepted), invalid ones included, for
+        :func:`~schemasaga.byodb.planner.plan` (their physical names)."""
+        with self._step(f"read the indexes of table {table!r}", ddl=False) as step:
+            live = self._inspect(step, table)
+            return [] if live is None else self._extras(step, live.name)[0]
+
+    def _schema_differences(self, step: _Step, live: LiveTable | None, schema: TableSchema) -> list[str]:
+        if live is None:
+            return [f"table {schema.name!r} does not exist"]
+        indexes, defaults = self._extras(step, live.name)
+        return planner.compare_live(self.engine, schema, live, indexes=indexes, defaults=defaults)
+
+    def _find(self, step: _Step, before: TableSchema, after: TableSchema) -> LiveTable | None:
+        live = self._inspect(step, before.name)
+        if live is None and after.name != before.name:
+            live = self._inspect(step, after.name)
+        return live
+
+    def _pg_read_limits(self, step: _Step) -> None:
+        if self.engine == "postgresql":
+            lock, statement = self._pg_limits
+            step.conn.execute(inspect.QUERIES["postgresql.limits"], {"lock": lock, "statement": statement})
+
+    def check_rows(self, before: TableSchema, after: TableSchema, change: Change) -> planner.RowCheck | None:
+        """The rows of the live table that ``change`` could not keep (NULLs where NOT NULL is asked,
+        duplicates where uniqueness is, values that do not fit a new type): how many, up to five of
+        their primary keys; ``None`` when every row fits. Read-only, within the step's timeouts."""
+        what = f"check the rows of table {before.name!r}"
+        with self._step(what, ddl=False) as step:
+            self._pg_read_limits(step)
+            live = self._require(step, before.name, what)
+            return self._check_rows(step, live, before, after, change)
+
+    def _check_rows(
+        self, step: _Step, live: LiveTable, before: TableSchema, after: TableSchema, change: Change
+    ) -> planner.RowCheck | None:
+        q = self._quote
+        checks: list[tuple[str, str]] = []  # (condition on a row, why it does not fit)
+        if isinstance(change, AlterColumn):
+            old, new = before.column(change.name), change.column
+            found = live.column(change.name)
+            if old is None or found is None:
+                return None
+            col = q(found.name)
+            if old.type != new.type:
+                predicate = planner.incompatible_predicate(self.engine, old.type, new.type, col)
+                if predicate == planner.CLIENT_SIDE_JSON:
+                    json_check = self._json_rows(step, live, before, found.name)
+                    if json_check is not None:
+                        return json_check
+                elif predicate is not None:
+                    checks.append(
+                        (
+                            f"{col} IS NOT NULL AND ({predicate})",
+                            f"with a value of {found.name!r} that is no {new.type.value}",
+                        )
+                    )
+            if old.effective_nullable and not new.effective_nullable:
+                checks.append((f"{col} IS NULL", f"with NULL in {found.name!r}"))
+            if new.unique and not old.unique:
+                checks.append((self._duplicates(live, (found.name,)), f"sharing a value of {found.name!r}"))
+        elif isinstance(change, AddIndex) and change.index.unique:
+            names = tuple((live.column(c) or _missing(c)).name for c in change.index.columns)
+            checks.append((self._duplicates(live, names), f"sharing values of {list(names)}"))
+        for condition, reason in checks:
+            found_rows = self._offending(step, live, before, condition)
+            if found_rows is not None:
+                count, keys = found_rows
+                return planner.RowCheck(count, keys, reason)
+        return None
+
+    def _duplicates(self, live: LiveTable, columns: Sequence[str]) -> str:
+        q = self._quote
+        cols = ", ".join(q(c) for c in columns)
+        not_null = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
+        table = q(live.name)
+        grouped = f"SELECT {cols} FROM {table} WHERE {not_null} GROUP BY {cols} HAVING count(*) > 1"
+        if self.engine == "mysql":
+            # MySQL cannot read the table a subquery of IN reads unless it is materialised first
+            grouped = f"SELECT * FROM ({grouped}) AS duplicates"
+        return f"({cols}) IN ({grouped})"
+
+    def _pk(self, live: LiveTable, before: TableSchema) -> list[str]:
+        return [(live.column(c) or _missing(c)).name for c in before.primary_key]
+
+    def _offending(
+        self, step: _Step, live: LiveTable, before: TableSchema, condition: str
+    ) -> tuple[int, tuple[Any, ...]] | None:
+        table = self._quote(live.name)
+        count = int(
+            step.conn.execution_options(no_parameters=True)
+            .exec_driver_sql(f"SELECT count(*) FROM {table} WHERE {condition}")
+            .scalar_one()
+        )
+        if count == 0:
+            return None
+        pk = self._pk(live, before)
+        keys: tuple[Any, ...] = ()
+        if pk:
+            cols = ", ".join(self._quote(c) for c in pk)
+            rows = (
+                step.conn.execution_options(no_parameters=True)
+                .exec_driver_sql(f"SELECT {cols} FROM {table} WHERE {condition} ORDER BY {cols} LIMIT 5")
+                .all()
+            )
+            keys = tuple(r[0] if len(pk) == 1 else tuple(r) for r in rows)
+        return count, keys
+
+    def _json_rows(
+        self, step: _Step, live: LiveTable, before: TableSchema, column: str
+    ) -> planner.RowCheck | None:
+        """Values that are no JSON, read and parsed here (PostgreSQL 15 cannot test them in SQL)."""
+        pk = self._pk(live, before)
+        cols = ", ".join(self._quote(c) for c in (*pk, column))
+        sql = f"SELECT {cols} FROM {self._quote(live.name)} WHERE {self._quote(column)} IS NOT NULL"
+        if pk:
+            sql += f" ORDER BY {', '.join(self._quote(c) for c in pk)}"
+        count, keys = 0, list[Any]()
+        for row in step.conn.execution_options(no_parameters=True).exec_driver_sql(sql):
+            if _is_json(row[-1]):
+                continue
+            count += 1
+            if len(keys) < 5 and pk:
+                keys.append(row[0] if len(pk) == 1 else tuple(row[: len(pk)]))
+        if count == 0:
+            return None
+        return planner.RowCheck(count, tuple(keys), f"with a value of {column!r} that is no json")
+
+    def apply_plan(
+        self, before: TableSchema, after: TableSchema, plan: Plan, *, change: Change | None = None
+    ) -> bool:
+        """Run ``plan`` (written by :func:`~schemasaga.byodb.planner.plan` for ``before`` to ``after``):
+        ``False`` if the live table is ``after`` already; a :class:`PermanentByodbError` if it is neither
+        ``before`` nor ``after``, or if rows do not fit the change (checked before any DDL). Exactly the
+        plan's statements run, in order: the transactional ones in one transaction (PostgreSQL, SQLite),
+        then the others (PostgreSQL's CONCURRENTLY) one by one; the result is verified against ``after``."""
+        if plan.engine != self.engine:
+            raise PermanentByodbError(f"a {plan.engine} plan cannot run on {self.engine}", engine=self.engine)
+        change = change or planner.change_between(before, after)
+        middle = planner.middle_schema(before, after, change)
+        first = [s for s in plan.statements if s.transactional]
+        later = [s for s in plan.statements if not s.transactional]
+        what = f"apply the {change.kind.value} plan to table {before.name!r}"
+        with self._step(what) as step:
+            live = self._find(step, before, after)
+            if not self._schema_differences(step, live, after):
+                self._drop_invalid(later)
+                return False
+            in_middle = bool(later) and middle != before and not self._schema_differences(step, live, middle)
+            if not in_middle:
+                differences = self._schema_differences(step, live, before)
+                if differences:
+                    raise PermanentByodbError(
+                        f"{what}: {self.engine}: the table is neither as before nor as after the change: "
+                        f"{'; '.join(differences)}",
+                        engine=self.engine,
+                    )
+                assert live is not None  # (no differences)
+                rows = self._check_rows(step, live, before, after, change)
+                if rows is not None:
+                    raise PermanentByodbError(
+                        f"{what}: {self.engine}: {rows.message}; nothing was changed", engine=self.engine
+                    )
+                for statement in first:
+                    # verbatim: no bind parameters are parsed out of it (the step's limits are set already)
+                    _verbatim(step.conn, statement.sql)
+                    self._hook(f"apply_plan:{statement.sql}")
+                if self.transactional_ddl and first:
+                    # still inside the transaction: a wrong result rolls back
+                    self._verify(step, before, after, middle if later else after, what)
+        if later:
+            self._run_outside_transaction(later, what)
+        with self._step(f"verify {what}", ddl=False) as step:
+            self._verify(step, before, after, after, what)
+        return True
+
+    def _verify(
+        self, step: _Step, before: TableSchema, after: TableSchema, expected: TableSchema, what: str
+    ) -> None:
+        live = self._find(step, before, after)
+        differences = self._schema_differences(step, live, expected)
+        if differences:
+            raise PermanentByodbError(
+                f"{what}: {self.engine}: the table is not as planned afterwards: {'; '.join(differences)}",
+                engine=self.engine,
+            )
+
+    def _run_outside_transaction(self, statements: Sequence[Statement], what: str) -> None:
+        """PostgreSQL's CONCURRENTLY statements, each on its own, with the step's timeouts for the session;
+        an invalid index a failed build leaves behind is dropped (here, and before the next attempt)."""
+        self._drop_invalid(statements)
+        try:
+            with self._sa.connect() as raw:
+                conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+                lock, statement_timeout = self._pg_limits
+                conn.execute(
+                    _EXTRAS["postgresql.session_limits"], {"lock": lock, "statement": statement_timeout}
+                )
+                try:
+                    for statement in statements:
+                        _verbatim(conn, statement.sql)
+                        self._hook(f"apply_plan:{statement.sql}")
+                finally:
+                    if not conn.invalidated:
+                        conn.exec_driver_sql("RESET lock_timeout")
+                        conn.exec_driver_sql("RESET statement_timeout")
+        except BaseException as exc:
+            try:
+                self._drop_invalid(statements)
+            except Exception as cleanup:
+                exc.add_note(f"dropping the invalid index failed too: {cleanup}")
+            if isinstance(exc, Exception):
+                raise classify(exc, context=what) from exc
+            raise
+
+    def _drop_invalid(self, statements: Sequence[Statement]) -> None:
+        """Drop the invalid indexes (failed CONCURRENTLY builds) that ``statements`` name."""
+        if self.engine != "postgresql" or not statements:
+            return
+        with self._sa.connect() as raw:
+            conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+            invalid = [str(r[0]) for r in conn.execute(_EXTRAS["postgresql.invalid_indexes"])]
+            for name in invalid:
+                quoted = self._quote(name)
+                if any(quoted in s.sql for s in statements):
+                    conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {quoted}")
+
 
 def open_adapter(url: str, *, limits: DdlLimits = DdlLimits()) -> ByodbAdapter:  # noqa: B008
     """An adapter for ``url``; the engine comes from the URL's scheme (an unknown driver is permanent)."""
@@ -403,3 +656,83 @@ class Prober:
         return await asyncio.wait_for(
             asyncio.to_thread(identify, url, limits=self.limits), timeout=self.timeout
         )
+
+
+_EXTRAS: dict[str, TextClause] = {
+    "postgresql.indexes": text(
+        """
+        SELECT ic.relname, x.indisunique, x.indisvalid,
+               ARRAY(SELECT a.attname FROM unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
+                     ORDER BY k.ord)
+        FROM pg_catalog.pg_index x
+        JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid
+        JOIN pg_catalog.pg_class c ON c.oid = x.indrelid
+        WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
+          AND c.relname = :name AND NOT x.indisprimary
+        ORDER BY ic.relname
+        """
+    ),
+    "postgresql.defaults": text(
+        """
+        SELECT a.attname, pg_catalog.pg_get_expr(d.adbin, d.adrelid)
+        FROM pg_catalog.pg_attribute a
+        JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+        LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
+          AND c.relname = :name AND a.attnum > 0 AND NOT a.attisdropped
+        """
+    ),
+    "postgresql.invalid_indexes": text(
+        """
+        SELECT ic.relname FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid
+        WHERE NOT x.indisvalid
+          AND ic.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
+        """
+    ),
+    "postgresql.session_limits": text(
+        "SELECT set_config('lock_timeout', :lock, false), set_config('statement_timeout', :statement, false)"
+    ),
+    "mysql.indexes": text(
+        """
+        SELECT INDEX_NAME, NON_UNIQUE = 0, COLUMN_NAME FROM information_schema.STATISTICS
+        WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :name AND INDEX_NAME <> 'PRIMARY'
+        ORDER BY INDEX_NAME, SEQ_IN_INDEX
+        """
+    ),
+    "mysql.defaults": text(
+        """
+        SELECT COLUMN_NAME, COLUMN_DEFAULT FROM information_schema.COLUMNS
+        WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :name
+        """
+    ),
+    "sqlite.indexes": text(
+        """
+        SELECT l.name, l."unique", i.name
+        FROM pragma_index_list(:name) l JOIN pragma_index_info(l.name) i
+        WHERE l.origin <> 'pk'
+        ORDER BY l.name, i.seqno
+        """
+    ),
+    "sqlite.defaults": text("SELECT name, dflt_value FROM pragma_table_info(:name)"),
+}
+
+
+def _verbatim(conn: Connection, sql: str) -> None:
+    """Run a planned statement as it is: no parameters, so a '%' or ':' in a literal is just that."""
+    conn.execution_options(no_parameters=True).exec_driver_sql(sql)
+
+
+def _missing(name: str) -> NoReturn:
+    raise PermanentByodbError(f"column {name!r} does not exist")
+
+
+def _is_json(value: Any) -> bool:
+    def refuse(constant: str) -> Any:
+        raise ValueError(constant)
+
+    try:
+        json.loads(str(value), parse_constant=refuse)
+    except ValueError:
+        return False
+    return "\\u0000" not in str(value)  # jsonb refuses the NUL character

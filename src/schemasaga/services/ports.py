@@ -14,8 +14,11 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from schemasaga.byodb.identity import DatabaseIdentity
-from schemasaga.domain.columns import Column
+from schemasaga.byodb.planner import RowCheck
+from schemasaga.domain.changes import Change
+from schemasaga.domain.columns import Column, TableSchema
 from schemasaga.domain.database import DatabaseState
+from schemasaga.domain.plan import Plan
 from schemasaga.domain.schema import LiveTable
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import NewEvent, RecordedEvent
@@ -106,6 +109,15 @@ class SchemaAdapter(Protocol):
     def ping(self) -> None: ...
 
     def server_version(self) -> str: ...
+
+    def check_rows(self, before: TableSchema, after: TableSchema, change: Change) -> RowCheck | None:
+        """The live rows ``change`` could not keep (count and up to five primary keys), or None."""
+
+    def apply_plan(
+        self, before: TableSchema, after: TableSchema, plan: Plan, *, change: Change | None = None
+    ) -> bool:
+        """Run exactly ``plan``'s statements, inspect-first: False when the table is ``after`` already;
+        PermanentByodbError when it is neither ``before`` nor ``after`` or rows do not fit the change."""
 
 
 class Connections(Protocol):

@@ -1,0 +1,347 @@
+"""Planned changes on real PostgreSQL, MariaDB and SQLite: the planner writes the statements, the
+adapter's apply_plan runs exactly them, and SQLAlchemy's inspector (an independent reader) checks the
+result; the rows survive every change, and rows a change cannot keep refuse it before any DDL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from schemasaga.byodb import ByodbAdapter, DdlLimits, PermanentByodbError, open_adapter
+from schemasaga.byodb.planner import plan, unique_index_name
+from schemasaga.domain.changes import AddIndex, AlterColumn, Change, DropIndex, RenameTable
+from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, ColumnType, Index, TableSchema
+
+T = ColumnType
+ENGINES = [
+    pytest.param("postgresql", id="postgresql"),
+    pytest.param("mysql", id="mysql", marks=pytest.mark.mariadb),
+    pytest.param("sqlite", id="sqlite"),
+]
+FIXTURES = {"postgresql": "byodb_pg_url", "mysql": "byodb_mysql_url", "sqlite": "byodb_sqlite_url"}
+FAST = DdlLimits(lock_timeout_ms=2000, statement_timeout_ms=20_000, connect_timeout_s=2)
+DDL_WORDS = ("CREATE", "ALTER", "DROP", "INSERT")
+
+
+@pytest.fixture(params=ENGINES)
+def url(request: pytest.FixtureRequest) -> str:
+    value: str = request.getfixturevalue(FIXTURES[request.param])
+    return value
+
+
+@pytest.fixture
+def adapter(url: str) -> Iterator[ByodbAdapter]:
+    a = open_adapter(url, limits=FAST)
+    try:
+        yield a
+    finally:
+        a.dispose()
+
+
+@pytest.fixture
+def reader(url: str) -> Iterator[sa.Engine]:
+    """An engine of our own on the same database: the independent reader and writer of rows."""
+    engine = sa.create_engine(url.replace("mariadb+", "mysql+"))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def executed(adapter: ByodbAdapter) -> Iterator[list[str]]:
+    """The DDL (and SQLite's copy) the adapter sends, in order: proof that it runs the plan and only it."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith(DDL_WORDS):
+            sent.append(statement)
+
+    sa.event.listen(adapter._sa, "before_cursor_execute", record)
+    yield sent
+    sa.event.remove(adapter._sa, "before_cursor_execute", record)
+
+
+PEOPLE = TableSchema(
+    "people", (*DEFAULT_COLUMNS, Column("age", T.TEXT), Column("nick", T.STRING), Column("n", T.BIGINT))
+)
+ROWS = [
+    {"id": 1, "name": "ann", "age": "31", "nick": "a", "n": 10},
+    {"id": 2, "name": "bob", "age": "42", "nick": "b", "n": 20},
+    {"id": 3, "name": None, "age": None, "nick": "c", "n": 30},
+]
+
+
+def make_people(adapter: ByodbAdapter, reader: sa.Engine, rows: list[dict[str, Any]] = ROWS) -> TableSchema:
+    adapter.create_table(PEOPLE.name, PEOPLE.columns)
+    table = sa.table(PEOPLE.name, *(sa.column(c.name) for c in PEOPLE.columns))
+    with reader.begin() as conn:
+        conn.execute(sa.insert(table), rows)
+    return PEOPLE
+
+
+def run(adapter: ByodbAdapter, executed: list[str], before: TableSchema, change: Change) -> TableSchema:
+    """Plan ``change`` and apply it; the statements sent are exactly the plan's; a second run is a no-op."""
+    after = change.apply(before)
+    planned = plan(adapter.engine, before, after, change, indexes=adapter.live_indexes(before.name))
+    executed.clear()
+    assert adapter.apply_plan(before, after, planned, change=change) is True
+    assert executed == [s.sql for s in planned.statements]
+    executed.clear()
+    assert adapter.apply_plan(before, after, planned) is False  # (the change is worked out from the schemas)
+    assert executed == []
+    return after
+
+
+def rows(reader: sa.Engine, table: str, *columns: str) -> list[tuple[Any, ...]]:
+    t = sa.table(table, *(sa.column(c) for c in columns))
+    with reader.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(t).order_by(t.c[columns[0]]))]
+
+
+def columns(reader: sa.Engine, table: str) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in sa.inspect(reader).get_columns(table)}
+
+
+def unique_sets(reader: sa.Engine, table: str) -> set[tuple[str, ...]]:
+    inspector = sa.inspect(reader)
+    found = {tuple(i["column_names"]) for i in inspector.get_indexes(table) if i["unique"]}
+    found |= {tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)}
+    return found
+
+
+def test_rename_table_keeps_every_row(adapter: ByodbAdapter, reader: sa.Engine, executed: list[str]) -> None:
+    before = make_people(adapter, reader)
+
+    run(adapter, executed, before, RenameTable("folks"))
+
+    tables = sa.inspect(reader).get_table_names()
+    assert "folks" in tables and "people" not in tables
+    assert rows(reader, "folks", "id", "name") == [(1, "ann"), (2, "bob"), (3, None)]
+
+
+def test_alter_column_all_at_once_then_back(
+    adapter: ByodbAdapter, reader: sa.Engine, executed: list[str]
+) -> None:
+    before = make_people(adapter, reader, [r | {"age": r["age"] or "7"} for r in ROWS])
+
+    change = AlterColumn("age", Column("years", T.INTEGER, nullable=False, default=7, unique=True))
+    after = run(adapter, executed, before, change)
+
+    found = columns(reader, "people")
+    assert "age" not in found
+    assert found["years"]["nullable"] is False
+    assert isinstance(found["years"]["type"], sa.Integer)
+    assert "7" in str(found["years"]["default"])
+    assert ("years",) in unique_sets(reader, "people")
+    assert rows(reader, "people", "id", "years", "name") == [(1, 31, "ann"), (2, 42, "bob"), (3, 7, None)]
+
+    # widen, drop the default, allow NULL, drop the unique index again
+    back = AlterColumn("years", Column("years", T.BIGINT))
+    run(adapter, executed, after, back)
+    found = columns(reader, "people")
+    assert found["years"]["nullable"] is True
+    assert found["years"]["default"] is None
+    assert isinstance(found["years"]["type"], sa.BigInteger)
+    assert ("years",) not in unique_sets(reader, "people")
+    assert rows(reader, "people", "id", "years") == [(1, 31), (2, 42), (3, 7)]
+
+
+def test_rename_column_and_unique_alone(
+    adapter: ByodbAdapter, reader: sa.Engine, executed: list[str]
+) -> None:
+    before = make_people(adapter, reader)
+
+    renamed = run(adapter, executed, before, AlterColumn("nick", Column("alias", T.STRING)))
+    unique = run(adapter, executed, renamed, AlterColumn("alias", Column("alias", T.STRING, unique=True)))
+
+    assert ("alias",) in unique_sets(reader, "people")
+    assert rows(reader, "people", "id", "alias") == [(1, "a"), (2, "b"), (3, "c")]
+    # a table rename later: dropping the unique finds the live index by its columns, not by a new name
+    moved = run(adapter, executed, unique, RenameTable("folks"))
+    run(adapter, executed, moved, AlterColumn("alias", Column("alias", T.STRING)))
+    assert ("alias",) not in unique_sets(reader, "folks")
+
+
+def test_default_set_changed_and_dropped(
+    adapter: ByodbAdapter, reader: sa.Engine, executed: list[str]
+) -> None:
+    before = make_people(adapter, reader)
+    hostile = 'it\'s 50% \\ :x "q" `b`'
+
+    with_default = run(
+        adapter, executed, before, AlterColumn("nick", Column("nick", T.STRING, default=hostile))
+    )
+    table = sa.table("people", sa.column("id"))
+    with reader.begin() as conn:
+        conn.execute(sa.insert(table), [{"id": 4}])
+    assert rows(reader, "people", "id", "nick")[-1] == (4, hostile)
+
+    changed = run(adapter, executed, with_default, AlterColumn("nick", Column("nick", T.STRING, default="x")))
+    run(adapter, executed, changed, AlterColumn("nick", Column("nick", T.STRING)))
+    assert columns(reader, "people")["nick"]["default"] is None
+    assert len(rows(reader, "people", "id")) == 4
+
+
+def test_add_and_drop_index(adapter: ByodbAdapter, reader: sa.Engine, executed: list[str]) -> None:
+    before = make_people(adapter, reader)
+
+    indexed = run(adapter, executed, before, AddIndex(Index("ix_people_nick_n", ("nick", "n"), unique=True)))
+    found = {i["name"]: i for i in sa.inspect(reader).get_indexes("people")}
+    assert found["ix_people_nick_n"]["column_names"] == ["nick", "n"]
+    assert found["ix_people_nick_n"]["unique"]
+
+    run(adapter, executed, indexed, DropIndex(Index("ix_people_nick_n", ("nick", "n"), unique=True)))
+    assert "ix_people_nick_n" not in {i["name"] for i in sa.inspect(reader).get_indexes("people")}
+
+
+def test_a_type_change_keeps_indexes_and_rows(
+    adapter: ByodbAdapter, reader: sa.Engine, executed: list[str]
+) -> None:
+    before = make_people(adapter, reader)
+    indexed = run(adapter, executed, before, AddIndex(Index("ix_people_n", ("n",))))
+    unique = run(adapter, executed, indexed, AlterColumn("nick", Column("nick", T.STRING, unique=True)))
+
+    run(adapter, executed, unique, AlterColumn("age", Column("age", T.INTEGER)))
+
+    assert {i["name"] for i in sa.inspect(reader).get_indexes("people")} >= {
+        "ix_people_n",
+        unique_index_name("people", "nick"),
+    }
+    assert rows(reader, "people", "id", "age", "nick") == [(1, 31, "a"), (2, 42, "b"), (3, None, "c")]
+
+
+@pytest.mark.parametrize(
+    ("change", "message", "keys"),
+    [
+        (AlterColumn("age", Column("age", T.INTEGER)), "1 row with a value of 'age' that is no integer", [2]),
+        (AlterColumn("name", Column("name", T.TEXT, nullable=False)), "2 rows with NULL in 'name'", [3, 4]),
+        (
+            AlterColumn("nick", Column("nick", T.STRING, unique=True)),
+            "2 rows sharing a value of 'nick'",
+            [1, 2],
+        ),
+        (AddIndex(Index("ux", ("nick", "n"), unique=True)), "2 rows sharing values", [1, 2]),
+        (AlterColumn("n", Column("n", T.INTEGER)), "1 row with a value of 'n' that is no integer", [4]),
+    ],
+    ids=["type", "not-null", "unique", "unique-index", "narrowing"],
+)
+def test_rows_that_do_not_fit_refuse_the_change_before_any_ddl(
+    adapter: ByodbAdapter,
+    reader: sa.Engine,
+    executed: list[str],
+    change: Change,
+    message: str,
+    keys: list[int],
+) -> None:
+    before = make_people(
+        adapter,
+        reader,
+        [
+            {"id": 1, "name": "a", "age": "1", "nick": "same", "n": 1},
+            {"id": 2, "name": "b", "age": "x1", "nick": "same", "n": 1},
+            {"id": 3, "name": None, "age": None, "nick": "c", "n": 2},
+            {"id": 4, "name": None, "age": "3", "nick": "d", "n": 2**40},
+        ],
+    )
+    after = change.apply(before)
+    planned = plan(adapter.engine, before, after, change)
+
+    found = adapter.check_rows(before, after, change)
+    assert found is not None and found.message.startswith(message)
+    assert list(found.primary_keys) == keys
+
+    executed.clear()
+    with pytest.raises(PermanentByodbError, match=message):
+        adapter.apply_plan(before, after, planned, change=change)
+    assert executed == []
+
+
+def test_a_table_of_another_shape_is_refused(
+    adapter: ByodbAdapter, reader: sa.Engine, executed: list[str]
+) -> None:
+    before = make_people(adapter, reader)
+    elsewhere = TableSchema(before.name, (*before.columns, Column("extra", T.INTEGER)))
+    change = AlterColumn("age", Column("age", T.STRING))
+    after = change.apply(elsewhere)
+    executed.clear()
+
+    with pytest.raises(PermanentByodbError, match=r"neither as before nor as after.*extra"):
+        adapter.apply_plan(elsewhere, after, plan(adapter.engine, elsewhere, after, change), change=change)
+    assert executed == []
+
+
+# (source type, target type, values that convert, a value that does not)
+CONVERSIONS = [
+    (T.TEXT, T.INTEGER, ["1", "-2147483648", "2147483647"], "2147483648"),
+    (T.TEXT, T.BIGINT, ["9223372036854775807", "-5"], "1.5"),
+    (T.TEXT, T.FLOAT, ["1.5", "-2", "1e10"], "abc"),
+    (T.TEXT, T.DECIMAL, ["1.5", "-20.0000000001"], "1.00000000001"),
+    (T.TEXT, T.BOOLEAN, ["1", "0"], "maybe"),
+    (T.TEXT, T.DATE, ["2024-02-29", "1999-12-31"], "2023-02-29"),
+    (T.TEXT, T.TIMESTAMP, ["2024-02-29 23:59:59", "2024-01-01 00:00:00.123456"], "2024-01-01 24:00:00"),
+    (T.TEXT, T.UUID, ["0b7e6f7c-2f5e-4b8a-9a57-3d3f7e3f0a11"], "0b7e6f7c-2f5e-4b8a-9a57-3d3f7e3f0a1"),
+    (T.TEXT, T.JSON, ['{"a": [1, 2]}', "3", '"s"'], "{a: 1}"),
+    (T.TEXT, T.STRING, ["x" * 255], "y" * 256),
+    (T.STRING, T.INTEGER, ["12"], "12x"),
+]
+
+
+@pytest.mark.parametrize(("source", "target", "good", "bad"), CONVERSIONS, ids=lambda v: str(v)[:12])
+def test_conversions_check_their_rows(
+    adapter: ByodbAdapter,
+    reader: sa.Engine,
+    executed: list[str],
+    source: ColumnType,
+    target: ColumnType,
+    good: list[str],
+    bad: str,
+) -> None:
+    before = TableSchema("vals", (DEFAULT_COLUMNS[0], Column("v", source)))
+    adapter.create_table(before.name, before.columns)
+    table = sa.table("vals", sa.column("id"), sa.column("v"))
+    with reader.begin() as conn:
+        conn.execute(sa.insert(table), [{"id": i, "v": v} for i, v in enumerate([*good, None, bad], start=1)])
+    change = AlterColumn("v", Column("v", target))
+    after = change.apply(before)
+
+    found = adapter.check_rows(before, after, change)
+    assert found is not None and (found.count, found.primary_keys) == (1, (len(good) + 2,))
+
+    with reader.begin() as conn:
+        conn.execute(sa.delete(table).where(table.c.id == len(good) + 2))
+    assert adapter.check_rows(before, after, change) is None
+    run(adapter, executed, before, change)
+    assert len(rows(reader, "vals", "id", "v")) == len(good) + 1
+
+
+def test_postgresql_drops_an_invalid_index_left_by_a_failed_build(
+    byodb_pg_url: str, empty_pg_db: str
+) -> None:
+    adapter = open_adapter(byodb_pg_url, limits=FAST)
+    reader = sa.create_engine(byodb_pg_url)
+    try:
+        before = make_people(adapter, reader, [r | {"nick": "same"} for r in ROWS])
+        name = unique_index_name("people", "nick")
+        # what a CONCURRENTLY build that failed half-way leaves: an invalid index
+        with psycopg.connect(empty_pg_db, autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                conn.execute(f'CREATE UNIQUE INDEX CONCURRENTLY "{name}" ON people (nick)')
+            conn.execute("UPDATE people SET nick = id::text")
+            invalid = conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone()
+            assert invalid == (1,)
+
+        change = AlterColumn("nick", Column("nick", T.STRING, unique=True))
+        after = change.apply(before)
+        assert adapter.apply_plan(before, after, plan("postgresql", before, after, change), change=change)
+
+        with psycopg.connect(empty_pg_db) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone() == (0,)
+        assert ("nick",) in unique_sets(reader, "people")
+    finally:
+        adapter.dispose()
+        reader.dispose()
