@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from schemasaga.byodb import ByodbAdapter, DdlLimits, PermanentByodbError, open_adapter
+from schemasaga.byodb import ByodbAdapter, DdlLimits, PermanentByodbError, TransientByodbError, open_adapter
 from schemasaga.byodb.planner import plan, unique_index_name
 from schemasaga.domain.changes import AddIndex, AlterColumn, Change, DropIndex, RenameTable
 from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, ColumnType, Index, TableSchema
@@ -345,3 +345,108 @@ def test_postgresql_drops_an_invalid_index_left_by_a_failed_build(
     finally:
         adapter.dispose()
         reader.dispose()
+
+
+def test_postgresql_resumes_a_plan_whose_transaction_committed(byodb_pg_url: str) -> None:
+    """Killed after the transaction but before the CONCURRENTLY build: the next run builds only the index."""
+    adapter = open_adapter(byodb_pg_url, limits=FAST)
+    reader = sa.create_engine(byodb_pg_url)
+    sent: list[str] = []
+    sa.event.listen(
+        adapter._sa,
+        "before_cursor_execute",
+        lambda _c, _k, statement, *_a: sent.append(statement) if statement.startswith(DDL_WORDS) else None,
+    )
+    try:
+        before = make_people(adapter, reader)
+        change = AlterColumn("nick", Column("alias", T.STRING, nullable=False, unique=True))
+        after = change.apply(before)
+        planned = plan("postgresql", before, after, change)
+        first = [s.sql for s in planned.statements if s.transactional]
+        later = [s.sql for s in planned.statements if not s.transactional]
+        assert first and later
+        with reader.begin() as conn:
+            for sql in first:
+                conn.exec_driver_sql(sql)
+        sent.clear()
+
+        assert adapter.apply_plan(before, after, planned) is True
+
+        assert sent == later
+        assert ("alias",) in unique_sets(reader, "people")
+        assert adapter.apply_plan(before, after, planned) is False
+    finally:
+        adapter.dispose()
+        reader.dispose()
+
+
+def test_postgresql_cleans_up_after_a_concurrent_build_that_timed_out(
+    byodb_pg_url: str, empty_pg_db: str
+) -> None:
+    """A CONCURRENTLY build that waits past the lock timeout for a writer leaves an invalid index: the
+    failure is transient, and the next attempt drops that index before building it again."""
+    adapter = open_adapter(byodb_pg_url, limits=DdlLimits(lock_timeout_ms=300, statement_timeout_ms=20_000))
+    reader = sa.create_engine(byodb_pg_url)
+    try:
+        before = make_people(adapter, reader)
+        change = AddIndex(Index("ix_people_n", ("n",)))
+        after = change.apply(before)
+        planned = plan("postgresql", before, after, change)
+
+        with psycopg.connect(empty_pg_db) as writer:
+            writer.execute("UPDATE people SET n = n + 1 WHERE id = 1")  # holds its lock, uncommitted
+            with pytest.raises(TransientByodbError, match=r"lock timeout|canceling statement"):
+                adapter.apply_plan(before, after, planned, change=change)
+            writer.rollback()
+        with psycopg.connect(empty_pg_db) as conn:
+            left = conn.execute(
+                "SELECT relname FROM pg_class c JOIN pg_index x ON x.indexrelid = c.oid "
+                "WHERE NOT x.indisvalid"
+            ).fetchall()
+        # its clean-up waited for the same writer and timed out too: the index is left for the next attempt
+        assert left == [("ix_people_n",)]
+
+        assert adapter.apply_plan(before, after, planned, change=change) is True
+
+        with psycopg.connect(empty_pg_db) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone() == (0,)
+        assert "ix_people_n" in {i["name"] for i in sa.inspect(reader).get_indexes("people")}
+    finally:
+        adapter.dispose()
+        reader.dispose()
+
+
+DEFAULTS = [
+    (T.INTEGER, -5),
+    (T.BIGINT, 2**40),
+    (T.TEXT, "it's a \\ 50% :x"),
+    (T.STRING, "abc"),
+    (T.BOOLEAN, True),
+    (T.FLOAT, 1.5),
+    (T.DECIMAL, "12.25"),
+    (T.DATE, "2024-02-29"),
+    (T.TIMESTAMP, "2024-02-29 12:30:00"),
+    (T.DATETIME, "2024-02-29 12:30:00+00:00"),
+    (T.JSON, {"a": [1, "b"]}),
+    (T.UUID, "0b7e6f7c-2f5e-4b8a-9a57-3d3f7e3f0a11"),
+]
+
+
+@pytest.mark.parametrize(("kind", "value"), DEFAULTS, ids=[k.value for k, _ in DEFAULTS])
+def test_a_default_of_every_type(
+    adapter: ByodbAdapter, reader: sa.Engine, executed: list[str], kind: ColumnType, value: object
+) -> None:
+    """Set and drop a default of each type; each second run recognises the change as done."""
+    before = TableSchema("vals", (DEFAULT_COLUMNS[0], Column("v", kind)))
+    adapter.create_table(before.name, before.columns)
+
+    with_default = run(adapter, executed, before, AlterColumn("v", Column("v", kind, default=value)))
+    with reader.begin() as conn:
+        conn.execute(sa.insert(sa.table("vals", sa.column("id"))), [{"id": 1}])
+        stored = conn.execute(sa.text("SELECT v FROM vals")).scalar_one()
+    assert stored is not None
+    if kind in (T.INTEGER, T.BIGINT, T.STRING, T.TEXT):
+        assert stored == value
+
+    run(adapter, executed, with_default, AlterColumn("v", Column("v", kind)))
+    assert columns(reader, "vals")["v"]["default"] is None

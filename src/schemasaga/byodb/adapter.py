@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from sqlalchemy import Column as SaColumn
-from sqlalchemy import Connection, MetaData, Table, TextClause, text
+from sqlalchemy import Connection, CursorResult, MetaData, Table, TextClause, text
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.ddl import CreateColumn, CreateTable, DropTable
 from sqlalchemy.sql.elements import quoted_name
@@ -466,22 +466,16 @@ class ByodbAdapter:
         self, step: _Step, live: LiveTable, before: TableSchema, condition: str
     ) -> tuple[int, tuple[Any, ...]] | None:
         table = self._quote(live.name)
-        count = int(
-            step.conn.execution_options(no_parameters=True)
-            .exec_driver_sql(f"SELECT count(*) FROM {table} WHERE {condition}")
-            .scalar_one()
-        )
+        count = int(_verbatim(step.conn, f"SELECT count(*) FROM {table} WHERE {condition}").scalar_one())
         if count == 0:
             return None
         pk = self._pk(live, before)
         keys: tuple[Any, ...] = ()
         if pk:
             cols = ", ".join(self._quote(c) for c in pk)
-            rows = (
-                step.conn.execution_options(no_parameters=True)
-                .exec_driver_sql(f"SELECT {cols} FROM {table} WHERE {condition} ORDER BY {cols} LIMIT 5")
-                .all()
-            )
+            rows = _verbatim(
+                step.conn, f"SELECT {cols} FROM {table} WHERE {condition} ORDER BY {cols} LIMIT 5"
+            ).all()
             keys = tuple(r[0] if len(pk) == 1 else tuple(r) for r in rows)
         return count, keys
 
@@ -495,7 +489,7 @@ class ByodbAdapter:
         if pk:
             sql += f" ORDER BY {', '.join(self._quote(c) for c in pk)}"
         count, keys = 0, list[Any]()
-        for row in step.conn.execution_options(no_parameters=True).exec_driver_sql(sql):
+        for row in _verbatim(step.conn, sql, yield_per=1000):
             if _is_json(row[-1]):
                 continue
             count += 1
@@ -512,7 +506,11 @@ class ByodbAdapter:
         ``False`` if the live table is ``after`` already; a :class:`PermanentByodbError` if it is neither
         ``before`` nor ``after``, or if rows do not fit the change (checked before any DDL). Exactly the
         plan's statements run, in order: the transactional ones in one transaction (PostgreSQL, SQLite),
-        then the others (PostgreSQL's CONCURRENTLY) one by one; the result is verified against ``after``."""
+        then the others (PostgreSQL's CONCURRENTLY) one by one; the result is verified against ``after``.
+
+        A PostgreSQL plan whose transaction committed but whose CONCURRENTLY statements failed leaves the
+        table "in the middle" (:func:`~schemasaga.byodb.planner.middle_schema`): the next run finds it
+        there and runs only those statements, after dropping the invalid index a failed build left."""
         if plan.engine != self.engine:
             raise PermanentByodbError(f"a {plan.engine} plan cannot run on {self.engine}", engine=self.engine)
         change = change or planner.change_between(before, after)
@@ -522,12 +520,18 @@ class ByodbAdapter:
         what = f"apply the {change.kind.value} plan to table {before.name!r}"
         with self._step(what) as step:
             live = self._find(step, before, after)
-            if not self._schema_differences(step, live, after):
-                self._drop_invalid(later)
-                return False
-            in_middle = bool(later) and middle != before and not self._schema_differences(step, live, middle)
-            if not in_middle:
-                differences = self._schema_differences(step, live, before)
+            done = not self._schema_differences(step, live, after)
+            in_middle = (
+                not done
+                and bool(later)
+                and middle != before
+                and not self._schema_differences(step, live, middle)
+            )
+            if not done:
+                start, start_change = (
+                    (middle, planner.change_between(middle, after)) if in_middle else (before, change)
+                )
+                differences = self._schema_differences(step, live, start)
                 if differences:
                     raise PermanentByodbError(
                         f"{what}: {self.engine}: the table is neither as before nor as after the change: "
@@ -535,11 +539,12 @@ class ByodbAdapter:
                         engine=self.engine,
                     )
                 assert live is not None  # (no differences)
-                rows = self._check_rows(step, live, before, after, change)
+                rows = self._check_rows(step, live, start, after, start_change)
                 if rows is not None:
                     raise PermanentByodbError(
                         f"{what}: {self.engine}: {rows.message}; nothing was changed", engine=self.engine
                     )
+            if not done and not in_middle:
                 for statement in first:
                     # verbatim: no bind parameters are parsed out of it (the step's limits are set already)
                     _verbatim(step.conn, statement.sql)
@@ -547,6 +552,10 @@ class ByodbAdapter:
                 if self.transactional_ddl and first:
                     # still inside the transaction: a wrong result rolls back
                     self._verify(step, before, after, middle if later else after, what)
+        # (CONCURRENTLY waits for the transactions older than it: the step's must be over)
+        if done:
+            self._drop_invalid(later, what)
+            return False
         if later:
             self._run_outside_transaction(later, what)
         with self._step(f"verify {what}", ddl=False) as step:
@@ -564,45 +573,51 @@ class ByodbAdapter:
                 engine=self.engine,
             )
 
-    def _run_outside_transaction(self, statements: Sequence[Statement], what: str) -> None:
-        """PostgreSQL's CONCURRENTLY statements, each on its own, with the step's timeouts for the session;
-        an invalid index a failed build leaves behind is dropped (here, and before the next attempt)."""
-        self._drop_invalid(statements)
-        try:
-            with self._sa.connect() as raw:
-                conn = raw.execution_options(isolation_level="AUTOCOMMIT")
-                lock, statement_timeout = self._pg_limits
-                conn.execute(
-                    _EXTRAS["postgresql.session_limits"], {"lock": lock, "statement": statement_timeout}
-                )
-                try:
-                    for statement in statements:
-                        _verbatim(conn, statement.sql)
-                        self._hook(f"apply_plan:{statement.sql}")
-                finally:
-                    if not conn.invalidated:
-                        conn.exec_driver_sql("RESET lock_timeout")
-                        conn.exec_driver_sql("RESET statement_timeout")
-        except BaseException as exc:
-            try:
-                self._drop_invalid(statements)
-            except Exception as cleanup:
-                exc.add_note(f"dropping the invalid index failed too: {cleanup}")
-            if isinstance(exc, Exception):
-                raise classify(exc, context=what) from exc
-            raise
-
-    def _drop_invalid(self, statements: Sequence[Statement]) -> None:
-        """Drop the invalid indexes (failed CONCURRENTLY builds) that ``statements`` name."""
-        if self.engine != "postgresql" or not statements:
-            return
+    @contextmanager
+    def _autocommit(self) -> Iterator[Connection]:
+        """A PostgreSQL session outside any transaction, with the step's lock and statement timeouts."""
         with self._sa.connect() as raw:
             conn = raw.execution_options(isolation_level="AUTOCOMMIT")
-            invalid = [str(r[0]) for r in conn.execute(_EXTRAS["postgresql.invalid_indexes"])]
-            for name in invalid:
-                quoted = self._quote(name)
-                if any(quoted in s.sql for s in statements):
-                    conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {quoted}")
+            lock, statement_timeout = self._pg_limits
+            conn.execute(_EXTRAS["postgresql.session_limits"], {"lock": lock, "statement": statement_timeout})
+            try:
+                yield conn
+            finally:
+                if not conn.invalidated:
+                    conn.exec_driver_sql("RESET lock_timeout")
+                    conn.exec_driver_sql("RESET statement_timeout")
+
+    def _run_outside_transaction(self, statements: Sequence[Statement], what: str) -> None:
+        """PostgreSQL's CONCURRENTLY statements, each on its own; an invalid index a failed build leaves
+        behind is dropped (here, and before the next attempt)."""
+        self._drop_invalid(statements, what)
+        try:
+            with self._autocommit() as conn:
+                for statement in statements:
+                    _verbatim(conn, statement.sql)
+                    self._hook(f"apply_plan:{statement.sql}")
+        except Exception as exc:
+            failure = classify(exc, context=what)
+            try:
+                self._drop_invalid(statements, what)
+            except ByodbError as cleanup:
+                # (it waits for the same lockers the build did) the next attempt drops it first
+                failure.add_note(f"the invalid index it left is dropped at the next attempt: {cleanup}")
+            raise failure from exc
+
+    def _drop_invalid(self, statements: Sequence[Statement], what: str) -> None:
+        """Drop the invalid indexes (left by failed CONCURRENTLY builds) that ``statements`` name."""
+        if self.engine != "postgresql" or not statements:
+            return
+        try:
+            with self._autocommit() as conn:
+                invalid = [str(r[0]) for r in conn.execute(_EXTRAS["postgresql.invalid_indexes"])]
+                for name in invalid:
+                    quoted = self._quote(name)
+                    if any(quoted in s.sql for s in statements):
+                        conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {quoted}")
+        except Exception as exc:
+            raise classify(exc, context=f"{what}: drop an invalid index") from exc
 
 
 def open_adapter(url: str, *, limits: DdlLimits = DdlLimits()) -> ByodbAdapter:  # noqa: B008
@@ -718,9 +733,10 @@ _EXTRAS: dict[str, TextClause] = {
 }
 
 
-def _verbatim(conn: Connection, sql: str) -> None:
-    """Run a planned statement as it is: no parameters, so a '%' or ':' in a literal is just that."""
-    conn.execution_options(no_parameters=True).exec_driver_sql(sql)
+def _verbatim(conn: Connection, sql: str, **options: Any) -> CursorResult[Any]:
+    """Run generated SQL as it is: no parameters, so a '%' or ':' in a literal is just that (the options
+    apply to this statement only; ``Connection.execution_options`` would change the connection)."""
+    return conn.exec_driver_sql(sql, execution_options={"no_parameters": True, **options})
 
 
 def _missing(name: str) -> NoReturn:

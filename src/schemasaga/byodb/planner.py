@@ -29,6 +29,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
@@ -858,10 +859,21 @@ def default_matches(engine: str, raw: str | None, column: Column) -> bool:
     wanted = _normal_default(_Sql.of(engine).literal(column.type, column.default))
     if live == wanted:
         return True
+    if column.type in (T.DATE, T.TIMESTAMP, T.DATETIME):
+        return _moment(live) is not None and _moment(live) == _moment(wanted)
     try:
         return Decimal(live) == Decimal(wanted)
     except ArithmeticError:
         return False
+
+
+def _moment(text: str) -> datetime | None:
+    """A date or time as printed by an engine (a zone-less one is taken as UTC: MySQL's TIMESTAMP)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def compare_live(
