@@ -4,7 +4,10 @@ result; the rows survive every change, and rows a change cannot keep refuse it b
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -12,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from schemasaga.byodb import ByodbAdapter, DdlLimits, PermanentByodbError, TransientByodbError, open_adapter
-from schemasaga.byodb.planner import plan, unique_index_name
+from schemasaga.byodb.planner import TYPE_CHANGES, Conversion, plan, unique_index_name
 from schemasaga.domain.changes import AddIndex, AlterColumn, Change, DropIndex, RenameTable
 from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, ColumnType, Index, TableSchema
 
@@ -288,6 +291,10 @@ CONVERSIONS = [
     (T.TEXT, T.JSON, ['{"a": [1, 2]}', "3", '"s"'], "{a: 1}"),
     (T.TEXT, T.STRING, ["x" * 255], "y" * 256),
     (T.STRING, T.INTEGER, ["12"], "12x"),
+    (T.BIGINT, T.INTEGER, [2**31 - 1, -(2**31)], 2**31),
+    (T.DECIMAL, T.BIGINT, ["12", "-3.0000000000"], "1.5"),
+    (T.FLOAT, T.DECIMAL, [1.5, -2.25], 1e30),
+    (T.JSON, T.STRING, ['{"a": 1}'], json.dumps(["x" * 300])),
 ]
 
 
@@ -298,8 +305,8 @@ def test_conversions_check_their_rows(
     executed: list[str],
     source: ColumnType,
     target: ColumnType,
-    good: list[str],
-    bad: str,
+    good: list[Any],
+    bad: Any,
 ) -> None:
     before = TableSchema("vals", (DEFAULT_COLUMNS[0], Column("v", source)))
     adapter.create_table(before.name, before.columns)
@@ -450,3 +457,46 @@ def test_a_default_of_every_type(
 
     run(adapter, executed, with_default, AlterColumn("v", Column("v", kind)))
     assert columns(reader, "vals")["v"]["default"] is None
+
+
+SAMPLES: dict[ColumnType, Any] = {
+    T.INTEGER: 7,
+    T.BIGINT: 2**40,
+    T.TEXT: "abc",
+    T.STRING: "abc",
+    T.BOOLEAN: True,
+    T.FLOAT: 1.5,
+    T.DECIMAL: Decimal("12.25"),
+    T.DATE: date(2024, 2, 29),
+    T.TIMESTAMP: datetime(2024, 2, 29, 12, 30),
+    T.DATETIME: datetime(2024, 2, 29, 12, 30, tzinfo=UTC),
+    T.JSON: '{"a": [1, "b"]}',
+    T.UUID: "0b7e6f7c-2f5e-4b8a-9a57-3d3f7e3f0a11",
+}
+
+
+def test_every_widening_keeps_its_values(
+    adapter: ByodbAdapter, reader: sa.Engine, executed: list[str]
+) -> None:
+    """Every widening change of the engine's matrix, each on a column of its own with a value in it."""
+    pairs = [pair for pair, kind in TYPE_CHANGES[adapter.engine].items() if kind is Conversion.WIDEN]
+    schema = TableSchema(
+        "wide", (DEFAULT_COLUMNS[0], *(Column(f"c{i}", source) for i, (source, _) in enumerate(pairs)))
+    )
+    adapter.create_table(schema.name, schema.columns)
+    table = sa.table("wide", sa.column("id"), *(sa.column(f"c{i}") for i in range(len(pairs))))
+    values = {f"c{i}": SAMPLES[source] for i, (source, _) in enumerate(pairs)}
+    if adapter.engine == "sqlite":  # the driver stores no time zones; SQLAlchemy's types would store text
+        values = {k: str(v) if isinstance(v, datetime | date | Decimal) else v for k, v in values.items()}
+    with reader.begin() as conn:
+        conn.execute(sa.insert(table), [{"id": 1, **values}])
+
+    for i, (_, target) in enumerate(pairs):
+        schema = run(adapter, executed, schema, AlterColumn(f"c{i}", Column(f"c{i}", target)))
+
+    live = adapter.inspect_table("wide")
+    assert live is not None
+    assert [(c.name, c.type) for c in live.columns[1:]] == [(f"c{i}", t) for i, (_, t) in enumerate(pairs)]
+    with reader.connect() as conn:
+        (row,) = conn.execute(sa.select(table)).all()
+    assert None not in row

@@ -140,6 +140,14 @@ def test_mysql_refuses_a_plain_index_on_a_text_column() -> None:
         sqls("mysql", AddIndex(Index("ix_age", ("age",))))
 
 
+def test_mysql_refuses_text_for_a_column_in_a_plain_index() -> None:
+    table = TableSchema("t", (DEFAULT_COLUMNS[0], Column("c", T.STRING)), (Index("ix_c", ("c",)),))
+    change = AlterColumn("c", Column("c", T.TEXT))
+    with pytest.raises(UnsupportedChange, match="drop the index first"):
+        sqls("mysql", change, table)
+    assert sqls("postgresql", change, table)
+
+
 def test_dropping_a_unique_uses_the_live_index_name() -> None:
     live = [
         LiveIndexRow("old_name_of_nick", ("nick",), True),

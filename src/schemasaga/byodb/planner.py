@@ -155,9 +155,12 @@ _CHECK: set[tuple[ColumnType, ColumnType]] = {
 def _matrix(
     *, without: frozenset[tuple[ColumnType, ColumnType]] = frozenset()
 ) -> Mapping[tuple[ColumnType, ColumnType], Conversion]:
-    table = {pair: Conversion.WIDEN for pair in _WIDEN - without}
-    table.update({pair: Conversion.CHECK for pair in _CHECK - without})
-    return MappingProxyType(table)
+    found = {pair: Conversion.WIDEN for pair in _WIDEN - without}
+    found.update({pair: Conversion.CHECK for pair in _CHECK - without})
+    order = list(ColumnType)
+    return MappingProxyType(
+        {pair: found[pair] for pair in sorted(found, key=lambda p: (order.index(p[0]), order.index(p[1])))}
+    )
 
 
 TYPE_CHANGES: Mapping[str, Mapping[tuple[ColumnType, ColumnType], Conversion]] = MappingProxyType(
@@ -272,8 +275,7 @@ def plan(
     ``live`` (the table as inspected, when known) supplies the physical names of its indexes, which
     may differ from the generated ones (a table or column renamed since the index was made);
     ``indexes`` gives them where ``live`` does not report indexes (``ByodbAdapter.live_indexes``)."""
-    if indexes is not None:
-        live = _WithIndexes(tuple(indexes))  # type: ignore[assignment]
+    names = _LiveNames(tuple(indexes) if indexes is not None else _reported_indexes(live))
     sql = _Sql.of(engine)
     statements: list[Statement]
     warnings: list[str] = []
@@ -283,12 +285,12 @@ def plan(
         case AddIndex(index=index):
             statements = [_create_index(sql, after, index)]
         case DropIndex(index=index):
-            statements = [_drop_index(sql, before, _live_index_name(live, index.name) or index.name)]
+            statements = [_drop_index(sql, before, names.index(index.name) or index.name)]
         case AlterColumn(name=name, column=new):
             old = before.column(name)
             if old is None:
                 raise UnsupportedChange(f"table {before.name!r} has no column {name!r}")
-            statements, warnings = _alter_column(sql, before, after, old, new, live)
+            statements, warnings = _alter_column(sql, before, after, old, new, names)
         case _:
             raise UnsupportedChange(f"no plan is written for a {change.kind.value} change")
     if any(s.rewrites for s in statements):
@@ -356,44 +358,39 @@ def _drop_index(sql: _Sql, table: TableSchema, name: str) -> Statement:
     return Statement(f"DROP INDEX {sql.q(name)}", SQLITE_LOCK)
 
 
-@dataclass(frozen=True)
-class _WithIndexes:
-    indexes: tuple[Any, ...]
-
-
-def _live_indexes(live: LiveTable | None) -> tuple[Any, ...]:
+def _reported_indexes(live: LiveTable | None) -> tuple[Any, ...]:
     # LiveTable reports its indexes once inspection reads them; until then there is nothing to look up.
     return tuple(getattr(live, "indexes", ()) or ())
 
 
-def _live_index_name(live: LiveTable | None, wanted: str) -> str | None:
-    """The physical spelling of the index of ``live`` called ``wanted`` (in any letter case)."""
-    found = next((i for i in _live_indexes(live) if str(i.name).lower() == wanted.lower()), None)
-    return str(found.name) if found is not None else None
+@dataclass(frozen=True)
+class _LiveNames:
+    """The live table's indexes (anything with ``name``, ``columns``, ``unique``), for their names."""
 
+    indexes: tuple[Any, ...] = ()
 
-def _live_unique_on(live: LiveTable | None, column: str) -> str | None:
-    """The name of a valid unique index of ``live`` on ``column`` alone (a column's unique index)."""
-    found = next(
-        (
-            i
-            for i in _live_indexes(live)
-            if i.unique
-            and [str(c).lower() for c in i.columns] == [column.lower()]
-            and getattr(i, "valid", True)
-        ),
-        None,
-    )
-    return str(found.name) if found is not None else None
+    def index(self, wanted: str) -> str | None:
+        """The physical spelling of the index called ``wanted`` (in any letter case)."""
+        found = next((i for i in self.indexes if str(i.name).lower() == wanted.lower()), None)
+        return str(found.name) if found is not None else None
 
-
-def column_unique_name(table: str, column: str, live: LiveTable | None) -> str:
-    """The name of ``column``'s unique index: the live one when ``live`` shows it, else the generated."""
-    return _live_unique_on(live, column) or unique_index_name(table, column)
+    def unique_of(self, table: str, column: str) -> str:
+        """The name of ``column``'s unique index: a valid unique index on it alone, else the generated."""
+        found = next(
+            (
+                i
+                for i in self.indexes
+                if i.unique
+                and [str(c).lower() for c in i.columns] == [column.lower()]
+                and getattr(i, "valid", True)
+            ),
+            None,
+        )
+        return str(found.name) if found is not None else unique_index_name(table, column)
 
 
 def _alter_column(
-    sql: _Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, live: LiveTable | None
+    sql: _Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, names: _LiveNames
 ) -> tuple[list[Statement], list[str]]:
     warnings: list[str] = []
     kind: Conversion | None = None
@@ -408,18 +405,14 @@ def _alter_column(
     if new.unique and not old.unique:
         warnings.append(f"unique: existing rows of {new.name!r} are checked for duplicates first")
     if sql.engine == "postgresql":
-        return _pg_alter(sql, before, after, old, new, live), warnings
+        return _pg_alter(sql, before, after, old, new, names), warnings
     if sql.engine == "mysql":
-        return _mysql_alter(sql, before, old, new, live), warnings
-    return _sqlite_alter(sql, before, after, old, new, live), warnings
-
-
-def _unique_drop_name(before: TableSchema, old: Column, live: LiveTable | None) -> str:
-    return column_unique_name(before.name, old.name, live)
+        return _mysql_alter(sql, before, old, new, names), warnings
+    return _sqlite_alter(sql, before, after, old, new, names), warnings
 
 
 def _pg_alter(
-    sql: _Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, live: LiveTable | None
+    sql: _Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, names: _LiveNames
 ) -> list[Statement]:
     table = sql.q(before.name)
     col = sql.q(new.name)
@@ -472,7 +465,7 @@ def _pg_alter(
             )
         )
     elif old.unique and not new.unique:
-        name = _unique_drop_name(before, old, live)
+        name = names.unique_of(before.name, old.name)
         out.append(
             Statement(
                 f"DROP INDEX CONCURRENTLY {sql.q(name)}", PG_SHARE_UPDATE_EXCLUSIVE, transactional=False
@@ -482,9 +475,16 @@ def _pg_alter(
 
 
 def _mysql_alter(
-    sql: _Sql, before: TableSchema, old: Column, new: Column, live: LiveTable | None
+    sql: _Sql, before: TableSchema, old: Column, new: Column, names: _LiveNames
 ) -> list[Statement]:
     table = sql.q(before.name)
+    if new.type in (T.TEXT, T.JSON) and old.type not in (T.TEXT, T.JSON):
+        indexed = [i.name for i in before.indexes if old.name in i.columns and not i.unique]
+        if indexed:
+            raise UnsupportedChange(
+                f"column {old.name!r} is in index(es) {', '.join(indexed)}: a {new.type.value} column cannot "
+                "be in a plain index on MySQL/MariaDB (it needs a prefix length); drop the index first"
+            )
     clauses: list[str] = []
     definition_changes = (
         old.type != new.type or old.effective_nullable != new.effective_nullable or old.default != new.default
@@ -499,7 +499,7 @@ def _mysql_alter(
             f"ADD UNIQUE INDEX {sql.q(unique_index_name(before.name, new.name))} ({sql.q(new.name)})"
         )
     elif old.unique and not new.unique:
-        clauses.append(f"DROP INDEX {sql.q(_unique_drop_name(before, old, live))}")
+        clauses.append(f"DROP INDEX {sql.q(names.unique_of(before.name, old.name))}")
     if old.type != new.type:
         algorithm = "COPY"
     elif rewrites or new.unique != old.unique:
@@ -518,14 +518,14 @@ def _mysql_alter(
 
 
 def _sqlite_alter(
-    sql: _Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, live: LiveTable | None
+    sql: _Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, names: _LiveNames
 ) -> list[Statement]:
     table = sql.q(before.name)
     rebuild = (
         old.type != new.type or old.effective_nullable != new.effective_nullable or old.default != new.default
     )
     if rebuild:
-        return _sqlite_rebuild(sql, before, after, old, new, live)
+        return _sqlite_rebuild(sql, before, after, old, new, names)
     out: list[Statement] = []
     if old.name != new.name:
         out.append(
@@ -541,7 +541,7 @@ def _sqlite_alter(
             )
         )
     elif old.unique and not new.unique:
-        out.append(Statement(f"DROP INDEX {sql.q(_unique_drop_name(before, old, live))}", SQLITE_LOCK))
+        out.append(Statement(f"DROP INDEX {sql.q(names.unique_of(before.name, old.name))}", SQLITE_LOCK))
     return out
 
 
@@ -568,7 +568,7 @@ def _sqlite_copy(sql: _Sql, source: str, old: ColumnType, new: ColumnType) -> st
 
 
 def _sqlite_rebuild(
-    sql: _Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, live: LiveTable | None
+    sql: _Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, names: _LiveNames
 ) -> list[Statement]:
     temporary = f"{REBUILD_PREFIX}{before.name}"
     definitions = [f"{sql.q(c.name)} {sql.definition(c)}" for c in after.columns]
@@ -590,7 +590,7 @@ def _sqlite_rebuild(
     # Dropping the old table dropped its indexes: make them again, under their live names.
     renames = {old.name: new.name}
     for index in before.indexes:
-        name = _live_index_name(live, index.name) or index.name
+        name = names.index(index.name) or index.name
         columns = [renames.get(c, c) for c in index.columns]
         unique = "UNIQUE " if index.unique else ""
         out.append(
@@ -605,7 +605,7 @@ def _sqlite_rebuild(
         if not column.unique:
             continue
         if was is not None and was.unique:
-            name = column_unique_name(before.name, was.name, live)
+            name = names.unique_of(before.name, was.name)
         else:
             name = unique_index_name(after.name, column.name)
         out.append(
