@@ -500,3 +500,57 @@ def test_every_widening_keeps_its_values(
     with reader.connect() as conn:
         (row,) = conn.execute(sa.select(table)).all()
     assert None not in row
+
+
+def test_duplicates_are_judged_as_the_values_will_be(adapter: ByodbAdapter, executed: list[str]) -> None:
+    """'1.5' and '1.50' differ as text but are one decimal: a unique decimal column cannot take both."""
+    before = TableSchema("vals", (DEFAULT_COLUMNS[0], Column("v", T.TEXT)))
+    adapter.create_table(before.name, before.columns)
+    engine = sa.create_engine(adapter._sa.url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(sa.table("vals", sa.column("id"), sa.column("v"))),
+                [{"id": 1, "v": "1.5"}, {"id": 2, "v": "2"}, {"id": 3, "v": "1.50"}],
+            )
+    finally:
+        engine.dispose()
+    change = AlterColumn("v", Column("v", T.DECIMAL, unique=True))
+    after = change.apply(before)
+
+    found = adapter.check_rows(before, after, change)
+    assert found is not None and found.message == "2 rows sharing a value of 'v' (primary keys 1, 3)"
+    executed.clear()
+    with pytest.raises(PermanentByodbError, match="2 rows sharing"):
+        adapter.apply_plan(before, after, plan(adapter.engine, before, after, change), change=change)
+    assert executed == []
+
+
+def test_postgresql_undoes_the_transaction_when_the_concurrent_build_fails(byodb_pg_url: str) -> None:
+    """A duplicate written between the check and the CONCURRENTLY build: the build fails for good, and
+    the rename and NOT NULL committed before it are undone, so the change is refused as a whole."""
+    reader = sa.create_engine(byodb_pg_url)
+
+    def duplicate_first(label: str) -> None:
+        if label.startswith("apply_plan:CREATE UNIQUE INDEX CONCURRENTLY"):
+            with reader.begin() as conn:
+                conn.execute(sa.text("INSERT INTO people (id, alias) VALUES (4, 'a')"))
+
+    adapter = ByodbAdapter(byodb_pg_url, limits=FAST, between_statements=duplicate_first)
+    try:
+        before = make_people(adapter, reader)
+        change = AlterColumn("nick", Column("alias", T.STRING, nullable=False, unique=True))
+        after = change.apply(before)
+
+        with pytest.raises(PermanentByodbError, match=r"undone: the table is as before"):
+            adapter.apply_plan(before, after, plan("postgresql", before, after, change), change=change)
+
+        found = columns(reader, "people")
+        assert "alias" not in found and found["nick"]["nullable"] is True
+        assert unique_sets(reader, "people") == set()
+        assert rows(reader, "people", "id", "nick") == [(1, "a"), (2, "b"), (3, "c"), (4, "a")]
+        with reader.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM pg_index WHERE NOT indisvalid")).scalar() == 0
+    finally:
+        adapter.dispose()
+        reader.dispose()

@@ -437,7 +437,11 @@ class ByodbAdapter:
             if old.effective_nullable and not new.effective_nullable:
                 checks.append((f"{col} IS NULL", f"with NULL in {found.name!r}"))
             if new.unique and not old.unique:
-                checks.append((self._duplicates(live, (found.name,)), f"sharing a value of {found.name!r}"))
+                # as the values will be: the type check before it made sure that every one converts
+                value = planner.converted(self.engine, old.type, new.type, col)
+                checks.append(
+                    (self._duplicates(live, (found.name,), (value,)), f"sharing a value of {found.name!r}")
+                )
         elif isinstance(change, AddIndex) and change.index.unique:
             names = tuple((live.column(c) or _missing(c)).name for c in change.index.columns)
             checks.append((self._duplicates(live, names), f"sharing values of {list(names)}"))
@@ -448,16 +452,18 @@ class ByodbAdapter:
                 return planner.RowCheck(count, keys, reason)
         return None
 
-    def _duplicates(self, live: LiveTable, columns: Sequence[str]) -> str:
+    def _duplicates(self, live: LiveTable, columns: Sequence[str], values: Sequence[str] = ()) -> str:
+        """A condition true for the rows whose ``columns`` (as the SQL ``values``, when given) are all
+        non-NULL and equal to another row's."""
         q = self._quote
-        cols = ", ".join(q(c) for c in columns)
+        exprs = ", ".join(values or [q(c) for c in columns])
         not_null = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
         table = q(live.name)
-        grouped = f"SELECT {cols} FROM {table} WHERE {not_null} GROUP BY {cols} HAVING count(*) > 1"
+        grouped = f"SELECT {exprs} FROM {table} WHERE {not_null} GROUP BY {exprs} HAVING count(*) > 1"
         if self.engine == "mysql":
             # MySQL cannot read the table a subquery of IN reads unless it is materialised first
             grouped = f"SELECT * FROM ({grouped}) AS duplicates"
-        return f"({cols}) IN ({grouped})"
+        return f"({exprs}) IN ({grouped})"
 
     def _pk(self, live: LiveTable, before: TableSchema) -> list[str]:
         return [(live.column(c) or _missing(c)).name for c in before.primary_key]
@@ -546,9 +552,9 @@ class ByodbAdapter:
                     )
             if not done and not in_middle:
                 for statement in first:
+                    self._hook(f"apply_plan:{statement.sql}")
                     # verbatim: no bind parameters are parsed out of it (the step's limits are set already)
                     _verbatim(step.conn, statement.sql)
-                    self._hook(f"apply_plan:{statement.sql}")
                 if self.transactional_ddl and first:
                     # still inside the transaction: a wrong result rolls back
                     self._verify(step, before, after, middle if later else after, what)
@@ -557,10 +563,38 @@ class ByodbAdapter:
             self._drop_invalid(later, what)
             return False
         if later:
-            self._run_outside_transaction(later, what)
+            try:
+                self._run_outside_transaction(later, what)
+            except PermanentByodbError as exc:
+                if first:
+                    self._undo(before, middle, exc, what)
+                raise
         with self._step(f"verify {what}", ddl=False) as step:
             self._verify(step, before, after, after, what)
         return True
+
+    def _undo(self, before: TableSchema, middle: TableSchema, failure: ByodbError, what: str) -> None:
+        """Take the table from ``middle`` back to ``before`` after the plan's CONCURRENTLY part failed for
+        good (a duplicate written after the check, say): the change is refused as a whole, not half done.
+        What cannot be undone is said in ``failure``'s notes (and the table stays in the middle)."""
+        try:
+            back = planner.change_between(middle, before)
+            reverse = planner.plan(self.engine, middle, before, back)
+            if not all(s.transactional for s in reverse.statements):
+                raise PermanentByodbError("the way back is not one transaction")
+            with self._step(f"undo {what}") as step:
+                live = self._find(step, middle, before)
+                differences = self._schema_differences(step, live, middle)
+                if differences:
+                    raise PermanentByodbError(f"the table moved on meanwhile: {'; '.join(differences)}")
+                for statement in reverse.statements:
+                    _verbatim(step.conn, statement.sql)
+                self._verify(step, middle, before, before, f"undo {what}")
+        except Exception as exc:
+            failure.add_note(f"undoing its transaction failed, the table is left between the two: {exc}")
+            return
+        failure.add_note("its transaction was undone: the table is as it was before the change")
+        failure.message += " (undone: the table is as before)"
 
     def _verify(
         self, step: _Step, before: TableSchema, after: TableSchema, expected: TableSchema, what: str
@@ -594,8 +628,8 @@ class ByodbAdapter:
         try:
             with self._autocommit() as conn:
                 for statement in statements:
-                    _verbatim(conn, statement.sql)
                     self._hook(f"apply_plan:{statement.sql}")
+                    _verbatim(conn, statement.sql)
         except Exception as exc:
             failure = classify(exc, context=what)
             try:

@@ -545,7 +545,7 @@ def _sqlite_alter(
     return out
 
 
-def _sqlite_copy(sql: _Sql, source: str, old: ColumnType, new: ColumnType) -> str:
+def _sqlite_copy(source: str, old: ColumnType, new: ColumnType) -> str:
     """The SQL expression that turns a value of ``old`` (column ``source``) into one of ``new``."""
     if old == new:
         return source
@@ -577,7 +577,7 @@ def _sqlite_rebuild(
     create = f"CREATE TABLE {sql.q(temporary)} ({', '.join(definitions)})"
     targets = ", ".join(sql.q(c.name) for c in after.columns)
     sources = ", ".join(
-        _sqlite_copy(sql, sql.q(old.name), old.type, new.type) if c.name == new.name else sql.q(c.name)
+        _sqlite_copy(sql.q(old.name), old.type, new.type) if c.name == new.name else sql.q(c.name)
         for c in after.columns
     )
     copy = f"INSERT INTO {sql.q(temporary)} ({targets}) SELECT {sources} FROM {sql.q(before.name)}"
@@ -681,6 +681,28 @@ def incompatible_predicate(engine: str, source: ColumnType, target: ColumnType, 
     if engine == "mysql":
         return _mysql_predicate(source, target, column)
     return _sqlite_predicate(source, target, column)
+
+
+def converted(engine: str, source: ColumnType, target: ColumnType, column: str) -> str:
+    """``column`` (quoted) as a value of ``target``, for comparing values as they will be after a type
+    change (``'1'`` and ``'01'`` are one integer); only to be evaluated once every value fits."""
+    if source == target:
+        return column
+    if engine == "postgresql":
+        kind = _Sql.of(engine).type(target)
+        return f"{column}::{kind}"
+    if engine == "sqlite":
+        return _sqlite_copy(column, source, target)
+    casts = {
+        T.INTEGER: "SIGNED",
+        T.BIGINT: "SIGNED",
+        T.BOOLEAN: "SIGNED",
+        T.DECIMAL: "DECIMAL(38, 10)",
+        T.FLOAT: "DOUBLE",
+        T.DATE: "DATE",
+        T.TIMESTAMP: "DATETIME(6)",
+    }
+    return f"CAST({column} AS {casts[target]})" if target in casts else column
 
 
 def _pg_date_invalid(x: str) -> str:
