@@ -282,7 +282,8 @@ def test_a_table_of_another_shape_is_refused(
 CONVERSIONS = [
     (T.TEXT, T.INTEGER, ["1", "-2147483648", "2147483647"], "2147483648"),
     (T.TEXT, T.BIGINT, ["9223372036854775807", "-5"], "1.5"),
-    (T.TEXT, T.FLOAT, ["1.5", "-2", "1e10"], "abc"),
+    (T.TEXT, T.FLOAT, ["1.5", "-2", "1e10"], "1e400"),
+    (T.STRING, T.FLOAT, ["2.5"], "abc"),
     (T.TEXT, T.DECIMAL, ["1.5", "-20.0000000001"], "1.00000000001"),
     (T.TEXT, T.BOOLEAN, ["1", "0"], "maybe"),
     (T.TEXT, T.DATE, ["2024-02-29", "1999-12-31"], "2023-02-29"),

@@ -20,6 +20,9 @@ Per engine:
 Type changes follow :data:`TYPE_CHANGES`: widening ones always; narrowing or converting ones only after a
 check of the existing rows (:func:`incompatible_predicate`, run by the adapter before any DDL); anything
 else is :class:`~schemasaga.domain.errors.UnsupportedChange`.
+
+The last section (:func:`compare_live`, :func:`default_matches`) compares the live table's defaults and
+indexes with a schema until inspection reports them itself and ``domain.schema.diff`` compares them.
 """
 
 from __future__ import annotations
@@ -46,12 +49,18 @@ from schemasaga.domain.plan import Plan, Statement
 from schemasaga.domain.schema import LiveTable, diff
 
 __all__ = [
+    "CLIENT_SIDE_JSON",
     "GENERATED_NAME_LENGTH",
     "REBUILD_PREFIX",
     "TYPE_CHANGES",
     "Conversion",
+    "LiveIndexRow",
     "RowCheck",
+    "change_between",
+    "compare_live",
     "conversion",
+    "converted",
+    "default_matches",
     "incompatible_predicate",
     "index_name",
     "middle_schema",
@@ -284,6 +293,10 @@ def plan(
             statements = [_rename_table(sql, before.name, after.name)]
         case AddIndex(index=index):
             statements = [_create_index(sql, after, index)]
+            if index.unique:
+                warnings.append(
+                    f"unique: existing rows are checked for duplicates of {list(index.columns)} first"
+                )
         case DropIndex(index=index):
             statements = [_drop_index(sql, before, names.index(index.name) or index.name)]
         case AlterColumn(name=name, column=new):
@@ -754,7 +767,8 @@ def _mysql_predicate(source: ColumnType, target: ColumnType, column: str) -> str
             return f"NOT (ABS({x}) < 1e28)"
         return f"{x} NOT REGEXP '{_DECIMAL_RE}'"
     if target is T.FLOAT:
-        return f"({x} NOT REGEXP '{_FLOAT_RE}' OR ABS(CAST({x} AS DECIMAL(65, 0))) > 1e300)"
+        # (CAST saturates at the largest DOUBLE where the text is larger)
+        return f"({x} NOT REGEXP '{_FLOAT_RE}' OR ABS(CAST({x} AS DOUBLE)) > 1e308)"
     if target is T.STRING:
         return f"CHAR_LENGTH({x}) > 255"
     if target is T.BOOLEAN:
@@ -785,7 +799,10 @@ def _sqlite_predicate(source: ColumnType, target: ColumnType, column: str) -> st
             f"OR CAST({x} AS INTEGER) NOT BETWEEN {low} AND {high} ELSE 1 END"
         )
     if target is T.FLOAT:
-        return f"CASE WHEN json_valid({x}) THEN json_type({x}) NOT IN ('integer', 'real') ELSE 1 END"
+        return (
+            f"CASE WHEN json_valid({x}) THEN json_type({x}) NOT IN ('integer', 'real') "
+            f"OR abs(CAST({x} AS REAL)) > 1e308 ELSE 1 END"
+        )
     if target is T.DECIMAL:
         if source is T.FLOAT:
             return f"NOT (abs({x}) < 1e28)"
@@ -813,11 +830,6 @@ def _sqlite_predicate(source: ColumnType, target: ColumnType, column: str) -> st
     if target is T.JSON:
         return f"NOT json_valid({x})"
     raise UnsupportedChange(f"no check for {source.value} to {target.value}")  # pragma: no cover
-
-
-def quote(engine: str, name: str) -> str:
-    """``name`` quoted by ``engine``'s dialect."""
-    return _Sql.of(engine).q(name)
 
 
 # -- comparing with the live table -----------------------------------------------------------------
