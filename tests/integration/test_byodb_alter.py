@@ -555,3 +555,27 @@ def test_postgresql_undoes_the_transaction_when_the_concurrent_build_fails(byodb
     finally:
         adapter.dispose()
         reader.dispose()
+
+
+def test_a_name_held_by_something_else_is_refused_before_any_ddl(
+    adapter: ByodbAdapter, reader: sa.Engine, executed: list[str]
+) -> None:
+    before = make_people(adapter, reader)
+    adapter.create_table("folks", DEFAULT_COLUMNS)
+    rename = RenameTable("folks")
+    executed.clear()
+    with pytest.raises(PermanentByodbError, match="a table 'folks' exists already"):
+        adapter.apply_plan(
+            before, rename.apply(before), plan(adapter.engine, before, rename.apply(before), rename)
+        )
+    assert executed == []
+
+    if adapter.engine != "mysql":  # index names are per table there
+        with reader.begin() as conn:
+            conn.execute(sa.text("CREATE INDEX people_nick_key ON folks (name)"))
+        unique = AlterColumn("nick", Column("nick", T.STRING, unique=True))
+        after = unique.apply(before)
+        executed.clear()
+        with pytest.raises(PermanentByodbError, match="'people_nick_key' is taken by an index of 'folks'"):
+            adapter.apply_plan(before, after, plan(adapter.engine, before, after, unique))
+        assert executed == []

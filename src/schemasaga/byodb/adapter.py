@@ -37,7 +37,7 @@ from schemasaga.byodb.identifiers import validate_identifier
 from schemasaga.byodb.identity import DatabaseIdentity, read_identity
 from schemasaga.byodb.inspect import NotATable
 from schemasaga.byodb.types import type_for
-from schemasaga.domain.changes import AddIndex, AlterColumn, Change
+from schemasaga.domain.changes import AddIndex, AlterColumn, Change, RenameTable
 from schemasaga.domain.columns import Column, TableSchema
 from schemasaga.domain.plan import Plan, Statement
 from schemasaga.domain.schema import LiveTable, compare_column, describe, diff
@@ -545,6 +545,7 @@ class ByodbAdapter:
                         engine=self.engine,
                     )
                 assert live is not None  # (no differences)
+                self._check_names(step, live, start, after, start_change, what)
                 rows = self._check_rows(step, live, start, after, start_change)
                 if rows is not None:
                     raise PermanentByodbError(
@@ -572,6 +573,26 @@ class ByodbAdapter:
         with self._step(f"verify {what}", ddl=False) as step:
             self._verify(step, before, after, after, what)
         return True
+
+    def _check_names(
+        self, step: _Step, live: LiveTable, before: TableSchema, after: TableSchema, change: Change, what: str
+    ) -> None:
+        """Refuse at once (rather than fail and retry) a name the change would take that something else
+        holds: another table's, for a rename; another index's or relation's, for a new index on PostgreSQL
+        and SQLite, where index names are shared by the whole schema or database."""
+        taken: str | None = None
+        if isinstance(change, RenameTable):
+            other = self._inspect(step, after.name)
+            if other is not None and other.name != live.name:
+                taken = f"a table {other.name!r} exists already"
+        elif self.engine != "mysql":
+            for name in planner.created_index_names(before, after, change):
+                query = _EXTRAS[f"{self.engine}.relation"]
+                found = step.conn.execute(query, {"name": name}).first()
+                if found is not None:
+                    taken = f"the name {name!r} is taken by {found[0]} {found[1]!r}"
+        if taken is not None:
+            raise PermanentByodbError(f"{what}: {self.engine}: {taken}", engine=self.engine)
 
     def _undo(self, before: TableSchema, middle: TableSchema, failure: ByodbError, what: str) -> None:
         """Take the table from ``middle`` back to ``before`` after the plan's CONCURRENTLY part failed for
@@ -764,6 +785,26 @@ _EXTRAS: dict[str, TextClause] = {
         """
     ),
     "sqlite.defaults": text("SELECT name, dflt_value FROM pragma_table_info(:name)"),
+    # what holds a name an index is to take (index names are per schema / per database there)
+    "postgresql.relation": text(
+        """
+        SELECT CASE WHEN c.relkind IN ('i', 'I') THEN 'an index of'
+                    WHEN c.relkind IN ('r', 'p') THEN 'the table' ELSE 'the relation' END,
+               coalesce(t.relname, c.relname)
+        FROM pg_catalog.pg_class c
+        LEFT JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid
+        LEFT JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
+        WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
+          AND c.relname = :name
+          AND coalesce(x.indisvalid, true)  -- a failed CONCURRENTLY build's leftover is dropped first
+        """
+    ),
+    "sqlite.relation": text(
+        """
+        SELECT CASE type WHEN 'index' THEN 'an index of' ELSE 'the ' || type END, tbl_name
+        FROM sqlite_master WHERE name = :name COLLATE NOCASE
+        """
+    ),
 }
 
 

@@ -60,6 +60,7 @@ __all__ = [
     "compare_live",
     "conversion",
     "converted",
+    "created_index_names",
     "default_matches",
     "incompatible_predicate",
     "index_name",
@@ -629,6 +630,19 @@ def _sqlite_rebuild(
             )
         )
     return out
+
+
+def created_index_names(before: TableSchema, after: TableSchema, change: Change) -> list[str]:
+    """The names that a change's plan gives to indexes new to the table (a new index, the unique index
+    of a column made unique); not those a SQLite rebuild makes again."""
+    match change:
+        case AddIndex(index=index):
+            return [index.name]
+        case AlterColumn(name=name, column=new) if new.unique:
+            old = before.column(name)
+            if old is not None and not old.unique:
+                return [unique_index_name(after.name, new.name)]
+    return []
 
 
 def middle_schema(before: TableSchema, after: TableSchema, change: Change) -> TableSchema:
