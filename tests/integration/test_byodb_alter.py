@@ -27,7 +27,7 @@ ENGINES = [
 ]
 FIXTURES = {"postgresql": "byodb_pg_url", "mysql": "byodb_mysql_url", "sqlite": "byodb_sqlite_url"}
 FAST = DdlLimits(lock_timeout_ms=2000, statement_timeout_ms=20_000, connect_timeout_s=2)
-DDL_WORDS = ("CREATE", "ALTER", "DROP", "INSERT")
+DDL_WORDS = ("CREATE", "ALTER", "DROP", "INSERT", "PRAGMA LEGACY_ALTER_TABLE")
 
 
 @pytest.fixture(params=ENGINES)
@@ -579,3 +579,32 @@ def test_a_name_held_by_something_else_is_refused_before_any_ddl(
         with pytest.raises(PermanentByodbError, match="'people_nick_key' is taken by an index of 'folks'"):
             adapter.apply_plan(before, after, plan(adapter.engine, before, after, unique))
         assert executed == []
+
+
+def test_sqlite_rebuild_keeps_views_and_refuses_to_drop_triggers(byodb_sqlite_url: str) -> None:
+    adapter = open_adapter(byodb_sqlite_url, limits=FAST)
+    reader = sa.create_engine(byodb_sqlite_url)
+    try:
+        before = make_people(adapter, reader)
+        with reader.begin() as conn:
+            conn.execute(sa.text("CREATE VIEW adults AS SELECT id, age FROM people"))
+        change = AlterColumn("age", Column("age", T.INTEGER))
+        after = change.apply(before)
+        assert adapter.apply_plan(before, after, plan("sqlite", before, after, change), change=change)
+        with reader.connect() as conn:
+            assert conn.execute(sa.text("SELECT age FROM adults ORDER BY id")).scalars().all() == [
+                31,
+                42,
+                None,
+            ]
+            assert conn.execute(sa.text("PRAGMA legacy_alter_table")).scalar() == 0
+
+        with reader.begin() as conn:
+            conn.execute(sa.text("CREATE TRIGGER stamp AFTER INSERT ON people BEGIN SELECT 1; END"))
+        back = AlterColumn("age", Column("age", T.TEXT))
+        with pytest.raises(PermanentByodbError, match="would drop its trigger"):
+            adapter.apply_plan(after, back.apply(after), plan("sqlite", after, back.apply(after), back))
+        assert columns(reader, "people")["age"]["type"].__class__ is sa.INTEGER
+    finally:
+        adapter.dispose()
+        reader.dispose()

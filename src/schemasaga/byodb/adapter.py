@@ -552,10 +552,16 @@ class ByodbAdapter:
                         f"{what}: {self.engine}: {rows.message}; nothing was changed", engine=self.engine
                     )
             if not done and not in_middle:
-                for statement in first:
-                    self._hook(f"apply_plan:{statement.sql}")
-                    # verbatim: no bind parameters are parsed out of it (the step's limits are set already)
-                    _verbatim(step.conn, statement.sql)
+                try:
+                    for statement in first:
+                        self._hook(f"apply_plan:{statement.sql}")
+                        # verbatim: no bind parameters are parsed out (the step's limits are set already)
+                        _verbatim(step.conn, statement.sql)
+                except BaseException:
+                    if any(s.sql == planner.LEGACY_ALTER_OFF for s in first):
+                        # a PRAGMA outlives the transaction: the pooled connection gets its default back
+                        _verbatim(step.conn, planner.LEGACY_ALTER_OFF)
+                    raise
                 if self.transactional_ddl and first:
                     # still inside the transaction: a wrong result rolls back
                     self._verify(step, before, after, middle if later else after, what)
@@ -593,6 +599,14 @@ class ByodbAdapter:
                     taken = f"the name {name!r} is taken by {found[0]} {found[1]!r}"
         if taken is not None:
             raise PermanentByodbError(f"{what}: {self.engine}: {taken}", engine=self.engine)
+        if self.engine == "sqlite" and planner.rebuilds(before, change):
+            triggers = [str(r[0]) for r in step.conn.execute(_EXTRAS["sqlite.triggers"], {"name": live.name})]
+            if triggers:
+                raise PermanentByodbError(
+                    f"{what}: sqlite: the change rebuilds the table, which would drop its trigger(s) "
+                    f"{', '.join(map(repr, triggers))}",
+                    engine=self.engine,
+                )
 
     def _undo(self, before: TableSchema, middle: TableSchema, failure: ByodbError, what: str) -> None:
         """Take the table from ``middle`` back to ``before`` after the plan's CONCURRENTLY part failed for
@@ -798,6 +812,9 @@ _EXTRAS: dict[str, TextClause] = {
           AND c.relname = :name
           AND coalesce(x.indisvalid, true)  -- a failed CONCURRENTLY build's leftover is dropped first
         """
+    ),
+    "sqlite.triggers": text(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :name COLLATE NOCASE"
     ),
     "sqlite.relation": text(
         """

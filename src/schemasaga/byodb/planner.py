@@ -51,6 +51,7 @@ from schemasaga.domain.schema import LiveTable, diff
 __all__ = [
     "CLIENT_SIDE_JSON",
     "GENERATED_NAME_LENGTH",
+    "LEGACY_ALTER_OFF",
     "REBUILD_PREFIX",
     "TYPE_CHANGES",
     "Conversion",
@@ -66,6 +67,7 @@ __all__ = [
     "index_name",
     "middle_schema",
     "plan",
+    "rebuilds",
     "unique_index_name",
 ]
 
@@ -257,6 +259,9 @@ class _Sql:
 PG_ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
 PG_SHARE_UPDATE_EXCLUSIVE = "SHARE UPDATE EXCLUSIVE"
 SQLITE_LOCK = "database write lock"
+SQLITE_SETTING = "none (a setting of the connection)"
+LEGACY_ALTER_ON = "PRAGMA legacy_alter_table = ON"
+LEGACY_ALTER_OFF = "PRAGMA legacy_alter_table = OFF"
 
 
 def _mysql_lock(algorithm: str) -> str:
@@ -531,14 +536,21 @@ def _mysql_alter(
     ]
 
 
+def rebuilds(before: TableSchema, change: Change) -> bool:
+    """Whether SQLite rebuilds the table for ``change`` (a type, nullability or default change)."""
+    if not isinstance(change, AlterColumn):
+        return False
+    old, new = before.column(change.name), change.column
+    return old is not None and (
+        old.type != new.type or old.effective_nullable != new.effective_nullable or old.default != new.default
+    )
+
+
 def _sqlite_alter(
     sql: _Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, names: _LiveNames
 ) -> list[Statement]:
     table = sql.q(before.name)
-    rebuild = (
-        old.type != new.type or old.effective_nullable != new.effective_nullable or old.default != new.default
-    )
-    if rebuild:
+    if rebuilds(before, AlterColumn(old.name, new)):
         return _sqlite_rebuild(sql, before, after, old, new, names)
     out: list[Statement] = []
     if old.name != new.name:
@@ -596,10 +608,15 @@ def _sqlite_rebuild(
     )
     copy = f"INSERT INTO {sql.q(temporary)} ({targets}) SELECT {sources} FROM {sql.q(before.name)}"
     out = [
+        # Since SQLite 3.26 a rename checks every view and trigger, and a view on the table fails that
+        # check while the table is dropped: the legacy rename leaves them as they are (they name the
+        # table, which exists again once renamed).
+        Statement(LEGACY_ALTER_ON, SQLITE_SETTING),
         Statement(create, SQLITE_LOCK),
         Statement(copy, SQLITE_LOCK, rewrites=True, scans=True),
         Statement(f"DROP TABLE {sql.q(before.name)}", SQLITE_LOCK),
         Statement(f"ALTER TABLE {sql.q(temporary)} RENAME TO {sql.q(after.name)}", SQLITE_LOCK),
+        Statement(LEGACY_ALTER_OFF, SQLITE_SETTING),
     ]
     # Dropping the old table dropped its indexes: make them again, under their live names.
     renames = {old.name: new.name}
