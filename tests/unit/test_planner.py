@@ -186,7 +186,7 @@ def test_hostile_names_and_defaults_are_quoted(engine: str) -> None:
     [
         (T.BOOLEAN, True, "true", "true", "1"),
         (T.DECIMAL, "1.5", "1.5", "1.5", "1.5"),
-        (T.JSON, {"a": [1, "b"]}, '\'{"a": [1, "b"]}\'', '\'{"a": [1, "b"]}\'', '\'{"a": [1, "b"]}\''),
+        (T.JSON, {"a": [1, "b"]}, '\'{"a": [1, "b"]}\'', '(\'{"a": [1, "b"]}\')', '\'{"a": [1, "b"]}\''),
         (
             T.DATETIME,
             "2024-01-01 00:00:00+00:00",

@@ -250,7 +250,11 @@ class _Sql:
         """``<type> [NOT] NULL [DEFAULT <literal>]``: a column's definition after its name."""
         parts = [self.type(column.type), "NULL" if column.effective_nullable else "NOT NULL"]
         if column.default is not None:
-            parts.append(f"DEFAULT {self.literal(column.type, column.default)}")
+            literal = self.literal(column.type, column.default)
+            if self.engine == "mysql" and column.type in (T.TEXT, T.JSON):
+                # MySQL 8 takes a default on TEXT and JSON only as an expression; MariaDB either way
+                literal = f"({literal})"
+            parts.append(f"DEFAULT {literal}")
         return " ".join(parts)
 
 
