@@ -608,3 +608,17 @@ def test_sqlite_rebuild_keeps_views_and_refuses_to_drop_triggers(byodb_sqlite_ur
     finally:
         adapter.dispose()
         reader.dispose()
+
+
+def test_a_type_change_with_a_default_on_both_sides(
+    adapter: ByodbAdapter, reader: sa.Engine, executed: list[str]
+) -> None:
+    """PostgreSQL cannot cast a text default to integer: the old default goes first, the new one after."""
+    before = make_people(adapter, reader)
+    with_default = run(adapter, executed, before, AlterColumn("age", Column("age", T.TEXT, default="x")))
+
+    run(adapter, executed, with_default, AlterColumn("age", Column("age", T.INTEGER, default=1)))
+
+    with reader.begin() as conn:
+        conn.execute(sa.insert(sa.table("people", sa.column("id"))), [{"id": 9}])
+    assert rows(reader, "people", "id", "age") == [(1, 31), (2, 42), (3, None), (9, 1)]
