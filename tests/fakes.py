@@ -19,9 +19,11 @@ from uuid import UUID
 
 from schemasaga.byodb.errors import PermanentByodbError
 from schemasaga.byodb.identity import DatabaseIdentity
-from schemasaga.domain.columns import Column
+from schemasaga.domain.changes import Change
+from schemasaga.domain.columns import Column, TableSchema
 from schemasaga.domain.database import DatabaseState
 from schemasaga.domain.errors import DatabaseAlreadyRegistered, DatabaseNotFound, NameTaken
+from schemasaga.domain.plan import Plan, Statement
 from schemasaga.domain.schema import LiveColumn, LiveTable
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import NewEvent, RecordedEvent, WrongExpectedVersion
@@ -238,6 +240,10 @@ class MemoryDatabase:
             return False
         del self.tables[found.name]
         return True
+
+    def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
+        self._call("plan_change", after.name)
+        return Plan(self.engine, (Statement(f"-- {change.kind.value} {after.name}", "none"),))
 
     def ping(self) -> None:
         self._call("ping", "")

@@ -36,7 +36,11 @@ from schemasaga.byodb.identifiers import validate_identifier
 from schemasaga.byodb.identity import DatabaseIdentity, read_identity
 from schemasaga.byodb.inspect import NotATable
 from schemasaga.byodb.types import type_for
-from schemasaga.domain.columns import Column
+from schemasaga.domain.changes import AddColumn, Change, DeleteTable, RemoveColumn
+from schemasaga.domain.changes import CreateTable as CreateTableChange
+from schemasaga.domain.columns import Column, TableSchema
+from schemasaga.domain.errors import UnsupportedChange
+from schemasaga.domain.plan import Plan, Statement
 from schemasaga.domain.schema import LiveTable, compare_column, describe, diff
 
 __all__ = ["ByodbAdapter", "DatabaseIdentity", "DdlLimits", "open_adapter"]
@@ -45,6 +49,13 @@ SQLITE_DROP_COLUMN = (3, 35, 0)
 """First SQLite with ``ALTER TABLE ... DROP COLUMN``: older ones are refused when a database is opened."""
 
 BetweenHook = Callable[[str], None]
+
+# The lock a DDL statement on one table takes, in each engine's words.
+_TABLE_LOCK = {
+    "postgresql": "ACCESS EXCLUSIVE",
+    "mysql": "exclusive metadata lock",
+    "sqlite": "database write lock",
+}
 
 
 class _Compensations:
@@ -342,6 +353,37 @@ class ByodbAdapter:
                 return False
             self._ddl(step, DropTable(self._table(live.name)))
             return True
+
+    # -- plans ------------------------------------------------------------------------------------
+
+    def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
+        """The statements ``change`` runs here, as the steps that run it render them."""
+        dialect = self._sa.dialect
+        exclusive = _TABLE_LOCK[self.engine]
+        match change:
+            case CreateTableChange(schema=schema):
+                table = self._table(schema.name, schema.columns)
+                sql = str(CreateTable(table).compile(dialect=dialect)).strip()
+                return Plan(self.engine, (Statement(sql, exclusive),))
+            case AddColumn(column=column):
+                assert before is not None
+                spec = CreateColumn(self._sa_column(column)).compile(dialect=dialect)
+                sql = f"ALTER TABLE {self._quote(before.name)} ADD COLUMN {spec}"
+                return Plan(self.engine, (Statement(sql, exclusive),))
+            case RemoveColumn(column=column):
+                assert before is not None
+                sql = f"ALTER TABLE {self._quote(before.name)} DROP COLUMN {self._quote(column.name)}"
+                warnings = ("the column's values are dropped with it",)
+                return Plan(
+                    self.engine, (Statement(sql, exclusive, rewrites=self.engine == "sqlite"),), warnings
+                )
+            case DeleteTable():
+                assert before is not None
+                sql = str(DropTable(self._table(before.name)).compile(dialect=dialect)).strip()
+                return Plan(
+                    self.engine, (Statement(sql, exclusive),), ("the table's rows are dropped with it",)
+                )
+        raise UnsupportedChange(f"{change.kind.value} is not planned on {self.engine} yet")
 
     def _require(self, step: _Step, table: str, what: str) -> LiveTable:
         live = self._inspect(step, table)

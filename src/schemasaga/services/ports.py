@@ -14,8 +14,10 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from schemasaga.byodb.identity import DatabaseIdentity
-from schemasaga.domain.columns import Column
+from schemasaga.domain.changes import Change
+from schemasaga.domain.columns import Column, TableSchema
 from schemasaga.domain.database import DatabaseState
+from schemasaga.domain.plan import Plan
 from schemasaga.domain.schema import LiveTable
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import NewEvent, RecordedEvent
@@ -102,6 +104,10 @@ class SchemaAdapter(Protocol):
     def drop_column(self, table: str, column: str) -> bool: ...
 
     def drop_table(self, name: str) -> bool: ...
+
+    def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
+        """The statements ``change`` runs on this engine to take the table from ``before`` (``None``: no
+        table yet) to ``after``, with their locks, costs and warnings; may read the live table."""
 
     def ping(self) -> None: ...
 
