@@ -385,6 +385,9 @@ class ByodbAdapter:
                 )
         raise UnsupportedChange(f"{change.kind.value} is not planned on {self.engine} yet")
 
+    def apply_plan(self, before: TableSchema, after: TableSchema, plan: Plan) -> bool:
+        raise PermanentByodbError(f"{self.engine}: running plans of changes is not supported yet")
+
     def _require(self, step: _Step, table: str, what: str) -> LiveTable:
         live = self._inspect(step, table)
         if live is None:

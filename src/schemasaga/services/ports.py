@@ -105,6 +105,10 @@ class SchemaAdapter(Protocol):
 
     def drop_table(self, name: str) -> bool: ...
 
+    def apply_plan(self, before: TableSchema, after: TableSchema, plan: Plan) -> bool:
+        """Run ``plan`` unless the live table is ``after`` already (``False``); a live table that is
+        neither ``before`` nor ``after`` is a PermanentByodbError."""
+
     def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
         """The statements ``change`` runs on this engine to take the table from ``before`` (``None``: no
         table yet) to ``after``, with their locks, costs and warnings; may read the live table."""

@@ -21,7 +21,7 @@ from uuid import UUID
 
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, TransientByodbError, classify
 from schemasaga.domain.columns import TableSchema
-from schemasaga.domain.errors import TableNotFound
+from schemasaga.domain.errors import DomainError, TableNotFound
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
 from schemasaga.faults import kill_point
 from schemasaga.services.ports import Connections, SchemaAdapter
@@ -104,7 +104,14 @@ class SagaRunner:
                 lambda t: t.reject(op.operation_id, reason="the table does not exist in its database"),
             )
         try:
+            table.premise(op)
+        except DomainError as exc:
+            reason = f"a change accepted before it was rejected, and it no longer fits the table: {exc}"
+            return await self._update(table, op, lambda t: t.reject(op.operation_id, reason=reason))
+        try:
             adapter = await self._adapter(table)
+            if op.plan is not None and not op.steps_done:
+                await _on_byodb(_check_plan, adapter, table, op)
             if op.kind is OperationKind.ADOPT:
                 live = await _on_byodb(_live_schema, adapter, table)
                 return await self._update(table, op, _adopt(op.operation_id, live))
@@ -226,6 +233,21 @@ def _live_schema(adapter: SchemaAdapter, table: Table) -> TableSchema:
     if unknown:
         raise PermanentByodbError(f"cannot adopt columns of types schemasaga does not manage: {unknown}")
     return TableSchema(table.physical_name, tuple(c.to_column() for c in live.columns))
+
+
+def _check_plan(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    """The saga runs the plan its change was accepted with: refuse to run a plan the table's state no
+    longer gives (a change ahead of it was rejected, and this one was planned on the schema it would
+    have left)."""
+    before = None if op.kind is OperationKind.CREATE_TABLE else table.confirmed
+    fresh = adapter.plan_change(before, table.premise(op), op.change)
+    if op.plan is not None and fresh.statements != op.plan.statements:
+        planned = "; ".join(s.sql for s in op.plan.statements)
+        now = "; ".join(s.sql for s in fresh.statements)
+        raise PermanentByodbError(
+            f"the change was planned as [{planned}], but the table's state now calls for [{now}] "
+            "(a change accepted before it was rejected): plan it again"
+        )
 
 
 def _head(table: Table, operation_id: UUID) -> PendingOperation:
