@@ -128,6 +128,12 @@ class MemoryTransaction(MemoryStreams):
     async def lock_database(self, name: str, *, exclusive: bool) -> bool:
         return name in self.state.databases
 
+    async def name_held(self, database: str, name: str) -> bool:
+        return any(
+            db == database and held and held_name.lower() == name.lower()
+            for db, held_name, held, _ in self.state.tables.values()
+        )
+
     async def live_tables(self, database: str) -> int:
         return sum(1 for db, _, _, deleted in self.state.tables.values() if db == database and not deleted)
 

@@ -4,10 +4,20 @@ answers about them, plans that write nothing, and changes refused on a stale ver
 from __future__ import annotations
 
 import httpx
+import sqlalchemy as sa
 
 from schemasaga.bootstrap import Container
 from tests.integration.conftest import wait_operation, wait_synced
-from tests.integration.test_saga_flow import counts
+from tests.integration.test_saga_flow import counts, run_sql
+
+
+def query(url: str, sql: str) -> list[tuple[object, ...]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(sql))]
+    finally:
+        engine.dispose()
 
 
 async def created(client: httpx.AsyncClient, body: dict[str, object]) -> dict[str, object]:
@@ -128,4 +138,48 @@ async def test_bad_columns_and_indexes_are_refused_and_write_nothing(
         r = await client.post("/v1/tables", json=body)
         assert r.status_code == status, (body, r.text)
         assert r.json()["error"]["code"] == code, (body, r.text)
+    assert await counts(service) == before
+
+
+async def test_a_table_the_database_has_already_is_never_taken_over_silently(
+    client: httpx.AsyncClient, service: Container, byodb_pg_url: str
+) -> None:
+    run_sql(
+        byodb_pg_url,
+        "CREATE TABLE users_own (id integer PRIMARY KEY, name text, created_at timestamp, "
+        "updated_at timestamp)",
+    )  # the very shape schemasaga would make
+    run_sql(byodb_pg_url, "INSERT INTO users_own (id, name) VALUES (1, 'keep me')")
+    before = await counts(service)
+    for name in ("users_own", "USERS_OWN"):
+        r = await client.post("/v1/tables", json={"name": name})
+        assert r.status_code == 409, r.text
+        assert (
+            r.json()["error"]["code"] == "table_exists_unmanaged" and "track" in r.json()["error"]["message"]
+        )
+    assert await counts(service) == before
+    # Tracking is the explicit way: the live schema becomes the metadata, and no DDL runs.
+    r = await client.post("/v1/tables/track", json={"name": "users_own"})
+    assert r.status_code == 202, r.text
+    operation = await wait_operation(client, r.json()["operation_id"])
+    assert operation["status"] == "completed" and operation["kind"] == "track_table"
+    table = await wait_synced(client, r.json()["table_id"])
+    assert list(table["columns"]) == ["id", "name", "created_at", "updated_at"]
+    assert table["exists"] is True and table["primary_key"] == ["id"]
+    assert query(byodb_pg_url, "SELECT name FROM users_own") == [("keep me",)]
+    # Once managed, its name is taken like any other's.
+    r = await client.post("/v1/tables", json={"name": "users_own"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "name_taken"
+    r = await client.post("/v1/tables/track", json={"name": "users_own"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "name_taken"
+
+
+async def test_tracking_a_table_that_is_not_there_is_refused(
+    client: httpx.AsyncClient, service: Container
+) -> None:
+    before = await counts(service)
+    r = await client.post("/v1/tables/track", json={"name": "nowhere"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "table_not_found"
+    r = await client.post("/v1/tables/track", json={"name": "nowhere", "database": "nodb"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "database_not_found"
     assert await counts(service) == before

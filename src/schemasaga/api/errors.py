@@ -46,6 +46,7 @@ STATUS: dict[type, int] = {
     e.DatabaseNotFound: 404,
     e.ColumnExists: 409,
     e.NameTaken: 409,
+    e.TableExistsUnmanaged: 409,
     e.TableGone: 409,
     e.IllegalTransition: 409,
     e.ConcurrentChange: 409,

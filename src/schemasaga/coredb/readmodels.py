@@ -218,6 +218,11 @@ async def lock_database(conn: AsyncConnection[Any], name: str, *, exclusive: boo
     return await (await conn.execute(query, {"name": name})).fetchone() is not None
 
 
+async def name_held(conn: AsyncConnection[Any], database: str, name: str) -> bool:
+    row = await (await conn.execute(Q["name_held"], {"database": database, "name": name})).fetchone()
+    return bool(row and row[0])
+
+
 async def live_tables(conn: AsyncConnection[Any], database: str) -> int:
     row = await (await conn.execute(Q["live_tables"], {"name": database})).fetchone()
     return int(row[0]) if row else 0

@@ -68,6 +68,9 @@ class CoreTransaction(StreamReader, Protocol):
         """Lock the registration of ``name`` (shared: no one unregisters it meanwhile; exclusive: no one
         creates a table in it meanwhile); False when no database of that name is registered."""
 
+    async def name_held(self, database: str, name: str) -> bool:
+        """Whether a table of ``database`` holds ``name`` (in any letter case)."""
+
     async def live_tables(self, database: str) -> int: ...
 
     async def lock_registered_databases(self) -> list[str]:

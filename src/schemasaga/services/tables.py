@@ -10,6 +10,7 @@ the table that is no longer the current one.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,6 +33,7 @@ from schemasaga.domain.errors import (
     ColumnNotFound,
     DatabaseNotFound,
     IndexNotFound,
+    TableExistsUnmanaged,
     TableNotFound,
     UnsupportedChange,
     VersionMismatch,
@@ -40,6 +42,8 @@ from schemasaga.domain.plan import Plan
 from schemasaga.domain.table import Table, new_table_schema
 from schemasaga.services.ports import Connections
 from schemasaga.services.unit_of_work import Session, UnitOfWork
+
+log = logging.getLogger(__name__)
 
 UNSET: Any = object()
 """A field a patch leaves as it is (``None`` is a value: no default)."""
@@ -119,7 +123,15 @@ class TableCommands:
             self.connections.validate_identifier(index.name, database=database, kind="index")
         schema = new_table_schema(name, columns, indexes)
         change = CreateTable(schema)
-        plan = await self._plan(database, None, schema, change)
+        adapter = await asyncio.to_thread(self.connections.adapter, database)
+        plan = await asyncio.to_thread(adapter.plan_change, None, schema, change)
+        try:
+            live = await asyncio.to_thread(adapter.inspect_table, name)
+        except Exception as exc:  # unreachable now: accepted, and its saga waits for the database
+            log.info(
+                "could not look for an unmanaged table %r in %r before creating it: %s", name, database, exc
+            )
+            live = None
         if dry_run:
             return Planned(None, plan, None, schema)
         operation_id = uuid4()
@@ -139,6 +151,11 @@ class TableCommands:
             # table in a database another process has just unregistered.
             if not await session.lock_database(database, exclusive=False):
                 raise DatabaseNotFound(f"no database named {database!r}")
+            if live is not None and not await session.name_held(database, name):
+                raise TableExistsUnmanaged(
+                    f"database {database!r} has a table {live.name!r} that schemasaga does not manage; "
+                    "track it (POST /v1/tables/track) to manage it as it is, or choose another name"
+                )
             session.add_table(table)
 
         await self.uow.run(create, metadata=correlated(metadata, operation_id))

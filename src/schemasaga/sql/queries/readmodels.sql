@@ -81,6 +81,10 @@ SELECT name FROM rm_databases WHERE name = %(name)s FOR UPDATE;
 -- name: require_database
 SELECT name FROM rm_databases WHERE name = %(name)s FOR SHARE;
 
+-- name: name_held
+SELECT EXISTS (SELECT 1 FROM rm_tables
+               WHERE database_name = %(database)s AND lower(name) = lower(%(name)s) AND holds_name);
+
 -- name: live_tables
 SELECT count(*) FROM rm_tables WHERE database_name = %(name)s AND NOT deleted;
 
