@@ -247,6 +247,9 @@ class MemoryDatabase:
         del self.tables[found.name]
         return True
 
+    def blockers(self, table: str) -> list[dict[str, object]]:
+        return []
+
     def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
         self._call("plan_change", after.name)
         return Plan(self.engine, (Statement(f"-- {change.kind.value} {after.name}", "none"),))

@@ -3,11 +3,15 @@ answers about them, plans that write nothing, and changes refused on a stale ver
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import httpx
 import sqlalchemy as sa
 
 from schemasaga.bootstrap import Container
-from tests.integration.conftest import wait_operation, wait_synced
+from schemasaga.config import Settings
+from tests.integration.conftest import running_service, wait_operation, wait_synced
 from tests.integration.test_saga_flow import counts, run_sql
 
 
@@ -183,3 +187,44 @@ async def test_tracking_a_table_that_is_not_there_is_refused(
     r = await client.post("/v1/tables/track", json={"name": "nowhere", "database": "nodb"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "database_not_found"
     assert await counts(service) == before
+
+
+async def test_a_step_that_waits_for_a_lock_shows_who_holds_it(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str
+) -> None:
+    # Many attempts, so the operation is still retrying while it is looked at.
+    settings = settings_factory(
+        byodb_pg_url, retry_max_attempts=50, retry_base_delay=0.2, retry_max_delay=0.2
+    )
+    async with (
+        running_service(settings) as service,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=service.web_app()), base_url="http://schemasaga"
+        ) as client,
+    ):
+        table = await created(client, {"name": "held"})
+        engine = sa.create_engine(byodb_pg_url)
+        try:
+            with engine.connect() as holder:
+                holder.execute(sa.text("SELECT count(*) FROM held"))  # an open transaction's ACCESS SHARE
+                holder_pid = holder.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+                r = await client.post(
+                    f"/v1/tables/{table['table_id']}/columns", json={"name": "n", "type": "text"}
+                )
+                operation_id = r.json()["operation_id"]
+                blocked: list[dict[str, object]] = []
+                for _ in range(200):
+                    operation = (await client.get(f"/v1/operations/{operation_id}")).json()
+                    blocked = operation["detail"].get("blocked_by") or []
+                    if blocked:
+                        break
+                    await asyncio.sleep(0.05)
+                assert operation["status"] in ("pending", "running")
+                assert "lock" in (operation["last_error"] or "")
+                assert [b["session"] for b in blocked] == [str(holder_pid)]
+                assert "SELECT" in str(blocked[0]["query"]) and blocked[0]["held_for_s"] is not None
+                holder.rollback()
+            operation = await wait_operation(client, operation_id)
+            assert operation["status"] == "completed", operation["last_error"]
+        finally:
+            engine.dispose()

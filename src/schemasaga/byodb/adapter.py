@@ -30,6 +30,7 @@ from sqlalchemy.sql.ddl import CreateColumn, CreateTable, DropTable
 from sqlalchemy.sql.elements import quoted_name
 
 from schemasaga.byodb import engines, inspect
+from schemasaga.byodb.blockers import find_blockers
 from schemasaga.byodb.engines import DdlLimits
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, classify
 from schemasaga.byodb.identifiers import validate_identifier
@@ -384,6 +385,11 @@ class ByodbAdapter:
                     self.engine, (Statement(sql, exclusive),), ("the table's rows are dropped with it",)
                 )
         raise UnsupportedChange(f"{change.kind.value} is not planned on {self.engine} yet")
+
+    def blockers(self, table: str) -> list[dict[str, Any]]:
+        """The sessions holding ``table``'s lock, to show when a step timed out waiting for it."""
+        with self._step(f"find who holds table {table!r}", ddl=False) as step:
+            return [b.to_dict() for b in find_blockers(step.conn, engine=self.engine, table=table)]
 
     def apply_plan(self, before: TableSchema, after: TableSchema, plan: Plan) -> bool:
         raise PermanentByodbError(f"{self.engine}: running plans of changes is not supported yet")

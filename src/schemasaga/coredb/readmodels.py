@@ -156,8 +156,11 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
                 await cur.execute(Q["operation_finished"], {**op, "status": "completed", "error": None})
         case SagaStepCompleted(step=step):
             await cur.execute(Q["operation_step_done"], {**op, "step": step})
-        case SagaAttemptFailed(attempt=attempt, error=error):
-            await cur.execute(Q["operation_attempt_failed"], {**op, "attempt": attempt, "error": error})
+        case SagaAttemptFailed(attempt=attempt, error=error, blocked_by=blocked_by):
+            await cur.execute(
+                Q["operation_attempt_failed"],
+                {**op, "attempt": attempt, "error": error, "blocked_by": Jsonb(blocked_by)},
+            )
         case SagaCompensationStarted(reason=reason):
             await cur.execute(Q["operation_compensating"], {**op, "reason": reason})
         case (

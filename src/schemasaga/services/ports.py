@@ -108,6 +108,9 @@ class SchemaAdapter(Protocol):
 
     def drop_table(self, name: str) -> bool: ...
 
+    def blockers(self, table: str) -> list[dict[str, Any]]:
+        """The sessions holding ``table``'s lock (session, query, held_for_s, state), as far as known."""
+
     def apply_plan(self, before: TableSchema, after: TableSchema, plan: Plan) -> bool:
         """Run ``plan`` unless the live table is ``after`` already (``False``); a live table that is
         neither ``before`` nor ``after`` is a PermanentByodbError."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, TransientByodbError, classify
@@ -137,6 +137,7 @@ class SagaRunner:
 
     async def _failed(self, table: Table, op: PendingOperation, error: ByodbError) -> Table | None:
         attempts = op.failed_attempts + 1
+        blocked_by = await self._blockers(table, error)
         if isinstance(error, TransientByodbError) and attempts < self.retry.max_attempts:
             delay = self.retry.delay(attempts)
             log.warning(
@@ -146,13 +147,17 @@ class SagaRunner:
                 error,
                 delay,
             )
-            await self._retry_later(table, op, error=str(error), delay=delay)
+            await self._retry_later(table, op, error=str(error), delay=delay, blocked_by=blocked_by)
             return None
         reason = (
             f"gave up after {attempts} attempts: {error}"
             if isinstance(error, TransientByodbError)
             else str(error)
         )
+        if blocked_by:
+            reason += "; blocked by " + "; ".join(
+                f"session {b['session']} ({b['held_for_s']}s): {b['query']}" for b in blocked_by
+            )
         log.warning("operation %s failed permanently: %s", op.operation_id, reason)
         return await self._compensate_and_reject(table, op, reason=reason)
 
@@ -204,10 +209,31 @@ class SagaRunner:
 
         return await self.uow.run(record, metadata={"correlation_id": str(operation_id), "actor": "worker"})
 
-    async def _retry_later(self, table: Table, op: PendingOperation, *, error: str, delay: float) -> None:
-        await self._update(
-            table, op, lambda t: t.fail_attempt(op.operation_id, error=error, transient=True), retry_in=delay
-        )
+    async def _retry_later(
+        self,
+        table: Table,
+        op: PendingOperation,
+        *,
+        error: str,
+        delay: float,
+        blocked_by: list[dict[str, Any]] | None = None,
+    ) -> None:
+        def failed(t: Table) -> None:
+            t.fail_attempt(op.operation_id, error=error, transient=True, blocked_by=blocked_by)
+
+        await self._update(table, op, failed, retry_in=delay)
+
+    async def _blockers(self, table: Table, error: ByodbError) -> list[dict[str, Any]]:
+        """Who held the table when a step timed out waiting for its lock (best effort: nothing when that
+        cannot be read)."""
+        if not error.lock_timeout:
+            return []
+        try:
+            adapter = await self._adapter(table)
+            return await _on_byodb(adapter.blockers, table.physical_name)
+        except ByodbError as exc:
+            log.info("could not tell who holds table %r: %s", table.physical_name, exc)
+            return []
 
 
 async def _on_byodb(action: Callable[..., T], *args: object) -> T:
