@@ -333,6 +333,7 @@ async def test_an_adopted_sqlite_integer_primary_key_is_consistent_everywhere(
                 "nullable": False,
                 "default": None,
                 "primary_key": True,
+                "unique": False,
             }
             assert (await drift_of(client))["clean"] is True
             r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "repair"})

@@ -18,6 +18,7 @@ from schemasaga.domain.changes import (
     RemoveColumn,
     RenameTable,
     change_from_dict,
+    inverse,
 )
 from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, ColumnType, Index, TableSchema
 from schemasaga.domain.errors import (
@@ -242,3 +243,22 @@ def test_every_change_round_trips_through_its_dict(kind: OperationKind) -> None:
 def test_domain_errors_of_changes_have_their_own_codes() -> None:
     codes = {e.code for e in (InvalidDefault, InvalidIndex, IndexExists, IndexNotFound, UnsupportedChange)}
     assert len(codes) == 5 and all(issubclass(e, DomainError) for e in (InvalidDefault, IndexExists))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        RenameTable("persons"),
+        AlterColumn("age", Column("years", ColumnType.BIGINT, nullable=False, default=1, unique=True)),
+        AddIndex(Index("ix_age", ("age", "name"), unique=True)),
+        DropIndex(Index("ix_name", ("name",))),
+        AddColumn(Column("extra", ColumnType.JSON, default={"a": 1})),
+        RemoveColumn(AGE),
+    ],
+    ids=lambda c: c.kind.value,
+)
+def test_the_inverse_of_a_change_takes_the_schema_back(change) -> None:
+    before = confirmed(AGE, indexes=(Index("ix_name", ("name",)),)).confirmed
+    after = change.apply(before)
+    assert after != before
+    assert inverse(change, before).apply(after) == before

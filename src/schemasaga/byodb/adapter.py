@@ -31,14 +31,26 @@ from sqlalchemy.sql.ddl import CreateColumn, CreateTable, DropTable
 from sqlalchemy.sql.elements import quoted_name
 
 from schemasaga.byodb import engines, inspect, planner
+from schemasaga.byodb.blockers import find_blockers
 from schemasaga.byodb.engines import DdlLimits
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, classify
 from schemasaga.byodb.identifiers import validate_identifier
 from schemasaga.byodb.identity import DatabaseIdentity, read_identity
 from schemasaga.byodb.inspect import NotATable
 from schemasaga.byodb.types import type_for
-from schemasaga.domain.changes import AddIndex, AlterColumn, Change, RenameTable
+from schemasaga.domain.changes import (
+    AddColumn,
+    AddIndex,
+    AlterColumn,
+    Change,
+    DeleteTable,
+    DropIndex,
+    RemoveColumn,
+    RenameTable,
+)
+from schemasaga.domain.changes import CreateTable as CreateTableChange
 from schemasaga.domain.columns import Column, TableSchema
+from schemasaga.domain.errors import UnsupportedChange
 from schemasaga.domain.plan import Plan, Statement
 from schemasaga.domain.schema import LiveTable, compare_column, describe, diff
 
@@ -48,6 +60,13 @@ SQLITE_DROP_COLUMN = (3, 35, 0)
 """First SQLite with ``ALTER TABLE ... DROP COLUMN``: older ones are refused when a database is opened."""
 
 BetweenHook = Callable[[str], None]
+
+# The lock a DDL statement on one table takes, in each engine's words.
+_TABLE_LOCK = {
+    "postgresql": "ACCESS EXCLUSIVE",
+    "mysql": "exclusive metadata lock",
+    "sqlite": "database write lock",
+}
 
 
 class _Compensations:
@@ -345,6 +364,48 @@ class ByodbAdapter:
                 return False
             self._ddl(step, DropTable(self._table(live.name)))
             return True
+
+    # -- plans ------------------------------------------------------------------------------------
+
+    def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
+        """The statements ``change`` runs here, as the steps that run it render them."""
+        dialect = self._sa.dialect
+        exclusive = _TABLE_LOCK[self.engine]
+        match change:
+            case CreateTableChange(schema=schema):
+                table = self._table(schema.name, schema.columns)
+                sql = str(CreateTable(table).compile(dialect=dialect)).strip()
+                return Plan(self.engine, (Statement(sql, exclusive),))
+            case AddColumn(column=column):
+                assert before is not None
+                spec = CreateColumn(self._sa_column(column)).compile(dialect=dialect)
+                sql = f"ALTER TABLE {self._quote(before.name)} ADD COLUMN {spec}"
+                return Plan(self.engine, (Statement(sql, exclusive),))
+            case RemoveColumn(column=column):
+                assert before is not None
+                sql = f"ALTER TABLE {self._quote(before.name)} DROP COLUMN {self._quote(column.name)}"
+                warnings = ("the column's values are dropped with it",)
+                return Plan(
+                    self.engine, (Statement(sql, exclusive, rewrites=self.engine == "sqlite"),), warnings
+                )
+            case DeleteTable():
+                assert before is not None
+                sql = str(DropTable(self._table(before.name)).compile(dialect=dialect)).strip()
+                return Plan(
+                    self.engine, (Statement(sql, exclusive),), ("the table's rows are dropped with it",)
+                )
+            case RenameTable() | AlterColumn() | AddIndex() | DropIndex():
+                assert before is not None
+                # the live index names: a table or column renamed since an index was made keeps its name
+                return planner.plan(
+                    self.engine, before, after, change, indexes=self.live_indexes(before.name)
+                )
+        raise UnsupportedChange(f"{change.kind.value} is not planned on {self.engine} yet")
+
+    def blockers(self, table: str) -> list[dict[str, Any]]:
+        """The sessions holding ``table``'s lock, to show when a step timed out waiting for it."""
+        with self._step(f"find who holds table {table!r}", ddl=False) as step:
+            return [b.to_dict() for b in find_blockers(step.conn, engine=self.engine, table=table)]
 
     def _require(self, step: _Step, table: str, what: str) -> LiveTable:
         live = self._inspect(step, table)

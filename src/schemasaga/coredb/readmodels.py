@@ -156,8 +156,11 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
                 await cur.execute(Q["operation_finished"], {**op, "status": "completed", "error": None})
         case SagaStepCompleted(step=step):
             await cur.execute(Q["operation_step_done"], {**op, "step": step})
-        case SagaAttemptFailed(attempt=attempt, error=error):
-            await cur.execute(Q["operation_attempt_failed"], {**op, "attempt": attempt, "error": error})
+        case SagaAttemptFailed(attempt=attempt, error=error, blocked_by=blocked_by):
+            await cur.execute(
+                Q["operation_attempt_failed"],
+                {**op, "attempt": attempt, "error": error, "blocked_by": Jsonb(blocked_by)},
+            )
         case SagaCompensationStarted(reason=reason):
             await cur.execute(Q["operation_compensating"], {**op, "reason": reason})
         case (
@@ -216,6 +219,11 @@ async def project_database(conn: AsyncConnection[Any], state: db.DatabaseState) 
 async def lock_database(conn: AsyncConnection[Any], name: str, *, exclusive: bool) -> bool:
     query = Q["lock_database" if exclusive else "require_database"]
     return await (await conn.execute(query, {"name": name})).fetchone() is not None
+
+
+async def name_held(conn: AsyncConnection[Any], database: str, name: str) -> bool:
+    row = await (await conn.execute(Q["name_held"], {"database": database, "name": name})).fetchone()
+    return bool(row and row[0])
 
 
 async def live_tables(conn: AsyncConnection[Any], database: str) -> int:

@@ -304,3 +304,25 @@ def change_from_dict(data: dict[str, Any]) -> Change:
         case OperationKind.ADOPT:
             return Adopt()
     raise IllegalTransition(f"unknown change {kind}")  # pragma: no cover - the match is exhaustive
+
+
+def inverse(change: Change, before: TableSchema) -> Change:
+    """The change that takes the schema after ``change`` back to ``before`` (the compensation of a
+    change that ran, and what an undo asks for)."""
+    match change:
+        case RenameTable():
+            return RenameTable(before.name)
+        case AlterColumn(name=name, column=column):
+            previous = before.column(name)
+            if previous is None:
+                raise ColumnNotFound(f"table {before.name!r} has no column {name!r}")
+            return AlterColumn(column.name, previous)
+        case AddIndex(index=index):
+            return DropIndex(index)
+        case DropIndex(index=index):
+            return AddIndex(index)
+        case AddColumn(column=column):
+            return RemoveColumn(column)
+        case RemoveColumn(column=column):
+            return AddColumn(column)
+    raise UnsupportedChange(f"{change.kind.value} has no inverse change")

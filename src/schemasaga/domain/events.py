@@ -114,6 +114,8 @@ class SagaAttemptFailed(TableEvent):
     attempt: int
     error: str
     transient: bool
+    # When the step timed out waiting for a lock: the sessions that held it (session, query, held_for_s).
+    blocked_by: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

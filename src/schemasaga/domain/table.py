@@ -369,7 +369,14 @@ class Table:
         if step not in op.steps_done:
             self._record(SagaStepCompleted(table_id=self.table_id, operation_id=operation_id, step=step))
 
-    def fail_attempt(self, operation_id: UUID, *, error: str, transient: bool) -> None:
+    def fail_attempt(
+        self,
+        operation_id: UUID,
+        *,
+        error: str,
+        transient: bool,
+        blocked_by: list[dict[str, Any]] | None = None,
+    ) -> None:
         op = self._head(operation_id)
         self._record(
             SagaAttemptFailed(
@@ -378,6 +385,7 @@ class Table:
                 attempt=op.failed_attempts + 1,
                 error=error,
                 transient=transient,
+                blocked_by=list(blocked_by or []),
             )
         )
 

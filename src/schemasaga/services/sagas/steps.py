@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from schemasaga.byodb.errors import PermanentByodbError
+from schemasaga.domain.changes import inverse
 from schemasaga.domain.columns import Column
 from schemasaga.domain.schema import Difference, DifferenceKind, LiveTable, describe, diff
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
@@ -127,7 +128,39 @@ def _verify_repaired(adapter: SchemaAdapter, table: Table, op: PendingOperation)
         )
 
 
+def _alter(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    """Run the change's plan: exactly the statements planned when it was accepted."""
+    if op.plan is None:
+        raise PermanentByodbError(f"operation {op.operation_id} has no plan to run")
+    adapter.apply_plan(table.confirmed, table.premise(op), op.plan)
+
+
+def _unalter(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    """Take the table back to its confirmed schema with the inverse change's plan (inspect-first: a
+    change that never ran is found as it was, and nothing runs)."""
+    before, after = table.confirmed, table.premise(op)
+    undo = inverse(op.change, before)
+    adapter.apply_plan(after, before, adapter.plan_change(after, before, undo))
+
+
+def _verify_altered(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    after = table.premise(op)
+    live = adapter.inspect_table(after.name)
+    differences = diff(after.columns, live, table=after.name)
+    if differences:
+        raise VerificationFailed(
+            f"table {after.name!r} is not as {op.kind.value} should leave it: {describe(differences)}"
+        )
+
+
+_ALTER = (Step("alter", _alter, _unalter), Step("verify", _verify_altered))
+
+
 SAGAS: dict[OperationKind, tuple[Step, ...]] = {
+    OperationKind.RENAME_TABLE: _ALTER,
+    OperationKind.ALTER_COLUMN: _ALTER,
+    OperationKind.ADD_INDEX: _ALTER,
+    OperationKind.DROP_INDEX: _ALTER,
     OperationKind.CREATE_TABLE: (
         Step("create_table", _create, _drop_table),
         Step("verify", _verify_created),

@@ -23,7 +23,9 @@ WHERE operation_id = %(operation_id)s;
 
 -- name: operation_attempt_failed
 UPDATE rm_operations
-SET status = 'pending', last_error = %(error)s, failed_attempts = %(attempt)s, updated_at = %(at)s
+SET status = 'pending', last_error = %(error)s, failed_attempts = %(attempt)s, updated_at = %(at)s,
+    -- who held the table when the attempt timed out waiting for its lock (empty: not a lock wait)
+    detail = detail || jsonb_build_object('blocked_by', %(blocked_by)s::jsonb)
 WHERE operation_id = %(operation_id)s;
 
 -- name: operation_compensating
@@ -80,6 +82,10 @@ SELECT name FROM rm_databases WHERE name = %(name)s FOR UPDATE;
 
 -- name: require_database
 SELECT name FROM rm_databases WHERE name = %(name)s FOR SHARE;
+
+-- name: name_held
+SELECT EXISTS (SELECT 1 FROM rm_tables
+               WHERE database_name = %(database)s AND lower(name) = lower(%(name)s) AND holds_name);
 
 -- name: live_tables
 SELECT count(*) FROM rm_tables WHERE database_name = %(name)s AND NOT deleted;
