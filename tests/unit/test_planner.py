@@ -16,6 +16,7 @@ from schemasaga.byodb.planner import (
     incompatible_predicate,
     index_name,
     middle_schema,
+    names_live_indexes,
     plan,
     unique_index_name,
 )
@@ -292,3 +293,12 @@ def test_default_matching() -> None:
     assert default_matches("postgresql", "'-5'::integer", Column("c", T.INTEGER, default=-5))
     assert default_matches("sqlite", "1", Column("c", T.BOOLEAN, default=True))
     assert default_matches("postgresql", "1.50", Column("c", T.DECIMAL, default="1.5"))
+
+
+def test_only_plans_that_name_existing_indexes_need_the_live_table() -> None:
+    assert names_live_indexes("postgresql", PEOPLE, DropIndex(PEOPLE.indexes[0]))
+    assert names_live_indexes("mysql", PEOPLE, AlterColumn("nick", Column("nick", T.STRING)))  # unique off
+    assert names_live_indexes("sqlite", PEOPLE, AlterColumn("age", Column("age", T.INTEGER)))  # a rebuild
+    assert not names_live_indexes("postgresql", PEOPLE, AlterColumn("age", Column("age", T.INTEGER)))
+    assert not names_live_indexes("sqlite", PEOPLE, RenameTable("folks"))
+    assert not names_live_indexes("sqlite", PEOPLE, AddIndex(Index("ix", ("age",))))

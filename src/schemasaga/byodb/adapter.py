@@ -396,10 +396,14 @@ class ByodbAdapter:
                 )
             case RenameTable() | AlterColumn() | AddIndex() | DropIndex():
                 assert before is not None
-                # the live index names: a table or column renamed since an index was made keeps its name
-                return planner.plan(
-                    self.engine, before, after, change, indexes=self.live_indexes(before.name)
+                # the live index names where the plan names existing indexes: a table or column renamed
+                # since an index was made keeps its name
+                indexes = (
+                    self.live_indexes(before.name)
+                    if planner.names_live_indexes(self.engine, before, change)
+                    else []
                 )
+                return planner.plan(self.engine, before, after, change, indexes=indexes)
         raise UnsupportedChange(f"{change.kind.value} is not planned on {self.engine} yet")
 
     def blockers(self, table: str) -> list[dict[str, Any]]:

@@ -66,6 +66,7 @@ __all__ = [
     "incompatible_predicate",
     "index_name",
     "middle_schema",
+    "names_live_indexes",
     "plan",
     "rebuilds",
     "unique_index_name",
@@ -651,6 +652,20 @@ def _sqlite_rebuild(
             )
         )
     return out
+
+
+def names_live_indexes(engine: str, before: TableSchema, change: Change) -> bool:
+    """Whether the plan of ``change`` names indexes that exist (to drop or, in a SQLite rebuild, to make
+    again), so that it needs their live names; the other plans are written from the schemas alone."""
+    match change:
+        case DropIndex():
+            return True
+        case AlterColumn(name=name, column=new):
+            old = before.column(name)
+            if old is None:
+                return False
+            return (old.unique and not new.unique) or (engine == "sqlite" and rebuilds(before, change))
+    return False
 
 
 def created_index_names(before: TableSchema, after: TableSchema, change: Change) -> list[str]:
