@@ -90,6 +90,7 @@ def make_people(adapter: ByodbAdapter, reader: sa.Engine, rows: list[dict[str, A
 def run(adapter: ByodbAdapter, executed: list[str], before: TableSchema, change: Change) -> TableSchema:
     """Plan ``change`` and apply it; the statements sent are exactly the plan's; a second run is a no-op."""
     after = change.apply(before)
+    assert adapter.live_state(before, after, change) == "before"
     planned = plan(adapter.engine, before, after, change, indexes=adapter.live_indexes(before.name))
     executed.clear()
     assert adapter.apply_plan(before, after, planned, change=change) is True
@@ -97,6 +98,7 @@ def run(adapter: ByodbAdapter, executed: list[str], before: TableSchema, change:
     executed.clear()
     assert adapter.apply_plan(before, after, planned) is False  # (the change is worked out from the schemas)
     assert executed == []
+    assert adapter.live_state(before, after) == "after"
     return after
 
 
@@ -273,6 +275,7 @@ def test_a_table_of_another_shape_is_refused(
     after = change.apply(elsewhere)
     executed.clear()
 
+    assert adapter.live_state(elsewhere, after, change) == "neither"
     with pytest.raises(PermanentByodbError, match=r"neither as before nor as after.*extra"):
         adapter.apply_plan(elsewhere, after, plan(adapter.engine, elsewhere, after, change), change=change)
     assert executed == []
@@ -377,6 +380,7 @@ def test_postgresql_resumes_a_plan_whose_transaction_committed(byodb_pg_url: str
             for sql in first:
                 conn.exec_driver_sql(sql)
         sent.clear()
+        assert adapter.live_state(before, after, change) == "middle"
 
         assert adapter.apply_plan(before, after, planned) is True
 

@@ -570,6 +570,25 @@ class ByodbAdapter:
             return None
         return planner.RowCheck(count, tuple(keys), f"with a value of {column!r} that is no json")
 
+    def live_state(self, before: TableSchema, after: TableSchema, change: Change | None = None) -> str:
+        """Where the live table stands for a change from ``before`` to ``after``: ``"after"`` (done),
+        ``"middle"`` (PostgreSQL: its transaction ran, its CONCURRENTLY statements did not), ``"before"``,
+        or ``"neither"``. A saga can ask it before comparing a fresh plan with the recorded one: a plan
+        written once the change is done may name indexes otherwise (they are gone or renamed)."""
+        change = change or planner.change_between(before, after)
+        middle = planner.middle_schema(before, after, change)
+        with self._step(f"inspect table {before.name!r}", ddl=False) as step:
+            live = self._find(step, before, after)
+            if not self._schema_differences(step, live, after):
+                return "after"
+            if (
+                self.engine == "postgresql"
+                and middle != before
+                and not self._schema_differences(step, live, middle)
+            ):
+                return "middle"
+            return "neither" if self._schema_differences(step, live, before) else "before"
+
     def apply_plan(
         self, before: TableSchema, after: TableSchema, plan: Plan, *, change: Change | None = None
     ) -> bool:

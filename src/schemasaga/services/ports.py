@@ -123,6 +123,10 @@ class SchemaAdapter(Protocol):
     def check_rows(self, before: TableSchema, after: TableSchema, change: Change) -> RowCheck | None:
         """The live rows ``change`` could not keep (count and up to five primary keys), or None."""
 
+    def live_state(self, before: TableSchema, after: TableSchema, change: Change | None = None) -> str:
+        """``"after"``, ``"middle"`` (PostgreSQL, between a plan's transaction and its CONCURRENTLY
+        statements), ``"before"`` or ``"neither"``: where the live table stands for the change."""
+
     def apply_plan(
         self, before: TableSchema, after: TableSchema, plan: Plan, *, change: Change | None = None
     ) -> bool:
