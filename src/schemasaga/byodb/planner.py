@@ -27,7 +27,6 @@ indexes with a schema until inspection reports them itself and ``domain.schema.d
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -43,7 +42,7 @@ from sqlalchemy.engine import Dialect
 
 from schemasaga.byodb.types import dialect_for, type_for
 from schemasaga.domain.changes import AddIndex, AlterColumn, Change, DropIndex, RenameTable
-from schemasaga.domain.columns import Column, ColumnType, Index, TableSchema
+from schemasaga.domain.columns import PORTABLE_NAME_LIMIT, Column, ColumnType, Index, TableSchema, index_name
 from schemasaga.domain.errors import UnsupportedChange
 from schemasaga.domain.plan import Plan, Statement
 from schemasaga.domain.schema import LiveTable, diff
@@ -74,7 +73,7 @@ __all__ = [
 
 T = ColumnType
 
-GENERATED_NAME_LENGTH = 63
+GENERATED_NAME_LENGTH = PORTABLE_NAME_LIMIT
 """The longest generated name: PostgreSQL's limit, the smallest of the three (names are ASCII)."""
 
 REBUILD_PREFIX = "_schemasaga_new_"
@@ -84,26 +83,10 @@ REBUILD_PREFIX = "_schemasaga_new_"
 # -- generated names -------------------------------------------------------------------------------
 
 
-def _generated(readable: str, *key: str) -> str:
-    if len(readable) <= GENERATED_NAME_LENGTH:
-        return readable
-    digest = hashlib.sha256("\x00".join(key).encode("utf-8")).hexdigest()[:8]
-    return f"{readable[: GENERATED_NAME_LENGTH - len(digest) - 1].rstrip('_')}_{digest}"
-
-
 def unique_index_name(table: str, column: str) -> str:
-    """The name of the unique index that makes ``column`` unique: ``<table>_<column>_key``, cut to 63
-    characters with a hash of the whole when longer (the same on every engine, deterministic)."""
-    return _generated(f"{table}_{column}_key", "key", table, column)
-
-
-def index_name(table: str, columns: Sequence[str], unique: bool) -> str:
-    """A name for an index given none: ``ix_<table>_<columns>`` (``ux_`` when unique), cut to 63
-    characters with a hash of the whole when longer."""
-    if not columns:
-        raise ValueError("an index needs at least one column")
-    prefix = "ux" if unique else "ix"
-    return _generated(f"{prefix}_{table}_{'_'.join(columns)}", prefix, table, *columns)
+    """The name of the unique index that makes ``column`` unique: the domain's generated name of a
+    unique index on it alone, ``<table>_<column>_key`` (cut to 63 characters with a digest)."""
+    return index_name(table, (column,), unique=True)
 
 
 # -- the type-change matrix ------------------------------------------------------------------------
