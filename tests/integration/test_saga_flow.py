@@ -284,16 +284,14 @@ async def test_changes_to_a_deleted_table_are_refused(client: httpx.AsyncClient,
     assert (await client.post("/table/create", json={"name": "doomed"})).status_code == 200
 
 
-async def test_table_created_behind_our_back_rejects_creation(
-    client: httpx.AsyncClient, byodb_pg_url: str
+async def test_a_table_created_behind_our_back_is_not_taken_over(
+    client: httpx.AsyncClient, service: Container, byodb_pg_url: str
 ) -> None:
     run_sql(byodb_pg_url, "CREATE TABLE squatter (id text PRIMARY KEY, other integer)")
+    before = await counts(service)
     r = await client.post("/table/create", json={"name": "squatter"})
-    op = await wait_operation(client, r.json()["operation_id"])
-    assert op["status"] == "rejected"
-    assert "squatter" in (op["last_error"] or "")
-    table = await wait_synced(client, r.json()["table"]["table_id"])
-    assert table["exists"] is False
+    assert r.status_code == 409 and r.json()["error"]["code"] == "table_exists_unmanaged", r.text
+    assert await counts(service) == before
     # The foreign table is left exactly as it was.
     live = physical_columns(byodb_pg_url, "squatter")
     assert live is not None and set(live) == {"id", "other"}
