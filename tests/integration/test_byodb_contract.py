@@ -173,7 +173,7 @@ def _rows(url: str, statements: list[str], query: str) -> list[tuple[object, ...
 def test_not_null_column_with_a_default(adapter: ByodbAdapter, url: str) -> None:
     adapter.create_table("things", DEFAULT_COLUMNS)
     _rows(url, ["INSERT INTO things (id, name) VALUES (1, 'before')"], "SELECT 1")
-    column = Column("flag", ColumnType.INTEGER, nullable=False, default="7")
+    column = Column("flag", ColumnType.INTEGER, nullable=False, default=7)
 
     assert adapter.add_column("things", column) is True
     assert adapter.add_column("things", column) is False
@@ -190,7 +190,7 @@ def test_a_table_is_created_with_its_columns_defaults(adapter: ByodbAdapter, url
     columns = (
         *DEFAULT_COLUMNS,
         Column("status", ColumnType.STRING, nullable=False, default="new"),
-        Column("score", ColumnType.INTEGER, default="10"),
+        Column("score", ColumnType.INTEGER, default=10),
         Column("note", ColumnType.STRING),  # no default: NULL
     )
     assert adapter.create_table("orders", columns) is True

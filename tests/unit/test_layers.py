@@ -98,6 +98,7 @@ _STANDARD_LIBRARY = {
     "decimal",
     "enum",
     "ipaddress",
+    "json",
     "math",
     "pathlib",
     "re",
