@@ -15,9 +15,10 @@ literal of the column's type (``columns.canonical_default``); anything that is n
 ``1.5``, ``true``; MariaDB quotes string literals with backslash escapes (``'it\\'s'``), MySQL does not
 quote them and flags expressions as ``DEFAULT_GENERATED``; SQLite keeps the default's text as declared.
 
-An index column that is an expression is reported as ``(its SQL)`` and a partial index gains a last
-column ``WHERE <predicate>``: such an index never equals one of the metadata, never makes a column
-unique, and cannot be tracked.
+An index column that is an expression is reported as ``(its SQL)``, a MySQL/MariaDB prefix part as
+``column(length)``, and a partial index gains a last column ``WHERE <predicate>`` (SQLite: ``WHERE
+(partial)``): such an index never equals one of the metadata, never makes a column unique, and cannot be
+tracked. A unique constraint is read as the unique index that enforces it.
 """
 
 from __future__ import annotations
