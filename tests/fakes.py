@@ -19,9 +19,11 @@ from uuid import UUID
 
 from schemasaga.byodb.errors import PermanentByodbError
 from schemasaga.byodb.identity import DatabaseIdentity
-from schemasaga.domain.columns import Column
+from schemasaga.domain.changes import Change
+from schemasaga.domain.columns import Column, TableSchema
 from schemasaga.domain.database import DatabaseState
 from schemasaga.domain.errors import DatabaseAlreadyRegistered, DatabaseNotFound, NameTaken
+from schemasaga.domain.plan import Plan, Statement
 from schemasaga.domain.schema import LiveColumn, LiveTable
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import NewEvent, RecordedEvent, WrongExpectedVersion
@@ -125,6 +127,12 @@ class MemoryTransaction(MemoryStreams):
 
     async def lock_database(self, name: str, *, exclusive: bool) -> bool:
         return name in self.state.databases
+
+    async def name_held(self, database: str, name: str) -> bool:
+        return any(
+            db == database and held and held_name.lower() == name.lower()
+            for db, held_name, held, _ in self.state.tables.values()
+        )
 
     async def live_tables(self, database: str) -> int:
         return sum(1 for db, _, _, deleted in self.state.tables.values() if db == database and not deleted)
@@ -238,6 +246,13 @@ class MemoryDatabase:
             return False
         del self.tables[found.name]
         return True
+
+    def blockers(self, table: str) -> list[dict[str, object]]:
+        return []
+
+    def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
+        self._call("plan_change", after.name)
+        return Plan(self.engine, (Statement(f"-- {change.kind.value} {after.name}", "none"),))
 
     def ping(self) -> None:
         self._call("ping", "")

@@ -112,10 +112,10 @@ async def test_a_wrong_method_keeps_its_allow_header(client: httpx.AsyncClient) 
     [
         ("PUT", "/v1/tables", "GET, POST"),
         ("OPTIONS", "/v1/tables", "GET, POST"),
-        ("PATCH", "/v1/tables/{id}", "DELETE, GET"),
+        ("PUT", "/v1/tables/{id}", "DELETE, GET, PATCH"),
         ("PUT", "/v1/databases", "GET, POST"),
         ("POST", "/v1/databases/default", "DELETE, GET"),
-        ("GET", "/v1/tables/{id}/columns/age", "DELETE"),
+        ("GET", "/v1/tables/{id}/columns/age", "DELETE, PATCH"),
     ],
 )
 async def test_a_405_allows_every_method_of_the_path(
@@ -170,12 +170,20 @@ async def test_the_openapi_document_declares_every_answer(client: httpx.AsyncCli
     assert schemas["ErrorDetail"]["required"] == ["code", "message"]
     error = {"$ref": "#/components/schemas/ErrorOut"}
     operations = [(m, p, op) for p, item in document["paths"].items() for m, op in item.items()]
-    assert len(operations) == 21
+    assert len(operations) == 26
     for method, path, operation in operations:
         answers = operation["responses"]
         successes = [s for s in answers if s.startswith("2")]
-        assert len(successes) == 1, (method, path, successes)
-        assert answers[successes[0]]["content"]["application/json"]["schema"], (method, path)
+        parameters = {p["name"] for p in operation.get("parameters", [])}
+        if "dry_run" in parameters:  # a change: 202 accepted, or 200 and its plan
+            assert sorted(successes) == ["200", "202"], (method, path, successes)
+            assert answers["200"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/PlanOut"
+            }
+        else:
+            assert len(successes) == 1, (method, path, successes)
+        for success in successes:
+            assert answers[success]["content"]["application/json"]["schema"], (method, path)
         for status, answer in answers.items():
             if not status.startswith("2"):
                 assert answer["content"]["application/json"]["schema"] == error, (method, path, status)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from schemasaga.bootstrap import Container
 from schemasaga.config import Settings
@@ -98,11 +97,6 @@ async def test_repair_refuses_a_type_change_and_keeps_everything(
     assert live is not None and live["name"]["type"] == "integer"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adopt now records the live default 0 (a JSON literal), which api.models.ColumnOut.default "
-    "(str | None) cannot answer until the API rewrite of issue 8 types it as a JSON literal",
-)
 async def test_adopt_records_the_live_schema_as_metadata(
     client: httpx.AsyncClient, byodb_pg_url: str
 ) -> None:
@@ -339,6 +333,7 @@ async def test_an_adopted_sqlite_integer_primary_key_is_consistent_everywhere(
                 "nullable": False,
                 "default": None,
                 "primary_key": True,
+                "unique": False,
             }
             assert (await drift_of(client))["clean"] is True
             r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "repair"})

@@ -106,11 +106,11 @@ async def test_a_wrong_snapshot_would_show(store: EventStore, pool: AsyncConnect
     table_id, _ = await history(repo, pool)
     async with pool.connection() as conn:
         await conn.execute(
-            "UPDATE event_store_snapshots SET state = jsonb_set(state, '{name}', '\"tampered\"') "
+            "UPDATE event_store_snapshots SET state = jsonb_set(state, '{database}', '\"tampered\"') "
             "WHERE stream = %s",
             (stream_name(table_id),),
         )
-    assert (await repo.load(table_id)).name == "tampered"
+    assert (await repo.load(table_id)).database == "tampered"
 
 
 async def test_a_table_loads_as_it_was_at_a_moment(store: EventStore, pool: AsyncConnectionPool[Any]) -> None:

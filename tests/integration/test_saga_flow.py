@@ -87,6 +87,7 @@ async def test_demo_readme_flow(client: httpx.AsyncClient, service: Container, b
         "nullable": False,
         "default": None,
         "primary_key": True,
+        "unique": False,
     }
     assert set(table["columns"]) == {"id", "name", "created_at", "updated_at"}
     live = physical_columns(byodb_pg_url, "my_new_table_123")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from schemasaga.domain.columns import Column, ColumnType, canonical_default
+from schemasaga.domain.columns import Column, ColumnType, canonical_default, index_name
 from schemasaga.domain.errors import InvalidDefault
 
 
@@ -98,3 +98,11 @@ def test_a_default_of_another_type_is_refused(kind: ColumnType, given: object) -
 
 def test_no_default_is_none_whatever_the_type() -> None:
     assert all(canonical_default(kind, None) is None for kind in ColumnType)
+
+
+def test_a_generated_index_name_is_portable_and_keeps_long_names_apart() -> None:
+    assert index_name("people", ("age",), unique=False) == "people_age_idx"
+    assert index_name("people", ("email",), unique=True) == "people_email_key"
+    long_a = index_name("t" * 60, ("a", "b"), unique=False)
+    long_b = index_name("t" * 60, ("a", "c"), unique=False)
+    assert len(long_a) == len(long_b) == 63 and long_a != long_b

@@ -97,6 +97,7 @@ _STANDARD_LIBRARY = {
     "datetime",
     "decimal",
     "enum",
+    "hashlib",
     "ipaddress",
     "json",
     "math",

@@ -14,7 +14,7 @@ from schemasaga.domain.events import stream_name
 from schemasaga.domain.schema import LiveColumn, LiveTable
 from schemasaga.domain.table import Table
 from schemasaga.services.sagas.runner import RetryPolicy, SagaRunner
-from schemasaga.services.tables import Accepted, TableCommands
+from schemasaga.services.tables import Accepted, ColumnPatch, TableCommands
 from schemasaga.services.unit_of_work import MAX_CONFLICT_RETRIES, Session, UnitOfWork
 from tests.fakes import MemoryConnections, MemoryCore, MemoryDatabase
 
@@ -346,3 +346,51 @@ async def test_an_unknown_table_is_not_found() -> None:
     # A job for an unknown table is ignored, not retried forever.
     await world.runner.run(table_id=uuid4(), operation_id=uuid4())
     assert world.core.events() == []
+
+
+# -- changes queued behind a change that is rejected ------------------------------------------------
+
+
+async def _reject(world: World, accepted: Accepted, reason: str = "refused") -> None:
+    async def reject(session: Session) -> None:
+        (await session.table(accepted.table_id)).reject(accepted.operation_id, reason=reason)
+
+    await world.uow.run(reject, metadata={"actor": "test"})
+
+
+async def test_a_change_planned_behind_a_rejected_rename_is_rejected_rather_than_run_off_plan() -> None:
+    world = World()
+    created = await world.settled()
+    renamed = await world.tables.rename_table(table_id=created.table_id, name="persons", metadata={})
+    added = await world.tables.add_column(table_id=created.table_id, column=AGE, metadata={})
+    table = await world.table(created.table_id)
+    assert [op.plan.statements[0].sql for op in table.pending if op.plan] == [
+        "-- rename_table persons",
+        "-- add_column persons",  # planned on the name the rename will give
+    ]
+    await _reject(world, renamed)  # type: ignore[arg-type]
+    await world.run(added)  # type: ignore[arg-type]
+
+    table = await world.table(created.table_id)
+    assert table.synced and "age" not in table.confirmed_columns
+    assert world.events(created.table_id)[-1] == "TableChangeRejected"
+    assert ("add_column", "people") not in world.byodb.calls  # no DDL ran
+    reason = world.core.state.streams[stream_name(created.table_id)][-1].data["reason"]
+    assert "plan it again" in reason and "-- add_column people" in reason
+
+
+async def test_an_alteration_of_a_column_whose_addition_was_rejected_is_rejected_without_ddl() -> None:
+    world = World()
+    created = await world.settled()
+    added = await world.tables.add_column(table_id=created.table_id, column=AGE, metadata={})
+    altered = await world.tables.alter_column(
+        table_id=created.table_id, name="age", patch=ColumnPatch(name="years"), metadata={}
+    )
+    await _reject(world, added)  # type: ignore[arg-type]
+    calls = len(world.byodb.calls)
+    await world.run(altered)  # type: ignore[arg-type]
+
+    table = await world.table(created.table_id)
+    assert table.synced and table.confirmed.column("years") is None
+    assert world.events(created.table_id)[-1] == "TableChangeRejected"
+    assert world.byodb.calls[calls:] == []  # not even an inspection

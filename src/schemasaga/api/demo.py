@@ -22,13 +22,14 @@ from schemasaga.api.models import (
     parse_table_id,
 )
 from schemasaga.domain.errors import TableNotFound
+from schemasaga.services.tables import only_accepted
 
 router = APIRouter(prefix="/table", tags=["demo"])
 
 
 @router.post("/create", response_model=DemoCreated, responses=responses(400, 404, 409, 422, 503))
 async def create(body: CreateTableRequest, tables: Tables, meta: Metadata) -> DemoCreated:
-    accepted = await tables.create_table(name=body.name, database=body.database, metadata=meta)
+    accepted = only_accepted(await tables.create_table(name=body.name, database=body.database, metadata=meta))
     return DemoCreated(
         table=DemoTableRef(table_id=str(accepted.table_id)), operation_id=str(accepted.operation_id)
     )
@@ -36,7 +37,7 @@ async def create(body: CreateTableRequest, tables: Tables, meta: Metadata) -> De
 
 @router.post("/delete", response_model=DemoOk, responses=responses(400, 404, 409, 422, 503))
 async def delete(body: TableIdRequest, tables: Tables, meta: Metadata) -> DemoOk:
-    accepted = await tables.delete_table(table_id=parse_table_id(body.table_id), metadata=meta)
+    accepted = only_accepted(await tables.delete_table(table_id=parse_table_id(body.table_id), metadata=meta))
     return DemoOk(operation_id=str(accepted.operation_id))
 
 
@@ -54,8 +55,8 @@ async def column(body: ColumnRequest, tables: Tables, meta: Metadata) -> DemoOk:
     table_id = parse_table_id(body.table_id)
     spec = body.column
     if spec.type is None:
-        accepted = await tables.remove_column(table_id=table_id, name=spec.name, metadata=meta)
+        accepted = only_accepted(await tables.remove_column(table_id=table_id, name=spec.name, metadata=meta))
     else:
         column = parse_column(spec.name, spec.type, nullable=spec.nullable)
-        accepted = await tables.add_column(table_id=table_id, column=column, metadata=meta)
+        accepted = only_accepted(await tables.add_column(table_id=table_id, column=column, metadata=meta))
     return DemoOk(operation_id=str(accepted.operation_id))

@@ -8,14 +8,14 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from schemasaga.domain.columns import Column, ColumnType
+from schemasaga.domain.columns import Column, Index, column_type, index_name
 from schemasaga.domain.database import DEFAULT_DATABASE
 from schemasaga.domain.errors import InvalidColumn, InvalidTableId
 from schemasaga.domain.table import Table
 from schemasaga.services.drift import DriftReport
-from schemasaga.services.tables import Accepted
+from schemasaga.services.tables import UNSET, Accepted, ColumnPatch, Planned
 from schemasaga.services.views import TableView
 
 # -- requests --------------------------------------------------------------------------------------
@@ -45,10 +45,78 @@ class ColumnRequest(Strict):
     column: DemoColumnSpec
 
 
-class AddColumnRequest(Strict):
+class ColumnSpec(Strict):
     name: str
     type: str
     nullable: bool = True
+    default: JsonValue = Field(default=None, description="a JSON literal of the column's type; null: none")
+    unique: bool = False
+
+    def to_column(self) -> Column:
+        return Column(
+            name=self.name,
+            type=column_type(self.type),
+            nullable=self.nullable,
+            default=self.default,
+            unique=self.unique,
+        )
+
+
+AddColumnRequest = ColumnSpec
+
+
+class IndexSpec(Strict):
+    columns: list[str] = Field(min_length=1)
+    unique: bool = False
+    name: str | None = Field(default=None, description="generated when not given")
+
+    def to_index(self, table: str) -> Index:
+        columns = tuple(self.columns)
+        return Index(
+            name=self.name or index_name(table, columns, unique=self.unique),
+            columns=columns,
+            unique=self.unique,
+        )
+
+
+class NewTableRequest(Strict):
+    name: str
+    database: str = DEFAULT_DATABASE
+    columns: list[ColumnSpec] = Field(default_factory=list, description="after the four default columns")
+    indexes: list[IndexSpec] = Field(default_factory=list)
+
+
+class RenameTableRequest(Strict):
+    name: str
+
+
+class ColumnPatchRequest(Strict):
+    """The fields to change; a field left out stays as it is (``"default": null`` drops the default)."""
+
+    name: str | None = None
+    type: str | None = None
+    nullable: bool | None = None
+    default: JsonValue = None
+    unique: bool | None = None
+
+    def to_patch(self) -> ColumnPatch:
+        given = self.model_fields_set
+        if ("name" in given and self.name is None) or ("type" in given and self.type is None):
+            raise InvalidColumn("a column's name and type cannot be null")
+        if ("nullable" in given and self.nullable is None) or ("unique" in given and self.unique is None):
+            raise InvalidColumn("nullable and unique are true or false")
+        return ColumnPatch(
+            name=self.name if "name" in given else UNSET,
+            type=column_type(self.type) if self.type is not None else UNSET,
+            nullable=self.nullable if "nullable" in given else UNSET,
+            default=self.default if "default" in given else UNSET,
+            unique=self.unique if "unique" in given else UNSET,
+        )
+
+
+class TrackTableRequest(Strict):
+    name: str
+    database: str = DEFAULT_DATABASE
 
 
 class ReconcileRequest(Strict):
@@ -73,12 +141,7 @@ def parse_table_id(raw: str) -> UUID:
 
 
 def parse_column(name: str, type_: str, *, nullable: bool) -> Column:
-    try:
-        column_type = ColumnType(type_)
-    except ValueError:
-        supported = ", ".join(t.value for t in ColumnType)
-        raise InvalidColumn(f"unknown column type {type_!r}; supported: {supported}") from None
-    return Column(name=name, type=column_type, nullable=nullable)
+    return Column(name=name, type=column_type(type_), nullable=nullable)
 
 
 # -- answers ---------------------------------------------------------------------------------------
@@ -96,8 +159,9 @@ class ColumnOut(Answer):
     name: str
     type: str
     nullable: bool
-    default: str | None
+    default: JsonValue = Field(description="a JSON literal of the column's type; null: no default")
     primary_key: bool
+    unique: bool
 
     @classmethod
     def of(cls, column: Column) -> ColumnOut:
@@ -107,7 +171,18 @@ class ColumnOut(Answer):
             nullable=column.nullable,
             default=column.default,
             primary_key=column.primary_key,
+            unique=column.unique,
         )
+
+
+class IndexOut(Answer):
+    name: str
+    columns: list[str]
+    unique: bool
+
+    @classmethod
+    def of(cls, index: Index) -> IndexOut:
+        return cls(name=index.name, columns=list(index.columns), unique=index.unique)
 
 
 def columns_out(columns: Iterable[Column]) -> dict[str, ColumnOut]:
@@ -124,11 +199,15 @@ class TableOut(Answer):
     columns: dict[str, ColumnOut] = Field(description="the intended columns, in the order they were added")
     database: str
     engine: str | None = Field(description="null while this process does not know the database")
-    version: int = Field(description="the version of the table's stream this state is at")
+    version: int = Field(description="the version of the table's stream this state is at (its ETag)")
+    indexes: list[IndexOut] = Field(description="the intended indexes, in the order they were added")
+    primary_key: list[str]
 
     @classmethod
     def of(cls, view: TableView, *, engine: str | None) -> TableOut:
         return cls(
+            indexes=[IndexOut.of(i) for i in view.indexes],
+            primary_key=[c.name for c in view.columns if c.primary_key],
             table_id=view.table_id,
             name=view.name,
             synced=view.synced,
@@ -143,6 +222,8 @@ class TableOut(Answer):
     @classmethod
     def at(cls, table: Table, *, engine: str | None) -> TableOut:
         return cls(
+            indexes=[IndexOut.of(i) for i in table.schema.indexes],
+            primary_key=list(table.schema.primary_key),
             table_id=table.table_id,
             name=table.name,
             synced=table.synced,
@@ -191,6 +272,38 @@ class AcceptedOut(Answer):
             table_id=accepted.table_id,
             operation_id=accepted.operation_id,
             operation_url=f"/v1/operations/{accepted.operation_id}",
+        )
+
+
+class StatementOut(Answer):
+    sql: str
+    lock: str = Field(description="the lock it takes, in the engine's words")
+    rewrites: bool = Field(description="whether it rewrites every row of the table")
+    scans: bool = Field(description="whether it reads every row of the table")
+    transactional: bool
+
+
+class PlanOut(Answer):
+    """What a change would run (``?dry_run=true``): nothing was written."""
+
+    status: Literal["planned"] = "planned"
+    table_id: UUID | None
+    engine: str
+    statements: list[StatementOut]
+    warnings: list[str]
+    columns: dict[str, ColumnOut] = Field(description="the table's columns after the change")
+    indexes: list[IndexOut] = Field(description="the table's indexes after the change")
+
+    @classmethod
+    def of(cls, planned: Planned) -> PlanOut:
+        plan = planned.plan
+        return cls(
+            table_id=planned.table_id,
+            engine=plan.engine,
+            statements=[StatementOut(**s.to_dict()) for s in plan.statements],
+            warnings=list(plan.warnings),
+            columns=columns_out(planned.after.columns),
+            indexes=[IndexOut.of(i) for i in planned.after.indexes],
         )
 
 

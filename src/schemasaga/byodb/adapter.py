@@ -36,14 +36,18 @@ from sqlalchemy.sql.ddl import CreateColumn, DropTable
 from sqlalchemy.sql.elements import quoted_name
 
 from schemasaga.byodb import engines, inspect
+from schemasaga.byodb.blockers import find_blockers
 from schemasaga.byodb.engines import DdlLimits
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, classify
 from schemasaga.byodb.identifiers import index_name, validate_identifier
 from schemasaga.byodb.identity import DatabaseIdentity, read_identity
 from schemasaga.byodb.inspect import NotATable
 from schemasaga.byodb.types import default_sql, type_for
+from schemasaga.domain.changes import AddColumn, Change, DeleteTable, RemoveColumn
+from schemasaga.domain.changes import CreateTable as CreateTableChange
 from schemasaga.domain.columns import Column, Index, TableSchema
-from schemasaga.domain.errors import InvalidDefault
+from schemasaga.domain.errors import InvalidDefault, UnsupportedChange
+from schemasaga.domain.plan import Plan, Statement
 from schemasaga.domain.schema import LiveTable, compare_column, describe, diff
 
 __all__ = ["ByodbAdapter", "DatabaseIdentity", "DdlLimits", "index_name", "open_adapter"]
@@ -52,6 +56,13 @@ SQLITE_DROP_COLUMN = (3, 35, 0)
 """First SQLite with ``ALTER TABLE ... DROP COLUMN``: older ones are refused when a database is opened."""
 
 BetweenHook = Callable[[str], None]
+
+# The lock a DDL statement on one table takes, in each engine's words.
+_TABLE_LOCK = {
+    "postgresql": "ACCESS EXCLUSIVE",
+    "mysql": "exclusive metadata lock",
+    "sqlite": "database write lock",
+}
 
 
 class _Compensations:
@@ -207,10 +218,10 @@ class ByodbAdapter:
             autoincrement=False,
         )
 
-    def _column_sql(self, step: _Step, table: str, columns: Sequence[Column]) -> list[str]:
-        """The columns' definitions as driver SQL, each default a literal rendered by the connected
-        dialect (appended: ``... NOT NULL DEFAULT x`` is valid on every engine)."""
-        dialect = step.conn.dialect
+    def _column_sql(self, table: str, columns: Sequence[Column]) -> list[str]:
+        """The columns' definitions, each default a literal rendered by the dialect (appended: ``...
+        NOT NULL DEFAULT x`` is valid on every engine)."""
+        dialect = self._sa.dialect
         specs = []
         for column, sa_column in zip(columns, self._table(table, columns).columns, strict=True):
             spec = str(CreateColumn(sa_column).compile(dialect=dialect))
@@ -222,6 +233,34 @@ class ByodbAdapter:
             specs.append(spec)
         return specs
 
+    def _create_sql(self, name: str, columns: Sequence[Column], indexes: Sequence[Index]) -> list[str]:
+        """The statements that create the table: one on MySQL (which commits each DDL statement), else
+        ``CREATE TABLE`` then one ``CREATE INDEX`` per unique column and per index."""
+        all_indexes = [*self._unique_indexes(name, columns), *indexes]
+        parts = self._column_sql(name, columns)
+        key = [self._quote(c.name) for c in columns if c.primary_key]
+        if key:
+            parts.append(f"PRIMARY KEY ({', '.join(key)})")
+        if self.engine == "mysql":
+            parts += [self._index_sql(name, i, inline=True) for i in all_indexes]
+        statements = [f"CREATE TABLE {self._quote(name)} ({', '.join(parts)})"]
+        if self.engine != "mysql":
+            statements += [self._index_sql(name, i, inline=False) for i in all_indexes]
+        return statements
+
+    def _add_sql(self, table: str, column: Column) -> list[str]:
+        """The statements that add the column: one on MySQL, else ``ALTER TABLE`` then the unique index."""
+        (spec,) = self._column_sql(table, [column])
+        unique = self._unique_indexes(table, [column])
+        if self.engine == "mysql":
+            clauses = [
+                f"ADD COLUMN {spec}",
+                *(f"ADD {self._index_sql(table, i, inline=True)}" for i in unique),
+            ]
+            return [f"ALTER TABLE {self._quote(table)} {', '.join(clauses)}"]
+        alter = f"ALTER TABLE {self._quote(table)} ADD COLUMN {spec}"
+        return [alter, *(self._index_sql(table, i, inline=False) for i in unique)]
+
     def _index_sql(self, table: str, index: Index, *, inline: bool) -> str:
         columns = ", ".join(self._quote(c) for c in index.columns)
         unique = "UNIQUE " if index.unique else ""
@@ -230,7 +269,10 @@ class ByodbAdapter:
         return f"CREATE {unique}INDEX {self._quote(index.name)} ON {self._quote(table)} ({columns})"
 
     def _driver_sql(self, step: _Step, sql: str) -> None:
-        """Run DDL built here (quoted identifiers, literals rendered by the dialect) as it is."""
+        """Run DDL built here (quoted identifiers, literals rendered by the dialect) as it is: drivers
+        that format parameters (psycopg, pymysql) take ``%%`` for ``%``, which only literals can hold."""
+        if self._sa.dialect.paramstyle in ("format", "pyformat"):
+            sql = sql.replace("%", "%%")
         if step.pg_limits is not None:
             lock, statement_timeout = step.pg_limits
             step.pg_limits = None
@@ -334,16 +376,7 @@ class ByodbAdapter:
                         engine=self.engine,
                     )
                 return False
-            all_indexes = [*self._unique_indexes(name, columns), *indexes]
-            parts = self._column_sql(step, name, columns)
-            key = [self._quote(c.name) for c in columns if c.primary_key]
-            if key:
-                parts.append(f"PRIMARY KEY ({', '.join(key)})")
-            if self.engine == "mysql":  # one statement: MySQL commits each DDL statement
-                parts += [self._index_sql(name, i, inline=True) for i in all_indexes]
-            statements = [f"CREATE TABLE {self._quote(name)} ({', '.join(parts)})"]
-            if self.engine != "mysql":
-                statements += [self._index_sql(name, i, inline=False) for i in all_indexes]
+            statements = self._create_sql(name, columns, indexes)
             table = self._table(name)
             undo = _Compensations()
             try:
@@ -386,18 +419,8 @@ class ByodbAdapter:
                         engine=self.engine,
                     )
                 return False
-            (spec,) = self._column_sql(step, live.name, [column])
-            unique = self._unique_indexes(live.name, [column])
-            if self.engine == "mysql":  # one statement
-                clauses = [
-                    f"ADD COLUMN {spec}",
-                    *(f"ADD {self._index_sql(live.name, i, inline=True)}" for i in unique),
-                ]
-                self._driver_sql(step, f"ALTER TABLE {self._quote(live.name)} {', '.join(clauses)}")
-                return True
-            self._driver_sql(step, f"ALTER TABLE {self._quote(live.name)} ADD COLUMN {spec}")
-            for index in unique:
-                self._driver_sql(step, self._index_sql(live.name, index, inline=False))
+            for statement in self._add_sql(live.name, column):
+                self._driver_sql(step, statement)
             return True
 
     def drop_column(self, table: str, column: str) -> bool:
@@ -430,6 +453,49 @@ class ByodbAdapter:
                 return False
             self._ddl(step, DropTable(self._table(live.name)))
             return True
+
+    # -- plans ------------------------------------------------------------------------------------
+
+    @property
+    def _index_lock(self) -> str:
+        return "SHARE" if self.engine == "postgresql" else _TABLE_LOCK[self.engine]
+
+    def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
+        """The statements ``change`` runs here, as the steps that run it render them."""
+        dialect = self._sa.dialect
+        exclusive = _TABLE_LOCK[self.engine]
+        match change:
+            case CreateTableChange(schema=schema):
+                statements = self._create_sql(schema.name, schema.columns, schema.indexes)
+                return Plan(self.engine, tuple(Statement(sql, exclusive) for sql in statements))
+            case AddColumn(column=column):
+                assert before is not None
+                first, *indexes = self._add_sql(before.name, column)
+                # a unique column's index reads every row
+                built = (Statement(sql, self._index_lock, scans=True) for sql in indexes)
+                return Plan(self.engine, (Statement(first, exclusive), *built))
+            case RemoveColumn(column=column):
+                assert before is not None
+                sql = f"ALTER TABLE {self._quote(before.name)} DROP COLUMN {self._quote(column.name)}"
+                warnings = ("the column's values are dropped with it",)
+                return Plan(
+                    self.engine, (Statement(sql, exclusive, rewrites=self.engine == "sqlite"),), warnings
+                )
+            case DeleteTable():
+                assert before is not None
+                sql = str(DropTable(self._table(before.name)).compile(dialect=dialect)).strip()
+                return Plan(
+                    self.engine, (Statement(sql, exclusive),), ("the table's rows are dropped with it",)
+                )
+        raise UnsupportedChange(f"{change.kind.value} is not planned on {self.engine} yet")
+
+    def blockers(self, table: str) -> list[dict[str, Any]]:
+        """The sessions holding ``table``'s lock, to show when a step timed out waiting for it."""
+        with self._step(f"find who holds table {table!r}", ddl=False) as step:
+            return [b.to_dict() for b in find_blockers(step.conn, engine=self.engine, table=table)]
+
+    def apply_plan(self, before: TableSchema, after: TableSchema, plan: Plan) -> bool:
+        raise PermanentByodbError(f"{self.engine}: running plans of changes is not supported yet")
 
     def _require(self, step: _Step, table: str, what: str) -> LiveTable:
         live = self._inspect(step, table)

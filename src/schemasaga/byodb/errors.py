@@ -24,8 +24,17 @@ class ByodbError(Exception):
         self.engine = engine
         self.code = code
 
+    @property
+    def lock_timeout(self) -> bool:
+        """Whether a statement gave up waiting for a lock another session holds."""
+        return self.code in LOCK_TIMEOUT_CODES
+
     def __str__(self) -> str:
         return self.message
+
+
+# The codes of a lock wait that timed out (PostgreSQL lock_timeout, MySQL/MariaDB lock_wait_timeout).
+LOCK_TIMEOUT_CODES = frozenset({"55P03", "1205"})
 
 
 class TransientByodbError(ByodbError):

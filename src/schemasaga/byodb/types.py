@@ -15,7 +15,7 @@ Choices worth knowing:
 
 Defaults (:func:`default_sql`) are the column's canonical JSON literal rendered as a SQL literal by the
 connected dialect's own literal rendering (quotes doubled, backslashes escaped where the server takes
-them as escapes, ``%`` doubled for drivers that format parameters), never pasted: numbers are re-printed
+them as escapes), never pasted: numbers are re-printed
 from their value, booleans are ``true``/``false`` on PostgreSQL and ``1``/``0`` elsewhere, JSON is
 serialized, a ``datetime`` is its UTC time (MySQL/MariaDB: without the offset, read in the adapter's UTC
 session). MySQL 8 (not MariaDB) refuses a literal default on TEXT and JSON columns; that is reported as
@@ -226,7 +226,8 @@ TYPE_TABLE: Mapping[ColumnType, Mapping[str, str]] = MappingProxyType(
 def default_sql(engine: str, column_type: ColumnType, value: Any, dialect: Dialect) -> str:
     """The SQL literal of the default ``value`` (made canonical first: :class:`InvalidDefault` if it is
     no value of the type) for a ``column_type`` column on ``engine``, as ``dialect`` (the connected one:
-    it knows the server's escaping) renders it. The caller executes it as driver SQL."""
+    it knows the server's escaping) renders it. A ``%`` is written once: a caller that runs the statement
+    through a driver that formats parameters doubles it."""
     _check_engine(engine)
     kind = ColumnType(column_type)
     canonical = canonical_default(kind, value)
@@ -252,4 +253,9 @@ def default_sql(engine: str, column_type: ColumnType, value: Any, dialect: Diale
     else:
         text = str(canonical)
     compiler = dialect.statement_compiler(dialect, None)
-    return str(compiler.render_literal_value(text, sqltypes.String()))
+    literal = str(compiler.render_literal_value(text, sqltypes.String()))
+    if dialect.paramstyle in ("format", "pyformat"):
+        # The compiler doubles "%" for the driver's parameter formatting: the statement shows it once
+        # (the adapter doubles every "%" of a statement when it runs it).
+        literal = literal.replace("%%", "%")
+    return literal

@@ -17,6 +17,7 @@ from schemasaga.domain.events import (
     SagaAttemptFailed,
     SagaCompensationStarted,
     SagaStepCompleted,
+    TableAltered,
     TableChangeConfirmed,
     TableChanged,
     TableChangeRejected,
@@ -29,6 +30,7 @@ from schemasaga.domain.events import (
     TableEvent,
     TableReconciliationRequested,
     TableSchemaAdopted,
+    TableTracked,
     event_from_data,
 )
 from schemasaga.domain.table import Table
@@ -52,16 +54,39 @@ def _kind(event: TableEvent) -> str:
             return "remove_column"
         case TableReconciliationRequested(strategy=strategy):
             return strategy
+        case TableAltered(change=change):
+            return str(change["kind"])
+        case TableTracked():
+            return "track_table"
         case _:
             return "delete_table"
 
 
 def _detail(event: TableEvent) -> dict[str, Any]:
+    """What the operation is about, and the plan its saga runs."""
+    detail = _about(event)
+    match event:
+        case (
+            TableCreated(plan=plan)
+            | TableChanged(plan=plan)
+            | TableDeleted(plan=plan)
+            | TableAltered(plan=plan)
+        ):
+            if plan is not None:
+                detail["plan"] = plan
+    return detail
+
+
+def _about(event: TableEvent) -> dict[str, Any]:
     match event:
         case TableCreated(name=name, database=database):
             return {"name": name, "database": database}
         case TableChanged(column=column):
             return {"column": column}
+        case TableAltered(change=change):
+            return {key: value for key, value in change.items() if key != "kind"}
+        case TableTracked(name=name, database=database):
+            return {"name": name, "database": database}
         case _:
             return {}
 
@@ -96,7 +121,8 @@ async def _project_table(conn: AsyncConnection[Any], table: Table, recorded: Seq
                 "exists": table.exists,
                 "deleted": not table.live,
                 "holds_name": table.holds_name,
-                "columns": Jsonb([c.to_dict() for c in table.columns.values()]),
+                "columns": Jsonb([c.to_dict() for c in table.schema.columns]),
+                "indexes": Jsonb([i.to_dict() for i in table.schema.indexes]),
                 "version": table.version,
                 "at": at,
             },
@@ -108,7 +134,14 @@ async def _project_table(conn: AsyncConnection[Any], table: Table, recorded: Seq
 async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> None:
     op = {"operation_id": event.operation_id, "at": rec.created_at}
     match event:
-        case TableCreated() | TableChanged() | TableDeleted() | TableReconciliationRequested():
+        case (
+            TableCreated()
+            | TableChanged()
+            | TableDeleted()
+            | TableReconciliationRequested()
+            | TableAltered()
+            | TableTracked()
+        ):
             await cur.execute(
                 Q["insert_operation"],
                 {
@@ -119,10 +152,15 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
                     "seq": rec.position,
                 },
             )
+            if isinstance(event, TableTracked):  # nothing to run: done as it is recorded
+                await cur.execute(Q["operation_finished"], {**op, "status": "completed", "error": None})
         case SagaStepCompleted(step=step):
             await cur.execute(Q["operation_step_done"], {**op, "step": step})
-        case SagaAttemptFailed(attempt=attempt, error=error):
-            await cur.execute(Q["operation_attempt_failed"], {**op, "attempt": attempt, "error": error})
+        case SagaAttemptFailed(attempt=attempt, error=error, blocked_by=blocked_by):
+            await cur.execute(
+                Q["operation_attempt_failed"],
+                {**op, "attempt": attempt, "error": error, "blocked_by": Jsonb(blocked_by)},
+            )
         case SagaCompensationStarted(reason=reason):
             await cur.execute(Q["operation_compensating"], {**op, "reason": reason})
         case (
@@ -181,6 +219,11 @@ async def project_database(conn: AsyncConnection[Any], state: db.DatabaseState) 
 async def lock_database(conn: AsyncConnection[Any], name: str, *, exclusive: bool) -> bool:
     query = Q["lock_database" if exclusive else "require_database"]
     return await (await conn.execute(query, {"name": name})).fetchone() is not None
+
+
+async def name_held(conn: AsyncConnection[Any], database: str, name: str) -> bool:
+    row = await (await conn.execute(Q["name_held"], {"database": database, "name": name})).fetchone()
+    return bool(row and row[0])
 
 
 async def live_tables(conn: AsyncConnection[Any], database: str) -> int:

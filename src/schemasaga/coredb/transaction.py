@@ -73,6 +73,9 @@ class PgTransaction(PgStreams):
     async def lock_database(self, name: str, *, exclusive: bool) -> bool:
         return await readmodels.lock_database(self.conn, name, exclusive=exclusive)
 
+    async def name_held(self, database: str, name: str) -> bool:
+        return await readmodels.name_held(self.conn, database, name)
+
     async def live_tables(self, database: str) -> int:
         return await readmodels.live_tables(self.conn, database)
 

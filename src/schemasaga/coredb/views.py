@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from schemasaga.byodb.connections import RegisteredUrl
 from schemasaga.coredb.transaction import PgStreams
-from schemasaga.domain.columns import Column
+from schemasaga.domain.columns import Column, Index
 from schemasaga.domain.errors import TableNotFound
 from schemasaga.domain.events import stream_name
 from schemasaga.domain.table import Table
@@ -150,6 +150,7 @@ def _table(row: dict[str, Any]) -> TableView:
         columns=tuple(
             Column.from_dict(c) for c in (columns.values() if isinstance(columns, dict) else columns)
         ),
+        indexes=tuple(Index.from_dict(i) for i in row["indexes"]),
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],

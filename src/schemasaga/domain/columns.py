@@ -10,6 +10,7 @@ default is not supported: a nullable column without a default is null already).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -265,6 +266,21 @@ class TableSchema:
             columns=tuple(Column.from_dict(c) for c in data["columns"]),
             indexes=tuple(Index.from_dict(i) for i in data.get("indexes", [])),
         )
+
+
+# The shortest identifier limit of the three engines (PostgreSQL's 63 bytes): a generated name fits all.
+PORTABLE_NAME_LIMIT = 63
+
+
+def index_name(table: str, columns: tuple[str, ...], *, unique: bool) -> str:
+    """A portable name for an index given none: ``<table>_<columns>_key`` for a unique one, ``_idx``
+    otherwise (PostgreSQL's own convention), cut to 63 characters with a short digest of the whole name
+    when too long, so that two long names stay apart."""
+    name = f"{table}_{'_'.join(columns)}_{'key' if unique else 'idx'}"
+    if len(name) <= PORTABLE_NAME_LIMIT:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: PORTABLE_NAME_LIMIT - 9]}_{digest}"
 
 
 DEFAULT_COLUMNS: tuple[Column, ...] = (

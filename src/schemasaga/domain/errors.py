@@ -81,6 +81,13 @@ class NameTaken(DomainError):
     code = "name_taken"
 
 
+class TableExistsUnmanaged(DomainError):
+    """A table of that name exists in the database, and schemasaga does not manage it: creating it would
+    take it over (and a later delete would drop its rows). ``POST /v1/tables/track`` is the explicit way."""
+
+    code = "table_exists_unmanaged"
+
+
 class TableGone(DomainError):
     """The table was deleted (or its creation was rejected): nothing more can change it."""
 

@@ -7,7 +7,7 @@ so a restarted worker resumes where the last one stopped.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -37,6 +37,9 @@ class TableCreated(TableEvent):
     name: str
     database: str
     columns: list[dict[str, Any]]
+    indexes: list[dict[str, Any]] = field(default_factory=list)
+    # The plan the saga runs (domain.plan.Plan as a dict); None in events recorded before plans.
+    plan: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,7 @@ class TableChanged(TableEvent):
     # "add" with the new column, or "remove" with the column as it was.
     action: str
     column: dict[str, Any]
+    plan: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +72,26 @@ class TableChangeRejected(TableEvent):
 
 @dataclass(frozen=True, slots=True)
 class TableDeleted(TableEvent):
-    pass
+    plan: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TableAltered(TableEvent):
+    """A change other than the demo's (a rename, a column's alteration, an index): ``change`` is the
+    domain.changes value as a dict, ``plan`` the statements its saga runs."""
+
+    change: dict[str, Any]
+    plan: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TableTracked(TableEvent):
+    """An existing table taken under management as it is (no DDL): its live schema becomes the metadata."""
+
+    name: str
+    database: str
+    columns: list[dict[str, Any]]
+    indexes: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +114,8 @@ class SagaAttemptFailed(TableEvent):
     attempt: int
     error: str
     transient: bool
+    # When the step timed out waiting for a lock: the sessions that held it (session, query, held_for_s).
+    blocked_by: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +131,10 @@ class TableReconciliationRequested(TableEvent):
 
 @dataclass(frozen=True, slots=True)
 class TableSchemaAdopted(TableEvent):
-    """Confirms an "adopt" reconciliation: the live columns become the table's metadata."""
+    """Confirms an "adopt" reconciliation: the live columns and indexes become the table's metadata."""
 
     columns: list[dict[str, Any]]
+    indexes: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +156,8 @@ EVENT_TYPES: dict[str, type[TableEvent]] = {
         TableDeleted,
         TableDeletionConfirmed,
         TableDeletionRejected,
+        TableAltered,
+        TableTracked,
         SagaStepCompleted,
         SagaAttemptFailed,
         SagaCompensationStarted,
@@ -144,6 +172,10 @@ def event_from_data(event_type: str, data: dict[str, Any]) -> TableEvent:
     cls = EVENT_TYPES[event_type]
     kwargs = {}
     for f in dataclasses.fields(cls):
+        if f.name not in data and (
+            f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        ):
+            continue  # a field added since the event was recorded: its default
         value = data[f.name]
         kwargs[f.name] = UUID(value) if f.name in ("table_id", "operation_id") else value
     return cls(**kwargs)

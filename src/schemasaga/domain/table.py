@@ -9,23 +9,38 @@ at once; the demo's ``columns`` shows the intended state and ``synced`` says whe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from schemasaga.domain.columns import DEFAULT_COLUMNS, IDENTIFIER, Column
+from schemasaga.domain.changes import (
+    AddColumn,
+    AddIndex,
+    Adopt,
+    Change,
+    CreateTable,
+    DeleteTable,
+    DropIndex,
+    OperationKind,
+    RemoveColumn,
+    Repair,
+    change_from_dict,
+    check_column,
+    check_name,
+)
+from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, Index, TableSchema
 from schemasaga.domain.errors import (
     ColumnExists,
     ColumnNotFound,
+    DomainError,
     IllegalTransition,
-    InvalidName,
-    PrimaryKeyColumn,
+    IndexNotFound,
     TableGone,
 )
 from schemasaga.domain.events import (
     SagaAttemptFailed,
     SagaCompensationStarted,
     SagaStepCompleted,
+    TableAltered,
     TableChangeConfirmed,
     TableChanged,
     TableChangeRejected,
@@ -39,16 +54,11 @@ from schemasaga.domain.events import (
     TableEvent,
     TableReconciliationRequested,
     TableSchemaAdopted,
+    TableTracked,
 )
+from schemasaga.domain.plan import Plan
 
-
-class OperationKind(StrEnum):
-    CREATE_TABLE = "create_table"
-    ADD_COLUMN = "add_column"
-    REMOVE_COLUMN = "remove_column"
-    DELETE_TABLE = "delete_table"
-    REPAIR = "repair"
-    ADOPT = "adopt"
+__all__ = ["OperationKind", "PendingOperation", "Table", "new_table_schema"]
 
 
 @dataclass(slots=True)
@@ -56,12 +66,21 @@ class PendingOperation:
     """A change accepted but not finished: its saga's progress so far."""
 
     operation_id: UUID
-    kind: OperationKind
-    columns: tuple[Column, ...]
+    change: Change
+    # The statements its saga runs, as planned when it was accepted (None: recorded before plans).
+    plan: Plan | None = None
     steps_done: list[str] = field(default_factory=list)
     failed_attempts: int = 0
     compensating: bool = False
     compensation_reason: str | None = None
+
+    @property
+    def kind(self) -> OperationKind:
+        return self.change.kind
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self.change.columns
 
     @property
     def column(self) -> Column:
@@ -72,6 +91,8 @@ class PendingOperation:
             "operation_id": str(self.operation_id),
             "kind": self.kind.value,
             "columns": [c.to_dict() for c in self.columns],
+            "change": self.change.to_dict(),
+            "plan": self.plan.to_dict() if self.plan is not None else None,
             "steps_done": list(self.steps_done),
             "failed_attempts": self.failed_attempts,
             "compensating": self.compensating,
@@ -79,11 +100,16 @@ class PendingOperation:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PendingOperation:
+    def from_dict(cls, data: dict[str, Any], *, table_name: str) -> PendingOperation:
+        if "change" in data:
+            change = change_from_dict(data["change"])
+        else:  # a snapshot taken before changes were values
+            change = _legacy_change(OperationKind(data["kind"]), data["columns"], table_name)
+        plan = data.get("plan")
         return cls(
             operation_id=UUID(data["operation_id"]),
-            kind=OperationKind(data["kind"]),
-            columns=tuple(Column.from_dict(c) for c in data["columns"]),
+            change=change,
+            plan=Plan.from_dict(plan) if plan is not None else None,
             steps_done=list(data["steps_done"]),
             failed_attempts=int(data["failed_attempts"]),
             compensating=bool(data["compensating"]),
@@ -91,30 +117,40 @@ class PendingOperation:
         )
 
 
-_CONFIRMED = {
+def _legacy_change(kind: OperationKind, columns: list[dict[str, Any]], table_name: str) -> Change:
+    cols = tuple(Column.from_dict(c) for c in columns)
+    match kind:
+        case OperationKind.CREATE_TABLE:
+            return CreateTable(TableSchema(table_name, cols))
+        case OperationKind.ADD_COLUMN:
+            return AddColumn(cols[0])
+        case OperationKind.REMOVE_COLUMN:
+            return RemoveColumn(cols[0])
+        case _:
+            return change_from_dict({"kind": kind.value})
+
+
+_CONFIRMED: dict[OperationKind, type[TableEvent]] = {
     OperationKind.CREATE_TABLE: TableCreationConfirmed,
-    OperationKind.ADD_COLUMN: TableChangeConfirmed,
-    OperationKind.REMOVE_COLUMN: TableChangeConfirmed,
     OperationKind.DELETE_TABLE: TableDeletionConfirmed,
-    OperationKind.REPAIR: TableChangeConfirmed,
 }
-_REJECTED = {
+_REJECTED: dict[OperationKind, type[TableCreationRejected | TableDeletionRejected | TableChangeRejected]] = {
     OperationKind.CREATE_TABLE: TableCreationRejected,
-    OperationKind.ADD_COLUMN: TableChangeRejected,
-    OperationKind.REMOVE_COLUMN: TableChangeRejected,
     OperationKind.DELETE_TABLE: TableDeletionRejected,
-    OperationKind.REPAIR: TableChangeRejected,
-    OperationKind.ADOPT: TableChangeRejected,
 }
+# Kinds that leave the schema's metadata as it is when they are accepted (and, but for an adoption,
+# when they are confirmed).
+_KEEP_SCHEMA = frozenset({OperationKind.DELETE_TABLE, OperationKind.REPAIR, OperationKind.ADOPT})
 
 
 @dataclass(slots=True)
 class Table:
     table_id: UUID
+    # The intended name (a rename in flight included); the physical one is confirmed.name.
     name: str = ""
     database: str = ""
-    # The physical schema as confirmed by finished sagas.
-    confirmed_columns: dict[str, Column] = field(default_factory=dict)
+    # The physical schema as confirmed by finished sagas (name "" until the table is created).
+    confirmed: TableSchema = field(default_factory=lambda: TableSchema(""))
     exists: bool = False
     creation_rejected: bool = False
     deletion_confirmed: bool = False
@@ -137,17 +173,37 @@ class Table:
         return self.version >= 0 or bool(self.changes)
 
     @property
-    def columns(self) -> dict[str, Column]:
-        """The intended columns: confirmed plus pending changes, in acceptance order."""
-        cols = dict(self.confirmed_columns)
+    def schema(self) -> TableSchema:
+        """The intended schema: confirmed plus the changes in flight, in acceptance order. A change whose
+        premise is gone (a change ahead of it was rejected) is left out: its saga will reject it."""
+        schema = self.confirmed
         for op in self.pending:
-            if op.kind is OperationKind.CREATE_TABLE:
-                cols = {c.name: c for c in op.columns}
-            elif op.kind is OperationKind.ADD_COLUMN:
-                cols[op.column.name] = op.column
-            elif op.kind is OperationKind.REMOVE_COLUMN:
-                cols.pop(op.column.name, None)
-        return cols
+            if op.kind in _KEEP_SCHEMA:
+                continue
+            try:
+                schema = op.change.apply(schema)
+            except DomainError:
+                continue
+        return schema
+
+    @property
+    def columns(self) -> dict[str, Column]:
+        """The intended columns, in the order they were added."""
+        return {c.name: c for c in self.schema.columns}
+
+    @property
+    def confirmed_columns(self) -> dict[str, Column]:
+        return {c.name: c for c in self.confirmed.columns}
+
+    @property
+    def physical_name(self) -> str:
+        """The name the table has in its database now (or will have, once its creation runs)."""
+        if self.confirmed.name:
+            return self.confirmed.name
+        for op in self.pending:
+            if isinstance(op.change, CreateTable):
+                return op.change.schema.name
+        return self.name
 
     @property
     def live(self) -> bool:
@@ -169,15 +225,48 @@ class Table:
     def operation(self, operation_id: UUID) -> PendingOperation | None:
         return next((op for op in self.pending if op.operation_id == operation_id), None)
 
+    def preview(self, change: Change) -> tuple[TableSchema, TableSchema]:
+        """The intended schema before and after ``change``, which must fit it (nothing is recorded)."""
+        self._ensure_live()
+        before = self.schema
+        if isinstance(change, AddColumn) and self.confirmed.column_named(change.column.name) is not None:
+            # A removal still in flight may be rejected and keep the column: wait for its outcome.
+            if before.column_named(change.column.name) is None:
+                raise ColumnExists(
+                    f"column {change.column.name!r} of {self.name!r} is being removed; add it again once "
+                    "the removal is confirmed"
+                )
+        return before, change.apply(before)
+
+    def premise(self, op: PendingOperation) -> TableSchema:
+        """The schema after the running operation ``op``, applied to the confirmed schema; raises the
+        domain error that makes it impossible now (a change ahead of it was rejected). Removing what a
+        rejected change never made is done already: the schema stays as it is."""
+        if op.kind in _KEEP_SCHEMA:
+            return self.confirmed
+        try:
+            return op.change.apply(self.confirmed)
+        except (ColumnNotFound, IndexNotFound):
+            if isinstance(op.change, RemoveColumn | DropIndex):
+                return self.confirmed
+            raise
+
     # -- commands --------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, *, table_id: UUID, name: str, database: str, operation_id: UUID) -> Table:
-        if not name or not IDENTIFIER.fullmatch(name):
-            raise InvalidName(
-                f"table name {name!r} must start with a letter or underscore and contain only "
-                "letters, digits and underscores"
-            )
+    def create(
+        cls,
+        *,
+        table_id: UUID,
+        name: str,
+        database: str,
+        operation_id: UUID,
+        columns: tuple[Column, ...] = (),
+        indexes: tuple[Index, ...] = (),
+        plan: Plan | None = None,
+    ) -> Table:
+        """A new table: the four default columns, then ``columns``, and ``indexes``."""
+        schema = new_table_schema(name, columns, indexes)
         table = cls(table_id=table_id)
         table._record(
             TableCreated(
@@ -185,58 +274,73 @@ class Table:
                 operation_id=operation_id,
                 name=name,
                 database=database,
-                columns=[c.to_dict() for c in DEFAULT_COLUMNS],
+                columns=[c.to_dict() for c in schema.columns],
+                indexes=[i.to_dict() for i in schema.indexes],
+                plan=plan.to_dict() if plan is not None else None,
             )
         )
         return table
 
-    def add_column(self, column: Column, *, operation_id: UUID) -> None:
-        self._ensure_live()
-        if not IDENTIFIER.fullmatch(column.name):
-            raise InvalidName(f"column name {column.name!r} is not a valid identifier")
-        if column.name.lower() in (n.lower() for n in self.columns):
-            raise ColumnExists(f"column {column.name!r} already exists (or is being added) in {self.name!r}")
-        # A removal still in flight may be rejected and keep the column: wait for its outcome.
-        if column.name.lower() in (n.lower() for n in self.confirmed_columns):
-            raise ColumnExists(
-                f"column {column.name!r} of {self.name!r} is being removed; add it again once the removal "
-                "is confirmed"
-            )
-        if column.primary_key:
-            raise PrimaryKeyColumn("a new column cannot be a primary key")
-        self._record(
-            TableChanged(
-                table_id=self.table_id, operation_id=operation_id, action="add", column=column.to_dict()
+    @classmethod
+    def track(cls, *, table_id: UUID, schema: TableSchema, database: str, operation_id: UUID) -> Table:
+        """An existing table taken under management as it is: its live schema is the metadata."""
+        check_name(schema.name, kind="table")
+        table = cls(table_id=table_id)
+        table._record(
+            TableTracked(
+                table_id=table_id,
+                operation_id=operation_id,
+                name=schema.name,
+                database=database,
+                columns=[c.to_dict() for c in schema.columns],
+                indexes=[i.to_dict() for i in schema.indexes],
             )
         )
+        return table
 
-    def remove_column(self, name: str, *, operation_id: UUID) -> None:
+    def accept(self, change: Change, *, operation_id: UUID, plan: Plan | None = None) -> None:
+        """Queue ``change`` (validated against the intended schema) with the plan its saga will run."""
+        if isinstance(change, CreateTable):
+            raise IllegalTransition("a table is created by Table.create")
+        if isinstance(change, Repair | Adopt) and not self.exists and not self.pending:
+            self._ensure_live()
+            raise TableGone(f"table {self.name!r} was never created in its database")
+        self.preview(change)
+        planned = plan.to_dict() if plan is not None else None
+        event: TableEvent
+        match change:
+            case AddColumn(column=column):
+                event = TableChanged(self.table_id, operation_id, "add", column.to_dict(), planned)
+            case RemoveColumn(column=column):
+                event = TableChanged(self.table_id, operation_id, "remove", column.to_dict(), planned)
+            case DeleteTable():
+                event = TableDeleted(self.table_id, operation_id, planned)
+            case Repair() | Adopt():
+                event = TableReconciliationRequested(self.table_id, operation_id, change.kind.value)
+            case _:
+                event = TableAltered(self.table_id, operation_id, change.to_dict(), planned)
+        self._record(event)
+
+    def add_column(self, column: Column, *, operation_id: UUID, plan: Plan | None = None) -> None:
+        self.accept(AddColumn(check_column(column)), operation_id=operation_id, plan=plan)
+
+    def remove_column(self, name: str, *, operation_id: UUID, plan: Plan | None = None) -> None:
         self._ensure_live()
-        column = self.columns.get(name)
+        column = self.schema.column(name)
         if column is None:
             raise ColumnNotFound(f"table {self.name!r} has no column {name!r}")
-        if column.primary_key:
-            raise PrimaryKeyColumn(f"column {name!r} is the primary key and cannot be removed")
-        self._record(
-            TableChanged(
-                table_id=self.table_id, operation_id=operation_id, action="remove", column=column.to_dict()
-            )
-        )
+        self.accept(RemoveColumn(column), operation_id=operation_id, plan=plan)
 
-    def delete(self, *, operation_id: UUID) -> None:
-        self._ensure_live()
-        self._record(TableDeleted(table_id=self.table_id, operation_id=operation_id))
+    def delete(self, *, operation_id: UUID, plan: Plan | None = None) -> None:
+        self.accept(DeleteTable(), operation_id=operation_id, plan=plan)
 
     def reconcile(self, strategy: str, *, operation_id: UUID) -> None:
         """Queue a reconciliation: "repair" the physical table, or "adopt" its live schema."""
         self._ensure_live()
-        if strategy not in ("repair", "adopt"):
+        changes: dict[str, Change] = {"repair": Repair(), "adopt": Adopt()}
+        if strategy not in changes:
             raise IllegalTransition(f"unknown reconciliation strategy {strategy!r}; use 'repair' or 'adopt'")
-        if not self.exists and not self.pending:
-            raise TableGone(f"table {self.name!r} was never created in its database")
-        self._record(
-            TableReconciliationRequested(table_id=self.table_id, operation_id=operation_id, strategy=strategy)
-        )
+        self.accept(changes[strategy], operation_id=operation_id)
 
     def record_drift(self, issues: list[dict[str, Any]], *, scan_id: UUID) -> bool:
         """Record what a drift scan found, if it differs from what was last recorded."""
@@ -247,13 +351,16 @@ class Table:
 
     # -- saga progress ---------------------------------------------------------------------------
 
-    def adopt(self, operation_id: UUID, columns: list[Column]) -> None:
+    def adopt(self, operation_id: UUID, schema: TableSchema) -> None:
         op = self._head(operation_id)
         if op.kind is not OperationKind.ADOPT:
             raise IllegalTransition(f"operation {operation_id} is not an adoption")
         self._record(
             TableSchemaAdopted(
-                table_id=self.table_id, operation_id=operation_id, columns=[c.to_dict() for c in columns]
+                table_id=self.table_id,
+                operation_id=operation_id,
+                columns=[c.to_dict() for c in schema.columns],
+                indexes=[i.to_dict() for i in schema.indexes],
             )
         )
 
@@ -262,7 +369,14 @@ class Table:
         if step not in op.steps_done:
             self._record(SagaStepCompleted(table_id=self.table_id, operation_id=operation_id, step=step))
 
-    def fail_attempt(self, operation_id: UUID, *, error: str, transient: bool) -> None:
+    def fail_attempt(
+        self,
+        operation_id: UUID,
+        *,
+        error: str,
+        transient: bool,
+        blocked_by: list[dict[str, Any]] | None = None,
+    ) -> None:
         op = self._head(operation_id)
         self._record(
             SagaAttemptFailed(
@@ -271,6 +385,7 @@ class Table:
                 attempt=op.failed_attempts + 1,
                 error=error,
                 transient=transient,
+                blocked_by=list(blocked_by or []),
             )
         )
 
@@ -287,11 +402,21 @@ class Table:
             raise IllegalTransition("an adoption is confirmed by the schema it adopts (use adopt)")
         if op.compensating:
             raise IllegalTransition(f"operation {operation_id} is compensating and can only be rejected")
-        self._record(_CONFIRMED[op.kind](table_id=self.table_id, operation_id=operation_id))
+        try:
+            self.premise(op)
+        except DomainError as exc:
+            raise IllegalTransition(f"operation {operation_id} no longer fits the table: {exc}") from None
+        self._record(
+            _CONFIRMED.get(op.kind, TableChangeConfirmed)(table_id=self.table_id, operation_id=operation_id)
+        )
 
     def reject(self, operation_id: UUID, *, reason: str) -> None:
         op = self._head(operation_id)
-        self._record(_REJECTED[op.kind](table_id=self.table_id, operation_id=operation_id, reason=reason))
+        self._record(
+            _REJECTED.get(op.kind, TableChangeRejected)(
+                table_id=self.table_id, operation_id=operation_id, reason=reason
+            )
+        )
 
     # -- folding events --------------------------------------------------------------------------
 
@@ -306,27 +431,40 @@ class Table:
 
     def _when(self, event: TableEvent) -> None:
         match event:
-            case TableCreated(name=name, database=database, columns=columns):
-                self.name, self.database = name, database
-                self.pending.append(
-                    PendingOperation(
-                        event.operation_id,
-                        OperationKind.CREATE_TABLE,
-                        tuple(Column.from_dict(c) for c in columns),
-                    )
+            case TableCreated(name=name, database=database, columns=columns, indexes=indexes, plan=plan):
+                self.database = database
+                schema = TableSchema(
+                    name,
+                    tuple(Column.from_dict(c) for c in columns),
+                    tuple(Index.from_dict(i) for i in indexes),
                 )
-            case TableChanged(action=action, column=column):
-                kind = OperationKind.ADD_COLUMN if action == "add" else OperationKind.REMOVE_COLUMN
-                self.pending.append(PendingOperation(event.operation_id, kind, (Column.from_dict(column),)))
-            case TableDeleted():
-                self.pending.append(PendingOperation(event.operation_id, OperationKind.DELETE_TABLE, ()))
+                self._queue(event, CreateTable(schema), plan)
+            case TableTracked(name=name, database=database, columns=columns, indexes=indexes):
+                self.database = database
+                self.confirmed = TableSchema(
+                    name,
+                    tuple(Column.from_dict(c) for c in columns),
+                    tuple(Index.from_dict(i) for i in indexes),
+                )
+                self.exists = True
+            case TableChanged(action=action, column=column, plan=plan):
+                col = Column.from_dict(column)
+                self._queue(event, AddColumn(col) if action == "add" else RemoveColumn(col), plan)
+            case TableDeleted(plan=plan):
+                self._queue(event, DeleteTable(), plan)
+            case TableAltered(change=change, plan=plan):
+                self._queue(event, change_from_dict(change), plan)
             case TableReconciliationRequested(strategy=strategy):
-                self.pending.append(PendingOperation(event.operation_id, OperationKind(strategy), ()))
+                self._queue(event, change_from_dict({"kind": strategy}), None)
             case TableDriftDetected(issues=issues):
                 self.drift = list(issues)
-            case TableSchemaAdopted(columns=columns):
+            case TableSchemaAdopted(columns=columns, indexes=indexes):
                 self._finish(event)
-                self.confirmed_columns = {c["name"]: Column.from_dict(c) for c in columns}
+                self.confirmed = TableSchema(
+                    self.confirmed.name or self.name,
+                    tuple(Column.from_dict(c) for c in columns),
+                    tuple(Index.from_dict(i) for i in indexes),
+                )
                 self.exists = True
                 self.drift = []
             case SagaStepCompleted(step=step):
@@ -338,16 +476,14 @@ class Table:
                 op.compensating, op.compensation_reason = True, reason
             case TableCreationConfirmed():
                 op = self._finish(event)
-                self.confirmed_columns = {c.name: c for c in op.columns}
+                self.confirmed = self.premise(op)
                 self.exists = True
             case TableChangeConfirmed():
                 op = self._finish(event)
-                if op.kind is OperationKind.ADD_COLUMN:
-                    self.confirmed_columns[op.column.name] = op.column
-                elif op.kind is OperationKind.REMOVE_COLUMN:
-                    self.confirmed_columns.pop(op.column.name, None)
-                else:  # a repair brought the physical table back to the metadata
+                if op.kind is OperationKind.REPAIR:  # the physical table was brought back to the metadata
                     self.drift = []
+                else:
+                    self.confirmed = self.premise(op)
             case TableDeletionConfirmed():
                 self._finish(event)
                 self.exists = False
@@ -362,6 +498,12 @@ class Table:
                 self._finish(event)
             case _:
                 raise IllegalTransition(f"unknown event {type(event).__name__}")
+        self.name = self.schema.name or self.name
+
+    def _queue(self, event: TableEvent, change: Change, plan: dict[str, Any] | None) -> None:
+        self.pending.append(
+            PendingOperation(event.operation_id, change, Plan.from_dict(plan) if plan is not None else None)
+        )
 
     def _pending_op(self, event: TableEvent) -> PendingOperation:
         op = self.operation(event.operation_id)
@@ -395,7 +537,9 @@ class Table:
             "table_id": str(self.table_id),
             "name": self.name,
             "database": self.database,
-            "confirmed_columns": [c.to_dict() for c in self.confirmed_columns.values()],
+            "confirmed_name": self.confirmed.name,
+            "confirmed_columns": [c.to_dict() for c in self.confirmed.columns],
+            "confirmed_indexes": [i.to_dict() for i in self.confirmed.indexes],
             "exists": self.exists,
             "creation_rejected": self.creation_rejected,
             "deletion_confirmed": self.deletion_confirmed,
@@ -405,15 +549,21 @@ class Table:
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any], *, version: int) -> Table:
+        name = data["name"]
+        columns = tuple(Column.from_dict(c) for c in data["confirmed_columns"])
+        # Snapshots taken before confirmed_name: the table had no rename, and a name once it had columns.
+        confirmed_name = data.get("confirmed_name", name if columns else "")
         return cls(
             table_id=UUID(data["table_id"]),
-            name=data["name"],
+            name=name,
             database=data["database"],
-            confirmed_columns={c["name"]: Column.from_dict(c) for c in data["confirmed_columns"]},
+            confirmed=TableSchema(
+                confirmed_name, columns, tuple(Index.from_dict(i) for i in data.get("confirmed_indexes", []))
+            ),
             exists=data["exists"],
             creation_rejected=data["creation_rejected"],
             deletion_confirmed=data["deletion_confirmed"],
-            pending=[PendingOperation.from_dict(op) for op in data["pending"]],
+            pending=[PendingOperation.from_dict(op, table_name=name) for op in data["pending"]],
             drift=list(data.get("drift", [])),
             version=version,
         )
@@ -422,3 +572,17 @@ class Table:
         """Same state, ignoring unsaved changes, which no snapshot holds (used to check snapshots against
         replay)."""
         return self.to_snapshot() == other.to_snapshot() and self.version == other.version
+
+
+def new_table_schema(
+    name: str, columns: tuple[Column, ...] = (), indexes: tuple[Index, ...] = ()
+) -> TableSchema:
+    """The schema of a new table: the four default columns, then ``columns``, then ``indexes``; each
+    checked as the change that would add it is."""
+    check_name(name, kind="table")
+    schema = TableSchema(name, DEFAULT_COLUMNS)
+    for column in columns:
+        schema = AddColumn(check_column(column)).apply(schema)
+    for index in indexes:
+        schema = AddIndex(index).apply(schema)
+    return schema

@@ -98,12 +98,12 @@ class DriftDetector:
 def check(adapter: SchemaAdapter, table: Table) -> list[Difference]:
     """How the live table differs from the table's confirmed metadata (blocking)."""
     try:
-        live = adapter.inspect_table(table.name)
+        live = adapter.inspect_table(table.physical_name)
     except PermanentByodbError as exc:
         # This table cannot be read (replaced by a view, no privilege...): that is its drift; the
         # other tables are still checked. A transient failure stops the scan (DatabaseUnavailable).
         return [Difference(DifferenceKind.UNREADABLE, detail=str(exc))]
-    return diff(table.confirmed_columns.values(), live, table=table.name)
+    return diff(table.confirmed_columns.values(), live, table=table.physical_name)
 
 
 async def periodic_scan(detector: DriftDetector, *, every: float) -> None:

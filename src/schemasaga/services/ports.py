@@ -14,8 +14,10 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from schemasaga.byodb.identity import DatabaseIdentity
-from schemasaga.domain.columns import Column
+from schemasaga.domain.changes import Change
+from schemasaga.domain.columns import Column, TableSchema
 from schemasaga.domain.database import DatabaseState
+from schemasaga.domain.plan import Plan
 from schemasaga.domain.schema import LiveTable
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import NewEvent, RecordedEvent
@@ -66,6 +68,9 @@ class CoreTransaction(StreamReader, Protocol):
         """Lock the registration of ``name`` (shared: no one unregisters it meanwhile; exclusive: no one
         creates a table in it meanwhile); False when no database of that name is registered."""
 
+    async def name_held(self, database: str, name: str) -> bool:
+        """Whether a table of ``database`` holds ``name`` (in any letter case)."""
+
     async def live_tables(self, database: str) -> int: ...
 
     async def lock_registered_databases(self) -> list[str]:
@@ -102,6 +107,17 @@ class SchemaAdapter(Protocol):
     def drop_column(self, table: str, column: str) -> bool: ...
 
     def drop_table(self, name: str) -> bool: ...
+
+    def blockers(self, table: str) -> list[dict[str, Any]]:
+        """The sessions holding ``table``'s lock (session, query, held_for_s, state), as far as known."""
+
+    def apply_plan(self, before: TableSchema, after: TableSchema, plan: Plan) -> bool:
+        """Run ``plan`` unless the live table is ``after`` already (``False``); a live table that is
+        neither ``before`` nor ``after`` is a PermanentByodbError."""
+
+    def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
+        """The statements ``change`` runs on this engine to take the table from ``before`` (``None``: no
+        table yet) to ``after``, with their locks, costs and warnings; may read the live table."""
 
     def ping(self) -> None: ...
 

@@ -1,18 +1,52 @@
 """The table commands: each decides on the Table aggregate in one unit of work, which records the events,
-updates the read models and, when the change can start now, queues its saga."""
+updates the read models and, when the change can start now, queues its saga.
+
+Every change is planned before it is accepted: the table's engine writes the statements its saga will
+run (``SchemaAdapter.plan_change``), the plan is recorded with the change's event, and ``dry_run`` answers
+the plan and writes nothing. ``expected_version`` (``If-Match``) refuses a change decided on a version of
+the table that is no longer the current one.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID, uuid4
 
-from schemasaga.domain.columns import Column
-from schemasaga.domain.errors import DatabaseNotFound
-from schemasaga.domain.table import Table
+from schemasaga.domain.changes import (
+    AddColumn,
+    AddIndex,
+    AlterColumn,
+    Change,
+    CreateTable,
+    DeleteTable,
+    DropIndex,
+    RemoveColumn,
+    RenameTable,
+    check_column,
+)
+from schemasaga.domain.columns import Column, Index, TableSchema
+from schemasaga.domain.errors import (
+    ColumnNotFound,
+    DatabaseNotFound,
+    IndexNotFound,
+    TableExistsUnmanaged,
+    TableNotFound,
+    UnsupportedChange,
+    VersionMismatch,
+)
+from schemasaga.domain.plan import Plan
+from schemasaga.domain.table import Table, new_table_schema
 from schemasaga.services.ports import Connections
 from schemasaga.services.unit_of_work import Session, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+UNSET: Any = object()
+"""A field a patch leaves as it is (``None`` is a value: no default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,8 +55,46 @@ class Accepted:
     operation_id: UUID
 
 
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """What a change would do (``dry_run``): nothing was written."""
+
+    table_id: UUID | None
+    plan: Plan
+    before: TableSchema | None
+    after: TableSchema
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """How a change is asked for: on which version of the table (``If-Match``), or only planned."""
+
+    expected_version: int | None = None
+    dry_run: bool = False
+
+
+NOW = Asked()
+
+
 Decision = Callable[[Table, UUID], None]
 """What a command decides on the table, given the id of the operation it starts."""
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnPatch:
+    """The fields of a column to change; ``UNSET`` leaves one as it is."""
+
+    name: Any = UNSET
+    type: Any = UNSET
+    nullable: Any = UNSET
+    default: Any = UNSET
+    unique: Any = UNSET
+
+    def applied_to(self, column: Column) -> Column:
+        changes = {k: getattr(self, k) for k in ("name", "type", "nullable", "default", "unique")}
+        changed = replace(column, **{k: v for k, v in changes.items() if v is not UNSET})
+        # A default kept through a type change must be a value of the new type too (or be dropped).
+        return check_column(changed)
 
 
 class TableCommands:
@@ -30,12 +102,48 @@ class TableCommands:
         self.uow = uow
         self.connections = connections
 
-    async def create_table(self, *, name: str, database: str, metadata: Mapping[str, Any]) -> Accepted:
+    # -- creating ----------------------------------------------------------------------------------
+
+    async def create_table(
+        self,
+        *,
+        name: str,
+        database: str,
+        metadata: Mapping[str, Any],
+        columns: tuple[Column, ...] = (),
+        indexes: tuple[Index, ...] = (),
+        dry_run: bool = False,
+    ) -> Accepted | Planned:
         # Reload the registry without blocking the event loop when this process does not know the name.
         await self.connections.ensure(database)
         self.connections.validate_identifier(name, database=database, kind="table")
+        for column in columns:
+            self.connections.validate_identifier(column.name, database=database, kind="column")
+        for index in indexes:
+            self.connections.validate_identifier(index.name, database=database, kind="index")
+        schema = new_table_schema(name, columns, indexes)
+        change = CreateTable(schema)
+        adapter = await asyncio.to_thread(self.connections.adapter, database)
+        plan = await asyncio.to_thread(adapter.plan_change, None, schema, change)
+        try:
+            live = await asyncio.to_thread(adapter.inspect_table, name)
+        except Exception as exc:  # unreachable now: accepted, and its saga waits for the database
+            log.info(
+                "could not look for an unmanaged table %r in %r before creating it: %s", name, database, exc
+            )
+            live = None
+        if dry_run:
+            return Planned(None, plan, None, schema)
         operation_id = uuid4()
-        table = Table.create(table_id=uuid4(), name=name, database=database, operation_id=operation_id)
+        table = Table.create(
+            table_id=uuid4(),
+            name=name,
+            database=database,
+            operation_id=operation_id,
+            columns=columns,
+            indexes=indexes,
+            plan=plan,
+        )
 
         async def create(session: Session) -> None:
             # A shared lock on the registration: a concurrent unregistering waits for this creation (and
@@ -43,28 +151,185 @@ class TableCommands:
             # table in a database another process has just unregistered.
             if not await session.lock_database(database, exclusive=False):
                 raise DatabaseNotFound(f"no database named {database!r}")
+            if live is not None and not await session.name_held(database, name):
+                raise TableExistsUnmanaged(
+                    f"database {database!r} has a table {live.name!r} that schemasaga does not manage; "
+                    "track it (POST /v1/tables/track) to manage it as it is, or choose another name"
+                )
             session.add_table(table)
 
         await self.uow.run(create, metadata=correlated(metadata, operation_id))
         return Accepted(table.table_id, operation_id)
 
-    async def add_column(self, *, table_id: UUID, column: Column, metadata: Mapping[str, Any]) -> Accepted:
-        def decide(table: Table, operation_id: UUID) -> None:
-            self.connections.validate_identifier(column.name, database=table.database, kind="column")
-            table.add_column(column, operation_id=operation_id)
+    async def track_table(self, *, name: str, database: str, metadata: Mapping[str, Any]) -> Accepted:
+        """Start managing a table that exists already: its live schema becomes the metadata, with no DDL.
+        A table that another table of this database holds the name of is refused (NameTaken)."""
+        await self.connections.ensure(database)
+        self.connections.validate_identifier(name, database=database, kind="table")
+        adapter = await asyncio.to_thread(self.connections.adapter, database)
+        live = await asyncio.to_thread(adapter.inspect_table, name)
+        if live is None or not adapter.is_table(live, name):
+            raise TableNotFound(f"database {database!r} has no table {name!r} to track")
+        unknown = [f"{c.name} ({c.raw_type})" for c in live.columns if c.type is None]
+        if unknown:
+            raise UnsupportedChange(
+                f"table {name!r} has columns of types schemasaga does not manage: {unknown}"
+            )
+        schema = TableSchema(live.name, tuple(c.to_column() for c in live.columns))
+        operation_id = uuid4()
+        table = Table.track(table_id=uuid4(), schema=schema, database=database, operation_id=operation_id)
 
-        return await self._change(table_id, decide, metadata)
+        async def track(session: Session) -> None:
+            if not await session.lock_database(database, exclusive=False):
+                raise DatabaseNotFound(f"no database named {database!r}")
+            session.add_table(table)
 
-    async def remove_column(self, *, table_id: UUID, name: str, metadata: Mapping[str, Any]) -> Accepted:
-        return await self._change(table_id, lambda t, op: t.remove_column(name, operation_id=op), metadata)
+        await self.uow.run(track, metadata=correlated(metadata, operation_id))
+        return Accepted(table.table_id, operation_id)
 
-    async def delete_table(self, *, table_id: UUID, metadata: Mapping[str, Any]) -> Accepted:
-        return await self._change(table_id, lambda t, op: t.delete(operation_id=op), metadata)
+    # -- changing ----------------------------------------------------------------------------------
+
+    async def add_column(
+        self,
+        *,
+        table_id: UUID,
+        column: Column,
+        metadata: Mapping[str, Any],
+        asked: Asked = NOW,
+    ) -> Accepted | Planned:
+        return await self.change(table_id, lambda t: AddColumn(check_column(column)), metadata, asked)
+
+    async def remove_column(
+        self,
+        *,
+        table_id: UUID,
+        name: str,
+        metadata: Mapping[str, Any],
+        asked: Asked = NOW,
+    ) -> Accepted | Planned:
+        def removal(table: Table) -> Change:
+            column = table.schema.column(name)
+            if column is None:
+                raise ColumnNotFound(f"table {table.name!r} has no column {name!r}")
+            return RemoveColumn(column)
+
+        return await self.change(table_id, removal, metadata, asked)
+
+    async def alter_column(
+        self,
+        *,
+        table_id: UUID,
+        name: str,
+        patch: ColumnPatch,
+        metadata: Mapping[str, Any],
+        asked: Asked = NOW,
+    ) -> Accepted | Planned:
+        def alteration(table: Table) -> Change:
+            column = table.schema.column(name)
+            if column is None:
+                raise ColumnNotFound(f"table {table.name!r} has no column {name!r}")
+            return AlterColumn(name, patch.applied_to(column))
+
+        return await self.change(table_id, alteration, metadata, asked)
+
+    async def rename_table(
+        self,
+        *,
+        table_id: UUID,
+        name: str,
+        metadata: Mapping[str, Any],
+        asked: Asked = NOW,
+    ) -> Accepted | Planned:
+        return await self.change(table_id, lambda t: RenameTable(name), metadata, asked)
+
+    async def add_index(
+        self,
+        *,
+        table_id: UUID,
+        index: Index,
+        metadata: Mapping[str, Any],
+        asked: Asked = NOW,
+    ) -> Accepted | Planned:
+        return await self.change(table_id, lambda t: AddIndex(index), metadata, asked)
+
+    async def drop_index(
+        self,
+        *,
+        table_id: UUID,
+        name: str,
+        metadata: Mapping[str, Any],
+        asked: Asked = NOW,
+    ) -> Accepted | Planned:
+        def drop(table: Table) -> Change:
+            index = table.schema.index(name)
+            if index is None:
+                raise IndexNotFound(f"table {table.name!r} has no index {name!r}")
+            return DropIndex(index)
+
+        return await self.change(table_id, drop, metadata, asked)
+
+    async def delete_table(
+        self,
+        *,
+        table_id: UUID,
+        metadata: Mapping[str, Any],
+        asked: Asked = NOW,
+    ) -> Accepted | Planned:
+        return await self.change(table_id, lambda t: DeleteTable(), metadata, asked)
 
     async def reconcile(self, *, table_id: UUID, strategy: str, metadata: Mapping[str, Any]) -> Accepted:
-        return await self._change(table_id, lambda t, op: t.reconcile(strategy, operation_id=op), metadata)
+        return await self._decide(table_id, lambda t, op: t.reconcile(strategy, operation_id=op), metadata)
 
-    async def _change(self, table_id: UUID, decide: Decision, metadata: Mapping[str, Any]) -> Accepted:
+    async def change(
+        self,
+        table_id: UUID,
+        make: Callable[[Table], Change],
+        metadata: Mapping[str, Any],
+        asked: Asked = NOW,
+    ) -> Accepted | Planned:
+        """Plan the change ``make`` builds from the table as it is now, then (unless ``dry_run``) accept it
+        with that plan; refused when ``expected_version`` is given and the table is at another one."""
+        expected_version = asked.expected_version
+        table = await self.uow.load_table(table_id)
+        _check_version(table, expected_version)
+        change = make(table)
+        before, after = table.preview(change)
+        if isinstance(change, AddColumn | AlterColumn | RenameTable | AddIndex):
+            names = [(c.name, "column") for c in change.columns] + (
+                [(change.name, "table")] if isinstance(change, RenameTable) else []
+            )
+            if isinstance(change, AddIndex):
+                names.append((change.index.name, "index"))
+            for name, kind in names:
+                self.connections.validate_identifier(name, database=table.database, kind=kind)
+        plan = await self._plan(table.database, before, after, change)
+        if asked.dry_run:
+            return Planned(table_id, plan, before, after)
+
+        operation_id = uuid4()
+
+        async def decide(session: Session) -> None:
+            current = await session.table(table_id)
+            _check_version(current, expected_version)
+            accepted_change, accepted_plan = change, plan
+            if current.schema != before:
+                # Other changes were accepted meanwhile: this one queues behind them, decided and planned
+                # on the schema they will leave (refused if it no longer fits it).
+                accepted_change = make(current)
+                now_before, now_after = current.preview(accepted_change)
+                accepted_plan = await self._plan(current.database, now_before, now_after, accepted_change)
+            current.accept(accepted_change, operation_id=operation_id, plan=accepted_plan)
+
+        await self.uow.run(decide, metadata=correlated(metadata, operation_id))
+        return Accepted(table_id, operation_id)
+
+    async def _plan(
+        self, database: str, before: TableSchema | None, after: TableSchema, change: Change
+    ) -> Plan:
+        adapter = await asyncio.to_thread(self.connections.adapter, database)
+        return await asyncio.to_thread(adapter.plan_change, before, after, change)
+
+    async def _decide(self, table_id: UUID, decide: Decision, metadata: Mapping[str, Any]) -> Accepted:
         operation_id = uuid4()
 
         async def change(session: Session) -> None:
@@ -72,6 +337,21 @@ class TableCommands:
 
         await self.uow.run(change, metadata=correlated(metadata, operation_id))
         return Accepted(table_id, operation_id)
+
+
+def only_accepted(result: Accepted | Planned) -> Accepted:
+    """The answer of a command asked for without ``dry_run``, which always accepts or raises."""
+    if isinstance(result, Planned):
+        raise TypeError("a change asked for without dry_run was only planned")
+    return result
+
+
+def _check_version(table: Table, expected: int | None) -> None:
+    if expected is not None and table.version != expected:
+        raise VersionMismatch(
+            f"table {table.name!r} is at version {table.version}, not {expected}: it changed since; "
+            "read it again and decide anew"
+        )
 
 
 def correlated(metadata: Mapping[str, Any], operation_id: UUID) -> dict[str, Any]:

@@ -112,6 +112,9 @@ class Session:
     async def lock_database(self, name: str, *, exclusive: bool) -> bool:
         return await self._tx.lock_database(name, exclusive=exclusive)
 
+    async def name_held(self, database: str, name: str) -> bool:
+        return await self._tx.name_held(database, name)
+
     async def live_tables(self, database: str) -> int:
         return await self._tx.live_tables(database)
 

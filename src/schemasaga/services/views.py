@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from schemasaga.domain.columns import Column
+from schemasaga.domain.columns import Column, Index
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import RecordedEvent
 
@@ -27,6 +27,8 @@ class TableView:
     deleted: bool
     # The intended columns (confirmed plus changes in flight), in the order they were added.
     columns: tuple[Column, ...]
+    # The intended indexes, in the order they were added.
+    indexes: tuple[Index, ...]
     version: int
     created_at: datetime
     updated_at: datetime

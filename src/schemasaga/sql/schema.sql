@@ -77,7 +77,9 @@ CREATE TABLE rm_tables (
     created_at      timestamptz NOT NULL,
     updated_at      timestamptz NOT NULL,
     -- Table.holds_name: not rejected, and not deleted for good (a pending deletion still holds it).
-    holds_name      boolean     NOT NULL DEFAULT true
+    holds_name      boolean     NOT NULL DEFAULT true,
+    -- The intended indexes, in the order they were added (a JSON array of index objects).
+    indexes         jsonb       NOT NULL DEFAULT '[]'
 );
 -- One table per name per database, from its creation until its creation is rejected or its
 -- deletion confirmed.

@@ -1,43 +1,90 @@
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse
 
 from schemasaga.api.deps import Metadata, Reads, ServicesDep, Tables
 from schemasaga.api.errors import responses
 from schemasaga.api.models import (
     AcceptedOut,
-    AddColumnRequest,
-    CreateTableRequest,
+    ColumnPatchRequest,
+    ColumnSpec,
     EventOut,
+    IndexSpec,
+    NewTableRequest,
+    PlanOut,
     ReconcileRequest,
+    RenameTableRequest,
     TableOut,
     TablePage,
-    parse_column,
+    TrackTableRequest,
 )
-from schemasaga.domain.errors import TableNotFound
-from schemasaga.services.tables import Accepted
+from schemasaga.domain.errors import InvalidColumn, TableNotFound
+from schemasaga.services.tables import Accepted, Asked, Planned
 
 router = APIRouter(prefix="/v1/tables", tags=["tables"])
 
-CHANGE_ERRORS = responses(400, 404, 409, 422, 503)
+CHANGE_ERRORS = responses(400, 404, 409, 412, 422, 503)
+PLANNED: dict[int | str, dict[str, Any]] = {
+    **CHANGE_ERRORS,
+    200: {"model": PlanOut, "description": "`?dry_run=true`: the plan; nothing was written."},
+}
+
+DryRun = Annotated[bool, Query(description="answer the plan (statements, locks, warnings) and write nothing")]
+IfMatch = Annotated[
+    str | None,
+    Header(description='the table version the change was decided on (its ETag, `"7"`); 412 when it moved on'),
+]
+_ETAG = re.compile(r'\s*(?:W/)?"?(\d{1,9})"?\s*')
 
 
-def _accepted(accepted: Accepted, response: Response) -> AcceptedOut:
-    out = AcceptedOut.of(accepted)
+def _asked(if_match: str | None, dry_run: bool) -> Asked:
+    if if_match is None or if_match.strip() == "*":
+        return Asked(dry_run=dry_run)
+    match = _ETAG.fullmatch(if_match)
+    if match is None:
+        raise InvalidColumn(f'If-Match {if_match!r} is not a table version such as "7"')
+    return Asked(expected_version=int(match.group(1)), dry_run=dry_run)
+
+
+def _answer(result: Accepted | Planned, response: Response) -> AcceptedOut | JSONResponse:
+    if isinstance(result, Planned):
+        return JSONResponse(PlanOut.of(result).model_dump(mode="json"), status_code=200)
+    out = AcceptedOut.of(result)
     response.headers["Location"] = out.operation_url
     return out
 
 
-@router.post("", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS)
+@router.post("", status_code=202, response_model=AcceptedOut, responses=PLANNED)
 async def create_table(
-    body: CreateTableRequest, tables: Tables, meta: Metadata, response: Response
-) -> AcceptedOut:
-    accepted = await tables.create_table(name=body.name, database=body.database, metadata=meta)
-    return _accepted(accepted, response)
+    body: NewTableRequest, tables: Tables, meta: Metadata, response: Response, dry_run: DryRun = False
+) -> AcceptedOut | JSONResponse:
+    """Create a table: the four default columns (`id`, `name`, `created_at`, `updated_at`), then the given
+    columns, and the given indexes."""
+    columns = tuple(c.to_column() for c in body.columns)
+    indexes = tuple(i.to_index(body.name) for i in body.indexes)
+    result = await tables.create_table(
+        name=body.name,
+        database=body.database,
+        metadata=meta,
+        columns=columns,
+        indexes=indexes,
+        dry_run=dry_run,
+    )
+    return _answer(result, response)
+
+
+@router.post("/track", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS)
+async def track_table(
+    body: TrackTableRequest, tables: Tables, meta: Metadata, response: Response
+) -> AcceptedOut | JSONResponse:
+    """Start managing a table that exists already: its live schema becomes its metadata (no DDL)."""
+    return _answer(await tables.track_table(name=body.name, database=body.database, metadata=meta), response)
 
 
 @router.get("", response_model=TablePage, responses=responses(400, 422, 503))
@@ -63,6 +110,7 @@ async def get_table(
     table_id: UUID,
     reads: Reads,
     services: ServicesDep,
+    response: Response,
     at_version: Annotated[int | None, Query(ge=0, description="the table as it was at this version")] = None,
     at: Annotated[
         datetime | None,
@@ -73,31 +121,145 @@ async def get_table(
         view = await reads.get_table(table_id)
         if view is None:
             raise TableNotFound(f"no table with id {table_id}")
-        return TableOut.of(view, engine=services.connections.known_engine(view.database))
-    table = await reads.table_at(table_id, version=at_version, moment=at)
-    return TableOut.at(table, engine=services.connections.known_engine(table.database))
+        out = TableOut.of(view, engine=services.connections.known_engine(view.database))
+    else:
+        table = await reads.table_at(table_id, version=at_version, moment=at)
+        out = TableOut.at(table, engine=services.connections.known_engine(table.database))
+    response.headers["ETag"] = f'"{out.version}"'
+    return out
 
 
-@router.delete("/{table_id}", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS)
-async def delete_table(table_id: UUID, tables: Tables, meta: Metadata, response: Response) -> AcceptedOut:
-    return _accepted(await tables.delete_table(table_id=table_id, metadata=meta), response)
+@router.patch("/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED)
+async def rename_table(
+    table_id: UUID,
+    body: RenameTableRequest,
+    tables: Tables,
+    meta: Metadata,
+    response: Response,
+    dry_run: DryRun = False,
+    if_match: IfMatch = None,
+) -> AcceptedOut | JSONResponse:
+    """Rename the table."""
+    asked = _asked(if_match, dry_run)
+    return _answer(
+        await tables.rename_table(table_id=table_id, name=body.name, metadata=meta, asked=asked), response
+    )
 
 
-@router.post("/{table_id}/columns", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS)
+@router.delete("/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED)
+async def delete_table(
+    table_id: UUID,
+    tables: Tables,
+    meta: Metadata,
+    response: Response,
+    dry_run: DryRun = False,
+    if_match: IfMatch = None,
+) -> AcceptedOut | JSONResponse:
+    asked = _asked(if_match, dry_run)
+    return _answer(await tables.delete_table(table_id=table_id, metadata=meta, asked=asked), response)
+
+
+@router.post("/{table_id}/columns", status_code=202, response_model=AcceptedOut, responses=PLANNED)
 async def add_column(
-    table_id: UUID, body: AddColumnRequest, tables: Tables, meta: Metadata, response: Response
-) -> AcceptedOut:
-    column = parse_column(body.name, body.type, nullable=body.nullable)
-    return _accepted(await tables.add_column(table_id=table_id, column=column, metadata=meta), response)
+    table_id: UUID,
+    body: ColumnSpec,
+    tables: Tables,
+    meta: Metadata,
+    response: Response,
+    dry_run: DryRun = False,
+    if_match: IfMatch = None,
+) -> AcceptedOut | JSONResponse:
+    asked = _asked(if_match, dry_run)
+    result = await tables.add_column(table_id=table_id, column=body.to_column(), metadata=meta, asked=asked)
+    return _answer(result, response)
+
+
+@router.patch(
+    "/{table_id}/columns/{name}",
+    status_code=202,
+    response_model=AcceptedOut,
+    responses=PLANNED,
+)
+async def alter_column(
+    table_id: UUID,
+    name: str,
+    body: ColumnPatchRequest,
+    tables: Tables,
+    meta: Metadata,
+    response: Response,
+    dry_run: DryRun = False,
+    if_match: IfMatch = None,
+) -> AcceptedOut | JSONResponse:
+    """Rename a column, change its type, nullability, default or uniqueness; a field left out stays as it
+    is, and `"default": null` drops the default."""
+    asked = _asked(if_match, dry_run)
+    result = await tables.alter_column(
+        table_id=table_id, name=name, patch=body.to_patch(), metadata=meta, asked=asked
+    )
+    return _answer(result, response)
 
 
 @router.delete(
-    "/{table_id}/columns/{name}", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS
+    "/{table_id}/columns/{name}",
+    status_code=202,
+    response_model=AcceptedOut,
+    responses=PLANNED,
 )
 async def remove_column(
-    table_id: UUID, name: str, tables: Tables, meta: Metadata, response: Response
-) -> AcceptedOut:
-    return _accepted(await tables.remove_column(table_id=table_id, name=name, metadata=meta), response)
+    table_id: UUID,
+    name: str,
+    tables: Tables,
+    meta: Metadata,
+    response: Response,
+    dry_run: DryRun = False,
+    if_match: IfMatch = None,
+) -> AcceptedOut | JSONResponse:
+    asked = _asked(if_match, dry_run)
+    return _answer(
+        await tables.remove_column(table_id=table_id, name=name, metadata=meta, asked=asked), response
+    )
+
+
+@router.post("/{table_id}/indexes", status_code=202, response_model=AcceptedOut, responses=PLANNED)
+async def add_index(
+    table_id: UUID,
+    body: IndexSpec,
+    tables: Tables,
+    reads: Reads,
+    meta: Metadata,
+    response: Response,
+    dry_run: DryRun = False,
+    if_match: IfMatch = None,
+) -> AcceptedOut | JSONResponse:
+    asked = _asked(if_match, dry_run)
+    view = await reads.get_table(table_id)
+    if view is None:
+        raise TableNotFound(f"no table with id {table_id}")
+    index = body.to_index(view.name)
+    return _answer(
+        await tables.add_index(table_id=table_id, index=index, metadata=meta, asked=asked), response
+    )
+
+
+@router.delete(
+    "/{table_id}/indexes/{name}",
+    status_code=202,
+    response_model=AcceptedOut,
+    responses=PLANNED,
+)
+async def drop_index(
+    table_id: UUID,
+    name: str,
+    tables: Tables,
+    meta: Metadata,
+    response: Response,
+    dry_run: DryRun = False,
+    if_match: IfMatch = None,
+) -> AcceptedOut | JSONResponse:
+    asked = _asked(if_match, dry_run)
+    return _answer(
+        await tables.drop_index(table_id=table_id, name=name, metadata=meta, asked=asked), response
+    )
 
 
 @router.get("/{table_id}/events", response_model=list[EventOut], responses=responses(404, 422, 503))
@@ -111,7 +273,7 @@ async def table_events(table_id: UUID, reads: Reads) -> list[EventOut]:
 @router.post("/{table_id}/reconcile", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS)
 async def reconcile(
     table_id: UUID, body: ReconcileRequest, tables: Tables, meta: Metadata, response: Response
-) -> AcceptedOut:
+) -> AcceptedOut | JSONResponse:
     """Queue a reconciliation: ``repair`` the physical table, or ``adopt`` its live schema."""
     accepted = await tables.reconcile(table_id=table_id, strategy=body.strategy, metadata=meta)
-    return _accepted(accepted, response)
+    return _answer(accepted, response)

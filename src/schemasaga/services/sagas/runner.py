@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, TransientByodbError, classify
-from schemasaga.domain.columns import Column
-from schemasaga.domain.errors import TableNotFound
+from schemasaga.domain.columns import TableSchema
+from schemasaga.domain.errors import DomainError, TableNotFound
 from schemasaga.domain.schema import Expression
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
 from schemasaga.faults import kill_point
@@ -105,9 +105,16 @@ class SagaRunner:
                 lambda t: t.reject(op.operation_id, reason="the table does not exist in its database"),
             )
         try:
+            table.premise(op)
+        except DomainError as exc:
+            reason = f"a change accepted before it was rejected, and it no longer fits the table: {exc}"
+            return await self._update(table, op, lambda t: t.reject(op.operation_id, reason=reason))
+        try:
             adapter = await self._adapter(table)
+            if op.plan is not None and not op.steps_done:
+                await _on_byodb(_check_plan, adapter, table, op)
             if op.kind is OperationKind.ADOPT:
-                live = await _on_byodb(_live_columns, adapter, table)
+                live = await _on_byodb(_live_schema, adapter, table)
                 return await self._update(table, op, _adopt(op.operation_id, live))
             for index, step in enumerate(steps):
                 if step.name in op.steps_done:
@@ -131,6 +138,7 @@ class SagaRunner:
 
     async def _failed(self, table: Table, op: PendingOperation, error: ByodbError) -> Table | None:
         attempts = op.failed_attempts + 1
+        blocked_by = await self._blockers(table, error)
         if isinstance(error, TransientByodbError) and attempts < self.retry.max_attempts:
             delay = self.retry.delay(attempts)
             log.warning(
@@ -140,13 +148,17 @@ class SagaRunner:
                 error,
                 delay,
             )
-            await self._retry_later(table, op, error=str(error), delay=delay)
+            await self._retry_later(table, op, error=str(error), delay=delay, blocked_by=blocked_by)
             return None
         reason = (
             f"gave up after {attempts} attempts: {error}"
             if isinstance(error, TransientByodbError)
             else str(error)
         )
+        if blocked_by:
+            reason += "; blocked by " + "; ".join(
+                f"session {b['session']} ({b['held_for_s']}s): {b['query']}" for b in blocked_by
+            )
         log.warning("operation %s failed permanently: %s", op.operation_id, reason)
         return await self._compensate_and_reject(table, op, reason=reason)
 
@@ -198,10 +210,31 @@ class SagaRunner:
 
         return await self.uow.run(record, metadata={"correlation_id": str(operation_id), "actor": "worker"})
 
-    async def _retry_later(self, table: Table, op: PendingOperation, *, error: str, delay: float) -> None:
-        await self._update(
-            table, op, lambda t: t.fail_attempt(op.operation_id, error=error, transient=True), retry_in=delay
-        )
+    async def _retry_later(
+        self,
+        table: Table,
+        op: PendingOperation,
+        *,
+        error: str,
+        delay: float,
+        blocked_by: list[dict[str, Any]] | None = None,
+    ) -> None:
+        def failed(t: Table) -> None:
+            t.fail_attempt(op.operation_id, error=error, transient=True, blocked_by=blocked_by)
+
+        await self._update(table, op, failed, retry_in=delay)
+
+    async def _blockers(self, table: Table, error: ByodbError) -> list[dict[str, Any]]:
+        """Who held the table when a step timed out waiting for its lock (best effort: nothing when that
+        cannot be read)."""
+        if not error.lock_timeout:
+            return []
+        try:
+            adapter = await self._adapter(table)
+            return await _on_byodb(adapter.blockers, table.physical_name)
+        except ByodbError as exc:
+            log.info("could not tell who holds table %r: %s", table.physical_name, exc)
+            return []
 
 
 async def _on_byodb(action: Callable[..., T], *args: object) -> T:
@@ -216,12 +249,12 @@ async def _on_byodb(action: Callable[..., T], *args: object) -> T:
         raise classify(exc) from exc
 
 
-def _live_columns(adapter: SchemaAdapter, table: Table) -> list[Column]:
+def _live_schema(adapter: SchemaAdapter, table: Table) -> TableSchema:
     """The live table's columns, to adopt as metadata."""
-    live = adapter.inspect_table(table.name)
+    live = adapter.inspect_table(table.physical_name)
     if live is None:
         raise PermanentByodbError(
-            f"table {table.name!r} is missing from its database; use the 'repair' strategy"
+            f"table {table.physical_name!r} is missing from its database; use the 'repair' strategy"
         )
     unknown = [f"{c.name} ({c.raw_type})" for c in live.columns if c.type is None]
     if unknown:
@@ -231,7 +264,22 @@ def _live_columns(adapter: SchemaAdapter, table: Table) -> list[Column]:
         raise PermanentByodbError(
             f"cannot adopt columns whose default is an expression, not a literal: {computed}"
         )
-    return [c.to_column() for c in live.columns]
+    return TableSchema(table.physical_name, tuple(c.to_column() for c in live.columns))
+
+
+def _check_plan(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    """The saga runs the plan its change was accepted with: refuse to run a plan the table's state no
+    longer gives (a change ahead of it was rejected, and this one was planned on the schema it would
+    have left)."""
+    before = None if op.kind is OperationKind.CREATE_TABLE else table.confirmed
+    fresh = adapter.plan_change(before, table.premise(op), op.change)
+    if op.plan is not None and fresh.statements != op.plan.statements:
+        planned = "; ".join(s.sql for s in op.plan.statements)
+        now = "; ".join(s.sql for s in fresh.statements)
+        raise PermanentByodbError(
+            f"the change was planned as [{planned}], but the table's state now calls for [{now}] "
+            "(a change accepted before it was rejected): plan it again"
+        )
 
 
 def _head(table: Table, operation_id: UUID) -> PendingOperation:
@@ -251,9 +299,9 @@ def _complete(operation_id: UUID, step: str, *, confirm: bool = False) -> Callab
     return change
 
 
-def _adopt(operation_id: UUID, columns: list[Column]) -> Callable[[Table], None]:
+def _adopt(operation_id: UUID, schema: TableSchema) -> Callable[[Table], None]:
     def change(table: Table) -> None:
         table.complete_step(operation_id, "adopt")
-        table.adopt(operation_id, columns)
+        table.adopt(operation_id, schema)
 
     return change

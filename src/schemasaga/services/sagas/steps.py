@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from schemasaga.byodb.errors import PermanentByodbError
+from schemasaga.domain.changes import inverse
 from schemasaga.domain.columns import Column
 from schemasaga.domain.schema import Difference, DifferenceKind, LiveTable, describe, diff
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
@@ -31,27 +32,27 @@ class VerificationFailed(PermanentByodbError):
 
 
 def _create(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
-    adapter.create_table(table.name, op.columns)
+    adapter.create_table(table.physical_name, op.columns)
 
 
 def _drop_table(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
-    adapter.drop_table(table.name)
+    adapter.drop_table(table.physical_name)
 
 
 def _add(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
-    adapter.add_column(table.name, op.column)
+    adapter.add_column(table.physical_name, op.column)
 
 
 def _drop_column(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
-    adapter.drop_column(table.name, op.column.name)
+    adapter.drop_column(table.physical_name, op.column.name)
 
 
 def _differences(
     adapter: SchemaAdapter, table: Table, expected: Sequence[Column], *, about: str | None = None
 ) -> tuple[LiveTable | None, list[Difference]]:
     """The live table and how it differs from ``expected`` (only what concerns column ``about``)."""
-    live = adapter.inspect_table(table.name)
-    differences = diff(expected, live, table=table.name)
+    live = adapter.inspect_table(table.physical_name)
+    differences = diff(expected, live, table=table.physical_name)
     if about is not None and live is not None:
         differences = [d for d in differences if d.concerns(about, fold_case=live.fold_case)]
     return live, differences
@@ -61,7 +62,8 @@ def _verify_created(adapter: SchemaAdapter, table: Table, op: PendingOperation) 
     _, differences = _differences(adapter, table, op.columns)
     if differences:
         raise VerificationFailed(
-            f"table {table.name!r} does not have the expected columns after creation: {describe(differences)}"
+            f"table {table.physical_name!r} does not have the expected columns after creation: "
+            f"{describe(differences)}"
         )
 
 
@@ -70,7 +72,7 @@ def _verify_added(adapter: SchemaAdapter, table: Table, op: PendingOperation) ->
     _, differences = _differences(adapter, table, expected, about=op.column.name)
     if differences:
         raise VerificationFailed(
-            f"column {op.column.name!r} of {table.name!r} is not as added: {describe(differences)}"
+            f"column {op.column.name!r} of {table.physical_name!r} is not as added: {describe(differences)}"
         )
 
 
@@ -79,14 +81,14 @@ def _verify_dropped(adapter: SchemaAdapter, table: Table, op: PendingOperation) 
     _, differences = _differences(adapter, table, expected, about=op.column.name)
     if differences:
         raise VerificationFailed(
-            f"column {op.column.name!r} is still in {table.name!r}: {describe(differences)}"
+            f"column {op.column.name!r} is still in {table.physical_name!r}: {describe(differences)}"
         )
 
 
 def _verify_table_gone(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
-    live = adapter.inspect_table(table.name)
-    if live is not None and adapter.is_table(live, table.name):
-        raise VerificationFailed(f"table {table.name!r} still exists")
+    live = adapter.inspect_table(table.physical_name)
+    if live is not None and adapter.is_table(live, table.physical_name):
+        raise VerificationFailed(f"table {table.physical_name!r} still exists")
 
 
 # What a repair can fix without risking data: add what is missing, drop what is extra.
@@ -108,25 +110,57 @@ def _repair(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
             "(use the 'adopt' strategy to take the live schema as metadata)"
         )
     if live is None:
-        adapter.create_table(table.name, confirmed)
+        adapter.create_table(table.physical_name, confirmed)
         return
     for difference in differences:
         assert difference.column is not None  # column kinds only, past the checks above
         if difference.kind is DifferenceKind.MISSING_COLUMN:
-            adapter.add_column(table.name, table.confirmed_columns[difference.column])
+            adapter.add_column(table.physical_name, table.confirmed_columns[difference.column])
         else:
-            adapter.drop_column(table.name, difference.column)
+            adapter.drop_column(table.physical_name, difference.column)
 
 
 def _verify_repaired(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
     _, differences = _differences(adapter, table, list(table.confirmed_columns.values()))
     if differences:
         raise VerificationFailed(
-            f"table {table.name!r} still differs from its metadata: {describe(differences)}"
+            f"table {table.physical_name!r} still differs from its metadata: {describe(differences)}"
         )
 
 
+def _alter(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    """Run the change's plan: exactly the statements planned when it was accepted."""
+    if op.plan is None:
+        raise PermanentByodbError(f"operation {op.operation_id} has no plan to run")
+    adapter.apply_plan(table.confirmed, table.premise(op), op.plan)
+
+
+def _unalter(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    """Take the table back to its confirmed schema with the inverse change's plan (inspect-first: a
+    change that never ran is found as it was, and nothing runs)."""
+    before, after = table.confirmed, table.premise(op)
+    undo = inverse(op.change, before)
+    adapter.apply_plan(after, before, adapter.plan_change(after, before, undo))
+
+
+def _verify_altered(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    after = table.premise(op)
+    live = adapter.inspect_table(after.name)
+    differences = diff(after.columns, live, table=after.name)
+    if differences:
+        raise VerificationFailed(
+            f"table {after.name!r} is not as {op.kind.value} should leave it: {describe(differences)}"
+        )
+
+
+_ALTER = (Step("alter", _alter, _unalter), Step("verify", _verify_altered))
+
+
 SAGAS: dict[OperationKind, tuple[Step, ...]] = {
+    OperationKind.RENAME_TABLE: _ALTER,
+    OperationKind.ALTER_COLUMN: _ALTER,
+    OperationKind.ADD_INDEX: _ALTER,
+    OperationKind.DROP_INDEX: _ALTER,
     OperationKind.CREATE_TABLE: (
         Step("create_table", _create, _drop_table),
         Step("verify", _verify_created),

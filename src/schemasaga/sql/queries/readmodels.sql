@@ -2,14 +2,14 @@
 -- the read-model module of the core database package is the only one to run these.
 
 -- name: upsert_table
-INSERT INTO rm_tables (table_id, database_name, name, synced, exists_, deleted, columns, version,
-                       created_at, updated_at, holds_name)
+INSERT INTO rm_tables (table_id, database_name, name, synced, exists_, deleted, columns, indexes,
+                       version, created_at, updated_at, holds_name)
 VALUES (%(table_id)s, %(database)s, %(name)s, %(synced)s, %(exists)s, %(deleted)s, %(columns)s,
-        %(version)s, %(at)s, %(at)s, %(holds_name)s)
+        %(indexes)s, %(version)s, %(at)s, %(at)s, %(holds_name)s)
 ON CONFLICT (table_id) DO UPDATE
-SET synced = EXCLUDED.synced, exists_ = EXCLUDED.exists_, deleted = EXCLUDED.deleted,
-    columns = EXCLUDED.columns, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,
-    holds_name = EXCLUDED.holds_name;
+SET name = EXCLUDED.name, synced = EXCLUDED.synced, exists_ = EXCLUDED.exists_,
+    deleted = EXCLUDED.deleted, columns = EXCLUDED.columns, indexes = EXCLUDED.indexes,
+    version = EXCLUDED.version, updated_at = EXCLUDED.updated_at, holds_name = EXCLUDED.holds_name;
 
 -- name: insert_operation
 INSERT INTO rm_operations (operation_id, table_id, kind, status, detail, accepted_seq, created_at, updated_at)
@@ -23,7 +23,9 @@ WHERE operation_id = %(operation_id)s;
 
 -- name: operation_attempt_failed
 UPDATE rm_operations
-SET status = 'pending', last_error = %(error)s, failed_attempts = %(attempt)s, updated_at = %(at)s
+SET status = 'pending', last_error = %(error)s, failed_attempts = %(attempt)s, updated_at = %(at)s,
+    -- who held the table when the attempt timed out waiting for its lock (empty: not a lock wait)
+    detail = detail || jsonb_build_object('blocked_by', %(blocked_by)s::jsonb)
 WHERE operation_id = %(operation_id)s;
 
 -- name: operation_compensating
@@ -80,6 +82,10 @@ SELECT name FROM rm_databases WHERE name = %(name)s FOR UPDATE;
 
 -- name: require_database
 SELECT name FROM rm_databases WHERE name = %(name)s FOR SHARE;
+
+-- name: name_held
+SELECT EXISTS (SELECT 1 FROM rm_tables
+               WHERE database_name = %(database)s AND lower(name) = lower(%(name)s) AND holds_name);
 
 -- name: live_tables
 SELECT count(*) FROM rm_tables WHERE database_name = %(name)s AND NOT deleted;

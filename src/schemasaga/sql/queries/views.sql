@@ -1,11 +1,13 @@
 -- The read side: queries answering from the read models; the read-side module of the core database package runs these.
 
 -- name: get_table
-SELECT table_id, database_name, name, synced, exists_, deleted, columns, version, created_at, updated_at
+SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes, version, created_at,
+       updated_at
 FROM rm_tables WHERE table_id = %(table_id)s;
 
 -- name: list_tables
-SELECT table_id, database_name, name, synced, exists_, deleted, columns, version, created_at, updated_at
+SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes, version, created_at,
+       updated_at
 FROM rm_tables
 WHERE (%(database)s::text IS NULL OR database_name = %(database)s)
   AND (%(include_deleted)s OR NOT deleted)
