@@ -262,6 +262,14 @@ async def test_adding_a_column_already_being_added_is_refused(client: httpx.Asyn
 async def test_changes_to_a_deleted_table_are_refused(client: httpx.AsyncClient, service: Container) -> None:
     table_id = await create_table(client, "doomed")
     await client.post("/table/delete", json={"table_id": table_id})
+    # Refused while the deletion is in flight...
+    r = await client.post(
+        "/table/column", json={"table_id": table_id, "column": {"name": "x", "type": "text"}}
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "table_gone")
+    # ...and once it is done; counted once the worker is done with the table, so that only the
+    # refused commands could add anything.
+    await wait_synced(client, table_id)
     before = await counts(service)
     r = await client.post(
         "/table/column", json={"table_id": table_id, "column": {"name": "x", "type": "text"}}
