@@ -32,6 +32,8 @@ from schemasaga.byodb import (
     open_adapter,
 )
 from schemasaga.byodb.identifiers import MAX_LENGTH, index_name
+from schemasaga.domain.changes import AddColumn
+from schemasaga.domain.changes import CreateTable as CreateTableChange
 from schemasaga.domain.columns import (
     DEFAULT_COLUMNS,
     Column,
@@ -870,3 +872,26 @@ def test_postgresql_reports_an_invalid_index(byodb_pg_url: str) -> None:
             PermanentByodbError, match=r"another index 'uq_email', a unique index on \(email\) \(invalid\)"
         ):
             adapter.create_table("people", schema.columns)  # another shape than the one asked for
+
+
+def test_the_plan_of_a_create_and_an_add_is_what_runs(adapter: ByodbAdapter, url: str) -> None:
+    schema = TableSchema("every", EVERY_DEFAULT, EVERY_INDEX)
+    code = Column("code", ColumnType.STRING, default=HOSTILE, unique=True)
+    after = TableSchema("every", (*EVERY_DEFAULT, code), EVERY_INDEX)
+    planned = [s.sql for s in adapter.plan_change(None, schema, CreateTableChange(schema=schema)).statements]
+    planned += [s.sql for s in adapter.plan_change(schema, after, AddColumn(column=code)).statements]
+    ran: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith(("CREATE", "ALTER")):
+            ran.append(statement)
+
+    sa.event.listen(adapter._sa, "before_cursor_execute", record)
+    assert adapter.create_table("every", EVERY_DEFAULT, EVERY_INDEX) is True
+    assert adapter.add_column("every", code) is True
+
+    doubled = adapter.engine != "sqlite"  # psycopg and pymysql take "%%" for "%"
+    assert ran == [s.replace("%", "%%") if doubled else s for s in planned]
+    assert any("DROP TABLE x" in s for s in planned) and "%%" not in "".join(planned)
+    live = adapter.inspect_table("every")
+    assert live is not None and diff(after, live) == []
