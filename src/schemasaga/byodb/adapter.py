@@ -9,6 +9,12 @@ PostgreSQL and SQLite run each step in one transaction, so a failure half-way le
 MariaDB/MySQL commit every DDL statement on its own: a step made of several statements registers an undo
 for each statement done and runs them (compensation) if a later one fails.
 
+A table is created with its columns' defaults (SQL literals rendered by the dialect, ``types.default_sql``),
+a unique index for each unique column and its other indexes: on PostgreSQL and SQLite by ``CREATE
+[UNIQUE] INDEX`` statements in the step's transaction, on MySQL/MariaDB inline in the one ``CREATE TABLE``.
+A unique column's index is named by :func:`~schemasaga.byodb.identifiers.index_name` (any name will do:
+the schema diff does not compare it).
+
 The adapter is synchronous and thread-safe (one SQLAlchemy Engine, a connection per step); the worker
 calls it from a thread.
 """
@@ -26,25 +32,25 @@ from typing import Any
 from sqlalchemy import Column as SaColumn
 from sqlalchemy import Connection, MetaData, Table, text
 from sqlalchemy.sql.base import Executable
-from sqlalchemy.sql.ddl import CreateColumn, CreateTable, DropTable
+from sqlalchemy.sql.ddl import CreateColumn, DropTable
 from sqlalchemy.sql.elements import quoted_name
 
 from schemasaga.byodb import engines, inspect
 from schemasaga.byodb.blockers import find_blockers
 from schemasaga.byodb.engines import DdlLimits
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, classify
-from schemasaga.byodb.identifiers import validate_identifier
+from schemasaga.byodb.identifiers import index_name, validate_identifier
 from schemasaga.byodb.identity import DatabaseIdentity, read_identity
 from schemasaga.byodb.inspect import NotATable
-from schemasaga.byodb.types import type_for
+from schemasaga.byodb.types import default_sql, type_for
 from schemasaga.domain.changes import AddColumn, Change, DeleteTable, RemoveColumn
 from schemasaga.domain.changes import CreateTable as CreateTableChange
-from schemasaga.domain.columns import Column, TableSchema
-from schemasaga.domain.errors import UnsupportedChange
+from schemasaga.domain.columns import Column, Index, TableSchema
+from schemasaga.domain.errors import InvalidDefault, UnsupportedChange
 from schemasaga.domain.plan import Plan, Statement
 from schemasaga.domain.schema import LiveTable, compare_column, describe, diff
 
-__all__ = ["ByodbAdapter", "DatabaseIdentity", "DdlLimits", "open_adapter"]
+__all__ = ["ByodbAdapter", "DatabaseIdentity", "DdlLimits", "index_name", "open_adapter"]
 
 SQLITE_DROP_COLUMN = (3, 35, 0)
 """First SQLite with ``ALTER TABLE ... DROP COLUMN``: older ones are refused when a database is opened."""
@@ -209,10 +215,71 @@ class ByodbAdapter:
             primary_key=column.primary_key,
             # SQLite reports a PRIMARY KEY column as nullable unless NOT NULL is declared
             nullable=column.nullable and not column.primary_key,
-            # a literal, rendered and escaped by the dialect, never SQL text
-            server_default=column.default,
             autoincrement=False,
         )
+
+    def _column_sql(self, table: str, columns: Sequence[Column]) -> list[str]:
+        """The columns' definitions, each default a literal rendered by the dialect (appended: ``...
+        NOT NULL DEFAULT x`` is valid on every engine)."""
+        dialect = self._sa.dialect
+        specs = []
+        for column, sa_column in zip(columns, self._table(table, columns).columns, strict=True):
+            spec = str(CreateColumn(sa_column).compile(dialect=dialect))
+            if column.default is not None:
+                try:
+                    spec += f" DEFAULT {default_sql(self.engine, column.type, column.default, dialect)}"
+                except InvalidDefault as exc:
+                    raise PermanentByodbError(f"column {column.name!r}: {exc}", engine=self.engine) from None
+            specs.append(spec)
+        return specs
+
+    def _create_sql(self, name: str, columns: Sequence[Column], indexes: Sequence[Index]) -> list[str]:
+        """The statements that create the table: one on MySQL (which commits each DDL statement), else
+        ``CREATE TABLE`` then one ``CREATE INDEX`` per unique column and per index."""
+        all_indexes = [*self._unique_indexes(name, columns), *indexes]
+        parts = self._column_sql(name, columns)
+        key = [self._quote(c.name) for c in columns if c.primary_key]
+        if key:
+            parts.append(f"PRIMARY KEY ({', '.join(key)})")
+        if self.engine == "mysql":
+            parts += [self._index_sql(name, i, inline=True) for i in all_indexes]
+        statements = [f"CREATE TABLE {self._quote(name)} ({', '.join(parts)})"]
+        if self.engine != "mysql":
+            statements += [self._index_sql(name, i, inline=False) for i in all_indexes]
+        return statements
+
+    def _add_sql(self, table: str, column: Column) -> list[str]:
+        """The statements that add the column: one on MySQL, else ``ALTER TABLE`` then the unique index."""
+        (spec,) = self._column_sql(table, [column])
+        unique = self._unique_indexes(table, [column])
+        if self.engine == "mysql":
+            clauses = [
+                f"ADD COLUMN {spec}",
+                *(f"ADD {self._index_sql(table, i, inline=True)}" for i in unique),
+            ]
+            return [f"ALTER TABLE {self._quote(table)} {', '.join(clauses)}"]
+        alter = f"ALTER TABLE {self._quote(table)} ADD COLUMN {spec}"
+        return [alter, *(self._index_sql(table, i, inline=False) for i in unique)]
+
+    def _index_sql(self, table: str, index: Index, *, inline: bool) -> str:
+        columns = ", ".join(self._quote(c) for c in index.columns)
+        unique = "UNIQUE " if index.unique else ""
+        if inline:  # MySQL: a clause of CREATE TABLE / ALTER TABLE
+            return f"{unique}INDEX {self._quote(index.name)} ({columns})"
+        return f"CREATE {unique}INDEX {self._quote(index.name)} ON {self._quote(table)} ({columns})"
+
+    def _driver_sql(self, step: _Step, sql: str) -> None:
+        """Run DDL built here (quoted identifiers, literals rendered by the dialect) as it is: drivers
+        that format parameters (psycopg, pymysql) take ``%%`` for ``%``, which only literals can hold."""
+        if self._sa.dialect.paramstyle in ("format", "pyformat"):
+            sql = sql.replace("%", "%%")
+        if step.pg_limits is not None:
+            lock, statement_timeout = step.pg_limits
+            step.pg_limits = None
+            step.conn.execute(
+                inspect.QUERIES["postgresql.limits"], {"lock": lock, "statement": statement_timeout}
+            )
+        step.conn.exec_driver_sql(sql)
 
     def _quote(self, name: str) -> str:
         return self._sa.dialect.identifier_preparer.quote_identifier(name)
@@ -263,17 +330,45 @@ class ByodbAdapter:
                 )
             seen.add(column.name.lower())
 
-    def create_table(self, name: str, columns: Sequence[Column]) -> bool:
-        """Create the table; ``False`` if it already exists with exactly this shape.
+    def _check_indexes(self, table: str, columns: Sequence[Column], indexes: Sequence[Index]) -> None:
+        names = {c.name.lower() for c in columns}
+        seen: set[str] = set()
+        for index in indexes:
+            validate_identifier(index.name, engine=self.engine, kind="index")
+            if index.name.lower() in seen:
+                raise PermanentByodbError(
+                    f"index {index.name!r} appears twice in table {table!r}", engine=self.engine
+                )
+            seen.add(index.name.lower())
+            if not index.columns:
+                raise PermanentByodbError(f"index {index.name!r} has no column", engine=self.engine)
+            missing = [c for c in index.columns if c.lower() not in names]
+            if missing:
+                raise PermanentByodbError(
+                    f"index {index.name!r} is on {', '.join(missing)}, not a column of table {table!r}",
+                    engine=self.engine,
+                )
+
+    def _unique_indexes(self, table: str, columns: Sequence[Column]) -> list[Index]:
+        """The unique index that makes each unique column unique."""
+        return [
+            Index(index_name(table, (c.name,), True), (c.name,), unique=True) for c in columns if c.unique
+        ]
+
+    def create_table(self, name: str, columns: Sequence[Column], indexes: Sequence[Index] = ()) -> bool:
+        """Create the table with its columns (defaults, uniqueness) and ``indexes``; ``False`` if it
+        already exists with exactly this shape.
 
         A table of that name (in any letter case) with another shape is a :class:`PermanentByodbError`.
         """
         self._check_columns(name, columns)
+        self._check_indexes(name, columns, indexes)
+        schema = TableSchema(name, tuple(columns), tuple(indexes))
         what = f"create table {name!r}"
         with self._step(what) as step:
             live = self._inspect(step, name)
             if live is not None:
-                differences = diff(columns, live, table=name)
+                differences = diff(schema, live)
                 if differences:
                     raise PermanentByodbError(
                         f"{what}: {self.engine}: a table {live.name!r} already exists with another shape: "
@@ -281,15 +376,18 @@ class ByodbAdapter:
                         engine=self.engine,
                     )
                 return False
-            table = self._table(name, columns)
+            statements = self._create_sql(name, columns, indexes)
+            table = self._table(name)
             undo = _Compensations()
             try:
-                self._ddl(step, CreateTable(table))
+                self._driver_sql(step, statements[0])
                 undo.push(f"drop table {name!r}", lambda: step.conn.execute(DropTable(table)))
+                for statement in statements[1:]:
+                    self._driver_sql(step, statement)
                 self._hook("create_table:created")
                 # Read back what the server made of it: MySQL outside strict mode silently changes
                 # types it cannot take; a table we did not ask for is not left behind.
-                differences = diff(columns, self._inspect(step, name), table=name)
+                differences = diff(schema, self._inspect(step, name))
                 if differences:
                     raise PermanentByodbError(
                         f"{what}: {self.engine} did not create the table as asked: {describe(differences)}",
@@ -302,7 +400,8 @@ class ByodbAdapter:
             return True
 
     def add_column(self, table: str, column: Column) -> bool:
-        """Add the column; ``False`` if it is already there with the same type and nullability."""
+        """Add the column with its default and uniqueness; ``False`` if it is already there with the
+        same type, nullability, default and uniqueness."""
         validate_identifier(table, engine=self.engine, kind="table")
         validate_identifier(column.name, engine=self.engine, kind="column")
         what = f"add column {column.name!r} to table {table!r}"
@@ -320,8 +419,8 @@ class ByodbAdapter:
                         engine=self.engine,
                     )
                 return False
-            spec = CreateColumn(self._sa_column(column)).compile(dialect=step.conn.dialect)
-            self._ddl(step, text(f"ALTER TABLE {self._quote(live.name)} ADD COLUMN {spec}"))
+            for statement in self._add_sql(live.name, column):
+                self._driver_sql(step, statement)
             return True
 
     def drop_column(self, table: str, column: str) -> bool:
@@ -357,20 +456,24 @@ class ByodbAdapter:
 
     # -- plans ------------------------------------------------------------------------------------
 
+    @property
+    def _index_lock(self) -> str:
+        return "SHARE" if self.engine == "postgresql" else _TABLE_LOCK[self.engine]
+
     def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
         """The statements ``change`` runs here, as the steps that run it render them."""
         dialect = self._sa.dialect
         exclusive = _TABLE_LOCK[self.engine]
         match change:
             case CreateTableChange(schema=schema):
-                table = self._table(schema.name, schema.columns)
-                sql = str(CreateTable(table).compile(dialect=dialect)).strip()
-                return Plan(self.engine, (Statement(sql, exclusive),))
+                statements = self._create_sql(schema.name, schema.columns, schema.indexes)
+                return Plan(self.engine, tuple(Statement(sql, exclusive) for sql in statements))
             case AddColumn(column=column):
                 assert before is not None
-                spec = CreateColumn(self._sa_column(column)).compile(dialect=dialect)
-                sql = f"ALTER TABLE {self._quote(before.name)} ADD COLUMN {spec}"
-                return Plan(self.engine, (Statement(sql, exclusive),))
+                first, *indexes = self._add_sql(before.name, column)
+                # a unique column's index reads every row
+                built = (Statement(sql, self._index_lock, scans=True) for sql in indexes)
+                return Plan(self.engine, (Statement(first, exclusive), *built))
             case RemoveColumn(column=column):
                 assert before is not None
                 sql = f"ALTER TABLE {self._quote(before.name)} DROP COLUMN {self._quote(column.name)}"

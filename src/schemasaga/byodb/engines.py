@@ -135,7 +135,9 @@ def _mysql(url: URL, limits: DdlLimits) -> Engine:
         )
         with dbapi_conn.cursor() as cur:
             cur.execute(
-                f"SET SESSION lock_wait_timeout = {lock_s}, innodb_lock_wait_timeout = {lock_s}, {limit}"
+                f"SET SESSION lock_wait_timeout = {lock_s}, innodb_lock_wait_timeout = {lock_s}, {limit}, "
+                # UTC: a TIMESTAMP default is written and read back as UTC (types.default_sql)
+                "time_zone = '+00:00'"
             )
 
     return eng

@@ -22,6 +22,7 @@ from uuid import UUID
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, TransientByodbError, classify
 from schemasaga.domain.columns import TableSchema
 from schemasaga.domain.errors import DomainError, TableNotFound
+from schemasaga.domain.schema import Expression
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
 from schemasaga.faults import kill_point
 from schemasaga.services.ports import Connections, SchemaAdapter
@@ -258,6 +259,11 @@ def _live_schema(adapter: SchemaAdapter, table: Table) -> TableSchema:
     unknown = [f"{c.name} ({c.raw_type})" for c in live.columns if c.type is None]
     if unknown:
         raise PermanentByodbError(f"cannot adopt columns of types schemasaga does not manage: {unknown}")
+    computed = [f"{c.name} (DEFAULT {c.default})" for c in live.columns if isinstance(c.default, Expression)]
+    if computed:
+        raise PermanentByodbError(
+            f"cannot adopt columns whose default is an expression, not a literal: {computed}"
+        )
     return TableSchema(table.physical_name, tuple(c.to_column() for c in live.columns))
 
 
