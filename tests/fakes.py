@@ -340,6 +340,17 @@ def identity_of(url: str) -> DatabaseIdentity:
     return DatabaseIdentity({"sqlite.path": hashlib.sha256(url.encode()).hexdigest()[:32]})
 
 
+class MemoryOwnDatabase:
+    """:class:`~schemasaga.services.ports.OwnDatabase`: the core database's identity, as given."""
+
+    def __init__(self, identity: DatabaseIdentity | None = None, *, whole_server: bool = False) -> None:
+        self.own = identity or DatabaseIdentity()
+        self.whole_server = whole_server
+
+    async def identity(self) -> DatabaseIdentity:
+        return self.own
+
+
 class MemoryReads:
     """The parts of :class:`~schemasaga.services.views.ReadModels` the database commands use."""
 

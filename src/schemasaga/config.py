@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     # <data_dir>/sqlite). The configured byodb_url is not checked.
     byodb_allowed_hosts: str = ""
     sqlite_dir: Path | None = None
+    # Directories whose Unix sockets a registered database may be reached through, comma-separated
+    # (empty: no socket). A socket reaches servers that trust local users, the embedded one included.
+    byodb_allowed_socket_dirs: str = ""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -155,3 +155,13 @@ class DatabaseProbe(Protocol):
         """The server's version and which physical database the URL reaches."""
 
     async def identify(self, url: str) -> DatabaseIdentity: ...
+
+
+class OwnDatabase(Protocol):
+    """The service's own core database, which no registration may reach."""
+
+    whole_server: bool
+    """The embedded server: the service's alone, so none of its databases may be registered."""
+
+    async def identity(self) -> DatabaseIdentity:
+        """The core database's identity, read now."""
