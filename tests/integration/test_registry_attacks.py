@@ -1,13 +1,16 @@
 """The database registry turned against the service, each attack as an adversarial test found it: the core
-database registered as a user's database, Unix sockets, SQLite companion files and paths that resolve
-elsewhere later. Real servers throughout; nothing here resolves a host name (every address is 127.0.0.1
-or a socket)."""
+database registered as a user's database, Unix sockets, SQLite companion files, paths that resolve elsewhere
+later, and servers that accept connections and never answer. Real servers throughout; nothing here
+resolves a host name (every address is 127.0.0.1 or a socket)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import socket
 import sqlite3
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,10 +24,11 @@ from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 
 from schemasaga.bootstrap import Container
+from schemasaga.byodb.adapter import ByodbAdapter, DdlLimits
 from schemasaga.config import Settings
 from schemasaga.secrets import generate_key
 from tests.conftest import with_dbname
-from tests.integration.conftest import running_service
+from tests.integration.conftest import running_service, wait_operation
 
 KEY = generate_key()
 
@@ -233,3 +237,109 @@ async def test_a_sqlite_file_is_registered_by_its_real_path(
             api, svc, name=label, url=f"sqlite:///{tmp_path}/{path}", status=422, code="invalid_url"
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.db", "cwd.db", "dots.db", "target.db"]
+
+
+# -- 5. a server that accepts connections and never answers ----------------------------------------------
+
+
+class BlackHole:
+    """A TCP listener on 127.0.0.1 that accepts every connection and never sends a byte."""
+
+    def __init__(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self._sock.settimeout(0.1)
+        self.port = self._sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        """Stop, and close every connection: the clients waiting on them fail at once."""
+        self._stop.set()
+        self._thread.join()
+        for conn in self.accepted:
+            conn.close()
+        self._sock.close()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[BlackHole]:
+    hole = BlackHole()
+    try:
+        yield hole
+    finally:
+        hole.close()
+
+
+async def _until_accepting_stops(hole: BlackHole, expected: int) -> None:
+    """Until the listener holds ``expected`` connections, or none came for a while (every thread that
+    could connect has)."""
+    count, quiet = -1, 0
+    while len(hole.accepted) < expected and quiet < 20:
+        quiet = quiet + 1 if len(hole.accepted) == count else 0
+        count = len(hole.accepted)
+        await asyncio.sleep(0.1)
+
+
+async def test_servers_that_never_answer_delay_no_saga_of_another_database(
+    make_settings: Callable[..., Settings], black_hole: BlackHole
+) -> None:
+    # Connections to the black hole last the connect timeout: far longer than a saga on a healthy
+    # database takes, so the order of the outcomes says whether one waited for the other.
+    settings = make_settings(byodb_connect_timeout=20)
+    async with running_service(settings) as svc, http(svc) as api:
+        urls = [
+            f"{driver}://root@127.0.0.1:{black_hole.port}/db{i}"
+            for i in range(6)
+            for driver in ("mysql+pymysql", "postgresql+psycopg")
+        ]
+        registrations = [
+            asyncio.create_task(api.post("/v1/databases", json={"name": f"hole_{i}", "url": url}))
+            for i, url in enumerate(urls)
+        ]
+        await _until_accepting_stops(black_hole, len(urls))
+        assert black_hole.accepted, "the probes connect"
+
+        r = await api.post("/table/create", json={"name": "healthy", "database": "default"})
+        assert r.status_code == 200, r.text
+        saga = asyncio.create_task(wait_operation(api, r.json()["operation_id"], timeout=120))
+        done, _ = await asyncio.wait({saga, *registrations}, return_when=asyncio.FIRST_COMPLETED)
+        assert saga in done, "a registration ended before the healthy database's saga did"
+        assert saga.result()["status"] == "completed"
+        assert not any(task.done() for task in registrations), "the probes still hang"
+        assert len(black_hole.accepted) == len(urls)  # every probe connected, none waited for a thread
+
+        black_hole.close()
+        for i, answer in enumerate(await asyncio.gather(*registrations)):
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["error"]["code"] == "database_unreachable"
+            assert await traces(svc, f"hole_{i}") == (0, 0)
+
+
+async def test_each_database_has_its_own_threads(tmp_path: Path) -> None:
+    limits = DdlLimits(threads=2)
+    with (
+        ByodbAdapter(f"sqlite:///{tmp_path / 'stuck.db'}", limits=limits) as stuck,
+        ByodbAdapter(f"sqlite:///{tmp_path / 'free.db'}", limits=limits) as free,
+    ):
+        release = threading.Event()
+        held = [asyncio.ensure_future(stuck.run(release.wait)) for _ in range(3)]  # one more than it has
+        try:
+            # Every thread of one database is held, and its next call waits for one of them...
+            await asyncio.sleep(0)
+            assert not any(task.done() for task in held)
+            # ...while another database's call runs at once, on its own threads.
+            assert await free.run(free.server_version)
+            assert not any(task.done() for task in held)
+        finally:
+            release.set()
+        assert await asyncio.gather(*held) == [True, True, True]

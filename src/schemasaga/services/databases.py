@@ -211,9 +211,7 @@ class DatabaseCommands:
         error: str | None = None
         timeout = self.probe_timeout
         try:
-            version: str | None = await asyncio.wait_for(
-                asyncio.to_thread(_version, adapter), timeout=timeout
-            )
+            version: str | None = await asyncio.wait_for(adapter.run(_version, adapter), timeout=timeout)
             status = STATUS_AVAILABLE
         except TimeoutError:
             status, version = STATUS_UNREACHABLE, state.server_version
