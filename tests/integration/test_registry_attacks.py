@@ -343,3 +343,6 @@ async def test_each_database_has_its_own_threads(tmp_path: Path) -> None:
         finally:
             release.set()
         assert await asyncio.gather(*held) == [True, True, True]
+        # A saga may still hold an adapter that a reload replaced (and disposed): it keeps working.
+        stuck.dispose()
+        assert await stuck.run(stuck.server_version)

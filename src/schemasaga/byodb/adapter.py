@@ -21,6 +21,7 @@ import asyncio
 import contextvars
 import functools
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -113,8 +114,10 @@ class ByodbAdapter:
         self.limits = limits
         self._between = between_statements
         self._sa = engines.build_engine(self.engine, sa_url, limits)
-        # Threads start on demand and stay until dispose().
-        self._executor = ThreadPoolExecutor(max_workers=max(1, limits.threads), thread_name_prefix="byodb")
+        # This database's own threads: started on demand, ended by dispose(), started again by a later
+        # call (as the Engine's connection pool is: a saga may still hold an adapter a reload replaced).
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
         self._mariadb: bool | None = None
         # MySQL/MariaDB with lower_case_table_names=0 (Linux's default) tell "Users" from "users".
         self._mysql_tables_fold_case: bool | None = None
@@ -123,15 +126,23 @@ class ByodbAdapter:
     # -- plumbing ---------------------------------------------------------------------------------
 
     def dispose(self) -> None:
-        # Work in hand finishes (bounded by the driver's timeouts); the threads end after it.
-        self._executor.shutdown(wait=False)
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            # Work in hand finishes (bounded by the driver's timeouts); the threads end after it.
+            executor.shutdown(wait=False)
         self._sa.dispose()
 
     async def run(self, action: Callable[..., T], /, *args: Any) -> T:
         """``action(*args)`` in this database's own threads, from the event loop."""
-        context = contextvars.copy_context()
-        call = functools.partial(context.run, action, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        call = functools.partial(contextvars.copy_context().run, action, *args)
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(1, self.limits.threads), thread_name_prefix="byodb"
+                )
+            future = self._executor.submit(call)
+        return await asyncio.wrap_future(future)
 
     def __enter__(self) -> ByodbAdapter:
         return self
