@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     ddl_lock_timeout_ms: int = 5000
     ddl_statement_timeout_ms: int = 60000
     byodb_connect_timeout: int = 5
-    # Threads of each registered database's own pool (its operations at once, in each process).
-    byodb_threads_per_database: int = Field(default=4, ge=1)
+    # Threads of each registered database's own pool (its operations at once, in each process); as many
+    # as a worker's default concurrency, so one busy database is not slower than with a shared pool.
+    byodb_threads_per_database: int = Field(default=8, ge=1)
     # Seconds a request waits for a core database connection before answering 503.
     core_pool_timeout: float = 5.0
     # Seconds between reloads of the registered databases from the core database (so a database

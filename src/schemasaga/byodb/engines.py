@@ -38,7 +38,7 @@ class DdlLimits:
     statement_timeout_ms: int = 60000
     connect_timeout_s: int = 5
     # Threads of one database's own pool (see ByodbAdapter.run): at most this many of its operations at once.
-    threads: int = 4
+    threads: int = 8
 
 
 _DRIVERS = {
