@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import sqlite3
+import tempfile
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,7 +30,7 @@ from schemasaga.byodb.adapter import ByodbAdapter, DdlLimits
 from schemasaga.config import Settings
 from schemasaga.secrets import generate_key
 from tests.conftest import with_dbname
-from tests.integration.conftest import running_service, wait_operation
+from tests.integration.conftest import fast_settings, running_service, wait_operation
 
 KEY = generate_key()
 
@@ -142,6 +144,36 @@ async def test_the_core_database_cannot_be_registered_under_any_spelling(
         svc.connections.forget("other")
         with psycopg.connect(with_dbname(core_db, "postgres"), autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {other} WITH (FORCE)")
+
+
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """A data dir for the embedded server (not under tmp_path: see test_embedded.py's data_dir)."""
+    base = Path(tempfile.mkdtemp(prefix="schemasaga-registry-"))
+    try:
+        yield base / "data"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_no_database_of_the_embedded_server_can_be_registered_through_its_socket(
+    embedded_data_dir: Path,
+) -> None:
+    # The attack as found: GET /v1/databases shows the default database's host, the embedded server's
+    # socket directory, where every local user is trusted.
+    settings = fast_settings(data_dir=embedded_data_dir, catalog_refresh_interval=3600.0)
+    async with running_service(settings, worker=False) as svc, http(svc) as api:
+        shown = (await api.get("/v1/databases/default")).json()
+        default = make_url(svc.resolved.byodb_url)
+        assert shown["host"] == default.query["host"]
+        core = default.set(database="schemasaga").render_as_string(hide_password=False)
+        await assert_refused(api, svc, name="core", url=core, status=403, code="socket_not_allowed")
+    # Even where the operator allows the socket's directory, no database of that server may be had.
+    allowed = settings.model_copy(update={"byodb_allowed_socket_dirs": str(default.query["host"])})
+    async with running_service(allowed, worker=False) as svc, http(svc) as api:
+        for database in ("schemasaga", "postgres", "template1", "byodb"):
+            url = default.set(database=database).render_as_string(hide_password=False)
+            await assert_refused(api, svc, name=f"x_{database}", url=url, status=403, code="own_database")
 
 
 MYSQL_SOCKET = Path("/var/run/mysqld/mysqld.sock")
