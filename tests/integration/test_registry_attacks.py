@@ -25,9 +25,10 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 
-from schemasaga.bootstrap import Container
+from schemasaga.bootstrap import Container, check_settings
 from schemasaga.byodb.adapter import ByodbAdapter, DdlLimits
-from schemasaga.config import Settings
+from schemasaga.byodb.errors import TransientByodbError
+from schemasaga.config import ConfigurationError, Settings
 from schemasaga.secrets import generate_key
 from tests.conftest import with_dbname
 from tests.integration.conftest import fast_settings, running_service, wait_operation
@@ -378,3 +379,33 @@ async def test_each_database_has_its_own_threads(tmp_path: Path) -> None:
         # A saga may still hold an adapter that a reload replaced (and disposed): it keeps working.
         stuck.dispose()
         assert await stuck.run(stuck.server_version)
+
+
+async def test_a_mysql_server_that_never_greets_is_given_up_after_the_connect_timeout(
+    black_hole: BlackHole,
+) -> None:
+    # PyMySQL read the greeting with the read timeout, as long as the longest statement (here 10 min).
+    # The reference is a PostgreSQL connection to the same black hole with a longer connect timeout,
+    # which libpq ends by itself: the MySQL attempt must end first.
+    hole = f"127.0.0.1:{black_hole.port}"
+    mysql = ByodbAdapter(
+        f"mysql+pymysql://root@{hole}/x", limits=DdlLimits(connect_timeout_s=1, statement_timeout_ms=600_000)
+    )
+    reference = ByodbAdapter(f"postgresql+psycopg://u@{hole}/x", limits=DdlLimits(connect_timeout_s=30))
+    try:
+        attempts = [asyncio.ensure_future(a.run(a.ping)) for a in (mysql, reference)]
+        done, _ = await asyncio.wait(attempts, return_when=asyncio.FIRST_COMPLETED)
+        assert done == {attempts[0]}, "the PostgreSQL reference ended first"
+        with pytest.raises(TransientByodbError, match=r"(?i)timed out|lost connection"):
+            attempts[0].result()
+        black_hole.close()
+        with pytest.raises(TransientByodbError):
+            await attempts[1]
+    finally:
+        mysql.dispose()
+        reference.dispose()
+
+
+def test_a_relative_socket_directory_stops_the_start() -> None:
+    with pytest.raises(ConfigurationError, match=r"SCHEMASAGA_BYODB_ALLOWED_SOCKET_DIRS.*'run/postgresql'"):
+        check_settings(Settings(byodb_allowed_socket_dirs="/var/run/mysqld,run/postgresql"))
