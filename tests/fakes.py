@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from schemasaga.byodb.errors import PermanentByodbError
@@ -28,6 +28,8 @@ from schemasaga.domain.schema import LiveColumn, LiveTable
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import NewEvent, RecordedEvent, WrongExpectedVersion
 from schemasaga.services.views import DatabaseView, StoredIdentity
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -196,6 +198,9 @@ class MemoryDatabase:
         self.fail: dict[str, list[Exception]] = {}
         self.calls: list[tuple[str, str]] = []
 
+    async def run(self, action: Callable[..., T], /, *args: Any) -> T:
+        return action(*args)
+
     def _call(self, method: str, target: str) -> None:
         self.calls.append((method, target))
         errors = self.fail.get(method)
@@ -338,6 +343,17 @@ class MemoryProbe:
 def identity_of(url: str) -> DatabaseIdentity:
     """As the servers give them: a digest, never the URL."""
     return DatabaseIdentity({"sqlite.path": hashlib.sha256(url.encode()).hexdigest()[:32]})
+
+
+class MemoryOwnDatabase:
+    """:class:`~schemasaga.services.ports.OwnDatabase`: the core database's identity, as given."""
+
+    def __init__(self, identity: DatabaseIdentity | None = None, *, whole_server: bool = False) -> None:
+        self.own = identity or DatabaseIdentity()
+        self.whole_server = whole_server
+
+    async def identity(self) -> DatabaseIdentity:
+        return self.own
 
 
 class MemoryReads:

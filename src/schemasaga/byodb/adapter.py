@@ -15,19 +15,25 @@ a unique index for each unique column and its other indexes: on PostgreSQL and S
 A unique column's index is named by :func:`~schemasaga.byodb.identifiers.index_name` (any name will do:
 the schema diff does not compare it).
 
-The adapter is synchronous and thread-safe (one SQLAlchemy Engine, a connection per step); the worker
-calls it from a thread.
+The adapter is synchronous and thread-safe (one SQLAlchemy Engine, a connection per step). Callers on the
+event loop run its methods with :meth:`ByodbAdapter.run`, in the database's own small thread pool: a
+database that does not answer holds its own threads until its timeouts end, never the loop's default
+executor nor another database's threads. Probes of a URL being registered each get a thread of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Column as SaColumn
 from sqlalchemy import Connection, MetaData, Table, text
@@ -56,6 +62,7 @@ SQLITE_DROP_COLUMN = (3, 35, 0)
 """First SQLite with ``ALTER TABLE ... DROP COLUMN``: older ones are refused when a database is opened."""
 
 BetweenHook = Callable[[str], None]
+T = TypeVar("T")
 
 # The lock a DDL statement on one table takes, in each engine's words.
 _TABLE_LOCK = {
@@ -113,6 +120,10 @@ class ByodbAdapter:
         self.limits = limits
         self._between = between_statements
         self._sa = engines.build_engine(self.engine, sa_url, limits)
+        # This database's own threads: started on demand, ended by dispose(), started again by a later
+        # call (as the Engine's connection pool is: a saga may still hold an adapter a reload replaced).
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
         self._mariadb: bool | None = None
         # MySQL/MariaDB with lower_case_table_names=0 (Linux's default) tell "Users" from "users".
         self._mysql_tables_fold_case: bool | None = None
@@ -121,7 +132,23 @@ class ByodbAdapter:
     # -- plumbing ---------------------------------------------------------------------------------
 
     def dispose(self) -> None:
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            # Work in hand finishes (bounded by the driver's timeouts); the threads end after it.
+            executor.shutdown(wait=False)
         self._sa.dispose()
+
+    async def run(self, action: Callable[..., T], /, *args: Any) -> T:
+        """``action(*args)`` in this database's own threads, from the event loop."""
+        call = functools.partial(contextvars.copy_context().run, action, *args)
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(1, self.limits.threads), thread_name_prefix="byodb"
+                )
+            future = self._executor.submit(call)
+        return await asyncio.wrap_future(future)
 
     def __enter__(self) -> ByodbAdapter:
         return self
@@ -542,18 +569,27 @@ def _open(url: str, limits: DdlLimits) -> ByodbAdapter:
         raise classify(exc, context="connect") from None
 
 
+async def _alone(call: Callable[[], T], *, timeout: float) -> T:
+    """``call()`` in a thread of its own, within ``timeout`` seconds. The thread is never shared: a URL
+    that does not answer holds it until the driver's own timeouts end, and nothing else waits for it."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="byodb-probe")
+    try:
+        future = asyncio.get_running_loop().run_in_executor(executor, contextvars.copy_context().run, call)
+        return await asyncio.wait_for(future, timeout=timeout)
+    finally:
+        executor.shutdown(wait=False)
+
+
 class Prober:
-    """Probes databases by URL from the event loop, each in a thread and within ``timeout`` seconds
-    (connecting, then a few statements: the driver's own connect timeout normally ends it first)."""
+    """Probes databases by URL from the event loop, each in a thread of its own and within ``timeout``
+    seconds (connecting, then a few statements: the driver's own connect timeout normally ends it first)."""
 
     def __init__(self, limits: DdlLimits) -> None:
         self.limits = limits
         self.timeout = float(limits.connect_timeout_s * 2 + 5)
 
     async def probe(self, url: str) -> tuple[str, DatabaseIdentity]:
-        return await asyncio.wait_for(asyncio.to_thread(probe, url, limits=self.limits), timeout=self.timeout)
+        return await _alone(functools.partial(probe, url, limits=self.limits), timeout=self.timeout)
 
     async def identify(self, url: str) -> DatabaseIdentity:
-        return await asyncio.wait_for(
-            asyncio.to_thread(identify, url, limits=self.limits), timeout=self.timeout
-        )
+        return await _alone(functools.partial(identify, url, limits=self.limits), timeout=self.timeout)
