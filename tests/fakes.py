@@ -20,7 +20,7 @@ from uuid import UUID
 from schemasaga.byodb.errors import PermanentByodbError
 from schemasaga.byodb.identity import DatabaseIdentity
 from schemasaga.domain.changes import Change
-from schemasaga.domain.columns import Column, TableSchema
+from schemasaga.domain.columns import Column, Index, TableSchema
 from schemasaga.domain.database import DatabaseState
 from schemasaga.domain.errors import DatabaseAlreadyRegistered, DatabaseNotFound, NameTaken
 from schemasaga.domain.plan import Plan, Statement
@@ -220,7 +220,7 @@ class MemoryDatabase:
     def is_table(self, live: LiveTable, name: str) -> bool:
         return live.name == name or (self.engine != "postgresql" and live.name.lower() == name.lower())
 
-    def create_table(self, name: str, columns: Sequence[Column]) -> bool:
+    def create_table(self, name: str, columns: Sequence[Column], indexes: Sequence[Index] = ()) -> bool:
         self._call("create_table", name)
         if self._find(name) is not None:
             return False

@@ -103,7 +103,7 @@ def check(adapter: SchemaAdapter, table: Table) -> list[Difference]:
         # This table cannot be read (replaced by a view, no privilege...): that is its drift; the
         # other tables are still checked. A transient failure stops the scan (DatabaseUnavailable).
         return [Difference(DifferenceKind.UNREADABLE, detail=str(exc))]
-    return diff(table.confirmed_columns.values(), live, table=table.physical_name)
+    return diff(table.confirmed, live)
 
 
 async def periodic_scan(detector: DriftDetector, *, every: float) -> None:

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from schemasaga.byodb.identity import DatabaseIdentity
 from schemasaga.domain.changes import Change
-from schemasaga.domain.columns import Column, TableSchema
+from schemasaga.domain.columns import Column, Index, TableSchema
 from schemasaga.domain.database import DatabaseState
 from schemasaga.domain.plan import Plan
 from schemasaga.domain.schema import LiveTable
@@ -106,7 +106,7 @@ class SchemaAdapter(Protocol):
 
     def is_table(self, live: LiveTable, name: str) -> bool: ...
 
-    def create_table(self, name: str, columns: Sequence[Column]) -> bool: ...
+    def create_table(self, name: str, columns: Sequence[Column], indexes: Sequence[Index] = ()) -> bool: ...
 
     def add_column(self, table: str, column: Column) -> bool: ...
 

@@ -175,7 +175,10 @@ class TableCommands:
             raise UnsupportedChange(
                 f"table {name!r} has columns of types schemasaga does not manage: {unknown}"
             )
-        schema = TableSchema(live.name, tuple(c.to_column() for c in live.columns))
+        try:
+            schema = live.to_schema()
+        except ValueError as exc:  # an expression default or index: nothing schemasaga could plan
+            raise UnsupportedChange(f"table {name!r} cannot be tracked: {exc}") from None
         operation_id = uuid4()
         table = Table.track(table_id=uuid4(), schema=schema, database=database, operation_id=operation_id)
 

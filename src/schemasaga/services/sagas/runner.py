@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -265,7 +266,10 @@ def _live_schema(adapter: SchemaAdapter, table: Table) -> TableSchema:
         raise PermanentByodbError(
             f"cannot adopt columns whose default is an expression, not a literal: {computed}"
         )
-    return TableSchema(table.physical_name, tuple(c.to_column() for c in live.columns))
+    try:
+        return replace(live.to_schema(), name=table.physical_name)
+    except ValueError as exc:
+        raise PermanentByodbError(f"cannot adopt table {live.name!r}: {exc}") from None
 
 
 def _check_plan(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
