@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from schemasaga.byodb.errors import PermanentByodbError
 from schemasaga.byodb.identity import DatabaseIdentity
 from schemasaga.domain.changes import Change
-from schemasaga.domain.columns import Column, TableSchema
+from schemasaga.domain.columns import Column, Index, TableSchema
 from schemasaga.domain.database import DatabaseState
 from schemasaga.domain.errors import DatabaseAlreadyRegistered, DatabaseNotFound, NameTaken
 from schemasaga.domain.plan import Plan, Statement
@@ -28,6 +28,8 @@ from schemasaga.domain.schema import LiveColumn, LiveTable
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import NewEvent, RecordedEvent, WrongExpectedVersion
 from schemasaga.services.views import DatabaseView, StoredIdentity
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -196,6 +198,9 @@ class MemoryDatabase:
         self.fail: dict[str, list[Exception]] = {}
         self.calls: list[tuple[str, str]] = []
 
+    async def run(self, action: Callable[..., T], /, *args: Any) -> T:
+        return action(*args)
+
     def _call(self, method: str, target: str) -> None:
         self.calls.append((method, target))
         errors = self.fail.get(method)
@@ -215,7 +220,7 @@ class MemoryDatabase:
     def is_table(self, live: LiveTable, name: str) -> bool:
         return live.name == name or (self.engine != "postgresql" and live.name.lower() == name.lower())
 
-    def create_table(self, name: str, columns: Sequence[Column]) -> bool:
+    def create_table(self, name: str, columns: Sequence[Column], indexes: Sequence[Index] = ()) -> bool:
         self._call("create_table", name)
         if self._find(name) is not None:
             return False
@@ -338,6 +343,17 @@ class MemoryProbe:
 def identity_of(url: str) -> DatabaseIdentity:
     """As the servers give them: a digest, never the URL."""
     return DatabaseIdentity({"sqlite.path": hashlib.sha256(url.encode()).hexdigest()[:32]})
+
+
+class MemoryOwnDatabase:
+    """:class:`~schemasaga.services.ports.OwnDatabase`: the core database's identity, as given."""
+
+    def __init__(self, identity: DatabaseIdentity | None = None, *, whole_server: bool = False) -> None:
+        self.own = identity or DatabaseIdentity()
+        self.whole_server = whole_server
+
+    async def identity(self) -> DatabaseIdentity:
+        return self.own
 
 
 class MemoryReads:

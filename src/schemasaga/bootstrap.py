@@ -23,11 +23,12 @@ from schemasaga.byodb.urls import parse_database_url
 from schemasaga.config import ConfigurationError, Settings
 from schemasaga.coredb.embedded import EmbeddedPostgres
 from schemasaga.coredb.migrations import upgrade
+from schemasaga.coredb.own import PgOwnDatabase
 from schemasaga.coredb.transaction import PgCore
 from schemasaga.coredb.views import PgReadModels, RegistrySource
 from schemasaga.domain.database import DEFAULT_DATABASE
 from schemasaga.domain.errors import DomainError
-from schemasaga.domain.policy import RegistrationPolicy
+from schemasaga.domain.policy import RegistrationPolicy, parse_socket_dirs
 from schemasaga.eventstore import EventStore
 from schemasaga.jobs.app import JobScheduler
 from schemasaga.jobs.app import create_app as create_jobs_app
@@ -57,8 +58,14 @@ class Resolved:
 def check_settings(settings: Settings) -> RegistrationPolicy:
     """The registration policy the settings describe; a malformed one stops the start."""
     try:
+        parse_socket_dirs(settings.byodb_allowed_socket_dirs)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid settings: SCHEMASAGA_BYODB_ALLOWED_SOCKET_DIRS: {exc}") from None
+    try:
         return RegistrationPolicy.build(
-            allowed_hosts=settings.byodb_allowed_hosts, sqlite_dir=settings.registered_sqlite_dir
+            allowed_hosts=settings.byodb_allowed_hosts,
+            sqlite_dir=settings.registered_sqlite_dir,
+            allowed_socket_dirs=settings.byodb_allowed_socket_dirs,
         )
     except ValueError as exc:
         raise ConfigurationError(f"invalid settings: SCHEMASAGA_BYODB_ALLOWED_HOSTS: {exc}") from None
@@ -207,6 +214,7 @@ def _limits(settings: Settings) -> DdlLimits:
         lock_timeout_ms=settings.ddl_lock_timeout_ms,
         statement_timeout_ms=settings.ddl_statement_timeout_ms,
         connect_timeout_s=settings.byodb_connect_timeout,
+        threads=settings.byodb_threads_per_database,
     )
 
 
@@ -247,6 +255,8 @@ async def _build(
         probe=Prober(_limits(settings)),
         secrets=secrets,
         policy=policy,
+        # The embedded server is the service's own: none of its databases may be registered.
+        own=PgOwnDatabase(pool, whole_server=resolved.embedded is not None),
     )
     try:
         # Only the processes that run the service record it: a read-only command (verify, drift...)

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     # <data_dir>/sqlite). The configured byodb_url is not checked.
     byodb_allowed_hosts: str = ""
     sqlite_dir: Path | None = None
+    # Directories whose Unix sockets a registered database may be reached through, comma-separated
+    # (empty: no socket). A socket reaches servers that trust local users, the embedded one included.
+    byodb_allowed_socket_dirs: str = ""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -49,6 +52,9 @@ class Settings(BaseSettings):
     ddl_lock_timeout_ms: int = 5000
     ddl_statement_timeout_ms: int = 60000
     byodb_connect_timeout: int = 5
+    # Threads of each registered database's own pool (its operations at once, in each process); as many
+    # as a worker's default concurrency, so one busy database is not slower than with a shared pool.
+    byodb_threads_per_database: int = Field(default=8, ge=1)
     # Seconds a request waits for a core database connection before answering 503.
     core_pool_timeout: float = 5.0
     # Seconds between reloads of the registered databases from the core database (so a database

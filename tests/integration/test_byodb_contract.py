@@ -5,12 +5,14 @@ Every test gets a fresh empty database of its engine (see ``conftest``) and talk
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -29,8 +31,18 @@ from schemasaga.byodb import (
     classify,
     open_adapter,
 )
-from schemasaga.byodb.identifiers import MAX_LENGTH
-from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, ColumnType
+from schemasaga.byodb.identifiers import MAX_LENGTH, index_name
+from schemasaga.domain.changes import AddColumn
+from schemasaga.domain.changes import CreateTable as CreateTableChange
+from schemasaga.domain.columns import (
+    DEFAULT_COLUMNS,
+    Column,
+    ColumnType,
+    Index,
+    TableSchema,
+    canonical_default,
+)
+from schemasaga.domain.schema import DifferenceKind, Expression, LiveIndex, diff
 from tests.conftest import another_spelling
 
 ENGINES = [
@@ -173,7 +185,7 @@ def _rows(url: str, statements: list[str], query: str) -> list[tuple[object, ...
 def test_not_null_column_with_a_default(adapter: ByodbAdapter, url: str) -> None:
     adapter.create_table("things", DEFAULT_COLUMNS)
     _rows(url, ["INSERT INTO things (id, name) VALUES (1, 'before')"], "SELECT 1")
-    column = Column("flag", ColumnType.INTEGER, nullable=False, default="7")
+    column = Column("flag", ColumnType.INTEGER, nullable=False, default=7)
 
     assert adapter.add_column("things", column) is True
     assert adapter.add_column("things", column) is False
@@ -190,7 +202,7 @@ def test_a_table_is_created_with_its_columns_defaults(adapter: ByodbAdapter, url
     columns = (
         *DEFAULT_COLUMNS,
         Column("status", ColumnType.STRING, nullable=False, default="new"),
-        Column("score", ColumnType.INTEGER, default="10"),
+        Column("score", ColumnType.INTEGER, default=10),
         Column("note", ColumnType.STRING),  # no default: NULL
     )
     assert adapter.create_table("orders", columns) is True
@@ -656,3 +668,230 @@ def test_postgresql_connections_detect_a_vanished_server(byodb_pg_url: str) -> N
             pgconn = conn.connection.dbapi_connection.pgconn  # type: ignore[union-attr]
             options = {o.keyword.decode(): o.val.decode() if o.val else None for o in pgconn.info}
     assert {k: options[k] for k in PG_KEEPALIVES} == {k: str(v) for k, v in PG_KEEPALIVES.items()}
+
+
+# -- defaults, unique columns and indexes -------------------------------------------------------------
+
+HOSTILE = "it's \"quoted\" \\ back\\slash '; DROP TABLE x; -- ünï ✓ 100% :name\n\tend"
+UUID_DEFAULT = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+
+
+def _with_default(name: str, kind: ColumnType, value: object, **kw: bool) -> Column:
+    return Column(name, kind, default=canonical_default(kind, value), **kw)
+
+
+EVERY_DEFAULT = (
+    Column("id", ColumnType.INTEGER, nullable=False, primary_key=True),
+    _with_default("n_int", ColumnType.INTEGER, -5),
+    _with_default("n_big", ColumnType.BIGINT, 2**40, unique=True),
+    _with_default("t_text", ColumnType.TEXT, HOSTILE),
+    _with_default("s_str", ColumnType.STRING, HOSTILE, unique=True),
+    _with_default("b_true", ColumnType.BOOLEAN, True, nullable=False),
+    _with_default("b_false", ColumnType.BOOLEAN, False),
+    _with_default("f_big", ColumnType.FLOAT, 1.5e20),
+    _with_default("f_small", ColumnType.FLOAT, 0.1),
+    _with_default("num", ColumnType.DECIMAL, "-1234.50"),
+    _with_default("day", ColumnType.DATE, "2024-02-29"),
+    _with_default("ts", ColumnType.TIMESTAMP, "2024-01-01T10:00:00.5"),
+    _with_default("dt", ColumnType.DATETIME, "2024-01-01T02:00:00+02:00"),
+    _with_default("doc", ColumnType.JSON, {"a": [1, HOSTILE], "b": None, "c": 1.5}),
+    _with_default("doc_text", ColumnType.JSON, "x"),
+    _with_default("u", ColumnType.UUID, UUID_DEFAULT.upper(), unique=True),
+    _with_default("zero", ColumnType.INTEGER, 0),
+    _with_default("blank", ColumnType.STRING, ""),
+)
+# In name order: the order a tracked table lists its indexes in.
+EVERY_INDEX = (Index("ix_pair", ("s_str", "n_int")), Index("uq_pair", ("n_int", "day"), unique=True))
+
+
+def _inspector_view(url: str, table: str) -> tuple[dict[str, object], set[tuple[str, tuple[str, ...], bool]]]:
+    """SQLAlchemy's own reading of the table: each column's default text, and the indexes."""
+    engine = sa.create_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        defaults = {str(c["name"]): c.get("default") for c in inspector.get_columns(table)}
+        indexes = {
+            (str(i["name"]), tuple(map(str, i["column_names"])), bool(i["unique"]))
+            for i in inspector.get_indexes(table)
+        }
+        indexes |= {
+            (str(u["name"]), tuple(map(str, u["column_names"])), True)
+            for u in inspector.get_unique_constraints(table)
+        }
+        return defaults, indexes
+    finally:
+        engine.dispose()
+
+
+def test_a_table_with_defaults_unique_columns_and_indexes_round_trips(
+    adapter: ByodbAdapter, url: str
+) -> None:
+    schema = TableSchema("every", EVERY_DEFAULT, EVERY_INDEX)
+
+    assert adapter.create_table("every", EVERY_DEFAULT, EVERY_INDEX) is True
+
+    live = adapter.inspect_table("every")
+    assert live is not None
+    assert diff(schema, live) == []
+    assert live.to_schema() == schema
+    assert [c.default for c in live.columns] == [c.default for c in EVERY_DEFAULT]
+    assert adapter.create_table("every", EVERY_DEFAULT, EVERY_INDEX) is False
+    # Index names are per schema (PostgreSQL) or per database (SQLite): another table's are others.
+    assert adapter.create_table("every_again", EVERY_DEFAULT) is True
+
+    # An independent reader sees every default and index.
+    defaults, indexes = _inspector_view(url, "every")
+    expected = {c.name for c in EVERY_DEFAULT if c.default is not None}
+    if adapter.engine == "mysql":
+        # SQLAlchemy's MySQL reflection parses SHOW CREATE TABLE and loses a default with a backslash
+        # in it (MariaDB escapes it there): the insert below reads those back from the server.
+        expected -= {"t_text", "s_str", "doc"}
+    else:
+        assert "DROP TABLE x" in str(defaults["t_text"])
+    assert {n for n, d in defaults.items() if d is not None} >= expected
+    uniques = {(index_name("every", (c.name,), True), (c.name,), True) for c in EVERY_DEFAULT if c.unique}
+    assert {(i.name, i.columns, i.unique) for i in EVERY_INDEX} | uniques <= indexes
+
+    # The server fills the defaults in, hostile text intact; the unique columns refuse a second row of them.
+    rows = _rows(
+        url, ["INSERT INTO every (id) VALUES (1)"], "SELECT t_text, s_str, n_int, n_big, doc, u FROM every"
+    )
+    text_value, string_value, n_int, n_big, doc, u = rows[0]
+    assert (text_value, string_value, n_int, n_big) == (HOSTILE, HOSTILE, -5, 2**40)
+    assert (json.loads(doc) if isinstance(doc, str) else doc) == {"a": [1, HOSTILE], "b": None, "c": 1.5}
+    assert str(u).lower() == UUID_DEFAULT
+    with pytest.raises(sa.exc.IntegrityError):
+        _rows(url, ["INSERT INTO every (id) VALUES (2)"], "SELECT 1")
+
+
+def test_create_over_a_table_of_other_defaults_or_indexes_is_permanent(adapter: ByodbAdapter) -> None:
+    adapter.create_table("every", EVERY_DEFAULT, EVERY_INDEX)
+    before = adapter.inspect_table("every")
+
+    with pytest.raises(PermanentByodbError, match=r"another shape: it has another index 'ix_pair'"):
+        adapter.create_table("every", EVERY_DEFAULT, (EVERY_INDEX[1],))
+    with pytest.raises(
+        PermanentByodbError, match=r"another shape: index 'ix_day', an index on \(day\), is missing"
+    ):
+        adapter.create_table("every", EVERY_DEFAULT, (*EVERY_INDEX, Index("ix_day", ("day",))))
+    other_default = tuple(replace(c, default=-6) if c.name == "n_int" else c for c in EVERY_DEFAULT)
+    with pytest.raises(PermanentByodbError, match="column 'n_int' has default -5 instead of -6"):
+        adapter.create_table("every", other_default, EVERY_INDEX)
+    not_unique = tuple(replace(c, unique=False) if c.name == "u" else c for c in EVERY_DEFAULT)
+    with pytest.raises(PermanentByodbError, match="column 'u' is unique"):
+        adapter.create_table("every", not_unique, EVERY_INDEX)
+
+    assert adapter.inspect_table("every") == before
+
+
+def test_add_a_column_with_a_default_and_uniqueness(adapter: ByodbAdapter, url: str) -> None:
+    adapter.create_table("people", DEFAULT_COLUMNS)
+    _rows(url, ["INSERT INTO people (id) VALUES (1)"], "SELECT 1")
+    code = Column("code", ColumnType.STRING, nullable=False, default=HOSTILE, unique=True)
+
+    assert adapter.add_column("people", code) is True
+    assert adapter.add_column("people", code) is False
+    with pytest.raises(PermanentByodbError, match="already exists, but column 'code' has default"):
+        adapter.add_column("people", replace(code, default="other"))
+    with pytest.raises(PermanentByodbError, match="already exists, but column 'code' is unique"):
+        adapter.add_column("people", replace(code, unique=False))
+
+    live = adapter.inspect_table("people")
+    assert live is not None
+    assert diff(TableSchema("people", (*DEFAULT_COLUMNS, code)), live) == []
+    _, indexes = _inspector_view(url, "people")
+    assert (index_name("people", ("code",), True), ("code",), True) in indexes
+    assert _rows(url, [], "SELECT code FROM people") == [(HOSTILE,)]
+
+
+HAND_MADE = {
+    "postgresql": [
+        "CREATE TABLE hand (id serial PRIMARY KEY, at timestamptz DEFAULT now(), n int DEFAULT 5,"
+        " email varchar(255) CONSTRAINT hand_email UNIQUE, a int, b int, CONSTRAINT hand_ab UNIQUE (a, b))",
+        "CREATE INDEX hand_lower ON hand (lower(email))",
+        "CREATE UNIQUE INDEX hand_partial ON hand (n) WHERE n > 0",
+    ],
+    "mysql": [
+        "CREATE TABLE hand (id int PRIMARY KEY, at timestamp(6) NULL DEFAULT CURRENT_TIMESTAMP(6),"
+        " n int DEFAULT 5, email varchar(255), a int, b int,"
+        " UNIQUE KEY hand_email (email), UNIQUE KEY hand_ab (a, b), KEY hand_lower (email(10)))",
+    ],
+    "sqlite": [
+        "CREATE TABLE hand (id integer PRIMARY KEY, at timestamp DEFAULT CURRENT_TIMESTAMP, n int DEFAULT 5,"
+        " email varchar(255) UNIQUE, a int, b int, UNIQUE (a, b))",
+        "CREATE INDEX hand_lower ON hand (lower(email))",
+        "CREATE UNIQUE INDEX hand_partial ON hand (n) WHERE n > 0",
+    ],
+}
+
+
+def test_a_table_made_by_hand_reads_as_it_is(adapter: ByodbAdapter, url: str) -> None:
+    _rows(url, HAND_MADE[adapter.engine], "SELECT 1")
+
+    live = adapter.inspect_table("hand")
+
+    assert live is not None
+    assert isinstance(live.column("at").default, Expression)  # type: ignore[union-attr]
+    assert live.column("n").default == 5  # type: ignore[union-attr]
+    assert live.column("email").unique and not live.column("a").unique  # type: ignore[union-attr]
+    if adapter.engine == "postgresql":
+        assert live.column("id").default == Expression("nextval('hand_id_seq'::regclass)")  # type: ignore[union-attr]
+    composite = next(i for i in live.indexes if i.columns == ("a", "b"))
+    assert composite.unique and composite.valid
+    # An index on an expression (a prefix on MySQL) is no index on the column.
+    assert not any(i.columns == ("email",) and not i.unique for i in live.indexes)
+    if adapter.engine != "mysql":
+        # a partial unique index makes no column unique
+        partial = live.index("hand_partial")
+        assert partial is not None and partial.columns[0] == "n" and partial.columns[-1].startswith("WHERE")
+        assert not live.column("n").unique  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="expression"):
+        live.to_schema()
+
+
+def test_postgresql_reports_an_invalid_index(byodb_pg_url: str) -> None:
+    with open_adapter(byodb_pg_url, limits=FAST) as adapter:
+        adapter.create_table("people", (*DEFAULT_COLUMNS, Column("email", ColumnType.STRING)))
+        _rows(byodb_pg_url, ["INSERT INTO people (id, email) VALUES (1, 'a'), (2, 'a')"], "SELECT 1")
+        conninfo = make_url(byodb_pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with (
+            psycopg.connect(conninfo, autocommit=True) as conn,
+            pytest.raises(psycopg.errors.UniqueViolation),
+        ):
+            conn.execute("CREATE UNIQUE INDEX CONCURRENTLY uq_email ON people (email)")
+
+        live = adapter.inspect_table("people")
+
+        assert live is not None
+        assert live.indexes == (LiveIndex("uq_email", ("email",), unique=True, valid=False),)
+        assert live.column("email").unique is False  # type: ignore[union-attr]
+        schema = live.to_schema()
+        assert schema.indexes == ()
+        assert [d.kind for d in diff(schema, live)] == [DifferenceKind.EXTRA_INDEX]
+        with pytest.raises(
+            PermanentByodbError, match=r"another index 'uq_email', a unique index on \(email\) \(invalid\)"
+        ):
+            adapter.create_table("people", schema.columns)  # another shape than the one asked for
+
+
+def test_the_plan_of_a_create_and_an_add_is_what_runs(adapter: ByodbAdapter, url: str) -> None:
+    schema = TableSchema("every", EVERY_DEFAULT, EVERY_INDEX)
+    code = Column("code", ColumnType.STRING, default=HOSTILE, unique=True)
+    after = TableSchema("every", (*EVERY_DEFAULT, code), EVERY_INDEX)
+    planned = [s.sql for s in adapter.plan_change(None, schema, CreateTableChange(schema=schema)).statements]
+    planned += [s.sql for s in adapter.plan_change(schema, after, AddColumn(column=code)).statements]
+    ran: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith(("CREATE", "ALTER")):
+            ran.append(statement)
+
+    sa.event.listen(adapter._sa, "before_cursor_execute", record)
+    assert adapter.create_table("every", EVERY_DEFAULT, EVERY_INDEX) is True
+    assert adapter.add_column("every", code) is True
+
+    doubled = adapter.engine != "sqlite"  # psycopg and pymysql take "%%" for "%"
+    assert ran == [s.replace("%", "%%") if doubled else s for s in planned]
+    assert any("DROP TABLE x" in s for s in planned) and "%%" not in "".join(planned)
+    live = adapter.inspect_table("every")
+    assert live is not None and diff(after, live) == []

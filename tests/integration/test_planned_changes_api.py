@@ -10,6 +10,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from schemasaga.byodb.planner import unique_index_name
 from schemasaga.config import Settings
 from tests.integration.conftest import running_service, wait_operation, wait_synced
 
@@ -70,7 +71,7 @@ async def test_rename_alter_and_index_run_their_plans(
         )
         assert dry.status_code == 200, dry.text
         statements = [s["sql"] for s in dry.json()["statements"]]
-        assert any("people_years_key" in sql for sql in statements)
+        assert any(unique_index_name("people", "years") in sql for sql in statements)
 
         await completed(
             client,
@@ -93,7 +94,7 @@ async def test_rename_alter_and_index_run_their_plans(
         assert isinstance(columns["years"]["type"], sa.Integer) and columns["years"]["nullable"] is False
         indexes = {i["name"]: i for i in inspector.get_indexes("folks")}
         assert indexes["ix_n"]["column_names"] == ["age2"]
-        assert indexes["people_years_key"]["unique"]
+        assert indexes[unique_index_name("people", "years")]["unique"]
         with reader.connect() as conn:
             assert conn.execute(sa.text("SELECT id, years FROM folks ORDER BY id")).all() == [
                 (1, 31),

@@ -228,3 +228,42 @@ async def test_a_step_that_waits_for_a_lock_shows_who_holds_it(
             assert operation["status"] == "completed", operation["last_error"]
         finally:
             engine.dispose()
+
+
+async def test_a_table_is_created_with_defaults_uniques_and_indexes_as_show_says(
+    client: httpx.AsyncClient, byodb_pg_url: str
+) -> None:
+    table = await created(
+        client,
+        {
+            "name": "shop",
+            "columns": [
+                {"name": "sku", "type": "string", "nullable": False, "unique": True},
+                {"name": "price", "type": "decimal", "default": "9.90"},
+                {"name": "active", "type": "boolean", "default": True},
+            ],
+            "indexes": [
+                {"columns": ["price", "active"]},
+                {"columns": ["name"], "unique": True, "name": "shop_nm"},
+            ],
+        },
+    )
+    assert table["columns"]["price"]["default"] == "9.9" and table["columns"]["sku"]["unique"] is True
+    assert table["indexes"] == [
+        {"name": "shop_price_active_idx", "columns": ["price", "active"], "unique": False},
+        {"name": "shop_nm", "columns": ["name"], "unique": True},
+    ]
+    # An independent reader: SQLAlchemy's inspector.
+    engine = sa.create_engine(byodb_pg_url)
+    try:
+        inspector = sa.inspect(engine)
+        indexes = {i["name"]: (i["column_names"], bool(i["unique"])) for i in inspector.get_indexes("shop")}
+        uniques = [u["column_names"] for u in inspector.get_unique_constraints("shop")]
+        defaults = {c["name"]: c["default"] for c in inspector.get_columns("shop")}
+    finally:
+        engine.dispose()
+    assert indexes["shop_price_active_idx"] == (["price", "active"], False)
+    assert indexes["shop_nm"] == (["name"], True)
+    assert ["sku"] in uniques or any(cols == (["sku"], True) for cols in indexes.values())
+    assert defaults["price"] is not None and "9.9" in defaults["price"]
+    assert defaults["active"] == "true"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from schemasaga.byodb.errors import PermanentByodbError, TransientByodbError
+from schemasaga.byodb.identity import DatabaseIdentity, postgresql_identity
 from schemasaga.domain.database import stream_name
 from schemasaga.domain.errors import (
     BadCredentials,
@@ -19,13 +20,21 @@ from schemasaga.domain.errors import (
     DatabaseNotFound,
     DatabaseUnreachable,
     InvalidDatabaseName,
+    OwnDatabase,
 )
 from schemasaga.domain.policy import RegistrationPolicy
 from schemasaga.secrets import SecretBox, generate_key
 from schemasaga.services.databases import DatabaseCommands
 from schemasaga.services.tables import TableCommands
 from schemasaga.services.unit_of_work import UnitOfWork
-from tests.fakes import MemoryConnections, MemoryCore, MemoryProbe, MemoryReads, identity_of
+from tests.fakes import (
+    MemoryConnections,
+    MemoryCore,
+    MemoryOwnDatabase,
+    MemoryProbe,
+    MemoryReads,
+    identity_of,
+)
 
 DEFAULT_URL = "postgresql+psycopg://app:pw@127.0.0.1:5432/app"
 
@@ -36,6 +45,7 @@ class Registry:
         self.core = MemoryCore()
         self.connections = MemoryConnections()
         self.probe = MemoryProbe()
+        self.own = MemoryOwnDatabase()
         self.secrets = SecretBox([generate_key()])
         self.uow = UnitOfWork(self.core, snapshot_every=50)
         self.commands = DatabaseCommands(
@@ -45,6 +55,7 @@ class Registry:
             probe=self.probe,
             secrets=self.secrets,
             policy=RegistrationPolicy.build(allowed_hosts=allowed_hosts, sqlite_dir=tmp_path),
+            own=self.own,
         )
 
     def url(self, name: str) -> str:
@@ -169,3 +180,33 @@ async def test_rotation_reencrypts_every_url_with_the_new_key_once(registry: Reg
         state = registry.core.state.databases[name]
         assert state.key_id == only_new.key_id and only_new.decrypt(state.url_encrypted) == url
     assert await registry.commands.rotate(new, metadata={}) == []  # nothing left under the old key
+
+
+def pg_identity(database: str, *, schema: str = "public") -> DatabaseIdentity:
+    return postgresql_identity(
+        started="1700000000.5", port="5432", database=database, schema=schema, system_identifier="42"
+    )
+
+
+async def test_the_core_database_is_refused_in_any_schema_and_its_server_when_embedded(
+    registry: Registry,
+) -> None:
+    registry.own.own = pg_identity("core")
+    core = "postgresql+psycopg://app@127.0.0.1:5432/core"
+    registry.probe.identities[core] = pg_identity("core", schema="app")  # another role's search_path
+    with pytest.raises(OwnDatabase, match="own core database"):
+        await registry.commands.register(name="core", url=core, metadata={})
+    assert registry.written() == ([], 0)
+
+    # Another database of the core's server: a server shared with others may hold users' databases...
+    other = "postgresql+psycopg://app@127.0.0.1:5432/other"
+    registry.probe.identities[other] = pg_identity("other")
+    await registry.commands.register(name="other", url=other, metadata={})
+    # ...but the embedded server is the service's alone.
+    registry.own.whole_server = True
+    third = "postgresql+psycopg://app@127.0.0.1:5432/third"
+    registry.probe.identities[third] = pg_identity("third")
+    before = registry.written()
+    with pytest.raises(OwnDatabase, match="embedded PostgreSQL server"):
+        await registry.commands.register(name="third", url=third, metadata={})
+    assert registry.written() == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from schemasaga.byodb.identity import DatabaseIdentity, Match
+from schemasaga.byodb.identity import DatabaseIdentity, Match, postgresql_identity
 from schemasaga.domain.database import (
     DatabaseRegistered,
     DatabaseState,
@@ -74,3 +74,23 @@ def test_the_identity_is_kept_until_the_url_changes() -> None:
         NOW,
     )
     assert state.identity is None
+
+
+def pg(
+    database: str, *, schema: str = "public", cluster: str | None = "c1", started: str = "1"
+) -> DatabaseIdentity:
+    return postgresql_identity(
+        started=started, port="5432", database=database, schema=schema, system_identifier=cluster
+    )
+
+
+def test_wider_keys_tell_one_database_whatever_its_schema_and_one_server() -> None:
+    core = pg("core")
+    assert core.same_database_as(pg("core", schema="elsewhere"))
+    assert not core.same_as(pg("core", schema="elsewhere"))  # registrations of two schemas stay two
+    assert core.same_database_as(pg("core", cluster=None))  # a role denied pg_control_system()
+    assert not core.same_database_as(pg("other"))
+    assert core.same_server_as(pg("other")) and core.same_server_as(pg("other", cluster=None))
+    assert not core.same_server_as(pg("core", cluster="c2", started="2"))
+    # Never stored: only the place DDL goes is.
+    assert core.stored == pg("core", schema="public").stored != pg("core", schema="elsewhere").stored

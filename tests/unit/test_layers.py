@@ -99,6 +99,7 @@ _STANDARD_LIBRARY = {
     "enum",
     "hashlib",
     "ipaddress",
+    "json",
     "math",
     "pathlib",
     "re",

@@ -9,35 +9,47 @@ PostgreSQL and SQLite run each step in one transaction, so a failure half-way le
 MariaDB/MySQL commit every DDL statement on its own: a step made of several statements registers an undo
 for each statement done and runs them (compensation) if a later one fails.
 
-The adapter is synchronous and thread-safe (one SQLAlchemy Engine, a connection per step); the worker
-calls it from a thread.
+A table is created with its columns' defaults (SQL literals rendered by the dialect, ``types.default_sql``),
+a unique index for each unique column and its other indexes: on PostgreSQL and SQLite by ``CREATE
+[UNIQUE] INDEX`` statements in the step's transaction, on MySQL/MariaDB inline in the one ``CREATE TABLE``.
+A unique column's index is named by :func:`~schemasaga.byodb.identifiers.index_name` (any name will do:
+the schema diff does not compare it).
+
+The adapter is synchronous and thread-safe (one SQLAlchemy Engine, a connection per step). Callers on the
+event loop run its methods with :meth:`ByodbAdapter.run`, in the database's own small thread pool: a
+database that does not answer holds its own threads until its timeouts end, never the loop's default
+executor nor another database's threads. Probes of a URL being registered each get a thread of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Column as SaColumn
 from sqlalchemy import Connection, CursorResult, MetaData, Table, TextClause, text
 from sqlalchemy.sql.base import Executable
-from sqlalchemy.sql.ddl import CreateColumn, CreateTable, DropTable
+from sqlalchemy.sql.ddl import CreateColumn, DropTable
 from sqlalchemy.sql.elements import quoted_name
 
 from schemasaga.byodb import engines, inspect, planner
 from schemasaga.byodb.blockers import find_blockers
 from schemasaga.byodb.engines import DdlLimits
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, classify
-from schemasaga.byodb.identifiers import validate_identifier
+from schemasaga.byodb.identifiers import index_name, validate_identifier
 from schemasaga.byodb.identity import DatabaseIdentity, read_identity
 from schemasaga.byodb.inspect import NotATable
-from schemasaga.byodb.types import type_for
+from schemasaga.byodb.types import default_sql, type_for
 from schemasaga.domain.changes import (
     AddColumn,
     AddIndex,
@@ -49,17 +61,18 @@ from schemasaga.domain.changes import (
     RenameTable,
 )
 from schemasaga.domain.changes import CreateTable as CreateTableChange
-from schemasaga.domain.columns import Column, TableSchema
-from schemasaga.domain.errors import UnsupportedChange
+from schemasaga.domain.columns import Column, Index, TableSchema
+from schemasaga.domain.errors import InvalidDefault, UnsupportedChange
 from schemasaga.domain.plan import Plan, Statement
 from schemasaga.domain.schema import LiveTable, compare_column, describe, diff
 
-__all__ = ["ByodbAdapter", "DatabaseIdentity", "DdlLimits", "open_adapter"]
+__all__ = ["ByodbAdapter", "DatabaseIdentity", "DdlLimits", "index_name", "open_adapter"]
 
 SQLITE_DROP_COLUMN = (3, 35, 0)
 """First SQLite with ``ALTER TABLE ... DROP COLUMN``: older ones are refused when a database is opened."""
 
 BetweenHook = Callable[[str], None]
+T = TypeVar("T")
 
 # The lock a DDL statement on one table takes, in each engine's words.
 _TABLE_LOCK = {
@@ -117,6 +130,10 @@ class ByodbAdapter:
         self.limits = limits
         self._between = between_statements
         self._sa = engines.build_engine(self.engine, sa_url, limits)
+        # This database's own threads: started on demand, ended by dispose(), started again by a later
+        # call (as the Engine's connection pool is: a saga may still hold an adapter a reload replaced).
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
         self._mariadb: bool | None = None
         # MySQL/MariaDB with lower_case_table_names=0 (Linux's default) tell "Users" from "users".
         self._mysql_tables_fold_case: bool | None = None
@@ -125,7 +142,23 @@ class ByodbAdapter:
     # -- plumbing ---------------------------------------------------------------------------------
 
     def dispose(self) -> None:
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            # Work in hand finishes (bounded by the driver's timeouts); the threads end after it.
+            executor.shutdown(wait=False)
         self._sa.dispose()
+
+    async def run(self, action: Callable[..., T], /, *args: Any) -> T:
+        """``action(*args)`` in this database's own threads, from the event loop."""
+        call = functools.partial(contextvars.copy_context().run, action, *args)
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(1, self.limits.threads), thread_name_prefix="byodb"
+                )
+            future = self._executor.submit(call)
+        return await asyncio.wrap_future(future)
 
     def __enter__(self) -> ByodbAdapter:
         return self
@@ -219,10 +252,71 @@ class ByodbAdapter:
             primary_key=column.primary_key,
             # SQLite reports a PRIMARY KEY column as nullable unless NOT NULL is declared
             nullable=column.nullable and not column.primary_key,
-            # a literal, rendered and escaped by the dialect, never SQL text
-            server_default=column.default,
             autoincrement=False,
         )
+
+    def _column_sql(self, table: str, columns: Sequence[Column]) -> list[str]:
+        """The columns' definitions, each default a literal rendered by the dialect (appended: ``...
+        NOT NULL DEFAULT x`` is valid on every engine)."""
+        dialect = self._sa.dialect
+        specs = []
+        for column, sa_column in zip(columns, self._table(table, columns).columns, strict=True):
+            spec = str(CreateColumn(sa_column).compile(dialect=dialect))
+            if column.default is not None:
+                try:
+                    spec += f" DEFAULT {default_sql(self.engine, column.type, column.default, dialect)}"
+                except InvalidDefault as exc:
+                    raise PermanentByodbError(f"column {column.name!r}: {exc}", engine=self.engine) from None
+            specs.append(spec)
+        return specs
+
+    def _create_sql(self, name: str, columns: Sequence[Column], indexes: Sequence[Index]) -> list[str]:
+        """The statements that create the table: one on MySQL (which commits each DDL statement), else
+        ``CREATE TABLE`` then one ``CREATE INDEX`` per unique column and per index."""
+        all_indexes = [*self._unique_indexes(name, columns), *indexes]
+        parts = self._column_sql(name, columns)
+        key = [self._quote(c.name) for c in columns if c.primary_key]
+        if key:
+            parts.append(f"PRIMARY KEY ({', '.join(key)})")
+        if self.engine == "mysql":
+            parts += [self._index_sql(name, i, inline=True) for i in all_indexes]
+        statements = [f"CREATE TABLE {self._quote(name)} ({', '.join(parts)})"]
+        if self.engine != "mysql":
+            statements += [self._index_sql(name, i, inline=False) for i in all_indexes]
+        return statements
+
+    def _add_sql(self, table: str, column: Column) -> list[str]:
+        """The statements that add the column: one on MySQL, else ``ALTER TABLE`` then the unique index."""
+        (spec,) = self._column_sql(table, [column])
+        unique = self._unique_indexes(table, [column])
+        if self.engine == "mysql":
+            clauses = [
+                f"ADD COLUMN {spec}",
+                *(f"ADD {self._index_sql(table, i, inline=True)}" for i in unique),
+            ]
+            return [f"ALTER TABLE {self._quote(table)} {', '.join(clauses)}"]
+        alter = f"ALTER TABLE {self._quote(table)} ADD COLUMN {spec}"
+        return [alter, *(self._index_sql(table, i, inline=False) for i in unique)]
+
+    def _index_sql(self, table: str, index: Index, *, inline: bool) -> str:
+        columns = ", ".join(self._quote(c) for c in index.columns)
+        unique = "UNIQUE " if index.unique else ""
+        if inline:  # MySQL: a clause of CREATE TABLE / ALTER TABLE
+            return f"{unique}INDEX {self._quote(index.name)} ({columns})"
+        return f"CREATE {unique}INDEX {self._quote(index.name)} ON {self._quote(table)} ({columns})"
+
+    def _driver_sql(self, step: _Step, sql: str) -> None:
+        """Run DDL built here (quoted identifiers, literals rendered by the dialect) as it is: drivers
+        that format parameters (psycopg, pymysql) take ``%%`` for ``%``, which only literals can hold."""
+        if self._sa.dialect.paramstyle in ("format", "pyformat"):
+            sql = sql.replace("%", "%%")
+        if step.pg_limits is not None:
+            lock, statement_timeout = step.pg_limits
+            step.pg_limits = None
+            step.conn.execute(
+                inspect.QUERIES["postgresql.limits"], {"lock": lock, "statement": statement_timeout}
+            )
+        step.conn.exec_driver_sql(sql)
 
     def _quote(self, name: str) -> str:
         return self._sa.dialect.identifier_preparer.quote_identifier(name)
@@ -273,17 +367,45 @@ class ByodbAdapter:
                 )
             seen.add(column.name.lower())
 
-    def create_table(self, name: str, columns: Sequence[Column]) -> bool:
-        """Create the table; ``False`` if it already exists with exactly this shape.
+    def _check_indexes(self, table: str, columns: Sequence[Column], indexes: Sequence[Index]) -> None:
+        names = {c.name.lower() for c in columns}
+        seen: set[str] = set()
+        for index in indexes:
+            validate_identifier(index.name, engine=self.engine, kind="index")
+            if index.name.lower() in seen:
+                raise PermanentByodbError(
+                    f"index {index.name!r} appears twice in table {table!r}", engine=self.engine
+                )
+            seen.add(index.name.lower())
+            if not index.columns:
+                raise PermanentByodbError(f"index {index.name!r} has no column", engine=self.engine)
+            missing = [c for c in index.columns if c.lower() not in names]
+            if missing:
+                raise PermanentByodbError(
+                    f"index {index.name!r} is on {', '.join(missing)}, not a column of table {table!r}",
+                    engine=self.engine,
+                )
+
+    def _unique_indexes(self, table: str, columns: Sequence[Column]) -> list[Index]:
+        """The unique index that makes each unique column unique."""
+        return [
+            Index(index_name(table, (c.name,), True), (c.name,), unique=True) for c in columns if c.unique
+        ]
+
+    def create_table(self, name: str, columns: Sequence[Column], indexes: Sequence[Index] = ()) -> bool:
+        """Create the table with its columns (defaults, uniqueness) and ``indexes``; ``False`` if it
+        already exists with exactly this shape.
 
         A table of that name (in any letter case) with another shape is a :class:`PermanentByodbError`.
         """
         self._check_columns(name, columns)
+        self._check_indexes(name, columns, indexes)
+        schema = TableSchema(name, tuple(columns), tuple(indexes))
         what = f"create table {name!r}"
         with self._step(what) as step:
             live = self._inspect(step, name)
             if live is not None:
-                differences = diff(columns, live, table=name)
+                differences = diff(schema, live)
                 if differences:
                     raise PermanentByodbError(
                         f"{what}: {self.engine}: a table {live.name!r} already exists with another shape: "
@@ -291,15 +413,18 @@ class ByodbAdapter:
                         engine=self.engine,
                     )
                 return False
-            table = self._table(name, columns)
+            statements = self._create_sql(name, columns, indexes)
+            table = self._table(name)
             undo = _Compensations()
             try:
-                self._ddl(step, CreateTable(table))
+                self._driver_sql(step, statements[0])
                 undo.push(f"drop table {name!r}", lambda: step.conn.execute(DropTable(table)))
+                for statement in statements[1:]:
+                    self._driver_sql(step, statement)
                 self._hook("create_table:created")
                 # Read back what the server made of it: MySQL outside strict mode silently changes
                 # types it cannot take; a table we did not ask for is not left behind.
-                differences = diff(columns, self._inspect(step, name), table=name)
+                differences = diff(schema, self._inspect(step, name))
                 if differences:
                     raise PermanentByodbError(
                         f"{what}: {self.engine} did not create the table as asked: {describe(differences)}",
@@ -312,7 +437,8 @@ class ByodbAdapter:
             return True
 
     def add_column(self, table: str, column: Column) -> bool:
-        """Add the column; ``False`` if it is already there with the same type and nullability."""
+        """Add the column with its default and uniqueness; ``False`` if it is already there with the
+        same type, nullability, default and uniqueness."""
         validate_identifier(table, engine=self.engine, kind="table")
         validate_identifier(column.name, engine=self.engine, kind="column")
         what = f"add column {column.name!r} to table {table!r}"
@@ -330,8 +456,8 @@ class ByodbAdapter:
                         engine=self.engine,
                     )
                 return False
-            spec = CreateColumn(self._sa_column(column)).compile(dialect=step.conn.dialect)
-            self._ddl(step, text(f"ALTER TABLE {self._quote(live.name)} ADD COLUMN {spec}"))
+            for statement in self._add_sql(live.name, column):
+                self._driver_sql(step, statement)
             return True
 
     def drop_column(self, table: str, column: str) -> bool:
@@ -367,20 +493,24 @@ class ByodbAdapter:
 
     # -- plans ------------------------------------------------------------------------------------
 
+    @property
+    def _index_lock(self) -> str:
+        return "SHARE" if self.engine == "postgresql" else _TABLE_LOCK[self.engine]
+
     def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
         """The statements ``change`` runs here, as the steps that run it render them."""
         dialect = self._sa.dialect
         exclusive = _TABLE_LOCK[self.engine]
         match change:
             case CreateTableChange(schema=schema):
-                table = self._table(schema.name, schema.columns)
-                sql = str(CreateTable(table).compile(dialect=dialect)).strip()
-                return Plan(self.engine, (Statement(sql, exclusive),))
+                statements = self._create_sql(schema.name, schema.columns, schema.indexes)
+                return Plan(self.engine, tuple(Statement(sql, exclusive) for sql in statements))
             case AddColumn(column=column):
                 assert before is not None
-                spec = CreateColumn(self._sa_column(column)).compile(dialect=dialect)
-                sql = f"ALTER TABLE {self._quote(before.name)} ADD COLUMN {spec}"
-                return Plan(self.engine, (Statement(sql, exclusive),))
+                first, *indexes = self._add_sql(before.name, column)
+                # a unique column's index reads every row
+                built = (Statement(sql, self._index_lock, scans=True) for sql in indexes)
+                return Plan(self.engine, (Statement(first, exclusive), *built))
             case RemoveColumn(column=column):
                 assert before is not None
                 sql = f"ALTER TABLE {self._quote(before.name)} DROP COLUMN {self._quote(column.name)}"
@@ -398,12 +528,12 @@ class ByodbAdapter:
                 assert before is not None
                 # the live index names where the plan names existing indexes: a table or column renamed
                 # since an index was made keeps its name
-                indexes = (
-                    self.live_indexes(before.name)
+                live = (
+                    self.inspect_table(before.name)
                     if planner.names_live_indexes(self.engine, before, change)
-                    else []
+                    else None
                 )
-                return planner.plan(self.engine, before, after, change, indexes=indexes)
+                return planner.plan(self.engine, before, after, change, live=live)
         raise UnsupportedChange(f"{change.kind.value} is not planned on {self.engine} yet")
 
     def blockers(self, table: str) -> list[dict[str, Any]]:
@@ -421,38 +551,12 @@ class ByodbAdapter:
 
     # -- planned changes (byodb.planner) ---------------------------------------------------------
 
-    def _extras(self, step: _Step, table: str) -> tuple[list[planner.LiveIndexRow], dict[str, str | None]]:
-        """The live table's indexes (the primary key's excepted) and column defaults (as printed)."""
-        conn = step.conn
-        if self.engine == "postgresql":
-            rows = conn.execute(_EXTRAS["postgresql.indexes"], {"name": table}).all()
-            indexes = [planner.LiveIndexRow(r[0], tuple(r[3]), bool(r[1]), bool(r[2])) for r in rows]
-        else:
-            parts = conn.execute(_EXTRAS[f"{self.engine}.indexes"], {"name": table}).all()
-            grouped: dict[str, planner.LiveIndexRow] = {}
-            for name, unique, column in parts:
-                found = grouped.get(name)
-                columns = (*found.columns, str(column)) if found is not None else (str(column),)
-                grouped[name] = planner.LiveIndexRow(str(name), columns, bool(unique))
-            indexes = list(grouped.values())
-        defaults = {
-            str(name).lower(): (None if raw is None else str(raw))
-            for name, raw in conn.execute(_EXTRAS[f"{self.engine}.defaults"], {"name": table})
-        }
-        return indexes, defaults
-
-    def live_indexes(self, table: str) -> list[planner.LiveIndexRow]:
-        """The indexes of the live table (the primary key's excepted), invalid ones included, for
-        :func:`~schemasaga.byodb.planner.plan` (their physical names)."""
-        with self._step(f"read the indexes of table {table!r}", ddl=False) as step:
-            live = self._inspect(step, table)
-            return [] if live is None else self._extras(step, live.name)[0]
-
     def _schema_differences(self, step: _Step, live: LiveTable | None, schema: TableSchema) -> list[str]:
-        if live is None:
-            return [f"table {schema.name!r} does not exist"]
-        indexes, defaults = self._extras(step, live.name)
-        return planner.compare_live(self.engine, schema, live, indexes=indexes, defaults=defaults)
+        """How the live table differs from ``schema``, in words (the one diff); an invalid index left by a
+        failed CONCURRENTLY build counts as absent: the plan drops it before building it again."""
+        if live is not None:
+            live = replace(live, indexes=tuple(i for i in live.indexes if i.valid))
+        return [d.describe() for d in diff(schema, live)]
 
     def _find(self, step: _Step, before: TableSchema, after: TableSchema) -> LiveTable | None:
         live = self._inspect(step, before.name)
@@ -809,48 +913,33 @@ def _open(url: str, limits: DdlLimits) -> ByodbAdapter:
         raise classify(exc, context="connect") from None
 
 
+async def _alone(call: Callable[[], T], *, timeout: float) -> T:
+    """``call()`` in a thread of its own, within ``timeout`` seconds. The thread is never shared: a URL
+    that does not answer holds it until the driver's own timeouts end, and nothing else waits for it."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="byodb-probe")
+    try:
+        future = asyncio.get_running_loop().run_in_executor(executor, contextvars.copy_context().run, call)
+        return await asyncio.wait_for(future, timeout=timeout)
+    finally:
+        executor.shutdown(wait=False)
+
+
 class Prober:
-    """Probes databases by URL from the event loop, each in a thread and within ``timeout`` seconds
-    (connecting, then a few statements: the driver's own connect timeout normally ends it first)."""
+    """Probes databases by URL from the event loop, each in a thread of its own and within ``timeout``
+    seconds (connecting, then a few statements: the driver's own connect timeout normally ends it first)."""
 
     def __init__(self, limits: DdlLimits) -> None:
         self.limits = limits
         self.timeout = float(limits.connect_timeout_s * 2 + 5)
 
     async def probe(self, url: str) -> tuple[str, DatabaseIdentity]:
-        return await asyncio.wait_for(asyncio.to_thread(probe, url, limits=self.limits), timeout=self.timeout)
+        return await _alone(functools.partial(probe, url, limits=self.limits), timeout=self.timeout)
 
     async def identify(self, url: str) -> DatabaseIdentity:
-        return await asyncio.wait_for(
-            asyncio.to_thread(identify, url, limits=self.limits), timeout=self.timeout
-        )
+        return await _alone(functools.partial(identify, url, limits=self.limits), timeout=self.timeout)
 
 
 _EXTRAS: dict[str, TextClause] = {
-    "postgresql.indexes": text(
-        """
-        SELECT ic.relname, x.indisunique, x.indisvalid,
-               ARRAY(SELECT a.attname FROM unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-                     JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
-                     ORDER BY k.ord)
-        FROM pg_catalog.pg_index x
-        JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid
-        JOIN pg_catalog.pg_class c ON c.oid = x.indrelid
-        WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
-          AND c.relname = :name AND NOT x.indisprimary
-        ORDER BY ic.relname
-        """
-    ),
-    "postgresql.defaults": text(
-        """
-        SELECT a.attname, pg_catalog.pg_get_expr(d.adbin, d.adrelid)
-        FROM pg_catalog.pg_attribute a
-        JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-        LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-        WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
-          AND c.relname = :name AND a.attnum > 0 AND NOT a.attisdropped
-        """
-    ),
     "postgresql.invalid_indexes": text(
         """
         SELECT ic.relname FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid
@@ -861,28 +950,6 @@ _EXTRAS: dict[str, TextClause] = {
     "postgresql.session_limits": text(
         "SELECT set_config('lock_timeout', :lock, false), set_config('statement_timeout', :statement, false)"
     ),
-    "mysql.indexes": text(
-        """
-        SELECT INDEX_NAME, NON_UNIQUE = 0, COLUMN_NAME FROM information_schema.STATISTICS
-        WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :name AND INDEX_NAME <> 'PRIMARY'
-        ORDER BY INDEX_NAME, SEQ_IN_INDEX
-        """
-    ),
-    "mysql.defaults": text(
-        """
-        SELECT COLUMN_NAME, COLUMN_DEFAULT FROM information_schema.COLUMNS
-        WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :name
-        """
-    ),
-    "sqlite.indexes": text(
-        """
-        SELECT l.name, l."unique", i.name
-        FROM pragma_index_list(:name) l JOIN pragma_index_info(l.name) i
-        WHERE l.origin <> 'pk'
-        ORDER BY l.name, i.seqno
-        """
-    ),
-    "sqlite.defaults": text("SELECT name, dflt_value FROM pragma_table_info(:name)"),
     # what holds a name an index is to take (index names are per schema / per database there)
     "postgresql.relation": text(
         """

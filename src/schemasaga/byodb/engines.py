@@ -5,7 +5,10 @@
 * MySQL/MariaDB (PyMySQL): autocommit (DDL commits implicitly anyway), and on every new connection
   ``lock_wait_timeout`` (metadata locks, seconds), ``innodb_lock_wait_timeout`` (row locks) and the
   statement limit: ``max_statement_time`` on MariaDB, ``max_execution_time`` on MySQL (which only limits
-  SELECTs there, so MySQL DDL is bounded by the lock timeout and the client read timeout).
+  SELECTs there, so MySQL DDL is bounded by the lock timeout and the client read timeout). Until the
+  session is set up, reads and writes are bounded by the connect timeout: PyMySQL reads the server's
+  greeting with its read timeout, so a server that accepts connections and never answers held a
+  connection attempt for the statement-long read timeout (about 95 s by default).
 * SQLite: ``busy_timeout`` and WAL journal mode on every connection; the driver's own transaction
   handling is switched off so that a step is one ``BEGIN IMMEDIATE`` transaction (SQLite DDL is
   transactional); a progress handler interrupts a statement that outlives the statement timeout.
@@ -34,6 +37,8 @@ class DdlLimits:
     lock_timeout_ms: int = 5000
     statement_timeout_ms: int = 60000
     connect_timeout_s: int = 5
+    # Threads of one database's own pool (see ByodbAdapter.run): at most this many of its operations at once.
+    threads: int = 8
 
 
 _DRIVERS = {
@@ -119,8 +124,9 @@ def _mysql(url: URL, limits: DdlLimits) -> Engine:
         isolation_level="AUTOCOMMIT",
         connect_args={
             "connect_timeout": limits.connect_timeout_s,
-            "read_timeout": read_s,
-            "write_timeout": read_s,
+            # The greeting, authentication and session set-up are a connection's start: connect timeout.
+            "read_timeout": limits.connect_timeout_s,
+            "write_timeout": limits.connect_timeout_s,
         },
     )
 
@@ -135,8 +141,14 @@ def _mysql(url: URL, limits: DdlLimits) -> Engine:
         )
         with dbapi_conn.cursor() as cur:
             cur.execute(
-                f"SET SESSION lock_wait_timeout = {lock_s}, innodb_lock_wait_timeout = {lock_s}, {limit}"
+                f"SET SESSION lock_wait_timeout = {lock_s}, innodb_lock_wait_timeout = {lock_s}, {limit}, "
+                # UTC: a TIMESTAMP default is written and read back as UTC (types.default_sql)
+                "time_zone = '+00:00'"
             )
+        # Set up: from now on a read may take as long as a statement may (PyMySQL applies these at the
+        # next packet; they have no public setter).
+        dbapi_conn._read_timeout = read_s
+        dbapi_conn._write_timeout = read_s
 
     return eng
 

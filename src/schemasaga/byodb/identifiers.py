@@ -15,6 +15,9 @@ case-insensitively. The adapter refuses to create ``Users`` next to ``users``.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+
 from sqlalchemy.dialects.mysql.reserved_words import RESERVED_WORDS_MARIADB, RESERVED_WORDS_MYSQL
 from sqlalchemy.dialects.postgresql.base import RESERVED_WORDS as PG_RESERVED_WORDS
 from sqlalchemy.dialects.sqlite.base import SQLiteIdentifierPreparer
@@ -90,3 +93,22 @@ def validate_identifier(name: str, *, engine: str, kind: str = "table") -> None:
         )
     if kind == "column" and lowered in SYSTEM_COLUMNS[engine]:
         raise InvalidIdentifier(f"column name {name!r} is a system column name in {engine}", engine=engine)
+
+
+PORTABLE_LENGTH = min(MAX_LENGTH.values())
+"""The longest generated name, the same on every engine (ASCII, so bytes are characters)."""
+
+
+def index_name(table: str, columns: Sequence[str], unique: bool) -> str:
+    """A generated index name: ``uq_<table>_<columns>_<hash>`` or ``ix_...``, cut to fit every engine.
+
+    The hash (of the table, the columns and uniqueness) keeps names apart where the readable part
+    does not (``ix_a_b_c``: table ``a_b`` on ``c``, or table ``a`` on ``b, c``) or is cut: index names
+    are unique per schema on PostgreSQL and per database on SQLite."""
+    if not columns:
+        raise ValueError("an index needs at least one column")
+    prefix = "uq" if unique else "ix"
+    key = "\x00".join([prefix, table, *columns])
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:8]
+    readable = f"{prefix}_{table}_{'_'.join(columns)}"[: PORTABLE_LENGTH - len(digest) - 1].rstrip("_")
+    return f"{readable}_{digest}"

@@ -18,6 +18,10 @@ is read on a connection instead, as one or more *keys*, each a digest of what on
   the file is replaced, so they too are only compared between identities read now.
 
 Keys are digests: the identity says whether two databases are one, never where they are.
+
+PostgreSQL identities also carry wider keys, never stored: ``database_keys`` (the cluster and the database,
+whatever the schema) and ``server_keys`` (the cluster alone). They answer whether a registration reaches
+the service's own core database, or the embedded server that holds it, under whatever URL or role.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ class Match(Enum):
 _STORED = ("postgresql.cluster", "mysql.server_uuid", "mysql.server", "sqlite.path")
 _CONCLUSIVE = frozenset({"postgresql.cluster", "mysql.server_uuid", "mysql.server"})
 # pg_control_system() revoked from the role (42501), absent (42883) or not offered (0A000) by the server.
-_PG_NO_CONTROL_FUNCTION = frozenset({"42501", "42883", "0A000"})
+PG_NO_CONTROL_FUNCTION = frozenset({"42501", "42883", "0A000"})
 
 QUERIES: dict[str, TextClause] = {
     # In a query of its own: a role denied the function fails the whole statement, even in a CASE.
@@ -70,6 +74,9 @@ class DatabaseIdentity:
     """The keys of one database, by basis (``"postgresql.cluster"``...), each a hex digest."""
 
     keys: Mapping[str, str] = field(default_factory=dict)
+    # Wider keys, compared only between identities read now (see the module's docstring).
+    database_keys: Mapping[str, str] = field(default_factory=dict)
+    server_keys: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def stored(self) -> str | None:
@@ -80,6 +87,14 @@ class DatabaseIdentity:
     def same_as(self, other: DatabaseIdentity) -> bool:
         """Whether two identities read now are of one database: any basis both have gives the same key."""
         return any(other.keys.get(basis) == key for basis, key in self.keys.items())
+
+    def same_database_as(self, other: DatabaseIdentity) -> bool:
+        """Whether both are one database of one server, whatever their schemas."""
+        return any(other.database_keys.get(basis) == key for basis, key in self.database_keys.items())
+
+    def same_server_as(self, other: DatabaseIdentity) -> bool:
+        """Whether both are on one server (one PostgreSQL cluster, or a physical copy of it)."""
+        return any(other.server_keys.get(basis) == key for basis, key in self.server_keys.items())
 
     def against_stored(self, stored: str | None) -> Match:
         """What the key stored with another registration says about this (fresh) identity."""
@@ -110,16 +125,31 @@ def read_identity(conn: Connection, *, engine: str) -> DatabaseIdentity:
 
 def _postgresql(conn: Connection) -> DatabaseIdentity:
     started, port, database, schema = conn.execute(QUERIES["postgresql.postmaster"]).one()
-    keys = {"postgresql.postmaster": _digest(started, port, database, schema)}
     try:
         with conn.begin_nested():  # a refusal must not abort the caller's transaction
             system_identifier = conn.execute(QUERIES["postgresql.cluster"]).scalar_one()
     except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) not in _PG_NO_CONTROL_FUNCTION:
+        if getattr(exc.orig, "sqlstate", None) not in PG_NO_CONTROL_FUNCTION:
             raise
-        return DatabaseIdentity(keys)
-    keys["postgresql.cluster"] = _digest(system_identifier, database, schema)
-    return DatabaseIdentity(keys)
+        system_identifier = None
+    return postgresql_identity(
+        started=started, port=port, database=database, schema=schema, system_identifier=system_identifier
+    )
+
+
+def postgresql_identity(
+    *, started: object, port: object, database: object, schema: object, system_identifier: object | None
+) -> DatabaseIdentity:
+    """A PostgreSQL identity from what :data:`QUERIES` read (``system_identifier`` None: not readable).
+    Also used on the core database's own connections, to refuse registrations that reach it."""
+    keys = {"postgresql.postmaster": _digest(started, port, database, schema)}
+    database_keys = {"postgresql.postmaster": _digest(started, port, database)}
+    server_keys = {"postgresql.postmaster": _digest(started, port)}
+    if system_identifier is not None:
+        keys["postgresql.cluster"] = _digest(system_identifier, database, schema)
+        database_keys["postgresql.cluster"] = _digest(system_identifier, database)
+        server_keys["postgresql.cluster"] = _digest(system_identifier)
+    return DatabaseIdentity(keys, database_keys, server_keys)
 
 
 def _mysql(conn: Connection) -> DatabaseIdentity:

@@ -20,18 +20,13 @@ Per engine:
 Type changes follow :data:`TYPE_CHANGES`: widening ones always; narrowing or converting ones only after a
 check of the existing rows (:func:`incompatible_predicate`, run by the adapter before any DDL); anything
 else is :class:`~schemasaga.domain.errors.UnsupportedChange`.
-
-The last section (:func:`compare_live`, :func:`default_matches`) compares the live table's defaults and
-indexes with a schema until inspection reports them itself and ``domain.schema.diff`` compares them.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
@@ -40,12 +35,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from schemasaga.byodb.identifiers import index_name
 from schemasaga.byodb.types import dialect_for, type_for
 from schemasaga.domain.changes import AddIndex, AlterColumn, Change, DropIndex, RenameTable
-from schemasaga.domain.columns import PORTABLE_NAME_LIMIT, Column, ColumnType, Index, TableSchema, index_name
+from schemasaga.domain.columns import PORTABLE_NAME_LIMIT, Column, ColumnType, Index, TableSchema
 from schemasaga.domain.errors import UnsupportedChange
 from schemasaga.domain.plan import Plan, Statement
-from schemasaga.domain.schema import LiveTable, diff
+from schemasaga.domain.schema import LiveIndex, LiveTable
 
 __all__ = [
     "CLIENT_SIDE_JSON",
@@ -54,14 +50,11 @@ __all__ = [
     "REBUILD_PREFIX",
     "TYPE_CHANGES",
     "Conversion",
-    "LiveIndexRow",
     "RowCheck",
     "change_between",
-    "compare_live",
     "conversion",
     "converted",
     "created_index_names",
-    "default_matches",
     "incompatible_predicate",
     "index_name",
     "middle_schema",
@@ -84,9 +77,9 @@ REBUILD_PREFIX = "_schemasaga_new_"
 
 
 def unique_index_name(table: str, column: str) -> str:
-    """The name of the unique index that makes ``column`` unique: the domain's generated name of a
-    unique index on it alone, ``<table>_<column>_key`` (cut to 63 characters with a digest)."""
-    return index_name(table, (column,), unique=True)
+    """The name of the unique index that makes ``column`` unique, as creating the table or adding the
+    column names it (``identifiers.index_name``: ``uq_<table>_<column>_<digest>``, at most 63 characters)."""
+    return index_name(table, (column,), True)
 
 
 # -- the type-change matrix ------------------------------------------------------------------------
@@ -271,14 +264,12 @@ def plan(
     change: Change,
     *,
     live: LiveTable | None = None,
-    indexes: Sequence[LiveIndexRow] | None = None,
 ) -> Plan:
     """The statements that turn table ``before`` into ``after`` by ``change`` on ``engine``.
 
     ``live`` (the table as inspected, when known) supplies the physical names of its indexes, which
-    may differ from the generated ones (a table or column renamed since the index was made);
-    ``indexes`` gives them where ``live`` does not report indexes (``ByodbAdapter.live_indexes``)."""
-    names = _LiveNames(tuple(indexes) if indexes is not None else _reported_indexes(live))
+    may differ from the generated ones (a table or column renamed since the index was made)."""
+    names = _LiveNames(live.indexes if live is not None else ())
     sql = _Sql.of(engine)
     statements: list[Statement]
     warnings: list[str] = []
@@ -365,21 +356,16 @@ def _drop_index(sql: _Sql, table: TableSchema, name: str) -> Statement:
     return Statement(f"DROP INDEX {sql.q(name)}", SQLITE_LOCK)
 
 
-def _reported_indexes(live: LiveTable | None) -> tuple[Any, ...]:
-    # LiveTable reports its indexes once inspection reads them; until then there is nothing to look up.
-    return tuple(getattr(live, "indexes", ()) or ())
-
-
 @dataclass(frozen=True)
 class _LiveNames:
-    """The live table's indexes (anything with ``name``, ``columns``, ``unique``), for their names."""
+    """The live table's indexes, for their physical names."""
 
-    indexes: tuple[Any, ...] = ()
+    indexes: tuple[LiveIndex, ...] = ()
 
     def index(self, wanted: str) -> str | None:
         """The physical spelling of the index called ``wanted`` (in any letter case)."""
-        found = next((i for i in self.indexes if str(i.name).lower() == wanted.lower()), None)
-        return str(found.name) if found is not None else None
+        found = next((i for i in self.indexes if i.name.lower() == wanted.lower()), None)
+        return found.name if found is not None else None
 
     def unique_of(self, table: str, column: str) -> str:
         """The name of ``column``'s unique index: a valid unique index on it alone, else the generated."""
@@ -387,13 +373,11 @@ class _LiveNames:
             (
                 i
                 for i in self.indexes
-                if i.unique
-                and [str(c).lower() for c in i.columns] == [column.lower()]
-                and getattr(i, "valid", True)
+                if i.unique and i.valid and [c.lower() for c in i.columns] == [column.lower()]
             ),
             None,
         )
-        return str(found.name) if found is not None else unique_index_name(table, column)
+        return found.name if found is not None else unique_index_name(table, column)
 
 
 def _alter_column(
@@ -865,21 +849,6 @@ def _sqlite_predicate(source: ColumnType, target: ColumnType, column: str) -> st
     raise UnsupportedChange(f"no check for {source.value} to {target.value}")  # pragma: no cover
 
 
-# -- comparing with the live table -----------------------------------------------------------------
-# (Until inspection reports defaults and indexes itself, the adapter reads them apart and compares here.)
-
-
-@dataclass(frozen=True, slots=True)
-class LiveIndexRow:
-    """An index of the live table, the primary key's excepted; ``valid`` is False for a PostgreSQL index
-    whose CONCURRENTLY build failed (it exists but enforces and serves nothing)."""
-
-    name: str
-    columns: tuple[str, ...]
-    unique: bool
-    valid: bool = True
-
-
 def change_between(before: TableSchema, after: TableSchema) -> Change:
     """The one change that turns ``before`` into ``after`` (a plan's change, when the caller has only the
     two schemas): a table rename, an index added or dropped, or one column altered (columns keep their
@@ -899,90 +868,3 @@ def change_between(before: TableSchema, after: TableSchema) -> Change:
     raise UnsupportedChange(
         f"table {before.name!r}: no single change turns the schema before into the one after"
     )
-
-
-def _normal_default(text: str) -> str:
-    value = text.strip()
-    while True:
-        stripped = re.sub(r"::[a-z ]+(\([0-9, ]+\))?$", "", value, flags=re.IGNORECASE).strip()
-        if stripped.startswith("(") and stripped.endswith(")"):
-            stripped = stripped[1:-1].strip()
-        if stripped == value:
-            break
-        value = stripped
-    if len(value) >= 2 and value[0] == value[-1] == "'":
-        value = value[1:-1].replace("''", "'").replace("\\'", "'").replace("\\\\", "\\")
-    lowered = value.lower()
-    return {"true": "1", "false": "0"}.get(lowered, value)
-
-
-def default_matches(engine: str, raw: str | None, column: Column) -> bool:
-    """Whether the default as the engine prints it (``raw``, None for none) is ``column``'s default."""
-    if raw is None or raw.strip().upper() == "NULL":
-        return column.default is None
-    if column.default is None:
-        return False
-    live = _normal_default(raw)
-    wanted = _normal_default(_Sql.of(engine).literal(column.type, column.default))
-    if live == wanted:
-        return True
-    if column.type in (T.DATE, T.TIMESTAMP, T.DATETIME):
-        return _moment(live) is not None and _moment(live) == _moment(wanted)
-    try:
-        return Decimal(live) == Decimal(wanted)
-    except ArithmeticError:
-        return False
-
-
-def _moment(text: str) -> datetime | None:
-    """A date or time as printed by an engine (a zone-less one is taken as UTC: MySQL's TIMESTAMP)."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def compare_live(
-    engine: str,
-    schema: TableSchema,
-    live: LiveTable | None,
-    *,
-    indexes: Sequence[LiveIndexRow],
-    defaults: Mapping[str, str | None],
-) -> list[str]:
-    """How the live table (its columns, the ``defaults`` by lower-cased column name and its valid
-    ``indexes``) differs from ``schema``, in words; empty when it is ``schema``."""
-    differences = diff(schema.columns, live, table=schema.name)
-    out = [d.describe() for d in differences]
-    if live is None:
-        return out
-    for column in schema.columns:
-        found = live.column(column.name)
-        if found is None or column.primary_key:
-            continue
-        raw = defaults.get(found.name.lower())
-        if not default_matches(engine, raw, column):
-            out.append(f"column {column.name!r} has default {raw} instead of {column.default!r}")
-    remaining = [i for i in indexes if i.valid]
-
-    def take(name: str | None, columns: tuple[str, ...], unique: bool) -> bool:
-        wanted = [c.lower() for c in columns]
-        for i in remaining:
-            if (
-                (name is None or i.name.lower() == name.lower())
-                and [c.lower() for c in i.columns] == wanted
-                and i.unique == unique
-            ):
-                remaining.remove(i)
-                return True
-        return False
-
-    for index in schema.indexes:
-        if not take(index.name, index.columns, index.unique):
-            out.append(f"index {index.name!r} on {list(index.columns)} is missing")
-    for column in schema.columns:
-        if column.unique and not take(None, (column.name,), True):
-            out.append(f"column {column.name!r} is not unique")
-    out += [f"it has another index {i.name!r} on {list(i.columns)}" for i in remaining]
-    return out

@@ -13,6 +13,14 @@ Choices worth knowing:
 * ``json``: ``jsonb`` on PostgreSQL. On MariaDB ``JSON`` is an alias of ``LONGTEXT`` with a
   ``json_valid`` CHECK; inspection tells the two apart by that check.
 
+Defaults (:func:`default_sql`) are the column's canonical JSON literal rendered as a SQL literal by the
+connected dialect's own literal rendering (quotes doubled, backslashes escaped where the server takes
+them as escapes), never pasted: numbers are re-printed
+from their value, booleans are ``true``/``false`` on PostgreSQL and ``1``/``0`` elsewhere, JSON is
+serialized, a ``datetime`` is its UTC time (MySQL/MariaDB: without the offset, read in the adapter's UTC
+session). MySQL 8 (not MariaDB) refuses a literal default on TEXT and JSON columns; that is reported as
+the server's error.
+
 The reverse mapping (:func:`logical_from_raw`) works on type names as the catalogs print them and accepts
 a family (any ``VARCHAR(n)`` is a ``string``, any ``NUMERIC(p, s)`` a ``decimal``); the exact type stays
 visible in :attr:`LiveColumn.raw_type`.
@@ -20,8 +28,11 @@ visible in :attr:`LiveColumn.raw_type`.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
@@ -30,7 +41,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeEngine
 
-from schemasaga.domain.columns import ColumnType
+from schemasaga.domain.columns import ColumnType, canonical_default
 
 T = ColumnType
 _Factory = Callable[[], TypeEngine[Any]]
@@ -210,3 +221,41 @@ TYPE_TABLE: Mapping[ColumnType, Mapping[str, str]] = MappingProxyType(
     {t: MappingProxyType({engine: render(engine, t) for engine in _TYPES}) for t in ColumnType}
 )
 """DDL type per logical type and engine, e.g. ``TYPE_TABLE[ColumnType.JSON]["postgresql"] == "JSONB"``."""
+
+
+def default_sql(engine: str, column_type: ColumnType, value: Any, dialect: Dialect) -> str:
+    """The SQL literal of the default ``value`` (made canonical first: :class:`InvalidDefault` if it is
+    no value of the type) for a ``column_type`` column on ``engine``, as ``dialect`` (the connected one:
+    it knows the server's escaping) renders it. A ``%`` is written once: a caller that runs the statement
+    through a driver that formats parameters doubles it."""
+    _check_engine(engine)
+    kind = ColumnType(column_type)
+    canonical = canonical_default(kind, value)
+    if canonical is None:
+        raise ValueError("no default to render")
+    t = ColumnType
+    if kind in (t.INTEGER, t.BIGINT):
+        return str(int(canonical))  # type: ignore[arg-type]
+    if kind is t.FLOAT:
+        number = float(canonical)  # type: ignore[arg-type]
+        assert math.isfinite(number)
+        return repr(number)
+    if kind is t.DECIMAL:
+        return format(Decimal(str(canonical)), "f")
+    if kind is t.BOOLEAN:
+        if engine == "postgresql":
+            return "true" if canonical else "false"
+        return "1" if canonical else "0"
+    if kind is t.JSON:
+        text = json.dumps(canonical, ensure_ascii=False, separators=(", ", ": "))
+    elif kind is t.DATETIME and engine == "mysql":
+        text = str(canonical).removesuffix("+00:00")  # canonical: UTC
+    else:
+        text = str(canonical)
+    compiler = dialect.statement_compiler(dialect, None)
+    literal = str(compiler.render_literal_value(text, sqltypes.String()))
+    if dialect.paramstyle in ("format", "pyformat"):
+        # The compiler doubles "%" for the driver's parameter formatting: the statement shows it once
+        # (the adapter doubles every "%" of a statement when it runs it).
+        literal = literal.replace("%%", "%")
+    return literal

@@ -5,6 +5,7 @@ No message built here ever holds the URL or its password: a malformed URL is des
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,7 @@ def parse_database_url(url: str, *, from_api: bool = True) -> ParsedUrl:
             ) from None
         raise InvalidDatabaseUrl(redact(str(exc), url)) from None
     if from_api:
+        _check_control_characters(url, with_driver)
         _check_query(with_driver, engine)
         if "," in (with_driver.host or _socket_of(with_driver) or ""):
             # libpq reads a comma-separated host as a list and connects to the first that answers:
@@ -66,6 +68,24 @@ def parse_database_url(url: str, *, from_api: bool = True) -> ParsedUrl:
     elif not (with_driver.host or _socket_of(with_driver)):
         raise InvalidDatabaseUrl(f"the database URL has no host: expected {SUPPORTED}")
     return ParsedUrl(engine=engine, display=display_of(with_driver, engine), password=parsed.password)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_control_characters(url: str, parsed: URL) -> None:
+    """No control character in the URL, nor once its parts are percent-decoded (a path with a newline
+    names a file no operator can read back in a log or a listing)."""
+    parts = (url, parsed.host, parsed.database, parsed.username, *map(str, parsed.query.values()))
+    if any(part and _CONTROL.search(part) for part in parts):
+        raise InvalidDatabaseUrl("the database URL contains a control character")
+
+
+def with_real_path(url: str) -> str:
+    """A SQLite URL naming its file by its real absolute path: symbolic links, ``..`` and
+    ``/proc/self/cwd`` resolved now, so that what was checked is what every process opens later."""
+    parsed = make_url(url)
+    return parsed.set(database=os.path.realpath(parsed.database or "")).render_as_string(hide_password=False)
 
 
 # The query parameters a URL registered through the API may carry, each with the values it may take.

@@ -139,6 +139,24 @@ class DatabaseNotAllowed(DomainError):
     code = "database_not_allowed"
 
 
+class SocketNotAllowed(DatabaseNotAllowed):
+    """A Unix-socket URL whose directory the operator did not allow (SCHEMASAGA_BYODB_ALLOWED_SOCKET_DIRS)."""
+
+    code = "socket_not_allowed"
+
+
+class OwnDatabase(DatabaseNotAllowed):
+    """The URL reaches the service's own core database (or the embedded server that holds it)."""
+
+    code = "own_database"
+
+
+class SqliteCompanionFile(DatabaseNotAllowed):
+    """The file is a SQLite database's journal, WAL or shared-memory file, not a database."""
+
+    code = "sqlite_companion_file"
+
+
 class DatabaseUnreachable(DomainError):
     """A connection to a database being registered failed: nothing was registered."""
 

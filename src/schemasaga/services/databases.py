@@ -18,9 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from schemasaga.byodb.engines import parse_url
 from schemasaga.byodb.errors import ByodbError
 from schemasaga.byodb.identity import DatabaseIdentity, Match
-from schemasaga.byodb.urls import parse_database_url, redact
+from schemasaga.byodb.sqlite_files import shared_with
+from schemasaga.byodb.urls import parse_database_url, redact, with_real_path
 from schemasaga.domain.database import (
     DEFAULT_DATABASE,
     STATUS_AVAILABLE,
@@ -42,10 +44,13 @@ from schemasaga.domain.errors import (
     DatabaseInUse,
     DatabaseNotFound,
     DatabaseUnreachable,
+    OwnDatabase,
+    SqliteCompanionFile,
 )
 from schemasaga.domain.policy import RegistrationPolicy
 from schemasaga.secrets import SecretBox, SecretsError
 from schemasaga.services.ports import Connections, DatabaseProbe, SchemaAdapter
+from schemasaga.services.ports import OwnDatabase as OwnDatabasePort
 from schemasaga.services.unit_of_work import Session, UnitOfWork
 from schemasaga.services.views import DatabaseView, ReadModels
 
@@ -77,8 +82,10 @@ class DatabaseCommands:
         probe: DatabaseProbe,
         secrets: SecretBox,
         policy: RegistrationPolicy,
+        own: OwnDatabasePort,
     ) -> None:
         self.uow = uow
+        self.own = own
         self.reads = reads
         self.connections = connections
         self.probe = probe
@@ -88,15 +95,25 @@ class DatabaseCommands:
     # -- commands --------------------------------------------------------------------------------
 
     async def register(self, *, name: str, url: str, metadata: Mapping[str, Any]) -> DatabaseView:
-        """Register ``url`` as ``name`` once a connection to it works; nothing is written otherwise."""
+        """Register ``url`` as ``name`` once a connection to it works; nothing is written otherwise.
+
+        A SQLite file is registered by its real path, the one the policy checked: a path through a
+        symbolic link (``/proc/self/cwd/...``) could reach another file in another process, or later."""
         validate_name(name)
         parsed = parse_database_url(url)
+        if parsed.engine == "sqlite":
+            url = await asyncio.to_thread(with_real_path, url)
+            parsed = parse_database_url(url)
         self.policy.check(
             engine=parsed.engine, host=parsed.display["host"], sqlite_path=parsed.display["database"]
         )
         if (await self.uow.load_database(name)).registered:
             raise DatabaseExists(f"a database named {name!r} is registered already")
+        if parsed.engine == "sqlite":
+            await self._refuse_shared_sqlite_file(name, parsed.display["database"])
         server_version, identity = await self._probe(name, url, parsed.engine, parsed.display)
+        if parsed.engine == "postgresql":
+            await self._refuse_own(name, identity)
         existing = await self._registered_as(engine=parsed.engine, identity=identity)
         if existing is not None:
             raise _already_registered(name, existing)
@@ -194,9 +211,7 @@ class DatabaseCommands:
         error: str | None = None
         timeout = self.probe_timeout
         try:
-            version: str | None = await asyncio.wait_for(
-                asyncio.to_thread(_version, adapter), timeout=timeout
-            )
+            version: str | None = await asyncio.wait_for(adapter.run(_version, adapter), timeout=timeout)
             status = STATUS_AVAILABLE
         except TimeoutError:
             status, version = STATUS_UNREACHABLE, state.server_version
@@ -274,6 +289,36 @@ class DatabaseCommands:
                     f"database {name!r} ({where}) refused the credentials: {message}"
                 ) from None
             raise DatabaseUnreachable(f"cannot connect to database {name!r} ({where}): {message}") from None
+
+    async def _refuse_own(self, name: str, identity: DatabaseIdentity) -> None:
+        """Refuse the service's own core database (any schema of it), and any database of the embedded
+        server that holds it: through them an API user would read and change the event store."""
+        own = await self.own.identity()
+        if identity.same_database_as(own):
+            raise OwnDatabase(f"cannot register {name!r}: it is this service's own core database")
+        if self.own.whole_server and identity.same_server_as(own):
+            raise OwnDatabase(
+                f"cannot register {name!r}: it is on the embedded PostgreSQL server that holds this "
+                "service's own core database"
+            )
+
+    async def _refuse_shared_sqlite_file(self, name: str, path: str) -> None:
+        """Refuse a SQLite file that is another registration's journal, WAL or shared-memory file under
+        another name (a hard link), or whose own such file is another registration's database."""
+        registered: dict[str, str] = {}
+        for stored in await self.reads.stored_identities(engine="sqlite"):
+            try:
+                stored_url = parse_url(self.secrets.decrypt(stored.url_encrypted))[1]
+            except (SecretsError, ByodbError):
+                continue  # not comparable here; its own name rule still holds
+            registered[stored.name] = stored_url.database or ""
+        other = await asyncio.to_thread(shared_with, path, registered)
+        if other is not None:
+            raise SqliteCompanionFile(
+                f"cannot register {name!r}: its file is the journal, WAL or shared-memory file of "
+                f"database {other!r}, or that database's file is one of its own; the two would destroy "
+                "each other's data"
+            )
 
     async def _registered_as(self, *, engine: str, identity: DatabaseIdentity) -> str | None:
         """The name of the registered database of ``engine`` whose identity is ``identity``, if any.

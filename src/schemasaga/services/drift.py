@@ -76,13 +76,13 @@ class DriftDetector:
                 report.in_flight += 1
                 continue
             report.checked += 1
-            differences = await asyncio.to_thread(check, adapter, table)
+            differences = await adapter.run(check, adapter, table)
             if differences:
                 report.drifted.append(TableDrift(table.table_id, table.name, differences))
             issues = [d.to_dict() for d in differences]
             if record and issues != table.drift:
                 await self._record(table.table_id, issues, scan_id)
-        live_names = await asyncio.to_thread(adapter.list_tables)
+        live_names = await adapter.run(adapter.list_tables)
         report.unmanaged_tables = sorted(n for n in live_names if n.lower() not in managed)
         return report
 
@@ -103,7 +103,7 @@ def check(adapter: SchemaAdapter, table: Table) -> list[Difference]:
         # This table cannot be read (replaced by a view, no privilege...): that is its drift; the
         # other tables are still checked. A transient failure stops the scan (DatabaseUnavailable).
         return [Difference(DifferenceKind.UNREADABLE, detail=str(exc))]
-    return diff(table.confirmed_columns.values(), live, table=table.physical_name)
+    return diff(table.confirmed, live)
 
 
 async def periodic_scan(detector: DriftDetector, *, every: float) -> None:

@@ -8,20 +8,22 @@ each, so that the services' decisions can be tested in milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from schemasaga.byodb.identity import DatabaseIdentity
 from schemasaga.byodb.planner import RowCheck
 from schemasaga.domain.changes import Change
-from schemasaga.domain.columns import Column, TableSchema
+from schemasaga.domain.columns import Column, Index, TableSchema
 from schemasaga.domain.database import DatabaseState
 from schemasaga.domain.plan import Plan
 from schemasaga.domain.schema import LiveTable
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import NewEvent, RecordedEvent
+
+T = TypeVar("T")
 
 
 class StreamReader(Protocol):
@@ -95,13 +97,17 @@ class SchemaAdapter(Protocol):
 
     engine: str
 
+    async def run(self, action: Callable[..., T], /, *args: Any) -> T:
+        """``action(*args)`` on this database's own threads: a database that does not answer holds
+        only its own threads, never another database's nor the event loop's default ones."""
+
     def inspect_table(self, name: str) -> LiveTable | None: ...
 
     def list_tables(self) -> list[str]: ...
 
     def is_table(self, live: LiveTable, name: str) -> bool: ...
 
-    def create_table(self, name: str, columns: Sequence[Column]) -> bool: ...
+    def create_table(self, name: str, columns: Sequence[Column], indexes: Sequence[Index] = ()) -> bool: ...
 
     def add_column(self, table: str, column: Column) -> bool: ...
 
@@ -165,3 +171,13 @@ class DatabaseProbe(Protocol):
         """The server's version and which physical database the URL reaches."""
 
     async def identify(self, url: str) -> DatabaseIdentity: ...
+
+
+class OwnDatabase(Protocol):
+    """The service's own core database, which no registration may reach."""
+
+    whole_server: bool
+    """The embedded server: the service's alone, so none of its databases may be registered."""
+
+    async def identity(self) -> DatabaseIdentity:
+        """The core database's identity, read now."""

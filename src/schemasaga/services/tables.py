@@ -124,9 +124,9 @@ class TableCommands:
         schema = new_table_schema(name, columns, indexes)
         change = CreateTable(schema)
         adapter = await asyncio.to_thread(self.connections.adapter, database)
-        plan = await asyncio.to_thread(adapter.plan_change, None, schema, change)
+        plan = await adapter.run(adapter.plan_change, None, schema, change)
         try:
-            live = await asyncio.to_thread(adapter.inspect_table, name)
+            live = await adapter.run(adapter.inspect_table, name)
         except Exception as exc:  # unreachable now: accepted, and its saga waits for the database
             log.info(
                 "could not look for an unmanaged table %r in %r before creating it: %s", name, database, exc
@@ -167,7 +167,7 @@ class TableCommands:
         await self.connections.ensure(database)
         self.connections.validate_identifier(name, database=database, kind="table")
         adapter = await asyncio.to_thread(self.connections.adapter, database)
-        live = await asyncio.to_thread(adapter.inspect_table, name)
+        live = await adapter.run(adapter.inspect_table, name)
         if live is None or not adapter.is_table(live, name):
             raise TableNotFound(f"database {database!r} has no table {name!r} to track")
         unknown = [f"{c.name} ({c.raw_type})" for c in live.columns if c.type is None]
@@ -175,7 +175,10 @@ class TableCommands:
             raise UnsupportedChange(
                 f"table {name!r} has columns of types schemasaga does not manage: {unknown}"
             )
-        schema = TableSchema(live.name, tuple(c.to_column() for c in live.columns))
+        try:
+            schema = live.to_schema()
+        except ValueError as exc:  # an expression default or index: nothing schemasaga could plan
+            raise UnsupportedChange(f"table {name!r} cannot be tracked: {exc}") from None
         operation_id = uuid4()
         table = Table.track(table_id=uuid4(), schema=schema, database=database, operation_id=operation_id)
 
@@ -327,7 +330,7 @@ class TableCommands:
         self, database: str, before: TableSchema | None, after: TableSchema, change: Change
     ) -> Plan:
         adapter = await asyncio.to_thread(self.connections.adapter, database)
-        return await asyncio.to_thread(adapter.plan_change, before, after, change)
+        return await adapter.run(adapter.plan_change, before, after, change)
 
     async def _decide(self, table_id: UUID, decide: Decision, metadata: Mapping[str, Any]) -> Accepted:
         operation_id = uuid4()

@@ -163,7 +163,12 @@ class UnitOfWork:
                     await session._save(metadata, snapshot_every=self.snapshot_every)
                     return result
             except WrongExpectedVersion as exc:
-                log.debug("%s changed concurrently (attempt %d), deciding again", exc.stream, attempt + 1)
+                log.debug(
+                    "%s changed concurrently (attempt %d, actor %s), deciding again",
+                    exc.stream,
+                    attempt + 1,
+                    metadata.get("actor"),
+                )
         raise ConcurrentChange("the table kept changing concurrently; try again")
 
     async def load_table(self, table_id: UUID) -> Table:

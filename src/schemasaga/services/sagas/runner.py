@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 from uuid import UUID
 
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, TransientByodbError, classify
 from schemasaga.domain.columns import TableSchema
 from schemasaga.domain.errors import DomainError, TableNotFound
+from schemasaga.domain.schema import Expression
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
 from schemasaga.faults import kill_point
 from schemasaga.services.ports import Connections, SchemaAdapter
@@ -111,15 +113,15 @@ class SagaRunner:
         try:
             adapter = await self._adapter(table)
             if op.plan is not None and not op.steps_done:
-                await _on_byodb(_check_plan, adapter, table, op)
+                await _on_byodb(adapter, _check_plan, adapter, table, op)
             if op.kind is OperationKind.ADOPT:
-                live = await _on_byodb(_live_schema, adapter, table)
+                live = await _on_byodb(adapter, _live_schema, adapter, table)
                 return await self._update(table, op, _adopt(op.operation_id, live))
             for index, step in enumerate(steps):
                 if step.name in op.steps_done:
                     continue
                 kill_point(step.name, "before_action")
-                await _on_byodb(step.action, adapter, table, op)
+                await _on_byodb(adapter, step.action, adapter, table, op)
                 kill_point(step.name, "after_action")
                 last = index == len(steps) - 1
                 table = await self._update(table, op, _complete(op.operation_id, step.name, confirm=last))
@@ -175,7 +177,7 @@ class SagaRunner:
                 adapter = await self._adapter(table)
                 for name, compensation in undo:
                     kill_point(name, "before_compensation")
-                    await _on_byodb(compensation, adapter, table, op)
+                    await _on_byodb(adapter, compensation, adapter, table, op)
                     kill_point(name, "after_compensation")
             except ByodbError as error:
                 if isinstance(error, TransientByodbError):
@@ -230,18 +232,19 @@ class SagaRunner:
             return []
         try:
             adapter = await self._adapter(table)
-            return await _on_byodb(adapter.blockers, table.physical_name)
+            return await _on_byodb(adapter, adapter.blockers, table.physical_name)
         except ByodbError as exc:
             log.info("could not tell who holds table %r: %s", table.physical_name, exc)
             return []
 
 
-async def _on_byodb(action: Callable[..., T], *args: object) -> T:
-    """Run a blocking step on the user's database in a thread; whatever it raises is classified as a
-    transient or permanent :class:`ByodbError` (a bug in a step is permanent: the change is rejected
-    with its message rather than retried)."""
+async def _on_byodb(adapter: SchemaAdapter, action: Callable[..., T], *args: object) -> T:
+    """Run a blocking step on the user's database, in that database's own threads (one that does not
+    answer delays no other); whatever it raises is classified as a transient or permanent
+    :class:`ByodbError` (a bug in a step is permanent: the change is rejected with its message rather
+    than retried)."""
     try:
-        return await asyncio.to_thread(action, *args)
+        return await adapter.run(action, *args)
     except ByodbError:
         raise
     except Exception as exc:
@@ -258,7 +261,15 @@ def _live_schema(adapter: SchemaAdapter, table: Table) -> TableSchema:
     unknown = [f"{c.name} ({c.raw_type})" for c in live.columns if c.type is None]
     if unknown:
         raise PermanentByodbError(f"cannot adopt columns of types schemasaga does not manage: {unknown}")
-    return TableSchema(table.physical_name, tuple(c.to_column() for c in live.columns))
+    computed = [f"{c.name} (DEFAULT {c.default})" for c in live.columns if isinstance(c.default, Expression)]
+    if computed:
+        raise PermanentByodbError(
+            f"cannot adopt columns whose default is an expression, not a literal: {computed}"
+        )
+    try:
+        return replace(live.to_schema(), name=table.physical_name)
+    except ValueError as exc:
+        raise PermanentByodbError(f"cannot adopt table {live.name!r}: {exc}") from None
 
 
 def _check_plan(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:

@@ -32,7 +32,8 @@ class VerificationFailed(PermanentByodbError):
 
 
 def _create(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
-    adapter.create_table(table.physical_name, op.columns)
+    schema = table.premise(op)
+    adapter.create_table(schema.name, schema.columns, schema.indexes)
 
 
 def _drop_table(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
@@ -59,12 +60,10 @@ def _differences(
 
 
 def _verify_created(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
-    _, differences = _differences(adapter, table, op.columns)
+    schema = table.premise(op)
+    differences = diff(schema, adapter.inspect_table(schema.name))
     if differences:
-        raise VerificationFailed(
-            f"table {table.physical_name!r} does not have the expected columns after creation: "
-            f"{describe(differences)}"
-        )
+        raise VerificationFailed(f"table {schema.name!r} is not as created: {describe(differences)}")
 
 
 def _verify_added(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
@@ -101,8 +100,9 @@ def _repair(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
     """Bring the physical table back to the confirmed metadata: create it if it is missing, add
     missing columns, drop extra ones. A column of another type, nullability or key cannot be
     changed without risking its data: that is refused (adopt the live schema instead)."""
-    confirmed = list(table.confirmed_columns.values())
-    live, differences = _differences(adapter, table, confirmed)
+    confirmed = table.confirmed
+    live = adapter.inspect_table(confirmed.name)
+    differences = diff(confirmed, live)
     unrepairable = [d for d in differences if d.kind not in _REPAIRABLE]
     if unrepairable:
         raise PermanentByodbError(
@@ -110,7 +110,7 @@ def _repair(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
             "(use the 'adopt' strategy to take the live schema as metadata)"
         )
     if live is None:
-        adapter.create_table(table.physical_name, confirmed)
+        adapter.create_table(confirmed.name, confirmed.columns, confirmed.indexes)
         return
     for difference in differences:
         assert difference.column is not None  # column kinds only, past the checks above
@@ -121,7 +121,7 @@ def _repair(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
 
 
 def _verify_repaired(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
-    _, differences = _differences(adapter, table, list(table.confirmed_columns.values()))
+    differences = diff(table.confirmed, adapter.inspect_table(table.confirmed.name))
     if differences:
         raise VerificationFailed(
             f"table {table.physical_name!r} still differs from its metadata: {describe(differences)}"
@@ -145,8 +145,7 @@ def _unalter(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None
 
 def _verify_altered(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
     after = table.premise(op)
-    live = adapter.inspect_table(after.name)
-    differences = diff(after.columns, live, table=after.name)
+    differences = diff(after, adapter.inspect_table(after.name))
     if differences:
         raise VerificationFailed(
             f"table {after.name!r} is not as {op.kind.value} should leave it: {describe(differences)}"
