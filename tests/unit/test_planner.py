@@ -11,12 +11,12 @@ from schemasaga.byodb.planner import (
     Conversion,
     change_between,
     conversion,
-    incompatible_predicate,
     middle_schema,
     names_live_indexes,
     plan,
     unique_index_name,
 )
+from schemasaga.byodb.rowchecks import incompatible_predicate
 from schemasaga.domain.changes import AddIndex, AlterColumn, Change, DeleteTable, DropIndex, RenameTable
 from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, ColumnType, Index, TableSchema
 from schemasaga.domain.errors import UnsupportedChange

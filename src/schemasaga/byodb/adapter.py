@@ -42,7 +42,7 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.ddl import CreateColumn, DropTable
 from sqlalchemy.sql.elements import quoted_name
 
-from schemasaga.byodb import engines, inspect, planner
+from schemasaga.byodb import engines, inspect, planner, rowchecks
 from schemasaga.byodb.blockers import find_blockers
 from schemasaga.byodb.engines import DdlLimits
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, classify
@@ -569,7 +569,9 @@ class ByodbAdapter:
             lock, statement = self._pg_limits
             step.conn.execute(inspect.QUERIES["postgresql.limits"], {"lock": lock, "statement": statement})
 
-    def check_rows(self, before: TableSchema, after: TableSchema, change: Change) -> planner.RowCheck | None:
+    def check_rows(
+        self, before: TableSchema, after: TableSchema, change: Change
+    ) -> rowchecks.RowCheck | None:
         """The rows of the live table that ``change`` could not keep (NULLs where NOT NULL is asked,
         duplicates where uniqueness is, values that do not fit a new type): how many, up to five of
         their primary keys; ``None`` when every row fits. Read-only, within the step's timeouts."""
@@ -581,7 +583,7 @@ class ByodbAdapter:
 
     def _check_rows(
         self, step: _Step, live: LiveTable, before: TableSchema, after: TableSchema, change: Change
-    ) -> planner.RowCheck | None:
+    ) -> rowchecks.RowCheck | None:
         q = self._quote
         checks: list[tuple[str, str]] = []  # (condition on a row, why it does not fit)
         if isinstance(change, AlterColumn):
@@ -591,8 +593,8 @@ class ByodbAdapter:
                 return None
             col = q(found.name)
             if old.type != new.type:
-                predicate = planner.incompatible_predicate(self.engine, old.type, new.type, col)
-                if predicate == planner.CLIENT_SIDE_JSON:
+                predicate = rowchecks.incompatible_predicate(self.engine, old.type, new.type, col)
+                if predicate == rowchecks.CLIENT_SIDE_JSON:
                     json_check = self._json_rows(step, live, before, found.name)
                     if json_check is not None:
                         return json_check
@@ -607,7 +609,7 @@ class ByodbAdapter:
                 checks.append((f"{col} IS NULL", f"with NULL in {found.name!r}"))
             if new.unique and not old.unique:
                 # as the values will be: the type check before it made sure that every one converts
-                value = planner.converted(self.engine, old.type, new.type, col)
+                value = rowchecks.converted(self.engine, old.type, new.type, col)
                 checks.append(
                     (self._duplicates(live, (found.name,), (value,)), f"sharing a value of {found.name!r}")
                 )
@@ -618,7 +620,7 @@ class ByodbAdapter:
             found_rows = self._offending(step, live, before, condition)
             if found_rows is not None:
                 count, keys = found_rows
-                return planner.RowCheck(count, keys, reason)
+                return rowchecks.RowCheck(count, keys, reason)
         return None
 
     def _duplicates(self, live: LiveTable, columns: Sequence[str], values: Sequence[str] = ()) -> str:
@@ -656,7 +658,7 @@ class ByodbAdapter:
 
     def _json_rows(
         self, step: _Step, live: LiveTable, before: TableSchema, column: str
-    ) -> planner.RowCheck | None:
+    ) -> rowchecks.RowCheck | None:
         """Values that are no JSON, read and parsed here (PostgreSQL 15 cannot test them in SQL)."""
         pk = self._pk(live, before)
         cols = ", ".join(self._quote(c) for c in (*pk, column))
@@ -672,7 +674,7 @@ class ByodbAdapter:
                 keys.append(row[0] if len(pk) == 1 else tuple(row[: len(pk)]))
         if count == 0:
             return None
-        return planner.RowCheck(count, tuple(keys), f"with a value of {column!r} that is no json")
+        return rowchecks.RowCheck(count, tuple(keys), f"with a value of {column!r} that is no json")
 
     def live_state(self, before: TableSchema, after: TableSchema, change: Change | None = None) -> str:
         """Where the live table stands for a change from ``before`` to ``after``: ``"after"`` (done),

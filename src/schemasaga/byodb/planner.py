@@ -18,8 +18,8 @@ Per engine:
   reserved name, copy every row, drop the old table, rename the new one, recreate the indexes).
 
 Type changes follow :data:`TYPE_CHANGES`: widening ones always; narrowing or converting ones only after a
-check of the existing rows (:func:`incompatible_predicate`, run by the adapter before any DDL); anything
-else is :class:`~schemasaga.domain.errors.UnsupportedChange`.
+check of the existing rows (``byodb.rowchecks``, run by the adapter before any DDL); anything else is
+:class:`~schemasaga.domain.errors.UnsupportedChange`.
 """
 
 from __future__ import annotations
@@ -44,23 +44,21 @@ from schemasaga.domain.plan import Plan, Statement
 from schemasaga.domain.schema import LiveIndex, LiveTable
 
 __all__ = [
-    "CLIENT_SIDE_JSON",
     "GENERATED_NAME_LENGTH",
     "LEGACY_ALTER_OFF",
     "REBUILD_PREFIX",
     "TYPE_CHANGES",
     "Conversion",
-    "RowCheck",
+    "Sql",
     "change_between",
     "conversion",
-    "converted",
     "created_index_names",
-    "incompatible_predicate",
     "index_name",
     "middle_schema",
     "names_live_indexes",
     "plan",
     "rebuilds",
+    "sqlite_copy",
     "unique_index_name",
 ]
 
@@ -178,14 +176,14 @@ def conversion(engine: str, source: ColumnType, target: ColumnType) -> Conversio
 
 
 @dataclass(frozen=True)
-class _Sql:
+class Sql:
     """The dialect of one engine, with the helpers that render names, types and literals."""
 
     engine: str
     dialect: Dialect
 
     @classmethod
-    def of(cls, engine: str) -> _Sql:
+    def of(cls, engine: str) -> Sql:
         # A named paramstyle: the statements are executed as they are, with no parameters, so a '%' in
         # a literal must stay a single '%' (pyformat dialects would double it).
         base = dialect_for(engine)
@@ -270,7 +268,7 @@ def plan(
     ``live`` (the table as inspected, when known) supplies the physical names of its indexes, which
     may differ from the generated ones (a table or column renamed since the index was made)."""
     names = _LiveNames(live.indexes if live is not None else ())
-    sql = _Sql.of(engine)
+    sql = Sql.of(engine)
     statements: list[Statement]
     warnings: list[str] = []
     match change:
@@ -302,7 +300,7 @@ def plan(
     return Plan(engine=engine, statements=tuple(statements), warnings=tuple(dict.fromkeys(warnings)))
 
 
-def _rename_table(sql: _Sql, old: str, new: str) -> Statement:
+def _rename_table(sql: Sql, old: str, new: str) -> Statement:
     text = f"ALTER TABLE {sql.q(old)} RENAME TO {sql.q(new)}"
     if sql.engine == "postgresql":
         return Statement(text, PG_ACCESS_EXCLUSIVE)
@@ -311,11 +309,11 @@ def _rename_table(sql: _Sql, old: str, new: str) -> Statement:
     return Statement(text, SQLITE_LOCK)
 
 
-def _index_columns(sql: _Sql, columns: Sequence[str]) -> str:
+def _index_columns(sql: Sql, columns: Sequence[str]) -> str:
     return ", ".join(sql.q(c) for c in columns)
 
 
-def _create_index(sql: _Sql, table: TableSchema, index: Index) -> Statement:
+def _create_index(sql: Sql, table: TableSchema, index: Index) -> Statement:
     unique = "UNIQUE " if index.unique else ""
     columns = _index_columns(sql, index.columns)
     if sql.engine == "postgresql":
@@ -346,7 +344,7 @@ def _create_index(sql: _Sql, table: TableSchema, index: Index) -> Statement:
     )
 
 
-def _drop_index(sql: _Sql, table: TableSchema, name: str) -> Statement:
+def _drop_index(sql: Sql, table: TableSchema, name: str) -> Statement:
     if sql.engine == "postgresql":
         return Statement(
             f"DROP INDEX CONCURRENTLY {sql.q(name)}", PG_SHARE_UPDATE_EXCLUSIVE, transactional=False
@@ -381,7 +379,7 @@ class _LiveNames:
 
 
 def _alter_column(
-    sql: _Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, names: _LiveNames
+    sql: Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, names: _LiveNames
 ) -> tuple[list[Statement], list[str]]:
     warnings: list[str] = []
     kind: Conversion | None = None
@@ -403,7 +401,7 @@ def _alter_column(
 
 
 def _pg_alter(
-    sql: _Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, names: _LiveNames
+    sql: Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, names: _LiveNames
 ) -> list[Statement]:
     table = sql.q(before.name)
     col = sql.q(new.name)
@@ -466,7 +464,7 @@ def _pg_alter(
 
 
 def _mysql_alter(
-    sql: _Sql, before: TableSchema, old: Column, new: Column, names: _LiveNames
+    sql: Sql, before: TableSchema, old: Column, new: Column, names: _LiveNames
 ) -> list[Statement]:
     table = sql.q(before.name)
     if new.type in (T.TEXT, T.JSON) and old.type not in (T.TEXT, T.JSON):
@@ -519,7 +517,7 @@ def rebuilds(before: TableSchema, change: Change) -> bool:
 
 
 def _sqlite_alter(
-    sql: _Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, names: _LiveNames
+    sql: Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, names: _LiveNames
 ) -> list[Statement]:
     table = sql.q(before.name)
     if rebuilds(before, AlterColumn(old.name, new)):
@@ -543,7 +541,7 @@ def _sqlite_alter(
     return out
 
 
-def _sqlite_copy(source: str, old: ColumnType, new: ColumnType) -> str:
+def sqlite_copy(source: str, old: ColumnType, new: ColumnType) -> str:
     """The SQL expression that turns a value of ``old`` (column ``source``) into one of ``new``."""
     if old == new:
         return source
@@ -566,7 +564,7 @@ def _sqlite_copy(source: str, old: ColumnType, new: ColumnType) -> str:
 
 
 def _sqlite_rebuild(
-    sql: _Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, names: _LiveNames
+    sql: Sql, before: TableSchema, after: TableSchema, old: Column, new: Column, names: _LiveNames
 ) -> list[Statement]:
     temporary = f"{REBUILD_PREFIX}{before.name}"
     definitions = [f"{sql.q(c.name)} {sql.definition(c)}" for c in after.columns]
@@ -575,7 +573,7 @@ def _sqlite_rebuild(
     create = f"CREATE TABLE {sql.q(temporary)} ({', '.join(definitions)})"
     targets = ", ".join(sql.q(c.name) for c in after.columns)
     sources = ", ".join(
-        _sqlite_copy(sql.q(old.name), old.type, new.type) if c.name == new.name else sql.q(c.name)
+        sqlite_copy(sql.q(old.name), old.type, new.type) if c.name == new.name else sql.q(c.name)
         for c in after.columns
     )
     copy = f"INSERT INTO {sql.q(temporary)} ({targets}) SELECT {sources} FROM {sql.q(before.name)}"
@@ -660,193 +658,6 @@ def middle_schema(before: TableSchema, after: TableSchema, change: Change) -> Ta
         columns.append(replace(column, unique=was.unique if was is not None else column.unique))
     indexes = tuple(replace(i, columns=tuple(renames.get(c, c) for c in i.columns)) for i in before.indexes)
     return replace(after, columns=tuple(columns), indexes=indexes)
-
-
-# -- data checks -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RowCheck:
-    """Rows that would violate a change: how many, up to five of their primary keys, and why."""
-
-    count: int
-    primary_keys: tuple[Any, ...]
-    reason: str
-
-    @property
-    def message(self) -> str:
-        keys = ", ".join(map(repr, self.primary_keys))
-        sample = (
-            f" (primary keys {keys}{', ...' if self.count > len(self.primary_keys) else ''})" if keys else ""
-        )
-        rows = "row" if self.count == 1 else "rows"
-        return f"{self.count} {rows} {self.reason}{sample}"
-
-
-_INT_RANGE = {T.INTEGER: (-(2**31), 2**31 - 1), T.BIGINT: (-(2**63), 2**63 - 1)}
-_HEX = "[0-9a-fA-F]"
-_UUID_RE = f"^{_HEX}{{8}}-({_HEX}{{4}}-){{3}}{_HEX}{{12}}$"
-_INT_RE = "^[+-]?[0-9]{1,19}$"
-_FLOAT_RE = "^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]{1,3})?$"
-_DECIMAL_RE = "^[+-]?[0-9]{1,28}([.][0-9]{0,10})?$"
-_DATE_RE = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-_TIME_RE = " ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]([.][0-9]{1,6})?$"
-_PG_BOOLEANS = "('true', 'false', 't', 'f', 'yes', 'no', 'y', 'n', 'on', 'off', '1', '0')"
-_SQLITE_UUID_GLOB = "-".join(_HEX * n for n in (8, 4, 4, 4, 12))
-_SQLITE_TIMESTAMP_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
-
-CLIENT_SIDE_JSON = "json"
-"""Returned by :func:`incompatible_predicate` where the engine cannot test JSON text in SQL (PostgreSQL 15
-has no ``pg_input_is_valid``): the adapter reads the values and parses them itself."""
-
-
-def incompatible_predicate(engine: str, source: ColumnType, target: ColumnType, column: str) -> str | None:
-    """A SQL condition true for a (non-NULL) value of ``column`` (already quoted) that cannot become a
-    ``target``; ``None`` when every value fits (a widening change); :data:`CLIENT_SIDE_JSON` when the
-    values are to be checked by the caller. Only constants of ours appear in it, never user text."""
-    if conversion(engine, source, target) is Conversion.WIDEN:
-        return None
-    if engine == "postgresql":
-        return _pg_predicate(source, target, column)
-    if engine == "mysql":
-        return _mysql_predicate(source, target, column)
-    return _sqlite_predicate(source, target, column)
-
-
-def converted(engine: str, source: ColumnType, target: ColumnType, column: str) -> str:
-    """``column`` (quoted) as a value of ``target``, for comparing values as they will be after a type
-    change (``'1'`` and ``'01'`` are one integer); only to be evaluated once every value fits."""
-    if source == target:
-        return column
-    if engine == "postgresql":
-        kind = _Sql.of(engine).type(target)
-        return f"{column}::{kind}"
-    if engine == "sqlite":
-        return _sqlite_copy(column, source, target)
-    casts = {
-        T.INTEGER: "SIGNED",
-        T.BIGINT: "SIGNED",
-        T.BOOLEAN: "SIGNED",
-        T.DECIMAL: "DECIMAL(38, 10)",
-        T.FLOAT: "DOUBLE",
-        T.DATE: "DATE",
-        T.TIMESTAMP: "DATETIME(6)",
-    }
-    return f"CAST({column} AS {casts[target]})" if target in casts else column
-
-
-def _pg_date_invalid(x: str) -> str:
-    # the form, then the day within its month (PostgreSQL 15 cannot try a cast without an error)
-    return (
-        f"CASE WHEN {x} ~ '{_DATE_RE}' AND substr({x}, 1, 4) <> '0000' "
-        f"THEN substr({x}, 9, 2)::int > extract(day from make_date(substr({x}, 1, 4)::int, "
-        f"substr({x}, 6, 2)::int, 1) + interval '1 month' - interval '1 day') ELSE true END"
-    )
-
-
-def _pg_predicate(source: ColumnType, target: ColumnType, column: str) -> str:
-    x = f"{column}::text"
-    if target in _INT_RANGE:
-        low, high = _INT_RANGE[target]
-        if source in (T.BIGINT, T.DECIMAL):
-            return f"({column} <> trunc({column}) OR {column} < {low} OR {column} > {high})"
-        return f"CASE WHEN {x} ~ '{_INT_RE}' THEN {x}::numeric NOT BETWEEN {low} AND {high} ELSE true END"
-    if target is T.DECIMAL:
-        if source is T.FLOAT:
-            return f"NOT (abs({column}) < 1e28)"
-        return f"{x} !~ '{_DECIMAL_RE}'"
-    if target is T.FLOAT:
-        return f"CASE WHEN {x} ~ '{_FLOAT_RE}' THEN abs({x}::numeric) > 1e300 ELSE true END"
-    if target is T.STRING:
-        return f"char_length({x}) > 255"
-    if target is T.BOOLEAN:
-        return f"lower(trim({x})) NOT IN {_PG_BOOLEANS}"
-    if target is T.DATE:
-        return f"(length({x}) <> 10 OR {_pg_date_invalid(x)})"
-    if target is T.TIMESTAMP:
-        return f"({x} !~ '{_DATE_RE}{_TIME_RE}' OR {_pg_date_invalid(f'substr({x}, 1, 10)')})"
-    if target is T.UUID:
-        return f"{x} !~ '{_UUID_RE}'"
-    if target is T.JSON:
-        return CLIENT_SIDE_JSON
-    raise UnsupportedChange(f"no check for {source.value} to {target.value}")  # pragma: no cover
-
-
-def _mysql_predicate(source: ColumnType, target: ColumnType, column: str) -> str:
-    x = column
-    if target in _INT_RANGE:
-        low, high = _INT_RANGE[target]
-        if source in (T.BIGINT, T.DECIMAL):
-            return f"({x} <> TRUNCATE({x}, 0) OR {x} < {low} OR {x} > {high})"
-        return f"({x} NOT REGEXP '{_INT_RE}' OR CAST({x} AS DECIMAL(30, 0)) NOT BETWEEN {low} AND {high})"
-    if target is T.DECIMAL:
-        if source is T.FLOAT:
-            return f"NOT (ABS({x}) < 1e28)"
-        return f"{x} NOT REGEXP '{_DECIMAL_RE}'"
-    if target is T.FLOAT:
-        # (CAST saturates at the largest DOUBLE where the text is larger)
-        return f"({x} NOT REGEXP '{_FLOAT_RE}' OR ABS(CAST({x} AS DOUBLE)) > 1e308)"
-    if target is T.STRING:
-        return f"CHAR_LENGTH({x}) > 255"
-    if target is T.BOOLEAN:
-        # BOOL is TINYINT(1): only digits convert
-        return f"TRIM({x}) NOT IN ('0', '1')"
-    date_invalid = (
-        f"DAYOFMONTH(LAST_DAY(CONCAT(LEFT({x}, 7), '-01'))) < CAST(SUBSTRING({x}, 9, 2) AS UNSIGNED)"
-    )
-    if target is T.DATE:
-        return f"({x} NOT REGEXP '{_DATE_RE}$' OR {date_invalid})"
-    if target is T.TIMESTAMP:
-        return f"({x} NOT REGEXP '{_DATE_RE}{_TIME_RE}' OR {date_invalid})"
-    if target is T.UUID:
-        return f"{x} NOT REGEXP '{_UUID_RE}'"
-    if target is T.JSON:
-        return f"NOT JSON_VALID({x})"
-    raise UnsupportedChange(f"no check for {source.value} to {target.value}")  # pragma: no cover
-
-
-def _sqlite_predicate(source: ColumnType, target: ColumnType, column: str) -> str:
-    x = column
-    if target in _INT_RANGE:
-        low, high = _INT_RANGE[target]
-        if source in (T.BIGINT, T.DECIMAL):
-            return f"({x} <> CAST({x} AS INTEGER) OR {x} < {low} OR {x} > {high})"
-        return (
-            f"CASE WHEN json_valid({x}) THEN json_type({x}) <> 'integer' "
-            f"OR CAST({x} AS INTEGER) NOT BETWEEN {low} AND {high} ELSE 1 END"
-        )
-    if target is T.FLOAT:
-        return (
-            f"CASE WHEN json_valid({x}) THEN json_type({x}) NOT IN ('integer', 'real') "
-            f"OR abs(CAST({x} AS REAL)) > 1e308 ELSE 1 END"
-        )
-    if target is T.DECIMAL:
-        if source is T.FLOAT:
-            return f"NOT (abs({x}) < 1e28)"
-        return (
-            f"CASE WHEN json_valid({x}) THEN json_type({x}) NOT IN ('integer', 'real') "
-            f"OR instr(lower({x}), 'e') > 0 OR abs(CAST({x} AS REAL)) >= 1e28 "
-            f"OR (instr({x}, '.') > 0 AND length({x}) - instr({x}, '.') > 10) ELSE 1 END"
-        )
-    if target is T.STRING:
-        return f"length({x}) > 255"
-    if target is T.BOOLEAN:
-        return f"lower(trim({x})) NOT IN ('true', 'false', '1', '0')"
-    if target is T.DATE:
-        # a modifier makes SQLite normalise the date ('2023-02-29' becomes '2023-03-01'), so it differs
-        return f"date({x}, '+0 days') IS NOT {x}"
-    if target is T.TIMESTAMP:
-        return (
-            f"({x} NOT GLOB '{_SQLITE_TIMESTAMP_GLOB}*' "
-            f"OR datetime(substr({x}, 1, 19), '+0 seconds') IS NOT substr({x}, 1, 19) "
-            f"OR (length({x}) > 19 AND (substr({x}, 20, 1) <> '.' OR length({x}) NOT BETWEEN 21 AND 26 "
-            f"OR substr({x}, 21) GLOB '*[^0-9]*')))"
-        )
-    if target is T.UUID:
-        return f"{x} NOT GLOB '{_SQLITE_UUID_GLOB}'"
-    if target is T.JSON:
-        return f"NOT json_valid({x})"
-    raise UnsupportedChange(f"no check for {source.value} to {target.value}")  # pragma: no cover
 
 
 def change_between(before: TableSchema, after: TableSchema) -> Change:

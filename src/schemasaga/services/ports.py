@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from schemasaga.byodb.identity import DatabaseIdentity
-from schemasaga.byodb.planner import RowCheck
+from schemasaga.byodb.rowchecks import RowCheck
 from schemasaga.domain.changes import Change
 from schemasaga.domain.columns import Column, Index, TableSchema
 from schemasaga.domain.database import DatabaseState
