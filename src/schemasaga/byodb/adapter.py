@@ -26,22 +26,23 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Column as SaColumn
-from sqlalchemy import Connection, MetaData, Table, text
+from sqlalchemy import Connection, CursorResult, MetaData, Table, TextClause, text
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.ddl import CreateColumn, DropTable
 from sqlalchemy.sql.elements import quoted_name
 
-from schemasaga.byodb import engines, inspect
+from schemasaga.byodb import engines, inspect, planner, rowchecks
 from schemasaga.byodb.blockers import find_blockers
 from schemasaga.byodb.engines import DdlLimits
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, classify
@@ -49,7 +50,16 @@ from schemasaga.byodb.identifiers import index_name, validate_identifier
 from schemasaga.byodb.identity import DatabaseIdentity, read_identity
 from schemasaga.byodb.inspect import NotATable
 from schemasaga.byodb.types import default_sql, type_for
-from schemasaga.domain.changes import AddColumn, Change, DeleteTable, RemoveColumn
+from schemasaga.domain.changes import (
+    AddColumn,
+    AddIndex,
+    AlterColumn,
+    Change,
+    DeleteTable,
+    DropIndex,
+    RemoveColumn,
+    RenameTable,
+)
 from schemasaga.domain.changes import CreateTable as CreateTableChange
 from schemasaga.domain.columns import Column, Index, TableSchema
 from schemasaga.domain.errors import InvalidDefault, UnsupportedChange
@@ -514,15 +524,22 @@ class ByodbAdapter:
                 return Plan(
                     self.engine, (Statement(sql, exclusive),), ("the table's rows are dropped with it",)
                 )
+            case RenameTable() | AlterColumn() | AddIndex() | DropIndex():
+                assert before is not None
+                # the live index names where the plan names existing indexes: a table or column renamed
+                # since an index was made keeps its name
+                live = (
+                    self.inspect_table(before.name)
+                    if planner.names_live_indexes(self.engine, before, change)
+                    else None
+                )
+                return planner.plan(self.engine, before, after, change, live=live)
         raise UnsupportedChange(f"{change.kind.value} is not planned on {self.engine} yet")
 
     def blockers(self, table: str) -> list[dict[str, Any]]:
         """The sessions holding ``table``'s lock, to show when a step timed out waiting for it."""
         with self._step(f"find who holds table {table!r}", ddl=False) as step:
             return [b.to_dict() for b in find_blockers(step.conn, engine=self.engine, table=table)]
-
-    def apply_plan(self, before: TableSchema, after: TableSchema, plan: Plan) -> bool:
-        raise PermanentByodbError(f"{self.engine}: running plans of changes is not supported yet")
 
     def _require(self, step: _Step, table: str, what: str) -> LiveTable:
         live = self._inspect(step, table)
@@ -531,6 +548,335 @@ class ByodbAdapter:
                 f"{what}: {self.engine}: table {table!r} does not exist", engine=self.engine
             )
         return live
+
+    # -- planned changes (byodb.planner) ---------------------------------------------------------
+
+    def _schema_differences(self, step: _Step, live: LiveTable | None, schema: TableSchema) -> list[str]:
+        """How the live table differs from ``schema``, in words (the one diff); an invalid index left by a
+        failed CONCURRENTLY build counts as absent: the plan drops it before building it again."""
+        if live is not None:
+            live = replace(live, indexes=tuple(i for i in live.indexes if i.valid))
+        return [d.describe() for d in diff(schema, live)]
+
+    def _find(self, step: _Step, before: TableSchema, after: TableSchema) -> LiveTable | None:
+        live = self._inspect(step, before.name)
+        if live is None and after.name != before.name:
+            live = self._inspect(step, after.name)
+        return live
+
+    def _pg_read_limits(self, step: _Step) -> None:
+        if self.engine == "postgresql":
+            lock, statement = self._pg_limits
+            step.conn.execute(inspect.QUERIES["postgresql.limits"], {"lock": lock, "statement": statement})
+
+    def check_rows(
+        self, before: TableSchema, after: TableSchema, change: Change
+    ) -> rowchecks.RowCheck | None:
+        """The rows of the live table that ``change`` could not keep (NULLs where NOT NULL is asked,
+        duplicates where uniqueness is, values that do not fit a new type): how many, up to five of
+        their primary keys; ``None`` when every row fits. Read-only, within the step's timeouts."""
+        what = f"check the rows of table {before.name!r}"
+        with self._step(what, ddl=False) as step:
+            self._pg_read_limits(step)
+            live = self._require(step, before.name, what)
+            return self._check_rows(step, live, before, after, change)
+
+    def _check_rows(
+        self, step: _Step, live: LiveTable, before: TableSchema, after: TableSchema, change: Change
+    ) -> rowchecks.RowCheck | None:
+        q = self._quote
+        checks: list[tuple[str, str]] = []  # (condition on a row, why it does not fit)
+        if isinstance(change, AlterColumn):
+            old, new = before.column(change.name), change.column
+            found = live.column(change.name)
+            if old is None or found is None:
+                return None
+            col = q(found.name)
+            if old.type != new.type:
+                predicate = rowchecks.incompatible_predicate(self.engine, old.type, new.type, col)
+                if predicate == rowchecks.CLIENT_SIDE_JSON:
+                    json_check = self._json_rows(step, live, before, found.name)
+                    if json_check is not None:
+                        return json_check
+                elif predicate is not None:
+                    checks.append(
+                        (
+                            f"{col} IS NOT NULL AND ({predicate})",
+                            f"with a value of {found.name!r} that is no {new.type.value}",
+                        )
+                    )
+            if old.effective_nullable and not new.effective_nullable:
+                checks.append((f"{col} IS NULL", f"with NULL in {found.name!r}"))
+            if new.unique and not old.unique:
+                # as the values will be: the type check before it made sure that every one converts
+                value = rowchecks.converted(self.engine, old.type, new.type, col)
+                checks.append(
+                    (self._duplicates(live, (found.name,), (value,)), f"sharing a value of {found.name!r}")
+                )
+        elif isinstance(change, AddIndex) and change.index.unique:
+            names = tuple((live.column(c) or _missing(c)).name for c in change.index.columns)
+            checks.append((self._duplicates(live, names), f"sharing values of {list(names)}"))
+        for condition, reason in checks:
+            found_rows = self._offending(step, live, before, condition)
+            if found_rows is not None:
+                count, keys = found_rows
+                return rowchecks.RowCheck(count, keys, reason)
+        return None
+
+    def _duplicates(self, live: LiveTable, columns: Sequence[str], values: Sequence[str] = ()) -> str:
+        """A condition true for the rows whose ``columns`` (as the SQL ``values``, when given) are all
+        non-NULL and equal to another row's."""
+        q = self._quote
+        exprs = ", ".join(values or [q(c) for c in columns])
+        not_null = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
+        table = q(live.name)
+        grouped = f"SELECT {exprs} FROM {table} WHERE {not_null} GROUP BY {exprs} HAVING count(*) > 1"
+        if self.engine == "mysql":
+            # MySQL cannot read the table a subquery of IN reads unless it is materialised first
+            grouped = f"SELECT * FROM ({grouped}) AS duplicates"
+        return f"({exprs}) IN ({grouped})"
+
+    def _pk(self, live: LiveTable, before: TableSchema) -> list[str]:
+        return [(live.column(c) or _missing(c)).name for c in before.primary_key]
+
+    def _offending(
+        self, step: _Step, live: LiveTable, before: TableSchema, condition: str
+    ) -> tuple[int, tuple[Any, ...]] | None:
+        table = self._quote(live.name)
+        count = int(_verbatim(step.conn, f"SELECT count(*) FROM {table} WHERE {condition}").scalar_one())
+        if count == 0:
+            return None
+        pk = self._pk(live, before)
+        keys: tuple[Any, ...] = ()
+        if pk:
+            cols = ", ".join(self._quote(c) for c in pk)
+            rows = _verbatim(
+                step.conn, f"SELECT {cols} FROM {table} WHERE {condition} ORDER BY {cols} LIMIT 5"
+            ).all()
+            keys = tuple(r[0] if len(pk) == 1 else tuple(r) for r in rows)
+        return count, keys
+
+    def _json_rows(
+        self, step: _Step, live: LiveTable, before: TableSchema, column: str
+    ) -> rowchecks.RowCheck | None:
+        """Values that are no JSON, read and parsed here (PostgreSQL 15 cannot test them in SQL)."""
+        pk = self._pk(live, before)
+        cols = ", ".join(self._quote(c) for c in (*pk, column))
+        sql = f"SELECT {cols} FROM {self._quote(live.name)} WHERE {self._quote(column)} IS NOT NULL"
+        if pk:
+            sql += f" ORDER BY {', '.join(self._quote(c) for c in pk)}"
+        count, keys = 0, list[Any]()
+        for row in _verbatim(step.conn, sql, yield_per=1000):
+            if _is_json(row[-1]):
+                continue
+            count += 1
+            if len(keys) < 5 and pk:
+                keys.append(row[0] if len(pk) == 1 else tuple(row[: len(pk)]))
+        if count == 0:
+            return None
+        return rowchecks.RowCheck(count, tuple(keys), f"with a value of {column!r} that is no json")
+
+    def live_state(self, before: TableSchema, after: TableSchema, change: Change | None = None) -> str:
+        """Where the live table stands for a change from ``before`` to ``after``: ``"after"`` (done),
+        ``"middle"`` (PostgreSQL: its transaction ran, its CONCURRENTLY statements did not), ``"before"``,
+        or ``"neither"``. A saga can ask it before comparing a fresh plan with the recorded one: a plan
+        written once the change is done may name indexes otherwise (they are gone or renamed)."""
+        change = change or planner.change_between(before, after)
+        middle = planner.middle_schema(before, after, change)
+        with self._step(f"inspect table {before.name!r}", ddl=False) as step:
+            live = self._find(step, before, after)
+            if not self._schema_differences(step, live, after):
+                return "after"
+            if (
+                self.engine == "postgresql"
+                and middle != before
+                and not self._schema_differences(step, live, middle)
+            ):
+                return "middle"
+            return "neither" if self._schema_differences(step, live, before) else "before"
+
+    def apply_plan(
+        self, before: TableSchema, after: TableSchema, plan: Plan, *, change: Change | None = None
+    ) -> bool:
+        """Run ``plan`` (written by :func:`~schemasaga.byodb.planner.plan` for ``before`` to ``after``):
+        ``False`` if the live table is ``after`` already; a :class:`PermanentByodbError` if it is neither
+        ``before`` nor ``after``, or if rows do not fit the change (checked before any DDL). Exactly the
+        plan's statements run, in order: the transactional ones in one transaction (PostgreSQL, SQLite),
+        then the others (PostgreSQL's CONCURRENTLY) one by one; the result is verified against ``after``.
+
+        A PostgreSQL plan whose transaction committed but whose CONCURRENTLY statements failed leaves the
+        table "in the middle" (:func:`~schemasaga.byodb.planner.middle_schema`): the next run finds it
+        there and runs only those statements, after dropping the invalid index a failed build left."""
+        if plan.engine != self.engine:
+            raise PermanentByodbError(f"a {plan.engine} plan cannot run on {self.engine}", engine=self.engine)
+        change = change or planner.change_between(before, after)
+        middle = planner.middle_schema(before, after, change)
+        first = [s for s in plan.statements if s.transactional]
+        later = [s for s in plan.statements if not s.transactional]
+        what = f"apply the {change.kind.value} plan to table {before.name!r}"
+        with self._step(what) as step:
+            live = self._find(step, before, after)
+            done = not self._schema_differences(step, live, after)
+            in_middle = (
+                not done
+                and bool(later)
+                and middle != before
+                and not self._schema_differences(step, live, middle)
+            )
+            if not done:
+                start, start_change = (
+                    (middle, planner.change_between(middle, after)) if in_middle else (before, change)
+                )
+                differences = self._schema_differences(step, live, start)
+                if differences:
+                    raise PermanentByodbError(
+                        f"{what}: {self.engine}: the table is neither as before nor as after the change: "
+                        f"{'; '.join(differences)}",
+                        engine=self.engine,
+                    )
+                assert live is not None  # (no differences)
+                self._check_names(step, live, start, after, start_change, what)
+                rows = self._check_rows(step, live, start, after, start_change)
+                if rows is not None:
+                    raise PermanentByodbError(
+                        f"{what}: {self.engine}: {rows.message}; nothing was changed", engine=self.engine
+                    )
+            if not done and not in_middle:
+                try:
+                    for statement in first:
+                        self._hook(f"apply_plan:{statement.sql}")
+                        # verbatim: no bind parameters are parsed out (the step's limits are set already)
+                        _verbatim(step.conn, statement.sql)
+                except BaseException:
+                    if any(s.sql == planner.LEGACY_ALTER_OFF for s in first):
+                        # a PRAGMA outlives the transaction: the pooled connection gets its default back
+                        _verbatim(step.conn, planner.LEGACY_ALTER_OFF)
+                    raise
+                if self.transactional_ddl and first:
+                    # still inside the transaction: a wrong result rolls back
+                    self._verify(step, before, after, middle if later else after, what)
+        # (CONCURRENTLY waits for the transactions older than it: the step's must be over)
+        if done:
+            self._drop_invalid(later, what)
+            return False
+        if later:
+            try:
+                self._run_outside_transaction(later, what)
+            except PermanentByodbError as exc:
+                if first:
+                    self._undo(before, middle, exc, what)
+                raise
+        with self._step(f"verify {what}", ddl=False) as step:
+            self._verify(step, before, after, after, what)
+        return True
+
+    def _check_names(
+        self, step: _Step, live: LiveTable, before: TableSchema, after: TableSchema, change: Change, what: str
+    ) -> None:
+        """Refuse at once (rather than fail and retry) a name the change would take that something else
+        holds: another table's, for a rename; another index's or relation's, for a new index on PostgreSQL
+        and SQLite, where index names are shared by the whole schema or database."""
+        taken: str | None = None
+        if isinstance(change, RenameTable):
+            other = self._inspect(step, after.name)
+            if other is not None and other.name != live.name:
+                taken = f"a table {other.name!r} exists already"
+        elif self.engine != "mysql":
+            for name in planner.created_index_names(before, after, change):
+                query = _EXTRAS[f"{self.engine}.relation"]
+                found = step.conn.execute(query, {"name": name}).first()
+                if found is not None:
+                    taken = f"the name {name!r} is taken by {found[0]} {found[1]!r}"
+        if taken is not None:
+            raise PermanentByodbError(f"{what}: {self.engine}: {taken}", engine=self.engine)
+        if self.engine == "sqlite" and planner.rebuilds(before, change):
+            triggers = [str(r[0]) for r in step.conn.execute(_EXTRAS["sqlite.triggers"], {"name": live.name})]
+            if triggers:
+                raise PermanentByodbError(
+                    f"{what}: sqlite: the change rebuilds the table, which would drop its trigger(s) "
+                    f"{', '.join(map(repr, triggers))}",
+                    engine=self.engine,
+                )
+
+    def _undo(self, before: TableSchema, middle: TableSchema, failure: ByodbError, what: str) -> None:
+        """Take the table from ``middle`` back to ``before`` after the plan's CONCURRENTLY part failed for
+        good (a duplicate written after the check, say): the change is refused as a whole, not half done.
+        What cannot be undone is said in ``failure``'s notes (and the table stays in the middle)."""
+        try:
+            back = planner.change_between(middle, before)
+            reverse = planner.plan(self.engine, middle, before, back)
+            if not all(s.transactional for s in reverse.statements):
+                raise PermanentByodbError("the way back is not one transaction")
+            with self._step(f"undo {what}") as step:
+                live = self._find(step, middle, before)
+                differences = self._schema_differences(step, live, middle)
+                if differences:
+                    raise PermanentByodbError(f"the table moved on meanwhile: {'; '.join(differences)}")
+                for statement in reverse.statements:
+                    _verbatim(step.conn, statement.sql)
+                self._verify(step, middle, before, before, f"undo {what}")
+        except Exception as exc:
+            failure.add_note(f"undoing its transaction failed, the table is left between the two: {exc}")
+            return
+        failure.add_note("its transaction was undone: the table is as it was before the change")
+        failure.message += " (undone: the table is as before)"
+
+    def _verify(
+        self, step: _Step, before: TableSchema, after: TableSchema, expected: TableSchema, what: str
+    ) -> None:
+        live = self._find(step, before, after)
+        differences = self._schema_differences(step, live, expected)
+        if differences:
+            raise PermanentByodbError(
+                f"{what}: {self.engine}: the table is not as planned afterwards: {'; '.join(differences)}",
+                engine=self.engine,
+            )
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[Connection]:
+        """A PostgreSQL session outside any transaction, with the step's lock and statement timeouts."""
+        with self._sa.connect() as raw:
+            conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+            lock, statement_timeout = self._pg_limits
+            conn.execute(_EXTRAS["postgresql.session_limits"], {"lock": lock, "statement": statement_timeout})
+            try:
+                yield conn
+            finally:
+                if not conn.invalidated:
+                    conn.exec_driver_sql("RESET lock_timeout")
+                    conn.exec_driver_sql("RESET statement_timeout")
+
+    def _run_outside_transaction(self, statements: Sequence[Statement], what: str) -> None:
+        """PostgreSQL's CONCURRENTLY statements, each on its own; an invalid index a failed build leaves
+        behind is dropped (here, and before the next attempt)."""
+        self._drop_invalid(statements, what)
+        try:
+            with self._autocommit() as conn:
+                for statement in statements:
+                    self._hook(f"apply_plan:{statement.sql}")
+                    _verbatim(conn, statement.sql)
+        except Exception as exc:
+            failure = classify(exc, context=what)
+            try:
+                self._drop_invalid(statements, what)
+            except ByodbError as cleanup:
+                # (it waits for the same lockers the build did) the next attempt drops it first
+                failure.add_note(f"the invalid index it left is dropped at the next attempt: {cleanup}")
+            raise failure from exc
+
+    def _drop_invalid(self, statements: Sequence[Statement], what: str) -> None:
+        """Drop the invalid indexes (left by failed CONCURRENTLY builds) that ``statements`` name."""
+        if self.engine != "postgresql" or not statements:
+            return
+        try:
+            with self._autocommit() as conn:
+                invalid = [str(r[0]) for r in conn.execute(_EXTRAS["postgresql.invalid_indexes"])]
+                for name in invalid:
+                    quoted = self._quote(name)
+                    if any(quoted in s.sql for s in statements):
+                        conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {quoted}")
+        except Exception as exc:
+            raise classify(exc, context=f"{what}: drop an invalid index") from exc
 
 
 def open_adapter(url: str, *, limits: DdlLimits = DdlLimits()) -> ByodbAdapter:  # noqa: B008
@@ -593,3 +939,61 @@ class Prober:
 
     async def identify(self, url: str) -> DatabaseIdentity:
         return await _alone(functools.partial(identify, url, limits=self.limits), timeout=self.timeout)
+
+
+_EXTRAS: dict[str, TextClause] = {
+    "postgresql.invalid_indexes": text(
+        """
+        SELECT ic.relname FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid
+        WHERE NOT x.indisvalid
+          AND ic.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
+        """
+    ),
+    "postgresql.session_limits": text(
+        "SELECT set_config('lock_timeout', :lock, false), set_config('statement_timeout', :statement, false)"
+    ),
+    # what holds a name an index is to take (index names are per schema / per database there)
+    "postgresql.relation": text(
+        """
+        SELECT CASE WHEN c.relkind IN ('i', 'I') THEN 'an index of'
+                    WHEN c.relkind IN ('r', 'p') THEN 'the table' ELSE 'the relation' END,
+               coalesce(t.relname, c.relname)
+        FROM pg_catalog.pg_class c
+        LEFT JOIN pg_catalog.pg_index x ON x.indexrelid = c.oid
+        LEFT JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
+        WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
+          AND c.relname = :name
+          AND coalesce(x.indisvalid, true)  -- a failed CONCURRENTLY build's leftover is dropped first
+        """
+    ),
+    "sqlite.triggers": text(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :name COLLATE NOCASE"
+    ),
+    "sqlite.relation": text(
+        """
+        SELECT CASE type WHEN 'index' THEN 'an index of' ELSE 'the ' || type END, tbl_name
+        FROM sqlite_master WHERE name = :name COLLATE NOCASE
+        """
+    ),
+}
+
+
+def _verbatim(conn: Connection, sql: str, **options: Any) -> CursorResult[Any]:
+    """Run generated SQL as it is: no parameters, so a '%' or ':' in a literal is just that (the options
+    apply to this statement only; ``Connection.execution_options`` would change the connection)."""
+    return conn.exec_driver_sql(sql, execution_options={"no_parameters": True, **options})
+
+
+def _missing(name: str) -> NoReturn:
+    raise PermanentByodbError(f"column {name!r} does not exist")
+
+
+def _is_json(value: Any) -> bool:
+    def refuse(constant: str) -> Any:
+        raise ValueError(constant)
+
+    try:
+        json.loads(str(value), parse_constant=refuse)
+    except ValueError:
+        return False
+    return "\\u0000" not in str(value)  # jsonb refuses the NUL character

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from schemasaga.byodb.identity import DatabaseIdentity
+from schemasaga.byodb.rowchecks import RowCheck
 from schemasaga.domain.changes import Change
 from schemasaga.domain.columns import Column, Index, TableSchema
 from schemasaga.domain.database import DatabaseState
@@ -117,10 +118,6 @@ class SchemaAdapter(Protocol):
     def blockers(self, table: str) -> list[dict[str, Any]]:
         """The sessions holding ``table``'s lock (session, query, held_for_s, state), as far as known."""
 
-    def apply_plan(self, before: TableSchema, after: TableSchema, plan: Plan) -> bool:
-        """Run ``plan`` unless the live table is ``after`` already (``False``); a live table that is
-        neither ``before`` nor ``after`` is a PermanentByodbError."""
-
     def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
         """The statements ``change`` runs on this engine to take the table from ``before`` (``None``: no
         table yet) to ``after``, with their locks, costs and warnings; may read the live table."""
@@ -128,6 +125,19 @@ class SchemaAdapter(Protocol):
     def ping(self) -> None: ...
 
     def server_version(self) -> str: ...
+
+    def check_rows(self, before: TableSchema, after: TableSchema, change: Change) -> RowCheck | None:
+        """The live rows ``change`` could not keep (count and up to five primary keys), or None."""
+
+    def live_state(self, before: TableSchema, after: TableSchema, change: Change | None = None) -> str:
+        """``"after"``, ``"middle"`` (PostgreSQL, between a plan's transaction and its CONCURRENTLY
+        statements), ``"before"`` or ``"neither"``: where the live table stands for the change."""
+
+    def apply_plan(
+        self, before: TableSchema, after: TableSchema, plan: Plan, *, change: Change | None = None
+    ) -> bool:
+        """Run exactly ``plan``'s statements, inspect-first: False when the table is ``after`` already;
+        PermanentByodbError when it is neither ``before`` nor ``after`` or rows do not fit the change."""
 
 
 class Connections(Protocol):
