@@ -28,7 +28,11 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, worker: boo
     """Run the HTTP API (and, by default, an in-process worker)."""
     s = settings(host=host, port=port, data_dir=data_dir)
     configure_logging(s)
-    if asyncio.run(_serve(s, with_worker=worker)) != 0:
+    try:
+        status = asyncio.run(_serve(s, with_worker=worker))
+    finally:
+        _metrics_process_exiting()
+    if status != 0:
         raise SystemExit(1)
 
 
@@ -42,10 +46,12 @@ async def _serve(s: Settings, *, with_worker: bool) -> int:
 
     async with open_container(s) as container:
         config = uvicorn.Config(
-            container.web_app(),
+            container.web_app(with_worker=with_worker),
             host=s.host,
             port=s.port,
             log_level=(s.log_level or "INFO").lower(),
+            # uvicorn's loggers propagate to the process's one handler (configure_logging), in its format.
+            log_config=None,
             lifespan="off",
         )
         server = _server_class()(config)
@@ -115,4 +121,13 @@ def worker(data_dir: Path | None, concurrency: int | None) -> None:
         async with open_container(s) as container:
             await run_worker(container.worker, concurrency=s.worker_concurrency, stop_on_signals=True)
 
-    asyncio.run(_run())
+    try:
+        asyncio.run(_run())
+    finally:
+        _metrics_process_exiting()
+
+
+def _metrics_process_exiting() -> None:
+    from schemasaga.observability.metrics import process_exiting
+
+    process_exiting()

@@ -14,6 +14,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
 
+from schemasaga import logcontext
 from schemasaga.jobs.queries import RUN_SAGA, table_lock
 from schemasaga.jobs.watchdog import JobsInHand
 
@@ -48,6 +49,7 @@ def create_app() -> procrastinate.App:
         runner: SagaRunnerPort = context.additional_context["saga_runner"]
         hand: JobsInHand | None = context.additional_context.get("jobs_in_hand")
         assert context.job.id is not None
+        logcontext.bind_operation(operation_id)
         with hand.holding(context.job.id) if hand is not None else _nothing():
             await runner.run(table_id=UUID(table_id), operation_id=UUID(operation_id), job_id=context.job.id)
 
