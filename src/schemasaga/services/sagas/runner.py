@@ -234,7 +234,7 @@ class SagaRunner:
         metadata = {"correlation_id": str(operation_id), "actor": "worker"}
         updated = await self.uow.run(record, metadata=metadata)
         if outcome:
-            log.info("operation %s (%s, table %s) %s", operation_id, op.kind.value, table.table_id, outcome[0])
+            log.info("operation %s (%s, table %s) %s", operation_id, op.kind, table.table_id, outcome[0])
             started = self._started.get(operation_id)
             self.metrics.saga_finished(
                 kind=op.kind.value,
