@@ -43,8 +43,13 @@ class RequestContext:
         self._templates: dict[int, str] | None = None
 
     def _template(self, scope: Scope) -> str:
-        """The path template of the route that took the request (Starlette leaves its endpoint in the
-        scope), so ``/v1/tables/{table_id}`` rather than one label value per table."""
+        """The path template of the route that took the request, so ``/v1/tables/{table_id}`` rather than
+        one label value per table: FastAPI leaves its route in the scope, Starlette (``/docs``...) only
+        its endpoint."""
+        route = scope.get("route")
+        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+        if isinstance(template, str):
+            return template
         if self._templates is None:
             self._templates = {
                 id(endpoint): str(getattr(r, "path", UNMATCHED))
