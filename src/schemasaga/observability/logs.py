@@ -35,12 +35,20 @@ def redact(text: str) -> str:
 
 
 class ContextFilter(logging.Filter):
-    """Adds the bound ids to each record (left alone when the caller passed its own)."""
+    """Adds the bound ids to each record (left alone when the caller passed its own). procrastinate's
+    lines about a job, written before or after the job's task binds its operation, get the operation of
+    the job's arguments (procrastinate passes the job as ``extra``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         for name, value in logcontext.current().items():
             if not hasattr(record, name):
                 setattr(record, name, value)
+        if not hasattr(record, "operation_id"):
+            job = getattr(record, "job", None)
+            kwargs = job.get("task_kwargs") if isinstance(job, dict) else None
+            operation = kwargs.get("operation_id") if isinstance(kwargs, dict) else None
+            if operation is not None:
+                record.operation_id = record.correlation_id = str(operation)
         return True
 
 
