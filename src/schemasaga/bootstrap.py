@@ -207,10 +207,10 @@ class Container:
 @asynccontextmanager
 async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Container]:
     policy = check_settings(settings)
-    if (problem := metrics.check_multiprocess_dir()) is not None:
-        raise ConfigurationError(problem)
     secrets = await asyncio.to_thread(load_secrets, settings)
     if migrate:  # the processes that run the service
+        if (problem := metrics.check_multiprocess_dir()) is not None:
+            raise ConfigurationError(problem)
         _make_sqlite_dir(settings)
     resolved = await asyncio.to_thread(resolve_databases, settings)
     try:
