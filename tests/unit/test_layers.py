@@ -6,7 +6,7 @@ the domain imports nothing of the outside, and the import graph stays shallow.
     4 coredb   api   worker          (the core database, the web, the worker loop)
     3 services  observability        (use cases over ports; metrics, log format, readiness checks)
     2 eventstore  byodb  jobs  secrets
-    1 domain  config  faults  sql  logcontext
+    1 domain  config  faults  sql  logcontext  tracing
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "faults": 1,
     "sql": 1,
     "logcontext": 1,
+    "tracing": 1,
     "eventstore": 2,
     "byodb": 2,
     "jobs": 2,

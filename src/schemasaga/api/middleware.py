@@ -4,17 +4,19 @@ route template, not by raw path (bounded label values)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from opentelemetry import trace
 from starlette.datastructures import MutableHeaders
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from schemasaga import logcontext
+from schemasaga import logcontext, tracing
 from schemasaga.observability import metrics
 
 HEADER = "x-request-id"
@@ -70,24 +72,52 @@ class RequestContext:
             logcontext.correlation_id.set(None),
         ]
         status = 500
+        server_span: list[trace.Span] = []  # the request's, once known
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 MutableHeaders(scope=message)[HEADER] = request_id
+                for span in server_span:  # while it is open; with the operation the request accepted, say
+                    span.set_attributes({f"schemasaga.{k}": v for k, v in logcontext.current().items()})
             await send(message)
 
         started = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            metrics.http_request(
-                method=scope["method"],
-                route=self._template(scope),
-                status=status,
-                seconds=time.perf_counter() - started,
-            )
-            logcontext.correlation_id.reset(tokens[2])
-            logcontext.operation_id.reset(tokens[1])
-            logcontext.request_id.reset(tokens[0])
+        method = scope["method"]
+        # FastAPI's own telemetry makes the request's server span when tracing is on; without it (an
+        # older FastAPI) this makes one, continuing the client's traceparent.
+        current = trace.get_current_span()
+        own = not current.is_recording()
+        carrier = {
+            name.decode(): value.decode("latin-1")
+            for name, value in scope.get("headers", ())
+            if name == b"traceparent"
+        }
+        with (
+            tracing.continued(carrier if own else None),
+            tracing.tracer().start_as_current_span(method, kind=trace.SpanKind.SERVER)
+            if own
+            else contextlib.nullcontext(current) as span,
+        ):
+            if span.is_recording():
+                server_span.append(span)
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                route = self._template(scope)
+                metrics.http_request(
+                    method=method, route=route, status=status, seconds=time.perf_counter() - started
+                )
+                if own and span.is_recording():
+                    span.update_name(f"{method} {route}")
+                    span.set_attributes(
+                        {
+                            "http.request.method": method,
+                            "http.route": route,
+                            "http.response.status_code": status,
+                        }
+                    )
+                logcontext.correlation_id.reset(tokens[2])
+                logcontext.operation_id.reset(tokens[1])
+                logcontext.request_id.reset(tokens[0])

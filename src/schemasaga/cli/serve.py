@@ -28,10 +28,11 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, worker: boo
     """Run the HTTP API (and, by default, an in-process worker)."""
     s = settings(host=host, port=port, data_dir=data_dir)
     configure_logging(s)
+    _start_tracing()
     try:
         status = asyncio.run(_serve(s, with_worker=worker))
     finally:
-        _metrics_process_exiting()
+        _process_exiting()
     if status != 0:
         raise SystemExit(1)
 
@@ -113,6 +114,7 @@ def worker(data_dir: Path | None, concurrency: int | None) -> None:
     """Run saga jobs only. Any number of workers may share one core database."""
     s = settings(data_dir=data_dir, worker_concurrency=concurrency)
     configure_logging(s)
+    _start_tracing()
 
     from schemasaga.bootstrap import open_container
     from schemasaga.worker import run_worker
@@ -124,10 +126,22 @@ def worker(data_dir: Path | None, concurrency: int | None) -> None:
     try:
         asyncio.run(_run())
     finally:
-        _metrics_process_exiting()
+        _process_exiting()
 
 
-def _metrics_process_exiting() -> None:
-    from schemasaga.observability.metrics import process_exiting
+def _start_tracing() -> None:
+    from schemasaga.config import ConfigurationError
+    from schemasaga.observability import tracing
 
-    process_exiting()
+    try:
+        if tracing.configure():
+            log.info("tracing: exporting spans over OTLP")
+    except tracing.TracingUnavailable as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _process_exiting() -> None:
+    from schemasaga.observability import metrics, tracing
+
+    metrics.process_exiting()
+    tracing.shutdown()

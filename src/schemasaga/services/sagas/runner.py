@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TypeVar
 from uuid import UUID
 
-from schemasaga import logcontext
+from schemasaga import logcontext, tracing
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, TransientByodbError, classify
 from schemasaga.domain.columns import Column
 from schemasaga.domain.errors import TableNotFound
@@ -138,7 +138,8 @@ class SagaRunner:
                     continue
                 step_started = time.perf_counter()
                 kill_point(step.name, "before_action")
-                await _on_byodb(step.action, adapter, table, op)
+                with tracing.tracer().start_as_current_span(f"saga step {step.name}"):
+                    await _on_byodb(step.action, adapter, table, op)
                 kill_point(step.name, "after_action")
                 last = index == len(steps) - 1
                 table = await self._update(table, op, _complete(op.operation_id, step.name, confirm=last))
