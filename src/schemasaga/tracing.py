@@ -20,6 +20,12 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
+def enabled() -> bool:
+    """Whether a tracer provider is installed (without one, spans are no-ops: skip making them on the
+    hot path)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def tracer() -> trace.Tracer:
     return trace.get_tracer("schemasaga")
 

@@ -85,6 +85,12 @@ class RequestContext:
 
         started = time.perf_counter()
         method = scope["method"]
+        if not tracing.enabled():
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                self._done(scope, method, status, started, tokens)
+            return
         # FastAPI's own telemetry makes the request's server span when tracing is on; without it (an
         # older FastAPI) this makes one, continuing the client's traceparent.
         current = trace.get_current_span()
@@ -105,10 +111,7 @@ class RequestContext:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                route = self._template(scope)
-                metrics.http_request(
-                    method=method, route=route, status=status, seconds=time.perf_counter() - started
-                )
+                route = self._done(scope, method, status, started, tokens)
                 if own and span.is_recording():
                     span.update_name(f"{method} {route}")
                     span.set_attributes(
@@ -118,6 +121,12 @@ class RequestContext:
                             "http.response.status_code": status,
                         }
                     )
-                logcontext.correlation_id.reset(tokens[2])
-                logcontext.operation_id.reset(tokens[1])
-                logcontext.request_id.reset(tokens[0])
+
+    def _done(self, scope: Scope, method: str, status: int, started: float, tokens: list[Any]) -> str:
+        """Record the request's duration and unbind its ids; returns its route template."""
+        route = self._template(scope)
+        metrics.http_request(method=method, route=route, status=status, seconds=time.perf_counter() - started)
+        logcontext.correlation_id.reset(tokens[2])
+        logcontext.operation_id.reset(tokens[1])
+        logcontext.request_id.reset(tokens[0])
+        return route
