@@ -12,10 +12,12 @@ through ``coredb``'s commit observer, the HTTP layer and the worker call this mo
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,7 +40,27 @@ from schemasaga.jobs.queries import QueueStats
 
 __all__ = ["CONTENT_TYPE_LATEST", "SAGAS", "CommitMetrics", "SagaMetrics", "exposition"]
 
+log = logging.getLogger(__name__)
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+P = ParamSpec("P")
+
+
+def _never_raises(record: Callable[P, None]) -> Callable[P, None]:
+    """Recording a metric runs after the work it measures was committed (a request answered, an outcome
+    recorded): a failure to record (a full disk under the multiprocess directory, say) is logged and
+    must not turn that work into an error."""
+
+    @functools.wraps(record)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            record(*args, **kwargs)
+        except Exception:
+            log.exception("recording metrics failed")
+
+    return guarded
+
 
 # No `_created` series beside every counter and histogram: twice the lines for a start time nobody reads.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -118,6 +140,7 @@ class CommitMetrics:
     def __init__(self, engine_of: Callable[[str], str | None]) -> None:
         self._engine_of = engine_of
 
+    @_never_raises
     def committed(self, events: Sequence[RecordedEvent], databases: Mapping[str, str]) -> None:
         """``databases``: the database of each table stream the unit of work wrote."""
         last: RecordedEvent | None = None
@@ -144,13 +167,16 @@ class CommitMetrics:
 class SagaMetrics:
     """The saga runner's metrics port (``services.ports.SagaMetrics``) on Prometheus."""
 
+    @_never_raises
     def step_finished(self, *, kind: str, engine: str, step: str, seconds: float) -> None:
         STEP_DURATION.labels(kind, engine, step).observe(seconds)
 
+    @_never_raises
     def saga_finished(self, *, kind: str, engine: str, outcome: str, seconds: float) -> None:
         OPERATIONS_FINISHED.labels(kind, engine, outcome).inc()
         SAGA_DURATION.labels(kind, engine, outcome).observe(seconds)
 
+    @_never_raises
     def retried(self, *, kind: str, engine: str, error: BaseException) -> None:
         RETRIES.labels(kind, engine, error_class(error)).inc()
 
@@ -168,16 +194,19 @@ def error_class(error: BaseException) -> str:
     return type(orig if isinstance(orig, BaseException) else cause).__name__
 
 
+@_never_raises
 def drift_scanned(database: str, drifted: int) -> None:
     DRIFTED_TABLES.labels(database).set(drifted)
     DRIFT_SCANS.labels(database).inc()
 
 
+@_never_raises
 def jobs_recovered(reason: str, count: int) -> None:
     if count:
         JOBS_RECOVERED.labels(reason).inc(count)
 
 
+@_never_raises
 def http_request(*, method: str, route: str, status: int, seconds: float) -> None:
     HTTP_DURATION.labels(method, route, str(status)).observe(seconds)
 
