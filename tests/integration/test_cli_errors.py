@@ -120,3 +120,19 @@ def test_a_metrics_directory_that_cannot_be_used(core_db: str, tmp_path: Path) -
     }
     for args in (["worker"], ["serve", "--port", "1"]):
         assert_refused(cli(*args, **env), "PROMETHEUS_MULTIPROC_DIR", "is not a directory")
+
+
+def test_tracing_asked_for_without_the_extra(core_db: str, tmp_path: Path) -> None:
+    try:
+        import opentelemetry.exporter.otlp.proto.http  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the tracing extra is installed")
+    env = {
+        "SCHEMASAGA_DATABASE_URL": core_db,
+        "SCHEMASAGA_BYODB_URL": f"sqlite:///{tmp_path / 'b.db'}",
+        "SCHEMASAGA_SECRET_KEY": TEST_SECRET_KEY,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+    }
+    assert_refused(cli("worker", **env), "schemasaga[tracing]")
