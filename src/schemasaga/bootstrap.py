@@ -22,7 +22,7 @@ from schemasaga.byodb.connections import Connections
 from schemasaga.byodb.urls import parse_database_url
 from schemasaga.config import ConfigurationError, Settings
 from schemasaga.coredb.embedded import EmbeddedPostgres
-from schemasaga.coredb.migrations import upgrade
+from schemasaga.coredb.migrations import missing_migrations, upgrade
 from schemasaga.coredb.own import PgOwnDatabase
 from schemasaga.coredb.transaction import PgCore
 from schemasaga.coredb.views import PgReadModels, RegistrySource
@@ -32,18 +32,24 @@ from schemasaga.domain.policy import RegistrationPolicy, parse_socket_dirs
 from schemasaga.eventstore import EventStore
 from schemasaga.jobs.app import JobScheduler
 from schemasaga.jobs.app import create_app as create_jobs_app
+from schemasaga.jobs.queries import QueueStats, queue_stats
+from schemasaga.observability import metrics
+from schemasaga.observability.health import Check
 from schemasaga.secrets import SecretBox, SecretsError, resolve_secret_box
 from schemasaga.services.databases import DatabaseCommands
 from schemasaga.services.drift import DriftDetector
 from schemasaga.services.sagas.runner import RetryPolicy, SagaRunner
 from schemasaga.services.tables import TableCommands
 from schemasaga.services.unit_of_work import UnitOfWork
-from schemasaga.worker import WorkerParts
+from schemasaga.worker import WorkerLiveness, WorkerParts
 
 log = logging.getLogger(__name__)
 
 CORE_DATABASE = "schemasaga"
 EMBEDDED_BYODB = "byodb"
+
+# /readyz and /metrics wait this long for the core database, at most: a probe must answer.
+_PROBE_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +138,8 @@ class Container:
     runner: SagaRunner
     drift: DriftDetector
     secrets: SecretBox = field(repr=False)
+    # The in-process worker's (run_worker with self.worker), for /readyz.
+    liveness: WorkerLiveness = field(default_factory=WorkerLiveness)
 
     @property
     def worker(self) -> WorkerParts:
@@ -142,9 +150,18 @@ class Container:
             uow=self.uow,
             reads=self.reads,
             drift=self.drift,
+            liveness=self.liveness,
         )
 
-    def web_app(self) -> FastAPI:
+    def web_app(self, *, with_worker: bool = False) -> FastAPI:
+        """The HTTP app; ``with_worker``: this process runs a worker too, which /readyz then checks."""
+
+        async def readiness() -> list[Check]:
+            checks = await self._core_checks()
+            if with_worker:
+                checks.append(self._worker_check())
+            return checks
+
         return create_app(
             Services(
                 tables=self.tables,
@@ -153,6 +170,8 @@ class Container:
                 reads=self.reads,
                 connections=self.connections,
                 ping_core=self._ping_core,
+                readiness=readiness,
+                scrape=self._scrape,
             )
         )
 
@@ -160,12 +179,45 @@ class Container:
         async with self.pool.connection() as conn:
             await conn.execute("SELECT 1")
 
+    async def _core_checks(self) -> list[Check]:
+        try:
+            async with asyncio.timeout(_PROBE_TIMEOUT), self.pool.connection() as conn:
+                missing = await missing_migrations(conn)
+        except psycopg.errors.UndefinedTable:
+            return [Check("core_database", True), Check("schema", False, "no schemasaga schema")]
+        except Exception as exc:  # unreachable, restarting, too slow: not ready, whatever the cause
+            detail = str(exc) or type(exc).__name__
+            return [Check("core_database", False, detail), Check("schema", False, "not checked")]
+        if missing:
+            return [Check("core_database", True), Check("schema", False, f"missing: {', '.join(missing)}")]
+        return [Check("core_database", True), Check("schema", True)]
+
+    def _worker_check(self) -> Check:
+        age = self.liveness.age()
+        limit = self.settings.stalled_worker_timeout
+        if age is None:
+            return Check("worker", False, "the worker is not running")
+        if age > limit:
+            return Check("worker", False, f"no heartbeat for {age:.1f}s (limit {limit:g}s)")
+        return Check("worker", True)
+
+    async def _scrape(self) -> bytes:
+        stats: QueueStats | None = None
+        try:
+            async with asyncio.timeout(_PROBE_TIMEOUT), self.pool.connection() as conn:
+                stats = await queue_stats(conn)
+        except Exception as exc:  # the rest of the metrics are still worth answering
+            log.warning("metrics: the job queue could not be read: %s", exc)
+        return metrics.exposition(stats)
+
 
 @asynccontextmanager
 async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Container]:
     policy = check_settings(settings)
     secrets = await asyncio.to_thread(load_secrets, settings)
     if migrate:  # the processes that run the service
+        if (problem := metrics.check_multiprocess_dir()) is not None:
+            raise ConfigurationError(problem)
         _make_sqlite_dir(settings)
     resolved = await asyncio.to_thread(resolve_databases, settings)
     try:
@@ -246,7 +298,10 @@ async def _build(
 ) -> Container:
     store = EventStore(pool)
     scheduler = JobScheduler(jobs)
-    uow = UnitOfWork(PgCore(pool, store=store, scheduler=scheduler), snapshot_every=settings.snapshot_every)
+    core = PgCore(
+        pool, store=store, scheduler=scheduler, observer=metrics.CommitMetrics(connections.known_engine)
+    )
+    uow = UnitOfWork(core, snapshot_every=settings.snapshot_every)
     reads = PgReadModels(pool, store=store)
     databases = DatabaseCommands(
         uow=uow,
@@ -283,7 +338,7 @@ async def _build(
         reads=reads,
         tables=TableCommands(uow=uow, connections=connections),
         databases=databases,
-        runner=SagaRunner(uow=uow, connections=connections, retry=retry),
-        drift=DriftDetector(uow=uow, reads=reads, connections=connections),
+        runner=SagaRunner(uow=uow, connections=connections, retry=retry, metrics=metrics.SAGAS),
+        drift=DriftDetector(uow=uow, reads=reads, connections=connections, on_scan=metrics.drift_scanned),
         secrets=secrets,
     )

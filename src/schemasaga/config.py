@@ -67,6 +67,14 @@ class Settings(BaseSettings):
 
     # None: INFO for serve and worker, WARNING for one-shot commands (their output is their answer).
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = None
+    # One format for every logger of the process (ours, uvicorn's, procrastinate's). None: json when
+    # stderr is not a terminal, text when it is.
+    log_format: Literal["json", "text"] | None = None
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
 
 import procrastinate
@@ -23,6 +24,7 @@ import psycopg
 
 from schemasaga.config import Settings
 from schemasaga.jobs.watchdog import JobsInHand, keep_heartbeat, release_lost_jobs, stalled_job_watchdog
+from schemasaga.observability import metrics
 from schemasaga.services.drift import DriftDetector, periodic_scan
 from schemasaga.services.sagas.runner import SagaRunner
 from schemasaga.services.unit_of_work import Session, UnitOfWork
@@ -35,6 +37,24 @@ _RESTART_DELAY = 0.5
 _RESTART_DELAY_CAP = 5.0
 
 
+class WorkerLiveness:
+    """When this process's worker last showed it is alive (its heartbeat sent while a procrastinate
+    worker is registered), for ``/readyz``; none once it stopped."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+
+    def beat(self) -> None:
+        self._last = time.monotonic()
+
+    def stopped(self) -> None:
+        self._last = None
+
+    def age(self) -> float | None:
+        """Seconds since the last beat; None when the worker never beat or stopped."""
+        return None if self._last is None else time.monotonic() - self._last
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerParts:
     """What a worker process runs with (built by bootstrap)."""
@@ -45,6 +65,7 @@ class WorkerParts:
     uow: UnitOfWork
     reads: ReadModels
     drift: DriftDetector
+    liveness: WorkerLiveness = field(default_factory=WorkerLiveness)
 
 
 class _Stop:
@@ -72,7 +93,9 @@ async def run_worker(parts: WorkerParts, *, concurrency: int, stop_on_signals: b
 
     async def also() -> None:
         await keep_heartbeat(parts.jobs, hand)
-        await release_lost_jobs(parts.jobs, hand)
+        if hand.worker_id() is not None:
+            parts.liveness.beat()
+        metrics.jobs_recovered("lost", len(await release_lost_jobs(parts.jobs, hand)))
         await requeue_orphans(parts.uow, parts.reads)
 
     background = [
@@ -82,6 +105,7 @@ async def run_worker(parts: WorkerParts, *, concurrency: int, stop_on_signals: b
                 stalled_after=s.stalled_worker_timeout,
                 every=max(1.0, s.stalled_worker_timeout / 3),
                 also=also,
+                recovered=lambda count: metrics.jobs_recovered("stalled_worker", count),
             )
         )
     ]
@@ -94,6 +118,7 @@ async def run_worker(parts: WorkerParts, *, concurrency: int, stop_on_signals: b
     try:
         await _work_until_stopped(parts, hand, stop, concurrency=concurrency)
     finally:
+        parts.liveness.stopped()
         for sig in signals:
             loop.remove_signal_handler(sig)
         for task in background:

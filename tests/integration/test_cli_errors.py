@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,7 @@ def assert_refused(out: subprocess.CompletedProcess[str], *words: str) -> None:
         ({"SCHEMASAGA_PORT": "abc"}, ("invalid settings", "SCHEMASAGA_PORT")),
         ({"SCHEMASAGA_PORT": "99999"}, ("invalid settings", "SCHEMASAGA_PORT")),
         ({"SCHEMASAGA_LOG_LEVEL": "verbose"}, ("invalid settings", "SCHEMASAGA_LOG_LEVEL")),
+        ({"SCHEMASAGA_LOG_FORMAT": "xml"}, ("invalid settings", "SCHEMASAGA_LOG_FORMAT")),
         ({"SCHEMASAGA_WORKER_CONCURRENCY": "0"}, ("invalid settings", "SCHEMASAGA_WORKER_CONCURRENCY")),
         ({"SCHEMASAGA_BYODB_ALLOWED_HOSTS": "10.0.0.0/33"}, ("invalid settings", "10.0.0.0/33")),
     ],
@@ -106,3 +108,31 @@ def test_settings_that_cannot_be_used_exit_2_not_1(
         out = cli(*command, SCHEMASAGA_DATABASE_URL=core_db, **env)
         assert_refused(out, *words)
         assert "tiger" not in out.stderr
+
+
+def test_a_metrics_directory_that_cannot_be_used(core_db: str, tmp_path: Path) -> None:
+    env = {
+        "SCHEMASAGA_DATABASE_URL": core_db,
+        "SCHEMASAGA_BYODB_URL": f"sqlite:///{tmp_path / 'b.db'}",
+        "SCHEMASAGA_SECRET_KEY": TEST_SECRET_KEY,
+        "SCHEMASAGA_SQLITE_DIR": str(tmp_path),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing"),
+    }
+    for args in (["worker"], ["serve", "--port", "1"]):
+        assert_refused(cli(*args, **env), "PROMETHEUS_MULTIPROC_DIR", "is not a directory")
+
+
+def test_tracing_asked_for_without_the_extra(core_db: str, tmp_path: Path) -> None:
+    try:
+        import opentelemetry.exporter.otlp.proto.http  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the tracing extra is installed")
+    env = {
+        "SCHEMASAGA_DATABASE_URL": core_db,
+        "SCHEMASAGA_BYODB_URL": f"sqlite:///{tmp_path / 'b.db'}",
+        "SCHEMASAGA_SECRET_KEY": TEST_SECRET_KEY,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+    }
+    assert_refused(cli("worker", **env), "schemasaga[tracing]")

@@ -4,9 +4,9 @@ the domain imports nothing of the outside, and the import graph stays shallow.
     6 cli
     5 bootstrap                      (the composition root)
     4 coredb   api   worker          (the core database, the web, the worker loop)
-    3 services                       (use cases over ports)
+    3 services  observability        (use cases over ports; metrics, log format, readiness checks)
     2 eventstore  byodb  jobs  secrets
-    1 domain  config  faults  sql
+    1 domain  config  faults  sql  logcontext  tracing
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ LAYERS: dict[str, int] = {
     "config": 1,
     "faults": 1,
     "sql": 1,
+    "logcontext": 1,
+    "tracing": 1,
     "eventstore": 2,
     "byodb": 2,
     "jobs": 2,
     "secrets": 2,
     "services": 3,
+    "observability": 3,
     "coredb": 4,
     "api": 4,
     "worker": 4,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from schemasaga import __version__
-from schemasaga.api import demo
+from schemasaga.api import demo, ops
 from schemasaga.api.deps import Services, ServicesDep
 from schemasaga.api.errors import install_error_handlers, responses
+from schemasaga.api.middleware import RequestContext
 from schemasaga.api.models import HealthOut
 from schemasaga.api.v1 import databases, operations, tables
 
@@ -24,6 +25,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(tables.router)
     app.include_router(operations.router)
     app.include_router(databases.router)
+    app.include_router(ops.router)
+    app.add_middleware(RequestContext, routes=lambda: app.routes)
 
     @app.get("/healthz", tags=["health"], response_model=HealthOut, responses=responses(503))
     async def healthz(services: ServicesDep) -> HealthOut:

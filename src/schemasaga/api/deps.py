@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from schemasaga import logcontext
+from schemasaga.observability.health import Check
 from schemasaga.services.databases import DatabaseCommands
 from schemasaga.services.drift import DriftDetector
 from schemasaga.services.ports import Connections
@@ -29,6 +31,8 @@ class Services:
     reads: ReadModels
     connections: Connections
     ping_core: Callable[[], Awaitable[None]]
+    readiness: Callable[[], Awaitable[list[Check]]]
+    scrape: Callable[[], Awaitable[bytes]]
 
 
 async def get_services(request: Request) -> Services:
@@ -55,7 +59,8 @@ async def request_metadata(request: Request) -> dict[str, Any]:
     """Who asked, recorded in every event's metadata (never credentials)."""
     return {
         # Capped: they are stored in every event of the request.
-        "request_id": (request.headers.get("x-request-id") or str(uuid.uuid4()))[:MAX_HEADER_VALUE],
+        # The id the request's log lines and its answer carry (api/middleware.py).
+        "request_id": (logcontext.request_id.get() or str(uuid.uuid4()))[:MAX_HEADER_VALUE],
         "actor": request.headers.get("x-actor", "anonymous")[:MAX_HEADER_VALUE],
         "remote_addr": request.client.host if request.client else None,
     }

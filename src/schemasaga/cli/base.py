@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,12 @@ def settings(**overrides: Any) -> Settings:
 
 def configure_logging(settings: Settings, *, one_shot: bool = False) -> None:
     """Service commands log INFO by default; one-shot commands (whose output is their answer) only
-    WARNING and worse, unless SCHEMASAGA_LOG_LEVEL says otherwise."""
+    WARNING and worse, unless SCHEMASAGA_LOG_LEVEL says otherwise. The format is
+    SCHEMASAGA_LOG_FORMAT's (json or text; by default json unless stderr is a terminal)."""
+    from schemasaga.observability import logs
+
     level = settings.log_level or ("WARNING" if one_shot else "INFO")
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure(level=level, log_format=settings.log_format, stream=sys.stderr)
 
 
 data_dir_option = click.option(

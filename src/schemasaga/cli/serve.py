@@ -28,7 +28,12 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, worker: boo
     """Run the HTTP API (and, by default, an in-process worker)."""
     s = settings(host=host, port=port, data_dir=data_dir)
     configure_logging(s)
-    if asyncio.run(_serve(s, with_worker=worker)) != 0:
+    _start_tracing()
+    try:
+        status = asyncio.run(_serve(s, with_worker=worker))
+    finally:
+        _process_exiting()
+    if status != 0:
         raise SystemExit(1)
 
 
@@ -42,10 +47,12 @@ async def _serve(s: Settings, *, with_worker: bool) -> int:
 
     async with open_container(s) as container:
         config = uvicorn.Config(
-            container.web_app(),
+            container.web_app(with_worker=with_worker),
             host=s.host,
             port=s.port,
             log_level=(s.log_level or "INFO").lower(),
+            # uvicorn's loggers propagate to the process's one handler (configure_logging), in its format.
+            log_config=None,
             lifespan="off",
         )
         server = _server_class()(config)
@@ -107,6 +114,7 @@ def worker(data_dir: Path | None, concurrency: int | None) -> None:
     """Run saga jobs only. Any number of workers may share one core database."""
     s = settings(data_dir=data_dir, worker_concurrency=concurrency)
     configure_logging(s)
+    _start_tracing()
 
     from schemasaga.bootstrap import open_container
     from schemasaga.worker import run_worker
@@ -115,4 +123,25 @@ def worker(data_dir: Path | None, concurrency: int | None) -> None:
         async with open_container(s) as container:
             await run_worker(container.worker, concurrency=s.worker_concurrency, stop_on_signals=True)
 
-    asyncio.run(_run())
+    try:
+        asyncio.run(_run())
+    finally:
+        _process_exiting()
+
+
+def _start_tracing() -> None:
+    from schemasaga.config import ConfigurationError
+    from schemasaga.observability import tracing
+
+    try:
+        if tracing.configure():
+            log.info("tracing: exporting spans over OTLP")
+    except tracing.TracingUnavailable as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _process_exiting() -> None:
+    from schemasaga.observability import metrics, tracing
+
+    metrics.process_exiting()
+    tracing.shutdown()

@@ -7,11 +7,12 @@ Both are tracked in ``schemasaga_migrations``: the core's migrations under their
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -82,6 +83,21 @@ def upgrade(conninfo: str, *, procrastinate_migrations_folder: Traversable | Non
     for name in applied:
         log.info("applied %s", name)
     return applied
+
+
+async def missing_migrations(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    """The migrations (ours and procrastinate's) this version expects that the core database lacks:
+    empty when its schema is the expected one. Raises :class:`psycopg.errors.UndefinedTable` when it
+    has no schemasaga schema at all."""
+    expected = _expected_migrations()
+    cur = await conn.execute("SELECT name FROM schemasaga_migrations")
+    applied = {str(row[0]) for row in await cur.fetchall()}
+    return [name for name in expected if name not in applied]
+
+
+@functools.cache
+def _expected_migrations() -> tuple[str, ...]:
+    return (*migration_names(), *(m.name for m in procrastinate_migrations()))
 
 
 def apply_migrations_only(conninfo: str) -> None:

@@ -3,9 +3,9 @@ events, the read models and the saga's job are written together or not at all.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from psycopg import AsyncConnection
@@ -13,10 +13,18 @@ from psycopg_pool import AsyncConnectionPool
 
 from schemasaga.coredb import readmodels
 from schemasaga.domain.database import DatabaseState
+from schemasaga.domain.events import stream_name
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import EventStore, NewEvent, RecordedEvent
 from schemasaga.jobs import queries as job_queries
 from schemasaga.jobs.app import JobScheduler
+
+
+class CommitObserver(Protocol):
+    """Told of what each unit of work committed, after the commit (metrics, log context)."""
+
+    def committed(self, events: Sequence[RecordedEvent], databases: Mapping[str, str]) -> None:
+        """``events``: every event appended; ``databases``: the database of each table stream written."""
 
 
 class PgStreams:
@@ -47,6 +55,9 @@ class PgTransaction(PgStreams):
         super().__init__(store, conn)
         self.conn = conn
         self._scheduler = scheduler
+        # What the transaction wrote, for the commit observer.
+        self.appended: list[RecordedEvent] = []
+        self.databases: dict[str, str] = {}
 
     async def lock_stream(self, stream: str) -> None:
         await self._store.lock_stream(stream, conn=self.conn)
@@ -54,13 +65,16 @@ class PgTransaction(PgStreams):
     async def append(
         self, stream: str, events: Sequence[NewEvent], *, expected_version: int
     ) -> list[RecordedEvent]:
-        return await self._store.append(stream, events, expected_version=expected_version, conn=self.conn)
+        recorded = await self._store.append(stream, events, expected_version=expected_version, conn=self.conn)
+        self.appended.extend(recorded)
+        return recorded
 
     async def save_snapshot(self, stream: str, version: int, state: dict[str, Any]) -> None:
         await self._store.save_snapshot(stream, version, state, conn=self.conn)
 
     async def project_table(self, table: Table, recorded: Sequence[RecordedEvent]) -> None:
         await readmodels.project_table(self.conn, table, recorded)
+        self.databases[stream_name(table.table_id)] = table.database
 
     async def project_database(self, state: DatabaseState) -> None:
         await readmodels.project_database(self.conn, state)
@@ -86,15 +100,28 @@ class PgTransaction(PgStreams):
 class PgCore:
     """:class:`~schemasaga.services.ports.CoreDatabase` on PostgreSQL."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any], *, store: EventStore, scheduler: JobScheduler) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        *,
+        store: EventStore,
+        scheduler: JobScheduler,
+        observer: CommitObserver | None = None,
+    ) -> None:
         self.pool = pool
         self.store = store
         self.scheduler = scheduler
+        self.observer = observer
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgTransaction]:
-        async with self.pool.connection() as conn, conn.transaction():
-            yield PgTransaction(conn, store=self.store, scheduler=self.scheduler)
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                tx = PgTransaction(conn, store=self.store, scheduler=self.scheduler)
+                yield tx
+            # Committed (an exception in the block rolled back and left before this line).
+            if self.observer is not None and tx.appended:
+                self.observer.committed(tx.appended, tx.databases)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[PgStreams]:

@@ -11,9 +11,11 @@ from uuid import UUID
 import procrastinate
 import procrastinate.exceptions
 import psycopg
+from opentelemetry import trace
 from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
 
+from schemasaga import logcontext, tracing
 from schemasaga.jobs.queries import RUN_SAGA, table_lock
 from schemasaga.jobs.watchdog import JobsInHand
 
@@ -44,11 +46,28 @@ def create_app() -> procrastinate.App:
     )
 
     @app.task(name=RUN_SAGA, pass_context=True, retry=core_lost)
-    async def run_saga(context: procrastinate.JobContext, table_id: str, operation_id: str) -> None:
+    async def run_saga(
+        context: procrastinate.JobContext, table_id: str, operation_id: str, traceparent: str | None = None
+    ) -> None:
+        """``traceparent``: the trace of what deferred the job (when tracing is on), continued here."""
         runner: SagaRunnerPort = context.additional_context["saga_runner"]
         hand: JobsInHand | None = context.additional_context.get("jobs_in_hand")
         assert context.job.id is not None
-        with hand.holding(context.job.id) if hand is not None else _nothing():
+        logcontext.bind_operation(operation_id)
+        with (
+            tracing.continued({"traceparent": traceparent} if traceparent else None),
+            tracing.tracer().start_as_current_span(
+                "saga job",
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "schemasaga.job_id": context.job.id,
+                    "schemasaga.table_id": table_id,
+                    "schemasaga.operation_id": operation_id,
+                    "schemasaga.correlation_id": operation_id,
+                },
+            ),
+            hand.holding(context.job.id) if hand is not None else _nothing(),
+        ):
             await runner.run(table_id=UUID(table_id), operation_id=UUID(operation_id), job_id=context.job.id)
 
     return app
@@ -72,9 +91,10 @@ class JobScheduler:
         }
         if delay > 0:
             options["schedule_in"] = {"seconds": delay}
-        job_id: int = await self.app.configure_task(RUN_SAGA, **options).defer_async(
-            table_id=str(table_id), operation_id=str(operation_id)
-        )
+        args = {"table_id": str(table_id), "operation_id": str(operation_id)}
+        if (parent := tracing.traceparent()) is not None:  # only while tracing is on
+            args["traceparent"] = parent
+        job_id: int = await self.app.configure_task(RUN_SAGA, **options).defer_async(**args)
         return job_id
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -40,3 +41,22 @@ async def held_jobs(app: procrastinate.App, *, worker_id: int) -> list[int]:
     """The jobs the queue says worker ``worker_id`` is running."""
     rows = await app.connector.execute_query_all_async(Q["held_jobs"], worker_id=worker_id)
     return [int(row["id"]) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """The job queue at one moment: jobs ready to run, scheduled for later, running; seconds the oldest
+    ready one has waited (0 when none waits)."""
+
+    ready: int
+    scheduled: int
+    doing: int
+    oldest_ready_age: float
+
+
+async def queue_stats(conn: AsyncConnection[Any]) -> QueueStats:
+    cur = await conn.execute(Q["queue_stats"])
+    row = await cur.fetchone()
+    assert row is not None  # an aggregate always answers one row
+    ready, scheduled, doing, age = row
+    return QueueStats(ready=ready, scheduled=scheduled, doing=doing, oldest_ready_age=max(0.0, float(age)))

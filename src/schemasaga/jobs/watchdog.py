@@ -88,11 +88,15 @@ async def stalled_job_watchdog(
     stalled_after: float,
     every: float,
     also: Callable[[], Awaitable[object]] | None = None,
+    recovered: Callable[[int], None] | None = None,
 ) -> None:
-    """Runs in every worker process until cancelled; ``also`` runs at each round too."""
+    """Runs in every worker process until cancelled; ``also`` runs at each round too, ``recovered`` is
+    told how many stalled jobs each round put back."""
     while True:
         try:
-            await retry_stalled_jobs(app, stalled_after=stalled_after)
+            count = await retry_stalled_jobs(app, stalled_after=stalled_after)
+            if recovered is not None:
+                recovered(count)
             if also is not None:
                 await also()
         except Exception:  # the core database may be restarting: try again next round

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
@@ -49,18 +50,30 @@ class DriftReport:
 
 
 class DriftDetector:
-    def __init__(self, *, uow: UnitOfWork, reads: ReadModels, connections: Connections) -> None:
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWork,
+        reads: ReadModels,
+        connections: Connections,
+        on_scan: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.uow = uow
         self.reads = reads
         self.connections = connections
+        # Told of each finished scan: the database and how many tables drifted (metrics).
+        self.on_scan = on_scan
 
     async def scan(self, database: str, *, record: bool = False) -> DriftReport:
         """Compare every settled table of ``database``; with ``record``, append TableDriftDetected
         events for tables whose drift changed since the last scan."""
         try:
-            return await self._scan(database, record=record)
+            report = await self._scan(database, record=record)
         except ByodbError as exc:
             raise DatabaseUnavailable(f"database {database!r} could not be read: {exc}") from exc
+        if self.on_scan is not None:
+            self.on_scan(database, len(report.drifted))
+        return report
 
     async def _scan(self, database: str, *, record: bool) -> DriftReport:
         adapter = await asyncio.to_thread(self.connections.adapter, database)

@@ -181,3 +181,27 @@ class OwnDatabase(Protocol):
 
     async def identity(self) -> DatabaseIdentity:
         """The core database's identity, read now."""
+
+
+class SagaMetrics(Protocol):
+    """What the saga runner reports for monitoring (bootstrap gives it Prometheus's; by default nothing
+    is recorded). Labels are bounded: operation kinds, engines, step names, error classes."""
+
+    def step_finished(self, *, kind: str, engine: str, step: str, seconds: float) -> None: ...
+
+    def saga_finished(self, *, kind: str, engine: str, outcome: str, seconds: float) -> None:
+        """``outcome``: "completed" or "rejected"."""
+
+    def retried(self, *, kind: str, engine: str, error: BaseException) -> None:
+        """An attempt failed transiently and runs again later."""
+
+
+class NoSagaMetrics:
+    def step_finished(self, *, kind: str, engine: str, step: str, seconds: float) -> None:
+        pass
+
+    def saga_finished(self, *, kind: str, engine: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def retried(self, *, kind: str, engine: str, error: BaseException) -> None:
+        pass

@@ -15,18 +15,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 from uuid import UUID
 
+from schemasaga import logcontext, tracing
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError, TransientByodbError, classify
 from schemasaga.domain.columns import TableSchema
 from schemasaga.domain.errors import DomainError, TableNotFound
+from schemasaga.domain.events import (
+    TableChangeConfirmed,
+    TableChangeRejected,
+    TableCreationConfirmed,
+    TableCreationRejected,
+    TableDeletionConfirmed,
+    TableDeletionRejected,
+    TableSchemaAdopted,
+)
 from schemasaga.domain.schema import Expression
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
 from schemasaga.faults import kill_point
-from schemasaga.services.ports import Connections, SchemaAdapter
+from schemasaga.services.ports import Connections, NoSagaMetrics, SagaMetrics, SchemaAdapter
 from schemasaga.services.sagas.steps import SAGAS
 from schemasaga.services.unit_of_work import Session, UnitOfWork
 
@@ -56,10 +67,20 @@ class _Stale(Exception):
 
 
 class SagaRunner:
-    def __init__(self, *, uow: UnitOfWork, connections: Connections, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWork,
+        connections: Connections,
+        retry: RetryPolicy,
+        metrics: SagaMetrics | None = None,
+    ) -> None:
         self.uow = uow
         self.connections = connections
         self.retry = retry
+        self.metrics: SagaMetrics = metrics or NoSagaMetrics()
+        # When this process started each operation it is running (for the saga's duration).
+        self._started: dict[UUID, float] = {}
 
     async def run(self, *, table_id: UUID, operation_id: UUID, job_id: int | None = None) -> None:
         """Run the saga of ``operation_id``, then the sagas of the table's changes queued behind it,
@@ -79,15 +100,19 @@ class SagaRunner:
             if op is None or op.operation_id != operation_id:
                 log.info("operation %s of table %s already finished; nothing to do", operation_id, table_id)
                 return
+            logcontext.bind_operation(operation_id)
             if not await self.uow.start_operation(operation_id, job_id=job_id):
                 log.info("operation %s waits for its scheduled retry; job %s leaves it", operation_id, job_id)
                 return
             job_id = None  # the changes chained after it are this job's own
+            self._started[operation_id] = time.perf_counter()
             try:
                 finished = await self._run(table, op)
             except _Stale:
                 log.info("operation %s was finished by another run", operation_id)
                 return
+            finally:
+                self._started.pop(operation_id, None)
             if finished is None or finished.head is None:
                 return
             table, operation_id = finished, finished.head.operation_id
@@ -120,11 +145,19 @@ class SagaRunner:
             for index, step in enumerate(steps):
                 if step.name in op.steps_done:
                     continue
+                step_started = time.perf_counter()
                 kill_point(step.name, "before_action")
-                await _on_byodb(adapter, step.action, adapter, table, op)
+                with tracing.tracer().start_as_current_span(f"saga step {step.name}"):
+                    await _on_byodb(adapter, step.action, adapter, table, op)
                 kill_point(step.name, "after_action")
                 last = index == len(steps) - 1
                 table = await self._update(table, op, _complete(op.operation_id, step.name, confirm=last))
+                self.metrics.step_finished(
+                    kind=op.kind.value,
+                    engine=self._engine(table),
+                    step=step.name,
+                    seconds=time.perf_counter() - step_started,
+                )
                 op = _head(table, op.operation_id) if not last else op
                 kill_point(step.name, "after_record")
             return table
@@ -150,6 +183,7 @@ class SagaRunner:
                 delay,
             )
             await self._retry_later(table, op, error=str(error), delay=delay, blocked_by=blocked_by)
+            self.metrics.retried(kind=op.kind.value, engine=self._engine(table), error=error)
             return None
         reason = (
             f"gave up after {attempts} attempts: {error}"
@@ -184,6 +218,7 @@ class SagaRunner:
                     # Compensation is retried like any step; the operation stays compensating.
                     delay = self.retry.delay(op.failed_attempts + 1)
                     await self._retry_later(table, op, error=f"compensation: {error}", delay=delay)
+                    self.metrics.retried(kind=op.kind.value, engine=self._engine(table), error=error)
                     return None
                 reason = f"{reason}; compensation failed: {error}"
         return await self._update(table, op, lambda t: t.reject(op.operation_id, reason=reason))
@@ -200,16 +235,32 @@ class SagaRunner:
     ) -> Table:
         """Record ``change`` to the running operation (``retry_in``: and run it again that much later)."""
         operation_id = op.operation_id
+        outcome: list[str] = []
 
         async def record(session: Session) -> Table:
             current = await session.table(table.table_id, loaded=table)
             _head(current, operation_id)
             change(current)
+            outcome[:] = _outcomes(current, operation_id)
             if retry_in is not None:
                 session.retry_later(current, operation_id, delay=retry_in)
             return current
 
-        return await self.uow.run(record, metadata={"correlation_id": str(operation_id), "actor": "worker"})
+        metadata = {"correlation_id": str(operation_id), "actor": "worker"}
+        updated = await self.uow.run(record, metadata=metadata)
+        if outcome:
+            log.info("operation %s (%s, table %s) %s", operation_id, op.kind, table.table_id, outcome[0])
+            started = self._started.get(operation_id)
+            self.metrics.saga_finished(
+                kind=op.kind.value,
+                engine=self._engine(updated),
+                outcome=outcome[0],
+                seconds=time.perf_counter() - started if started is not None else 0.0,
+            )
+        return updated
+
+    def _engine(self, table: Table) -> str:
+        return self.connections.known_engine(table.database) or "unknown"
 
     async def _retry_later(
         self,
@@ -285,6 +336,20 @@ def _check_plan(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> N
             f"the change was planned as [{planned}], but the table's state now calls for [{now}] "
             "(a change accepted before it was rejected): plan it again"
         )
+
+
+_COMPLETED = (TableCreationConfirmed, TableChangeConfirmed, TableDeletionConfirmed, TableSchemaAdopted)
+_REJECTED = (TableCreationRejected, TableChangeRejected, TableDeletionRejected)
+
+
+def _outcomes(table: Table, operation_id: UUID) -> list[str]:
+    """The outcome of ``operation_id`` among the table's unsaved events: "completed", "rejected", or none."""
+    for event in table.changes:
+        if event.operation_id == operation_id and isinstance(event, _COMPLETED):
+            return ["completed"]
+        if event.operation_id == operation_id and isinstance(event, _REJECTED):
+            return ["rejected"]
+    return []
 
 
 def _head(table: Table, operation_id: UUID) -> PendingOperation:

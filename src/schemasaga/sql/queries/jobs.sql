@@ -24,3 +24,24 @@ ORDER BY o.accepted_seq;
 -- name: held_jobs
 -- The jobs the queue says one worker is running.
 SELECT id FROM procrastinate_jobs WHERE status = 'doing' AND worker_id = %(worker_id)s;
+
+-- name: queue_stats
+-- The queue at a glance, for /metrics: jobs ready, scheduled for later, running, and how long the oldest
+-- ready job has waited (since its deferral, or since its scheduled time). Both reads use the partial
+-- indexes on waiting and running jobs; the age looks at one job and its 'deferred' event.
+SELECT
+    count(*) FILTER (WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())) AS ready,
+    count(*) FILTER (WHERE status = 'todo' AND scheduled_at > now()) AS scheduled,
+    count(*) FILTER (WHERE status = 'doing') AS doing,
+    coalesce((
+        SELECT extract(epoch FROM now() - coalesce(
+            j.scheduled_at,
+            (SELECT min(e.at) FROM procrastinate_events e WHERE e.job_id = j.id AND e.type = 'deferred')
+        ))
+        FROM procrastinate_jobs j
+        WHERE j.status = 'todo' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+        ORDER BY j.id
+        LIMIT 1
+    ), 0) AS oldest_ready_age
+FROM procrastinate_jobs
+WHERE status IN ('todo', 'doing');
