@@ -152,14 +152,15 @@ def _verify_altered(adapter: SchemaAdapter, table: Table, op: PendingOperation) 
         )
 
 
-_ALTER = (Step("alter", _alter, _unalter), Step("verify", _verify_altered))
+ALTER_STEPS = (Step("alter", _alter, _unalter), Step("verify", _verify_altered))
+"""The saga of every change that runs a plan through ``apply_plan`` (renames, alterations, indexes)."""
 
 
 SAGAS: dict[OperationKind, tuple[Step, ...]] = {
-    OperationKind.RENAME_TABLE: _ALTER,
-    OperationKind.ALTER_COLUMN: _ALTER,
-    OperationKind.ADD_INDEX: _ALTER,
-    OperationKind.DROP_INDEX: _ALTER,
+    OperationKind.RENAME_TABLE: ALTER_STEPS,
+    OperationKind.ALTER_COLUMN: ALTER_STEPS,
+    OperationKind.ADD_INDEX: ALTER_STEPS,
+    OperationKind.DROP_INDEX: ALTER_STEPS,
     OperationKind.CREATE_TABLE: (
         Step("create_table", _create, _drop_table),
         Step("verify", _verify_created),
