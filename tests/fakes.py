@@ -255,6 +255,26 @@ class MemoryDatabase:
     def blockers(self, table: str) -> list[dict[str, object]]:
         return []
 
+    def check_rows(self, before: TableSchema, after: TableSchema, change: Change) -> None:
+        self._call("check_rows", before.name)
+
+    def live_state(self, before: TableSchema, after: TableSchema, change: Change | None = None) -> str:
+        self._call("live_state", before.name)
+        return "after" if after.name != before.name and self._find(after.name) is not None else "before"
+
+    def apply_plan(
+        self, before: TableSchema, after: TableSchema, plan: Plan, *, change: Change | None = None
+    ) -> bool:
+        self._call("apply_plan", before.name)
+        if after.name != before.name and self._find(after.name) is not None:
+            return False  # done already (inspect-first, as the real adapter)
+        found = self._require(before.name)
+        del self.tables[found.name]
+        self.tables[after.name] = LiveTable(
+            after.name, tuple(live(c) for c in after.columns), found.fold_case
+        )
+        return True
+
     def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
         self._call("plan_change", after.name)
         return Plan(self.engine, (Statement(f"-- {change.kind.value} {after.name}", "none"),))

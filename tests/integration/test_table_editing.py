@@ -267,3 +267,32 @@ async def test_a_table_is_created_with_defaults_uniques_and_indexes_as_show_says
     assert ["sku"] in uniques or any(cols == (["sku"], True) for cols in indexes.values())
     assert defaults["price"] is not None and "9.9" in defaults["price"]
     assert defaults["active"] == "true"
+
+
+async def test_rows_a_change_cannot_keep_refuse_it_before_any_ddl(
+    client: httpx.AsyncClient, service: Container, byodb_pg_url: str
+) -> None:
+    table = await created(client, {"name": "members", "columns": [{"name": "email", "type": "text"}]})
+    run_sql(
+        byodb_pg_url,
+        "INSERT INTO members (id, email) VALUES (1, 'a@x'), (2, 'a@x'), (3, NULL), (4, 'b@x'), (5, NULL)",
+    )
+    url = f"/v1/tables/{table['table_id']}/columns/email"
+    before = await counts(service)
+    for patch, count, keys in [({"nullable": False}, 2, [3, 5]), ({"unique": True}, 2, [1, 2])]:
+        r = await client.patch(url, json=patch)
+        assert r.status_code == 409, r.text
+        error = r.json()["error"]
+        assert error["code"] == "incompatible_rows"
+        assert error["details"]["count"] == count and sorted(error["details"]["primary_keys"]) == keys
+        # The plan says so too, and writes nothing either.
+        r = await client.patch(url + "?dry_run=true", json=patch)
+        assert r.status_code == 200 and any("refused" in w for w in r.json()["warnings"]), r.text
+    r = await client.patch(url, json={"type": "integer"})
+    assert r.status_code == 409 and r.json()["error"]["details"]["count"] == 3  # 'a@x' x2, 'b@x'
+    assert await counts(service) == before
+    # Once the rows fit, the same change is taken.
+    run_sql(byodb_pg_url, "DELETE FROM members WHERE email IS NULL")
+    r = await client.patch(url, json={"nullable": False})
+    assert r.status_code == 202, r.text
+    assert (await wait_operation(client, r.json()["operation_id"]))["status"] == "completed"

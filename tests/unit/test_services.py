@@ -3,6 +3,7 @@ its conflict retry, the table commands, and the saga runner's steps, retries, co
 
 from __future__ import annotations
 
+from dataclasses import replace
 from uuid import UUID, uuid4
 
 import pytest
@@ -394,3 +395,24 @@ async def test_an_alteration_of_a_column_whose_addition_was_rejected_is_rejected
     assert table.synced and table.confirmed.column("years") is None
     assert world.events(created.table_id)[-1] == "TableChangeRejected"
     assert world.byodb.calls[calls:] == []  # not even an inspection
+
+
+async def test_a_change_done_by_a_run_that_died_before_recording_it_is_confirmed_not_replanned() -> None:
+    world = World()
+    created = await world.settled()
+    renamed = await world.tables.rename_table(table_id=created.table_id, name="persons", metadata={})
+    # The rename ran, and its worker died before recording it: the table is already called persons.
+    world.byodb.tables["persons"] = replace(world.byodb.tables.pop("people"), name="persons")
+    calls = len(world.byodb.calls)
+    await world.run(renamed)  # type: ignore[arg-type]
+
+    table = await world.table(created.table_id)
+    assert table.synced and table.physical_name == "persons"
+    assert world.events(created.table_id)[-1] == "TableChangeConfirmed"
+    # Found done: its plan is not written again (it could name indexes otherwise), the step finds nothing
+    # to do, and the verification passes.
+    assert [method for method, _ in world.byodb.calls[calls:]] == [
+        "live_state",
+        "apply_plan",
+        "inspect_table",
+    ]

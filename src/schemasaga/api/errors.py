@@ -47,6 +47,7 @@ STATUS: dict[type, int] = {
     e.ColumnExists: 409,
     e.NameTaken: 409,
     e.TableExistsUnmanaged: 409,
+    e.IncompatibleRows: 409,
     e.TableGone: 409,
     e.IllegalTransition: 409,
     e.ConcurrentChange: 409,
@@ -66,6 +67,7 @@ def status_of(error: e.DomainError) -> int:
 class ErrorDetail(BaseModel):
     code: str
     message: str
+    details: dict[str, Any] | None = None
 
 
 class ErrorOut(BaseModel):
@@ -97,10 +99,14 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    body = ErrorOut(error=ErrorDetail(code=code, message=message))
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    body = ErrorOut(error=ErrorDetail(code=code, message=message, details=details))
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
 def _describe(errors: list[Any]) -> tuple[int, str, str]:
@@ -150,7 +156,7 @@ def allowed_methods(request: Request) -> list[str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.DomainError)
     async def domain_error(_: Request, exc: e.DomainError) -> JSONResponse:
-        return error_response(status_of(exc), exc.code, exc.message)
+        return error_response(status_of(exc), exc.code, exc.message, details=exc.details)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

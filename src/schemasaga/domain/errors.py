@@ -7,13 +7,17 @@ job queue) are not here: services turn the ones a caller must see into one of th
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DomainError(Exception):
     code = "invalid"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # Facts a program may act on, answered beside the message (say, the rows a change cannot keep).
+        self.details = details
 
 
 # -- requests ------------------------------------------------------------------------------------
@@ -79,6 +83,14 @@ class VersionMismatch(DomainError):
 
 class NameTaken(DomainError):
     code = "name_taken"
+
+
+class IncompatibleRows(DomainError):
+    """Rows of the table would violate the change (NULLs where NOT NULL is asked, duplicates where
+    uniqueness is, values a new type cannot hold): refused before any DDL. ``details``: ``count`` and up
+    to five ``primary_keys``."""
+
+    code = "incompatible_rows"
 
 
 class TableExistsUnmanaged(DomainError):

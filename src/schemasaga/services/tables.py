@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
+from schemasaga.byodb.errors import PermanentByodbError, TransientByodbError
+from schemasaga.byodb.rowchecks import RowCheck
 from schemasaga.domain.changes import (
     AddColumn,
     AddIndex,
@@ -32,6 +34,8 @@ from schemasaga.domain.columns import Column, Index, TableSchema
 from schemasaga.domain.errors import (
     ColumnNotFound,
     DatabaseNotFound,
+    DatabaseUnavailable,
+    IncompatibleRows,
     IndexNotFound,
     TableExistsUnmanaged,
     TableNotFound,
@@ -44,6 +48,8 @@ from schemasaga.services.ports import Connections
 from schemasaga.services.unit_of_work import Session, UnitOfWork
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 UNSET: Any = object()
 """A field a patch leaves as it is (``None`` is a value: no default)."""
@@ -306,8 +312,16 @@ class TableCommands:
             for name, kind in names:
                 self.connections.validate_identifier(name, database=table.database, kind=kind)
         plan = await self._plan(table.database, before, after, change)
+        rows = await self._check_rows(table, before, after, change)
         if asked.dry_run:
+            if rows is not None:
+                plan = replace(plan, warnings=(*plan.warnings, f"refused as it stands: {rows.message}"))
             return Planned(table_id, plan, before, after)
+        if rows is not None:
+            raise IncompatibleRows(
+                f"table {table.name!r}: {rows.message}; nothing was changed",
+                details={"count": rows.count, "primary_keys": list(rows.primary_keys)},
+            )
 
         operation_id = uuid4()
 
@@ -330,7 +344,17 @@ class TableCommands:
         self, database: str, before: TableSchema | None, after: TableSchema, change: Change
     ) -> Plan:
         adapter = await asyncio.to_thread(self.connections.adapter, database)
-        return await adapter.run(adapter.plan_change, before, after, change)
+        return await _asking(database, adapter.run(adapter.plan_change, before, after, change))
+
+    async def _check_rows(
+        self, table: Table, before: TableSchema, after: TableSchema, change: Change
+    ) -> RowCheck | None:
+        """The live rows ``change`` could not keep, checked before anything is written. Only a settled
+        table's rows are what the change will meet: one queued behind others is checked by its saga."""
+        if not table.synced or not isinstance(change, AlterColumn | AddIndex | AddColumn):
+            return None
+        adapter = await asyncio.to_thread(self.connections.adapter, table.database)
+        return await _asking(table.database, adapter.run(adapter.check_rows, before, after, change))
 
     async def _decide(self, table_id: UUID, decide: Decision, metadata: Mapping[str, Any]) -> Accepted:
         operation_id = uuid4()
@@ -340,6 +364,19 @@ class TableCommands:
 
         await self.uow.run(change, metadata=correlated(metadata, operation_id))
         return Accepted(table_id, operation_id)
+
+
+async def _asking(database: str, question: Awaitable[T]) -> T:
+    """What the user's database answers while a change is being planned; its failures become the
+    command's: unavailable (503, retry) or a change it cannot make (422), and nothing is written."""
+    try:
+        return await question
+    except TransientByodbError as exc:
+        raise DatabaseUnavailable(
+            f"database {database!r} could not be asked to plan the change: {exc}"
+        ) from None
+    except PermanentByodbError as exc:
+        raise UnsupportedChange(f"database {database!r} cannot make the change: {exc}") from None
 
 
 def only_accepted(result: Accepted | Planned) -> Accepted:
