@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import psycopg
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from procrastinate.exceptions import ConnectorException
@@ -141,6 +141,23 @@ def _core_unavailable(exc: BaseException) -> JSONResponse:
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
+class MethodRefused(HTTPException):
+    """A 405 whose ``Allow`` is known where it is raised (see ``refuse_other_methods``)."""
+
+
+def refuse_other_methods(router: APIRouter, path: str, served: set[str]) -> None:
+    """Answer 405 for every method of the literal ``path`` but ``served``, where a ``{param}`` sibling
+    would otherwise take them (``PATCH /v1/tables/track`` is not ``PATCH /v1/tables/{table_id}`` with a
+    bad id). Register it before the ``{param}`` routes."""
+    allow = ", ".join(m for m in _METHODS if m in served)
+
+    async def refuse(request: Request) -> NoReturn:
+        raise MethodRefused(405, headers={"Allow": allow})
+
+    others = [m for m in _METHODS if m not in served]
+    router.add_api_route(path, refuse, methods=others, include_in_schema=False, response_model=None)
+
+
 def allowed_methods(request: Request) -> list[str]:
     """Every method the request's path answers. Starlette's 405 names only the methods of the first
     route whose path matched, while one path may be served by several routes (``GET`` and ``POST
@@ -168,7 +185,7 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         # Keep the exception's headers: a 405 says which methods are allowed.
         headers = dict(exc.headers or {})
-        if exc.status_code == 405:
+        if exc.status_code == 405 and not isinstance(exc, MethodRefused):
             headers["Allow"] = ", ".join(allowed_methods(request))
         return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 
 from schemasaga.api.deps import Metadata, Reads, ServicesDep, Tables
-from schemasaga.api.errors import responses
+from schemasaga.api.errors import refuse_other_methods, responses
 from schemasaga.api.models import (
     AcceptedOut,
     ColumnPatchRequest,
@@ -85,6 +85,10 @@ async def track_table(
 ) -> AcceptedOut | JSONResponse:
     """Start managing a table that exists already: its live schema becomes its metadata (no DDL)."""
     return _answer(await tables.track_table(name=body.name, database=body.database, metadata=meta), response)
+
+
+# `track` is a literal beside `{table_id}`: `PATCH /v1/tables/track` must be a 405, not a bad table id.
+refuse_other_methods(router, "/track", {"POST"})
 
 
 @router.get("", response_model=TablePage, responses=responses(400, 422, 503))
