@@ -49,6 +49,7 @@ class CoreState:
     databases: dict[str, DatabaseState] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)
     running: set[UUID] = field(default_factory=set)
+    starts: dict[UUID, int] = field(default_factory=dict)
     position: int = 0
 
 
@@ -168,13 +169,14 @@ class MemoryCore:
     async def reading(self) -> AsyncIterator[MemoryStreams]:
         yield MemoryStreams(self.state)
 
-    async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> bool:
+    async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
         if job_id is not None and any(
             j.operation_id == operation_id and j.id != job_id and j.delay > 0 for j in self.state.jobs
         ):
-            return False
+            return None
         self.state.running.add(operation_id)
-        return True
+        self.state.starts[operation_id] = self.state.starts.get(operation_id, 0) + 1
+        return self.state.starts[operation_id]
 
     # -- what tests look at ----------------------------------------------------------------------
 

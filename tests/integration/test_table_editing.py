@@ -155,6 +155,10 @@ async def test_a_table_the_database_has_already_is_never_taken_over_silently(
     )  # the very shape schemasaga would make
     run_sql(byodb_pg_url, "INSERT INTO users_own (id, name) VALUES (1, 'keep me')")
     before = await counts(service)
+    # The plan says so before anything is asked for.
+    r = await client.post("/v1/tables", params={"dry_run": True}, json={"name": "users_own"})
+    assert r.status_code == 200, r.text
+    assert any("refused as it stands" in w and "track" in w for w in r.json()["warnings"]), r.text
     for name in ("users_own", "USERS_OWN"):
         r = await client.post("/v1/tables", json={"name": name})
         assert r.status_code == 409, r.text
@@ -296,3 +300,32 @@ async def test_rows_a_change_cannot_keep_refuse_it_before_any_ddl(
     r = await client.patch(url, json={"nullable": False})
     assert r.status_code == 202, r.text
     assert (await wait_operation(client, r.json()["operation_id"]))["status"] == "completed"
+
+
+async def test_a_table_that_appears_before_its_creation_runs_is_refused_and_left_as_it_is(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str
+) -> None:
+    # Accepted while no worker runs; then the user makes a table of that name, of the very shape
+    # schemasaga would make. Found "done" by the create step, it would be taken over (and a later
+    # delete would drop its rows); the first run of the saga knows it did not make it.
+    settings = settings_factory(byodb_pg_url)
+    async with running_service(settings, worker=False) as service:
+        transport = httpx.ASGITransport(app=service.web_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as client:
+            r = await client.post("/v1/tables", json={"name": "late"})
+            assert r.status_code == 202, r.text
+            table_id, operation_id = r.json()["table_id"], r.json()["operation_id"]
+    run_sql(
+        byodb_pg_url,
+        "CREATE TABLE late (id integer PRIMARY KEY, name text, created_at timestamp, updated_at timestamp)",
+    )
+    run_sql(byodb_pg_url, "INSERT INTO late (id, name) VALUES (1, 'keep me')")
+    async with running_service(settings) as service:
+        transport = httpx.ASGITransport(app=service.web_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as client:
+            operation = await wait_operation(client, operation_id)
+            assert operation["status"] == "rejected", operation
+            assert "track" in (operation["last_error"] or "") + str(operation["detail"]), operation
+            table = await wait_synced(client, table_id)
+            assert table["exists"] is False
+    assert query(byodb_pg_url, "SELECT id, name FROM late") == [(1, "keep me")]

@@ -127,11 +127,10 @@ class PgCore:
     async def reading(self) -> AsyncIterator[PgStreams]:
         yield PgStreams(self.store)
 
-    async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> bool:
+    async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
         async with self.pool.connection() as conn:
             if job_id is not None and await job_queries.retry_scheduled(
                 conn, operation_id=operation_id, job_id=job_id
             ):
-                return False
-            await readmodels.mark_running(conn, operation_id=operation_id)
-            return True
+                return None
+            return await readmodels.mark_running(conn, operation_id=operation_id)

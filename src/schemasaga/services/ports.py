@@ -87,9 +87,11 @@ class CoreDatabase(Protocol):
     def reading(self) -> AbstractAsyncContextManager[StreamReader]:
         """Reads outside a transaction (each one sees what is committed when it runs); never writes."""
 
-    async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> bool:
-        """Mark the operation running, unless another job of it waits for its backoff (a retry
-        scheduled while ``job_id``, its fallback job, waited): then False, and nothing changes."""
+    async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
+        """Mark the operation running and answer how many times a worker started it, this time
+        included (0 when the read model does not know it as open); unless another job of it waits for
+        its backoff (a retry scheduled while ``job_id``, its fallback job, waited): then None, and
+        nothing changes."""
 
 
 class SchemaAdapter(Protocol):

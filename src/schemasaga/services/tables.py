@@ -139,6 +139,12 @@ class TableCommands:
             )
             live = None
         if dry_run:
+            if live is not None:
+                warning = (
+                    f"refused as it stands: database {database!r} has a table {live.name!r} already; "
+                    "track it (POST /v1/tables/track) if schemasaga should manage it"
+                )
+                plan = replace(plan, warnings=(*plan.warnings, warning))
             return Planned(None, plan, None, schema)
         operation_id = uuid4()
         table = Table.create(

@@ -183,5 +183,5 @@ class UnitOfWork:
         async with self.core.reading() as reader:
             return await repository.load_database(reader, name)
 
-    async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> bool:
+    async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
         return await self.core.start_operation(operation_id, job_id=job_id)

@@ -38,7 +38,7 @@ from schemasaga.domain.schema import Expression
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
 from schemasaga.faults import kill_point
 from schemasaga.services.ports import Connections, NoSagaMetrics, SagaMetrics, SchemaAdapter
-from schemasaga.services.sagas.steps import ALTER_STEPS, SAGAS
+from schemasaga.services.sagas.steps import ALTER_STEPS, SAGAS, refuse_unmanaged
 from schemasaga.services.unit_of_work import Session, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -101,13 +101,14 @@ class SagaRunner:
                 log.info("operation %s of table %s already finished; nothing to do", operation_id, table_id)
                 return
             logcontext.bind_operation(operation_id)
-            if not await self.uow.start_operation(operation_id, job_id=job_id):
+            starts = await self.uow.start_operation(operation_id, job_id=job_id)
+            if starts is None:
                 log.info("operation %s waits for its scheduled retry; job %s leaves it", operation_id, job_id)
                 return
             job_id = None  # the changes chained after it are this job's own
             self._started[operation_id] = time.perf_counter()
             try:
-                finished = await self._run(table, op)
+                finished = await self._run(table, op, first_start=starts == 1)
             except _Stale:
                 log.info("operation %s was finished by another run", operation_id)
                 return
@@ -117,8 +118,11 @@ class SagaRunner:
                 return
             table, operation_id = finished, finished.head.operation_id
 
-    async def _run(self, table: Table, op: PendingOperation) -> Table | None:
-        """The table after the operation's outcome, or None when it waits for a retry."""
+    async def _run(self, table: Table, op: PendingOperation, *, first_start: bool) -> Table | None:
+        """The table after the operation's outcome, or None when it waits for a retry.
+
+        ``first_start``: no worker started the operation before, so nothing on the user's database
+        can be its doing yet."""
         steps = SAGAS[op.kind]
         if op.compensating:
             return await self._compensate_and_reject(
@@ -146,6 +150,10 @@ class SagaRunner:
                 if step.name in op.steps_done:
                     continue
                 step_started = time.perf_counter()
+                if first_start and step.refuse_existing:
+                    # A table there before the first run is the user's, however it looks: never taken
+                    # over (found done) nor, on a rejection, dropped by the compensation.
+                    await _on_byodb(adapter, refuse_unmanaged, adapter, table, op)
                 kill_point(step.name, "before_action")
                 with tracing.tracer().start_as_current_span(f"saga step {step.name}"):
                     await _on_byodb(adapter, step.action, adapter, table, op)

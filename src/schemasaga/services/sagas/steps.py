@@ -25,6 +25,8 @@ class Step:
     name: str
     action: Action
     compensation: Action | None = None
+    # The step makes the table: on the operation's first start, a table already there is refused.
+    refuse_existing: bool = False
 
 
 class VerificationFailed(PermanentByodbError):
@@ -38,6 +40,19 @@ def _create(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
 
 def _drop_table(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
     adapter.drop_table(table.physical_name)
+
+
+def refuse_unmanaged(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    """Refuse to create a table that exists before any run of the operation could have made it: it
+    appeared after the creation was accepted (or the database could not be looked at then)."""
+    name = table.premise(op).name
+    live = adapter.inspect_table(name)
+    if live is not None:
+        raise PermanentByodbError(
+            f"a table {live.name!r} appeared in the database before schemasaga created {name!r}; "
+            "it is left as it is: track it (POST /v1/tables/track) to manage it",
+            engine=adapter.engine,
+        )
 
 
 def _add(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
@@ -162,7 +177,7 @@ SAGAS: dict[OperationKind, tuple[Step, ...]] = {
     OperationKind.ADD_INDEX: ALTER_STEPS,
     OperationKind.DROP_INDEX: ALTER_STEPS,
     OperationKind.CREATE_TABLE: (
-        Step("create_table", _create, _drop_table),
+        Step("create_table", _create, _drop_table, refuse_existing=True),
         Step("verify", _verify_created),
     ),
     OperationKind.ADD_COLUMN: (

@@ -41,9 +41,11 @@ WHERE operation_id = %(operation_id)s;
 
 -- name: operation_running
 -- Not an event: it says nothing about the schema; a rebuilt operation is pending until its job runs.
+-- Counts the starts: the first start of a create knows that a table already there is not its own.
 UPDATE rm_operations
-SET status = 'running'
-WHERE operation_id = %(operation_id)s AND status IN ('pending', 'running');
+SET status = 'running', starts = starts + 1
+WHERE operation_id = %(operation_id)s AND status IN ('pending', 'running')
+RETURNING starts;
 
 -- name: truncate_read_models
 TRUNCATE rm_tables, rm_operations;
