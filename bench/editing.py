@@ -1,0 +1,389 @@
+"""Editing a big table through schemasaga while another connection writes, against the raw DDL.
+
+Run: ``.venv/bin/python -m bench.editing [--rows N] [--rate 500]`` (rows: ``SCHEMASAGA_BENCH_EDITING_ROWS``,
+default 1,000,000; ``--rows 20000`` is a quick check of a minute or less).
+
+On a fresh core database and a fresh BYODB (local PostgreSQL, 127.0.0.1:5432, or the server of
+``SCHEMASAGA_BENCH_DATABASE_URL``; both dropped at the end), with the real ``schemasaga serve``
+(in-process worker) as a subprocess, like ``bench.saga``:
+
+1. ``POST /v1/tables`` creates table ``big`` (the four default columns plus ``val integer``) through the
+   service's saga; its rows are then written into the BYODB with one ``INSERT ... SELECT generate_series``,
+   and an identical copy ``big_raw`` is made (``LIKE ... INCLUDING ALL``, same rows), both vacuumed and
+   analyzed.
+2. Type change ``val`` integer -> bigint (a rewrite under ACCESS EXCLUSIVE): raw ``ALTER TABLE`` through
+   psycopg on ``big_raw``, then ``PATCH /v1/tables/{id}/columns/val`` on ``big``, timed from the request
+   until the operation is completed (polled every 10 ms).
+3. Index on ``val``: ``POST /v1/tables/{id}/indexes`` on ``big`` (the plan builds it ``CONCURRENTLY``), then
+   raw ``CREATE INDEX`` and raw ``CREATE INDEX CONCURRENTLY`` (after dropping the first) on ``big_raw``.
+
+During each change a writer thread, on its own autocommit connection, inserts one row at a time into the
+table being changed at ``--rate`` rows/s (open loop: each insert has its scheduled time; a late one is sent
+at once). Reported per case: the change's wall duration, the ratio saga / raw, and the writer's longest
+insert (its stall) against the DDL lock timeout the saga uses (``SCHEMASAGA_DDL_LOCK_TIMEOUT_MS``, default
+5000 ms: it bounds how long the saga's DDL *waits* for its lock, not how long it then holds it).
+Before each saga case its plan is fetched with ``?dry_run=true`` and printed; after it, the live table
+is checked to be what the plan said (bigint; a valid index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from bench.saga import db_conninfo, fresh_databases, ms, pct, running_service
+from schemasaga.config import Settings
+
+TABLE = "big"
+COPY = "big_raw"
+ROWS_ENV = "SCHEMASAGA_BENCH_EDITING_ROWS"
+
+FILL = """
+INSERT INTO {} (id, name, created_at, updated_at, val)
+SELECT g, 'row ' || g, now() - g * interval '1 second', now(), (g * 7919) %% 1000003
+FROM generate_series(1, %(rows)s) AS g
+"""
+INSERT = "INSERT INTO {} (id, name, created_at, updated_at, val) VALUES (%s, %s, now(), now(), %s)"
+
+
+# -- the writer -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    scheduled: float  # perf_counter when it was due
+    sent: float
+    done: float
+
+    @property
+    def latency(self) -> float:
+        return self.done - self.sent
+
+    @property
+    def lateness(self) -> float:
+        """From when it was due until it was done: includes waiting behind an insert that stalled."""
+        return self.done - self.scheduled
+
+
+@dataclass
+class Writer:
+    """Inserts one row per autocommit statement into ``table`` at ``rate`` rows/s, in a thread."""
+
+    conninfo: str
+    table: str
+    first_id: int
+    rate: float
+    samples: list[Sample] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _ready: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    next_id: int = 0  # the id after the last one written
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"writer-{self.table}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the writer did not connect")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(60)
+
+    def _run(self) -> None:
+        statement = sql.SQL(INSERT).format(sql.Identifier(self.table))
+        period = 1.0 / self.rate
+        row_id = self.next_id = self.first_id
+        try:
+            with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                self._ready.set()
+                due = time.perf_counter()
+                while not self._stop.is_set():
+                    now = time.perf_counter()
+                    if now < due:
+                        time.sleep(due - now)
+                    sent = time.perf_counter()
+                    conn.execute(statement, (row_id, f"written {row_id}", row_id % 1000003), prepare=True)
+                    self.samples.append(Sample(due, sent, time.perf_counter()))
+                    row_id = self.next_id = row_id + 1
+                    due += period
+        except Exception as exc:  # reported with the case, not swallowed
+            self.errors.append(repr(exc))
+        finally:
+            self._ready.set()
+
+
+# -- one case -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    label: str
+    seconds: float
+    samples: list[Sample]
+    window: tuple[float, float]
+    errors: list[str]
+    next_id: int
+
+    def during(self) -> list[Sample]:
+        start, end = self.window
+        return [s for s in self.samples if s.done >= start and s.sent <= end]
+
+    @property
+    def stall(self) -> float:
+        return max((s.latency for s in self.samples), default=float("nan"))
+
+    def line(self, lock_timeout_s: float) -> str:
+        lat = [s.latency for s in self.samples]
+        late = max((s.lateness for s in self.samples), default=float("nan"))
+        over = sum(1 for s in self.samples if s.latency > lock_timeout_s)
+        during = self.during()
+        return (
+            f"{self.label}: {self.seconds:.2f} s; writer: {len(self.samples)} inserts "
+            f"({len(during)} during the change), latency p50={ms(pct(lat, 50))} ms p99={ms(pct(lat, 99))} ms "
+            f"max={ms(self.stall)} ms (max lateness {ms(late)} ms), {over} over the lock timeout"
+            + (f"; WRITER ERRORS: {self.errors}" if self.errors else "")
+        )
+
+
+async def with_writer(
+    label: str,
+    conninfo: str,
+    table: str,
+    first_id: int,
+    rate: float,
+    change: Callable[[], Awaitable[None]],
+    settle: float,
+) -> Case:
+    """Run ``change`` while a writer inserts into ``table``; ``settle`` seconds of writes before and after."""
+    writer = Writer(conninfo, table, first_id, rate)
+    writer.start()
+    try:
+        await asyncio.sleep(settle)
+        start = time.perf_counter()
+        await change()
+        end = time.perf_counter()
+        await asyncio.sleep(settle)
+    finally:
+        await asyncio.to_thread(writer.stop)
+    return Case(label, end - start, writer.samples, (start, end), writer.errors, writer.next_id)
+
+
+# -- the service side -----------------------------------------------------------------------------
+
+
+async def wait_operation(client: httpx.AsyncClient, operation_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.perf_counter() + timeout
+    while True:
+        r = await client.get(f"/v1/operations/{operation_id}")
+        r.raise_for_status()
+        op: dict[str, Any] = r.json()
+        if op["status"] in ("completed", "rejected"):
+            if op["status"] != "completed":
+                raise RuntimeError(f"operation {operation_id} was rejected: {op['last_error']}")
+            return op
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"operation {operation_id} not finished after {timeout:.0f} s: {op}")
+        await asyncio.sleep(0.01)
+
+
+async def saga_change(
+    client: httpx.AsyncClient, method: str, path: str, body: dict[str, Any], timeout: float
+) -> Callable[[], Awaitable[None]]:
+    """Print the change's plan (dry run), and return the change itself: request, then wait for it."""
+    r = await client.request(method, path, json=body, params={"dry_run": "true"})
+    r.raise_for_status()
+    plan = r.json()
+    for s in plan["statements"]:
+        print(
+            f"    plan: {s['sql']}  [lock {s['lock']}; rewrites={s['rewrites']} scans={s['scans']} "
+            f"transactional={s['transactional']}]",
+            flush=True,
+        )
+    for w in plan["warnings"]:
+        print(f"    plan warning: {w}", flush=True)
+
+    async def run() -> None:
+        r = await client.request(method, path, json=body)
+        r.raise_for_status()
+        await wait_operation(client, str(r.json()["operation_id"]), timeout)
+
+    return run
+
+
+def raw_change(conninfo: str, statement: sql.Composable) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        def execute() -> None:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(statement)
+
+        await asyncio.to_thread(execute)
+
+    return run
+
+
+def prepare(conninfo: str, rows: int) -> None:
+    """Fill ``big`` (created by the service) and copy it to ``big_raw``, both vacuumed and analyzed."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        t0 = time.perf_counter()
+        conn.execute(sql.SQL(FILL).format(sql.Identifier(TABLE)), {"rows": rows})
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                sql.Identifier(COPY), sql.Identifier(TABLE)
+            )
+        )
+        conn.execute(
+            sql.SQL("INSERT INTO {} SELECT * FROM {}").format(sql.Identifier(COPY), sql.Identifier(TABLE))
+        )
+        for name in (TABLE, COPY):
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(name)))
+        size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size(%s))", (TABLE,)).fetchone()
+        print(
+            f"filled {TABLE} and {COPY}: {rows:,} rows each ({size[0] if size else '?'} each) "
+            f"in {time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
+
+
+def checkpoint(conninfo: str) -> None:
+    """Write dirty pages out before a case, so that no case pays for the previous one's checkpoint."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
+def live_facts(conninfo: str, table: str) -> tuple[str, list[tuple[str, bool]]]:
+    with psycopg.connect(conninfo) as conn:
+        kind = conn.execute(
+            "SELECT data_type FROM information_schema.columns WHERE table_name = %s AND column_name = 'val'",
+            (table,),
+        ).fetchone()
+        indexes = conn.execute(
+            "SELECT c.relname, x.indisvalid FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid"
+            " WHERE x.indrelid = %s::regclass AND NOT x.indisprimary ORDER BY 1",
+            (table,),
+        ).fetchall()
+    return (str(kind[0]) if kind else "?"), [(str(n), bool(v)) for n, v in indexes]
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def summary(cases: dict[str, Case], lock_timeout_s: float) -> None:
+    def ratio(a: str, b: str) -> str:
+        return f"{cases[a].seconds / cases[b].seconds:.2f}"
+
+    print(f"\nlock timeout of the saga's DDL: {lock_timeout_s * 1000:.0f} ms")
+    print("| case | duration (s) | writer's longest insert (ms) | over the lock timeout |")
+    print("|---|---:|---:|---|")
+    for case in cases.values():
+        print(
+            f"| {case.label} | {case.seconds:.2f} | {ms(case.stall)} | "
+            f"{'yes' if case.stall > lock_timeout_s else 'no'} |"
+        )
+    print(f"type change, saga / raw ALTER: {ratio('alter_saga', 'alter_raw')}")
+    print(
+        f"index, saga (CONCURRENTLY) / raw CREATE INDEX: {ratio('index_saga', 'index_raw')}; "
+        f"/ raw CREATE INDEX CONCURRENTLY: {ratio('index_saga', 'index_raw_concurrently')}"
+    )
+
+
+async def amain(args: argparse.Namespace) -> dict[str, Case]:
+    settings = Settings()
+    lock_timeout_s = settings.ddl_lock_timeout_ms / 1000
+    timeout = settings.ddl_statement_timeout_ms / 1000 * 3 + 60
+    cases: dict[str, Case] = {}
+    rate, settle = args.rate, args.settle
+    with fresh_databases("edit") as (core, byodb):
+        conninfo = db_conninfo(byodb)
+        async with (
+            running_service(core, byodb) as service,
+            httpx.AsyncClient(base_url=service.base_url, timeout=timeout) as client,
+        ):
+            body = {"name": TABLE, "columns": [{"name": "val", "type": "integer"}]}
+            r = await client.post("/v1/tables", json=body)
+            r.raise_for_status()
+            table_id = str(r.json()["table_id"])
+            await wait_operation(client, str(r.json()["operation_id"]), timeout)
+            await asyncio.to_thread(prepare, conninfo, args.rows)
+            # each case's writer starts its ids above every row written before it, in either table
+            next_id = args.rows + 1
+
+            async def case(name: str, label: str, table: str, change: Callable[[], Awaitable[None]]) -> None:
+                nonlocal next_id
+                await asyncio.to_thread(checkpoint, conninfo)
+                cases[name] = await with_writer(label, conninfo, table, next_id, rate, change, settle)
+                next_id = cases[name].next_id
+                print("  " + cases[name].line(lock_timeout_s), flush=True)
+
+            print("type change: val integer -> bigint", flush=True)
+            alter = sql.SQL("ALTER TABLE {} ALTER COLUMN val TYPE bigint USING val::bigint").format(
+                sql.Identifier(COPY)
+            )
+            print(f"    raw: {alter.as_string(None)}", flush=True)
+            await case("alter_raw", "raw ALTER TABLE", COPY, raw_change(conninfo, alter))
+            patch = await saga_change(
+                client, "PATCH", f"/v1/tables/{table_id}/columns/val", {"type": "bigint"}, timeout
+            )
+            await case("alter_saga", "schemasaga PATCH column type", TABLE, patch)
+            print(
+                f"    live after: {TABLE} {live_facts(conninfo, TABLE)}; {COPY} {live_facts(conninfo, COPY)}"
+            )
+
+            print("index on val", flush=True)
+            index = await saga_change(
+                client, "POST", f"/v1/tables/{table_id}/indexes", {"columns": ["val"]}, timeout
+            )
+            await case("index_saga", "schemasaga POST index", TABLE, index)
+            plain = sql.SQL("CREATE INDEX {} ON {} (val)").format(
+                sql.Identifier("raw_val_idx"), sql.Identifier(COPY)
+            )
+            print(f"    raw: {plain.as_string(None)}", flush=True)
+            await case("index_raw", "raw CREATE INDEX", COPY, raw_change(conninfo, plain))
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier("raw_val_idx")))
+            concurrent = sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} (val)").format(
+                sql.Identifier("raw_val_idx"), sql.Identifier(COPY)
+            )
+            print(f"    raw: {concurrent.as_string(None)}", flush=True)
+            await case(
+                "index_raw_concurrently",
+                "raw CREATE INDEX CONCURRENTLY",
+                COPY,
+                raw_change(conninfo, concurrent),
+            )
+            print(
+                f"    live after: {TABLE} {live_facts(conninfo, TABLE)}; {COPY} {live_facts(conninfo, COPY)}"
+            )
+    summary(cases, lock_timeout_s)
+    return cases
+
+
+def main(argv: list[str] | None = None) -> dict[str, Case]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=int(os.environ.get(ROWS_ENV, "1000000")))
+    parser.add_argument("--rate", type=float, default=500.0, help="the writer's inserts per second")
+    parser.add_argument(
+        "--settle", type=float, default=1.0, help="seconds of writes before and after a change"
+    )
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    cases = asyncio.run(amain(args))
+    print(f"total {time.perf_counter() - t0:.0f} s")
+    return cases
+
+
+if __name__ == "__main__":
+    main()
