@@ -50,7 +50,7 @@ ROWS_ENV = "SCHEMASAGA_BENCH_EDITING_ROWS"
 
 FILL = """
 INSERT INTO {} (id, name, created_at, updated_at, val)
-SELECT g, 'row ' || g, now() - g * interval '1 second', now(), (g * 7919) %% 1000003
+SELECT g, 'row ' || g, now() - g * interval '1 second', now(), (g::bigint * 7919) %% 1000003
 FROM generate_series(1, %(rows)s) AS g
 """
 INSERT = "INSERT INTO {} (id, name, created_at, updated_at, val) VALUES (%s, %s, now(), now(), %s)"
@@ -199,9 +199,15 @@ async def wait_operation(client: httpx.AsyncClient, operation_id: str, timeout: 
 
 
 async def saga_change(
-    client: httpx.AsyncClient, method: str, path: str, body: dict[str, Any], timeout: float
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    timeout: float,
+    operations: list[str],
 ) -> Callable[[], Awaitable[None]]:
-    """Print the change's plan (dry run), and return the change itself: request, then wait for it."""
+    """Print the change's plan (dry run), and return the change itself: request, then wait for it (its
+    operation id is appended to ``operations``)."""
     r = await client.request(method, path, json=body, params={"dry_run": "true"})
     r.raise_for_status()
     plan = r.json()
@@ -217,12 +223,13 @@ async def saga_change(
     async def run() -> None:
         r = await client.request(method, path, json=body)
         r.raise_for_status()
-        await wait_operation(client, str(r.json()["operation_id"]), timeout)
+        operations.append(str(r.json()["operation_id"]))
+        await wait_operation(client, operations[-1], timeout)
 
     return run
 
 
-def raw_change(conninfo: str, statement: sql.Composable) -> Callable[[], Awaitable[None]]:
+def raw_change(conninfo: str, statement: sql.Composed) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         def execute() -> None:
             with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -254,6 +261,28 @@ def prepare(conninfo: str, rows: int) -> None:
             f"in {time.perf_counter() - t0:.1f} s",
             flush=True,
         )
+
+
+# The operation's events, in order, with their times (clock_timestamp() at the insert).
+OPERATION_EVENTS = """
+SELECT e.event_type, e.data ->> 'step', e.created_at
+FROM event_store_events e
+WHERE e.metadata ->> 'correlation_id' = %s
+ORDER BY e.position
+"""
+
+
+def phases(core_conninfo: str, operation_id: str) -> str:
+    """``TableChanged +0 ms, SagaStepCompleted(alter) +1234 ms, ...``: where a saga's time went."""
+    with psycopg.connect(core_conninfo) as conn:
+        rows = conn.execute(OPERATION_EVENTS, (operation_id,)).fetchall()
+    if not rows:
+        return "(no events)"
+    first = rows[0][2]
+    return ", ".join(
+        f"{kind}{f'({step})' if step else ''} +{(at - first).total_seconds() * 1000:.0f} ms"
+        for kind, step, at in rows
+    )
 
 
 def checkpoint(conninfo: str) -> None:
@@ -326,42 +355,60 @@ async def amain(args: argparse.Namespace) -> dict[str, Case]:
                 next_id = cases[name].next_id
                 print("  " + cases[name].line(lock_timeout_s), flush=True)
 
+            operations: list[str] = []
+
+            async def saga_case(name: str, label: str, change: Callable[[], Awaitable[None]]) -> None:
+                await case(name, label, TABLE, change)
+                print(f"    saga events: {phases(service.core_conninfo, operations[-1])}", flush=True)
+
+            # Which of raw and saga runs first alternates between the two changes (--swap: the other way).
             print("type change: val integer -> bigint", flush=True)
             alter = sql.SQL("ALTER TABLE {} ALTER COLUMN val TYPE bigint USING val::bigint").format(
                 sql.Identifier(COPY)
             )
-            print(f"    raw: {alter.as_string(None)}", flush=True)
-            await case("alter_raw", "raw ALTER TABLE", COPY, raw_change(conninfo, alter))
             patch = await saga_change(
-                client, "PATCH", f"/v1/tables/{table_id}/columns/val", {"type": "bigint"}, timeout
+                client, "PATCH", f"/v1/tables/{table_id}/columns/val", {"type": "bigint"}, timeout, operations
             )
-            await case("alter_saga", "schemasaga PATCH column type", TABLE, patch)
+            print(f"    raw: {alter.as_string(None)}", flush=True)
+            pair: list[Callable[[], Awaitable[None]]] = [
+                lambda: case("alter_raw", "raw ALTER TABLE", COPY, raw_change(conninfo, alter)),
+                lambda: saga_case("alter_saga", "schemasaga PATCH column type", patch),
+            ]
+            for run in reversed(pair) if args.swap else pair:
+                await run()
             print(
                 f"    live after: {TABLE} {live_facts(conninfo, TABLE)}; {COPY} {live_facts(conninfo, COPY)}"
             )
 
             print("index on val", flush=True)
             index = await saga_change(
-                client, "POST", f"/v1/tables/{table_id}/indexes", {"columns": ["val"]}, timeout
+                client, "POST", f"/v1/tables/{table_id}/indexes", {"columns": ["val"]}, timeout, operations
             )
-            await case("index_saga", "schemasaga POST index", TABLE, index)
             plain = sql.SQL("CREATE INDEX {} ON {} (val)").format(
                 sql.Identifier("raw_val_idx"), sql.Identifier(COPY)
             )
-            print(f"    raw: {plain.as_string(None)}", flush=True)
-            await case("index_raw", "raw CREATE INDEX", COPY, raw_change(conninfo, plain))
-            with psycopg.connect(conninfo, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier("raw_val_idx")))
             concurrent = sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} (val)").format(
                 sql.Identifier("raw_val_idx"), sql.Identifier(COPY)
             )
-            print(f"    raw: {concurrent.as_string(None)}", flush=True)
-            await case(
-                "index_raw_concurrently",
-                "raw CREATE INDEX CONCURRENTLY",
-                COPY,
-                raw_change(conninfo, concurrent),
+            print(
+                f"    raw: {plain.as_string(None)}; then dropped, and {concurrent.as_string(None)}",
+                flush=True,
             )
+
+            async def raw_indexes() -> None:
+                await case("index_raw", "raw CREATE INDEX", COPY, raw_change(conninfo, plain))
+                with psycopg.connect(conninfo, autocommit=True) as conn:
+                    conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier("raw_val_idx")))
+                await case(
+                    "index_raw_concurrently",
+                    "raw CREATE INDEX CONCURRENTLY",
+                    COPY,
+                    raw_change(conninfo, concurrent),
+                )
+
+            pair = [lambda: saga_case("index_saga", "schemasaga POST index", index), raw_indexes]
+            for run in reversed(pair) if args.swap else pair:
+                await run()
             print(
                 f"    live after: {TABLE} {live_facts(conninfo, TABLE)}; {COPY} {live_facts(conninfo, COPY)}"
             )
@@ -375,6 +422,9 @@ def main(argv: list[str] | None = None) -> dict[str, Case]:
     )
     parser.add_argument("--rows", type=int, default=int(os.environ.get(ROWS_ENV, "1000000")))
     parser.add_argument("--rate", type=float, default=500.0, help="the writer's inserts per second")
+    parser.add_argument(
+        "--swap", action="store_true", help="saga before raw for the type change, after for the index"
+    )
     parser.add_argument(
         "--settle", type=float, default=1.0, help="seconds of writes before and after a change"
     )
