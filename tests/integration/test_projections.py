@@ -15,7 +15,8 @@ from tests.integration.test_saga_flow import create_table, run_sql
 
 READ_MODELS = {
     "rm_tables": "SELECT * FROM rm_tables ORDER BY table_id",
-    "rm_operations": "SELECT * FROM rm_operations ORDER BY operation_id",
+    # Not `starts`: how many times a worker started an operation is no event, and a rebuild forgets it.
+    "rm_operations": "SELECT to_jsonb(o) - 'starts' AS row FROM rm_operations o ORDER BY operation_id",
     "rm_databases": "SELECT * FROM rm_databases ORDER BY name",
 }
 

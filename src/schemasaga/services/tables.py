@@ -319,6 +319,8 @@ class TableCommands:
                 self.connections.validate_identifier(name, database=table.database, kind=kind)
         plan = await self._plan(table.database, before, after, change)
         rows = await self._check_rows(table, before, after, change)
+        if isinstance(rows, str):
+            plan, rows = replace(plan, warnings=(*plan.warnings, rows)), None
         if asked.dry_run:
             if rows is not None:
                 plan = replace(plan, warnings=(*plan.warnings, f"refused as it stands: {rows.message}"))
@@ -354,13 +356,22 @@ class TableCommands:
 
     async def _check_rows(
         self, table: Table, before: TableSchema, after: TableSchema, change: Change
-    ) -> RowCheck | None:
+    ) -> RowCheck | str | None:
         """The live rows ``change`` could not keep, checked before anything is written. Only a settled
-        table's rows are what the change will meet: one queued behind others is checked by its saga."""
+        table's rows are what the change will meet: one queued behind others is checked by its saga.
+        A database unreachable now does not refuse the change (its saga waits for it, and checks the
+        rows before any DDL): then why they were not checked."""
         if not table.synced or not isinstance(change, AlterColumn | AddIndex | AddColumn):
             return None
         adapter = await asyncio.to_thread(self.connections.adapter, table.database)
-        return await _asking(table.database, adapter.run(adapter.check_rows, before, after, change))
+        try:
+            return await _asking(table.database, adapter.run(adapter.check_rows, before, after, change))
+        except DatabaseUnavailable as exc:
+            log.info("rows of %r not checked before accepting a change: %s", table.name, exc.message)
+            return (
+                f"the rows were not checked: database {table.database!r} cannot be reached now; "
+                "the change checks them before its DDL"
+            )
 
     async def _decide(self, table_id: UUID, decide: Decision, metadata: Mapping[str, Any]) -> Accepted:
         operation_id = uuid4()
