@@ -265,6 +265,7 @@ def _limits(settings: Settings) -> DdlLimits:
     return DdlLimits(
         lock_timeout_ms=settings.ddl_lock_timeout_ms,
         statement_timeout_ms=settings.ddl_statement_timeout_ms,
+        online_statement_timeout_ms=settings.ddl_online_statement_timeout_ms,
         connect_timeout_s=settings.byodb_connect_timeout,
         threads=settings.byodb_threads_per_database,
     )

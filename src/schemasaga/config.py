@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # DDL guards on the BYODB (milliseconds).
     ddl_lock_timeout_ms: int = 5000
     ddl_statement_timeout_ms: int = 60000
+    # PostgreSQL's CONCURRENTLY index builds block no writer: their own limit, 0 for none.
+    ddl_online_statement_timeout_ms: int = Field(default=0, ge=0)
     byodb_connect_timeout: int = 5
     # Threads of each registered database's own pool (its operations at once, in each process); as many
     # as a worker's default concurrency, so one busy database is not slower than with a shared pool.

@@ -626,3 +626,58 @@ def test_a_type_change_with_a_default_on_both_sides(
     with reader.begin() as conn:
         conn.execute(sa.insert(sa.table("people", sa.column("id"))), [{"id": 9}])
     assert rows(reader, "people", "id", "age") == [(1, 31), (2, 42), (3, None), (9, 1)]
+
+
+def _big(url: str, rows: int) -> TableSchema:
+    """A table ``big`` (id, n integer) of ``rows`` rows, made by the server itself."""
+    schema = TableSchema("big", (DEFAULT_COLUMNS[0], Column("n", T.INTEGER)))
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE big (id integer PRIMARY KEY, n integer)"))
+            conn.execute(sa.text(f"INSERT INTO big SELECT i, i FROM generate_series(1, {rows}) AS i"))
+    finally:
+        engine.dispose()
+    return schema
+
+
+def test_a_rewrite_past_the_statement_timeout_is_final_and_changes_nothing(byodb_pg_url: str) -> None:
+    # Each retry of a rewrite cut off by the statement timeout would block writers as long again.
+    before = _big(byodb_pg_url, 300_000)
+    adapter = open_adapter(byodb_pg_url, limits=DdlLimits(lock_timeout_ms=2000, statement_timeout_ms=20))
+    try:
+        change = AlterColumn("n", Column("n", T.BIGINT))
+        after = change.apply(before)
+        planned = plan("postgresql", before, after, change)
+        assert any(s.rewrites for s in planned.statements)
+        with pytest.raises(PermanentByodbError, match=r"statement timeout.*not retried") as raised:
+            adapter.apply_plan(before, after, planned, change=change)
+        assert raised.value.statement_timeout
+        assert adapter.live_state(before, after, change) == "before"
+    finally:
+        adapter.dispose()
+
+
+def test_a_concurrent_index_build_is_not_cut_off_at_the_step_timeout(byodb_pg_url: str) -> None:
+    # It blocks no writer: the step's short statement timeout does not apply, the online one does.
+    before = _big(byodb_pg_url, 300_000)
+    change = AddIndex(Index("big_n_idx", ("n",)))
+    after = change.apply(before)
+    planned = plan("postgresql", before, after, change)
+    assert [s.transactional for s in planned.statements] == [False]
+    cut_off = open_adapter(
+        byodb_pg_url,
+        limits=DdlLimits(lock_timeout_ms=2000, statement_timeout_ms=20, online_statement_timeout_ms=20),
+    )
+    try:
+        with pytest.raises(TransientByodbError) as raised:
+            cut_off.apply_plan(before, after, planned, change=change)
+        assert raised.value.statement_timeout
+    finally:
+        cut_off.dispose()
+    adapter = open_adapter(byodb_pg_url, limits=DdlLimits(lock_timeout_ms=2000, statement_timeout_ms=20))
+    try:
+        assert adapter.apply_plan(before, after, planned, change=change) is True
+        assert adapter.live_state(before, after, change) == "after"
+    finally:
+        adapter.dispose()

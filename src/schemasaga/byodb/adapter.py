@@ -747,10 +747,12 @@ class ByodbAdapter:
                         self._hook(f"apply_plan:{statement.sql}")
                         # verbatim: no bind parameters are parsed out (the step's limits are set already)
                         _verbatim(step.conn, statement.sql)
-                except BaseException:
+                except BaseException as exc:
                     if any(s.sql == planner.LEGACY_ALTER_OFF for s in first):
                         # a PRAGMA outlives the transaction: the pooled connection gets its default back
                         _verbatim(step.conn, planner.LEGACY_ALTER_OFF)
+                    if isinstance(exc, Exception):
+                        raise self._held_too_long(classify(exc, context=what), first) from exc
                     raise
                 if self.transactional_ddl and first:
                     # still inside the transaction: a wrong result rolls back
@@ -846,12 +848,31 @@ class ByodbAdapter:
                     conn.exec_driver_sql("RESET lock_timeout")
                     conn.exec_driver_sql("RESET statement_timeout")
 
+    def _held_too_long(self, failure: ByodbError, statements: Sequence[Statement]) -> ByodbError:
+        """A statement timeout on a statement that rewrites or scans the table is final: it held its
+        lock (writers waited) for the whole timeout, and a retry would hold it as long again."""
+        heavy = [s for s in statements if s.rewrites or s.scans]
+        if not failure.statement_timeout or not heavy:
+            return failure
+        error = PermanentByodbError(
+            f"{failure.message}; it rewrites or reads every row of the table and ran longer than the "
+            f"statement timeout ({self.limits.statement_timeout_ms} ms), blocking writers all that time: "
+            "not retried, nothing was changed (raise SCHEMASAGA_DDL_STATEMENT_TIMEOUT_MS for a table "
+            "this size)",
+            engine=self.engine,
+            code=failure.code,
+        )
+        return error
+
     def _run_outside_transaction(self, statements: Sequence[Statement], what: str) -> None:
         """PostgreSQL's CONCURRENTLY statements, each on its own; an invalid index a failed build leaves
-        behind is dropped (here, and before the next attempt)."""
+        behind is dropped (here, and before the next attempt). They block no writer, so they run under
+        the online statement timeout (none by default) rather than the step's."""
         self._drop_invalid(statements, what)
         try:
             with self._autocommit() as conn:
+                online = int(self.limits.online_statement_timeout_ms)
+                conn.exec_driver_sql(f"SET statement_timeout = {online}")  # an int of our settings
                 for statement in statements:
                     self._hook(f"apply_plan:{statement.sql}")
                     _verbatim(conn, statement.sql)

@@ -36,6 +36,8 @@ DDL_OPTION = "schemasaga_ddl"
 class DdlLimits:
     lock_timeout_ms: int = 5000
     statement_timeout_ms: int = 60000
+    # PostgreSQL's CONCURRENTLY statements block no writer: they may run longer (0: no limit).
+    online_statement_timeout_ms: int = 0
     connect_timeout_s: int = 5
     # Threads of one database's own pool (see ByodbAdapter.run): at most this many of its operations at once.
     threads: int = 8

@@ -29,12 +29,20 @@ class ByodbError(Exception):
         """Whether a statement gave up waiting for a lock another session holds."""
         return self.code in LOCK_TIMEOUT_CODES
 
+    @property
+    def statement_timeout(self) -> bool:
+        """Whether a statement ran longer than its statement timeout (and was cancelled)."""
+        return self.code in STATEMENT_TIMEOUT_CODES
+
     def __str__(self) -> str:
         return self.message
 
 
 # The codes of a lock wait that timed out (PostgreSQL lock_timeout, MySQL/MariaDB lock_wait_timeout).
 LOCK_TIMEOUT_CODES = frozenset({"55P03", "1205"})
+# Statements cancelled for running too long (PostgreSQL statement_timeout or a cancel, MariaDB
+# max_statement_time, MySQL max_execution_time).
+STATEMENT_TIMEOUT_CODES = frozenset({"57014", "1969", "3024"})
 
 
 class TransientByodbError(ByodbError):
