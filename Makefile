@@ -32,8 +32,12 @@ lint: $(DEV_STAMP)
 types: $(DEV_STAMP)
 	$(BIN)/mypy
 
+# Two test processes: most tests wait on servers, workers and timeouts rather than on a core. Each test
+# has its own databases and ports, so they do not meet.
+PYTEST_PROCS ?= 2
+
 pytest: $(DEV_STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_PROCS)
 
 fmt: $(DEV_STAMP)
 	$(BIN)/ruff format .
