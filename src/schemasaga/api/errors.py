@@ -55,6 +55,11 @@ STATUS: dict[type, int] = {
     e.DatabaseInUse: 409,
     e.DatabaseConfigured: 409,
     e.DatabaseAlreadyRegistered: 409,
+    e.NotAuthenticated: 401,
+    e.Forbidden: 403,
+    e.InvalidTokenScope: 422,
+    e.TokenExists: 409,
+    e.TokenNotFound: 404,
     e.DatabaseUnavailable: 503,
     e.CredentialsUnavailable: 503,
 }
@@ -83,7 +88,9 @@ class ErrorOut(BaseModel):
 _DESCRIPTIONS = {
     400: "Malformed JSON, or a value the service's database cannot take (a NUL character, say); nothing "
     "was written.",
-    403: "Outside what the operator allows; nothing was written.",
+    401: "No token, or an unknown or revoked one (`Authorization: Bearer <token>`, when tokens are "
+    "required); nothing was written.",
+    403: "Outside what the operator allows, or outside the token's scope or databases; nothing was written.",
     404: "Not found.",
     409: "In conflict with the current state; nothing was written.",
     412: "`If-Match` named a version of the table other than its current one; nothing was written.",
@@ -173,7 +180,11 @@ def allowed_methods(request: Request) -> list[str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.DomainError)
     async def domain_error(_: Request, exc: e.DomainError) -> JSONResponse:
-        return error_response(status_of(exc), exc.code, exc.message, details=exc.details)
+        # RFC 9110: a 401 says how to authenticate.
+        headers = (
+            {"WWW-Authenticate": 'Bearer realm="schemasaga"'} if isinstance(exc, e.NotAuthenticated) else None
+        )
+        return error_response(status_of(exc), exc.code, exc.message, headers=headers, details=exc.details)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
