@@ -555,6 +555,14 @@ async def test_a_request_without_a_token_is_told_nothing_of_its_body(world: Worl
     for body in ({"bogus": 1}, {"name": "Not A Valid Name!"}):
         r = await world.client.post("/v1/tables", json=body)
         assert r.status_code == 401, r.text
+    for path in ("/v1/tables", "/table/create"):
+        r = await world.client.post(path, content=b"{not json", headers={"Content-Type": "application/json"})
+        assert r.status_code == 401, r.text
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    r = await world.client.post(
+        "/v1/tables", content=b"{not json", headers={**world.auth(READ), "Content-Type": "application/json"}
+    )
+    assert r.status_code == 400, r.text  # with a token: what is wrong with it
     r = await world.client.post("/v1/tables", json={"bogus": 1}, headers=world.auth(READ))
     assert r.status_code == 403, r.text
     r = await world.client.post(

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from schemasaga.api.deps import authenticate, bearer
 from schemasaga.domain import errors as e
 from schemasaga.eventstore import WrongExpectedVersion
 
@@ -177,18 +178,29 @@ def allowed_methods(request: Request) -> list[str]:
     ]
 
 
+def _domain_error(exc: e.DomainError) -> JSONResponse:
+    # RFC 9110: a 401 says how to authenticate.
+    headers = (
+        {"WWW-Authenticate": 'Bearer realm="schemasaga"'} if isinstance(exc, e.NotAuthenticated) else None
+    )
+    return error_response(status_of(exc), exc.code, exc.message, headers=headers, details=exc.details)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.DomainError)
     async def domain_error(_: Request, exc: e.DomainError) -> JSONResponse:
-        # RFC 9110: a 401 says how to authenticate.
-        headers = (
-            {"WWW-Authenticate": 'Bearer realm="schemasaga"'} if isinstance(exc, e.NotAuthenticated) else None
-        )
-        return error_response(status_of(exc), exc.code, exc.message, headers=headers, details=exc.details)
+        return _domain_error(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         status, code, message = _describe(list(exc.errors()))
+        if status == 400:
+            # FastAPI parses a JSON body before it runs the dependencies: a caller without a token learns
+            # nothing of its body, not even that it is not JSON.
+            try:
+                await authenticate(request, await bearer(request))
+            except e.NotAuthenticated as refused:
+                return _domain_error(refused)
         return error_response(status, code, message)
 
     @app.exception_handler(HTTPException)
