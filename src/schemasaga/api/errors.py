@@ -201,6 +201,8 @@ def install_error_handlers(app: FastAPI) -> None:
                 await authenticate(request, await bearer(request))
             except e.NotAuthenticated as refused:
                 return _domain_error(refused)
+            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+                return _core_unavailable(exc)
         return error_response(status, code, message)
 
     @app.exception_handler(HTTPException)
