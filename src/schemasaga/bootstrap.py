@@ -15,6 +15,7 @@ import psycopg
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
+from schemasaga.api.access import AccessPolicy
 from schemasaga.api.app import create_app
 from schemasaga.api.deps import Services
 from schemasaga.byodb.adapter import DdlLimits, Prober
@@ -24,8 +25,10 @@ from schemasaga.config import ConfigurationError, Settings
 from schemasaga.coredb.embedded import EmbeddedPostgres
 from schemasaga.coredb.migrations import missing_migrations, upgrade
 from schemasaga.coredb.own import PgOwnDatabase
+from schemasaga.coredb.tokens import PgTokens
 from schemasaga.coredb.transaction import PgCore
 from schemasaga.coredb.views import PgReadModels, RegistrySource
+from schemasaga.domain import access
 from schemasaga.domain.database import DEFAULT_DATABASE
 from schemasaga.domain.errors import DomainError
 from schemasaga.domain.policy import RegistrationPolicy, parse_socket_dirs
@@ -40,6 +43,7 @@ from schemasaga.services.databases import DatabaseCommands
 from schemasaga.services.drift import DriftDetector
 from schemasaga.services.sagas.runner import RetryPolicy, SagaRunner
 from schemasaga.services.tables import TableCommands
+from schemasaga.services.tokens import TokenCommands
 from schemasaga.services.unit_of_work import UnitOfWork
 from schemasaga.worker import WorkerLiveness, WorkerParts
 
@@ -75,6 +79,43 @@ def check_settings(settings: Settings) -> RegistrationPolicy:
         )
     except ValueError as exc:
         raise ConfigurationError(f"invalid settings: SCHEMASAGA_BYODB_ALLOWED_HOSTS: {exc}") from None
+
+
+def access_policy(settings: Settings) -> AccessPolicy:
+    """Tokens, Host allow-list and CORS, from the settings and the address the service listens on."""
+    origins = tuple(o.strip() for o in settings.cors_origins.split(",") if o.strip())
+    return AccessPolicy(
+        tokens_required=access.tokens_required(settings.auth, settings.host),
+        allowed_hosts=access.allowed_hosts(settings.allowed_hosts, settings.host),
+        cors_origins=origins,
+    )
+
+
+def describe_access(settings: Settings) -> list[str]:
+    """What ``serve`` says at start about who may reach it."""
+    policy = access_policy(settings)
+    listening = f"listening on {settings.host}"
+    if policy.tokens_required:
+        why = (
+            "SCHEMASAGA_AUTH=required"
+            if settings.auth == "required"
+            else f"SCHEMASAGA_AUTH=auto, {listening}"
+        )
+        lines = [f"access: tokens required ({why}); /healthz, /readyz and /metrics stay open"]
+    else:
+        why = (
+            "SCHEMASAGA_AUTH=off"
+            if settings.auth == "off"
+            else f"SCHEMASAGA_AUTH=auto, {listening} (loopback)"
+        )
+        lines = [f"access: no token required ({why}); every request may do everything"]
+    if policy.allowed_hosts is None:
+        lines.append("access: any Host header is answered (SCHEMASAGA_ALLOWED_HOSTS is unset or *)")
+    else:
+        lines.append(f"access: Host headers answered: {', '.join(sorted(policy.allowed_hosts))}")
+    if policy.cors_origins:
+        lines.append(f"access: CORS allowed for {', '.join(policy.cors_origins)}")
+    return lines
 
 
 def _make_sqlite_dir(settings: Settings) -> None:
@@ -137,6 +178,7 @@ class Container:
     databases: DatabaseCommands
     runner: SagaRunner
     drift: DriftDetector
+    tokens: TokenCommands
     secrets: SecretBox = field(repr=False)
     # The in-process worker's (run_worker with self.worker), for /readyz.
     liveness: WorkerLiveness = field(default_factory=WorkerLiveness)
@@ -172,7 +214,9 @@ class Container:
                 ping_core=self._ping_core,
                 readiness=readiness,
                 scrape=self._scrape,
-            )
+                tokens=self.tokens,
+            ),
+            access=access_policy(self.settings),
         )
 
     async def _ping_core(self) -> None:
@@ -341,5 +385,6 @@ async def _build(
         databases=databases,
         runner=SagaRunner(uow=uow, connections=connections, retry=retry, metrics=metrics.SAGAS),
         drift=DriftDetector(uow=uow, reads=reads, connections=connections, on_scan=metrics.drift_scanned),
+        tokens=TokenCommands(store=PgTokens(pool, store=store)),
         secrets=secrets,
     )

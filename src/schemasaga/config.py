@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 
+    # Access (see schemasaga.domain.access). auto: tokens are required unless the service listens on a
+    # loopback address only; required: always; off: never (every request may do everything).
+    auth: Literal["auto", "required", "off"] = "auto"
+    # The Host header names answered, comma-separated ("*": any). Unset: localhost, 127.0.0.1 and ::1
+    # when listening on loopback (a DNS-rebinding page cannot drive a local service), any otherwise.
+    allowed_hosts: str = ""
+    # Origins allowed cross-origin (CORS), comma-separated; unset: no CORS headers at all.
+    cors_origins: str = ""
+
     # Worker
     worker_concurrency: int = Field(default=8, ge=1)
     # Seconds between polls for new jobs; bounds the wait when a LISTEN/NOTIFY wake-up is missed.
@@ -73,7 +82,7 @@ class Settings(BaseSettings):
     # stderr is not a terminal, text when it is.
     log_format: Literal["json", "text"] | None = None
 
-    @field_validator("log_format", mode="before")
+    @field_validator("log_format", "auth", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

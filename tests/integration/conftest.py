@@ -36,6 +36,9 @@ def fast_settings(**overrides: Any) -> Settings:
         "byodb_connect_timeout": 2,
         "worker_concurrency": 4,
         "secret_key": TEST_SECRET_KEY,
+        # The in-process clients' base URLs (http://schemasaga, http://t) and Starlette's test client's
+        # (testserver), beside the loopback names the service answers by default.
+        "allowed_hosts": "localhost,127.0.0.1,::1,schemasaga,t,testserver",
     }
     values.update(overrides)
     return Settings(**values)

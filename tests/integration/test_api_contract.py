@@ -174,9 +174,17 @@ async def test_the_openapi_document_declares_every_answer(client: httpx.AsyncCli
     assert schemas["ErrorDetail"]["required"] == ["code", "message"]
     error = {"$ref": "#/components/schemas/ErrorOut"}
     operations = [(m, p, op) for p, item in document["paths"].items() for m, op in item.items()]
-    assert len(operations) == 26
+    assert len(operations) == 29
+    assert document["components"]["securitySchemes"]["token"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": document["components"]["securitySchemes"]["token"]["description"],
+    }
     for method, path, operation in operations:
         answers = operation["responses"]
+        if path != "/healthz":  # every route but the health check may need a token
+            assert {"401", "403"} <= set(answers), (method, path)
+            assert operation["security"] == [{"token": []}], (method, path)
         successes = [s for s in answers if s.startswith("2")]
         parameters = {p["name"] for p in operation.get("parameters", [])}
         if "dry_run" in parameters:  # a change: 202 accepted, or 200 and its plan

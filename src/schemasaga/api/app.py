@@ -6,14 +6,17 @@ from fastapi import FastAPI
 
 from schemasaga import __version__
 from schemasaga.api import demo, ops
+from schemasaga.api.access import AccessPolicy, install_access
 from schemasaga.api.deps import Services, ServicesDep
 from schemasaga.api.errors import install_error_handlers, responses
 from schemasaga.api.middleware import RequestContext
 from schemasaga.api.models import HealthOut
-from schemasaga.api.v1 import databases, operations, tables
+from schemasaga.api.v1 import databases, operations, tables, tokens
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, *, access: AccessPolicy | None = None) -> FastAPI:
+    """``access``: tokens, Host allow-list and CORS (by default: no token required, any Host, no CORS).
+    ``/healthz``, ``/readyz``, ``/metrics`` and the OpenAPI document and its pages need no token."""
     app = FastAPI(
         title="schemasaga",
         version=__version__,
@@ -25,7 +28,9 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(tables.router)
     app.include_router(operations.router)
     app.include_router(databases.router)
+    app.include_router(tokens.router)
     app.include_router(ops.router)
+    install_access(app, access or AccessPolicy())
     app.add_middleware(RequestContext, routes=lambda: app.routes)
 
     @app.get("/healthz", tags=["health"], response_model=HealthOut, responses=responses(503))

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from schemasaga.api.deps import authenticate, bearer
 from schemasaga.domain import errors as e
 from schemasaga.eventstore import WrongExpectedVersion
 
@@ -55,6 +56,11 @@ STATUS: dict[type, int] = {
     e.DatabaseInUse: 409,
     e.DatabaseConfigured: 409,
     e.DatabaseAlreadyRegistered: 409,
+    e.NotAuthenticated: 401,
+    e.Forbidden: 403,
+    e.InvalidTokenScope: 422,
+    e.TokenExists: 409,
+    e.TokenNotFound: 404,
     e.DatabaseUnavailable: 503,
     e.CredentialsUnavailable: 503,
 }
@@ -83,7 +89,9 @@ class ErrorOut(BaseModel):
 _DESCRIPTIONS = {
     400: "Malformed JSON, or a value the service's database cannot take (a NUL character, say); nothing "
     "was written.",
-    403: "Outside what the operator allows; nothing was written.",
+    401: "No token, or an unknown or revoked one (`Authorization: Bearer <token>`, when tokens are "
+    "required); nothing was written.",
+    403: "Outside what the operator allows, or outside the token's scope or databases; nothing was written.",
     404: "Not found.",
     409: "In conflict with the current state; nothing was written.",
     412: "`If-Match` named a version of the table other than its current one; nothing was written.",
@@ -170,14 +178,31 @@ def allowed_methods(request: Request) -> list[str]:
     ]
 
 
+def _domain_error(exc: e.DomainError) -> JSONResponse:
+    # RFC 9110: a 401 says how to authenticate.
+    headers = (
+        {"WWW-Authenticate": 'Bearer realm="schemasaga"'} if isinstance(exc, e.NotAuthenticated) else None
+    )
+    return error_response(status_of(exc), exc.code, exc.message, headers=headers, details=exc.details)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.DomainError)
     async def domain_error(_: Request, exc: e.DomainError) -> JSONResponse:
-        return error_response(status_of(exc), exc.code, exc.message, details=exc.details)
+        return _domain_error(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         status, code, message = _describe(list(exc.errors()))
+        if status == 400:
+            # FastAPI parses a JSON body before it runs the dependencies: a caller without a token learns
+            # nothing of its body, not even that it is not JSON.
+            try:
+                await authenticate(request, await bearer(request))
+            except e.NotAuthenticated as refused:
+                return _domain_error(refused)
+            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+                return _core_unavailable(exc)
         return error_response(status, code, message)
 
     @app.exception_handler(HTTPException)

@@ -10,12 +10,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from schemasaga.domain.access import Scope
 from schemasaga.domain.columns import Column, Index, column_type, index_name
 from schemasaga.domain.database import DEFAULT_DATABASE
 from schemasaga.domain.errors import InvalidColumn, InvalidTableId
 from schemasaga.domain.table import Table
 from schemasaga.services.drift import DriftReport
 from schemasaga.services.tables import UNSET, Accepted, ColumnPatch, Planned
+from schemasaga.services.tokens import TokenView
 from schemasaga.services.views import TableView
 
 # -- requests --------------------------------------------------------------------------------------
@@ -408,3 +410,44 @@ class OkOut(Answer):
 class HealthOut(Answer):
     status: Literal["ok"] = "ok"
     version: str
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+
+
+class NewTokenRequest(Strict):
+    name: str = Field(
+        description="1 to 63 lower-case letters, digits, `_`, `.` and `-`, starting with a letter"
+    )
+    scope: Literal["read", "write", "admin"]
+    databases: list[str] | None = Field(
+        default=None, description="the only databases the token may touch (none given: every one)"
+    )
+
+
+class TokenOut(Answer):
+    """A token as listed: never its secret."""
+
+    name: str
+    scope: Scope
+    databases: list[str] | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, view: TokenView) -> TokenOut:
+        return cls(
+            name=view.name,
+            scope=view.scope,
+            databases=view.databases,
+            created_at=view.created_at,
+            revoked_at=view.revoked_at,
+        )
+
+
+class NewTokenOut(TokenOut):
+    token: str = Field(description="the token, shown this once only: it is stored hashed")
+
+
+class TokenList(Answer):
+    items: list[TokenOut]

@@ -42,10 +42,12 @@ async def _serve(s: Settings, *, with_worker: bool) -> int:
     answers requests but runs no job must not go on looking healthy."""
     import uvicorn
 
-    from schemasaga.bootstrap import open_container
+    from schemasaga.bootstrap import describe_access, open_container
     from schemasaga.worker import run_worker
 
     async with open_container(s) as container:
+        for line in describe_access(s):
+            log.info("%s", line)
         config = uvicorn.Config(
             container.web_app(with_worker=with_worker),
             host=s.host,

@@ -4,7 +4,7 @@ and the event store, and the registered URLs every process's connections load.""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -49,9 +49,21 @@ class PgReadModels:
         return _table(rows[0]) if rows else None
 
     async def list_tables(
-        self, *, database: str | None, include_deleted: bool, after: UUID | None, limit: int
+        self,
+        *,
+        database: str | None,
+        include_deleted: bool,
+        after: UUID | None,
+        limit: int,
+        databases: Collection[str] | None = None,
     ) -> list[TableView]:
-        params = {"database": database, "include_deleted": include_deleted, "after": after, "limit": limit}
+        params = {
+            "database": database,
+            "include_deleted": include_deleted,
+            "after": after,
+            "limit": limit,
+            "databases": None if databases is None else sorted(databases),
+        }
         return [_table(row) for row in await self._rows("list_tables", params)]
 
     async def table_at(self, table_id: UUID, *, version: int | None, moment: datetime | None) -> Table:
@@ -82,9 +94,20 @@ class PgReadModels:
         return _operation(rows[0]) if rows else None
 
     async def list_operations(
-        self, *, table_id: UUID | None, status: str | None, limit: int
+        self,
+        *,
+        table_id: UUID | None,
+        status: str | None,
+        limit: int,
+        databases: Collection[str] | None = None,
     ) -> list[OperationView]:
-        rows = await self._rows("list_operations", {"table_id": table_id, "status": status, "limit": limit})
+        params = {
+            "table_id": table_id,
+            "status": status,
+            "limit": limit,
+            "databases": None if databases is None else sorted(databases),
+        }
+        rows = await self._rows("list_operations", params)
         return [_operation(row) for row in rows]
 
     async def unsettled_operations(self) -> list[OperationView]:

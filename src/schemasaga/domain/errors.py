@@ -210,3 +210,34 @@ class CredentialsUnavailable(DomainError):
     """The database is registered, but this process's secret key cannot decrypt its URL."""
 
     code = "secret_key_mismatch"
+
+
+# -- access --------------------------------------------------------------------------------------
+
+
+class NotAuthenticated(DomainError):
+    """No usable token: none given, malformed, unknown or revoked (which of these is not said)."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(DomainError):
+    """The token is valid, and what it asks is outside its scope or its databases."""
+
+    code = "forbidden"
+
+
+class InvalidTokenName(InvalidName):
+    pass
+
+
+class InvalidTokenScope(DomainError):
+    code = "invalid_token_scope"
+
+
+class TokenExists(DomainError):
+    code = "token_exists"
+
+
+class TokenNotFound(DomainError):
+    code = "token_not_found"

@@ -7,6 +7,7 @@ up to date; the web layer shapes the rows into its answers.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -82,9 +83,15 @@ class ReadModels(Protocol):
     async def get_table(self, table_id: UUID) -> TableView | None: ...
 
     async def list_tables(
-        self, *, database: str | None, include_deleted: bool, after: UUID | None, limit: int
+        self,
+        *,
+        database: str | None,
+        include_deleted: bool,
+        after: UUID | None,
+        limit: int,
+        databases: Collection[str] | None = None,
     ) -> list[TableView]:
-        """Keyset-paged by table id: the tables after ``after``."""
+        """Keyset-paged by table id: the tables after ``after``; of ``databases`` only, when given."""
 
     async def table_at(self, table_id: UUID, *, version: int | None, moment: datetime | None) -> Table:
         """The table as it was at a stream version or a moment (time travel): with every event of a
@@ -95,9 +102,14 @@ class ReadModels(Protocol):
     async def get_operation(self, operation_id: UUID) -> OperationView | None: ...
 
     async def list_operations(
-        self, *, table_id: UUID | None, status: str | None, limit: int
+        self,
+        *,
+        table_id: UUID | None,
+        status: str | None,
+        limit: int,
+        databases: Collection[str] | None = None,
     ) -> list[OperationView]:
-        """Newest first."""
+        """Newest first; of the tables of ``databases`` only, when given."""
 
     async def unsettled_operations(self) -> list[OperationView]:
         """Operations pending or running, in acceptance order."""

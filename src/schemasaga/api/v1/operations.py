@@ -5,24 +5,26 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from schemasaga.api.deps import Reads
+from schemasaga.api.deps import Reader, Reads, require_table
 from schemasaga.api.errors import responses
 from schemasaga.api.models import OperationOut
 from schemasaga.domain.errors import OperationNotFound
 
-router = APIRouter(prefix="/v1/operations", tags=["operations"])
+router = APIRouter(prefix="/v1/operations", tags=["operations"], responses=responses(401, 403))
 
 
 @router.get("/{operation_id}", response_model=OperationOut, responses=responses(404, 422, 503))
-async def get_operation(operation_id: UUID, reads: Reads) -> OperationOut:
+async def get_operation(operation_id: UUID, caller: Reader, reads: Reads) -> OperationOut:
     view = await reads.get_operation(operation_id)
     if view is None:
         raise OperationNotFound(f"no operation with id {operation_id}")
+    await require_table(caller, reads, view.table_id)
     return OperationOut.model_validate(view)
 
 
 @router.get("", response_model=list[OperationOut], responses=responses(422, 503))
 async def list_operations(
+    caller: Reader,
     reads: Reads,
     table_id: UUID | None = None,
     status: Literal["pending", "running", "completed", "rejected"] | None = None,
@@ -30,5 +32,7 @@ async def list_operations(
 ) -> list[OperationOut]:
     return [
         OperationOut.model_validate(v)
-        for v in await reads.list_operations(table_id=table_id, status=status, limit=limit)
+        for v in await reads.list_operations(
+            table_id=table_id, status=status, limit=limit, databases=caller.databases
+        )
     ]

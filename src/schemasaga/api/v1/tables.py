@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 
-from schemasaga.api.deps import Metadata, Reads, ServicesDep, Tables
+from schemasaga.api.deps import Metadata, Reader, Reads, ServicesDep, Tables, Writer, require_table
 from schemasaga.api.errors import refuse_other_methods, responses
 from schemasaga.api.models import (
     AcceptedOut,
@@ -27,7 +27,7 @@ from schemasaga.api.models import (
 from schemasaga.domain.errors import InvalidColumn, TableNotFound
 from schemasaga.services.tables import Accepted, Asked, Planned
 
-router = APIRouter(prefix="/v1/tables", tags=["tables"])
+router = APIRouter(prefix="/v1/tables", tags=["tables"], responses=responses(401, 403))
 
 CHANGE_ERRORS = responses(400, 404, 409, 412, 422, 503)
 PLANNED: dict[int | str, dict[str, Any]] = {
@@ -62,10 +62,16 @@ def _answer(result: Accepted | Planned, response: Response) -> AcceptedOut | JSO
 
 @router.post("", status_code=202, response_model=AcceptedOut, responses=PLANNED)
 async def create_table(
-    body: NewTableRequest, tables: Tables, meta: Metadata, response: Response, dry_run: DryRun = False
+    body: NewTableRequest,
+    caller: Writer,
+    tables: Tables,
+    meta: Metadata,
+    response: Response,
+    dry_run: DryRun = False,
 ) -> AcceptedOut | JSONResponse:
     """Create a table: the four default columns (`id`, `name`, `created_at`, `updated_at`), then the given
     columns, and the given indexes."""
+    caller.require_database(body.database)
     columns = tuple(c.to_column() for c in body.columns)
     indexes = tuple(i.to_index(body.name) for i in body.indexes)
     result = await tables.create_table(
@@ -81,9 +87,10 @@ async def create_table(
 
 @router.post("/track", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS)
 async def track_table(
-    body: TrackTableRequest, tables: Tables, meta: Metadata, response: Response
+    body: TrackTableRequest, caller: Writer, tables: Tables, meta: Metadata, response: Response
 ) -> AcceptedOut | JSONResponse:
     """Start managing a table that exists already: its live schema becomes its metadata (no DDL)."""
+    caller.require_database(body.database)
     return _answer(await tables.track_table(name=body.name, database=body.database, metadata=meta), response)
 
 
@@ -93,6 +100,7 @@ refuse_other_methods(router, "/track", {"POST"})
 
 @router.get("", response_model=TablePage, responses=responses(400, 422, 503))
 async def list_tables(
+    caller: Reader,
     reads: Reads,
     services: ServicesDep,
     database: str | None = None,
@@ -102,8 +110,15 @@ async def list_tables(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> TablePage:
+    """The tables of every database the token may touch (or of `database` only)."""
+    if database is not None:
+        caller.require_database(database)
     views = await reads.list_tables(
-        database=database, include_deleted=include_deleted, after=after, limit=limit
+        database=database,
+        include_deleted=include_deleted,
+        after=after,
+        limit=limit,
+        databases=caller.databases,
     )
     items = [TableOut.of(v, engine=services.connections.known_engine(v.database)) for v in views]
     return TablePage(items=items, next_after=items[-1].table_id if len(items) == limit else None)
@@ -112,6 +127,7 @@ async def list_tables(
 @router.get("/{table_id}", response_model=TableOut, responses=responses(404, 422, 503))
 async def get_table(
     table_id: UUID,
+    caller: Reader,
     reads: Reads,
     services: ServicesDep,
     response: Response,
@@ -121,6 +137,7 @@ async def get_table(
         Query(description="the table as it was at this moment (ISO 8601), whole transactions only"),
     ] = None,
 ) -> TableOut:
+    await require_table(caller, reads, table_id)
     if at_version is None and at is None:
         view = await reads.get_table(table_id)
         if view is None:
@@ -136,6 +153,8 @@ async def get_table(
 @router.patch("/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED)
 async def rename_table(
     table_id: UUID,
+    caller: Writer,
+    reads: Reads,
     body: RenameTableRequest,
     tables: Tables,
     meta: Metadata,
@@ -144,6 +163,7 @@ async def rename_table(
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     """Rename the table."""
+    await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
     return _answer(
         await tables.rename_table(table_id=table_id, name=body.name, metadata=meta, asked=asked), response
@@ -153,12 +173,15 @@ async def rename_table(
 @router.delete("/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED)
 async def delete_table(
     table_id: UUID,
+    caller: Writer,
+    reads: Reads,
     tables: Tables,
     meta: Metadata,
     response: Response,
     dry_run: DryRun = False,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
+    await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
     return _answer(await tables.delete_table(table_id=table_id, metadata=meta, asked=asked), response)
 
@@ -166,6 +189,8 @@ async def delete_table(
 @router.post("/{table_id}/columns", status_code=202, response_model=AcceptedOut, responses=PLANNED)
 async def add_column(
     table_id: UUID,
+    caller: Writer,
+    reads: Reads,
     body: ColumnSpec,
     tables: Tables,
     meta: Metadata,
@@ -173,6 +198,7 @@ async def add_column(
     dry_run: DryRun = False,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
+    await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
     result = await tables.add_column(table_id=table_id, column=body.to_column(), metadata=meta, asked=asked)
     return _answer(result, response)
@@ -186,6 +212,8 @@ async def add_column(
 )
 async def alter_column(
     table_id: UUID,
+    caller: Writer,
+    reads: Reads,
     name: str,
     body: ColumnPatchRequest,
     tables: Tables,
@@ -196,6 +224,7 @@ async def alter_column(
 ) -> AcceptedOut | JSONResponse:
     """Rename a column, change its type, nullability, default or uniqueness; a field left out stays as it
     is, and `"default": null` drops the default."""
+    await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
     result = await tables.alter_column(
         table_id=table_id, name=name, patch=body.to_patch(), metadata=meta, asked=asked
@@ -211,6 +240,8 @@ async def alter_column(
 )
 async def remove_column(
     table_id: UUID,
+    caller: Writer,
+    reads: Reads,
     name: str,
     tables: Tables,
     meta: Metadata,
@@ -218,6 +249,7 @@ async def remove_column(
     dry_run: DryRun = False,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
+    await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
     return _answer(
         await tables.remove_column(table_id=table_id, name=name, metadata=meta, asked=asked), response
@@ -227,6 +259,7 @@ async def remove_column(
 @router.post("/{table_id}/indexes", status_code=202, response_model=AcceptedOut, responses=PLANNED)
 async def add_index(
     table_id: UUID,
+    caller: Writer,
     body: IndexSpec,
     tables: Tables,
     reads: Reads,
@@ -235,6 +268,7 @@ async def add_index(
     dry_run: DryRun = False,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
+    await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
     view = await reads.get_table(table_id)
     if view is None:
@@ -253,6 +287,8 @@ async def add_index(
 )
 async def drop_index(
     table_id: UUID,
+    caller: Writer,
+    reads: Reads,
     name: str,
     tables: Tables,
     meta: Metadata,
@@ -260,6 +296,7 @@ async def drop_index(
     dry_run: DryRun = False,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
+    await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
     return _answer(
         await tables.drop_index(table_id=table_id, name=name, metadata=meta, asked=asked), response
@@ -267,7 +304,8 @@ async def drop_index(
 
 
 @router.get("/{table_id}/events", response_model=list[EventOut], responses=responses(404, 422, 503))
-async def table_events(table_id: UUID, reads: Reads) -> list[EventOut]:
+async def table_events(table_id: UUID, caller: Reader, reads: Reads) -> list[EventOut]:
+    await require_table(caller, reads, table_id)
     events = await reads.table_events(table_id)
     if not events:
         raise TableNotFound(f"no table with id {table_id}")
@@ -276,8 +314,15 @@ async def table_events(table_id: UUID, reads: Reads) -> list[EventOut]:
 
 @router.post("/{table_id}/reconcile", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS)
 async def reconcile(
-    table_id: UUID, body: ReconcileRequest, tables: Tables, meta: Metadata, response: Response
+    table_id: UUID,
+    body: ReconcileRequest,
+    caller: Writer,
+    reads: Reads,
+    tables: Tables,
+    meta: Metadata,
+    response: Response,
 ) -> AcceptedOut | JSONResponse:
     """Queue a reconciliation: ``repair`` the physical table, or ``adopt`` its live schema."""
+    await require_table(caller, reads, table_id)
     accepted = await tables.reconcile(table_id=table_id, strategy=body.strategy, metadata=meta)
     return _answer(accepted, response)

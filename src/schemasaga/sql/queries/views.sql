@@ -10,6 +10,7 @@ SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes
        updated_at
 FROM rm_tables
 WHERE (%(database)s::text IS NULL OR database_name = %(database)s)
+  AND (%(databases)s::text[] IS NULL OR database_name = ANY(%(databases)s::text[]))
   AND (%(include_deleted)s OR NOT deleted)
   AND (%(after)s::uuid IS NULL OR table_id > %(after)s)
 ORDER BY table_id
@@ -30,6 +31,8 @@ SELECT operation_id, table_id, kind, status, detail,
 FROM rm_operations
 WHERE (%(table_id)s::uuid IS NULL OR table_id = %(table_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(databases)s::text[] IS NULL
+       OR table_id IN (SELECT table_id FROM rm_tables WHERE database_name = ANY(%(databases)s::text[])))
 ORDER BY accepted_seq DESC
 LIMIT %(limit)s;
 
