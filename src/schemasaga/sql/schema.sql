@@ -100,7 +100,7 @@ CREATE TABLE rm_operations (
     created_at      timestamptz NOT NULL,
     updated_at      timestamptz NOT NULL,
     finished_at     timestamptz,
-    -- Times a worker started it (not an event; 0 after a rebuild): see 0007_operation_starts.sql.
+    -- Times a worker started it (not an event; 0 after a rebuild): see 0008_operation_starts.sql.
     starts          integer     NOT NULL DEFAULT 0
 );
 CREATE INDEX rm_operations_table_idx ON rm_operations (table_id, accepted_seq);
