@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from schemasaga import __version__
-from schemasaga.api import demo, ops
+from schemasaga.api import console, demo, ops
 from schemasaga.api.deps import Services, ServicesDep
 from schemasaga.api.errors import install_error_handlers, responses
 from schemasaga.api.middleware import RequestContext
@@ -26,6 +26,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(operations.router)
     app.include_router(databases.router)
     app.include_router(ops.router)
+    app.include_router(console.router)
     app.add_middleware(RequestContext, routes=lambda: app.routes)
 
     @app.get("/healthz", tags=["health"], response_model=HealthOut, responses=responses(503))
