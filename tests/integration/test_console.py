@@ -131,10 +131,26 @@ async def test_unknown_things_answer_a_page_that_says_so(client: httpx.AsyncClie
 async def test_a_change_in_flight_is_marked_and_its_pages_reload_until_it_is_done(
     settings_factory: Callable[..., Settings], byodb_pg_url: str
 ) -> None:
-    # No worker: the creation stays in flight for as long as the test looks at it.
-    async with running_service(settings_factory(byodb_pg_url), worker=False) as service:
+    settings = settings_factory(byodb_pg_url)
+    async with running_service(settings) as service:
         transport = httpx.ASGITransport(app=service.web_app())
         async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as client:
+            r = await client.post("/v1/tables", json={"name": "settled"})
+            settled = r.json()["table_id"]
+            await accepted(r, client)
+    # No worker from here on: what is accepted stays in flight for as long as the test looks at it.
+    async with running_service(settings, worker=False) as service:
+        transport = httpx.ASGITransport(app=service.web_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as client:
+            r = await client.patch(f"/v1/tables/{settled}/columns/name", json={"name": "label"})
+            assert r.status_code == 202, r.text
+            r = await client.delete(f"/v1/tables/{settled}/columns/updated_at")
+            assert r.status_code == 202, r.text
+            table = await page(client, f"/console/tables/{settled}")
+            assert '<th scope="row"><code>label</code></th>' in table
+            assert "being renamed from name" in table and "being removed" in table
+            assert "being added" not in table and parsed(table).refresh
+
             ids = set()
             for name in ("pending_one", "pending_two"):
                 r = await client.post("/v1/tables", json={"name": name})
@@ -149,7 +165,7 @@ async def test_a_change_in_flight_is_marked_and_its_pages_reload_until_it_is_don
             assert not parsed(await page(client, "/console/databases")).refresh
 
             # Keyset paging: one table a page, the second page from the first's last table on.
-            first = parsed(await page(client, "/console?limit=1&prefix=pending"))
+            first = parsed(await page(client, "/console?limit=1&prefix=pending_"))
             [next_page] = [u for u in first.urls if "after=" in u]
             second = parsed(await page(client, next_page))
             shown = [u for p in (first, second) for u in p.urls if u.startswith("/console/tables/")]

@@ -150,17 +150,34 @@ def _column_row(column: Column, *, state: str | None) -> dict[str, Any]:
     }
 
 
+def _confirmed_names(table: Table) -> dict[str, str]:
+    """Intended column name -> its confirmed name, for the columns that changes in flight rename."""
+    renamed: dict[str, str] = {}
+    for op in table.pending:
+        for old, new in op.change.column_renames.items():
+            renamed[new] = renamed.pop(old, old)
+    return renamed
+
+
 def _columns(table: Table) -> list[dict[str, Any]]:
-    """The intended columns, each marked when a change in flight adds or changes it, then the confirmed
-    columns a change in flight removes."""
+    """The intended columns, each marked when a change in flight adds, renames or changes it, then the
+    confirmed columns a change in flight removes."""
     confirmed = table.confirmed_columns
-    intended = table.columns
+    renamed = _confirmed_names(table)
     rows = []
-    for name, column in intended.items():
-        before = confirmed.get(name)
-        state = None if before == column else ("being added" if before is None else "being changed")
+    for name, column in table.columns.items():
+        was = renamed.get(name, name)
+        before = confirmed.get(was)
+        state: str | None
+        if before is None:
+            state = "being added"
+        elif was != name:
+            state = f"being renamed from {was}"
+        else:
+            state = None if before == column else "being changed"
         rows.append(_column_row(column, state=state))
-    rows += [_column_row(c, state="being removed") for name, c in confirmed.items() if name not in intended]
+    kept = {renamed.get(n, n) for n in table.columns}
+    rows += [_column_row(c, state="being removed") for name, c in confirmed.items() if name not in kept]
     return rows
 
 
