@@ -569,3 +569,17 @@ async def test_a_request_without_a_token_is_told_nothing_of_its_body(world: Worl
         "/v1/tables", json={"bogus": 1}, headers={"Authorization": "Basic dXNlcjpwdw=="}
     )
     assert r.status_code == 401, r.text
+
+
+CONSOLE_PAGES = ("/console", "/console/operations", "/console/events", "/console/databases")
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+async def test_the_console_needs_a_read_token_that_no_database_limits(world: World, caller: str) -> None:
+    # It shows every database's tables and events: a token limited to one would see the others'.
+    expected = {NONE: 401, OTHER: 403}.get(caller, 200)
+    for page in (*CONSOLE_PAGES, f"/console/tables/{world.keep}"):
+        r = await world.client.get(page, headers=world.auth(caller), follow_redirects=False)
+        assert r.status_code == expected, (caller, page, r.text[:200])
+        if expected != 200:
+            assert "theirs" not in r.text and world.keep not in r.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from schemasaga import __version__
-from schemasaga.api import demo, ops
+from schemasaga.api import console, demo, ops
 from schemasaga.api.access import AccessPolicy, install_access
 from schemasaga.api.deps import Services, ServicesDep
 from schemasaga.api.errors import install_error_handlers, responses
@@ -30,6 +30,7 @@ def create_app(services: Services, *, access: AccessPolicy | None = None) -> Fas
     app.include_router(databases.router)
     app.include_router(tokens.router)
     app.include_router(ops.router)
+    app.include_router(console.router)
     install_access(app, access or AccessPolicy())
     app.add_middleware(RequestContext, routes=lambda: app.routes)
 

@@ -19,7 +19,7 @@ from schemasaga.domain.columns import Column, Index
 from schemasaga.domain.errors import TableNotFound
 from schemasaga.domain.events import stream_name
 from schemasaga.domain.table import Table
-from schemasaga.eventstore import EventStore, RecordedEvent
+from schemasaga.eventstore import EventNotFound, EventStore, RecordedEvent
 from schemasaga.jobs import queries as job_queries
 from schemasaga.secrets import SecretBox, SecretsError
 from schemasaga.services.repository import load_table
@@ -56,6 +56,7 @@ class PgReadModels:
         after: UUID | None,
         limit: int,
         databases: Collection[str] | None = None,
+        name_prefix: str | None = None,
     ) -> list[TableView]:
         params = {
             "database": database,
@@ -63,6 +64,7 @@ class PgReadModels:
             "after": after,
             "limit": limit,
             "databases": None if databases is None else sorted(databases),
+            "name_prefix": name_prefix or None,
         }
         return [_table(row) for row in await self._rows("list_tables", params)]
 
@@ -80,6 +82,24 @@ class PgReadModels:
 
     async def table_events(self, table_id: UUID) -> list[RecordedEvent]:
         return await self.store.read_stream(stream_name(table_id))
+
+    # -- the global log --------------------------------------------------------------------------
+
+    async def recent_events(self, *, before: int | None, limit: int) -> list[RecordedEvent]:
+        to = None if before is None else before - 1
+        return await self.store.read_all(to_position=to, backward=True, limit=limit)
+
+    async def get_event(self, event_id: UUID) -> RecordedEvent | None:
+        try:
+            return await self.store.get(event_id)
+        except EventNotFound:
+            return None
+
+    async def event_streams(self, event_id: UUID) -> list[str]:
+        return await self.store.streams_of(event_id)
+
+    async def correlated_events(self, correlation_id: str, *, limit: int) -> list[RecordedEvent]:
+        return await self.store.read_all(correlation_id=correlation_id, limit=limit)
 
     async def tables_of_database(self, database: str) -> list[tuple[UUID, str]]:
         return [

@@ -90,14 +90,27 @@ class ReadModels(Protocol):
         after: UUID | None,
         limit: int,
         databases: Collection[str] | None = None,
+        name_prefix: str | None = None,
     ) -> list[TableView]:
-        """Keyset-paged by table id: the tables after ``after``; of ``databases`` only, when given."""
+        """Keyset-paged by table id: the tables after ``after``; of ``databases`` only, when given, and
+        whose name starts with ``name_prefix``."""
 
     async def table_at(self, table_id: UUID, *, version: int | None, moment: datetime | None) -> Table:
         """The table as it was at a stream version or a moment (time travel): with every event of a
         transaction or none of them. Raises TableNotFound when it had no events then."""
 
     async def table_events(self, table_id: UUID) -> list[RecordedEvent]: ...
+
+    async def recent_events(self, *, before: int | None, limit: int) -> list[RecordedEvent]:
+        """The global log newest first: the events positioned before ``before`` (all when None)."""
+
+    async def get_event(self, event_id: UUID) -> RecordedEvent | None: ...
+
+    async def event_streams(self, event_id: UUID) -> list[str]:
+        """The streams the event belongs to, in the order it joined them."""
+
+    async def correlated_events(self, correlation_id: str, *, limit: int) -> list[RecordedEvent]:
+        """The events whose metadata carries this correlation id, oldest first."""
 
     async def get_operation(self, operation_id: UUID) -> OperationView | None: ...
 

@@ -13,6 +13,7 @@ WHERE (%(database)s::text IS NULL OR database_name = %(database)s)
   AND (%(databases)s::text[] IS NULL OR database_name = ANY(%(databases)s::text[]))
   AND (%(include_deleted)s OR NOT deleted)
   AND (%(after)s::uuid IS NULL OR table_id > %(after)s)
+  AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
 ORDER BY table_id
 LIMIT %(limit)s;
 

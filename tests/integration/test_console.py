@@ -1,0 +1,178 @@
+"""The web console (read-only): every page renders what the read side holds, escapes what users wrote,
+marks what is in flight (and only then reloads itself), and loads nothing from another host."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from html.parser import HTMLParser
+
+import httpx
+
+from schemasaga.config import Settings
+from tests.integration.conftest import running_service, wait_operation, wait_synced
+
+SCRIPT = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+PAGES = ("/console", "/console/operations", "/console/events", "/console/databases")
+
+
+class Links(HTMLParser):
+    """Every URL a page refers to (src, href, action), and whether it carries a refresh."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.refresh = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        self.urls += [v for k, v in attrs if k in ("src", "href", "action") and v is not None]
+        if tag == "meta" and (values.get("http-equiv") or "").lower() == "refresh":
+            self.refresh = True
+
+
+def parsed(html: str) -> Links:
+    links = Links()
+    links.feed(html)
+    return links
+
+
+async def page(client: httpx.AsyncClient, path: str) -> str:
+    r = await client.get(path)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    links = parsed(r.text)
+    # Nothing from another host (no CDN, font or script), and no URL that could lead to one.
+    assert all(not url.startswith(("http:", "https:", "//")) for url in links.urls), links.urls
+    return r.text
+
+
+async def accepted(r: httpx.Response, client: httpx.AsyncClient) -> str:
+    assert r.status_code == 202, r.text
+    operation = await wait_operation(client, r.json()["operation_id"])
+    assert operation["status"] == "completed", operation["last_error"]
+    return str(r.json()["operation_id"])
+
+
+async def test_every_page_shows_a_created_table_and_its_added_column(client: httpx.AsyncClient) -> None:
+    hostile = {"x-actor": SCRIPT}
+    body = {"name": "people", "columns": [{"name": "motto", "type": "string", "default": SCRIPT}]}
+    r = await client.post("/v1/tables", json=body, headers=hostile)
+    table_id = r.json()["table_id"]
+    created = await accepted(r, client)
+    before_column = (await wait_synced(client, table_id))["version"]
+    r = await client.post(f"/v1/tables/{table_id}/columns", json={"name": "age", "type": "integer"})
+    added = await accepted(r, client)
+    now = (await wait_synced(client, table_id))["version"]
+
+    r = await client.get("/", follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"] == "/console"
+
+    tables = await page(client, "/console")
+    assert f'href="/console/tables/{table_id}">people</a>' in tables
+    assert "synced" in tables and "default" in tables and "postgresql" in tables
+    assert "people" in await page(client, "/console?prefix=peo&database=default")
+    assert "people" not in await page(client, "/console?prefix=zz")
+
+    table = await page(client, f"/console/tables/{table_id}")
+    assert '<th scope="row"><code>age</code></th>' in table
+    assert "being added" not in table
+    # The timeline: who (escaped), what, which operation, the outcome.
+    assert "TableCreated" in table and "TableChangeConfirmed" in table and "confirmed" in table
+    assert created in table and added in table
+    assert f"by {ESCAPED}" in table
+
+    # As it was before the column was added: no `age`, and the difference with now says so.
+    past = await page(client, f"/console/tables/{table_id}?version={before_column}")
+    assert '<th scope="row"><code>age</code></th>' not in past
+    assert '<th scope="row"><code>motto</code></th>' in past
+    assert "Column <code>age</code> added since" in past
+    assert f"against the current version {now}" in past
+
+    operations = await page(client, "/console/operations")
+    assert created in operations and added in operations and "completed" in operations
+    assert f'href="/console/tables/{table_id}"' in operations
+
+    events = await page(client, "/console/events")
+    assert events.index("TableChangeConfirmed") < events.index("TableCreated")  # newest first
+    event_ids = [u.rsplit("/", 1)[1] for u in parsed(events).urls if u.startswith("/console/events/")]
+    creation = next(e for e in event_ids if f'href="/console/events/{e}">TableCreated<' in events)
+    event = await page(client, f"/console/events/{creation}")
+    assert f'href="/console/tables/{table_id}"' in event  # its stream
+    assert "&#34;correlation_id&#34;" in event  # the metadata, as JSON text
+    # The other events of the creation's request and saga share its correlation id.
+    assert "TableCreationConfirmed" in event
+
+    databases = await page(client, "/console/databases")
+    assert "default" in databases and "postgresql" in databases
+    assert 'href="/v1/databases/default/drift"' in databases
+    assert "://" not in databases  # no URL, so no password either
+
+    for html in (tables, table, past, operations, events, event, databases):
+        assert SCRIPT not in html
+        assert not parsed(html).refresh  # nothing in flight
+    assert ESCAPED in event and ESCAPED in table  # the column default and the actor, as text
+
+
+async def test_unknown_things_answer_a_page_that_says_so(client: httpx.AsyncClient) -> None:
+    for path in (
+        "/console/tables/00000000-0000-0000-0000-000000000000",
+        "/console/events/00000000-0000-0000-0000-000000000000",
+    ):
+        r = await client.get(path)
+        assert r.status_code == 404 and "No " in r.text and r.headers["content-type"].startswith("text/html")
+    r = await client.get("/console/static/console.css")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/css")
+    # The JSON API's contract is unchanged: no console route in it.
+    spec = (await client.get("/openapi.json")).json()
+    assert not [p for p in spec["paths"] if p == "/" or p.startswith("/console")]
+
+
+async def test_a_change_in_flight_is_marked_and_its_pages_reload_until_it_is_done(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str
+) -> None:
+    settings = settings_factory(byodb_pg_url)
+    async with running_service(settings) as service:
+        transport = httpx.ASGITransport(app=service.web_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as client:
+            r = await client.post("/v1/tables", json={"name": "settled"})
+            settled = r.json()["table_id"]
+            await accepted(r, client)
+    # No worker from here on: what is accepted stays in flight for as long as the test looks at it.
+    async with running_service(settings, worker=False) as service:
+        transport = httpx.ASGITransport(app=service.web_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as client:
+            r = await client.patch(f"/v1/tables/{settled}/columns/name", json={"name": "label"})
+            assert r.status_code == 202, r.text
+            r = await client.delete(f"/v1/tables/{settled}/columns/updated_at")
+            assert r.status_code == 202, r.text
+            table = await page(client, f"/console/tables/{settled}")
+            assert '<th scope="row"><code>label</code></th>' in table
+            assert "being renamed from name" in table and "being removed" in table
+            assert "being added" not in table and parsed(table).refresh
+
+            ids = set()
+            for name in ("pending_one", "pending_two"):
+                r = await client.post("/v1/tables", json={"name": name})
+                assert r.status_code == 202, r.text
+                ids.add(r.json()["table_id"])
+            table_id = min(ids)
+            table = await page(client, f"/console/tables/{table_id}")
+            assert parsed(table).refresh
+            assert "being added" in table and "in flight" in table
+            for path in ("/console", "/console/operations", "/console/events"):
+                assert parsed(await page(client, path)).refresh, path
+            assert not parsed(await page(client, "/console/databases")).refresh
+
+            # Keyset paging: one table a page, the second page from the first's last table on.
+            first = parsed(await page(client, "/console?limit=1&prefix=pending_"))
+            [next_page] = [u for u in first.urls if "after=" in u]
+            second = parsed(await page(client, next_page))
+            shown = [u for p in (first, second) for u in p.urls if u.startswith("/console/tables/")]
+            assert sorted(shown) == sorted(f"/console/tables/{i}" for i in ids)
+            # The log too, newest first, one event a page, by position.
+            first = parsed(await page(client, "/console/events?limit=1"))
+            [older] = [u for u in first.urls if "before=" in u]
+            second = parsed(await page(client, older))
+            events = [u for p in (first, second) for u in p.urls if u.startswith("/console/events/")]
+            assert len(set(events)) == 2
