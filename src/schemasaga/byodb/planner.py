@@ -47,6 +47,7 @@ __all__ = [
     "GENERATED_NAME_LENGTH",
     "LEGACY_ALTER_OFF",
     "REBUILD_PREFIX",
+    "RENAME_PREFIX",
     "TYPE_CHANGES",
     "Conversion",
     "Sql",
@@ -69,6 +70,10 @@ GENERATED_NAME_LENGTH = PORTABLE_NAME_LIMIT
 
 REBUILD_PREFIX = "_schemasaga_new_"
 """SQLite rebuilds create the new shape under this prefix plus the table's name, in their transaction."""
+
+RENAME_PREFIX = "_schemasaga_renamed_"
+"""SQLite renames a table to its own name in other letters through this prefix plus the new name, in the
+plan's transaction."""
 
 
 # -- generated names -------------------------------------------------------------------------------
@@ -273,7 +278,7 @@ def plan(
     warnings: list[str] = []
     match change:
         case RenameTable():
-            statements = [_rename_table(sql, before.name, after.name)]
+            statements = _rename_table(sql, before.name, after.name)
         case AddIndex(index=index):
             statements = [_create_index(sql, after, index)]
             if index.unique:
@@ -300,13 +305,21 @@ def plan(
     return Plan(engine=engine, statements=tuple(statements), warnings=tuple(dict.fromkeys(warnings)))
 
 
-def _rename_table(sql: Sql, old: str, new: str) -> Statement:
+def _rename_table(sql: Sql, old: str, new: str) -> list[Statement]:
     text = f"ALTER TABLE {sql.q(old)} RENAME TO {sql.q(new)}"
     if sql.engine == "postgresql":
-        return Statement(text, PG_ACCESS_EXCLUSIVE)
+        return [Statement(text, PG_ACCESS_EXCLUSIVE)]
     if sql.engine == "mysql":
-        return Statement(text, _mysql_lock("INSTANT"))
-    return Statement(text, SQLITE_LOCK)
+        return [Statement(text, _mysql_lock("INSTANT"))]
+    if old.lower() == new.lower():
+        # SQLite's names are case-insensitive: it refuses to rename a table to its own name in other
+        # letters ("there is already another table"). Through another name, in the plan's transaction.
+        through = sql.q(f"{RENAME_PREFIX}{new}")
+        return [
+            Statement(f"ALTER TABLE {sql.q(old)} RENAME TO {through}", SQLITE_LOCK),
+            Statement(f"ALTER TABLE {through} RENAME TO {sql.q(new)}", SQLITE_LOCK),
+        ]
+    return [Statement(text, SQLITE_LOCK)]
 
 
 def _index_columns(sql: Sql, columns: Sequence[str]) -> str:
