@@ -131,3 +131,26 @@ async def test_rows_that_do_not_fit_reject_the_change(
         assert table["columns"]["v"]["type"] == "text"  # type: ignore[index]
     finally:
         reader.dispose()
+
+
+async def test_an_index_mariadb_cannot_make_is_refused_when_creating_the_table_too(
+    engine_client: httpx.AsyncClient, byodb_url: str
+) -> None:
+    # A plain index on a text column needs a prefix length on MariaDB/MySQL: POST .../indexes refuses it,
+    # and so must creating the table with it (it was accepted, MariaDB made a prefix index, and the
+    # creation was rejected afterwards). The other engines make it.
+    client = engine_client
+    body = {"name": "notes", "indexes": [{"columns": ["name"], "name": "notes_nm"}]}
+    for dry_run in ("?dry_run=true", ""):
+        r = await client.post(f"/v1/tables{dry_run}", json=body)
+        if not byodb_url.startswith("mysql"):
+            assert r.status_code in (200, 202), r.text
+            continue
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "unsupported_change" and "prefix" in r.json()["error"]["message"]
+    if byodb_url.startswith("mysql"):
+        assert (await client.get("/v1/tables")).json()["items"] == []
+        # A unique one is what MariaDB can make.
+        body["indexes"][0]["unique"] = True  # type: ignore[index]
+        r = await client.post("/v1/tables", json=body)
+    await completed(client, r)

@@ -503,6 +503,8 @@ class ByodbAdapter:
         exclusive = _TABLE_LOCK[self.engine]
         match change:
             case CreateTableChange(schema=schema):
+                for index in schema.indexes:
+                    planner.check_index(self.engine, schema, index)
                 statements = self._create_sql(schema.name, schema.columns, schema.indexes)
                 return Plan(self.engine, tuple(Statement(sql, exclusive) for sql in statements))
             case AddColumn(column=column):

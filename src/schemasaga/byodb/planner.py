@@ -52,6 +52,7 @@ __all__ = [
     "Conversion",
     "Sql",
     "change_between",
+    "check_index",
     "conversion",
     "created_index_names",
     "index_name",
@@ -326,6 +327,21 @@ def _index_columns(sql: Sql, columns: Sequence[str]) -> str:
     return ", ".join(sql.q(c) for c in columns)
 
 
+def check_index(engine: str, table: TableSchema, index: Index) -> None:
+    """Refuse an index ``engine`` cannot make as asked: on MySQL/MariaDB, a plain index on a text or json
+    column needs a prefix length (MariaDB makes a prefix index, which is not the index asked for)."""
+    if engine != "mysql" or index.unique:
+        return
+    texts = [
+        c for c in index.columns if (col := table.column(c)) is not None and col.type in (T.TEXT, T.JSON)
+    ]
+    if texts:
+        raise UnsupportedChange(
+            f"an index on a {', '.join(map(repr, texts))} text or json column is not supported on "
+            "MySQL/MariaDB (it needs a prefix length): use a string column"
+        )
+
+
 def _create_index(sql: Sql, table: TableSchema, index: Index) -> Statement:
     unique = "UNIQUE " if index.unique else ""
     columns = _index_columns(sql, index.columns)
@@ -337,14 +353,7 @@ def _create_index(sql: Sql, table: TableSchema, index: Index) -> Statement:
             transactional=False,
         )
     if sql.engine == "mysql":
-        texts = [
-            c for c in index.columns if (col := table.column(c)) is not None and col.type in (T.TEXT, T.JSON)
-        ]
-        if texts and not index.unique:
-            raise UnsupportedChange(
-                f"an index on a {', '.join(map(repr, texts))} text or json column is not supported on "
-                "MySQL/MariaDB (it needs a prefix length): use a string column"
-            )
+        check_index(sql.engine, table, index)
         return Statement(
             f"ALTER TABLE {sql.q(table.name)} ADD {unique}INDEX {sql.q(index.name)} ({columns})",
             _mysql_lock("INPLACE"),
