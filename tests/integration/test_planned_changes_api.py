@@ -111,7 +111,7 @@ async def test_rename_alter_and_index_run_their_plans(
         reader.dispose()
 
 
-async def test_rows_that_do_not_fit_reject_the_change(
+async def test_rows_that_do_not_fit_refuse_the_change(
     engine_client: httpx.AsyncClient, byodb_url: str
 ) -> None:
     client = engine_client
@@ -122,11 +122,15 @@ async def test_rows_that_do_not_fit_reject_the_change(
     try:
         with reader.begin() as conn:
             conn.execute(sa.text("INSERT INTO vals (id, v) VALUES (1, '1'), (2, 'x'), (3, 'y')"))
+        # The rows are checked when the change is asked for (issue 8): refused at once, before any DDL.
         r = await client.patch(f"/v1/tables/{table_id}/columns/v", json={"type": "integer"})
-        assert r.status_code == 202, r.text
-        operation = await wait_operation(client, r.json()["operation_id"])
-        assert operation["status"] == "rejected"
-        assert "2 rows with a value of 'v' that is no integer" in str(operation["last_error"])
+        assert r.status_code == 409, r.text
+        error = r.json()["error"]
+        assert error["code"] == "incompatible_rows" and error["details"] == {
+            "count": 2,
+            "primary_keys": [2, 3],
+        }
+        assert "2 rows with a value of 'v' that is no integer" in error["message"]
         table = await wait_synced(client, table_id)
         assert table["columns"]["v"]["type"] == "text"  # type: ignore[index]
     finally:
