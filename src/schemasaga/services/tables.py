@@ -350,8 +350,9 @@ class TableCommands:
         self, table: Table, before: TableSchema, after: TableSchema, change: Change
     ) -> RowCheck | None:
         """The live rows ``change`` could not keep, checked before anything is written. Only a settled
-        table's rows are what the change will meet: one queued behind others is checked by its saga."""
-        if not table.synced or not isinstance(change, AlterColumn | AddIndex | AddColumn):
+        table's rows are what the change will meet: one queued behind others is checked by its saga.
+        The names the change would take are checked too (a refusal is UnsupportedChange)."""
+        if not table.synced or not isinstance(change, AlterColumn | AddIndex | AddColumn | RenameTable):
             return None
         adapter = await asyncio.to_thread(self.connections.adapter, table.database)
         return await _asking(table.database, adapter.run(adapter.check_rows, before, after, change))
