@@ -87,13 +87,30 @@ def read_live(url: str, name: str) -> Live | None:
         (table,) = found
         kind = engine.dialect.name if engine.dialect.name != "mariadb" else "mysql"
         pk = list(inspector.get_pk_constraint(table)["constrained_columns"])
+        defaults = {str(c["name"]): c.get("default") is not None for c in inspector.get_columns(table)}
+        if kind == "mysql":
+            # SQLAlchemy's MySQL reflection parses SHOW CREATE TABLE and loses a default with a quote or a
+            # backslash in it (MariaDB escapes it there): information_schema says which columns have one.
+            with engine.connect() as conn:
+                # (MariaDB says NULL, unquoted, for a nullable column with no default; a text default
+                # is quoted there)
+                defaults = {
+                    str(name): default is not None and default != "NULL"
+                    for name, default in conn.execute(
+                        sa.text(
+                            "SELECT column_name, column_default FROM information_schema.columns"
+                            " WHERE table_schema = DATABASE() AND table_name = :t"
+                        ),
+                        {"t": table},
+                    )
+                }
         columns = [
             {
                 "name": c["name"],
                 "type": PHYSICAL[kind].get(_spelled(kind, c["type"], engine.dialect), repr(c["type"])),
                 # A primary key is NOT NULL whatever the engine says (SQLite's INTEGER PRIMARY KEY).
                 "nullable": bool(c["nullable"]) and c["name"] not in pk,
-                "has_default": c.get("default") is not None,
+                "has_default": defaults[str(c["name"])],
             }
             for c in inspector.get_columns(table)
         ]

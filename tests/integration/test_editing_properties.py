@@ -324,31 +324,38 @@ async def test_random_edits_keep_show_equal_to_the_live_schema(
     shown = await settled_and_consistent(container, client, table_id, url=byodb_url, engine=engine)
     keys = itertools.count(1)
 
-    for step in range(data.draw(st.integers(1, STEPS), label="steps")):
-        change = draw_change(data, shown, engine=engine, serial=step)
-        note(f"{step}: {change.what} {change.method} {change.path} {change.body}")
-        if change.method == "SQL":
-            await asyncio.to_thread(insert_row, byodb_url, shown["name"], next(keys))
-            continue
-        before = await counts(container)
-        r = await client.request(change.method, change.path, json=change.body)
-        note(f"   -> {r.status_code} {r.text[:300]}")
-        assert r.status_code in (202, 400, 404, 409, 422), r.text
+    try:
+        for step in range(data.draw(st.integers(1, STEPS), label="steps")):
+            change = draw_change(data, shown, engine=engine, serial=step)
+            note(f"{step}: {change.what} {change.method} {change.path} {change.body}")
+            if change.method == "SQL":
+                await asyncio.to_thread(insert_row, byodb_url, shown["name"], next(keys))
+                continue
+            before = await counts(container)
+            r = await client.request(change.method, change.path, json=change.body)
+            note(f"   -> {r.status_code} {r.text[:300]}")
+            assert r.status_code in (202, 400, 404, 409, 422), r.text
+            if r.status_code == 202:
+                operation = await wait_operation(client, r.json()["operation_id"])
+                assert operation["status"] == "completed", operation
+                after = await settled_and_consistent(
+                    container, client, table_id, url=byodb_url, engine=engine
+                )
+                assert after["version"] > shown["version"]
+                if change.expect is not None:
+                    change.expect(after)
+                shown = after
+            else:
+                assert "error" in r.json() and r.json()["error"]["code"], r.text
+                assert await counts(container) == before, "a refused change wrote something"
+                again = await settled_and_consistent(
+                    container, client, table_id, url=byodb_url, engine=engine
+                )
+                assert again["version"] == shown["version"], "a refused change moved the version"
+                shown = again
+    finally:
+        # Also when hypothesis stops an example whose draws ran out: no table of it stays behind (its index
+        # names would be taken for the next examples on PostgreSQL and SQLite).
+        r = await client.delete(f"/v1/tables/{table_id}")
         if r.status_code == 202:
-            operation = await wait_operation(client, r.json()["operation_id"])
-            assert operation["status"] == "completed", operation
-            after = await settled_and_consistent(container, client, table_id, url=byodb_url, engine=engine)
-            assert after["version"] > shown["version"]
-            if change.expect is not None:
-                change.expect(after)
-            shown = after
-        else:
-            assert "error" in r.json() and r.json()["error"]["code"], r.text
-            assert await counts(container) == before, "a refused change wrote something"
-            again = await settled_and_consistent(container, client, table_id, url=byodb_url, engine=engine)
-            assert again["version"] == shown["version"], "a refused change moved the version"
-            shown = again
-
-    r = await client.delete(f"/v1/tables/{table_id}")
-    assert r.status_code == 202, r.text
-    assert (await wait_operation(client, r.json()["operation_id"]))["status"] == "completed"
+            await wait_operation(client, r.json()["operation_id"])
