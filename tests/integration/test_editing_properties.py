@@ -261,8 +261,10 @@ def insert_row(url: str, table: str, key: int) -> None:
     try:
         with engine.begin() as conn:
             conn.execute(sa.table(table, sa.column("id")).insert().values(id=key))
-    except sa.exc.IntegrityError:
-        pass
+    except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
+        # (MariaDB answers a NOT NULL column without a default with an OperationalError, 1364)
+        if isinstance(exc, sa.exc.OperationalError) and "1364" not in str(exc):
+            raise
     finally:
         engine.dispose()
 
