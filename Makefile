@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint types pytest bench bench-editing fault-long mutation fmt clean
+.PHONY: run test lint types pytest bench bench-editing fault-long property-long mutation fmt clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench-editing: $(DEV_STAMP)
 # The randomized fault test with a large budget (commands, worker kills and outages interleaved).
 fault-long: $(DEV_STAMP)
 	SCHEMASAGA_FAULT_EXAMPLES=200 $(BIN)/pytest -m fault tests/fault/test_randomized.py -s -p no:cacheprovider --timeout 0
+
+# The property test of table editing with a large budget: random sequences of changes on each engine,
+# show against SQLAlchemy's inspector and `verify` after every change (default: 2 examples of <= 8 changes).
+property-long: $(DEV_STAMP)
+	SCHEMASAGA_PROPERTY_EXAMPLES=100 SCHEMASAGA_PROPERTY_STEPS=12 $(BIN)/pytest tests/integration/test_editing_properties.py -p no:cacheprovider --timeout 0
 
 # Mutation testing (not part of `test`): mutmut mutates src/schemasaga/domain/ and
 # src/schemasaga/byodb/identifiers.py and runs tests/unit against each mutant (no database needed;

@@ -129,6 +129,20 @@ def test_rename_table_keeps_every_row(adapter: ByodbAdapter, reader: sa.Engine, 
     assert rows(reader, "folks", "id", "name") == [(1, "ann"), (2, "bob"), (3, None)]
 
 
+def test_a_rename_in_letter_case_only_keeps_every_row(
+    adapter: ByodbAdapter, reader: sa.Engine, executed: list[str]
+) -> None:
+    # SQLite's names are case-insensitive: it refuses `RENAME TO` a name that differs only in case
+    # ("there is already another table ... with this name"), so its plan goes through another name.
+    before = make_people(adapter, reader)
+
+    run(adapter, executed, before, RenameTable("People"))
+
+    tables = sa.inspect(reader).get_table_names()
+    assert "People" in tables and "people" not in tables
+    assert rows(reader, "People", "id", "name") == [(1, "ann"), (2, "bob"), (3, None)]
+
+
 def test_alter_column_all_at_once_then_back(
     adapter: ByodbAdapter, reader: sa.Engine, executed: list[str]
 ) -> None:

@@ -140,3 +140,56 @@ async def test_rows_that_do_not_fit_refuse_the_change(
         assert (await wait_synced(client, table_id))["columns"]["v"]["type"] == "integer"  # type: ignore[index]
     finally:
         reader.dispose()
+
+
+async def test_an_index_mariadb_cannot_make_is_refused_when_creating_the_table_too(
+    engine_client: httpx.AsyncClient, byodb_url: str
+) -> None:
+    # A plain index on a text column needs a prefix length on MariaDB/MySQL: POST .../indexes refuses it,
+    # and so must creating the table with it (it was accepted, MariaDB made a prefix index, and the
+    # creation was rejected afterwards). The other engines make it.
+    client = engine_client
+    body = {"name": "notes", "indexes": [{"columns": ["name"], "name": "notes_nm"}]}
+    for dry_run in ("?dry_run=true", ""):
+        r = await client.post(f"/v1/tables{dry_run}", json=body)
+        if not byodb_url.startswith("mysql"):
+            assert r.status_code in (200, 202), r.text
+            continue
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "unsupported_change" and "prefix" in r.json()["error"]["message"]
+    if byodb_url.startswith("mysql"):
+        assert (await client.get("/v1/tables")).json()["items"] == []
+        # A unique one is what MariaDB can make.
+        body["indexes"][0]["unique"] = True  # type: ignore[index]
+        r = await client.post("/v1/tables", json=body)
+    await completed(client, r)
+
+
+async def test_an_index_name_another_table_holds_is_refused_before_anything_is_written(
+    engine_client: httpx.AsyncClient, byodb_url: str
+) -> None:
+    # Index names are per schema on PostgreSQL and per database on SQLite: the saga found the name taken
+    # and rejected the change after it was accepted. It is refused when asked for, and writes nothing.
+    client = engine_client
+    ids = []
+    for name in ("first", "second"):
+        r = await client.post(
+            "/v1/tables", json={"name": name, "columns": [{"name": "code", "type": "string"}]}
+        )
+        await completed(client, r)
+        ids.append(r.json()["table_id"])
+    await completed(
+        client,
+        await client.post(f"/v1/tables/{ids[0]}/indexes", json={"columns": ["code"], "name": "ix_code"}),
+    )
+    version = (await client.get(f"/v1/tables/{ids[1]}")).json()["version"]
+    r = await client.post(f"/v1/tables/{ids[1]}/indexes", json={"columns": ["code"], "name": "ix_code"})
+    if byodb_url.startswith("mysql"):  # names are per table there
+        await completed(client, r)
+        return
+    assert r.status_code == 422, r.text
+    assert "'ix_code' is taken by an index of 'first'" in r.json()["error"]["message"]
+    assert (await client.get(f"/v1/tables/{ids[1]}")).json()["version"] == version
+    assert (await client.get("/v1/operations", params={"table_id": ids[1]})).json()[0][
+        "kind"
+    ] == "create_table"

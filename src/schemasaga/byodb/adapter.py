@@ -503,6 +503,8 @@ class ByodbAdapter:
         exclusive = _TABLE_LOCK[self.engine]
         match change:
             case CreateTableChange(schema=schema):
+                for index in schema.indexes:
+                    planner.check_index(self.engine, schema, index)
                 statements = self._create_sql(schema.name, schema.columns, schema.indexes)
                 return Plan(self.engine, tuple(Statement(sql, exclusive) for sql in statements))
             case AddColumn(column=column):
@@ -574,11 +576,16 @@ class ByodbAdapter:
     ) -> rowchecks.RowCheck | None:
         """The rows of the live table that ``change`` could not keep (NULLs where NOT NULL is asked,
         duplicates where uniqueness is, values that do not fit a new type): how many, up to five of
-        their primary keys; ``None`` when every row fits. Read-only, within the step's timeouts."""
-        what = f"check the rows of table {before.name!r}"
+        their primary keys; ``None`` when every row fits. Read-only, within the step's timeouts.
+
+        A name the change would take that something else holds (another table's, another relation's
+        index name), or a trigger a SQLite rebuild would drop, is a :class:`PermanentByodbError`, as
+        when the plan runs: the change is refused before it is accepted, not rejected after."""
+        what = f"check table {before.name!r} for the {change.kind.value} change"
         with self._step(what, ddl=False) as step:
             self._pg_read_limits(step)
             live = self._require(step, before.name, what)
+            self._check_names(step, live, before, after, change, what)
             return self._check_rows(step, live, before, after, change)
 
     def _check_rows(

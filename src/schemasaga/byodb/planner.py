@@ -47,10 +47,12 @@ __all__ = [
     "GENERATED_NAME_LENGTH",
     "LEGACY_ALTER_OFF",
     "REBUILD_PREFIX",
+    "RENAME_PREFIX",
     "TYPE_CHANGES",
     "Conversion",
     "Sql",
     "change_between",
+    "check_index",
     "conversion",
     "created_index_names",
     "index_name",
@@ -69,6 +71,10 @@ GENERATED_NAME_LENGTH = PORTABLE_NAME_LIMIT
 
 REBUILD_PREFIX = "_schemasaga_new_"
 """SQLite rebuilds create the new shape under this prefix plus the table's name, in their transaction."""
+
+RENAME_PREFIX = "_schemasaga_renamed_"
+"""SQLite renames a table to its own name in other letters through this prefix plus the new name, in the
+plan's transaction."""
 
 
 # -- generated names -------------------------------------------------------------------------------
@@ -273,7 +279,7 @@ def plan(
     warnings: list[str] = []
     match change:
         case RenameTable():
-            statements = [_rename_table(sql, before.name, after.name)]
+            statements = _rename_table(sql, before.name, after.name)
         case AddIndex(index=index):
             statements = [_create_index(sql, after, index)]
             if index.unique:
@@ -300,17 +306,40 @@ def plan(
     return Plan(engine=engine, statements=tuple(statements), warnings=tuple(dict.fromkeys(warnings)))
 
 
-def _rename_table(sql: Sql, old: str, new: str) -> Statement:
+def _rename_table(sql: Sql, old: str, new: str) -> list[Statement]:
     text = f"ALTER TABLE {sql.q(old)} RENAME TO {sql.q(new)}"
     if sql.engine == "postgresql":
-        return Statement(text, PG_ACCESS_EXCLUSIVE)
+        return [Statement(text, PG_ACCESS_EXCLUSIVE)]
     if sql.engine == "mysql":
-        return Statement(text, _mysql_lock("INSTANT"))
-    return Statement(text, SQLITE_LOCK)
+        return [Statement(text, _mysql_lock("INSTANT"))]
+    if old.lower() == new.lower():
+        # SQLite's names are case-insensitive: it refuses to rename a table to its own name in other
+        # letters ("there is already another table"). Through another name, in the plan's transaction.
+        through = sql.q(f"{RENAME_PREFIX}{new}")
+        return [
+            Statement(f"ALTER TABLE {sql.q(old)} RENAME TO {through}", SQLITE_LOCK),
+            Statement(f"ALTER TABLE {through} RENAME TO {sql.q(new)}", SQLITE_LOCK),
+        ]
+    return [Statement(text, SQLITE_LOCK)]
 
 
 def _index_columns(sql: Sql, columns: Sequence[str]) -> str:
     return ", ".join(sql.q(c) for c in columns)
+
+
+def check_index(engine: str, table: TableSchema, index: Index) -> None:
+    """Refuse an index ``engine`` cannot make as asked: on MySQL/MariaDB, a plain index on a text or json
+    column needs a prefix length (MariaDB makes a prefix index, which is not the index asked for)."""
+    if engine != "mysql" or index.unique:
+        return
+    texts = [
+        c for c in index.columns if (col := table.column(c)) is not None and col.type in (T.TEXT, T.JSON)
+    ]
+    if texts:
+        raise UnsupportedChange(
+            f"an index on a {', '.join(map(repr, texts))} text or json column is not supported on "
+            "MySQL/MariaDB (it needs a prefix length): use a string column"
+        )
 
 
 def _create_index(sql: Sql, table: TableSchema, index: Index) -> Statement:
@@ -324,14 +353,7 @@ def _create_index(sql: Sql, table: TableSchema, index: Index) -> Statement:
             transactional=False,
         )
     if sql.engine == "mysql":
-        texts = [
-            c for c in index.columns if (col := table.column(c)) is not None and col.type in (T.TEXT, T.JSON)
-        ]
-        if texts and not index.unique:
-            raise UnsupportedChange(
-                f"an index on a {', '.join(map(repr, texts))} text or json column is not supported on "
-                "MySQL/MariaDB (it needs a prefix length): use a string column"
-            )
+        check_index(sql.engine, table, index)
         return Statement(
             f"ALTER TABLE {sql.q(table.name)} ADD {unique}INDEX {sql.q(index.name)} ({columns})",
             _mysql_lock("INPLACE"),

@@ -359,9 +359,10 @@ class TableCommands:
     ) -> RowCheck | str | None:
         """The live rows ``change`` could not keep, checked before anything is written. Only a settled
         table's rows are what the change will meet: one queued behind others is checked by its saga.
-        A database unreachable now does not refuse the change (its saga waits for it, and checks the
-        rows before any DDL): then why they were not checked."""
-        if not table.synced or not isinstance(change, AlterColumn | AddIndex | AddColumn):
+        The names the change would take are checked too (a refusal is UnsupportedChange). A database
+        unreachable now does not refuse the change (its saga waits for it, and checks the rows and names
+        before any DDL): then why they were not checked."""
+        if not table.synced or not isinstance(change, AlterColumn | AddIndex | AddColumn | RenameTable):
             return None
         adapter = await asyncio.to_thread(self.connections.adapter, table.database)
         try:
