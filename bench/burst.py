@@ -13,6 +13,9 @@ like ``bench.saga``, then:
 and reports both rates, their ratio (target: burst >= 0.8x batch), and the jobs running at once
 (``doing``, sampled every 0.5 s from ``procrastinate_jobs``) while the burst was being worked through.
 
+``--explain N`` only prints the plan of procrastinate's job fetch on a fresh core database holding N
+ready jobs, on statistics of the empty table and after ``ANALYZE`` (a few seconds).
+
 Before the burst the bench runs ``ANALYZE procrastinate_jobs`` on the empty job table, as autovacuum
 does on a quiet database (``--no-stale-stats`` skips it): the burst then starts on statistics taken
 while the table was empty, the condition of issue 12's observation.
@@ -35,7 +38,8 @@ from dataclasses import dataclass, field
 import httpx
 import psycopg
 
-from bench.saga import create, fresh_databases, new_name, running_service
+from bench.saga import create, db_conninfo, fresh_databases, new_name, running_service
+from schemasaga.coredb import migrations
 
 FINISHED = """
 SELECT count(*) FILTER (WHERE finished_at IS NOT NULL), extract(epoch FROM max(finished_at))
@@ -45,6 +49,24 @@ FROM rm_operations WHERE operation_id = ANY(%(ops)s::uuid[])
 QUEUE = """
 SELECT count(*) FILTER (WHERE status = 'todo'), count(*) FILTER (WHERE status = 'doing')
 FROM procrastinate_jobs
+"""
+
+# The candidate search of procrastinate's ``procrastinate_fetch_job_v2`` (procrastinate 3.10), as the
+# worker runs it (all queues).
+FETCH_CANDIDATE = """
+SELECT jobs.id FROM procrastinate_jobs AS jobs
+WHERE NOT EXISTS (
+        SELECT 1 FROM procrastinate_jobs AS other_jobs
+        WHERE jobs.lock IS NOT NULL AND other_jobs.lock = jobs.lock
+          AND (other_jobs.status = 'doing'
+               OR (other_jobs.status = 'todo'
+                   AND (other_jobs.priority > jobs.priority
+                        OR (other_jobs.priority = jobs.priority AND other_jobs.id < jobs.id)))))
+  AND jobs.status = 'todo'
+  AND (NULL::varchar[] IS NULL OR jobs.queue_name = ANY(NULL::varchar[]))
+  AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+ORDER BY jobs.priority DESC, jobs.id ASC LIMIT 1
+FOR UPDATE OF jobs SKIP LOCKED
 """
 
 LAST_ANALYZE = """
@@ -177,6 +199,30 @@ async def run_case(case: str, args: argparse.Namespace) -> tuple[Phase, Phase]:
             return burst, batch
 
 
+def explain(n: int) -> None:
+    """The fetch's plan on a fresh core database holding ``n`` ready jobs (one lock each, like a burst
+    of creates), on statistics of the empty table, then after ``ANALYZE``."""
+    with fresh_databases("burstplan") as (core, _byodb):
+        conninfo = db_conninfo(core)
+        migrations.upgrade(conninfo)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute("ANALYZE procrastinate_jobs")
+            conn.execute(
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, args)"
+                " SELECT 'default', 'schemasaga.run_saga', 'table:' || gen_random_uuid(), '{}'"
+                " FROM generate_series(1, %s)",
+                (n,),
+            )
+            for label in (
+                f"statistics of the empty table, {n} ready jobs",
+                "after ANALYZE procrastinate_jobs",
+            ):
+                if label.startswith("after"):
+                    conn.execute("ANALYZE procrastinate_jobs")
+                plan = [str(r[0]) for r in conn.execute("EXPLAIN ANALYZE " + FETCH_CANDIDATE).fetchall()]
+                print(f"-- {label}:", *plan, sep="\n  ", flush=True)
+
+
 async def amain(args: argparse.Namespace) -> None:
     for case in args.cases.split(","):
         await run_case(case.strip(), args)
@@ -197,9 +243,15 @@ def main() -> None:
         action="store_false",
         help="do not ANALYZE the (empty) job table before the burst",
     )
+    parser.add_argument(
+        "--explain", type=int, metavar="N", help="only show the fetch's plan with N ready jobs, then exit"
+    )
     args = parser.parse_args()
     t0 = time.perf_counter()
-    asyncio.run(amain(args))
+    if args.explain:
+        explain(args.explain)
+    else:
+        asyncio.run(amain(args))
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 
