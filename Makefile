@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint types pytest bench bench-editing fault-long property-long mutation fmt clean
+.PHONY: run test lint types pytest bench bench-editing bench-burst fault-long property-long mutation fmt clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ bench: $(DEV_STAMP)
 # quick check).
 bench-editing: $(DEV_STAMP)
 	$(BIN)/python -m bench.editing
+
+# A burst of 10,000 creates from 16 clients, then a batch of 300, with and without the worker's
+# statistics check on the job table (SCHEMASAGA_BENCH_BURST=1000 for a quick run; the case without it
+# may take its whole 300 s timeout).
+bench-burst: $(DEV_STAMP)
+	$(BIN)/python -m bench.burst
 
 # The randomized fault test with a large budget (commands, worker kills and outages interleaved).
 fault-long: $(DEV_STAMP)

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # A worker that sent no heartbeat for this long is considered dead and its jobs are retried.
     stalled_worker_timeout: float = 6.0
     heartbeat_interval: float = 1.0
+    # Seconds between checks that the job table's planner statistics still match its size (ANALYZE
+    # when not, so a burst of jobs does not slow the job fetch to a crawl); 0 disables.
+    queue_analyze_interval: float = Field(default=1.0, ge=0)
 
     # Saga retries for transient BYODB failures: attempt n waits retry_base_delay * 2**(n-1), capped.
     retry_max_attempts: int = 7

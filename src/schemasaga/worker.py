@@ -23,7 +23,13 @@ import procrastinate.worker
 import psycopg
 
 from schemasaga.config import Settings
-from schemasaga.jobs.watchdog import JobsInHand, keep_heartbeat, release_lost_jobs, stalled_job_watchdog
+from schemasaga.jobs.watchdog import (
+    JobsInHand,
+    keep_heartbeat,
+    keep_queue_statistics,
+    release_lost_jobs,
+    stalled_job_watchdog,
+)
 from schemasaga.observability import metrics
 from schemasaga.services.drift import DriftDetector, periodic_scan
 from schemasaga.services.sagas.runner import SagaRunner
@@ -109,6 +115,10 @@ async def run_worker(parts: WorkerParts, *, concurrency: int, stop_on_signals: b
             )
         )
     ]
+    if s.queue_analyze_interval > 0:
+        background.append(
+            asyncio.create_task(keep_queue_statistics(parts.jobs, every=s.queue_analyze_interval))
+        )
     if s.drift_scan_interval > 0:
         background.append(asyncio.create_task(periodic_scan(parts.drift, every=s.drift_scan_interval)))
     loop = asyncio.get_running_loop()

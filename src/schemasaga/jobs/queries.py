@@ -43,6 +43,16 @@ async def held_jobs(app: procrastinate.App, *, worker_id: int) -> list[int]:
     return [int(row["id"]) for row in rows]
 
 
+async def queue_size_against_statistics(app: procrastinate.App) -> tuple[int, int]:
+    """(jobs in the table now, jobs the planner's statistics believe it holds)."""
+    row = await app.connector.execute_query_one_async(Q["queue_size_against_statistics"])
+    return int(row["rows"]), int(row["analyzed_rows"])
+
+
+async def analyze_queue(app: procrastinate.App) -> None:
+    await app.connector.execute_query_async(Q["analyze_queue"])
+
+
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     """The job queue at one moment: jobs ready to run, scheduled for later, running; seconds the oldest

@@ -102,3 +102,42 @@ async def stalled_job_watchdog(
         except Exception:  # the core database may be restarting: try again next round
             log.exception("stalled-job check failed")
         await asyncio.sleep(every)
+
+
+# The statistics are stale when the table holds this many jobs more (or fewer) than they say, plus this
+# share of what they say: a burst from an empty queue crosses it within its first hundred jobs.
+_STALE_AFTER_ROWS = 100
+_STALE_AFTER_SHARE = 0.5
+
+
+def queue_statistics_stale(rows: int, analyzed_rows: int) -> bool:
+    """Whether the planner's picture of the job table (``analyzed_rows``) is too far from its size."""
+    return abs(rows - analyzed_rows) > _STALE_AFTER_ROWS + _STALE_AFTER_SHARE * analyzed_rows
+
+
+async def refresh_queue_statistics(app: procrastinate.App) -> bool:
+    """ANALYZE the job table when its size has moved far from what its statistics say; True when it did.
+
+    procrastinate's job-fetch query (``procrastinate_fetch_job_v2``) checks every ready job against the
+    others of its lock. Planned on statistics from a nearly empty table (or none), it sorts every ready
+    job and probes each one's lock before taking the first: hundreds of milliseconds per fetch once a
+    burst has queued a few thousand jobs, so the worker starts about one job at a time. Autovacuum would
+    fix the statistics only at its next round on the database (a minute by default), or never where it
+    is off; this check does it within a second of the burst.
+    """
+    rows, analyzed_rows = await queries.queue_size_against_statistics(app)
+    if not queue_statistics_stale(rows, analyzed_rows):
+        return False
+    await queries.analyze_queue(app)
+    log.debug("analyzed procrastinate_jobs: %s jobs, statistics said %s", rows, analyzed_rows)
+    return True
+
+
+async def keep_queue_statistics(app: procrastinate.App, *, every: float) -> None:
+    """Runs in every worker process until cancelled: :func:`refresh_queue_statistics` every ``every`` s."""
+    while True:
+        try:
+            await refresh_queue_statistics(app)
+        except Exception:  # the core database may be restarting: try again next round
+            log.exception("job-queue statistics check failed")
+        await asyncio.sleep(every)

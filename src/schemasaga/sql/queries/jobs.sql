@@ -45,3 +45,15 @@ SELECT
     ), 0) AS oldest_ready_age
 FROM procrastinate_jobs
 WHERE status IN ('todo', 'doing');
+
+-- name: queue_size_against_statistics
+-- How many jobs the table holds now, and how many the planner's statistics believe it holds (as of its
+-- last ANALYZE or VACUUM; -1 when never analyzed, read as 0). The count reads the whole table, which the
+-- worker keeps small by deleting finished jobs.
+SELECT (SELECT count(*) FROM procrastinate_jobs) AS rows,
+       greatest(reltuples, 0)::bigint AS analyzed_rows
+FROM pg_class WHERE oid = 'procrastinate_jobs'::regclass;
+
+-- name: analyze_queue
+-- New statistics for the job-fetch query's plan; SKIP_LOCKED: another worker analyzing it already will do.
+ANALYZE (SKIP_LOCKED) procrastinate_jobs;
