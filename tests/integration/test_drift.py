@@ -350,3 +350,46 @@ async def test_an_adopted_sqlite_integer_primary_key_is_consistent_everywhere(
             assert (await wait_operation(client, r.json()["operation_id"]))["status"] == "completed"
             assert set((await wait_synced(client, table_id))["columns"]) == {"id"}
             assert (await drift_of(client))["clean"] is True
+
+
+async def test_index_default_and_unique_drift_is_found_and_adopted(
+    client: httpx.AsyncClient, byodb_pg_url: str
+) -> None:
+    # Drift covers what table editing added: indexes, defaults, uniqueness. Repair does not recreate
+    # them (yet): it refuses, changes nothing and names adopt.
+    body = {
+        "name": "shop",
+        "columns": [
+            {"name": "sku", "type": "string", "unique": True},
+            {"name": "qty", "type": "integer", "default": 0},
+        ],
+        "indexes": [{"columns": ["qty"], "name": "shop_qty_idx"}],
+    }
+    r = await client.post("/v1/tables", json=body)
+    assert r.status_code == 202, r.text
+    table_id = r.json()["table_id"]
+    await wait_operation(client, r.json()["operation_id"])
+    run_sql(
+        byodb_pg_url,
+        "DROP INDEX shop_qty_idx",
+        "ALTER TABLE shop ALTER COLUMN qty SET DEFAULT 5",
+        # the unique index that makes sku unique, whatever its generated name
+        "DO $$ DECLARE n text; BEGIN SELECT indexname INTO n FROM pg_indexes WHERE tablename = 'shop' "
+        "AND indexdef LIKE 'CREATE UNIQUE%' AND indexname <> 'shop_pkey'; "
+        "EXECUTE format('DROP INDEX %I', n); END $$",
+    )
+    report = (await client.get("/v1/databases/default/drift")).json()
+    (mine,) = [t for t in report["tables"] if t["table_id"] == table_id]
+    assert {i["issue"] for i in mine["issues"]} == {"missing_index", "default_mismatch", "unique_mismatch"}
+
+    r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "repair"})
+    repaired = await wait_operation(client, r.json()["operation_id"])
+    assert repaired["status"] == "rejected" and "adopt" in repaired["last_error"], repaired
+
+    r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "adopt"})
+    assert (await wait_operation(client, r.json()["operation_id"]))["status"] == "completed"
+    table = await wait_synced(client, table_id)
+    assert table["indexes"] == [], table
+    assert (table["columns"]["sku"]["unique"], table["columns"]["qty"]["default"]) == (False, 5), table
+    report = (await client.get("/v1/databases/default/drift")).json()
+    assert [t for t in report["tables"] if t["table_id"] == table_id] == []
