@@ -13,11 +13,12 @@ import pytest
 from schemasaga.jobs.watchdog import keep_queue_statistics, stalled_job_watchdog
 
 
-class CancelTurnedIntoError:
-    """A connector whose query, cancelled, raises what a closed connection would rather than
-    CancelledError: the loop sees an ordinary failure."""
+class SwallowingConnector:
+    """A connector whose query, cancelled, does not raise CancelledError: it raises what a closed
+    connection would (the loop sees an ordinary failure), or answers as if nothing happened."""
 
-    def __init__(self) -> None:
+    def __init__(self, swallow: str) -> None:
+        self.swallow = swallow
         self.querying = asyncio.Event()
 
     async def _hang(self) -> Any:
@@ -25,10 +26,13 @@ class CancelTurnedIntoError:
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
-            raise RuntimeError("the connection was closed") from None
+            if self.swallow == "raises":
+                raise RuntimeError("the connection was closed") from None
+        return [] if self.swallow == "returns" else None
 
     async def execute_query_one_async(self, query: str, **arguments: Any) -> Any:
-        return await self._hang()
+        await self._hang()
+        return {"rows": 0, "analyzed_rows": 0}
 
     async def execute_query_all_async(self, query: str, **arguments: Any) -> Any:
         return await self._hang()
@@ -40,9 +44,10 @@ class CancelTurnedIntoError:
         return await self._hang()
 
 
+@pytest.mark.parametrize("swallow", ["raises", "returns"])
 @pytest.mark.parametrize("loop", ["queue_statistics", "stalled_jobs"])
-async def test_a_loop_cancelled_mid_query_ends(loop: str) -> None:
-    connector = CancelTurnedIntoError()
+async def test_a_loop_cancelled_mid_query_ends(loop: str, swallow: str) -> None:
+    connector = SwallowingConnector(swallow)
     app: Any = SimpleNamespace(connector=connector, job_manager=connector)
     if loop == "queue_statistics":
         task = asyncio.create_task(keep_queue_statistics(app, every=0.01))

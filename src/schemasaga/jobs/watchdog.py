@@ -102,6 +102,7 @@ async def stalled_job_watchdog(
         except Exception:  # the core database may be restarting: try again next round
             _unless_cancelled()
             log.exception("stalled-job check failed")
+        _unless_cancelled()
         await asyncio.sleep(every)
 
 
@@ -142,13 +143,14 @@ async def keep_queue_statistics(app: procrastinate.App, *, every: float) -> None
         except Exception:  # the core database may be restarting: try again next round
             _unless_cancelled()
             log.exception("job-queue statistics check failed")
+        _unless_cancelled()
         await asyncio.sleep(every)
 
 
 def _unless_cancelled() -> None:
-    """Re-raise the cancellation of the current task when a query turned it into another exception
-    (psycopg's pool and procrastinate's connector may, when cancelled mid-query): a loop that caught it as
-    a failed round would run on forever, and the worker's shutdown, which waits for it, with it."""
+    """Re-raise the cancellation of the current task when a query swallowed it or turned it into another
+    exception (psycopg's pool and procrastinate's connector may, when cancelled mid-query): a loop that
+    went on to its next round would run forever, and the worker's shutdown, which waits for it, with it."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
