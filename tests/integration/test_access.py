@@ -323,6 +323,12 @@ async def world(
                     await w.admin("POST", "/v1/tables", {"name": "theirs", "database": "other"})
                 ).json()
                 await w.settled(accepted["operation_url"])
+                # /readyz counts the worker ready from its first heartbeat after it registered (within
+                # a watchdog round, about a second): the table expects a ready service.
+                for _ in range(100):
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.1)
                 yield w
     finally:
         drop_database(pg_server, core_name)
