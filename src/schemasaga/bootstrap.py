@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,6 +253,30 @@ class Container:
         except Exception as exc:  # the rest of the metrics are still worth answering
             log.warning("metrics: the job queue could not be read: %s", exc)
         return metrics.exposition(stats)
+
+
+@contextmanager
+def shared_start(settings: Settings) -> Iterator[Resolved]:
+    """What the API processes of ``serve --workers N`` share, done once before any of them starts: the
+    settings checked (a bad one stops the start, not N processes one by one), the embedded default's key
+    file written, the SQLite folder made, the embedded server started and held (so it outlives every
+    restart of a process, and stops only after the last one) and the migrations applied."""
+    check_settings(settings)
+    load_secrets(settings)
+    if (problem := metrics.check_multiprocess_dir()) is not None:
+        raise ConfigurationError(problem)
+    _make_sqlite_dir(settings)
+    resolved = resolve_databases(settings)
+    try:
+        try:
+            parse_database_url(resolved.byodb_url, from_api=False)
+        except DomainError as exc:  # its message never quotes the URL
+            raise ConfigurationError(f"default database (SCHEMASAGA_BYODB_URL): {exc}") from None
+        upgrade(resolved.core_conninfo)
+        yield resolved
+    finally:
+        if resolved.embedded is not None:
+            resolved.embedded.stop()
 
 
 @asynccontextmanager

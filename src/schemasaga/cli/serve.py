@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,31 +25,55 @@ log = logging.getLogger(__name__)
 @click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port to listen on (default 8000).")
 @data_dir_option
-@click.option("--worker/--no-worker", default=True, help="Run a worker in the same process (default on).")
-def serve(host: str | None, port: int | None, data_dir: Path | None, worker: bool) -> None:
+@click.option("--worker/--no-worker", default=True, help="Run a worker in each API process (default on).")
+@click.option(
+    "--workers",
+    "processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    help="API processes sharing the port (default 1); more than one are kept running by this process.",
+)
+# Internal: the listening socket a process of `serve --workers N` inherits from its supervisor.
+@click.option("--listen-fd", type=int, default=None, hidden=True)
+def serve(
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    worker: bool,
+    processes: int,
+    listen_fd: int | None,
+) -> None:
     """Run the HTTP API (and, by default, an in-process worker)."""
     s = settings(host=host, port=port, data_dir=data_dir)
     configure_logging(s)
+    if processes > 1 and listen_fd is None:
+        from schemasaga.cli.supervisor import supervise
+
+        if supervise(s, processes=processes, with_worker=worker) != 0:
+            raise SystemExit(1)
+        return
     _start_tracing()
     try:
-        status = asyncio.run(_serve(s, with_worker=worker))
+        status = asyncio.run(_serve(s, with_worker=worker, listen_fd=listen_fd))
     finally:
         _process_exiting()
     if status != 0:
         raise SystemExit(1)
 
 
-async def _serve(s: Settings, *, with_worker: bool) -> int:
+async def _serve(s: Settings, *, with_worker: bool, listen_fd: int | None = None) -> int:
     """Serve until signalled (0), or until the in-process worker fails for good (1): a process that
-    answers requests but runs no job must not go on looking healthy."""
+    answers requests but runs no job must not go on looking healthy. ``listen_fd``: accept on that
+    inherited socket (one of the processes of ``serve --workers N``) instead of binding one."""
     import uvicorn
 
     from schemasaga.bootstrap import describe_access, open_container
     from schemasaga.worker import run_worker
 
     async with open_container(s) as container:
-        for line in describe_access(s):
-            log.info("%s", line)
+        if listen_fd is None:  # the supervisor said it once for all its processes
+            for line in describe_access(s):
+                log.info("%s", line)
         config = uvicorn.Config(
             container.web_app(with_worker=with_worker),
             host=s.host,
@@ -74,15 +100,32 @@ async def _serve(s: Settings, *, with_worker: bool) -> int:
                 server.should_exit = True
 
             worker_task.add_done_callback(worker_ended)
+        sockets: list[socket.socket] | None = None
+        orphan_watch: asyncio.Task[None] | None = None
+        if listen_fd is not None:
+            sockets = [socket.socket(fileno=listen_fd)]
+            orphan_watch = asyncio.create_task(_stop_when_orphaned(server))
         try:
             # uvicorn handles SIGINT/SIGTERM and returns once in-flight requests are done.
-            await server.serve()
+            await server.serve(sockets=sockets)
         finally:
+            if orphan_watch is not None:
+                orphan_watch.cancel()
             if worker_task is not None and not worker_task.done():
                 worker_task.cancel()  # procrastinate finishes the job in hand, then stops
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker_task
     return 1 if failed else 0
+
+
+async def _stop_when_orphaned(server: Any) -> None:
+    """A process of ``serve --workers N`` whose supervisor died (``kill -9``) stops too, rather than go on
+    holding the port with nobody to restart it or to stop it."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.error("the supervising `serve` process (pid %d) is gone; stopping", parent)
+    server.should_exit = True
 
 
 def _server_class() -> type[Any]:

@@ -231,11 +231,13 @@ def check_multiprocess_dir() -> str | None:
     return None
 
 
-def process_exiting() -> None:
-    """In multiprocess mode, drop this process's live gauges from the shared directory."""
+def process_exiting(pid: int | None = None) -> None:
+    """In multiprocess mode, drop the live gauges of this process (or of ``pid``, a child that died without
+    doing it itself) from the shared directory. Its counters and histograms stay: a sum over processes must
+    not go down when one of them ends."""
     folder = multiprocess_dir()
     if folder is not None:
-        mark_process_dead(os.getpid(), str(folder))  # type: ignore[no-untyped-call]
+        mark_process_dead(os.getpid() if pid is None else pid, str(folder))  # type: ignore[no-untyped-call]
 
 
 class _Registered(Collector):
