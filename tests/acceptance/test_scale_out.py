@@ -47,11 +47,11 @@ pytestmark = pytest.mark.acceptance
 OPERATIONS = int(os.environ.get("SCHEMASAGA_SCALE_OUT_OPERATIONS", "152"))
 CLIENTS = 32
 WORKERS = 3
-KILL_EVERY = 2.0
+KILL_EVERY = 2.5
 # Each table gets 4 operations (create, add a, add b, remove a), one every PACE seconds from its client,
 # so that the work is spread over the kills rather than done before the first one.
 PER_TABLE = 4
-PACE = 1.5
+PACE = 2.5
 DRAIN_TIMEOUT = 60.0 + OPERATIONS / 5
 
 ACCEPTING = ("TableCreated", "TableChanged")
@@ -77,8 +77,16 @@ class Workers:
         self.all.append(proc)
         return proc
 
+    def ready(self) -> list[Proc]:
+        return [w for w in self.alive if "Starting worker" in w.stderr()]
+
     def kill_one(self, rng: random.Random) -> None:
-        victim = rng.choice(self.alive)
+        """SIGKILL a worker that runs jobs and start another; never the last one running jobs (one that
+        is still starting runs none), so that every kill lands on a working queue."""
+        ready = self.ready()
+        if len(ready) < 2:
+            return
+        victim = rng.choice(ready)
         self.alive.remove(victim)
         victim.signal(signal.SIGKILL)
         self.killed_at[victim.pid] = time.time()
@@ -174,6 +182,7 @@ def test_two_api_processes_three_workers_one_killed_every_few_seconds(
     workers = Workers(procs, env)
     for _ in range(WORKERS):
         workers.start()
+    wait_until("3 workers running", lambda: len(workers.ready()) == WORKERS, 60, every=0.2)
 
     tables = list(range(OPERATIONS // PER_TABLE))
     accepted: list[tuple[str, str]] = []

@@ -58,10 +58,9 @@ def requests_per_process(prom_dir: Path, labels: dict[str, str]) -> Counter[int]
     return +counts
 
 
-def fresh_connection_get(base: str, path: str) -> httpx.Response:
-    # A new connection each time: the kernel picks which process accepts it.
-    with httpx.Client(base_url=base, timeout=10) as client:
-        return client.get(path)
+def new_connections(base: str) -> httpx.Client:
+    """A client that opens a new connection for each request: the kernel picks which process accepts it."""
+    return httpx.Client(base_url=base, timeout=10, headers={"Connection": "close"})
 
 
 def test_metrics_of_any_process_sum_every_process(service_env: dict[str, str], procs: Spawn) -> None:
@@ -76,11 +75,11 @@ def test_metrics_of_any_process_sum_every_process(service_env: dict[str, str], p
 
     # Requests from 16 threads at once, in rounds, until both processes answered some (the kernel shares
     # connections between them, with no promise of how).
+    clients = [new_connections(base) for _ in range(16)]
     sent = 0
     for _ in range(20):
         threads = [
-            threading.Thread(target=lambda: fresh_connection_get(base, "/v1/tables").raise_for_status())
-            for _ in range(16)
+            threading.Thread(target=lambda c=c: c.get("/v1/tables").raise_for_status()) for c in clients
         ]
         for t in threads:
             t.start()
@@ -95,12 +94,14 @@ def test_metrics_of_any_process_sum_every_process(service_env: dict[str, str], p
 
     # Every scrape counts every process's requests, whichever process answers it; scrape until both have.
     for _ in range(200):
-        text = fresh_connection_get(base, "/metrics").text
+        text = clients[0].get("/metrics").text
         assert metric(text, "schemasaga_http_request_duration_seconds_count", **ROUTE) == sent
         if set(requests_per_process(prom_dir, SCRAPE)) == pids:
             break
     assert set(requests_per_process(prom_dir, SCRAPE)) == pids
 
+    for client in clients:
+        client.close()
     server.signal(signal.SIGTERM)
     assert server.wait(60) == 0
     assert not prom_dir.exists()  # the supervisor's own directory goes with it
