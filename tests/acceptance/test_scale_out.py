@@ -244,4 +244,10 @@ def test_two_api_processes_three_workers_one_killed_every_few_seconds(
             table = show(client, table_id)
             assert set(table["columns"]) == {"id", "name", "created_at", "updated_at", "b"}
             assert metadata_columns(table) == physical_columns(byodb_pg_url, table["name"])
-    wait_until("nothing in flight", lambda: unfinished(core_db) == 0, 5)
+    assert unfinished(core_db) == 0
+
+    # Stopped all at once (the fixture would stop them one after the other).
+    for proc in [server, *workers.alive]:
+        proc.signal(signal.SIGTERM)
+    for proc in [server, *workers.alive]:
+        assert proc.wait(60) == 0, proc.log_tail()

@@ -195,23 +195,23 @@ def supervise(settings: Settings, *, processes: int, with_worker: bool) -> int:
         made_dir = Path(tempfile.mkdtemp(prefix="schemasaga-metrics-"))
         os.environ[metrics.MULTIPROC_ENV] = str(made_dir)
     try:
-        with shared_start(settings):
+        # The port first: a busy one stops the start before the embedded server is started for nothing.
+        with listen(settings.host, settings.port) as sock, shared_start(settings):
             for line in describe_access(settings):
                 log.info("%s", line)
-            with listen(settings.host, settings.port) as sock:
-                log.info(
-                    "serving on http://%s:%d with %d API processes%s; metrics of all in %s",
-                    settings.host,
-                    settings.port,
-                    processes,
-                    ", each with a worker" if with_worker else "",
-                    os.environ[metrics.MULTIPROC_ENV],
-                )
-                supervisor = Supervisor(settings, processes=processes, with_worker=with_worker, sock=sock)
-                status = supervisor.run()
-            if supervisor.failed is not None:
-                raise ConfigurationError(f"{supervisor.failed}: see its error above")
-            return status
+            log.info(
+                "serving on http://%s:%d with %d API processes%s; metrics of all in %s",
+                settings.host,
+                settings.port,
+                processes,
+                ", each with a worker" if with_worker else "",
+                os.environ[metrics.MULTIPROC_ENV],
+            )
+            supervisor = Supervisor(settings, processes=processes, with_worker=with_worker, sock=sock)
+            status = supervisor.run()
+        if supervisor.failed is not None:
+            raise ConfigurationError(f"{supervisor.failed}: see its error above")
+        return status
     finally:
         if made_dir is not None:
             shutil.rmtree(made_dir, ignore_errors=True)
