@@ -80,13 +80,18 @@ class Workers:
     def ready(self) -> list[Proc]:
         return [w for w in self.alive if "Starting worker" in w.stderr()]
 
-    def kill_one(self, rng: random.Random) -> None:
+    def kill_one(self, rng: random.Random, *, prefer_busy: bool) -> None:
         """SIGKILL a worker that runs jobs and start another; never the last one running jobs (one that
-        is still starting runs none), so that every kill lands on a working queue."""
+        is still starting runs none), so that every kill lands on a working queue. A worker with a job
+        in hand (by its log) is chosen when one shows up within a second (``prefer_busy``, while the
+        clients send: once they are done, that would keep killing the last sagas)."""
         ready = self.ready()
         if len(ready) < 2:
             return
-        victim = rng.choice(ready)
+        deadline = time.monotonic() + (1.0 if prefer_busy else 0.0)
+        while not (busy := [w for w in ready if _jobs_in_hand(w)]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        victim = rng.choice(busy or ready)
         self.alive.remove(victim)
         victim.signal(signal.SIGKILL)
         self.killed_at[victim.pid] = time.time()
@@ -106,34 +111,38 @@ class Run:
     end: float | None
 
 
+def _jobs_in_hand(worker: Proc) -> int:
+    text = worker.stderr()
+    return text.count('"message": "Starting job ') - text.count(") ended with status: ")
+
+
 def _log_time(line: dict[str, str]) -> float:
     return datetime.fromisoformat(line["time"]).timestamp()
 
 
 def job_runs(worker: Proc, killed_at: float | None) -> list[Run]:
-    """procrastinate logs ``Starting job`` and ``Job ... ended`` with the job's id and arguments in
-    ``extra``... read here from the JSON lines' ``job_id`` and ``table_id``."""
-    runs: dict[int, Run] = {}
+    """Each run of a job in this worker: procrastinate logs ``Starting job <task>[<id>](table_id=...,
+    ...)`` before it and ``Job <task>[<id>](...) ended with status: ...`` after it (a job retried after a
+    transient failure runs again under its id). A run left open ends at the worker's kill."""
+    runs: list[Run] = []
+    open_runs: dict[int, Run] = {}
     for raw in worker.stderr().splitlines():
         try:
             line = json.loads(raw)
         except json.JSONDecodeError:
             continue  # a line cut by the kill
         message = line.get("message", "")
-        if not message.startswith(("Starting job", "Job ")) or "saga" not in message:
-            continue
-        job_id = _job_id(message)
-        if message.startswith("Starting job"):
-            runs[job_id] = Run(worker.pid, job_id, _table_id(message), _log_time(line), None)
-        elif " ended with status" in message and job_id in runs:
-            runs[job_id].end = _log_time(line)
-    for run in runs.values():
-        if run.end is None:
-            assert killed_at is not None, (
-                f"worker {worker.pid} left job {run.job_id} unfinished without a kill"
-            )
-            run.end = killed_at
-    return list(runs.values())
+        if message.startswith("Starting job "):
+            run = Run(worker.pid, _job_id(message), _table_id(message), _log_time(line), None)
+            assert run.job_id not in open_runs, f"job {run.job_id} started twice in worker {worker.pid}"
+            open_runs[run.job_id] = run
+            runs.append(run)
+        elif message.startswith("Job ") and ") ended with status: " in message:
+            open_runs.pop(_job_id(message)).end = _log_time(line)
+    for run in open_runs.values():
+        assert killed_at is not None, f"worker {worker.pid} left job {run.job_id} unfinished without a kill"
+        run.end = killed_at
+    return runs
 
 
 def _job_id(message: str) -> int:
@@ -193,9 +202,9 @@ def test_two_api_processes_three_workers_one_killed_every_few_seconds(
     for t in clients:
         t.start()
     # Kill while clients send and until every operation has finished.
-    while any(t.is_alive() for t in clients) or unfinished(core_db):
+    while any(t.is_alive() for t in clients) or unfinished(core_db) or len(workers.killed_at) < 3:
         time.sleep(KILL_EVERY)
-        workers.kill_one(rng)
+        workers.kill_one(rng, prefer_busy=any(t.is_alive() for t in clients))
         assert time.monotonic() - server.started_at < DRAIN_TIMEOUT + 60, "operations left unfinished"
     for t in clients:
         t.join()
