@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
     default=1,
     help="API processes sharing the port (default 1); more than one are kept running by this process.",
 )
-# Internal: the listening socket a process of `serve --workers N` inherits from its supervisor.
+# Internal: the listening socket a process of `serve --workers N` inherits from its supervisor, and the
+# supervisor's pid.
 @click.option("--listen-fd", type=int, default=None, hidden=True)
+@click.option("--supervisor", type=int, default=None, hidden=True)
 def serve(
     host: str | None,
     port: int | None,
@@ -42,6 +44,7 @@ def serve(
     worker: bool,
     processes: int,
     listen_fd: int | None,
+    supervisor: int | None,
 ) -> None:
     """Run the HTTP API (and, by default, an in-process worker)."""
     s = settings(host=host, port=port, data_dir=data_dir)
@@ -54,17 +57,20 @@ def serve(
         return
     _start_tracing()
     try:
-        status = asyncio.run(_serve(s, with_worker=worker, listen_fd=listen_fd))
+        status = asyncio.run(_serve(s, with_worker=worker, listen_fd=listen_fd, supervisor=supervisor))
     finally:
         _process_exiting()
     if status != 0:
         raise SystemExit(1)
 
 
-async def _serve(s: Settings, *, with_worker: bool, listen_fd: int | None = None) -> int:
+async def _serve(
+    s: Settings, *, with_worker: bool, listen_fd: int | None = None, supervisor: int | None = None
+) -> int:
     """Serve until signalled (0), or until the in-process worker fails for good (1): a process that
     answers requests but runs no job must not go on looking healthy. ``listen_fd``: accept on that
-    inherited socket (one of the processes of ``serve --workers N``) instead of binding one."""
+    inherited socket (one of the processes of ``serve --workers N``, whose supervisor is
+    ``supervisor``) instead of binding one."""
     import uvicorn
 
     from schemasaga.bootstrap import describe_access, open_container
@@ -104,7 +110,8 @@ async def _serve(s: Settings, *, with_worker: bool, listen_fd: int | None = None
         orphan_watch: asyncio.Task[None] | None = None
         if listen_fd is not None:
             sockets = [socket.socket(fileno=listen_fd)]
-            orphan_watch = asyncio.create_task(_stop_when_orphaned(server))
+        if supervisor is not None:
+            orphan_watch = asyncio.create_task(_stop_when_orphaned(server, supervisor))
         try:
             # uvicorn handles SIGINT/SIGTERM and returns once in-flight requests are done.
             await server.serve(sockets=sockets)
@@ -118,13 +125,12 @@ async def _serve(s: Settings, *, with_worker: bool, listen_fd: int | None = None
     return 1 if failed else 0
 
 
-async def _stop_when_orphaned(server: Any) -> None:
+async def _stop_when_orphaned(server: Any, supervisor: int) -> None:
     """A process of ``serve --workers N`` whose supervisor died (``kill -9``) stops too, rather than go on
-    holding the port with nobody to restart it or to stop it."""
-    parent = os.getppid()
-    while os.getppid() == parent:
+    holding the port with nobody to restart it or to stop it. (Its parent changes when it dies.)"""
+    while os.getppid() == supervisor:
         await asyncio.sleep(1.0)
-    log.error("the supervising `serve` process (pid %d) is gone; stopping", parent)
+    log.error("the supervising `serve` process (pid %d) is gone; stopping", supervisor)
     server.should_exit = True
 
 

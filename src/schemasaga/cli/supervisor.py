@@ -83,7 +83,17 @@ class Supervisor:
         self._served: set[int] = set()  # slots whose process once ran past _HEALTHY_AFTER
 
     def _command(self) -> list[str]:
-        args = [sys.executable, "-m", "schemasaga.cli", "serve", "--listen-fd", str(self.sock.fileno())]
+        fd = str(self.sock.fileno())
+        args = [
+            sys.executable,
+            "-m",
+            "schemasaga.cli",
+            "serve",
+            "--listen-fd",
+            fd,
+            "--supervisor",
+            str(os.getpid()),
+        ]
         args.append("--worker" if self.with_worker else "--no-worker")
         return args
 
