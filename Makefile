@@ -75,7 +75,7 @@ property-long: $(DEV_STAMP)
 # 32 clients, a worker SIGKILLed every 2.5 s, 1,200 operations instead of the suite's 152 (a few minutes).
 SCALE_OUT_OPERATIONS ?= 1200
 scale-out-long: $(DEV_STAMP)
-	SCHEMASAGA_SCALE_OUT_OPERATIONS=$(SCALE_OUT_OPERATIONS) $(BIN)/pytest tests/acceptance/test_scale_out.py -p no:cacheprovider --timeout 0
+	SCHEMASAGA_SCALE_OUT_OPERATIONS=$(SCALE_OUT_OPERATIONS) $(BIN)/pytest tests/acceptance/test_scale_out.py -s -p no:cacheprovider --timeout 0
 
 # Mutation testing (not part of `test`): mutmut mutates src/schemasaga/domain/ and
 # src/schemasaga/byodb/identifiers.py and runs tests/unit against each mutant (no database needed;

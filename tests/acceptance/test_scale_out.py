@@ -242,6 +242,10 @@ def test_two_api_processes_three_workers_one_killed_every_few_seconds(
                 assert first.end <= second.start, (table_id, first, second)
         killed_mid_job += sum(1 for r in table_runs if r.end == workers.killed_at.get(r.pid))
     assert killed_mid_job >= 1, "no kill landed on a running job: the run proved nothing about recovery"
+    print(
+        f"{len(accepted)} operations on {len(runs)} tables; {len(workers.killed_at)} workers killed, "
+        f"{killed_mid_job} job runs cut by a kill; {sum(map(len, runs.values()))} job runs"
+    )
 
     # No divergence.
     verify = subprocess.run(
