@@ -41,6 +41,7 @@ from tests.acceptance.conftest import (
     start_server,
     wait_until,
 )
+from tests.acceptance.test_visibility import metric
 
 pytestmark = pytest.mark.acceptance
 
@@ -253,6 +254,16 @@ def test_two_api_processes_three_workers_one_killed_every_few_seconds(
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     with httpx.Client(base_url=base, timeout=10) as client:
+        # Either API process's /metrics counts the operations both accepted.
+        tables_made = OPERATIONS // PER_TABLE
+        expected = {"create_table": tables_made, "add_column": 2 * tables_made, "remove_column": tables_made}
+        for _ in range(4):
+            text = client.get("/metrics", headers={"Connection": "close"}).text
+            counted = {
+                kind: metric(text, "schemasaga_operations_accepted_total", kind=kind, engine="postgresql")
+                for kind in expected
+            }
+            assert counted == expected
         for table_id in sorted({t for t, _ in accepted})[:5]:
             table = show(client, table_id)
             assert set(table["columns"]) == {"id", "name", "created_at", "updated_at", "b"}
