@@ -70,6 +70,8 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 class Supervisor:
+    """Keeps ``processes`` API processes running on ``sock`` until asked to stop (see the module)."""
+
     def __init__(self, settings: Settings, *, processes: int, with_worker: bool, sock: socket.socket) -> None:
         self.settings = settings
         self.processes = processes
