@@ -90,9 +90,13 @@ def test_metrics_of_any_process_sum_every_process(service_env: dict[str, str], p
         sent += len(threads)
         if set(requests_per_process(prom_dir, ROUTE)) == pids:
             break
-    per_process = requests_per_process(prom_dir, ROUTE)
+    # A request is counted just after its answer is sent: wait for the last ones.
+    per_process = wait_until(
+        f"{sent} requests counted",
+        lambda: sum((c := requests_per_process(prom_dir, ROUTE)).values()) == sent and c,
+        10,
+    )
     assert set(per_process) == pids, per_process
-    assert sum(per_process.values()) == sent
 
     # Every scrape counts every process's requests, whichever process answers it; scrape until both have.
     for _ in range(200):
