@@ -6,14 +6,14 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from schemasaga.api.deps import Reader, Reads, require_table
-from schemasaga.api.errors import responses
+from schemasaga.api.errors import problems
 from schemasaga.api.models import OperationOut
 from schemasaga.domain.errors import OperationNotFound
 
-router = APIRouter(prefix="/v1/operations", tags=["operations"], responses=responses(401, 403))
+router = APIRouter(prefix="/v1/operations", tags=["operations"], responses=problems(401, 403))
 
 
-@router.get("/{operation_id}", response_model=OperationOut, responses=responses(404, 422, 503))
+@router.get("/{operation_id}", response_model=OperationOut, responses=problems(404, 422, 503))
 async def get_operation(operation_id: UUID, caller: Reader, reads: Reads) -> OperationOut:
     view = await reads.get_operation(operation_id)
     if view is None:
@@ -22,7 +22,7 @@ async def get_operation(operation_id: UUID, caller: Reader, reads: Reads) -> Ope
     return OperationOut.model_validate(view)
 
 
-@router.get("", response_model=list[OperationOut], responses=responses(422, 503))
+@router.get("", response_model=list[OperationOut], responses=problems(422, 503))
 async def list_operations(
     caller: Reader,
     reads: Reads,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 
 from schemasaga.api.deps import Metadata, Reader, Reads, ServicesDep, Tables, Writer, require_table
-from schemasaga.api.errors import refuse_other_methods, responses
+from schemasaga.api.errors import problems, refuse_other_methods
 from schemasaga.api.models import (
     AcceptedOut,
     ColumnPatchRequest,
@@ -27,9 +27,9 @@ from schemasaga.api.models import (
 from schemasaga.domain.errors import InvalidColumn, TableNotFound
 from schemasaga.services.tables import Accepted, Asked, Planned
 
-router = APIRouter(prefix="/v1/tables", tags=["tables"], responses=responses(401, 403))
+router = APIRouter(prefix="/v1/tables", tags=["tables"], responses=problems(401, 403))
 
-CHANGE_ERRORS = responses(400, 404, 409, 412, 422, 503)
+CHANGE_ERRORS = problems(400, 404, 409, 412, 422, 503)
 PLANNED: dict[int | str, dict[str, Any]] = {
     **CHANGE_ERRORS,
     200: {"model": PlanOut, "description": "`?dry_run=true`: the plan; nothing was written."},
@@ -98,7 +98,7 @@ async def track_table(
 refuse_other_methods(router, "/track", {"POST"})
 
 
-@router.get("", response_model=TablePage, responses=responses(400, 422, 503))
+@router.get("", response_model=TablePage, responses=problems(400, 422, 503))
 async def list_tables(
     caller: Reader,
     reads: Reads,
@@ -124,7 +124,7 @@ async def list_tables(
     return TablePage(items=items, next_after=items[-1].table_id if len(items) == limit else None)
 
 
-@router.get("/{table_id}", response_model=TableOut, responses=responses(404, 422, 503))
+@router.get("/{table_id}", response_model=TableOut, responses=problems(404, 422, 503))
 async def get_table(
     table_id: UUID,
     caller: Reader,
@@ -303,7 +303,7 @@ async def drop_index(
     )
 
 
-@router.get("/{table_id}/events", response_model=list[EventOut], responses=responses(404, 422, 503))
+@router.get("/{table_id}/events", response_model=list[EventOut], responses=problems(404, 422, 503))
 async def table_events(table_id: UUID, caller: Reader, reads: Reads) -> list[EventOut]:
     await require_table(caller, reads, table_id)
     events = await reads.table_events(table_id)
