@@ -23,6 +23,7 @@ from schemasaga.byodb.connections import Connections
 from schemasaga.byodb.urls import parse_database_url
 from schemasaga.config import ConfigurationError, Settings
 from schemasaga.coredb.embedded import EmbeddedPostgres
+from schemasaga.coredb.idempotency import PgIdempotency
 from schemasaga.coredb.migrations import missing_migrations, upgrade
 from schemasaga.coredb.own import PgOwnDatabase
 from schemasaga.coredb.tokens import PgTokens
@@ -215,6 +216,7 @@ class Container:
                 readiness=readiness,
                 scrape=self._scrape,
                 tokens=self.tokens,
+                idempotency=PgIdempotency(self.pool),
             ),
             access=access_policy(self.settings),
         )

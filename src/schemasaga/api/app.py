@@ -11,6 +11,7 @@ from schemasaga.api import console, demo, ops
 from schemasaga.api.access import AccessPolicy, install_access
 from schemasaga.api.deps import Services, ServicesDep
 from schemasaga.api.errors import install_error_handlers, problem_media_types, responses
+from schemasaga.api.idempotency import install_idempotency
 from schemasaga.api.middleware import RequestContext
 from schemasaga.api.models import HealthOut
 from schemasaga.api.v1 import databases, operations, tables, tokens
@@ -33,6 +34,7 @@ def create_app(services: Services, *, access: AccessPolicy | None = None) -> Fas
     app.include_router(tokens.router)
     app.include_router(ops.router)
     app.include_router(console.router)
+    install_idempotency(app)
     install_access(app, access or AccessPolicy())
     app.add_middleware(RequestContext, routes=lambda: app.routes)
 

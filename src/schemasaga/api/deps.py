@@ -20,6 +20,7 @@ from schemasaga.domain.errors import NotAuthenticated
 from schemasaga.observability.health import Check
 from schemasaga.services.databases import DatabaseCommands
 from schemasaga.services.drift import DriftDetector
+from schemasaga.services.idempotency import IdempotencyStore
 from schemasaga.services.ports import Connections
 from schemasaga.services.tables import TableCommands
 from schemasaga.services.tokens import TokenCommands
@@ -39,6 +40,7 @@ class Services:
     readiness: Callable[[], Awaitable[list[Check]]]
     scrape: Callable[[], Awaitable[bytes]]
     tokens: TokenCommands
+    idempotency: IdempotencyStore
 
 
 async def get_services(request: Request) -> Services:

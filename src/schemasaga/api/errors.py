@@ -66,6 +66,9 @@ STATUS: dict[type, int] = {
     e.TokenNotFound: 404,
     e.DatabaseUnavailable: 503,
     e.CredentialsUnavailable: 503,
+    e.InvalidIdempotencyKey: 400,
+    e.IdempotencyKeyReused: 422,
+    e.IdempotencyKeyInFlight: 409,
 }
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 
 from schemasaga.api.deps import Admin, Databases, Metadata, Reader, ServicesDep, Writer
 from schemasaga.api.errors import problems
+from schemasaga.api.idempotency import IDEMPOTENT
 from schemasaga.api.models import (
     CheckOut,
     DatabaseList,
@@ -21,7 +22,13 @@ from schemasaga.api.models import (
 router = APIRouter(prefix="/v1/databases", tags=["databases"], responses=problems(401, 403))
 
 
-@router.post("", status_code=201, response_model=DatabaseOut, responses=problems(400, 403, 409, 422, 503))
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatabaseOut,
+    responses=problems(400, 403, 409, 422, 503),
+    dependencies=IDEMPOTENT,
+)
 async def register_database(
     body: RegisterDatabaseRequest, _: Admin, databases: Databases, meta: Metadata, response: Response
 ) -> DatabaseOut:
@@ -43,14 +50,21 @@ async def get_database(name: str, caller: Reader, databases: Databases) -> Datab
     return DatabaseOut.model_validate(await databases.get(name))
 
 
-@router.post("/{name}/check", response_model=CheckOut, responses=problems(400, 404, 422, 503))
+@router.post(
+    "/{name}/check",
+    response_model=CheckOut,
+    responses=problems(400, 404, 409, 422, 503),
+    dependencies=IDEMPOTENT,
+)
 async def check_database(name: str, caller: Writer, databases: Databases, meta: Metadata) -> CheckOut:
     """Try the connection now (a change of its status is recorded): a write."""
     caller.require_database(name)
     return CheckOut.model_validate(await databases.check(name=name, metadata=meta))
 
 
-@router.delete("/{name}", response_model=OkOut, responses=problems(400, 404, 409, 422, 503))
+@router.delete(
+    "/{name}", response_model=OkOut, responses=problems(400, 404, 409, 422, 503), dependencies=IDEMPOTENT
+)
 async def unregister_database(name: str, _: Admin, databases: Databases, meta: Metadata) -> OkOut:
     await databases.unregister(name=name, metadata=meta)
     return OkOut()

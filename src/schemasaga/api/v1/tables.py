@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from schemasaga.api.deps import Metadata, Reader, Reads, ServicesDep, Tables, Writer, require_table
 from schemasaga.api.errors import problems, refuse_other_methods
+from schemasaga.api.idempotency import IDEMPOTENT
 from schemasaga.api.models import (
     AcceptedOut,
     ColumnPatchRequest,
@@ -60,7 +61,7 @@ def _answer(result: Accepted | Planned, response: Response) -> AcceptedOut | JSO
     return out
 
 
-@router.post("", status_code=202, response_model=AcceptedOut, responses=PLANNED)
+@router.post("", status_code=202, response_model=AcceptedOut, responses=PLANNED, dependencies=IDEMPOTENT)
 async def create_table(
     body: NewTableRequest,
     caller: Writer,
@@ -85,7 +86,9 @@ async def create_table(
     return _answer(result, response)
 
 
-@router.post("/track", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS)
+@router.post(
+    "/track", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS, dependencies=IDEMPOTENT
+)
 async def track_table(
     body: TrackTableRequest, caller: Writer, tables: Tables, meta: Metadata, response: Response
 ) -> AcceptedOut | JSONResponse:
@@ -150,7 +153,9 @@ async def get_table(
     return out
 
 
-@router.patch("/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED)
+@router.patch(
+    "/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED, dependencies=IDEMPOTENT
+)
 async def rename_table(
     table_id: UUID,
     caller: Writer,
@@ -170,7 +175,9 @@ async def rename_table(
     )
 
 
-@router.delete("/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED)
+@router.delete(
+    "/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED, dependencies=IDEMPOTENT
+)
 async def delete_table(
     table_id: UUID,
     caller: Writer,
@@ -186,7 +193,13 @@ async def delete_table(
     return _answer(await tables.delete_table(table_id=table_id, metadata=meta, asked=asked), response)
 
 
-@router.post("/{table_id}/columns", status_code=202, response_model=AcceptedOut, responses=PLANNED)
+@router.post(
+    "/{table_id}/columns",
+    status_code=202,
+    response_model=AcceptedOut,
+    responses=PLANNED,
+    dependencies=IDEMPOTENT,
+)
 async def add_column(
     table_id: UUID,
     caller: Writer,
@@ -209,6 +222,7 @@ async def add_column(
     status_code=202,
     response_model=AcceptedOut,
     responses=PLANNED,
+    dependencies=IDEMPOTENT,
 )
 async def alter_column(
     table_id: UUID,
@@ -237,6 +251,7 @@ async def alter_column(
     status_code=202,
     response_model=AcceptedOut,
     responses=PLANNED,
+    dependencies=IDEMPOTENT,
 )
 async def remove_column(
     table_id: UUID,
@@ -256,7 +271,13 @@ async def remove_column(
     )
 
 
-@router.post("/{table_id}/indexes", status_code=202, response_model=AcceptedOut, responses=PLANNED)
+@router.post(
+    "/{table_id}/indexes",
+    status_code=202,
+    response_model=AcceptedOut,
+    responses=PLANNED,
+    dependencies=IDEMPOTENT,
+)
 async def add_index(
     table_id: UUID,
     caller: Writer,
@@ -284,6 +305,7 @@ async def add_index(
     status_code=202,
     response_model=AcceptedOut,
     responses=PLANNED,
+    dependencies=IDEMPOTENT,
 )
 async def drop_index(
     table_id: UUID,
@@ -312,7 +334,13 @@ async def table_events(table_id: UUID, caller: Reader, reads: Reads) -> list[Eve
     return [EventOut.model_validate(e) for e in events]
 
 
-@router.post("/{table_id}/reconcile", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS)
+@router.post(
+    "/{table_id}/reconcile",
+    status_code=202,
+    response_model=AcceptedOut,
+    responses=CHANGE_ERRORS,
+    dependencies=IDEMPOTENT,
+)
 async def reconcile(
     table_id: UUID,
     body: ReconcileRequest,
