@@ -25,6 +25,7 @@ from schemasaga.services.ports import Connections
 from schemasaga.services.tables import TableCommands
 from schemasaga.services.tokens import TokenCommands
 from schemasaga.services.views import ReadModels
+from schemasaga.services.waiting import OperationWaits
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class Services:
     scrape: Callable[[], Awaitable[bytes]]
     tokens: TokenCommands
     idempotency: IdempotencyStore
+    waits: OperationWaits
 
 
 async def get_services(request: Request) -> Services:

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 
-from schemasaga.api.deps import Metadata, Reader, Reads, ServicesDep, Tables, Writer, require_table
+from schemasaga.api.deps import Metadata, Reader, Reads, Services, ServicesDep, Tables, Writer, require_table
 from schemasaga.api.errors import problems, refuse_other_methods
 from schemasaga.api.idempotency import IDEMPOTENT
 from schemasaga.api.models import (
@@ -18,6 +18,7 @@ from schemasaga.api.models import (
     EventOut,
     IndexSpec,
     NewTableRequest,
+    OperationOut,
     PlanOut,
     ReconcileRequest,
     RenameTableRequest,
@@ -27,16 +28,37 @@ from schemasaga.api.models import (
 )
 from schemasaga.domain.errors import InvalidColumn, TableNotFound
 from schemasaga.services.tables import Accepted, Asked, Planned
+from schemasaga.services.waiting import MAX_WAIT_SECONDS
 
 router = APIRouter(prefix="/v1/tables", tags=["tables"], responses=problems(401, 403))
 
-CHANGE_ERRORS = problems(400, 404, 409, 412, 422, 503)
+CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **problems(400, 404, 409, 412, 422, 503),
+    200: {
+        "model": OperationOut,
+        "description": "`?wait=SECONDS`: the operation finished within that time, as "
+        "`GET /v1/operations/{id}` shows it.",
+    },
+}
 PLANNED: dict[int | str, dict[str, Any]] = {
     **CHANGE_ERRORS,
-    200: {"model": PlanOut, "description": "`?dry_run=true`: the plan; nothing was written."},
+    200: {
+        "model": PlanOut | OperationOut,
+        "description": "`?dry_run=true`: the plan, nothing was written; or, `?wait=SECONDS`: the operation "
+        "finished within that time, as `GET /v1/operations/{id}` shows it.",
+    },
 }
 
 DryRun = Annotated[bool, Query(description="answer the plan (statements, locks, warnings) and write nothing")]
+Wait = Annotated[
+    float | None,
+    Query(
+        gt=0,
+        le=MAX_WAIT_SECONDS,
+        description="wait up to this many seconds (at most 30) for the operation to finish: 200 and the "
+        "operation when it did, 202 as without it when the time ran out",
+    ),
+]
 IfMatch = Annotated[
     str | None,
     Header(description='the table version the change was decided on (its ETag, `"7"`); 412 when it moved on'),
@@ -53,10 +75,17 @@ def _asked(if_match: str | None, dry_run: bool) -> Asked:
     return Asked(expected_version=int(match.group(1)), dry_run=dry_run)
 
 
-def _answer(result: Accepted | Planned, response: Response) -> AcceptedOut | JSONResponse:
+async def _answer(
+    result: Accepted | Planned, response: Response, *, wait: float | None = None, services: Services
+) -> AcceptedOut | JSONResponse:
     if isinstance(result, Planned):
         return JSONResponse(PlanOut.of(result).model_dump(mode="json"), status_code=200)
     out = AcceptedOut.of(result)
+    if wait is not None:
+        finished = await services.waits.wait(result.operation_id, timeout=wait)
+        if finished is not None:
+            body = OperationOut.model_validate(finished).model_dump(mode="json")
+            return JSONResponse(body, status_code=200, headers={"Location": out.operation_url})
     response.headers["Location"] = out.operation_url
     return out
 
@@ -68,7 +97,9 @@ async def create_table(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
 ) -> AcceptedOut | JSONResponse:
     """Create a table: the four default columns (`id`, `name`, `created_at`, `updated_at`), then the given
     columns, and the given indexes."""
@@ -83,18 +114,29 @@ async def create_table(
         indexes=indexes,
         dry_run=dry_run,
     )
-    return _answer(result, response)
+    return await _answer(result, response, wait=wait, services=services)
 
 
 @router.post(
     "/track", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS, dependencies=IDEMPOTENT
 )
 async def track_table(
-    body: TrackTableRequest, caller: Writer, tables: Tables, meta: Metadata, response: Response
+    body: TrackTableRequest,
+    caller: Writer,
+    tables: Tables,
+    meta: Metadata,
+    response: Response,
+    services: ServicesDep,
+    wait: Wait = None,
 ) -> AcceptedOut | JSONResponse:
     """Start managing a table that exists already: its live schema becomes its metadata (no DDL)."""
     caller.require_database(body.database)
-    return _answer(await tables.track_table(name=body.name, database=body.database, metadata=meta), response)
+    return await _answer(
+        await tables.track_table(name=body.name, database=body.database, metadata=meta),
+        response,
+        wait=wait,
+        services=services,
+    )
 
 
 # `track` is a literal beside `{table_id}`: `PATCH /v1/tables/track` must be a 405, not a bad table id.
@@ -164,14 +206,19 @@ async def rename_table(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     """Rename the table."""
     await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
-    return _answer(
-        await tables.rename_table(table_id=table_id, name=body.name, metadata=meta, asked=asked), response
+    return await _answer(
+        await tables.rename_table(table_id=table_id, name=body.name, metadata=meta, asked=asked),
+        response,
+        wait=wait,
+        services=services,
     )
 
 
@@ -185,12 +232,19 @@ async def delete_table(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
-    return _answer(await tables.delete_table(table_id=table_id, metadata=meta, asked=asked), response)
+    return await _answer(
+        await tables.delete_table(table_id=table_id, metadata=meta, asked=asked),
+        response,
+        wait=wait,
+        services=services,
+    )
 
 
 @router.post(
@@ -208,13 +262,15 @@ async def add_column(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
     result = await tables.add_column(table_id=table_id, column=body.to_column(), metadata=meta, asked=asked)
-    return _answer(result, response)
+    return await _answer(result, response, wait=wait, services=services)
 
 
 @router.patch(
@@ -233,7 +289,9 @@ async def alter_column(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     """Rename a column, change its type, nullability, default or uniqueness; a field left out stays as it
@@ -243,7 +301,7 @@ async def alter_column(
     result = await tables.alter_column(
         table_id=table_id, name=name, patch=body.to_patch(), metadata=meta, asked=asked
     )
-    return _answer(result, response)
+    return await _answer(result, response, wait=wait, services=services)
 
 
 @router.delete(
@@ -261,13 +319,18 @@ async def remove_column(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
-    return _answer(
-        await tables.remove_column(table_id=table_id, name=name, metadata=meta, asked=asked), response
+    return await _answer(
+        await tables.remove_column(table_id=table_id, name=name, metadata=meta, asked=asked),
+        response,
+        wait=wait,
+        services=services,
     )
 
 
@@ -286,7 +349,9 @@ async def add_index(
     reads: Reads,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     await require_table(caller, reads, table_id)
@@ -295,8 +360,11 @@ async def add_index(
     if view is None:
         raise TableNotFound(f"no table with id {table_id}")
     index = body.to_index(view.name)
-    return _answer(
-        await tables.add_index(table_id=table_id, index=index, metadata=meta, asked=asked), response
+    return await _answer(
+        await tables.add_index(table_id=table_id, index=index, metadata=meta, asked=asked),
+        response,
+        wait=wait,
+        services=services,
     )
 
 
@@ -315,13 +383,18 @@ async def drop_index(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
-    return _answer(
-        await tables.drop_index(table_id=table_id, name=name, metadata=meta, asked=asked), response
+    return await _answer(
+        await tables.drop_index(table_id=table_id, name=name, metadata=meta, asked=asked),
+        response,
+        wait=wait,
+        services=services,
     )
 
 
@@ -349,8 +422,10 @@ async def reconcile(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
+    wait: Wait = None,
 ) -> AcceptedOut | JSONResponse:
     """Queue a reconciliation: ``repair`` the physical table, or ``adopt`` its live schema."""
     await require_table(caller, reads, table_id)
     accepted = await tables.reconcile(table_id=table_id, strategy=body.strategy, metadata=meta)
-    return _answer(accepted, response)
+    return await _answer(accepted, response, wait=wait, services=services)
