@@ -91,6 +91,10 @@ async def test_refusals_are_not_kept_and_bad_keys_are_400(
 ) -> None:
     bad = await client.post("/v1/tables", json={"name": "1bad"}, headers=key("k2"))
     assert bad.status_code == 422 and error_of(bad)["code"] == "invalid_name"
+    # A request without a key, from the same task (the in-process transport runs requests in the
+    # caller's context), takes no key either.
+    plain = await client.post("/v1/tables", json={"name": "plain"})
+    assert plain.status_code == 202, plain.text
     before = await counts(service)
     assert before[2] == 0
     # The key answered nothing: the corrected request may use it.

@@ -153,10 +153,20 @@ class IdempotencyRecorder:
         self._next_purge = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] not in WRITES
-            or not any(name == HEADER.encode() for name, _ in scope.get("headers", ()))
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # The claim the dependency binds is this request's only, even where requests share a context (an
+        # ASGI server that runs them in one task).
+        bound = idempotency.current.set(None)
+        try:
+            await self._answer(scope, receive, send)
+        finally:
+            idempotency.current.reset(bound)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in WRITES or not any(
+            name == HEADER.encode() for name, _ in scope.get("headers", ())
         ):
             await self.app(scope, receive, send)
             return
