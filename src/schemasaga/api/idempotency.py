@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import time
 from typing import Annotated
@@ -29,6 +30,8 @@ from schemasaga.domain.access import Caller
 from schemasaga.domain.errors import IdempotencyKeyInFlight, IdempotencyKeyReused, InvalidIdempotencyKey
 from schemasaga.services import idempotency
 from schemasaga.services.idempotency import Claim, IdempotencyStore, StoredAnswer
+
+log = logging.getLogger(__name__)
 
 HEADER = "idempotency-key"
 REPLAYED = "idempotency-replayed"
@@ -193,10 +196,13 @@ class IdempotencyRecorder:
                 if name.decode("latin-1").lower() in _KEPT_HEADERS
             }
             secret = tuple(state.get(SECRET_FIELDS, ()))
-            await store.record_answer(
-                claim, status=status, headers=headers, body=_redacted(body, secret) if secret else body
-            )
-            await self._purge(store)
+            try:
+                await store.record_answer(
+                    claim, status=status, headers=headers, body=_redacted(body, secret) if secret else body
+                )
+                await self._purge(store)
+            except Exception as exc:  # the request succeeded: say so; a retry is told to ask again (409)
+                log.warning("the answer of an idempotent request could not be recorded: %s", exc)
             for message in messages:
                 await send(message)
             return
