@@ -208,16 +208,19 @@ class IdempotencyRecorder:
             return
         # Refused: perhaps because a concurrent request with the same key got there first (its unit of
         # work held the key, or what it did made this one invalid): then answer what it answered.
-        found = await store.find(claim.principal, claim.key)
-        if found is None:
+        path = str(scope.get("path", ""))
+        try:
+            found = await store.find(claim.principal, claim.key)
+            response = None if found is None else replay_response(await settled(store, claim, found))
+        except (IdempotencyKeyReused, IdempotencyKeyInFlight) as exc:
+            response = error_response(status_of(exc), exc.code, exc.message, path=path)
+        except Exception as exc:  # the core database is gone too (a 503, say): the refusal stands
+            log.info("the key of a refused request could not be looked up: %s", exc)
+            response = None
+        if response is None:
             for message in messages:
                 await send(message)
             return
-        path = str(scope.get("path", ""))
-        try:
-            response = replay_response(await settled(store, claim, found))
-        except (IdempotencyKeyReused, IdempotencyKeyInFlight) as exc:
-            response = error_response(status_of(exc), exc.code, exc.message, path=path)
         await response(scope, receive, send)
 
     async def _purge(self, store: IdempotencyStore) -> None:
