@@ -18,6 +18,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -226,3 +227,22 @@ def another_spelling(url: str, tmp_path: Path, *, how: str = "host") -> str:
         return u.set(host=host).render_as_string(hide_password=False)
     socket = str(u.query["host"])
     return u.update_query_dict({"host": f"{socket.rstrip('/')}/."}).render_as_string(hide_password=False)
+
+
+def error_of(response: Any) -> dict[str, Any]:
+    """The error of an answer as ``{"code", "message", "details"?}``, whichever shape it has, checking it
+    has the right one: RFC 9457 problem details under ``/v1``, the demo's ``{"status": "error", "error"}``
+    elsewhere."""
+    body: dict[str, Any] = response.json()
+    if response.request.url.path.startswith("/v1/") or response.request.url.path == "/v1":
+        assert response.headers["content-type"] == "application/problem+json", response.text
+        assert body["status"] == response.status_code, response.text
+        assert body["type"] == f"urn:schemasaga:problem:{body['code']}", response.text
+        assert body["title"] and body["detail"], response.text
+        error = {"code": body["code"], "message": body["detail"]}
+        if "details" in body:
+            error["details"] = body["details"]
+        return error
+    assert body["status"] == "error", response.text
+    error_body: dict[str, Any] = body["error"]
+    return error_body

@@ -51,6 +51,7 @@ class CoreState:
     running: set[UUID] = field(default_factory=set)
     starts: dict[UUID, int] = field(default_factory=dict)
     position: int = 0
+    idempotency_keys: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 class MemoryStreams:
@@ -142,6 +143,13 @@ class MemoryTransaction(MemoryStreams):
 
     async def lock_registered_databases(self) -> list[str]:
         return sorted(self.state.databases)
+
+    async def claim_idempotency_key(self, claim: Any, *, operation_id: str | None) -> bool:
+        key = (claim.principal, claim.key)
+        if key in self.state.idempotency_keys:
+            return False
+        self.state.idempotency_keys[key] = claim.fingerprint
+        return True
 
 
 class MemoryCore:

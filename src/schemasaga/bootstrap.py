@@ -23,7 +23,9 @@ from schemasaga.byodb.connections import Connections
 from schemasaga.byodb.urls import parse_database_url
 from schemasaga.config import ConfigurationError, Settings
 from schemasaga.coredb.embedded import EmbeddedPostgres
+from schemasaga.coredb.idempotency import PgIdempotency
 from schemasaga.coredb.migrations import missing_migrations, upgrade
+from schemasaga.coredb.notices import OperationNotices
 from schemasaga.coredb.own import PgOwnDatabase
 from schemasaga.coredb.tokens import PgTokens
 from schemasaga.coredb.transaction import PgCore
@@ -179,6 +181,7 @@ class Container:
     runner: SagaRunner
     drift: DriftDetector
     tokens: TokenCommands
+    waits: OperationNotices
     secrets: SecretBox = field(repr=False)
     # The in-process worker's (run_worker with self.worker), for /readyz.
     liveness: WorkerLiveness = field(default_factory=WorkerLiveness)
@@ -215,6 +218,8 @@ class Container:
                 readiness=readiness,
                 scrape=self._scrape,
                 tokens=self.tokens,
+                idempotency=PgIdempotency(self.pool),
+                waits=self.waits,
             ),
             access=access_policy(self.settings),
         )
@@ -308,6 +313,7 @@ async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIt
         await jobs.open_async(pool)
         connections: Connections | None = None
         refresher: asyncio.Task[None] | None = None
+        container: Container | None = None
         try:
             connections = _connections(settings, resolved, secrets, pool)
             container = await _build(
@@ -317,6 +323,8 @@ async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIt
                 refresher = asyncio.create_task(connections.keep_fresh(settings.catalog_refresh_interval))
             yield container
         finally:
+            if container is not None:
+                await container.waits.close()
             if refresher is not None:
                 refresher.cancel()
                 await asyncio.gather(refresher, return_exceptions=True)
@@ -410,5 +418,6 @@ async def _build(
         runner=SagaRunner(uow=uow, connections=connections, retry=retry, metrics=metrics.SAGAS),
         drift=DriftDetector(uow=uow, reads=reads, connections=connections, on_scan=metrics.drift_scanned),
         tokens=TokenCommands(store=PgTokens(pool, store=store)),
+        waits=OperationNotices(resolved.core_conninfo, reads),
         secrets=secrets,
     )

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from schemasaga.bootstrap import Container
+from tests.conftest import error_of
 from tests.integration.conftest import wait_operation, wait_synced
 from tests.integration.test_saga_flow import counts, create_table, physical_columns
 
@@ -38,8 +39,8 @@ async def test_a_typo_in_a_field_name_is_refused_and_removes_nothing(
         "/table/column", json={"table_id": table_id, "column": {"name": "age", "typ": "bigint"}}
     )
     assert r.status_code == 422, r.text
-    assert r.json()["error"]["code"] == "unknown_field"
-    assert "column.typ" in r.json()["error"]["message"]
+    assert error_of(r)["code"] == "unknown_field"
+    assert "column.typ" in error_of(r)["message"]
     assert await counts(service) == before
     assert "age" in (physical_columns(byodb_pg_url, "typo") or {})
     # The demo's contract stays: a column with a name and no type is removed.
@@ -67,7 +68,7 @@ async def test_every_body_refuses_unknown_fields(
     before = await counts(service)
     r = await client.request(method, path.replace("{id}", table_id), json=body)
     assert r.status_code == 422, r.text
-    assert r.json()["error"]["code"] == "unknown_field" and field in r.json()["error"]["message"]
+    assert error_of(r)["code"] == "unknown_field" and field in error_of(r)["message"]
     assert await counts(service) == before
 
 
@@ -103,7 +104,7 @@ async def test_a_deleted_table_says_so(client: httpx.AsyncClient) -> None:
 async def test_a_wrong_method_keeps_its_allow_header(client: httpx.AsyncClient) -> None:
     r = await client.get("/table/create")
     assert r.status_code == 405
-    assert r.json()["error"]["code"] == "method_not_allowed"
+    assert error_of(r)["code"] == "method_not_allowed"
     assert r.headers["allow"] == "POST"
 
 
@@ -128,7 +129,7 @@ async def test_a_405_allows_every_method_of_the_path(
     # Found by the OpenAPI fuzz: a path served by several routes named only the first route's methods.
     r = await client.request(method, path.replace("{id}", "00000000-0000-0000-0000-000000000000"))
     assert r.status_code == 405, r.text
-    assert r.json()["error"]["code"] == "method_not_allowed"
+    assert error_of(r)["code"] == "method_not_allowed"
     assert r.headers["allow"] == allow
 
 
@@ -149,17 +150,19 @@ async def test_a_nul_character_in_a_look_up_is_a_declared_400(
     before = await counts(service)
     r = await client.request(method, path)
     assert r.status_code == 400, r.text
+    assert r.headers["content-type"] == "application/problem+json"
     assert r.json() == {
-        "status": "error",
-        "error": {
-            "code": "invalid_request",
-            "message": "the request holds a value the service's database cannot take",
-        },
+        "type": "urn:schemasaga:problem:invalid_request",
+        "title": "Invalid request",
+        "status": 400,
+        "detail": "the request holds a value the service's database cannot take",
+        "code": "invalid_request",
     }
     assert await counts(service) == before
     operation = (await client.get("/openapi.json")).json()["paths"][template][method.lower()]
-    schema = operation["responses"]["400"]["content"]["application/json"]["schema"]
-    assert schema == {"$ref": "#/components/schemas/ErrorOut"}
+    assert operation["responses"]["400"]["content"] == {
+        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+    }
 
 
 async def test_the_openapi_document_declares_every_answer(client: httpx.AsyncClient) -> None:
@@ -173,6 +176,8 @@ async def test_the_openapi_document_declares_every_answer(client: httpx.AsyncCli
     assert schemas["ErrorOut"]["properties"]["error"] == {"$ref": "#/components/schemas/ErrorDetail"}
     assert schemas["ErrorDetail"]["required"] == ["code", "message"]
     error = {"$ref": "#/components/schemas/ErrorOut"}
+    problem = {"$ref": "#/components/schemas/Problem"}
+    assert schemas["Problem"]["required"] == ["type", "title", "status", "detail", "code"]
     operations = [(m, p, op) for p, item in document["paths"].items() for m, op in item.items()]
     assert len(operations) == 29
     assert document["components"]["securitySchemes"]["token"] == {
@@ -187,18 +192,26 @@ async def test_the_openapi_document_declares_every_answer(client: httpx.AsyncCli
             assert operation["security"] == [{"token": []}], (method, path)
         successes = [s for s in answers if s.startswith("2")]
         parameters = {p["name"] for p in operation.get("parameters", [])}
-        if "dry_run" in parameters:  # a change: 202 accepted, or 200 and its plan
+        plan = {"$ref": "#/components/schemas/PlanOut"}
+        operation_out = {"$ref": "#/components/schemas/OperationOut"}
+        if "dry_run" in parameters:  # a change: 202 accepted, or 200 and its plan or finished operation
             assert sorted(successes) == ["200", "202"], (method, path, successes)
-            assert answers["200"]["content"]["application/json"]["schema"] == {
-                "$ref": "#/components/schemas/PlanOut"
-            }
+            assert answers["200"]["content"]["application/json"]["schema"]["anyOf"] == [plan, operation_out]
+            assert "wait" in parameters and "Idempotency-Key" in parameters, (method, path)
+        elif "wait" in parameters and method != "get":  # a change with no plan: 202, or 200 when finished
+            assert sorted(successes) == ["200", "202"], (method, path, successes)
+            assert answers["200"]["content"]["application/json"]["schema"] == operation_out
         else:
             assert len(successes) == 1, (method, path, successes)
         for success in successes:
             assert answers[success]["content"]["application/json"]["schema"], (method, path)
         for status, answer in answers.items():
-            if not status.startswith("2"):
-                assert answer["content"]["application/json"]["schema"] == error, (method, path, status)
+            if status.startswith("2"):
+                continue
+            if path.startswith("/v1/"):  # RFC 9457 problem details
+                assert answer["content"] == {"application/problem+json": {"schema": problem}}, (method, path)
+            else:
+                assert answer["content"] == {"application/json": {"schema": error}}, (method, path, status)
         if operation.get("parameters") or "requestBody" in operation:
             assert "422" in answers, (method, path)
         if "requestBody" in operation:

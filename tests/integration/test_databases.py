@@ -26,7 +26,14 @@ from schemasaga.bootstrap import Container, check_settings
 from schemasaga.cli import main as cli
 from schemasaga.config import ConfigurationError, Settings
 from schemasaga.secrets import SecretBox, generate_key, key_id
-from tests.conftest import another_spelling, create_database, drop_database, pg_sqlalchemy_url, with_dbname
+from tests.conftest import (
+    another_spelling,
+    create_database,
+    drop_database,
+    error_of,
+    pg_sqlalchemy_url,
+    with_dbname,
+)
 from tests.integration.conftest import running_service, wait_synced
 
 KEY = generate_key()
@@ -173,7 +180,7 @@ async def test_default_database_comes_from_configuration(
     assert (await api.get("/v1/databases/default")).json()["engine"] == "sqlite"
 
     r = await api.delete("/v1/databases/default")
-    assert r.status_code == 409 and r.json()["error"]["code"] == "database_configured"
+    assert r.status_code == 409 and error_of(r)["code"] == "database_configured"
 
 
 def on_test_server(url: str, pg_server: str) -> str:
@@ -241,7 +248,7 @@ async def test_refused_registration_leaves_nothing(
     before = len(await svc.store.read_all())
     r = await api.post("/v1/databases", json={"name": name, "url": url})
     assert r.status_code == status, r.text
-    assert r.json()["status"] == "error" and r.json()["error"]["code"] == code
+    assert error_of(r)["code"] == code
     assert len(await svc.store.read_all()) == before
     if name != "default":
         assert await database_traces(svc, name) == (0, 0)
@@ -265,8 +272,8 @@ async def test_sqlite_files_outside_the_sqlite_dir_are_refused_and_nothing_is_cr
         ]:
             r = await api.post("/v1/databases", json={"name": name, "url": f"sqlite:///{path}"})
             assert r.status_code == 403, r.text
-            assert r.json()["error"]["code"] == "database_not_allowed"
-            assert "SCHEMASAGA_SQLITE_DIR" in r.json()["error"]["message"]
+            assert error_of(r)["code"] == "database_not_allowed"
+            assert "SCHEMASAGA_SQLITE_DIR" in error_of(r)["message"]
             assert await database_traces(svc, name) == (0, 0)
         assert len(await svc.store.read_all()) == before
         assert list(outside.iterdir()) == []  # no file was opened, so none was created
@@ -295,8 +302,8 @@ async def test_hosts_outside_the_allow_list_are_refused_without_connecting(
             start = time.monotonic()
             r = await api.post("/v1/databases", json={"name": name, "url": url})
             assert r.status_code == 403, r.text
-            assert r.json()["error"]["code"] == "database_not_allowed"
-            message = r.json()["error"]["message"]
+            assert error_of(r)["code"] == "database_not_allowed"
+            message = error_of(r)["message"]
             assert "*.internal" not in message and "127.0.0.0/8" not in message  # the list stays private
             assert time.monotonic() - start < 1.0
             assert await database_traces(svc, name) == (0, 0)
@@ -311,7 +318,7 @@ async def test_hosts_outside_the_allow_list_are_refused_without_connecting(
             },
         )
         assert r.status_code == 422, r.text
-        assert r.json()["error"]["code"] == "invalid_url"
+        assert error_of(r)["code"] == "invalid_url"
         assert await database_traces(svc, "host_list") == (0, 0)
 
         r = await api.post("/v1/databases", json={"name": "allowed", "url": second_pg_url})
@@ -335,7 +342,7 @@ async def test_a_url_cannot_make_the_driver_read_a_file_into_the_answer(
         f"postgresql+psycopg://postgres@127.0.0.1/postgres?passfile={secret}&sslrootcert={secret}",
     ):
         r = await api.post("/v1/databases", json={"name": "reader", "url": url})
-        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_url", r.text
+        assert r.status_code == 422 and error_of(r)["code"] == "invalid_url", r.text
         assert "TOP-SECRET" not in r.text
         assert await database_traces(svc, "reader") == (0, 0)
 
@@ -352,7 +359,7 @@ async def test_a_nul_character_in_a_name_is_a_4xx_in_the_usual_shape(svc: Contai
         ]:
             r = await c.request(method, path)
             assert 400 <= r.status_code < 500, (method, path, r.status_code, r.text)
-            assert r.json()["status"] == "error", r.text
+            assert error_of(r)["code"], r.text
 
 
 async def test_an_unexpected_error_answers_500_in_the_usual_shape_without_details(
@@ -366,9 +373,13 @@ async def test_an_unexpected_error_answers_500_in_the_usual_shape_without_detail
     async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as c:
         r = await c.get("/v1/databases")
     assert r.status_code == 500
+    assert r.headers["content-type"] == "application/problem+json"
     assert r.json() == {
-        "status": "error",
-        "error": {"code": "internal_error", "message": "internal error; it has been logged"},
+        "type": "urn:schemasaga:problem:internal_error",
+        "title": "Internal error",
+        "status": 500,
+        "detail": "internal error; it has been logged",
+        "code": "internal_error",
     }
 
 
@@ -378,7 +389,7 @@ async def test_wrong_mariadb_password_is_refused(
 ) -> None:
     url = make_url(byodb_mysql_url).set(password="wrong-password-xyz").render_as_string(hide_password=False)
     r = await api.post("/v1/databases", json={"name": "analytics", "url": url})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "bad_credentials", r.text
+    assert r.status_code == 422 and error_of(r)["code"] == "bad_credentials", r.text
     assert "wrong-password-xyz" not in r.text
     assert await database_traces(svc, "analytics") == (0, 0)
 
@@ -463,13 +474,13 @@ async def test_unregister_refused_while_live_tables(
 ) -> None:
     await register(api, "analytics", byodb_sqlite_url)
     r = await api.post("/v1/databases", json={"name": "analytics", "url": byodb_sqlite_url})
-    assert r.status_code == 409 and r.json()["error"]["code"] == "database_exists"
+    assert r.status_code == 409 and error_of(r)["code"] == "database_exists"
 
     table_id = await create_table(api, "kept", "analytics")
     await wait_synced(api, table_id)
     assert (await api.get("/v1/databases/analytics")).json()["live_tables"] == 1
     r = await api.delete("/v1/databases/analytics")
-    assert r.status_code == 409 and r.json()["error"]["code"] == "database_in_use", r.text
+    assert r.status_code == 409 and error_of(r)["code"] == "database_in_use", r.text
 
     assert (await api.post("/table/delete", json={"table_id": table_id})).status_code == 200
     await wait_synced(api, table_id)
@@ -478,7 +489,7 @@ async def test_unregister_refused_while_live_tables(
     assert (await api.get("/v1/databases/analytics")).status_code == 404
     assert "analytics" not in svc.connections.names()
     r = await api.post("/table/create", json={"name": "late", "database": "analytics"})
-    assert r.status_code == 404 and r.json()["error"]["code"] == "database_not_found"
+    assert r.status_code == 404 and error_of(r)["code"] == "database_not_found"
     assert (await api.delete("/v1/databases/analytics")).status_code == 404
     assert (await api.post("/v1/databases/analytics/check")).status_code == 404
 
@@ -655,7 +666,7 @@ async def test_a_replica_out_of_date_cannot_create_in_an_unregistered_database(
         assert "analytics" in api_b.connections.names()
         events_before = len(await api_b.store.read_all())
         r = await client_b.post("/table/create", json={"name": "orphan", "database": "analytics"})
-        assert r.status_code == 404 and r.json()["error"]["code"] == "database_not_found", r.text
+        assert r.status_code == 404 and error_of(r)["code"] == "database_not_found", r.text
         assert len(await api_b.store.read_all()) == events_before
 
 
@@ -681,7 +692,7 @@ async def assert_refused_as_registered(
     before = len(await svc.store.read_all())
     r = await api.post("/v1/databases", json={"name": name, "url": url})
     assert r.status_code == 409, r.text
-    error = r.json()["error"]
+    error = error_of(r)
     assert error["code"] == "database_already_registered", r.text
     assert repr(existing) in error["message"]
     parsed = make_url(url)
@@ -759,7 +770,7 @@ async def test_two_registrations_of_one_database_at_once_accept_one(
     )
     assert sorted(r.status_code for r in answers) == [201, 409], [r.text for r in answers]
     [refused] = [r for r in answers if r.status_code == 409]
-    assert refused.json()["error"]["code"] == "database_already_registered"
+    assert error_of(refused)["code"] == "database_already_registered"
     names = {r.json()["name"] for r in answers if r.status_code == 201}
     listed = [d["name"] for d in (await api.get("/v1/databases")).json()["items"]]
     assert listed == sorted({"default"} | names)

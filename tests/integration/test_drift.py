@@ -16,7 +16,7 @@ import httpx
 from schemasaga.bootstrap import Container
 from schemasaga.config import Settings
 from schemasaga.services.drift import DriftDetector
-from tests.conftest import create_database, drop_database, pg_sqlalchemy_url, with_dbname
+from tests.conftest import create_database, drop_database, error_of, pg_sqlalchemy_url, with_dbname
 from tests.integration.conftest import TEST_SECRET_KEY, running_service, wait_operation, wait_synced
 from tests.integration.test_saga_flow import create_table, physical_columns, run_sql
 
@@ -122,7 +122,7 @@ async def test_adopt_records_the_live_schema_as_metadata(
 async def test_reconcile_rejects_bad_strategy(client: httpx.AsyncClient) -> None:
     table_id = await settled_table(client, "strict")
     r = await client.post(f"/v1/tables/{table_id}/reconcile", json={"strategy": "rewrite"})
-    assert r.status_code == 422 and r.json()["status"] == "error"
+    assert r.status_code == 422 and error_of(r)["code"] == "invalid_request"
 
 
 async def test_drift_is_recorded_once_until_it_changes(
@@ -216,9 +216,9 @@ async def test_drift_of_a_database_that_cannot_be_read_is_a_clear_error(
 
     r = await client.get("/v1/databases/other/drift")
     assert r.status_code == 503, r.text
-    assert r.json()["error"]["code"] == "database_unavailable"
+    assert error_of(r)["code"] == "database_unavailable"
     r = await client.get("/v1/databases/nowhere/drift")
-    assert r.status_code == 404 and r.json()["error"]["code"] == "database_not_found"
+    assert r.status_code == 404 and error_of(r)["code"] == "database_not_found"
 
     env = {
         **os.environ,

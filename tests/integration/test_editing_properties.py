@@ -39,6 +39,7 @@ from schemasaga.byodb.planner import TYPE_CHANGES
 from schemasaga.config import Settings
 from schemasaga.domain.columns import ColumnType
 from schemasaga.services.verify import verify
+from tests.conftest import error_of
 from tests.integration.conftest import running_service, wait_operation, wait_synced
 from tests.integration.live_schema import assert_shown_is_live, read_live
 from tests.integration.test_saga_flow import counts
@@ -348,7 +349,7 @@ async def test_random_edits_keep_show_equal_to_the_live_schema(
                     change.expect(after)
                 shown = after
             else:
-                assert "error" in r.json() and r.json()["error"]["code"], r.text
+                assert error_of(r)["code"], r.text
                 assert await counts(container) == before, "a refused change wrote something"
                 again = await settled_and_consistent(
                     container, client, table_id, url=byodb_url, engine=engine

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from schemasaga.byodb.planner import unique_index_name
 from schemasaga.config import Settings
+from tests.conftest import error_of
 from tests.integration.conftest import running_service, wait_operation, wait_synced
 
 ENGINES = [
@@ -125,7 +126,7 @@ async def test_rows_that_do_not_fit_refuse_the_change(
         version = (await wait_synced(client, table_id))["version"]
         r = await client.patch(f"/v1/tables/{table_id}/columns/v", json={"type": "integer"})
         assert r.status_code == 409, r.text
-        error = r.json()["error"]
+        error = error_of(r)
         assert error["code"] == "incompatible_rows"
         assert "2 rows with a value of 'v' that is no integer" in error["message"]
         assert error["details"] == {"count": 2, "primary_keys": [2, 3]}
@@ -156,7 +157,7 @@ async def test_an_index_mariadb_cannot_make_is_refused_when_creating_the_table_t
             assert r.status_code in (200, 202), r.text
             continue
         assert r.status_code == 422, r.text
-        assert r.json()["error"]["code"] == "unsupported_change" and "prefix" in r.json()["error"]["message"]
+        assert error_of(r)["code"] == "unsupported_change" and "prefix" in error_of(r)["message"]
     if byodb_url.startswith("mysql"):
         assert (await client.get("/v1/tables")).json()["items"] == []
         # A unique one is what MariaDB can make.
@@ -188,7 +189,7 @@ async def test_an_index_name_another_table_holds_is_refused_before_anything_is_w
         await completed(client, r)
         return
     assert r.status_code == 422, r.text
-    assert "'ix_code' is taken by an index of 'first'" in r.json()["error"]["message"]
+    assert "'ix_code' is taken by an index of 'first'" in error_of(r)["message"]
     assert (await client.get(f"/v1/tables/{ids[1]}")).json()["version"] == version
     assert (await client.get("/v1/operations", params={"table_id": ids[1]})).json()[0][
         "kind"

@@ -30,7 +30,7 @@ from schemasaga.byodb.adapter import ByodbAdapter, DdlLimits
 from schemasaga.byodb.errors import TransientByodbError
 from schemasaga.config import ConfigurationError, Settings
 from schemasaga.secrets import generate_key
-from tests.conftest import with_dbname
+from tests.conftest import error_of, with_dbname
 from tests.integration.conftest import fast_settings, running_service, wait_operation
 
 KEY = generate_key()
@@ -80,10 +80,11 @@ async def assert_refused(
 ) -> str:
     before = len(await svc.store.read_all())
     r = await api.post("/v1/databases", json={"name": name, "url": url})
-    assert (r.status_code, r.json().get("error", {}).get("code")) == (status, code), (name, r.text)
+    refused = error_of(r)["code"] if r.status_code >= 400 else None
+    assert (r.status_code, refused) == (status, code), (name, r.text)
     assert await traces(svc, name) == (0, 0)
     assert len(await svc.store.read_all()) == before
-    message: str = r.json()["error"]["message"]
+    message: str = error_of(r)["message"]
     return message
 
 
@@ -354,7 +355,7 @@ async def test_servers_that_never_answer_delay_no_saga_of_another_database(
         black_hole.close()
         for i, answer in enumerate(await asyncio.gather(*registrations)):
             assert answer.status_code == 422, answer.text
-            assert answer.json()["error"]["code"] == "database_unreachable"
+            assert error_of(answer)["code"] == "database_unreachable"
             assert await traces(svc, f"hole_{i}") == (0, 0)
 
 

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from schemasaga.bootstrap import Container
 from schemasaga.config import Settings
 from schemasaga.domain.events import stream_name
+from tests.conftest import error_of
 from tests.integration.conftest import running_service, wait_operation, wait_synced
 
 
@@ -214,9 +215,8 @@ async def test_bad_input_is_refused_and_leaves_nothing(
     else:
         r = await client.post(path, json=body)
     assert r.status_code == status, r.text
-    assert r.json()["status"] == "error"
-    assert r.json()["error"]["code"] == code
-    assert r.json()["error"]["message"]
+    assert error_of(r)["code"] == code
+    assert error_of(r)["message"]
     assert await counts(service) == before
 
 
@@ -236,9 +236,9 @@ async def test_bad_changes_to_a_real_table_are_refused(
     ]
     for body, status, code in cases:
         r = await client.post("/table/column", json=body)
-        assert (r.status_code, r.json()["error"]["code"]) == (status, code), (body, r.text)
+        assert (r.status_code, error_of(r)["code"]) == (status, code), (body, r.text)
     r = await client.post("/table/create", json={"name": "target"})
-    assert (r.status_code, r.json()["error"]["code"]) == (409, "name_taken")
+    assert (r.status_code, error_of(r)["code"]) == (409, "name_taken")
     assert await counts(service) == before
     live = physical_columns(byodb_pg_url, "target")
     assert live is not None and set(live) == {"id", "name", "created_at", "updated_at"}
@@ -254,7 +254,7 @@ async def test_adding_a_column_already_being_added_is_refused(client: httpx.Asyn
         "/table/column", json={"table_id": table_id, "column": {"name": "age", "type": "text"}}
     )
     assert r1.status_code == 200
-    assert (r2.status_code, r2.json()["error"]["code"]) == (409, "column_exists")
+    assert (r2.status_code, error_of(r2)["code"]) == (409, "column_exists")
     table = await wait_synced(client, table_id)
     assert table["columns"]["age"]["type"] == "integer"
 
@@ -266,7 +266,7 @@ async def test_changes_to_a_deleted_table_are_refused(client: httpx.AsyncClient,
     r = await client.post(
         "/table/column", json={"table_id": table_id, "column": {"name": "x", "type": "text"}}
     )
-    assert (r.status_code, r.json()["error"]["code"]) == (409, "table_gone")
+    assert (r.status_code, error_of(r)["code"]) == (409, "table_gone")
     # ...and once it is done; counted once the worker is done with the table, so that only the
     # refused commands could add anything.
     await wait_synced(client, table_id)
@@ -274,9 +274,9 @@ async def test_changes_to_a_deleted_table_are_refused(client: httpx.AsyncClient,
     r = await client.post(
         "/table/column", json={"table_id": table_id, "column": {"name": "x", "type": "text"}}
     )
-    assert (r.status_code, r.json()["error"]["code"]) == (409, "table_gone")
+    assert (r.status_code, error_of(r)["code"]) == (409, "table_gone")
     r = await client.post("/table/delete", json={"table_id": table_id})
-    assert (r.status_code, r.json()["error"]["code"]) == (409, "table_gone")
+    assert (r.status_code, error_of(r)["code"]) == (409, "table_gone")
     assert await counts(service) == before
     table = await wait_synced(client, table_id)
     assert table["exists"] is False
@@ -290,7 +290,7 @@ async def test_a_table_created_behind_our_back_is_not_taken_over(
     run_sql(byodb_pg_url, "CREATE TABLE squatter (id text PRIMARY KEY, other integer)")
     before = await counts(service)
     r = await client.post("/table/create", json={"name": "squatter"})
-    assert r.status_code == 409 and r.json()["error"]["code"] == "table_exists_unmanaged", r.text
+    assert r.status_code == 409 and error_of(r)["code"] == "table_exists_unmanaged", r.text
     assert await counts(service) == before
     # The foreign table is left exactly as it was.
     live = physical_columns(byodb_pg_url, "squatter")
@@ -405,7 +405,7 @@ async def test_a_table_being_deleted_keeps_its_name_until_the_deletion_is_confir
         deletion = r.json()["operation_id"]
         r = await client.post("/table/create", json={"name": "reused"})
         assert r.status_code == 409, r.text
-        assert r.json()["error"]["code"] == "name_taken"
+        assert error_of(r)["code"] == "name_taken"
         async with service.pool.connection() as conn:
             rows = await (
                 await conn.execute("SELECT table_id FROM rm_tables WHERE name = 'reused'")
@@ -479,7 +479,7 @@ async def test_core_database_outage_answers_503_json_and_writes_nothing(
                 finally:
                     admin.execute(f'ALTER DATABASE "{core_name}" ALLOW_CONNECTIONS true')
             assert r.status_code == 503, r.text
-            assert r.json()["error"]["code"] == "core_unavailable"
+            assert error_of(r)["code"] == "core_unavailable"
             assert r.headers["retry-after"] == "1"
             # Back on its own, and the refused command left nothing.
             r = await client.post("/table/create", json={"name": "during_outage"})

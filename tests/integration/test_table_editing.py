@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from schemasaga.bootstrap import Container
 from schemasaga.config import Settings
+from tests.conftest import error_of
 from tests.integration.conftest import running_service, wait_operation, wait_synced
 from tests.integration.test_saga_flow import counts, run_sql
 
@@ -79,7 +80,7 @@ async def test_a_change_on_a_stale_version_is_refused_and_writes_nothing(
             method, f"/v1/tables/{table['table_id']}{path}", json=body, headers={"If-Match": stale}
         )
         assert r.status_code == 412, (method, path, r.text)
-        assert r.json()["error"]["code"] == "version_mismatch"
+        assert error_of(r)["code"] == "version_mismatch"
     assert await counts(service) == before
     # The current version is taken.
     r = await client.post(
@@ -141,7 +142,7 @@ async def test_bad_columns_and_indexes_are_refused_and_write_nothing(
     ]:
         r = await client.post("/v1/tables", json=body)
         assert r.status_code == status, (body, r.text)
-        assert r.json()["error"]["code"] == code, (body, r.text)
+        assert error_of(r)["code"] == code, (body, r.text)
     assert await counts(service) == before
 
 
@@ -162,9 +163,7 @@ async def test_a_table_the_database_has_already_is_never_taken_over_silently(
     for name in ("users_own", "USERS_OWN"):
         r = await client.post("/v1/tables", json={"name": name})
         assert r.status_code == 409, r.text
-        assert (
-            r.json()["error"]["code"] == "table_exists_unmanaged" and "track" in r.json()["error"]["message"]
-        )
+        assert error_of(r)["code"] == "table_exists_unmanaged" and "track" in error_of(r)["message"]
     assert await counts(service) == before
     # Tracking is the explicit way: the live schema becomes the metadata, and no DDL runs.
     r = await client.post("/v1/tables/track", json={"name": "users_own"})
@@ -177,9 +176,9 @@ async def test_a_table_the_database_has_already_is_never_taken_over_silently(
     assert query(byodb_pg_url, "SELECT name FROM users_own") == [("keep me",)]
     # Once managed, its name is taken like any other's.
     r = await client.post("/v1/tables", json={"name": "users_own"})
-    assert r.status_code == 409 and r.json()["error"]["code"] == "name_taken"
+    assert r.status_code == 409 and error_of(r)["code"] == "name_taken"
     r = await client.post("/v1/tables/track", json={"name": "users_own"})
-    assert r.status_code == 409 and r.json()["error"]["code"] == "name_taken"
+    assert r.status_code == 409 and error_of(r)["code"] == "name_taken"
 
 
 async def test_tracking_a_table_that_is_not_there_is_refused(
@@ -187,9 +186,9 @@ async def test_tracking_a_table_that_is_not_there_is_refused(
 ) -> None:
     before = await counts(service)
     r = await client.post("/v1/tables/track", json={"name": "nowhere"})
-    assert r.status_code == 404 and r.json()["error"]["code"] == "table_not_found"
+    assert r.status_code == 404 and error_of(r)["code"] == "table_not_found"
     r = await client.post("/v1/tables/track", json={"name": "nowhere", "database": "nodb"})
-    assert r.status_code == 404 and r.json()["error"]["code"] == "database_not_found"
+    assert r.status_code == 404 and error_of(r)["code"] == "database_not_found"
     assert await counts(service) == before
 
 
@@ -286,14 +285,14 @@ async def test_rows_a_change_cannot_keep_refuse_it_before_any_ddl(
     for patch, count, keys in [({"nullable": False}, 2, [3, 5]), ({"unique": True}, 2, [1, 2])]:
         r = await client.patch(url, json=patch)
         assert r.status_code == 409, r.text
-        error = r.json()["error"]
+        error = error_of(r)
         assert error["code"] == "incompatible_rows"
         assert error["details"]["count"] == count and sorted(error["details"]["primary_keys"]) == keys
         # The plan says so too, and writes nothing either.
         r = await client.patch(url + "?dry_run=true", json=patch)
         assert r.status_code == 200 and any("refused" in w for w in r.json()["warnings"]), r.text
     r = await client.patch(url, json={"type": "integer"})
-    assert r.status_code == 409 and r.json()["error"]["details"]["count"] == 3  # 'a@x' x2, 'b@x'
+    assert r.status_code == 409 and error_of(r)["details"]["count"] == 3  # 'a@x' x2, 'b@x'
     assert await counts(service) == before
     # Once the rows fit, the same change is taken.
     run_sql(byodb_pg_url, "DELETE FROM members WHERE email IS NULL")

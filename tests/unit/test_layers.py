@@ -2,7 +2,7 @@
 the domain imports nothing of the outside, and the import graph stays shallow.
 
     6 cli
-    5 bootstrap                      (the composition root)
+    5 bootstrap  client              (the composition root; the Python client of the API)
     4 coredb   api   worker          (the core database, the web, the worker loop)
     3 services  observability        (use cases over ports; metrics, log format, readiness checks)
     2 eventstore  byodb  jobs  secrets
@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "worker": 4,
     "bootstrap": 5,
     "cli": 6,
+    "client": 5,
 }
 
 

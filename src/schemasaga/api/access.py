@@ -53,6 +53,7 @@ class HostAllowList:
             400,
             "host_not_allowed",
             f"Host {shown} is not one this service answers to (SCHEMASAGA_ALLOWED_HOSTS)",
+            path=str(scope.get("path", "")),
         )
         await response(scope, receive, send)
 

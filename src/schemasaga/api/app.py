@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from schemasaga import __version__
 from schemasaga.api import console, demo, ops
 from schemasaga.api.access import AccessPolicy, install_access
 from schemasaga.api.deps import Services, ServicesDep
-from schemasaga.api.errors import install_error_handlers, responses
+from schemasaga.api.errors import install_error_handlers, problem_media_types, responses
+from schemasaga.api.idempotency import install_idempotency
 from schemasaga.api.middleware import RequestContext
 from schemasaga.api.models import HealthOut
 from schemasaga.api.v1 import databases, operations, tables, tokens
@@ -31,8 +34,19 @@ def create_app(services: Services, *, access: AccessPolicy | None = None) -> Fas
     app.include_router(tokens.router)
     app.include_router(ops.router)
     app.include_router(console.router)
+    install_idempotency(app)
     install_access(app, access or AccessPolicy())
     app.add_middleware(RequestContext, routes=lambda: app.routes)
+
+    document = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # Built once by FastAPI and cached in app.openapi_schema; the problem answers moved once.
+        if app.openapi_schema is None:
+            app.openapi_schema = problem_media_types(document())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/healthz", tags=["health"], response_model=HealthOut, responses=responses(503))
     async def healthz(services: ServicesDep) -> HealthOut:

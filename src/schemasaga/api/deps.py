@@ -20,10 +20,12 @@ from schemasaga.domain.errors import NotAuthenticated
 from schemasaga.observability.health import Check
 from schemasaga.services.databases import DatabaseCommands
 from schemasaga.services.drift import DriftDetector
+from schemasaga.services.idempotency import IdempotencyStore
 from schemasaga.services.ports import Connections
 from schemasaga.services.tables import TableCommands
 from schemasaga.services.tokens import TokenCommands
 from schemasaga.services.views import ReadModels
+from schemasaga.services.waiting import OperationWaits
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,8 @@ class Services:
     readiness: Callable[[], Awaitable[list[Check]]]
     scrape: Callable[[], Awaitable[bytes]]
     tokens: TokenCommands
+    idempotency: IdempotencyStore
+    waits: OperationWaits
 
 
 async def get_services(request: Request) -> Services:

@@ -1,5 +1,8 @@
-"""Every error answer has one JSON shape, ``{"status": "error", "error": {"code", "message"}}``, and this
-module alone decides which HTTP status each domain error gets."""
+"""Error answers, and which HTTP status each domain error gets (decided here alone).
+
+``/v1`` answers errors as RFC 9457 problem details (``application/problem+json``: ``type``, ``title``,
+``status``, ``detail``, plus our ``code`` and, when there are some, ``details``); every other route (the
+demo's four, ``/healthz``...) keeps the demo's ``{"status": "error", "error": {"code", "message"}}``."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from procrastinate.exceptions import ConnectorException
 from psycopg_pool import PoolTimeout
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
@@ -63,6 +66,9 @@ STATUS: dict[type, int] = {
     e.TokenNotFound: 404,
     e.DatabaseUnavailable: 503,
     e.CredentialsUnavailable: 503,
+    e.InvalidIdempotencyKey: 400,
+    e.IdempotencyKeyReused: 422,
+    e.IdempotencyKeyInFlight: 409,
 }
 
 
@@ -77,13 +83,30 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    """The shape of every error answer."""
+    """The shape of an error answer outside ``/v1`` (the demo's)."""
 
     # Its schema requires `status` too: every error answer has it.
     model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
     status: Literal["error"] = "error"
     error: ErrorDetail
+
+
+PROBLEM_TYPE = "urn:schemasaga:problem:"
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """An error answer of ``/v1``: RFC 9457 problem details, with our machine ``code``."""
+
+    type: str = Field(description="`urn:schemasaga:problem:<code>`: one type per code")
+    title: str = Field(description="a short summary of the type (the same for every answer of a code)")
+    status: int = Field(description="the HTTP status of the answer")
+    detail: str = Field(description="what went wrong this time, for a person")
+    code: str = Field(description="machine-readable, stable: `table_not_found`, `idempotency_key_reused`...")
+    details: dict[str, Any] | None = Field(
+        default=None, description="more about this error (rows refused by a change, for one)"
+    )
 
 
 _DESCRIPTIONS = {
@@ -102,8 +125,42 @@ _DESCRIPTIONS = {
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers of a route, for its OpenAPI description."""
+    """The error answers of a route outside ``/v1``, for its OpenAPI description."""
     return {status: {"model": ErrorOut, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a ``/v1`` route, for its OpenAPI description: problem details."""
+    return {
+        status: {
+            "model": Problem,
+            "description": _DESCRIPTIONS[status],
+            # FastAPI puts the model under application/json; `problem_media_types` moves it here.
+            "content": {PROBLEM_JSON: {}},
+        }
+        for status in statuses
+    }
+
+
+def problem_media_types(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Every error answer of a ``/v1`` operation documented as ``application/problem+json`` only."""
+    for path, operations in openapi.get("paths", {}).items():
+        if not is_problem_path(path):
+            continue
+        for operation in operations.values():
+            for status, answer in operation.get("responses", {}).items():
+                content = answer.get("content", {})
+                if status[:1] in ("4", "5") and PROBLEM_JSON in content and "application/json" in content:
+                    content[PROBLEM_JSON] = content.pop("application/json")
+    return openapi
+
+
+def is_problem_path(path: str) -> bool:
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def title_of(code: str) -> str:
+    return code.replace("_", " ").capitalize()
 
 
 def error_response(
@@ -112,7 +169,26 @@ def error_response(
     message: str,
     headers: Mapping[str, str] | None = None,
     details: dict[str, Any] | None = None,
+    *,
+    path: str = "",
 ) -> JSONResponse:
+    """The error answer for a request of ``path``: problem details under ``/v1``, the demo's shape
+    elsewhere."""
+    if is_problem_path(path):
+        problem = Problem(
+            type=PROBLEM_TYPE + code,
+            title=title_of(code),
+            status=status,
+            detail=message,
+            code=code,
+            details=details,
+        )
+        return JSONResponse(
+            problem.model_dump(exclude_none=True),
+            status_code=status,
+            headers=headers,
+            media_type=PROBLEM_JSON,
+        )
     body = ErrorOut(error=ErrorDetail(code=code, message=message, details=details))
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
@@ -134,7 +210,7 @@ def _where(err: dict[str, Any]) -> str:
     return ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
 
 
-def _core_unavailable(exc: BaseException) -> JSONResponse:
+def _core_unavailable(request: Request, exc: BaseException) -> JSONResponse:
     # The transaction was rolled back (or never began): nothing was written, the client may retry.
     log.warning("core database unavailable: %s", exc)
     return error_response(
@@ -142,6 +218,7 @@ def _core_unavailable(exc: BaseException) -> JSONResponse:
         "core_unavailable",
         "the service's database is unavailable; nothing was changed, try again",
         headers={"Retry-After": "1"},
+        path=request.url.path,
     )
 
 
@@ -178,18 +255,20 @@ def allowed_methods(request: Request) -> list[str]:
     ]
 
 
-def _domain_error(exc: e.DomainError) -> JSONResponse:
+def _domain_error(request: Request, exc: e.DomainError) -> JSONResponse:
     # RFC 9110: a 401 says how to authenticate.
     headers = (
         {"WWW-Authenticate": 'Bearer realm="schemasaga"'} if isinstance(exc, e.NotAuthenticated) else None
     )
-    return error_response(status_of(exc), exc.code, exc.message, headers=headers, details=exc.details)
+    return error_response(
+        status_of(exc), exc.code, exc.message, headers=headers, details=exc.details, path=request.url.path
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.DomainError)
-    async def domain_error(_: Request, exc: e.DomainError) -> JSONResponse:
-        return _domain_error(exc)
+    async def domain_error(request: Request, exc: e.DomainError) -> JSONResponse:
+        return _domain_error(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -200,10 +279,10 @@ def install_error_handlers(app: FastAPI) -> None:
             try:
                 await authenticate(request, await bearer(request))
             except e.NotAuthenticated as refused:
-                return _domain_error(refused)
+                return _domain_error(request, refused)
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-                return _core_unavailable(exc)
-        return error_response(status, code, message)
+                return _core_unavailable(request, exc)
+        return error_response(status, code, message, path=request.url.path)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -212,37 +291,44 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         if exc.status_code == 405 and not isinstance(exc, MethodRefused):
             headers["Allow"] = ", ".join(allowed_methods(request))
-        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers, path=request.url.path)
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(psycopg.InterfaceError)
     @app.exception_handler(PoolTimeout)
-    async def core_unavailable(_: Request, exc: Exception) -> JSONResponse:
-        return _core_unavailable(exc)
+    async def core_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return _core_unavailable(request, exc)
 
     @app.exception_handler(ConnectorException)
-    async def job_queue_error(_: Request, exc: ConnectorException) -> JSONResponse:
+    async def job_queue_error(request: Request, exc: ConnectorException) -> JSONResponse:
         # procrastinate wraps the driver's error when deferring the job is what met the outage.
         if isinstance(exc.__cause__, psycopg.OperationalError | psycopg.InterfaceError):
-            return _core_unavailable(exc.__cause__)
+            return _core_unavailable(request, exc.__cause__)
         log.error("job queue error", exc_info=exc)
-        return error_response(500, "internal_error", "the change could not be queued; nothing was changed")
+        message = "the change could not be queued; nothing was changed"
+        return error_response(500, "internal_error", message, path=request.url.path)
 
     @app.exception_handler(psycopg.DataError)
-    async def unstorable_value(_: Request, exc: psycopg.DataError) -> JSONResponse:
+    async def unstorable_value(request: Request, exc: psycopg.DataError) -> JSONResponse:
         # The core database refused a value of the request (a NUL character in a name, say), in a
         # command or in a look-up: the statement failed, its transaction rolled back, nothing was written.
         log.info("request value refused by the core database: %s", type(exc).__name__)
         return error_response(
-            400, "invalid_request", "the request holds a value the service's database cannot take"
+            400,
+            "invalid_request",
+            "the request holds a value the service's database cannot take",
+            path=request.url.path,
         )
 
     @app.exception_handler(WrongExpectedVersion)
-    async def contention(_: Request, exc: WrongExpectedVersion) -> JSONResponse:
-        return error_response(409, "concurrent_change", "the table is changing too fast; try again")
+    async def contention(request: Request, exc: WrongExpectedVersion) -> JSONResponse:
+        return error_response(
+            409, "concurrent_change", "the table is changing too fast; try again", path=request.url.path
+        )
 
     @app.exception_handler(Exception)
-    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         # The same JSON shape as every other error; the details go to the log, not to the caller.
         log.error("unexpected error answering a request", exc_info=exc)
-        return error_response(500, "internal_error", "internal error; it has been logged")
+        message = "internal error; it has been logged"
+        return error_response(500, "internal_error", message, path=request.url.path)

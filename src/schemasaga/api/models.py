@@ -446,7 +446,10 @@ class TokenOut(Answer):
 
 
 class NewTokenOut(TokenOut):
-    token: str = Field(description="the token, shown this once only: it is stored hashed")
+    token: str | None = Field(
+        description="the token, shown this once only: it is stored hashed (null in the replay of a request "
+        "with the same Idempotency-Key)"
+    )
 
 
 class TokenList(Answer):

@@ -11,13 +11,14 @@ from uuid import UUID
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from schemasaga.coredb import readmodels
+from schemasaga.coredb import idempotency, readmodels
 from schemasaga.domain.database import DatabaseState
 from schemasaga.domain.events import stream_name
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import EventStore, NewEvent, RecordedEvent
 from schemasaga.jobs import queries as job_queries
 from schemasaga.jobs.app import JobScheduler
+from schemasaga.services.idempotency import Claim
 
 
 class CommitObserver(Protocol):
@@ -95,6 +96,9 @@ class PgTransaction(PgStreams):
 
     async def lock_registered_databases(self) -> list[str]:
         return await readmodels.lock_registered_databases(self.conn)
+
+    async def claim_idempotency_key(self, claim: Claim, *, operation_id: str | None) -> bool:
+        return await idempotency.claim_key(self.conn, claim, operation_id=operation_id)
 
 
 class PgCore:

@@ -241,3 +241,21 @@ class TokenExists(DomainError):
 
 class TokenNotFound(DomainError):
     code = "token_not_found"
+
+
+class InvalidIdempotencyKey(DomainError):
+    """An ``Idempotency-Key`` that is not 1 to 255 visible ASCII characters."""
+
+    code = "invalid_idempotency_key"
+
+
+class IdempotencyKeyReused(DomainError):
+    """The key answered another request (another method, path, query or body) within its 24 hours."""
+
+    code = "idempotency_key_reused"
+
+
+class IdempotencyKeyInFlight(DomainError):
+    """Another request with the key was accepted and its answer is not recorded (yet)."""
+
+    code = "idempotency_key_in_flight"

@@ -22,6 +22,7 @@ from schemasaga.domain.plan import Plan
 from schemasaga.domain.schema import LiveTable
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import NewEvent, RecordedEvent
+from schemasaga.services.idempotency import Claim
 
 T = TypeVar("T")
 
@@ -78,6 +79,10 @@ class CoreTransaction(StreamReader, Protocol):
 
     async def lock_registered_databases(self) -> list[str]:
         """Every registered database's name, each locked against every other change."""
+
+    async def claim_idempotency_key(self, claim: Claim, *, operation_id: str | None) -> bool:
+        """Take the request's key in this transaction: False when another request holds it (after
+        waiting for that request's transaction to end, when it is in flight)."""
 
 
 class CoreDatabase(Protocol):

@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from schemasaga.domain.database import DatabaseEvent, DatabaseState
-from schemasaga.domain.errors import ConcurrentChange, TableNotFound
+from schemasaga.domain.errors import ConcurrentChange, IdempotencyKeyInFlight, TableNotFound
 from schemasaga.domain.events import stream_name
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import WrongExpectedVersion
-from schemasaga.services import repository
+from schemasaga.services import idempotency, repository
 from schemasaga.services.ports import CoreDatabase, CoreTransaction
 
 log = logging.getLogger(__name__)
@@ -157,11 +157,25 @@ class UnitOfWork:
         ``work`` may run more than once: it must only decide."""
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
+                claim = idempotency.current.get()
+                if claim is not None and claim.recorded:
+                    claim = None
                 async with self.core.transaction() as tx:
+                    # First: a concurrent request with the same key waits here for this transaction,
+                    # then finds the key taken and decides nothing.
+                    if claim is not None and not await tx.claim_idempotency_key(
+                        claim, operation_id=metadata.get("correlation_id")
+                    ):
+                        raise IdempotencyKeyInFlight(
+                            "another request with this Idempotency-Key was accepted; its answer is not "
+                            "recorded yet, ask again"
+                        )
                     session = Session(tx, first_attempt=attempt == 0)
                     result = await work(session)
                     await session._save(metadata, snapshot_every=self.snapshot_every)
-                    return result
+                if claim is not None:
+                    claim.recorded = True
+                return result
             except WrongExpectedVersion as exc:
                 log.debug(
                     "%s changed concurrently (attempt %d, actor %s), deciding again",

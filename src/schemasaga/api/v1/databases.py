@@ -8,7 +8,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from schemasaga.api.deps import Admin, Databases, Metadata, Reader, ServicesDep, Writer
-from schemasaga.api.errors import responses
+from schemasaga.api.errors import problems
+from schemasaga.api.idempotency import IDEMPOTENT
 from schemasaga.api.models import (
     CheckOut,
     DatabaseList,
@@ -18,10 +19,16 @@ from schemasaga.api.models import (
     RegisterDatabaseRequest,
 )
 
-router = APIRouter(prefix="/v1/databases", tags=["databases"], responses=responses(401, 403))
+router = APIRouter(prefix="/v1/databases", tags=["databases"], responses=problems(401, 403))
 
 
-@router.post("", status_code=201, response_model=DatabaseOut, responses=responses(400, 403, 409, 422, 503))
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatabaseOut,
+    responses=problems(400, 403, 409, 422, 503),
+    dependencies=IDEMPOTENT,
+)
 async def register_database(
     body: RegisterDatabaseRequest, _: Admin, databases: Databases, meta: Metadata, response: Response
 ) -> DatabaseOut:
@@ -30,27 +37,34 @@ async def register_database(
     return DatabaseOut.model_validate(database)
 
 
-@router.get("", response_model=DatabaseList, responses=responses(503))
+@router.get("", response_model=DatabaseList, responses=problems(503))
 async def list_databases(caller: Reader, databases: Databases) -> DatabaseList:
     """Those the token may touch."""
     visible = [d for d in await databases.list_databases() if caller.may_use(d.name)]
     return DatabaseList(items=[DatabaseOut.model_validate(d) for d in visible])
 
 
-@router.get("/{name}", response_model=DatabaseOut, responses=responses(400, 404, 422, 503))
+@router.get("/{name}", response_model=DatabaseOut, responses=problems(400, 404, 422, 503))
 async def get_database(name: str, caller: Reader, databases: Databases) -> DatabaseOut:
     caller.require_database(name)
     return DatabaseOut.model_validate(await databases.get(name))
 
 
-@router.post("/{name}/check", response_model=CheckOut, responses=responses(400, 404, 422, 503))
+@router.post(
+    "/{name}/check",
+    response_model=CheckOut,
+    responses=problems(400, 404, 409, 422, 503),
+    dependencies=IDEMPOTENT,
+)
 async def check_database(name: str, caller: Writer, databases: Databases, meta: Metadata) -> CheckOut:
     """Try the connection now (a change of its status is recorded): a write."""
     caller.require_database(name)
     return CheckOut.model_validate(await databases.check(name=name, metadata=meta))
 
 
-@router.delete("/{name}", response_model=OkOut, responses=responses(400, 404, 409, 422, 503))
+@router.delete(
+    "/{name}", response_model=OkOut, responses=problems(400, 404, 409, 422, 503), dependencies=IDEMPOTENT
+)
 async def unregister_database(name: str, _: Admin, databases: Databases, meta: Metadata) -> OkOut:
     await databases.unregister(name=name, metadata=meta)
     return OkOut()
@@ -60,7 +74,7 @@ async def unregister_database(name: str, _: Admin, databases: Databases, meta: M
     "/{name}/drift",
     response_model=DriftReportOut,
     response_model_exclude_none=True,
-    responses=responses(404, 422, 503),
+    responses=problems(404, 422, 503),
 )
 async def database_drift(name: str, caller: Reader, services: ServicesDep) -> DriftReportOut:
     """Compare every settled table's confirmed metadata with the live schema of database ``name``."""

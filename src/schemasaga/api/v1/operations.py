@@ -5,24 +5,45 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from schemasaga.api.deps import Reader, Reads, require_table
-from schemasaga.api.errors import responses
+from schemasaga.api.deps import Reader, Reads, ServicesDep, require_table
+from schemasaga.api.errors import problems
 from schemasaga.api.models import OperationOut
 from schemasaga.domain.errors import OperationNotFound
+from schemasaga.services.waiting import FINISHED, MAX_WAIT_SECONDS
 
-router = APIRouter(prefix="/v1/operations", tags=["operations"], responses=responses(401, 403))
+router = APIRouter(prefix="/v1/operations", tags=["operations"], responses=problems(401, 403))
 
 
-@router.get("/{operation_id}", response_model=OperationOut, responses=responses(404, 422, 503))
-async def get_operation(operation_id: UUID, caller: Reader, reads: Reads) -> OperationOut:
+@router.get("/{operation_id}", response_model=OperationOut, responses=problems(404, 422, 503))
+async def get_operation(
+    operation_id: UUID,
+    caller: Reader,
+    reads: Reads,
+    services: ServicesDep,
+    wait: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            le=MAX_WAIT_SECONDS,
+            description="long-poll: answer as soon as the operation is finished (completed or rejected), "
+            "or after this many seconds (at most 30) as it is then",
+        ),
+    ] = None,
+) -> OperationOut:
     view = await reads.get_operation(operation_id)
     if view is None:
         raise OperationNotFound(f"no operation with id {operation_id}")
     await require_table(caller, reads, view.table_id)
+    if wait is not None and view.status not in FINISHED:
+        view = await services.waits.wait(operation_id, timeout=wait) or await reads.get_operation(
+            operation_id
+        )
+        if view is None:
+            raise OperationNotFound(f"no operation with id {operation_id}")
     return OperationOut.model_validate(view)
 
 
-@router.get("", response_model=list[OperationOut], responses=responses(422, 503))
+@router.get("", response_model=list[OperationOut], responses=problems(422, 503))
 async def list_operations(
     caller: Reader,
     reads: Reads,

@@ -8,8 +8,9 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 
-from schemasaga.api.deps import Metadata, Reader, Reads, ServicesDep, Tables, Writer, require_table
-from schemasaga.api.errors import refuse_other_methods, responses
+from schemasaga.api.deps import Metadata, Reader, Reads, Services, ServicesDep, Tables, Writer, require_table
+from schemasaga.api.errors import problems, refuse_other_methods
+from schemasaga.api.idempotency import IDEMPOTENT
 from schemasaga.api.models import (
     AcceptedOut,
     ColumnPatchRequest,
@@ -17,6 +18,7 @@ from schemasaga.api.models import (
     EventOut,
     IndexSpec,
     NewTableRequest,
+    OperationOut,
     PlanOut,
     ReconcileRequest,
     RenameTableRequest,
@@ -26,16 +28,37 @@ from schemasaga.api.models import (
 )
 from schemasaga.domain.errors import InvalidColumn, TableNotFound
 from schemasaga.services.tables import Accepted, Asked, Planned
+from schemasaga.services.waiting import MAX_WAIT_SECONDS
 
-router = APIRouter(prefix="/v1/tables", tags=["tables"], responses=responses(401, 403))
+router = APIRouter(prefix="/v1/tables", tags=["tables"], responses=problems(401, 403))
 
-CHANGE_ERRORS = responses(400, 404, 409, 412, 422, 503)
+CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **problems(400, 404, 409, 412, 422, 503),
+    200: {
+        "model": OperationOut,
+        "description": "`?wait=SECONDS`: the operation finished within that time, as "
+        "`GET /v1/operations/{id}` shows it.",
+    },
+}
 PLANNED: dict[int | str, dict[str, Any]] = {
     **CHANGE_ERRORS,
-    200: {"model": PlanOut, "description": "`?dry_run=true`: the plan; nothing was written."},
+    200: {
+        "model": PlanOut | OperationOut,
+        "description": "`?dry_run=true`: the plan, nothing was written; or, `?wait=SECONDS`: the operation "
+        "finished within that time, as `GET /v1/operations/{id}` shows it.",
+    },
 }
 
 DryRun = Annotated[bool, Query(description="answer the plan (statements, locks, warnings) and write nothing")]
+Wait = Annotated[
+    float | None,
+    Query(
+        gt=0,
+        le=MAX_WAIT_SECONDS,
+        description="wait up to this many seconds (at most 30) for the operation to finish: 200 and the "
+        "operation when it did, 202 as without it when the time ran out",
+    ),
+]
 IfMatch = Annotated[
     str | None,
     Header(description='the table version the change was decided on (its ETag, `"7"`); 412 when it moved on'),
@@ -52,22 +75,31 @@ def _asked(if_match: str | None, dry_run: bool) -> Asked:
     return Asked(expected_version=int(match.group(1)), dry_run=dry_run)
 
 
-def _answer(result: Accepted | Planned, response: Response) -> AcceptedOut | JSONResponse:
+async def _answer(
+    result: Accepted | Planned, response: Response, *, wait: float | None = None, services: Services
+) -> AcceptedOut | JSONResponse:
     if isinstance(result, Planned):
         return JSONResponse(PlanOut.of(result).model_dump(mode="json"), status_code=200)
     out = AcceptedOut.of(result)
+    if wait is not None:
+        finished = await services.waits.wait(result.operation_id, timeout=wait)
+        if finished is not None:
+            body = OperationOut.model_validate(finished).model_dump(mode="json")
+            return JSONResponse(body, status_code=200, headers={"Location": out.operation_url})
     response.headers["Location"] = out.operation_url
     return out
 
 
-@router.post("", status_code=202, response_model=AcceptedOut, responses=PLANNED)
+@router.post("", status_code=202, response_model=AcceptedOut, responses=PLANNED, dependencies=IDEMPOTENT)
 async def create_table(
     body: NewTableRequest,
     caller: Writer,
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
 ) -> AcceptedOut | JSONResponse:
     """Create a table: the four default columns (`id`, `name`, `created_at`, `updated_at`), then the given
     columns, and the given indexes."""
@@ -82,23 +114,36 @@ async def create_table(
         indexes=indexes,
         dry_run=dry_run,
     )
-    return _answer(result, response)
+    return await _answer(result, response, wait=wait, services=services)
 
 
-@router.post("/track", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS)
+@router.post(
+    "/track", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS, dependencies=IDEMPOTENT
+)
 async def track_table(
-    body: TrackTableRequest, caller: Writer, tables: Tables, meta: Metadata, response: Response
+    body: TrackTableRequest,
+    caller: Writer,
+    tables: Tables,
+    meta: Metadata,
+    response: Response,
+    services: ServicesDep,
+    wait: Wait = None,
 ) -> AcceptedOut | JSONResponse:
     """Start managing a table that exists already: its live schema becomes its metadata (no DDL)."""
     caller.require_database(body.database)
-    return _answer(await tables.track_table(name=body.name, database=body.database, metadata=meta), response)
+    return await _answer(
+        await tables.track_table(name=body.name, database=body.database, metadata=meta),
+        response,
+        wait=wait,
+        services=services,
+    )
 
 
 # `track` is a literal beside `{table_id}`: `PATCH /v1/tables/track` must be a 405, not a bad table id.
 refuse_other_methods(router, "/track", {"POST"})
 
 
-@router.get("", response_model=TablePage, responses=responses(400, 422, 503))
+@router.get("", response_model=TablePage, responses=problems(400, 422, 503))
 async def list_tables(
     caller: Reader,
     reads: Reads,
@@ -124,7 +169,7 @@ async def list_tables(
     return TablePage(items=items, next_after=items[-1].table_id if len(items) == limit else None)
 
 
-@router.get("/{table_id}", response_model=TableOut, responses=responses(404, 422, 503))
+@router.get("/{table_id}", response_model=TableOut, responses=problems(404, 422, 503))
 async def get_table(
     table_id: UUID,
     caller: Reader,
@@ -150,7 +195,9 @@ async def get_table(
     return out
 
 
-@router.patch("/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED)
+@router.patch(
+    "/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED, dependencies=IDEMPOTENT
+)
 async def rename_table(
     table_id: UUID,
     caller: Writer,
@@ -159,18 +206,25 @@ async def rename_table(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     """Rename the table."""
     await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
-    return _answer(
-        await tables.rename_table(table_id=table_id, name=body.name, metadata=meta, asked=asked), response
+    return await _answer(
+        await tables.rename_table(table_id=table_id, name=body.name, metadata=meta, asked=asked),
+        response,
+        wait=wait,
+        services=services,
     )
 
 
-@router.delete("/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED)
+@router.delete(
+    "/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED, dependencies=IDEMPOTENT
+)
 async def delete_table(
     table_id: UUID,
     caller: Writer,
@@ -178,15 +232,28 @@ async def delete_table(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
-    return _answer(await tables.delete_table(table_id=table_id, metadata=meta, asked=asked), response)
+    return await _answer(
+        await tables.delete_table(table_id=table_id, metadata=meta, asked=asked),
+        response,
+        wait=wait,
+        services=services,
+    )
 
 
-@router.post("/{table_id}/columns", status_code=202, response_model=AcceptedOut, responses=PLANNED)
+@router.post(
+    "/{table_id}/columns",
+    status_code=202,
+    response_model=AcceptedOut,
+    responses=PLANNED,
+    dependencies=IDEMPOTENT,
+)
 async def add_column(
     table_id: UUID,
     caller: Writer,
@@ -195,13 +262,15 @@ async def add_column(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
     result = await tables.add_column(table_id=table_id, column=body.to_column(), metadata=meta, asked=asked)
-    return _answer(result, response)
+    return await _answer(result, response, wait=wait, services=services)
 
 
 @router.patch(
@@ -209,6 +278,7 @@ async def add_column(
     status_code=202,
     response_model=AcceptedOut,
     responses=PLANNED,
+    dependencies=IDEMPOTENT,
 )
 async def alter_column(
     table_id: UUID,
@@ -219,7 +289,9 @@ async def alter_column(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     """Rename a column, change its type, nullability, default or uniqueness; a field left out stays as it
@@ -229,7 +301,7 @@ async def alter_column(
     result = await tables.alter_column(
         table_id=table_id, name=name, patch=body.to_patch(), metadata=meta, asked=asked
     )
-    return _answer(result, response)
+    return await _answer(result, response, wait=wait, services=services)
 
 
 @router.delete(
@@ -237,6 +309,7 @@ async def alter_column(
     status_code=202,
     response_model=AcceptedOut,
     responses=PLANNED,
+    dependencies=IDEMPOTENT,
 )
 async def remove_column(
     table_id: UUID,
@@ -246,17 +319,28 @@ async def remove_column(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
-    return _answer(
-        await tables.remove_column(table_id=table_id, name=name, metadata=meta, asked=asked), response
+    return await _answer(
+        await tables.remove_column(table_id=table_id, name=name, metadata=meta, asked=asked),
+        response,
+        wait=wait,
+        services=services,
     )
 
 
-@router.post("/{table_id}/indexes", status_code=202, response_model=AcceptedOut, responses=PLANNED)
+@router.post(
+    "/{table_id}/indexes",
+    status_code=202,
+    response_model=AcceptedOut,
+    responses=PLANNED,
+    dependencies=IDEMPOTENT,
+)
 async def add_index(
     table_id: UUID,
     caller: Writer,
@@ -265,7 +349,9 @@ async def add_index(
     reads: Reads,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     await require_table(caller, reads, table_id)
@@ -274,8 +360,11 @@ async def add_index(
     if view is None:
         raise TableNotFound(f"no table with id {table_id}")
     index = body.to_index(view.name)
-    return _answer(
-        await tables.add_index(table_id=table_id, index=index, metadata=meta, asked=asked), response
+    return await _answer(
+        await tables.add_index(table_id=table_id, index=index, metadata=meta, asked=asked),
+        response,
+        wait=wait,
+        services=services,
     )
 
 
@@ -284,6 +373,7 @@ async def add_index(
     status_code=202,
     response_model=AcceptedOut,
     responses=PLANNED,
+    dependencies=IDEMPOTENT,
 )
 async def drop_index(
     table_id: UUID,
@@ -293,17 +383,22 @@ async def drop_index(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
     dry_run: DryRun = False,
+    wait: Wait = None,
     if_match: IfMatch = None,
 ) -> AcceptedOut | JSONResponse:
     await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
-    return _answer(
-        await tables.drop_index(table_id=table_id, name=name, metadata=meta, asked=asked), response
+    return await _answer(
+        await tables.drop_index(table_id=table_id, name=name, metadata=meta, asked=asked),
+        response,
+        wait=wait,
+        services=services,
     )
 
 
-@router.get("/{table_id}/events", response_model=list[EventOut], responses=responses(404, 422, 503))
+@router.get("/{table_id}/events", response_model=list[EventOut], responses=problems(404, 422, 503))
 async def table_events(table_id: UUID, caller: Reader, reads: Reads) -> list[EventOut]:
     await require_table(caller, reads, table_id)
     events = await reads.table_events(table_id)
@@ -312,7 +407,13 @@ async def table_events(table_id: UUID, caller: Reader, reads: Reads) -> list[Eve
     return [EventOut.model_validate(e) for e in events]
 
 
-@router.post("/{table_id}/reconcile", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS)
+@router.post(
+    "/{table_id}/reconcile",
+    status_code=202,
+    response_model=AcceptedOut,
+    responses=CHANGE_ERRORS,
+    dependencies=IDEMPOTENT,
+)
 async def reconcile(
     table_id: UUID,
     body: ReconcileRequest,
@@ -321,8 +422,10 @@ async def reconcile(
     tables: Tables,
     meta: Metadata,
     response: Response,
+    services: ServicesDep,
+    wait: Wait = None,
 ) -> AcceptedOut | JSONResponse:
     """Queue a reconciliation: ``repair`` the physical table, or ``adopt`` its live schema."""
     await require_table(caller, reads, table_id)
     accepted = await tables.reconcile(table_id=table_id, strategy=body.strategy, metadata=meta)
-    return _answer(accepted, response)
+    return await _answer(accepted, response, wait=wait, services=services)

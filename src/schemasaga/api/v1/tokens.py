@@ -3,31 +3,47 @@ list (never a secret), revoke."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from schemasaga.api.deps import Admin, Metadata, Tokens
-from schemasaga.api.errors import responses
+from schemasaga.api.errors import problems
+from schemasaga.api.idempotency import IDEMPOTENT, SECRET_FIELDS
 from schemasaga.api.models import NewTokenOut, NewTokenRequest, OkOut, TokenList, TokenOut
 
-router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=responses(401, 403))
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=problems(401, 403))
 
 
-@router.post("", status_code=201, response_model=NewTokenOut, responses=responses(400, 409, 422, 503))
+@router.post(
+    "",
+    status_code=201,
+    response_model=NewTokenOut,
+    responses=problems(400, 409, 422, 503),
+    dependencies=IDEMPOTENT,
+)
 async def create_token(
-    body: NewTokenRequest, _: Admin, tokens: Tokens, meta: Metadata, response: Response
+    body: NewTokenRequest,
+    _: Admin,
+    tokens: Tokens,
+    meta: Metadata,
+    request: Request,
+    response: Response,
 ) -> NewTokenOut:
     """Create a token; the answer holds it, and no later answer will."""
+    # A retry with the same Idempotency-Key answers the same token's record, without its secret.
+    setattr(request.state, SECRET_FIELDS, ("token",))
     created = await tokens.create(name=body.name, scope=body.scope, databases=body.databases, metadata=meta)
     response.headers["Cache-Control"] = "no-store"
     return NewTokenOut(**TokenOut.of(created.view).model_dump(), token=created.token)
 
 
-@router.get("", response_model=TokenList, responses=responses(503))
+@router.get("", response_model=TokenList, responses=problems(503))
 async def list_tokens(_: Admin, tokens: Tokens) -> TokenList:
     return TokenList(items=[TokenOut.of(t) for t in await tokens.list_tokens()])
 
 
-@router.delete("/{name}", response_model=OkOut, responses=responses(400, 404, 422, 503))
+@router.delete(
+    "/{name}", response_model=OkOut, responses=problems(400, 404, 409, 422, 503), dependencies=IDEMPOTENT
+)
 async def revoke_token(name: str, _: Admin, tokens: Tokens, meta: Metadata) -> OkOut:
     """Revoke the token: from now on it is answered 401."""
     await tokens.revoke(name=name, metadata=meta)

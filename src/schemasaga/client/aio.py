@@ -1,0 +1,254 @@
+"""The asynchronous client: the same methods as :class:`schemasaga.client.Client`, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+import httpx
+
+from schemasaga.api.models import (
+    AcceptedOut,
+    CheckOut,
+    ColumnSpec,
+    DatabaseList,
+    DatabaseOut,
+    DriftReportOut,
+    EventOut,
+    IndexSpec,
+    OkOut,
+    OperationOut,
+    TableOut,
+    TablePage,
+)
+from schemasaga.client import calls
+from schemasaga.client._shared import (
+    DEFAULT_TIMEOUT,
+    DEFAULT_URL,
+    client_headers,
+    delay,
+    may_retry,
+    request_args,
+)
+from schemasaga.client.calls import FINISHED, Call
+from schemasaga.client.errors import SchemasagaError
+
+T = TypeVar("T")
+Id = UUID | str
+
+
+class AsyncClient:
+    """``AsyncClient("http://127.0.0.1:8000", token=...)``: ``tables``, ``columns``, ``indexes``,
+    ``operations``, ``databases``, ``events``. Every change is sent with an ``Idempotency-Key`` (one per
+    call, or the one given) and tried again, with that key, when the connection fails or the service
+    answers 503; an error answer raises :class:`SchemasagaError`."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = 3,
+        headers: dict[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.retries = retries
+        self.http = httpx.AsyncClient(
+            base_url=base_url, headers=client_headers(token, headers), timeout=timeout, transport=transport
+        )
+        self.tables = Tables(self)
+        self.columns = Columns(self)
+        self.indexes = Indexes(self)
+        self.operations = Operations(self)
+        self.databases = Databases(self)
+        self.events = Events(self)
+
+    async def send(self, call: Call[T]) -> T:
+        args = request_args(call)
+        attempt = 0
+        while True:
+            try:
+                response = await self.http.request(**args)
+                if response.status_code >= 400:
+                    raise SchemasagaError.from_response(response)
+                return call.read(response)
+            except (httpx.TransportError, SchemasagaError) as problem:
+                if not may_retry(call, problem, attempt, self.retries):
+                    raise
+            await asyncio.sleep(delay(attempt))
+            attempt += 1
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+
+class _Part:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+
+class Tables(_Part):
+    async def create(
+        self,
+        name: str,
+        *,
+        database: str | None = None,
+        columns: Sequence[ColumnSpec | Mapping[str, Any]] = (),
+        indexes: Sequence[IndexSpec | Mapping[str, Any]] = (),
+        idempotency_key: str | None = None,
+    ) -> AcceptedOut:
+        call = calls.create_table(
+            name, database=database, columns=columns, indexes=indexes, key=idempotency_key
+        )
+        return await self._client.send(call)
+
+    async def track(
+        self, name: str, *, database: str | None = None, idempotency_key: str | None = None
+    ) -> AcceptedOut:
+        return await self._client.send(calls.track_table(name, database=database, key=idempotency_key))
+
+    async def list(
+        self,
+        *,
+        database: str | None = None,
+        include_deleted: bool = False,
+        after: Id | None = None,
+        limit: int = 100,
+    ) -> TablePage:
+        call = calls.list_tables(database=database, include_deleted=include_deleted, after=after, limit=limit)
+        return await self._client.send(call)
+
+    async def show(self, table_id: Id, *, at_version: int | None = None) -> TableOut:
+        return await self._client.send(calls.show_table(table_id, at_version=at_version))
+
+    async def rename(
+        self, table_id: Id, name: str, *, if_match: int | None = None, idempotency_key: str | None = None
+    ) -> AcceptedOut:
+        return await self._client.send(
+            calls.rename_table(table_id, name, if_match=if_match, key=idempotency_key)
+        )
+
+    async def delete(
+        self, table_id: Id, *, if_match: int | None = None, idempotency_key: str | None = None
+    ) -> AcceptedOut:
+        return await self._client.send(calls.delete_table(table_id, if_match=if_match, key=idempotency_key))
+
+    async def reconcile(
+        self, table_id: Id, strategy: str, *, idempotency_key: str | None = None
+    ) -> AcceptedOut:
+        return await self._client.send(calls.reconcile(table_id, strategy, key=idempotency_key))
+
+
+class Columns(_Part):
+    async def add(
+        self,
+        table_id: Id,
+        spec: ColumnSpec | Mapping[str, Any],
+        *,
+        if_match: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AcceptedOut:
+        return await self._client.send(
+            calls.add_column(table_id, spec, if_match=if_match, key=idempotency_key)
+        )
+
+    async def alter(
+        self,
+        table_id: Id,
+        name: str,
+        *,
+        if_match: int | None = None,
+        idempotency_key: str | None = None,
+        **patch: Any,
+    ) -> AcceptedOut:
+        """``patch``: any of ``name``, ``type``, ``nullable``, ``default`` (None drops it), ``unique``."""
+        call = calls.alter_column(table_id, name, patch, if_match=if_match, key=idempotency_key)
+        return await self._client.send(call)
+
+    async def remove(
+        self, table_id: Id, name: str, *, if_match: int | None = None, idempotency_key: str | None = None
+    ) -> AcceptedOut:
+        return await self._client.send(
+            calls.remove_column(table_id, name, if_match=if_match, key=idempotency_key)
+        )
+
+
+class Indexes(_Part):
+    async def add(
+        self,
+        table_id: Id,
+        spec: IndexSpec | Mapping[str, Any],
+        *,
+        if_match: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AcceptedOut:
+        return await self._client.send(
+            calls.add_index(table_id, spec, if_match=if_match, key=idempotency_key)
+        )
+
+    async def drop(
+        self, table_id: Id, name: str, *, if_match: int | None = None, idempotency_key: str | None = None
+    ) -> AcceptedOut:
+        return await self._client.send(
+            calls.drop_index(table_id, name, if_match=if_match, key=idempotency_key)
+        )
+
+
+class Operations(_Part):
+    async def get(self, operation_id: Id) -> OperationOut:
+        return await self._client.send(calls.get_operation(operation_id))
+
+    async def list(
+        self, *, table_id: Id | None = None, status: str | None = None, limit: int = 100
+    ) -> list[OperationOut]:
+        return await self._client.send(calls.list_operations(table_id=table_id, status=status, limit=limit))
+
+    async def wait(self, operation: Id | AcceptedOut, *, timeout: float = 60.0) -> OperationOut:
+        """The operation once finished (``completed`` or ``rejected``: check ``status``), long-polling
+        ``GET /v1/operations/{id}?wait=``; TimeoutError when it is not finished within ``timeout``."""
+        operation_id = operation.operation_id if isinstance(operation, AcceptedOut) else operation
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            op = await self._client.send(calls.get_operation(operation_id, wait=max(remaining, 0.001)))
+            if op.status in FINISHED:
+                return op
+            if deadline - time.monotonic() <= 0:
+                raise TimeoutError(f"operation {operation_id} is still {op.status} after {timeout:g}s")
+
+
+class Databases(_Part):
+    async def register(self, name: str, url: str, *, idempotency_key: str | None = None) -> DatabaseOut:
+        return await self._client.send(calls.register_database(name, url, key=idempotency_key))
+
+    async def list(self) -> DatabaseList:
+        return await self._client.send(calls.list_databases())
+
+    async def get(self, name: str) -> DatabaseOut:
+        return await self._client.send(calls.get_database(name))
+
+    async def check(self, name: str, *, idempotency_key: str | None = None) -> CheckOut:
+        return await self._client.send(calls.check_database(name, key=idempotency_key))
+
+    async def unregister(self, name: str, *, idempotency_key: str | None = None) -> OkOut:
+        return await self._client.send(calls.unregister_database(name, key=idempotency_key))
+
+    async def drift(self, name: str) -> DriftReportOut:
+        return await self._client.send(calls.database_drift(name))
+
+
+class Events(_Part):
+    async def list(self, *, table_id: Id) -> list[EventOut]:
+        """A table's events, oldest first. (The live feed, ``GET /v1/events/stream``, is not in the client
+        yet.)"""
+        return await self._client.send(calls.table_events(table_id))

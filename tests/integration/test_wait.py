@@ -1,0 +1,94 @@
+"""``?wait=SECONDS`` on changes and on ``GET /v1/operations/{id}``: the answer comes when the operation
+finished (200, the operation as the operations route shows it), or when the time ran out (202 as
+without it); the API hears of finished operations through LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import httpx
+
+from schemasaga.bootstrap import Container
+from schemasaga.config import Settings
+from schemasaga.coredb.notices import OperationNotices
+from schemasaga.services.tables import only_accepted
+from schemasaga.worker import run_worker
+from tests.conftest import error_of
+from tests.integration.conftest import running_service, wait_operation
+
+
+async def test_a_change_with_wait_answers_the_finished_operation(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/tables?wait=25", json={"name": "waited"})
+    assert r.status_code == 200, r.text
+    operation = r.json()
+    assert operation["status"] == "completed" and operation["kind"] == "create_table"
+    assert r.headers["location"] == f"/v1/operations/{operation['operation_id']}"
+    assert operation == (await client.get(r.headers["location"])).json()
+    table_id = operation["table_id"]
+    added = await client.post(f"/v1/tables/{table_id}/columns?wait=25", json={"name": "n", "type": "integer"})
+    assert added.status_code == 200 and added.json()["status"] == "completed", added.text
+    refused = await client.post(f"/v1/tables/{table_id}/columns?wait=25", json={"name": "m", "type": "nope"})
+    assert refused.status_code == 422  # refused before anything is accepted: no wait
+
+
+async def test_wait_out_of_range_is_422_and_writes_nothing(
+    client: httpx.AsyncClient, service: Container
+) -> None:
+    before = len(await service.store.read_all())
+    for wait in ("31", "0", "-1", "abc"):
+        r = await client.post(f"/v1/tables?wait={wait}", json={"name": "never"})
+        assert r.status_code == 422, (wait, r.text)
+        assert error_of(r)["code"] == "invalid_request"
+    assert (await client.get("/v1/tables")).json()["items"] == []
+    assert len(await service.store.read_all()) == before
+
+
+async def test_when_the_time_runs_out_the_answer_is_202(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str
+) -> None:
+    # No worker: nothing finishes.
+    async with running_service(settings_factory(byodb_pg_url), worker=False) as svc:
+        transport = httpx.ASGITransport(app=svc.web_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as c:
+            r = await c.post("/v1/tables?wait=0.3", json={"name": "pending_one"})
+            assert r.status_code == 202, r.text
+            assert r.json()["status"] == "accepted"
+            assert r.headers["location"] == r.json()["operation_url"]
+            polled = await c.get(f"{r.json()['operation_url']}?wait=0.3")
+            assert polled.status_code == 200 and polled.json()["status"] == "pending"
+
+
+async def test_a_waiter_is_woken_by_the_notice_not_by_polling(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str, core_db: str
+) -> None:
+    """With rechecks an hour apart and a timeout of two minutes, only the notice of the finished operation
+    can end the wait within the 30 s this test gives it."""
+    async with running_service(settings_factory(byodb_pg_url), worker=False) as svc:
+        accepted = await svc.tables.create_table(name="heard", database="default", metadata={})
+        operation_id = only_accepted(accepted).operation_id
+        notices = OperationNotices(core_db, svc.reads, recheck=3600)
+        try:
+            waiting = asyncio.create_task(notices.wait(operation_id, timeout=120))
+            await asyncio.sleep(0.5)  # the waiter has read the operation (pending) and listens
+            assert not waiting.done()
+            worker = asyncio.create_task(run_worker(svc.worker, concurrency=2, stop_on_signals=False))
+            try:
+                finished = await asyncio.wait_for(waiting, 30)
+            finally:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+            assert finished is not None and finished.status == "completed"
+        finally:
+            await notices.close()
+
+
+async def test_get_operation_with_wait_long_polls(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/tables", json={"name": "polled"})
+    operation_url = r.json()["operation_url"]
+    polled = await client.get(f"{operation_url}?wait=25")
+    assert polled.status_code == 200 and polled.json()["status"] == "completed", polled.text
+    assert polled.json() == await wait_operation(client, r.json()["operation_id"])
+    assert (await client.get(f"{operation_url}?wait=30.5")).status_code == 422
