@@ -58,6 +58,10 @@ class TableChanged(TableEvent):
     action: str
     column: dict[str, Any]
     plan: dict[str, Any] | None = None
+    # A removal that keeps the values: the trash table, its key columns, how long it is kept.
+    trash: str = ""
+    key: list[dict[str, Any]] = field(default_factory=list)
+    retention_s: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,9 @@ class TableChangeRejected(TableEvent):
 @dataclass(frozen=True, slots=True)
 class TableDeleted(TableEvent):
     plan: dict[str, Any] | None = None
+    # The trash name the table is renamed to and how long it is kept there ("": dropped at once).
+    trash: str = ""
+    retention_s: int = 0
 
 
 @dataclass(frozen=True, slots=True)

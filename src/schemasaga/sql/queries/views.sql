@@ -2,16 +2,17 @@
 
 -- name: get_table
 SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes, version, created_at,
-       updated_at
+       updated_at, trashed
 FROM rm_tables WHERE table_id = %(table_id)s;
 
 -- name: list_tables
+-- A trashed table is listed only with include_trashed; other deleted tables with include_deleted.
 SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes, version, created_at,
-       updated_at
+       updated_at, trashed
 FROM rm_tables
 WHERE (%(database)s::text IS NULL OR database_name = %(database)s)
   AND (%(databases)s::text[] IS NULL OR database_name = ANY(%(databases)s::text[]))
-  AND (%(include_deleted)s OR NOT deleted)
+  AND (NOT deleted OR (trashed AND %(include_trashed)s) OR (NOT trashed AND %(include_deleted)s))
   AND (%(after)s::uuid IS NULL OR table_id > %(after)s)
   AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
 ORDER BY table_id
@@ -68,3 +69,25 @@ SELECT name, url_encrypted, identity FROM rm_databases WHERE engine = %(engine)s
 
 -- name: holding_identity
 SELECT name FROM rm_databases WHERE identity = %(identity)s;
+
+-- name: get_trash
+SELECT trash_id, table_id, database_name, kind, origin_table, origin_column, physical_name, status,
+       trashed_at, purge_at
+FROM rm_trash WHERE trash_id = %(trash_id)s;
+
+-- name: list_trash
+SELECT trash_id, table_id, database_name, kind, origin_table, origin_column, physical_name, status,
+       trashed_at, purge_at
+FROM rm_trash
+WHERE status IN ('trashed', 'restoring', 'purging')
+  AND (%(database)s::text IS NULL OR database_name = %(database)s)
+  AND (%(databases)s::text[] IS NULL OR database_name = ANY(%(databases)s::text[]))
+ORDER BY trashed_at DESC, trash_id;
+
+-- name: trash_due
+SELECT trash_id, table_id, database_name, kind, origin_table, origin_column, physical_name, status,
+       trashed_at, purge_at
+FROM rm_trash
+WHERE status = 'trashed' AND purge_at <= now()
+ORDER BY purge_at, trash_id
+LIMIT %(limit)s;
