@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -14,8 +15,10 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 from schemasaga.bootstrap import Container
+from schemasaga.cli import main
 from schemasaga.config import Settings
 from tests.conftest import error_of
 from tests.integration.conftest import running_service, wait_operation, wait_synced
@@ -290,3 +293,36 @@ async def test_with_the_trash_off_a_deletion_drops_at_once(
             await done(c, await c.delete(f"/v1/tables/{table_id}/columns/v"))
             await done(c, await c.delete(f"/v1/tables/{table_id}"))
             assert physical_tables(engine_url) == [] and await trash_of(c) == []
+
+
+@pytest.mark.parametrize("engine_url", ["sqlite"], indirect=True)
+async def test_the_cli_lists_restores_and_purges(
+    client: httpx.AsyncClient, service: Container, engine_url: str
+) -> None:
+    s = service.settings
+    env = {
+        "SCHEMASAGA_DATABASE_URL": str(s.database_url),
+        "SCHEMASAGA_BYODB_URL": str(s.byodb_url),
+        "SCHEMASAGA_SECRET_KEY": s.secret_key.get_secret_value() if s.secret_key else "",
+        "SCHEMASAGA_SQLITE_DIR": str(s.sqlite_dir),
+    }
+
+    async def cli(*args: str) -> Any:
+        return await asyncio.to_thread(
+            CliRunner().invoke, main, ["trash", *args], env=env, catch_exceptions=False
+        )
+
+    table_id = await new_table(client, "kept")
+    await done(client, await client.delete(f"/v1/tables/{table_id}"))
+    listed = await cli("list", "--json")
+    assert listed.exit_code == 0, listed.output
+    [entry] = json.loads(listed.output)
+    assert (entry["kind"], entry["table"], entry["rows"], entry["status"]) == ("table", "kept", 0, "trashed")
+    restored = await cli("restore", entry["trash_id"], "--name", "kept_again")
+    assert restored.exit_code == 0, restored.output
+    operation = await wait_operation(client, restored.output.strip())
+    assert operation["status"] == "completed" and operation["kind"] == "restore_table"
+    assert (await wait_synced(client, table_id))["name"] == "kept_again"
+    again = await cli("purge", entry["trash_id"])
+    assert again.exit_code == 1 and "purged" in again.output
+    assert json.loads((await cli("list", "--json")).output) == []
