@@ -242,6 +242,9 @@ async def test_purge_true_drops_at_once_and_a_table_without_key_warns(
     assert physical_tables(engine_url) == [] and await trash_of(client) == []
     shown = (await client.post("/table/show", json={"table_id": table_id})).json()["table"]
     assert (shown["exists"], shown["trashed"]) == (False, False)
+    trashed = (await client.get("/v1/tables?include_trashed=true")).json()["items"]
+    deleted = (await client.get("/v1/tables?include_deleted=true")).json()["items"]
+    assert table_id not in {t["table_id"] for t in trashed} and table_id in {t["table_id"] for t in deleted}
 
     engine = sa.create_engine(engine_url)
     with engine.begin() as conn:

@@ -29,7 +29,7 @@ def _accepted(accepted: Accepted, response: Response) -> AcceptedOut:
     return out
 
 
-@router.get("", response_model=list[TrashOut], responses=problems(422, 503))
+@router.get("", response_model=list[TrashOut], responses=problems(400, 422, 503))
 async def list_trash(
     caller: Reader, reads: Reads, services: ServicesDep, database: str | None = None
 ) -> list[TrashOut]:
@@ -40,7 +40,7 @@ async def list_trash(
     return [TrashOut.of(item) for item in await services.trash.with_rows(views)]
 
 
-@router.get("/{trash_id}", response_model=TrashOut, responses=problems(404, 422, 503))
+@router.get("/{trash_id}", response_model=TrashOut, responses=problems(400, 404, 422, 503))
 async def get_trash(trash_id: UUID, caller: Reader, services: ServicesDep) -> TrashOut:
     view = await _entry(services.trash, caller, trash_id)
     return TrashOut.of((await services.trash.with_rows([view]))[0])
@@ -50,7 +50,7 @@ async def get_trash(trash_id: UUID, caller: Reader, services: ServicesDep) -> Tr
     "/{trash_id}/restore",
     status_code=202,
     response_model=AcceptedOut,
-    responses=problems(404, 409, 410, 422, 503),
+    responses=problems(400, 404, 409, 410, 422, 503),
     dependencies=IDEMPOTENT,
 )
 async def restore(
@@ -72,7 +72,7 @@ async def restore(
     "/{trash_id}",
     status_code=202,
     response_model=AcceptedOut,
-    responses=problems(404, 409, 410, 422, 503),
+    responses=problems(400, 404, 409, 410, 422, 503),
     dependencies=IDEMPOTENT,
 )
 async def purge(

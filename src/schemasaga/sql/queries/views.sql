@@ -6,13 +6,13 @@ SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes
 FROM rm_tables WHERE table_id = %(table_id)s;
 
 -- name: list_tables
--- A trashed table is listed only with include_trashed; other deleted tables with include_deleted.
+-- Deleted tables are listed with include_deleted (every one), trashed ones also with include_trashed.
 SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes, version, created_at,
        updated_at, trashed
 FROM rm_tables
 WHERE (%(database)s::text IS NULL OR database_name = %(database)s)
   AND (%(databases)s::text[] IS NULL OR database_name = ANY(%(databases)s::text[]))
-  AND (NOT deleted OR (trashed AND %(include_trashed)s) OR (NOT trashed AND %(include_deleted)s))
+  AND (NOT deleted OR %(include_deleted)s OR (trashed AND %(include_trashed)s))
   AND (%(after)s::uuid IS NULL OR table_id > %(after)s)
   AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
 ORDER BY table_id
