@@ -204,7 +204,7 @@ async def test_bad_input_is_refused_and_writes_nothing(
     table_id = await new_table(client, "gone")
     await done(client, await client.delete(f"/v1/tables/{table_id}"))
     [entry] = await trash_of(client)
-    await new_table(client, "gone")  # the name is taken again meanwhile
+    other = await new_table(client, "gone")  # the name is taken again meanwhile
     before = await counts(service)
     taken = await client.post(f"/v1/trash/{entry['trash_id']}/restore")
     assert taken.status_code == 409 and error_of(taken)["code"] == "name_taken", taken.text
@@ -213,6 +213,15 @@ async def test_bad_input_is_refused_and_writes_nothing(
         assert invalid.status_code == 422, (bad, invalid.text)
     extra = await client.post(f"/v1/trash/{entry['trash_id']}/restore", json={"nme": "x"})
     assert extra.status_code == 422
+    # the trash's names are its own: no table is created, tracked or renamed to one
+    trash_table = next(t for t in physical_tables(engine_url) if t.startswith(TRASH_PREFIX))
+    for method, path, body in (
+        ("POST", "/v1/tables", {"name": TRASH_PREFIX + "0123456789abcdef"}),
+        ("POST", "/v1/tables/track", {"name": trash_table}),
+        ("PATCH", f"/v1/tables/{other}", {"name": TRASH_PREFIX + "0123456789abcdef"}),
+    ):
+        refused = await client.request(method, path, json=body)
+        assert refused.status_code == 422 and error_of(refused)["code"] == "invalid_name", refused.text
     assert await counts(service) == before
 
     # under another name, it comes back

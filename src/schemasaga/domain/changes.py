@@ -64,6 +64,8 @@ def check_name(name: str, *, kind: str) -> None:
             f"{kind} name {name!r} must start with a letter or underscore and contain only "
             "letters, digits and underscores"
         )
+    if kind == "table" and is_trash_name(name):
+        raise InvalidName(f"table name {name!r} is reserved for the trash ({TRASH_PREFIX}...)")
 
 
 def check_column(column: Column) -> Column:
