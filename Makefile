@@ -49,6 +49,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.saga
 	$(BIN)/python -m bench.job_latency
 	$(BIN)/python -m bench.editing
+	$(BIN)/python -m bench.trash
 
 # A type change and an index build through schemasaga on a 1,000,000-row PostgreSQL table while another
 # connection inserts 500 rows/s, against the raw DDL (~30 s; SCHEMASAGA_BENCH_EDITING_ROWS=20000 for a
