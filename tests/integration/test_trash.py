@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from schemasaga.bootstrap import Container
 from schemasaga.cli import main
+from schemasaga.client import AsyncClient
 from schemasaga.config import Settings
 from tests.conftest import error_of
 from tests.integration.conftest import running_service, wait_operation, wait_synced
@@ -338,3 +339,25 @@ async def test_the_cli_lists_restores_and_purges(
     again = await cli("purge", entry["trash_id"])
     assert again.exit_code == 1 and "purged" in again.output
     assert json.loads((await cli("list", "--json")).output) == []
+
+
+@pytest.mark.parametrize("engine_url", ["sqlite"], indirect=True)
+async def test_the_python_client_reaches_the_trash(service: Container, engine_url: str) -> None:
+    transport = httpx.ASGITransport(app=service.web_app())
+    async with AsyncClient("http://schemasaga", transport=transport) as client:
+        accepted = await client.tables.create("kept", columns=[{"name": "v", "type": "text"}])
+        await client.operations.wait(accepted)
+        await client.operations.wait(await client.columns.remove(accepted.table_id, "v"))
+        await client.operations.wait(await client.tables.delete(accepted.table_id))
+        entries = await client.trash.list(database="default")
+        assert [(e.kind, e.column) for e in entries] == [("table", None), ("column", "v")]
+        assert (await client.trash.get(entries[1].trash_id)).rows == 0
+        await client.operations.wait(await client.trash.purge(entries[1].trash_id))
+        restored = await client.operations.wait(await client.trash.restore(entries[0].trash_id, name="again"))
+        assert restored.status == "completed"
+        assert (await client.tables.show(accepted.table_id)).name == "again"
+        assert await client.trash.list() == []
+        other = await client.tables.create("quick")
+        await client.operations.wait(other)
+        await client.operations.wait(await client.tables.delete(other.table_id, purge=True))
+        assert await client.trash.list() == []
