@@ -74,6 +74,16 @@ async def test_every_page_shows_a_created_table_and_its_added_column(client: htt
     assert "people" in await page(client, "/console?prefix=peo&database=default")
     assert "people" not in await page(client, "/console?prefix=zz")
 
+    assert "people" in await page(client, "/console?status=synced")
+    assert "people" not in await page(client, "/console?status=in_flight")
+    # The moment picker: the whole system then; before `people` began, no tables at all.
+    events = (await client.get(f"/v1/tables/{table_id}/events")).json()
+    first = events[0]["created_at"]
+    assert f'href="/console/tables/{table_id}">people</a>' in await page(client, f"/console?at={first}")
+    assert "No tables" in await page(client, "/console?at=2001-01-01T00:00:00")
+    r = await client.get("/console?at=not-a-moment")
+    assert r.status_code == 400 and "not-a-moment" in r.text
+
     table = await page(client, f"/console/tables/{table_id}")
     assert '<th scope="row"><code>age</code></th>' in table
     assert "being added" not in table
@@ -88,6 +98,12 @@ async def test_every_page_shows_a_created_table_and_its_added_column(client: htt
     assert '<th scope="row"><code>motto</code></th>' in past
     assert "Column <code>age</code> added since" in past
     assert f"against the current version {now}" in past
+    # The physical DDL of the shape shown, for its engine: `age` in the current one only.
+    assert "CREATE TABLE &#34;people&#34;" in table and "&#34;age&#34; INTEGER" in table
+    assert "CREATE TABLE &#34;people&#34;" in past and "&#34;age&#34;" not in past
+    # Any two versions: from now back to before the column, `age` was removed.
+    back = await page(client, f"/console/tables/{table_id}?version={now}&against={before_column}")
+    assert "Column <code>age</code> removed since" in back and f"against version {before_column}" in back
 
     operations = await page(client, "/console/operations")
     assert created in operations and added in operations and "completed" in operations

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from schemasaga.api.deps import Reads, ServicesDep, console_reader
+from schemasaga.byodb.ddl import create_statements
 from schemasaga.domain.columns import Column
 from schemasaga.domain.errors import TableNotFound
 from schemasaga.domain.table import Table
@@ -92,38 +93,92 @@ def _status(view: TableView) -> str:
     return "synced" if view.synced else "in flight"
 
 
+STATUSES = {"synced": "synced", "in_flight": "in flight", "deleted": "deleted"}
+
+
+def _moment(text: str) -> datetime | None:
+    """A moment from the picker (``datetime-local`` sends no offset: UTC is meant), or from a link."""
+    moment = datetime.fromisoformat(text.strip().replace(" ", "T"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 @router.get("/console")
 async def tables_page(
     reads: Reads,
     services: ServicesDep,
     database: str | None = None,
     prefix: str | None = None,
+    status: Literal["", "synced", "in_flight", "deleted"] = "",
     include_deleted: bool = False,
+    at: Annotated[str, Query(max_length=64)] = "",
     after: UUID | None = None,
     limit: Limit = PAGE_SIZE,
 ) -> HTMLResponse:
     database = database or None
-    views = await reads.list_tables(
-        database=database,
-        include_deleted=include_deleted,
-        after=after,
-        limit=limit,
-        name_prefix=prefix or None,
-    )
-    rows = [
-        {
-            "table_id": v.table_id,
-            "name": v.name,
-            "database": v.database,
-            "engine": services.connections.known_engine(v.database) or "unknown",
-            "status": _status(v),
-            "columns": len(v.columns),
-            "version": v.version,
-        }
-        for v in views
-    ]
+    moment = None
+    if at.strip():
+        try:
+            moment = _moment(at)
+        except ValueError:
+            return _render(
+                "not_found.html", status_code=400, title="Bad moment", message=f"{at!r} is not a moment."
+            )
+    rows: list[dict[str, Any]]
+    if moment is not None:
+        # The whole system then: each table as its stream was at that moment (whole transactions).
+        tables = await reads.tables_at(
+            moment,
+            database=database,
+            include_deleted=include_deleted or status == "deleted",
+            after=after,
+            limit=limit,
+            name_prefix=prefix or None,
+        )
+        rows = [
+            {
+                "table_id": t.table_id,
+                "name": t.name,
+                "database": t.database,
+                "engine": services.connections.known_engine(t.database) or "unknown",
+                "status": "deleted" if not t.live else ("synced" if t.synced else "in flight"),
+                "columns": len(t.columns),
+                "version": t.version,
+                "updated_at": None,
+            }
+            for t in tables
+        ]
+        if status:
+            rows = [r for r in rows if r["status"] == STATUSES[status]]
+    else:
+        views = await reads.list_tables(
+            database=database,
+            include_deleted=include_deleted or status == "deleted",
+            after=after,
+            limit=limit,
+            name_prefix=prefix or None,
+            status=status or None,
+        )
+        rows = [
+            {
+                "table_id": v.table_id,
+                "name": v.name,
+                "database": v.database,
+                "engine": services.connections.known_engine(v.database) or "unknown",
+                "status": _status(v),
+                "columns": len(v.columns),
+                "version": v.version,
+                "updated_at": v.updated_at,
+            }
+            for v in views
+        ]
     databases = [d.name for d in await reads.list_databases()]
-    filters = {"database": database or "", "prefix": prefix or "", "include_deleted": include_deleted}
+    filters = {
+        "database": database or "",
+        "prefix": prefix or "",
+        "status": status,
+        "include_deleted": include_deleted,
+        "at": at.strip(),
+    }
     next_page = None
     if len(rows) == limit:
         # The same filters, from the last table shown on (keyset paging); empty filters left out.
@@ -131,12 +186,14 @@ async def tables_page(
         next_page = "/console?" + urlencode({**query, "after": rows[-1]["table_id"], "limit": limit})
     return _render(
         "tables.html",
-        title="Tables",
+        title="Tables" if moment is None else f"Tables at {_when(moment)}",
         rows=rows,
         databases=databases,
+        statuses=STATUSES,
         filters=filters,
+        at_value=(moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if moment else ""),
         next_page=next_page,
-        refresh=any(r["status"] == "in flight" for r in rows),
+        refresh=moment is None and any(r["status"] == "in flight" for r in rows),
     )
 
 
@@ -259,6 +316,7 @@ async def table_page(
     reads: Reads,
     services: ServicesDep,
     version: Annotated[int | None, Query(ge=0)] = None,
+    against: Annotated[int | None, Query(ge=0)] = None,
 ) -> HTMLResponse:
     view = await reads.get_table(table_id)
     if view is None:
@@ -266,8 +324,10 @@ async def table_page(
     try:
         current = await reads.table_at(table_id, version=None, moment=None)
         shown = current if version is None else await reads.table_at(table_id, version=version, moment=None)
+        other = current if against is None else await reads.table_at(table_id, version=against, moment=None)
     except TableNotFound:
-        return _not_found(f"Table {table_id} has no version {version}.")
+        return _not_found(f"Table {table_id} has no version {version if against is None else against}.")
+    engine = services.connections.known_engine(view.database)
     events = await reads.table_events(table_id)
     timeline = [dict(_event_row(e), outcome=_outcome(e)) for e in events]
     operations = await reads.list_operations(table_id=table_id, status=None, limit=PAGE_SIZE)
@@ -278,20 +338,22 @@ async def table_page(
             "table_id": view.table_id,
             "name": shown.name,
             "database": view.database,
-            "engine": services.connections.known_engine(view.database) or "unknown",
+            "engine": engine or "unknown",
             "status": _status(view),
             "version": view.version,
             "exists": shown.exists,
         },
         shown_version=shown.version,
+        against_version=other.version,
         past=shown.version != current.version,
+        ddl=create_statements(engine, shown.schema) if engine and shown.schema.columns else [],
         columns=_columns(shown),
         indexes=_indexes(shown),
         pending=[
             {"operation_id": op.operation_id, "kind": op.kind.value, "steps_done": ", ".join(op.steps_done)}
             for op in shown.pending
         ],
-        difference=_difference(shown, current) if shown.version != current.version else None,
+        difference=_difference(shown, other) if shown.version != other.version else None,
         timeline=timeline,
         operations=[_operation_row(o) for o in operations],
         refresh=not view.synced and version is None,

@@ -57,8 +57,10 @@ class PgReadModels:
         limit: int,
         databases: Collection[str] | None = None,
         name_prefix: str | None = None,
+        status: str | None = None,
     ) -> list[TableView]:
         params = {
+            "status": status,
             "database": database,
             "include_deleted": include_deleted,
             "after": after,
@@ -67,6 +69,42 @@ class PgReadModels:
             "name_prefix": name_prefix or None,
         }
         return [_table(row) for row in await self._rows("list_tables", params)]
+
+    async def tables_at(
+        self,
+        moment: datetime,
+        *,
+        database: str | None,
+        include_deleted: bool,
+        after: UUID | None,
+        limit: int,
+        databases: Collection[str] | None = None,
+        name_prefix: str | None = None,
+    ) -> list[Table]:
+        found: list[Table] = []
+        params: dict[str, Any] = {
+            "database": database,
+            "databases": None if databases is None else sorted(databases),
+            "at": moment,
+            "limit": limit,
+        }
+        cursor = after
+        # A candidate may be left out once read (deleted by then, or another name then): read on until
+        # the page is full or the candidates run out.
+        while len(found) < limit:
+            ids = [
+                row["table_id"] for row in await self._rows("tables_begun_by", {**params, "after": cursor})
+            ]
+            for table_id in ids:
+                table = await self.table_at(table_id, version=None, moment=moment)
+                if (include_deleted or table.live) and table.name.startswith(name_prefix or ""):
+                    found.append(table)
+                    if len(found) == limit:
+                        break
+            if len(ids) < limit:
+                break
+            cursor = ids[-1]
+        return found
 
     async def table_at(self, table_id: UUID, *, version: int | None, moment: datetime | None) -> Table:
         if moment is not None:

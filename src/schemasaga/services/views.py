@@ -91,9 +91,26 @@ class ReadModels(Protocol):
         limit: int,
         databases: Collection[str] | None = None,
         name_prefix: str | None = None,
+        status: str | None = None,
     ) -> list[TableView]:
-        """Keyset-paged by table id: the tables after ``after``; of ``databases`` only, when given, and
-        whose name starts with ``name_prefix``."""
+        """Keyset-paged by table id: the tables after ``after``; of ``databases`` only, when given, whose
+        name starts with ``name_prefix`` and whose status (``synced``, ``in_flight``, ``deleted``) is
+        ``status``."""
+
+    async def tables_at(
+        self,
+        moment: datetime,
+        *,
+        database: str | None,
+        include_deleted: bool,
+        after: UUID | None,
+        limit: int,
+        databases: Collection[str] | None = None,
+        name_prefix: str | None = None,
+    ) -> list[Table]:
+        """The whole system at a moment, keyset-paged by table id: every table as :meth:`table_at` reads
+        it then (whole transactions only), of ``databases`` only when given, whose name then starts with
+        ``name_prefix``; without the tables deleted by then unless ``include_deleted``."""
 
     async def table_at(self, table_id: UUID, *, version: int | None, moment: datetime | None) -> Table:
         """The table as it was at a stream version or a moment (time travel): with every event of a

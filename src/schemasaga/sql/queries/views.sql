@@ -14,7 +14,25 @@ WHERE (%(database)s::text IS NULL OR database_name = %(database)s)
   AND (%(include_deleted)s OR NOT deleted)
   AND (%(after)s::uuid IS NULL OR table_id > %(after)s)
   AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
+  AND (%(status)s::text IS NULL
+       OR (%(status)s = 'synced' AND synced AND NOT deleted)
+       OR (%(status)s = 'in_flight' AND NOT synced AND NOT deleted)
+       OR (%(status)s = 'deleted' AND deleted))
 ORDER BY table_id
+LIMIT %(limit)s;
+
+-- name: tables_begun_by
+-- The tables whose stream had an event by a moment, keyset-paged by id: the candidates of the whole
+-- system at that moment (each one's state then is read from its stream, cut between transactions).
+-- A stream's first row is its oldest (created_at rises with the version), so one row of it tells.
+SELECT t.table_id
+FROM rm_tables t
+WHERE (%(database)s::text IS NULL OR t.database_name = %(database)s)
+  AND (%(databases)s::text[] IS NULL OR t.database_name = ANY(%(databases)s::text[]))
+  AND (%(after)s::uuid IS NULL OR t.table_id > %(after)s)
+  AND (SELECT s.created_at FROM event_store_events_in_streams s
+       WHERE s.stream = 'Table$' || t.table_id::text ORDER BY s.version LIMIT 1) <= %(at)s::timestamptz
+ORDER BY t.table_id
 LIMIT %(limit)s;
 
 -- name: get_operation
