@@ -16,6 +16,46 @@ ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 PAGES = ("/console", "/console/operations", "/console/events", "/console/databases")
 
 
+class Chain(HTMLParser):
+    """The causation chain of an event page: each event link of the tree with its nesting depth, and the
+    event marked as the page's own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.inside = False
+        self.nodes: list[tuple[int, str]] = []
+        self.current: str | None = None
+        self._href: str | None = None
+        self._current_li = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "ol" and values.get("id") == "causation":
+            self.inside = True
+        if not self.inside:
+            return
+        if tag == "ol":
+            self.depth += 1
+        if tag == "li":
+            self._current_li = values.get("aria-current") == "true"
+        if tag == "a" and (values.get("href") or "").startswith("/console/events/"):
+            self._href = values["href"]
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self.nodes.append((self.depth, data))
+            if self._current_li:
+                self.current = data
+            self._href = None
+            self._current_li = False
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.inside and tag == "ol":
+            self.depth -= 1
+            self.inside = self.depth > 0
+
+
 class Links(HTMLParser):
     """Every URL a page refers to (src, href, action), and whether it carries a refresh."""
 
@@ -118,6 +158,20 @@ async def test_every_page_shows_a_created_table_and_its_added_column(client: htt
     assert "&#34;correlation_id&#34;" in event  # the metadata, as JSON text
     # The other events of the creation's request and saga share its correlation id.
     assert "TableCreationConfirmed" in event
+
+    # The causation chain of the column's change: the request, then each event below its cause, down to
+    # the saga's outcome; the page's own event marked.
+    column_events = await page(client, f"/console/events?correlation={added}")
+    changed = next(u for u in parsed(column_events).urls if f'href="{u}">TableChanged<' in column_events)
+    chain = Chain()
+    chain.feed(await page(client, changed))
+    kinds = [kind for _, kind in chain.nodes]
+    assert (
+        kinds[0] == "TableChanged" and kinds[-1] == "TableChangeConfirmed" and chain.current == "TableChanged"
+    )
+    depths = [depth for depth, _ in chain.nodes]
+    assert depths == sorted(depths) and depths[-1] > depths[0]  # a chain: each caused by the one before
+    assert "TableCreated" not in kinds  # another request's
 
     databases = await page(client, "/console/databases")
     assert "default" in databases and "postgresql" in databases

@@ -21,6 +21,7 @@ import jinja2
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from schemasaga.api.causation import Node, causation_tree
 from schemasaga.api.deps import Reads, ServicesDep, console_reader
 from schemasaga.byodb.ddl import create_statements
 from schemasaga.domain.columns import Column
@@ -395,16 +396,30 @@ async def operations_page(
 
 @router.get("/console/events")
 async def events_page(
-    reads: Reads, before: Annotated[int | None, Query(ge=1)] = None, limit: Limit = PAGE_SIZE
+    reads: Reads,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Limit = PAGE_SIZE,
+    event_type: Annotated[str, Query(max_length=200)] = "",
+    correlation: Annotated[str, Query(max_length=200)] = "",
+    stream: Annotated[str, Query(max_length=300)] = "",
 ) -> HTMLResponse:
-    events = await reads.recent_events(before=before, limit=limit)
+    filters = {"event_type": event_type.strip(), "correlation": correlation.strip(), "stream": stream.strip()}
+    events = await reads.recent_events(
+        before=before,
+        limit=limit,
+        event_type=filters["event_type"] or None,
+        correlation_id=filters["correlation"] or None,
+        stream=filters["stream"] or None,
+    )
     in_flight = before is None and bool(await reads.unsettled_operations())
+    query = {k: v for k, v in filters.items() if v}
     return _render(
         "events.html",
         title="Events",
         rows=[_event_row(e) for e in events],
+        filters=filters,
         next_page=(
-            "/console/events?" + urlencode({"before": events[-1].position, "limit": limit})
+            "/console/events?" + urlencode({**query, "before": events[-1].position, "limit": limit})
             if len(events) == limit
             else None
         ),
@@ -431,6 +446,11 @@ async def event_page(event_id: UUID, reads: Reads) -> HTMLResponse:
     correlated = (
         await reads.correlated_events(str(correlation_id), limit=PAGE_SIZE * 2) if correlation_id else []
     )
+    tree = causation_tree(str(correlation_id), correlated) if correlated else None
+    # While the event's operation runs, its chain grows: the page follows it.
+    operation = (
+        await reads.get_operation(UUID(str(event.data["operation_id"]))) if _operation_of(event) else None
+    )
     return _render(
         "event.html",
         title=f"Event {event.event_type}",
@@ -439,8 +459,24 @@ async def event_page(event_id: UUID, reads: Reads) -> HTMLResponse:
         metadata=event.metadata,
         schema_version=event.schema_version,
         streams=[_stream_row(s) for s in await reads.event_streams(event_id)],
-        correlated=[_event_row(e) for e in correlated if e.event_id != event.event_id],
+        tree=None if tree is None else {"request": tree.request, "children": _tree_rows(tree.children)},
+        correlation_id=correlation_id,
+        refresh=operation is not None and operation.status in IN_FLIGHT,
     )
+
+
+def _operation_of(event: RecordedEvent) -> bool:
+    try:
+        UUID(str(event.data.get("operation_id")))
+    except ValueError:
+        return False
+    return True
+
+
+def _tree_rows(nodes: list[Node]) -> list[dict[str, Any]]:
+    return [
+        dict(_event_row(n.event), outcome=_outcome(n.event), children=_tree_rows(n.children)) for n in nodes
+    ]
 
 
 # -- databases -------------------------------------------------------------------------------------

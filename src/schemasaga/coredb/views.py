@@ -123,9 +123,24 @@ class PgReadModels:
 
     # -- the global log --------------------------------------------------------------------------
 
-    async def recent_events(self, *, before: int | None, limit: int) -> list[RecordedEvent]:
+    async def recent_events(
+        self,
+        *,
+        before: int | None,
+        limit: int,
+        event_type: str | None = None,
+        correlation_id: str | None = None,
+        stream: str | None = None,
+    ) -> list[RecordedEvent]:
         to = None if before is None else before - 1
-        return await self.store.read_all(to_position=to, backward=True, limit=limit)
+        return await self.store.read_all(
+            to_position=to,
+            backward=True,
+            limit=limit,
+            event_types=None if event_type is None else [event_type],
+            correlation_id=correlation_id,
+            stream=stream,
+        )
 
     async def get_event(self, event_id: UUID) -> RecordedEvent | None:
         try:

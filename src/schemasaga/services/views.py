@@ -118,8 +118,17 @@ class ReadModels(Protocol):
 
     async def table_events(self, table_id: UUID) -> list[RecordedEvent]: ...
 
-    async def recent_events(self, *, before: int | None, limit: int) -> list[RecordedEvent]:
-        """The global log newest first: the events positioned before ``before`` (all when None)."""
+    async def recent_events(
+        self,
+        *,
+        before: int | None,
+        limit: int,
+        event_type: str | None = None,
+        correlation_id: str | None = None,
+        stream: str | None = None,
+    ) -> list[RecordedEvent]:
+        """The global log newest first: the events positioned before ``before`` (all when None), of that
+        type, correlation id and stream only, when given."""
 
     async def get_event(self, event_id: UUID) -> RecordedEvent | None: ...
 
