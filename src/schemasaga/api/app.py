@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from schemasaga import __version__
-from schemasaga.api import console, demo, ops
+from schemasaga.api import console, console_forms, demo, ops
 from schemasaga.api.access import AccessPolicy, install_access
 from schemasaga.api.deps import Services, ServicesDep
 from schemasaga.api.errors import install_error_handlers, problem_media_types, responses
@@ -33,7 +33,7 @@ def create_app(services: Services, *, access: AccessPolicy | None = None) -> Fas
     app.include_router(databases.router)
     app.include_router(tokens.router)
     app.include_router(ops.router)
-    app.include_router(console.router)
+    console_forms.install(app, console.router)
     install_idempotency(app)
     install_access(app, access or AccessPolicy())
     app.add_middleware(RequestContext, routes=lambda: app.routes)

@@ -1,88 +1,42 @@
-"""The web console (read-only): server-rendered pages over the same read side the JSON API answers from.
+"""The web console's pages: server-rendered pages over the same read side the JSON API answers from.
 
 Routes parse, call the read models, shape rows into plain dictionaries and render a template; there is
 no SQL here and no logic in the templates beyond loops and conditions. Jinja2 escapes every value
 (autoescape), so an event's data or a column default is shown as text, never as markup. The pages load
-nothing from another host: one stylesheet, served below ``/console/static``. None of these routes is
-in the OpenAPI document: they are not part of the JSON API's contract.
+nothing from another host: one stylesheet and one small script, served below ``/console/static``. None
+of these routes is in the OpenAPI document: they are not part of the JSON API's contract. The forms,
+sign-in and the poll are in ``console_forms``; rendering, CSRF and sign-in checks in ``console_base``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 from uuid import UUID
 
-import jinja2
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
 
 from schemasaga.api.causation import Node, causation_tree
-from schemasaga.api.deps import Reads, ServicesDep, console_reader
+from schemasaga.api.console_base import console_reader, not_found, render, when
+from schemasaga.api.deps import Reads, ServicesDep
 from schemasaga.byodb.ddl import create_statements
-from schemasaga.domain.columns import Column
+from schemasaga.domain.columns import Column, ColumnType
 from schemasaga.domain.errors import TableNotFound
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import RecordedEvent
 from schemasaga.services.views import OperationView, TableView
 
-# Tokens required (SCHEMASAGA_AUTH): the console needs a read token that no database limits, sent as
-# `Authorization: Bearer` (by a proxy in front of a browser); there is no sign-in page yet.
+# Tokens required (SCHEMASAGA_AUTH): a read token that no database limits, from the sign-in cookie or an
+# `Authorization: Bearer` header (console_base).
 router = APIRouter(include_in_schema=False, dependencies=[Depends(console_reader)])
 
-ASSETS = Path(__file__).resolve().parent.parent / "console"
 PAGE_SIZE = 50
 Limit = Annotated[int, Query(ge=1, le=500)]
-# A page in flight reloads itself this often (seconds), and only then.
-REFRESH_SECONDS = 2
 TABLE_PREFIX = "Table$"
 IN_FLIGHT = frozenset({"pending", "running"})
-
-
-@functools.cache
-def _templates() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(ASSETS / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["json"] = _pretty_json
-    env.filters["when"] = _when
-    return env
-
-
-def _render(name: str, *, status_code: int = 200, refresh: bool = False, **context: Any) -> HTMLResponse:
-    html = _templates().get_template(name).render(refresh=REFRESH_SECONDS if refresh else None, **context)
-    return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
-
-
-def _not_found(message: str) -> HTMLResponse:
-    return _render("not_found.html", status_code=404, title="Not found", message=message)
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else ""
-
-
-def _pretty_json(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
-
-
-@router.get("/")
-async def root() -> RedirectResponse:
-    return RedirectResponse("/console", status_code=307)
-
-
-@router.get("/console/static/console.css")
-async def stylesheet() -> Response:
-    css = (ASSETS / "static" / "console.css").read_bytes()
-    return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=300"})
 
 
 # -- tables ----------------------------------------------------------------------------------------
@@ -105,6 +59,7 @@ def _moment(text: str) -> datetime | None:
 
 @router.get("/console")
 async def tables_page(
+    request: Request,
     reads: Reads,
     services: ServicesDep,
     database: str | None = None,
@@ -121,8 +76,12 @@ async def tables_page(
         try:
             moment = _moment(at)
         except ValueError:
-            return _render(
-                "not_found.html", status_code=400, title="Bad moment", message=f"{at!r} is not a moment."
+            return render(
+                request,
+                "not_found.html",
+                status_code=400,
+                title="Bad moment",
+                message=f"{at!r} is not a moment.",
             )
     rows: list[dict[str, Any]]
     if moment is not None:
@@ -185,9 +144,10 @@ async def tables_page(
         # The same filters, from the last table shown on (keyset paging); empty filters left out.
         query = {k: ("true" if v is True else v) for k, v in filters.items() if v}
         next_page = "/console?" + urlencode({**query, "after": rows[-1]["table_id"], "limit": limit})
-    return _render(
+    return render(
+        request,
         "tables.html",
-        title="Tables" if moment is None else f"Tables at {_when(moment)}",
+        title="Tables" if moment is None else f"Tables at {when(moment)}",
         rows=rows,
         databases=databases,
         statuses=STATUSES,
@@ -313,6 +273,7 @@ def _event_row(event: RecordedEvent) -> dict[str, Any]:
 
 @router.get("/console/tables/{table_id}")
 async def table_page(
+    request: Request,
     table_id: UUID,
     reads: Reads,
     services: ServicesDep,
@@ -321,18 +282,21 @@ async def table_page(
 ) -> HTMLResponse:
     view = await reads.get_table(table_id)
     if view is None:
-        return _not_found(f"No table with id {table_id}.")
+        return not_found(request, f"No table with id {table_id}.")
     try:
         current = await reads.table_at(table_id, version=None, moment=None)
         shown = current if version is None else await reads.table_at(table_id, version=version, moment=None)
         other = current if against is None else await reads.table_at(table_id, version=against, moment=None)
     except TableNotFound:
-        return _not_found(f"Table {table_id} has no version {version if against is None else against}.")
+        return not_found(
+            request, f"Table {table_id} has no version {version if against is None else against}."
+        )
     engine = services.connections.known_engine(view.database)
     events = await reads.table_events(table_id)
     timeline = [dict(_event_row(e), outcome=_outcome(e)) for e in events]
     operations = await reads.list_operations(table_id=table_id, status=None, limit=PAGE_SIZE)
-    return _render(
+    return render(
+        request,
         "table.html",
         title=f"Table {view.name}",
         table={
@@ -347,6 +311,7 @@ async def table_page(
         shown_version=shown.version,
         against_version=other.version,
         past=shown.version != current.version,
+        column_types=[t.value for t in ColumnType],
         ddl=create_statements(engine, shown.schema) if engine and shown.schema.columns else [],
         columns=_columns(shown),
         indexes=_indexes(shown),
@@ -379,10 +344,11 @@ def _operation_row(op: OperationView) -> dict[str, Any]:
 
 @router.get("/console/operations")
 async def operations_page(
-    reads: Reads, status: Literal["", "pending", "running", "completed", "rejected"] = ""
+    request: Request, reads: Reads, status: Literal["", "pending", "running", "completed", "rejected"] = ""
 ) -> HTMLResponse:
     operations = await reads.list_operations(table_id=None, status=status or None, limit=PAGE_SIZE * 2)
-    return _render(
+    return render(
+        request,
         "operations.html",
         title="Operations",
         rows=[_operation_row(o) for o in operations],
@@ -396,6 +362,7 @@ async def operations_page(
 
 @router.get("/console/events")
 async def events_page(
+    request: Request,
     reads: Reads,
     before: Annotated[int | None, Query(ge=1)] = None,
     limit: Limit = PAGE_SIZE,
@@ -413,7 +380,8 @@ async def events_page(
     )
     in_flight = before is None and bool(await reads.unsettled_operations())
     query = {k: v for k, v in filters.items() if v}
-    return _render(
+    return render(
+        request,
         "events.html",
         title="Events",
         rows=[_event_row(e) for e in events],
@@ -438,10 +406,10 @@ def _stream_row(stream: str) -> dict[str, Any]:
 
 
 @router.get("/console/events/{event_id}")
-async def event_page(event_id: UUID, reads: Reads) -> HTMLResponse:
+async def event_page(request: Request, event_id: UUID, reads: Reads) -> HTMLResponse:
     event = await reads.get_event(event_id)
     if event is None:
-        return _not_found(f"No event with id {event_id}.")
+        return not_found(request, f"No event with id {event_id}.")
     correlation_id = event.metadata.get("correlation_id")
     correlated = (
         await reads.correlated_events(str(correlation_id), limit=PAGE_SIZE * 2) if correlation_id else []
@@ -451,7 +419,8 @@ async def event_page(event_id: UUID, reads: Reads) -> HTMLResponse:
     operation = (
         await reads.get_operation(UUID(str(event.data["operation_id"]))) if _operation_of(event) else None
     )
-    return _render(
+    return render(
+        request,
         "event.html",
         title=f"Event {event.event_type}",
         event=_event_row(event),
@@ -483,7 +452,7 @@ def _tree_rows(nodes: list[Node]) -> list[dict[str, Any]]:
 
 
 @router.get("/console/databases")
-async def databases_page(reads: Reads) -> HTMLResponse:
+async def databases_page(request: Request, reads: Reads) -> HTMLResponse:
     # Only the registry's non-secret parts: never a URL, a password, or the key id.
     rows = [
         {
@@ -498,4 +467,4 @@ async def databases_page(reads: Reads) -> HTMLResponse:
         }
         for d in await reads.list_databases()
     ]
-    return _render("databases.html", title="Databases", rows=rows)
+    return render(request, "databases.html", title="Databases", rows=rows)
