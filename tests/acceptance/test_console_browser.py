@@ -220,3 +220,13 @@ def test_an_event_payload_with_markup_is_shown_as_text(page: playwright_api.Page
     # Keyboard: the skip link is the first stop, and it leads to the content.
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+
+
+def test_the_api_pages_render_with_nothing_from_another_host(page: playwright_api.Page) -> None:
+    expect = playwright_api.expect
+    page.goto("/")
+    expect(page).to_have_url(page.url.split("/console")[0] + "/console")
+    page.goto("/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("schemasaga")
+    page.goto("/redoc")
+    expect(page.locator("h1").first).to_contain_text("schemasaga")

@@ -193,6 +193,14 @@ async def test_unknown_things_answer_a_page_that_says_so(client: httpx.AsyncClie
         assert r.status_code == 404 and "No " in r.text and r.headers["content-type"].startswith("text/html")
     r = await client.get("/console/static/console.css")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/css")
+    # The API's pages load their scripts from this service, never from a CDN.
+    for path, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = await page(client, path)
+        assert f"/docs/static/{asset}" in html and "cdn" not in html and "fonts.googleapis" not in html
+        r = await client.get(f"/docs/static/{asset}")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+        assert len(r.content) > 100_000
+    assert (await client.get("/docs/static/../../secrets")).status_code == 404
     # The JSON API's contract is unchanged: no console route in it.
     spec = (await client.get("/openapi.json")).json()
     assert not [p for p in spec["paths"] if p == "/" or p.startswith("/console")]
