@@ -53,7 +53,10 @@ STATUSES = {"synced": "synced", "in_flight": "in flight", "deleted": "deleted"}
 
 def _moment(text: str) -> datetime | None:
     """A moment from the picker (``datetime-local`` sends no offset: UTC is meant), or from a link."""
-    moment = datetime.fromisoformat(text.strip().replace(" ", "T"))
+    text = text.strip()
+    # An offset's `+` left unencoded in a link arrives as a space: `...T10:42:55 00:00`.
+    text = text.replace(" ", "+") if "T" in text else text.replace(" ", "T")
+    moment = datetime.fromisoformat(text)
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 

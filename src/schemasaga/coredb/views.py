@@ -22,7 +22,7 @@ from schemasaga.domain.table import Table
 from schemasaga.eventstore import EventNotFound, EventStore, RecordedEvent
 from schemasaga.jobs import queries as job_queries
 from schemasaga.secrets import SecretBox, SecretsError
-from schemasaga.services.repository import load_table
+from schemasaga.services.repository import fold_table, load_table
 from schemasaga.services.views import DatabaseView, OperationView, StoredIdentity, TableView
 from schemasaga.sql import queries
 
@@ -95,8 +95,12 @@ class PgReadModels:
             ids = [
                 row["table_id"] for row in await self._rows("tables_begun_by", {**params, "after": cursor})
             ]
+            # The page's streams as they were then, in one round trip, each folded into its table.
+            streams = await self.store.read_streams_until([stream_name(i) for i in ids], until=moment)
             for table_id in ids:
-                table = await self.table_at(table_id, version=None, moment=moment)
+                table = fold_table(table_id, streams.get(stream_name(table_id), []))
+                if table is None:  # its first event committed after the candidates were read
+                    continue
                 if (include_deleted or table.live) and table.name.startswith(name_prefix or ""):
                     found.append(table)
                     if len(found) == limit:
