@@ -172,7 +172,7 @@ def test_a_table_from_the_form_to_its_history_its_causes_and_its_drift(
     ).click()
     chain = page.locator("#causation")
     expect(chain).to_contain_text("Request")
-    expect(chain.locator("li.current > a")).to_have_text("TableChanged")
+    expect(chain.locator("li.current > .node > a")).to_have_text("TableChanged")
     expect(chain.locator("li.current li a", has_text="TableChangeConfirmed")).to_have_count(1)
     screenshot(page, "console-causation.png")
     chain.get_by_role("link", name="TableChangeConfirmed").click()
