@@ -42,6 +42,12 @@ IN_FLIGHT = frozenset({"pending", "running"})
 # -- tables ----------------------------------------------------------------------------------------
 
 
+def _status_then(table: Table) -> str:
+    if not table.live:
+        return "deleted"
+    return "synced" if table.synced else "in flight"
+
+
 def _status(view: TableView) -> str:
     if view.deleted:
         return "deleted"
@@ -103,10 +109,10 @@ async def tables_page(
                 "name": t.name,
                 "database": t.database,
                 "engine": services.connections.known_engine(t.database) or "unknown",
-                "status": "deleted" if not t.live else ("synced" if t.synced else "in flight"),
+                "status": _status(t) if isinstance(t, TableView) else _status_then(t),
                 "columns": len(t.columns),
                 "version": t.version,
-                "updated_at": None,
+                "updated_at": t.updated_at if isinstance(t, TableView) else None,
             }
             for t in tables
         ]

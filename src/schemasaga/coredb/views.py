@@ -80,8 +80,8 @@ class PgReadModels:
         limit: int,
         databases: Collection[str] | None = None,
         name_prefix: str | None = None,
-    ) -> list[Table]:
-        found: list[Table] = []
+    ) -> list[Table | TableView]:
+        found: list[Table | TableView] = []
         params: dict[str, Any] = {
             "database": database,
             "databases": None if databases is None else sorted(databases),
@@ -92,22 +92,26 @@ class PgReadModels:
         # A candidate may be left out once read (deleted by then, or another name then): read on until
         # the page is full or the candidates run out.
         while len(found) < limit:
-            ids = [
-                row["table_id"] for row in await self._rows("tables_begun_by", {**params, "after": cursor})
-            ]
-            # The page's streams as they were then, in one round trip, each folded into its table.
-            streams = await self.store.read_streams_until([stream_name(i) for i in ids], until=moment)
-            for table_id in ids:
-                table = fold_table(table_id, streams.get(stream_name(table_id), []))
-                if table is None:  # its first event committed after the candidates were read
+            rows = await self._rows("tables_begun_by", {**params, "after": cursor})
+            # The streams that moved since, as they were then, in one round trip, each folded.
+            moved = [stream_name(r["table_id"]) for r in rows if r["moved_since"]]
+            streams = await self.store.read_streams_until(moved, until=moment) if moved else {}
+            for row in rows:
+                then: Table | TableView | None
+                if row["moved_since"]:
+                    then = fold_table(row["table_id"], streams.get(stream_name(row["table_id"]), []))
+                else:
+                    then = _table(row)
+                if then is None:  # its first event committed after the candidates were read
                     continue
-                if (include_deleted or table.live) and table.name.startswith(name_prefix or ""):
-                    found.append(table)
+                live = then.live if isinstance(then, Table) else not then.deleted
+                if (include_deleted or live) and then.name.startswith(name_prefix or ""):
+                    found.append(then)
                     if len(found) == limit:
                         break
-            if len(ids) < limit:
+            if len(rows) < limit:
                 break
-            cursor = ids[-1]
+            cursor = rows[-1]["table_id"]
         return found
 
     async def table_at(self, table_id: UUID, *, version: int | None, moment: datetime | None) -> Table:

@@ -107,10 +107,12 @@ class ReadModels(Protocol):
         limit: int,
         databases: Collection[str] | None = None,
         name_prefix: str | None = None,
-    ) -> list[Table]:
+    ) -> list[Table | TableView]:
         """The whole system at a moment, keyset-paged by table id: every table as :meth:`table_at` reads
         it then (whole transactions only), of ``databases`` only when given, whose name then starts with
-        ``name_prefix``; without the tables deleted by then unless ``include_deleted``."""
+        ``name_prefix``; without the tables deleted by then unless ``include_deleted``. A table whose
+        stream has not moved since is answered as its read model holds it (a :class:`TableView`, the
+        same state, without reading its events)."""
 
     async def table_at(self, table_id: UUID, *, version: int | None, moment: datetime | None) -> Table:
         """The table as it was at a stream version or a moment (time travel): with every event of a

@@ -27,6 +27,7 @@ from schemasaga.api.models import (
     TrackTableRequest,
 )
 from schemasaga.domain.errors import InvalidColumn, TableNotFound
+from schemasaga.domain.table import Table
 from schemasaga.services.tables import Accepted, Asked, Planned
 from schemasaga.services.waiting import MAX_WAIT_SECONDS
 
@@ -174,7 +175,12 @@ async def list_tables(
             limit=limit,
             databases=caller.databases,
         )
-        items = [TableOut.at(t, engine=services.connections.known_engine(t.database)) for t in tables]
+        items = [
+            TableOut.at(t, engine=services.connections.known_engine(t.database))
+            if isinstance(t, Table)
+            else TableOut.of(t, engine=services.connections.known_engine(t.database))
+            for t in tables
+        ]
         return TablePage(items=items, next_after=items[-1].table_id if len(items) == limit else None)
     views = await reads.list_tables(
         database=database,
