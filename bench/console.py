@@ -147,12 +147,29 @@ def pages(conninfo: str) -> dict[str, str]:
         assert event_row is not None
         event_id, position, created_at = event_row
         moment = quote(created_at.isoformat())
+        # The moment every table had begun (the last one's first event): more of them moved since.
+        row = conn.execute(
+            "SELECT max(first) FROM (SELECT min(created_at) AS first FROM event_store_events_in_streams"
+            " GROUP BY stream) AS streams"
+        ).fetchone()
+        assert row is not None
+        all_begun = row[0]
+        # How many tables a moment reads from their streams (moved since) rather than the read model.
+        for at in (created_at, all_begun):
+            counted = conn.execute(
+                "SELECT count(*) FILTER (WHERE first <= %(at)s), count(*) FILTER (WHERE first <= %(at)s"
+                " AND last > %(at)s) FROM (SELECT min(created_at) AS first, max(created_at) AS last"
+                " FROM event_store_events_in_streams GROUP BY stream) AS streams",
+                {"at": at},
+            ).fetchone()
+            assert counted is not None
+            print(f"at {at.isoformat()}: {counted[0]} tables had begun, {counted[1]} moved since (folded)")
     return {
         "tables": "/console",
         "tables, a page in the middle": f"/console?after={middle}",
         "tables, name search": "/console?prefix=tpl_500",
         "tables, status synced": "/console?status=synced",
-        "tables at a moment (50 rebuilt)": f"/console?at={moment}",
+        "tables at a moment (page of 50)": f"/console?at={moment}",
         "table": f"/console/tables/{middle}",
         "table at version 2 vs 8": f"/console/tables/{middle}?version=2&against=8",
         "operations": "/console/operations",
@@ -161,7 +178,9 @@ def pages(conninfo: str) -> dict[str, str]:
         "events of one type": "/console/events?event_type=TableChanged&limit=50",
         "event with its causation chain": f"/console/events/{event_id}",
         "databases": "/console/databases",
-        "GET /v1/tables?at= (100 rebuilt)": f"/v1/tables?at={moment}",
+        "GET /v1/tables?at= (page of 100)": f"/v1/tables?at={moment}",
+        "tables when all had begun (page of 50)": f"/console?at={quote(all_begun.isoformat())}",
+        "GET /v1/tables?at= all begun (100)": f"/v1/tables?at={quote(all_begun.isoformat())}",
     }
 
 
@@ -187,16 +206,16 @@ async def main(args: argparse.Namespace) -> None:
                 tables, events = fill(service.core_conninfo, template, args.tables - 1)
                 print(f"filled {tables} tables, {events} events in {time.perf_counter() - started:.1f} s")
                 baseline = await timed(client, "/healthz", args.rounds)
-                print(f"{'page':<36} {'p50 ms':>8} {'p95 ms':>8} {'p95/healthz':>12}")
+                print(f"{'page':<40} {'p50 ms':>8} {'p95 ms':>8} {'p95/healthz':>12}")
                 base50, base95 = ms(pct(baseline, 50)), ms(pct(baseline, 95))
-                print(f"{'/healthz (baseline)':<36} {base50:>8} {base95:>8} {1.0:>12.1f}")
+                print(f"{'/healthz (baseline)':<40} {base50:>8} {base95:>8} {1.0:>12.1f}")
                 worst: list[tuple[float, str]] = []
                 for label, path in pages(service.core_conninfo).items():
                     samples = await timed(client, path, args.rounds)
                     p95 = pct(samples, 95)
                     worst.append((p95, label))
                     ratio = p95 / pct(baseline, 95)
-                    print(f"{label:<36} {ms(pct(samples, 50)):>8} {ms(p95):>8} {ratio:>12.1f}")
+                    print(f"{label:<40} {ms(pct(samples, 50)):>8} {ms(p95):>8} {ratio:>12.1f}")
                 slowest = max(worst)
                 verdict = "met" if slowest[0] < 0.1 else "NOT met"
                 print(f"target p95 < 100 ms: {verdict} (slowest: {slowest[1]}, {ms(slowest[0])} ms)")
