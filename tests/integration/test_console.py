@@ -173,9 +173,14 @@ async def test_every_page_shows_a_created_table_and_its_added_column(client: htt
     assert depths == sorted(depths) and depths[-1] > depths[0]  # a chain: each caused by the one before
     assert "TableCreated" not in kinds  # another request's
 
+    poll = (await client.get("/console/poll")).json()
+    assert poll["in_flight"] is False and poll["position"] > 0
+
     databases = await page(client, "/console/databases")
     assert "default" in databases and "postgresql" in databases
     assert 'href="/v1/databases/default/drift"' in databases
+    assert 'href="/console/databases/default/drift"' in databases
+    assert 'action="/console/databases/default/check"' in databases
     assert "://" not in databases  # no URL, so no password either
 
     for html in (tables, table, past, operations, events, event, databases):
@@ -240,6 +245,10 @@ async def test_a_change_in_flight_is_marked_and_its_pages_reload_until_it_is_don
             assert "being added" in table and "in flight" in table
             for path in ("/console", "/console/operations", "/console/events"):
                 assert parsed(await page(client, path)).refresh, path
+            # What a following page polls: the newest event's position, and that something is in flight.
+            newest = (await client.get("/console/events?limit=1")).text
+            poll = (await client.get("/console/poll")).json()
+            assert poll["in_flight"] is True and f'<td class="num">{poll["position"]}</td>' in newest
             assert not parsed(await page(client, "/console/databases")).refresh
 
             # Keyset paging: one table a page, the second page from the first's last table on.

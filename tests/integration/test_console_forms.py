@@ -103,3 +103,11 @@ async def test_drift_is_shown_and_adopted_from_the_console(
     assert "extra" in table["columns"]
     assert "extra" in (physical_columns(byodb_pg_url, "drifty") or {})
     assert "No drift" in (await client.get("/console/databases/default/drift")).text
+
+
+async def test_a_database_is_checked_from_the_console(client: httpx.AsyncClient) -> None:
+    csrf = await csrf_of(client)
+    r = await client.post("/console/databases/default/check", data={"csrf": csrf})
+    assert r.status_code == 200 and "default answers: " in r.text
+    r = await client.post("/console/databases/nowhere/check", data={"csrf": csrf})
+    assert r.status_code == 404 and "nowhere" in r.text

@@ -265,6 +265,26 @@ async def reconcile(
     return RedirectResponse(f"/console/tables/{table_id}", status_code=303)
 
 
+@actions.post("/console/databases/{name}/check")
+async def check_database(
+    request: Request, name: str, caller: ConsoleCaller, services: ServicesDep
+) -> Response:
+    """Try the database now (as ``POST /v1/databases/{name}/check``: a change of its status is
+    recorded), and show the outcome."""
+    await form_of(request)
+    back: dict[str, Any] = {"back": "/console/databases", "back_label": "the databases"}
+    try:
+        _writer(caller, name)
+        result = await services.databases.check(name=name, metadata=_metadata(request, caller))
+    except DomainError as exc:
+        return _refused(request, exc, **back)
+    if result.reachable:
+        message = f"{name} answers: {result.server_version or 'version unknown'}."
+    else:
+        message = f"{name} does not answer: {result.error or result.status}."
+    return render(request, "message.html", title=f"Check of {name}", message=message, **back)
+
+
 @actions.get("/console/databases/{name}/drift")
 async def drift_page(request: Request, name: str, caller: ConsoleCaller, services: ServicesDep) -> Response:
     """The drift report of one database: a scan, read-only (it records nothing), as
