@@ -10,7 +10,6 @@ sign-in and the poll are in ``console_forms``; rendering, CSRF and sign-in check
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -21,9 +20,10 @@ from fastapi.responses import HTMLResponse
 
 from schemasaga.api.causation import Node, causation_tree
 from schemasaga.api.console_base import console_reader, not_found, render, when
+from schemasaga.api.console_rows import columns_of, difference, event_row, indexes_of, outcome
 from schemasaga.api.deps import Reads, ServicesDep
 from schemasaga.byodb.ddl import create_statements
-from schemasaga.domain.columns import Column, ColumnType
+from schemasaga.domain.columns import ColumnType
 from schemasaga.domain.errors import TableNotFound
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import RecordedEvent
@@ -167,119 +167,6 @@ async def tables_page(
     )
 
 
-def _column_row(column: Column, *, state: str | None) -> dict[str, Any]:
-    return {
-        "name": column.name,
-        "type": column.type.value,
-        "nullable": column.nullable,
-        "default": None if column.default is None else json.dumps(column.default, ensure_ascii=False),
-        "unique": column.unique,
-        "primary_key": column.primary_key,
-        "state": state,
-    }
-
-
-def _confirmed_names(table: Table) -> dict[str, str]:
-    """Intended column name -> its confirmed name, for the columns that changes in flight rename."""
-    renamed: dict[str, str] = {}
-    for op in table.pending:
-        for old, new in op.change.column_renames.items():
-            renamed[new] = renamed.pop(old, old)
-    return renamed
-
-
-def _columns(table: Table) -> list[dict[str, Any]]:
-    """The intended columns, each marked when a change in flight adds, renames or changes it, then the
-    confirmed columns a change in flight removes."""
-    confirmed = table.confirmed_columns
-    renamed = _confirmed_names(table)
-    rows = []
-    for name, column in table.columns.items():
-        was = renamed.get(name, name)
-        before = confirmed.get(was)
-        state: str | None
-        if before is None:
-            state = "being added"
-        elif was != name:
-            state = f"being renamed from {was}"
-        else:
-            state = None if before == column else "being changed"
-        rows.append(_column_row(column, state=state))
-    kept = {renamed.get(n, n) for n in table.columns}
-    rows += [_column_row(c, state="being removed") for name, c in confirmed.items() if name not in kept]
-    return rows
-
-
-def _indexes(table: Table) -> list[dict[str, Any]]:
-    confirmed = {i.name: i for i in table.confirmed.indexes}
-    intended = {i.name: i for i in table.schema.indexes}
-    rows = [
-        {
-            "name": i.name,
-            "columns": ", ".join(i.columns),
-            "unique": i.unique,
-            "state": None if confirmed.get(name) == i else "being added",
-        }
-        for name, i in intended.items()
-    ]
-    rows += [
-        {"name": i.name, "columns": ", ".join(i.columns), "unique": i.unique, "state": "being removed"}
-        for name, i in confirmed.items()
-        if name not in intended
-    ]
-    return rows
-
-
-COLUMN_FIELDS = ("type", "nullable", "default", "unique", "primary_key")
-
-
-def _difference(shown: Table, current: Table) -> dict[str, list[Any]]:
-    """What changed in the intended columns from the shown version to the current one."""
-    then, now = shown.columns, current.columns
-    changed = []
-    for name in then.keys() & now.keys():
-        a, b = then[name].to_dict(), now[name].to_dict()
-        fields = [f"{f}: {json.dumps(a[f])} → {json.dumps(b[f])}" for f in COLUMN_FIELDS if a[f] != b[f]]
-        if fields:
-            changed.append({"name": name, "fields": fields})
-    return {
-        "added": [n for n in now if n not in then],
-        "removed": [n for n in then if n not in now],
-        "changed": sorted(changed, key=lambda c: str(c["name"])),
-    }
-
-
-def _outcome(event: RecordedEvent) -> str:
-    data = event.data
-    kind = event.event_type
-    if kind.endswith("Rejected"):
-        return f"rejected: {data.get('reason', '')}"
-    if kind.endswith("Confirmed"):
-        return "confirmed"
-    if kind == "SagaStepCompleted":
-        return f"step {data.get('step', '')} done"
-    if kind == "SagaAttemptFailed":
-        return f"attempt {data.get('attempt', '')} failed: {data.get('error', '')}"
-    if kind == "SagaCompensationStarted":
-        return f"compensating: {data.get('reason', '')}"
-    if kind == "TableDriftDetected":
-        return f"{len(data.get('issues', []))} drift issue(s)"
-    return "accepted"
-
-
-def _event_row(event: RecordedEvent) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "event_type": event.event_type,
-        "position": event.position,
-        "version": event.version,
-        "created_at": event.created_at,
-        "actor": event.metadata.get("actor", ""),
-        "correlation_id": event.metadata.get("correlation_id"),
-        "operation_id": event.data.get("operation_id"),
-    }
-
-
 @router.get("/console/tables/{table_id}")
 async def table_page(
     request: Request,
@@ -302,7 +189,7 @@ async def table_page(
         )
     engine = services.connections.known_engine(view.database)
     events = await reads.table_events(table_id)
-    timeline = [dict(_event_row(e), outcome=_outcome(e)) for e in events]
+    timeline = [dict(event_row(e), outcome=outcome(e)) for e in events]
     operations = await reads.list_operations(table_id=table_id, status=None, limit=PAGE_SIZE)
     return render(
         request,
@@ -322,13 +209,13 @@ async def table_page(
         past=shown.version != current.version,
         column_types=[t.value for t in ColumnType],
         ddl=create_statements(engine, shown.schema) if engine and shown.schema.columns else [],
-        columns=_columns(shown),
-        indexes=_indexes(shown),
+        columns=columns_of(shown),
+        indexes=indexes_of(shown),
         pending=[
             {"operation_id": op.operation_id, "kind": op.kind.value, "steps_done": ", ".join(op.steps_done)}
             for op in shown.pending
         ],
-        difference=_difference(shown, other) if shown.version != other.version else None,
+        difference=difference(shown, other) if shown.version != other.version else None,
         timeline=timeline,
         operations=[_operation_row(o) for o in operations],
         refresh=not view.synced and version is None,
@@ -393,7 +280,7 @@ async def events_page(
         request,
         "events.html",
         title="Events",
-        rows=[_event_row(e) for e in events],
+        rows=[event_row(e) for e in events],
         filters=filters,
         next_page=(
             "/console/events?" + urlencode({**query, "before": events[-1].position, "limit": limit})
@@ -432,7 +319,7 @@ async def event_page(request: Request, event_id: UUID, reads: Reads) -> HTMLResp
         request,
         "event.html",
         title=f"Event {event.event_type}",
-        event=_event_row(event),
+        event=event_row(event),
         data=event.data,
         metadata=event.metadata,
         schema_version=event.schema_version,
@@ -453,7 +340,7 @@ def _operation_of(event: RecordedEvent) -> bool:
 
 def _tree_rows(nodes: list[Node]) -> list[dict[str, Any]]:
     return [
-        dict(_event_row(n.event), outcome=_outcome(n.event), children=_tree_rows(n.children)) for n in nodes
+        dict(event_row(n.event), outcome=outcome(n.event), children=_tree_rows(n.children)) for n in nodes
     ]
 
 
