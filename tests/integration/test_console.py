@@ -81,6 +81,9 @@ async def page(client: httpx.AsyncClient, path: str) -> str:
     r = await client.get(path)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/html")
+    if path.startswith("/console"):
+        assert "script-src 'self';" in r.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
     links = parsed(r.text)
     # Nothing from another host (no CDN, font or script), and no URL that could lead to one.
     assert all(not url.startswith(("http:", "https:", "//")) for url in links.urls), links.urls
