@@ -58,6 +58,9 @@ class TableChanged(TableEvent):
     action: str
     column: dict[str, Any]
     plan: dict[str, Any] | None = None
+    # The id of the operation this change undoes (POST /v1/operations/{id}/undo); None for a change asked
+    # for as such.
+    undoes: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,7 @@ class TableAltered(TableEvent):
 
     change: dict[str, Any]
     plan: dict[str, Any] | None = None
+    undoes: str | None = None  # as in TableChanged
 
 
 @dataclass(frozen=True, slots=True)
