@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+from uuid import UUID
 
 import httpx
 import psycopg
@@ -21,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from schemasaga.bootstrap import Container
+from schemasaga.client import AsyncClient, SchemasagaError
 from schemasaga.config import Settings
 from tests.conftest import error_of
 from tests.integration.conftest import running_service, wait_operation, wait_synced
@@ -199,8 +201,17 @@ async def test_what_cannot_be_undone_is_refused_with_its_code_and_writes_nothing
     refused(await undo(client, rename, headers={"If-Match": stale}), 412, "version_mismatch")
     problem = refused(await undo(client, rename), 409, "already_undone")
     assert problem["details"] == {"undone_by": unrename}
-    # With the rename undone, the type change is undone too; then the undo of the undo redoes it.
-    unretype = await completed(client, await undo(client, retype))
+    # With the rename undone, the type change is undone too (by the Python client); then the undo of the
+    # undo redoes it.
+    async with AsyncClient(
+        "http://schemasaga", transport=httpx.ASGITransport(app=service.web_app())
+    ) as typed:
+        accepted = await typed.operations.undo(retype)
+        assert (await typed.operations.wait(accepted, timeout=20)).undoes == UUID(retype)
+        with pytest.raises(SchemasagaError) as again_refused:
+            await typed.operations.undo(retype)
+        assert again_refused.value.code == "already_undone"
+    unretype = str(accepted.operation_id)
     await completed(client, await undo(client, unretype))
     shown = await wait_synced(client, table_id)
     assert shown["columns"]["age"]["type"] == "bigint"
