@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from schemasaga.bootstrap import Container
 from schemasaga.client import AsyncClient, SchemasagaError
 from schemasaga.config import Settings
+from schemasaga.coredb import readmodels
 from tests.conftest import error_of
 from tests.integration.conftest import running_service, wait_operation, wait_synced
 from tests.integration.live_schema import read_live
@@ -224,3 +225,18 @@ async def test_what_cannot_be_undone_is_refused_with_its_code_and_writes_nothing
         assert (await wait_operation(client, pending))["status"] == "rejected"
     problem = refused(await undo(client, pending), 409, "operation_not_completed")
     assert "rejected" in problem["message"]
+
+    # Who undid what is rebuilt from the events with the rest of the read models.
+    async def undo_links() -> list[tuple[Any, ...]]:
+        async with service.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT operation_id, undoes, undone_by FROM rm_operations "
+                "WHERE undoes IS NOT NULL OR undone_by IS NOT NULL ORDER BY operation_id"
+            )
+            return await cur.fetchall()
+
+    links = await undo_links()
+    assert len(links) == 5  # the rename and its undo; the type change, its undo and the redo
+    async with service.pool.connection() as conn, conn.transaction():
+        await readmodels.rebuild(conn, service.store)
+    assert await undo_links() == links

@@ -26,7 +26,7 @@ from schemasaga.domain.errors import (
     UndoConflict,
     UndoUnsupported,
 )
-from schemasaga.domain.events import event_from_data, stream_name
+from schemasaga.domain.events import TableAltered, TableChanged, event_from_data, stream_name
 from schemasaga.domain.table import Table
 from schemasaga.services.tables import Accepted, Asked, ColumnPatch, Planned, only_accepted
 from schemasaga.services.unit_of_work import Session
@@ -294,3 +294,13 @@ async def test_what_undo_needs_survives_snapshots() -> None:
     for _, state in world.core.state.snapshots[stream_name(t)]:
         del state["done"]
     assert (await world.table(t)).done == replayed.done
+
+
+def test_an_undo_names_its_operation_in_its_event_and_other_changes_keep_their_payload() -> None:
+    table_id, operation_id, target = uuid4(), uuid4(), uuid4()
+    plain = TableChanged(table_id, operation_id, "add", AGE.to_dict())
+    assert "undoes" not in plain.to_data()
+    assert event_from_data("TableChanged", plain.to_data()) == plain
+    undo = TableAltered(table_id, operation_id, RenameTable("people").to_dict(), None, str(target))
+    assert undo.to_data()["undoes"] == str(target)
+    assert event_from_data("TableAltered", undo.to_data()) == undo
