@@ -304,3 +304,21 @@ def test_an_undo_names_its_operation_in_its_event_and_other_changes_keep_their_p
     undo = TableAltered(table_id, operation_id, RenameTable("people").to_dict(), None, str(target))
     assert undo.to_data()["undoes"] == str(target)
     assert event_from_data("TableAltered", undo.to_data()) == undo
+
+
+async def test_a_rejected_undo_leaves_the_operation_undoable() -> None:
+    world = World()
+    created = await world.settled()
+    rename = await _done(
+        world, await world.tables.rename_table(table_id=created.table_id, name="persons", metadata={})
+    )
+    first = only_accepted(await _undo(world, rename))
+
+    async def reject(session: Session) -> None:
+        (await session.table(first.table_id)).reject(first.operation_id, reason="refused")
+
+    await world.uow.run(reject, metadata={"actor": "test"})
+    table = await world.table(created.table_id)
+    assert table.undone_by(rename.operation_id) is None and table.name == "persons"
+    second = await _done(world, await _undo(world, rename))
+    assert (await world.table(created.table_id)).undone_by(rename.operation_id) == second.operation_id
