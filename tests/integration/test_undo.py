@@ -235,6 +235,8 @@ async def test_what_cannot_be_undone_is_refused_with_its_code_and_writes_nothing
             )
             return await cur.fetchall()
 
+    page = await client.get(f"/console/tables/{table_id}")
+    assert f"undone by <code>{unrename}</code>" in page.text and f"undoes <code>{rename}</code>" in page.text
     links = await undo_links()
     assert len(links) == 5  # the rename and its undo; the type change, its undo and the redo
     async with service.pool.connection() as conn, conn.transaction():
