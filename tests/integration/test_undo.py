@@ -3,9 +3,10 @@
 On PostgreSQL, MariaDB and SQLite, one table goes through a sequence of change + undo pairs, one per
 change kind that has an inverse (a table rename, a column's rename, type, nullability, default and
 uniqueness, an index added, an index dropped, a column added). After each undo the live table as
-SQLAlchemy's inspector reads it, and what ``GET /v1/tables/{id}`` shows, are what they were before the
-change; each side names the other (``undoes``, ``undone_by``). An undo that the table's rows could not
-take (a text column back to integer after a non-number was written) is refused as the change would be.
+SQLAlchemy's inspector reads it, its rows, and what ``GET /v1/tables/{id}`` shows, are what they were
+before the change; each side names the other (``undoes``, ``undone_by``). An undo that the table's rows
+could not take (a text column back to integer after a non-number was written) is refused as the change
+would be.
 """
 
 from __future__ import annotations
@@ -86,14 +87,26 @@ async def undo(client: httpx.AsyncClient, operation_id: str, **kwargs: Any) -> h
     return await client.post(f"/v1/operations/{operation_id}/undo", **kwargs)
 
 
+def rows(url: str, table: str) -> list[tuple[Any, ...]]:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            live = sa.Table(table, sa.MetaData(), autoload_with=conn)
+            return [tuple(row) for row in conn.execute(sa.select(live).order_by(live.c.id))]
+    finally:
+        engine.dispose()
+
+
 async def state(client: httpx.AsyncClient, url: str, table_id: str) -> tuple[Any, ...]:
-    """The table as the inspector reads it and as the service shows it (less its version)."""
+    """The table as the inspector reads it, its rows, and the table as the service shows it (less its
+    version)."""
     shown = await wait_synced(client, table_id)
     live = await asyncio.to_thread(read_live, url, shown["name"])
     assert live is not None
     answer = (await client.get(f"/v1/tables/{table_id}")).json()
     return (
         (live.name, live.columns, live.primary_key, sorted(live.indexes, key=repr)),
+        await asyncio.to_thread(rows, url, live.name),
         {k: answer[k] for k in ("name", "columns", "indexes", "primary_key", "exists")},
         shown["columns"],
     )
