@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from uuid import UUID
@@ -30,6 +31,9 @@ from tests.conftest import error_of
 from tests.integration.conftest import running_service, wait_operation, wait_synced
 from tests.integration.live_schema import read_live
 from tests.integration.test_saga_flow import counts
+
+# Rows in the table the changes and undos go through: a few in the suite, 10,000 in `make undo-long`.
+ROWS = int(os.environ.get("SCHEMASAGA_UNDO_ROWS", "3"))
 
 ENGINES = [
     pytest.param("byodb_pg_url", id="postgresql"),
@@ -67,11 +71,11 @@ async def service_and_client(
             yield container, c
 
 
-def run(url: str, sql: str, **params: Any) -> None:
+def run(url: str, sql: str, *params: dict[str, Any]) -> None:
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
-            conn.execute(sa.text(sql), params)
+            conn.execute(sa.text(sql), list(params) or None)
     finally:
         engine.dispose()
 
@@ -130,8 +134,11 @@ async def test_each_change_kind_is_undone_on_the_live_schema_and_in_the_metadata
     )
     table_id = str(r.json()["table_id"])
     await completed(client, r)
-    for key, age in ((1, 10), (2, 20), (3, 2**20)):
-        run(byodb_url, "INSERT INTO undone (id, age, note) VALUES (:id, :age, 'n')", id=key, age=age)
+    values = [
+        {"id": key, "age": key * 10 if key < ROWS else 2**30, "note": f"n{key}"} for key in range(1, ROWS + 1)
+    ]
+    run(byodb_url, "INSERT INTO undone (id, age, note) VALUES (:id, :age, :note)", *values)
+    assert len((await state(client, byodb_url, table_id))[1]) == ROWS
 
     for method, path, body in PAIRS:
         before = await state(client, byodb_url, table_id)
@@ -150,13 +157,14 @@ async def test_each_change_kind_is_undone_on_the_live_schema_and_in_the_metadata
     to_text = await completed(
         client, await client.patch(f"/v1/tables/{table_id}/columns/age", json={"type": "text"})
     )
-    run(byodb_url, "INSERT INTO undone (id, age, note) VALUES (9, 'nine', 'n')")
+    bad = ROWS + 1
+    run(byodb_url, "INSERT INTO undone (id, age, note) VALUES (:id, 'nine', 'n')", {"id": bad})
     written = await counts(container)
     r = await undo(client, to_text)
     assert r.status_code == 409 and error_of(r)["code"] == "incompatible_rows", r.text
-    assert error_of(r)["details"]["primary_keys"] == [9]
+    assert error_of(r)["details"]["primary_keys"] == [bad]
     assert await counts(container) == written
-    run(byodb_url, "DELETE FROM undone WHERE id = 9")
+    run(byodb_url, "DELETE FROM undone WHERE id = :id", {"id": bad})
     await completed(client, await undo(client, to_text))
     assert await state(client, byodb_url, table_id) == before
 
