@@ -322,3 +322,19 @@ async def test_a_rejected_undo_leaves_the_operation_undoable() -> None:
     assert table.undone_by(rename.operation_id) is None and table.name == "persons"
     second = await _done(world, await _undo(world, rename))
     assert (await world.table(created.table_id)).undone_by(rename.operation_id) == second.operation_id
+
+
+def test_an_adoption_stands_in_the_way_of_every_earlier_undo_and_a_repair_of_none() -> None:
+    created = uuid4()
+    table = Table.create(table_id=uuid4(), name="people", database="default", operation_id=created)
+    table.confirm(created)
+    added = _confirmed(table, AddColumn(AGE))
+    repair = uuid4()
+    table.reconcile("repair", operation_id=repair)
+    table.confirm(repair)
+    assert table.undo(added) == RemoveColumn(AGE)  # a repair leaves the metadata as it was
+    adopt = uuid4()
+    table.reconcile("adopt", operation_id=adopt)
+    table.adopt(adopt, table.confirmed)
+    with pytest.raises(UndoConflict, match=str(adopt)):  # an adoption may have changed anything
+        table.undo(added)
