@@ -138,7 +138,9 @@ class Route:
     def success(self) -> int:
         if self.template in ("/v1/databases", "/v1/tokens") and self.method == "POST":
             return 201
-        accepted = self.template.startswith("/v1/tables") and self.method != "GET"
+        accepted = (self.template.startswith("/v1/tables") or self.template.endswith("/undo")) and (
+            self.method != "GET"
+        )
         return 202 if accepted else 200
 
     @property
@@ -190,6 +192,17 @@ async def _index_of(w: World, writes: bool) -> Request:
 
 async def _operation(w: World, _: bool) -> Request:
     return "GET", f"/v1/operations/{w.keep_operation}", None
+
+
+async def _undo(w: World, writes: bool) -> Request:
+    """The undo of a completed index drop (of a fresh table when it is to succeed)."""
+    if not writes:
+        return "POST", f"/v1/operations/{w.keep_operation}/undo", None
+    table = await w.fresh_table()
+    index = (await w.admin("GET", f"/v1/tables/{table}")).json()["indexes"][0]["name"]
+    dropped = (await w.admin("DELETE", f"/v1/tables/{table}/indexes/{index}")).json()
+    await w.settled(dropped["operation_url"])
+    return "POST", f"/v1/operations/{dropped['operation_id']}/undo", None
 
 
 async def _database(method: str, suffix: str, w: World, writes: bool) -> Request:
@@ -268,6 +281,7 @@ ROUTES = [
         _on_table("POST", "/v1/tables/{t}/reconcile", {"strategy": "repair"}),
     ),
     Route("GET", "/v1/operations/{operation_id}", READ, _operation),
+    Route("POST", "/v1/operations/{operation_id}/undo", WRITE, _undo),
     Route("GET", "/v1/operations", READ, _plain("GET", "/v1/operations"), other_db="filtered"),
     Route("POST", "/v1/databases", ADMIN, _register),
     Route("GET", "/v1/databases", READ, _plain("GET", "/v1/databases"), other_db="filtered"),

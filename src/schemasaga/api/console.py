@@ -235,6 +235,8 @@ def _operation_row(op: OperationView) -> dict[str, Any]:
         "attempts": op.attempts,
         "last_error": op.last_error or "",
         "created_at": op.created_at,
+        "undoes": op.undoes,
+        "undone_by": op.undone_by,
     }
 
 

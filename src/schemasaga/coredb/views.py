@@ -274,6 +274,8 @@ def _operation(row: dict[str, Any]) -> OperationView:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         finished_at=row["finished_at"],
+        undoes=row.get("undoes"),
+        undone_by=row.get("undone_by"),
     )
 
 

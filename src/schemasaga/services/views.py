@@ -48,6 +48,9 @@ class OperationView:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    # Undo: the operation this one undoes, and the undo that undid this one (once it completed).
+    undoes: UUID | None = None
+    undone_by: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)

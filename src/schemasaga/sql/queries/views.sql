@@ -44,14 +44,14 @@ LIMIT %(limit)s;
 SELECT operation_id, table_id, kind, status, detail,
        failed_attempts + CASE WHEN status = 'pending' THEN 0 ELSE 1 END AS attempts,
        steps_done, last_error, accepted_seq,
-       created_at, updated_at, finished_at
+       created_at, updated_at, finished_at, undoes, undone_by
 FROM rm_operations WHERE operation_id = %(operation_id)s;
 
 -- name: list_operations
 SELECT operation_id, table_id, kind, status, detail,
        failed_attempts + CASE WHEN status = 'pending' THEN 0 ELSE 1 END AS attempts,
        steps_done, last_error, accepted_seq,
-       created_at, updated_at, finished_at
+       created_at, updated_at, finished_at, undoes, undone_by
 FROM rm_operations
 WHERE (%(table_id)s::uuid IS NULL OR table_id = %(table_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
@@ -64,7 +64,7 @@ LIMIT %(limit)s;
 SELECT operation_id, table_id, kind, status, detail,
        failed_attempts + CASE WHEN status = 'pending' THEN 0 ELSE 1 END AS attempts,
        steps_done, last_error, accepted_seq,
-       created_at, updated_at, finished_at
+       created_at, updated_at, finished_at, undoes, undone_by
 FROM rm_operations
 WHERE status IN ('pending', 'running') ORDER BY accepted_seq;
 
