@@ -31,6 +31,14 @@ async def load_table(tx: StreamReader, table_id: UUID, *, to_version: int | None
     return table if table.version >= 0 else None
 
 
+def fold_table(table_id: UUID, events: Sequence[RecordedEvent]) -> Table | None:
+    """The table its stream's ``events`` (from version 0, in order) make; ``None`` without any."""
+    table = Table(table_id=table_id)
+    for recorded in events:
+        table.apply(event_from_data(recorded.event_type, recorded.data))
+    return table if table.version >= 0 else None
+
+
 async def save_table(
     tx: CoreTransaction, table: Table, *, metadata: Mapping[str, Any], snapshot_every: int
 ) -> list[RecordedEvent]:

@@ -14,7 +14,30 @@ WHERE (%(database)s::text IS NULL OR database_name = %(database)s)
   AND (%(include_deleted)s OR NOT deleted)
   AND (%(after)s::uuid IS NULL OR table_id > %(after)s)
   AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
+  AND (%(status)s::text IS NULL
+       OR (%(status)s = 'synced' AND synced AND NOT deleted)
+       OR (%(status)s = 'in_flight' AND NOT synced AND NOT deleted)
+       OR (%(status)s = 'deleted' AND deleted))
 ORDER BY table_id
+LIMIT %(limit)s;
+
+-- name: tables_begun_by
+-- The tables whose stream had an event by a moment, keyset-paged by id: the candidates of the whole
+-- system at that moment, with their read model row and whether their stream moved on since (created_at
+-- rises with the version, so a stream's first row tells when it began and its last when it last moved;
+-- one that did not move is as its read model says, the others are read from their streams).
+SELECT t.table_id, t.database_name, t.name, t.synced, t.exists_, t.deleted, t.columns, t.indexes, t.version,
+       t.created_at, t.updated_at,
+       (SELECT s.created_at FROM event_store_events_in_streams s
+        WHERE s.stream = 'Table$' || t.table_id::text ORDER BY s.version DESC LIMIT 1)
+           > %(at)s::timestamptz AS moved_since
+FROM rm_tables t
+WHERE (%(database)s::text IS NULL OR t.database_name = %(database)s)
+  AND (%(databases)s::text[] IS NULL OR t.database_name = ANY(%(databases)s::text[]))
+  AND (%(after)s::uuid IS NULL OR t.table_id > %(after)s)
+  AND (SELECT s.created_at FROM event_store_events_in_streams s
+       WHERE s.stream = 'Table$' || t.table_id::text ORDER BY s.version LIMIT 1) <= %(at)s::timestamptz
+ORDER BY t.table_id
 LIMIT %(limit)s;
 
 -- name: get_operation
