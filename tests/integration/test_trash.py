@@ -361,3 +361,30 @@ async def test_the_python_client_reaches_the_trash(service: Container, engine_ur
         await client.operations.wait(other)
         await client.operations.wait(await client.tables.delete(other.table_id, purge=True))
         assert await client.trash.list() == []
+
+
+@pytest.mark.parametrize("engine_url", ["postgresql", "mysql"], indirect=True)
+async def test_an_undo_of_a_deletion_or_a_removal_restores_from_the_trash(
+    client: httpx.AsyncClient, engine_url: str
+) -> None:
+    table_id = await new_table(client, "undone", [{"name": "score", "type": "integer", "default": 3}])
+    fill(engine_url, "undone", [{"id": i, "name": f"n{i}", "score": i} for i in range(1, ROWS + 1)])
+    before = checksum(engine_url, "undone", ["id", "name", "score"])
+    shown_before = (await wait_synced(client, table_id))["columns"]
+
+    removal = (await done(client, await client.delete(f"/v1/tables/{table_id}/columns/score")))[
+        "operation_id"
+    ]
+    deletion = (await done(client, await client.delete(f"/v1/tables/{table_id}")))["operation_id"]
+    plan = await client.post(f"/v1/operations/{deletion}/undo?dry_run=true")
+    assert plan.status_code == 200 and "from the trash" in plan.json()["warnings"][0], plan.text
+    undo = await done(client, await client.post(f"/v1/operations/{deletion}/undo"))
+    assert (await client.get(f"/v1/operations/{undo['operation_id']}")).json()["undoes"] == deletion
+    assert (await client.get(f"/v1/operations/{deletion}")).json()["undone_by"] == undo["operation_id"]
+    await done(client, await client.post(f"/v1/operations/{removal}/undo"))
+    assert checksum(engine_url, "undone", ["id", "name", "score"]) == before
+    shown = await wait_synced(client, table_id)
+    assert (shown["exists"], shown["columns"]) == (True, shown_before)
+    assert await trash_of(client) == []
+    again = await client.post(f"/v1/operations/{deletion}/undo")
+    assert again.status_code == 409 and error_of(again)["code"] == "already_undone", again.text

@@ -28,6 +28,8 @@ from schemasaga.domain.changes import (
     DropIndex,
     RemoveColumn,
     RenameTable,
+    RestoreColumn,
+    RestoreTable,
     check_column,
     trash_name,
 )
@@ -324,6 +326,51 @@ class TableCommands:
             asked,
         )
 
+    async def undo(
+        self,
+        *,
+        table_id: UUID,
+        operation_id: UUID,
+        metadata: Mapping[str, Any],
+        asked: Asked = NOW,
+    ) -> Accepted | Planned:
+        """Start the inverse of completed operation ``operation_id`` of the table as a new operation, planned
+        and checked against the rows like any change (``Table.undo`` says which change, or why not)."""
+        table = await self.uow.load_table(table_id)
+        undo = table.undo(operation_id)
+        if isinstance(undo, RestoreTable | RestoreColumn):
+            return await self._restore(table, undo, metadata, asked, undoes=operation_id)
+        return await self.change(
+            table_id, lambda t: t.undo(operation_id), metadata, asked, undoes=operation_id
+        )
+
+    async def _restore(
+        self,
+        table: Table,
+        change: RestoreTable | RestoreColumn,
+        metadata: Mapping[str, Any],
+        asked: Asked,
+        *,
+        undoes: UUID,
+    ) -> Accepted | Planned:
+        """An undo that restores from the trash (a deletion's, a column removal's): accepted as the trash's
+        restore is (``services.trash``), with no plan (its saga renames, or adds and fills from the trash)."""
+        _check_version(table, asked.expected_version)
+        if asked.dry_run:
+            engine = self.connections.known_engine(table.database) or "unknown"
+            note = f"restores from the trash table {change.trash!r} with its rows"
+            before = table.schema
+            return Planned(table.table_id, Plan(engine, (), (note,)), before, change.apply(before))
+        operation_id = uuid4()
+
+        async def decide(session: Session) -> None:
+            current = await session.table(table.table_id)
+            _check_version(current, asked.expected_version)
+            current.accept(change, operation_id=operation_id, undoes=undoes)
+
+        await self.uow.run(decide, metadata=correlated(metadata, operation_id))
+        return Accepted(table.table_id, operation_id)
+
     async def reconcile(self, *, table_id: UUID, strategy: str, metadata: Mapping[str, Any]) -> Accepted:
         return await self._decide(table_id, lambda t, op: t.reconcile(strategy, operation_id=op), metadata)
 
@@ -333,9 +380,12 @@ class TableCommands:
         make: Callable[[Table], Change],
         metadata: Mapping[str, Any],
         asked: Asked = NOW,
+        *,
+        undoes: UUID | None = None,
     ) -> Accepted | Planned:
         """Plan the change ``make`` builds from the table as it is now, then (unless ``dry_run``) accept it
-        with that plan; refused when ``expected_version`` is given and the table is at another one."""
+        with that plan; refused when ``expected_version`` is given and the table is at another one.
+        ``undoes``: the operation the change undoes."""
         expected_version = asked.expected_version
         table = await self.uow.load_table(table_id)
         _check_version(table, expected_version)
@@ -378,7 +428,7 @@ class TableCommands:
                 accepted_change = make(current)
                 now_before, now_after = current.preview(accepted_change)
                 accepted_plan = await self._plan(current.database, now_before, now_after, accepted_change)
-            current.accept(accepted_change, operation_id=operation_id, plan=accepted_plan)
+            current.accept(accepted_change, operation_id=operation_id, plan=accepted_plan, undoes=undoes)
 
         await self.uow.run(decide, metadata=correlated(metadata, operation_id))
         return Accepted(table_id, operation_id)
