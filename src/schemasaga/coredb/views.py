@@ -271,7 +271,7 @@ def _table(row: dict[str, Any]) -> TableView:
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
-        trashed=bool(row.get("trashed", False)),
+        trashed=row["trashed"],
     )
 
 

@@ -337,6 +337,7 @@ class TableCommands:
         """Start the inverse of completed operation ``operation_id`` of the table as a new operation, planned
         and checked against the rows like any change (``Table.undo`` says which change, or why not)."""
         table = await self.uow.load_table(table_id)
+        _check_version(table, asked.expected_version)
         undo = table.undo(operation_id)
         if isinstance(undo, RestoreTable | RestoreColumn):
             return await self._restore(table, undo, metadata, asked, undoes=operation_id)

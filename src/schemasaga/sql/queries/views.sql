@@ -28,7 +28,7 @@ LIMIT %(limit)s;
 -- rises with the version, so a stream's first row tells when it began and its last when it last moved;
 -- one that did not move is as its read model says, the others are read from their streams).
 SELECT t.table_id, t.database_name, t.name, t.synced, t.exists_, t.deleted, t.columns, t.indexes, t.version,
-       t.created_at, t.updated_at,
+       t.created_at, t.updated_at, t.trashed,
        (SELECT s.created_at FROM event_store_events_in_streams s
         WHERE s.stream = 'Table$' || t.table_id::text ORDER BY s.version DESC LIMIT 1)
            > %(at)s::timestamptz AS moved_since
