@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint types pytest bench bench-console bench-editing bench-burst fault-long property-long undo-long scale-out-long mutation fmt clean
+.PHONY: run test lint types pytest bench bench-console bench-editing bench-burst fault-long property-long undo-long scale-out-long trash-long trash-faults mutation fmt clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.saga
 	$(BIN)/python -m bench.job_latency
 	$(BIN)/python -m bench.editing
+	$(BIN)/python -m bench.trash
 
 # p50/p95 render time of every console page with 10,000 tables (about 120,000 events) copied directly
 # into the core database, against /healthz in the same run (target p95 < 100 ms; ~1 min;
@@ -87,6 +88,16 @@ undo-long: $(DEV_STAMP)
 SCALE_OUT_OPERATIONS ?= 1200
 scale-out-long: $(DEV_STAMP)
 	SCHEMASAGA_SCALE_OUT_OPERATIONS=$(SCALE_OUT_OPERATIONS) $(BIN)/pytest tests/acceptance/test_scale_out.py -s -p no:cacheprovider --timeout 0
+
+# The trash's proofs (tests/integration/test_trash.py) with 10,000 rows per table instead of 300: a table
+# deleted and restored, two columns removed and restored, rows compared by checksum, on every engine.
+trash-long: $(DEV_STAMP)
+	SCHEMASAGA_TEST_TRASH_ROWS=10000 $(BIN)/pytest tests/integration/test_trash.py -p no:cacheprovider --timeout 0
+
+# A worker SIGKILLed after the DDL of each step of the trash's sagas (delete, restore, remove and restore
+# a column, purge), then a rescuer; rows, consistency and drift checked after each (about a minute).
+trash-faults: $(DEV_STAMP)
+	SCHEMASAGA_TRASH_FAULTS=1 $(BIN)/pytest -m fault tests/fault/test_trash_kills.py -s -p no:cacheprovider --timeout 0
 
 # Mutation testing (not part of `test`): mutmut mutates src/schemasaga/domain/ and
 # src/schemasaga/byodb/identifiers.py and runs tests/unit against each mutant (no database needed;

@@ -51,6 +51,7 @@ class World:
     keep: str  # a settled table of `default` with a column `age` and an index `ix_keep`
     keep_operation: str
     names: Iterator[int] = field(default_factory=itertools.count)
+    keep_trash: str | None = None  # a trash entry that only reads touch
 
     def name(self, prefix: str) -> str:
         return f"{prefix}_{next(self.names)}"
@@ -138,9 +139,9 @@ class Route:
     def success(self) -> int:
         if self.template in ("/v1/databases", "/v1/tokens") and self.method == "POST":
             return 201
-        accepted = (self.template.startswith("/v1/tables") or self.template.endswith("/undo")) and (
-            self.method != "GET"
-        )
+        accepted = (
+            self.template.startswith(("/v1/tables", "/v1/trash")) or self.template.endswith("/undo")
+        ) and self.method != "GET"
         return 202 if accepted else 200
 
     @property
@@ -223,6 +224,25 @@ async def _new_table(w: World, _: bool) -> Request:
     return "POST", "/v1/tables", {"name": w.name("new")}
 
 
+async def _trash_entry(w: World) -> str:
+    """A fresh table of `default`, deleted into the trash: its trash entry's id."""
+    table = await w.fresh_table()
+    accepted = (await w.admin("DELETE", f"/v1/tables/{table}")).json()
+    await w.settled(accepted["operation_url"])
+    return str(accepted["operation_id"])
+
+
+def _on_trash(method: str, suffix: str) -> Build:
+    async def build(w: World, writes: bool) -> Request:
+        if writes or w.keep_trash is None:
+            entry = await _trash_entry(w)
+            if not writes:
+                w.keep_trash = entry
+        return method, f"/v1/trash/{entry if writes else w.keep_trash}{suffix}", None
+
+    return build
+
+
 async def _new_token(w: World, _: bool) -> Request:
     return "POST", "/v1/tokens", {"name": w.name("made"), "scope": "read"}
 
@@ -292,6 +312,10 @@ ROUTES = [
     Route("POST", "/v1/tokens", ADMIN, _new_token),
     Route("GET", "/v1/tokens", ADMIN, _plain("GET", "/v1/tokens")),
     Route("DELETE", "/v1/tokens/{name}", ADMIN, _token),
+    Route("GET", "/v1/trash", READ, _plain("GET", "/v1/trash?database=default")),
+    Route("GET", "/v1/trash/{trash_id}", READ, _on_trash("GET", "")),
+    Route("POST", "/v1/trash/{trash_id}/restore", WRITE, _on_trash("POST", "/restore")),
+    Route("DELETE", "/v1/trash/{trash_id}", WRITE, _on_trash("DELETE", "")),
     Route("GET", "/healthz", "open", _plain("GET", "/healthz")),
     # Not in the OpenAPI document: for probes and scrapers, open too.
     Route("GET", "/readyz", "open", _plain("GET", "/readyz")),

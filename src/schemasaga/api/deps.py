@@ -24,6 +24,7 @@ from schemasaga.services.idempotency import IdempotencyStore
 from schemasaga.services.ports import Connections
 from schemasaga.services.tables import TableCommands
 from schemasaga.services.tokens import TokenCommands
+from schemasaga.services.trash import TrashCommands
 from schemasaga.services.views import ReadModels
 from schemasaga.services.waiting import OperationWaits
 
@@ -33,6 +34,7 @@ class Services:
     """What the web layer calls; built by bootstrap."""
 
     tables: TableCommands
+    trash: TrashCommands
     databases: DatabaseCommands
     drift: DriftDetector
     reads: ReadModels

@@ -45,6 +45,8 @@ STATUS: dict[type, int] = {
     e.BadCredentials: 422,
     e.DatabaseNotAllowed: 403,
     e.TableNotFound: 404,
+    e.TrashNotFound: 404,
+    e.TrashPurged: 410,
     e.ColumnNotFound: 404,
     e.OperationNotFound: 404,
     e.DatabaseNotFound: 404,
@@ -121,6 +123,7 @@ _DESCRIPTIONS = {
     403: "Outside what the operator allows, or outside the token's scope or databases; nothing was written.",
     404: "Not found.",
     409: "In conflict with the current state; nothing was written.",
+    410: "Gone: what was asked for was purged; nothing was written.",
     412: "`If-Match` named a version of the table other than its current one; nothing was written.",
     422: "Invalid request (unknown or missing field, invalid value or name); nothing was written.",
     503: "The service's database (or the user's database asked about) is unavailable; nothing was "

@@ -128,6 +128,7 @@ async def _project_table(conn: AsyncConnection[Any], table: Table, recorded: Seq
                 "exists": table.exists,
                 "deleted": not table.live,
                 "holds_name": table.holds_name,
+                "trashed": table.trashed,
                 "columns": Jsonb([c.to_dict() for c in table.schema.columns]),
                 "indexes": Jsonb([i.to_dict() for i in table.schema.indexes]),
                 "version": table.version,
@@ -136,6 +137,22 @@ async def _project_table(conn: AsyncConnection[Any], table: Table, recorded: Seq
         )
         for rec in recorded:
             await _project_event(cur, event_from_data(rec.event_type, rec.data), rec)
+        for entry in table.trash:
+            await cur.execute(
+                Q["upsert_trash"],
+                {
+                    "trash_id": UUID(entry.trash_id),
+                    "table_id": table.table_id,
+                    "database": table.database,
+                    "kind": entry.kind,
+                    "origin_table": entry.table,
+                    "origin_column": entry.column["name"] if entry.column else None,
+                    "physical_name": entry.trash,
+                    "status": table.trash_status(entry),
+                    "retention_s": entry.retention_s,
+                    "at": at,
+                },
+            )
 
 
 async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> None:

@@ -23,7 +23,7 @@ from schemasaga.eventstore import EventNotFound, EventStore, RecordedEvent
 from schemasaga.jobs import queries as job_queries
 from schemasaga.secrets import SecretBox, SecretsError
 from schemasaga.services.repository import fold_table, load_table
-from schemasaga.services.views import DatabaseView, OperationView, StoredIdentity, TableView
+from schemasaga.services.views import DatabaseView, OperationView, StoredIdentity, TableView, TrashView
 from schemasaga.sql import queries
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,23 @@ class PgReadModels:
         rows = await self._rows("get_table", {"table_id": table_id})
         return _table(rows[0]) if rows else None
 
+    async def get_trash(self, trash_id: UUID) -> TrashView | None:
+        rows = await self._rows("get_trash", {"trash_id": trash_id})
+        return _trash(rows[0]) if rows else None
+
+    async def list_trash(self, *, database: str | None, databases: Collection[str] | None) -> list[TrashView]:
+        params = {"database": database, "databases": None if databases is None else sorted(databases)}
+        return [_trash(row) for row in await self._rows("list_trash", params)]
+
+    async def trash_due(self, *, limit: int) -> list[TrashView]:
+        return [_trash(row) for row in await self._rows("trash_due", {"limit": limit})]
+
     async def list_tables(
         self,
         *,
         database: str | None,
         include_deleted: bool,
+        include_trashed: bool = False,
         after: UUID | None,
         limit: int,
         databases: Collection[str] | None = None,
@@ -63,6 +75,7 @@ class PgReadModels:
             "status": status,
             "database": database,
             "include_deleted": include_deleted,
+            "include_trashed": include_trashed,
             "after": after,
             "limit": limit,
             "databases": None if databases is None else sorted(databases),
@@ -258,6 +271,22 @@ def _table(row: dict[str, Any]) -> TableView:
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        trashed=row["trashed"],
+    )
+
+
+def _trash(row: dict[str, Any]) -> TrashView:
+    return TrashView(
+        trash_id=row["trash_id"],
+        table_id=row["table_id"],
+        database=row["database_name"],
+        kind=row["kind"],
+        table=row["origin_table"],
+        column=row["origin_column"],
+        physical_name=row["physical_name"],
+        status=row["status"],
+        trashed_at=row["trashed_at"],
+        purge_at=row["purge_at"],
     )
 
 

@@ -100,6 +100,16 @@ class TableExistsUnmanaged(DomainError):
     code = "table_exists_unmanaged"
 
 
+class TrashNotFound(DomainError):
+    code = "trash_not_found"
+
+
+class TrashPurged(DomainError):
+    """The trash entry was purged (or restored): its data is no longer in the trash."""
+
+    code = "purged"
+
+
 class TableGone(DomainError):
     """The table was deleted (or its creation was rejected): nothing more can change it."""
 

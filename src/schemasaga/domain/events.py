@@ -66,8 +66,13 @@ class TableChanged(TableEvent):
     # The id of the operation this change undoes (POST /v1/operations/{id}/undo); None (and not in the
     # payload) for a change asked for as such.
     undoes: str | None = None
+    # A removal that keeps the values: the trash table, its key columns, how long it is kept (None, and
+    # not in the payload, when the values are dropped with the column).
+    trash: str | None = None
+    key: list[dict[str, Any]] | None = None
+    retention_s: int | None = None
 
-    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"undoes"})
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"undoes", "trash", "key", "retention_s"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,12 @@ class TableChangeRejected(TableEvent):
 @dataclass(frozen=True, slots=True)
 class TableDeleted(TableEvent):
     plan: dict[str, Any] | None = None
+    # The trash name the table is renamed to and how long it is kept there (None, and not in the payload:
+    # dropped at once).
+    trash: str | None = None
+    retention_s: int | None = None
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"trash", "retention_s"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,9 +34,12 @@ from schemasaga.domain.changes import (
     CreateTable,
     DeleteTable,
     DropIndex,
+    PurgeTrash,
     RemoveColumn,
     RenameTable,
     Repair,
+    RestoreColumn,
+    RestoreTable,
     change_from_dict,
 )
 from schemasaga.domain.errors import AlreadyUndone, OperationNotCompleted, UndoConflict, UndoUnsupported
@@ -55,8 +58,10 @@ def touches(change: Change) -> frozenset[str]:
     """The parts of the table ``change`` reads or writes, as ``column:<name>``, ``index:<name>`` and
     ``table`` (its name); lower case, as names are unique case-insensitively."""
     match change:
-        case AddColumn(column=column) | RemoveColumn(column=column):
+        case AddColumn(column=column) | RemoveColumn(column=column) | RestoreColumn(column=column):
             return frozenset({_column(column.name)})
+        case PurgeTrash():
+            return frozenset()  # the trash only: the table stays as it is
         case AlterColumn(name=name, column=column):
             return frozenset({_column(name), _column(column.name)})
         case RenameTable():
@@ -65,7 +70,7 @@ def touches(change: Change) -> frozenset[str]:
             return frozenset({f"index:{index.name.lower()}", *(_column(c) for c in index.columns)})
         case Repair():
             return frozenset()  # the physical table brought back to the metadata, which stays as it is
-        case CreateTable() | DeleteTable() | Adopt():
+        case CreateTable() | DeleteTable() | Adopt() | RestoreTable():
             return frozenset({EVERYTHING})
     return frozenset({EVERYTHING})  # pragma: no cover - a change kind added later: depend on everything
 
@@ -181,15 +186,19 @@ def _cancelled(op: UUID, undoes_of: dict[UUID, UUID | None], undone_by: dict[UUI
 def trash_inverse(entry: DoneOperation) -> Change:
     """The undo of an operation whose inverse needs the trash: a created table is trashed, a deleted table
     or a removed column is restored from the trash with its rows. The trash plugs in here (returning
-    the change that trashes or restores); until it does, such an undo is refused, and nothing is written:
-    dropping a created table or re-adding a removed column without its rows would lose data."""
+    the change that trashes or restores). A deletion or removal that kept its data in the trash is undone
+    by restoring it (``entry.inverse``, set when it completed); otherwise (a creation, or data dropped
+    at once) the undo is refused, and nothing is written: dropping a created table or re-adding a
+    removed column without its rows would lose data."""
+    if entry.inverse is not None:
+        return entry.inverse
     what = {
         "create_table": "undoing a table's creation moves the table to the trash",
         "delete_table": "undoing a table's deletion restores the table from the trash",
         "remove_column": "undoing a column's removal restores the column and its values from the trash",
     }[entry.kind]
     raise UndoUnsupported(
-        f"operation {entry.operation_id} cannot be undone yet: {what}, and this service has no trash yet "
-        "(it needs the trash)",
+        f"operation {entry.operation_id} cannot be undone: {what} (it needs the trash), and its data was "
+        "not kept there (the trash was off, the table has no primary key, or it was a creation)",
         details={"needs": "trash", "kind": entry.kind},
     )

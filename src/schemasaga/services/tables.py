@@ -28,7 +28,10 @@ from schemasaga.domain.changes import (
     DropIndex,
     RemoveColumn,
     RenameTable,
+    RestoreColumn,
+    RestoreTable,
     check_column,
+    trash_name,
 )
 from schemasaga.domain.columns import Column, Index, TableSchema
 from schemasaga.domain.errors import (
@@ -59,6 +62,8 @@ UNSET: Any = object()
 class Accepted:
     table_id: UUID
     operation_id: UUID
+    # What the caller should know of the accepted change (a removed column whose values cannot be kept).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +108,18 @@ class ColumnPatch:
         return check_column(changed)
 
 
+NO_KEY_WARNING = (
+    "the table has no primary key: the column's values cannot be kept in the trash and are dropped with it"
+)
+
+
 class TableCommands:
-    def __init__(self, *, uow: UnitOfWork, connections: Connections) -> None:
+    def __init__(self, *, uow: UnitOfWork, connections: Connections, trash_retention_s: int = 0) -> None:
+        """``trash_retention_s``: how long a deleted table or removed column stays restorable in the
+        trash (0: nothing is kept, a deletion drops at once)."""
         self.uow = uow
         self.connections = connections
+        self.trash_retention_s = trash_retention_s
 
     # -- creating ----------------------------------------------------------------------------------
 
@@ -222,13 +235,23 @@ class TableCommands:
         metadata: Mapping[str, Any],
         asked: Asked = NOW,
     ) -> Accepted | Planned:
+        retention = self.trash_retention_s
+        unkeyed: list[bool] = []  # the removal (as last decided) could not keep the values
+
         def removal(table: Table) -> Change:
             column = table.schema.column(name)
             if column is None:
                 raise ColumnNotFound(f"table {table.name!r} has no column {name!r}")
-            return RemoveColumn(column)
+            key = tuple(c for c in table.schema.columns if c.primary_key)
+            unkeyed[:] = [bool(retention) and not key]
+            if not retention or not key:
+                return RemoveColumn(column)
+            return RemoveColumn(column, trash=trash_name(uuid4().hex), key=key, retention_s=retention)
 
-        return await self.change(table_id, removal, metadata, asked)
+        result = await self.change(table_id, removal, metadata, asked)
+        if isinstance(result, Accepted) and unkeyed == [True]:
+            return replace(result, warnings=(NO_KEY_WARNING,))
+        return result
 
     async def alter_column(
         self,
@@ -289,8 +312,19 @@ class TableCommands:
         table_id: UUID,
         metadata: Mapping[str, Any],
         asked: Asked = NOW,
+        purge: bool = False,
     ) -> Accepted | Planned:
-        return await self.change(table_id, lambda t: DeleteTable(), metadata, asked)
+        """Delete the table: into the trash (renamed, restorable until its retention ends), or dropped
+        at once with ``purge`` or when the trash is off."""
+        if purge or not self.trash_retention_s:
+            return await self.change(table_id, lambda t: DeleteTable(), metadata, asked)
+        retention = self.trash_retention_s
+        return await self.change(
+            table_id,
+            lambda t: DeleteTable(trash=trash_name(uuid4().hex), retention_s=retention),
+            metadata,
+            asked,
+        )
 
     async def undo(
         self,
@@ -302,9 +336,41 @@ class TableCommands:
     ) -> Accepted | Planned:
         """Start the inverse of completed operation ``operation_id`` of the table as a new operation, planned
         and checked against the rows like any change (``Table.undo`` says which change, or why not)."""
+        table = await self.uow.load_table(table_id)
+        _check_version(table, asked.expected_version)
+        undo = table.undo(operation_id)
+        if isinstance(undo, RestoreTable | RestoreColumn):
+            return await self._restore(table, undo, metadata, asked, undoes=operation_id)
         return await self.change(
             table_id, lambda t: t.undo(operation_id), metadata, asked, undoes=operation_id
         )
+
+    async def _restore(
+        self,
+        table: Table,
+        change: RestoreTable | RestoreColumn,
+        metadata: Mapping[str, Any],
+        asked: Asked,
+        *,
+        undoes: UUID,
+    ) -> Accepted | Planned:
+        """An undo that restores from the trash (a deletion's, a column removal's): accepted as the trash's
+        restore is (``services.trash``), with no plan (its saga renames, or adds and fills from the trash)."""
+        _check_version(table, asked.expected_version)
+        if asked.dry_run:
+            engine = self.connections.known_engine(table.database) or "unknown"
+            note = f"restores from the trash table {change.trash!r} with its rows"
+            before = table.schema
+            return Planned(table.table_id, Plan(engine, (), (note,)), before, change.apply(before))
+        operation_id = uuid4()
+
+        async def decide(session: Session) -> None:
+            current = await session.table(table.table_id)
+            _check_version(current, asked.expected_version)
+            current.accept(change, operation_id=operation_id, undoes=undoes)
+
+        await self.uow.run(decide, metadata=correlated(metadata, operation_id))
+        return Accepted(table.table_id, operation_id)
 
     async def reconcile(self, *, table_id: UUID, strategy: str, metadata: Mapping[str, Any]) -> Accepted:
         return await self._decide(table_id, lambda t, op: t.reconcile(strategy, operation_id=op), metadata)
@@ -335,6 +401,9 @@ class TableCommands:
             for name, kind in names:
                 self.connections.validate_identifier(name, database=table.database, kind=kind)
         plan = await self._plan(table.database, before, after, change)
+        if isinstance(change, RemoveColumn) and not change.trash and self.trash_retention_s:
+            if not any(c.primary_key for c in before.columns):
+                plan = replace(plan, warnings=(*plan.warnings, NO_KEY_WARNING))
         rows = await self._check_rows(table, before, after, change)
         if isinstance(rows, str):
             plan, rows = replace(plan, warnings=(*plan.warnings, rows)), None

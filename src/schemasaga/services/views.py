@@ -33,6 +33,24 @@ class TableView:
     version: int
     created_at: datetime
     updated_at: datetime
+    # Deleted, with its rows in the trash (restorable).
+    trashed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TrashView:
+    """A table or column in the trash (``rm_trash``)."""
+
+    trash_id: UUID
+    table_id: UUID
+    database: str
+    kind: str  # "table" or "column"
+    table: str
+    column: str | None
+    physical_name: str
+    status: str
+    trashed_at: datetime
+    purge_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +103,16 @@ class StoredIdentity:
 class ReadModels(Protocol):
     async def get_table(self, table_id: UUID) -> TableView | None: ...
 
+    async def get_trash(self, trash_id: UUID) -> TrashView | None: ...
+
+    async def list_trash(self, *, database: str | None, databases: Collection[str] | None) -> list[TrashView]:
+        """What is in the trash now (trashed, restoring or purging), newest first."""
+        ...
+
+    async def trash_due(self, *, limit: int) -> list[TrashView]:
+        """Trash entries whose retention has ended, oldest first."""
+        ...
+
     async def list_tables(
         self,
         *,
@@ -94,6 +122,7 @@ class ReadModels(Protocol):
         limit: int,
         databases: Collection[str] | None = None,
         name_prefix: str | None = None,
+        include_trashed: bool = False,
         status: str | None = None,
     ) -> list[TableView]:
         """Keyset-paged by table id: the tables after ``after``; of ``databases`` only, when given, whose

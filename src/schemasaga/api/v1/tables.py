@@ -151,6 +151,9 @@ async def list_tables(
     services: ServicesDep,
     database: str | None = None,
     include_deleted: bool = False,
+    include_trashed: Annotated[
+        bool, Query(description="also list deleted tables whose rows are in the trash (restorable)")
+    ] = False,
     after: Annotated[
         UUID | None, Query(description="keyset cursor: last table_id of the previous page")
     ] = None,
@@ -185,6 +188,7 @@ async def list_tables(
     views = await reads.list_tables(
         database=database,
         include_deleted=include_deleted,
+        include_trashed=include_trashed,
         after=after,
         limit=limit,
         databases=caller.databases,
@@ -260,11 +264,16 @@ async def delete_table(
     dry_run: DryRun = False,
     wait: Wait = None,
     if_match: IfMatch = None,
+    purge: Annotated[
+        bool, Query(description="drop the table and its rows at once instead of moving it to the trash")
+    ] = False,
 ) -> AcceptedOut | JSONResponse:
+    """Delete the table: it goes to the trash (restorable until its retention ends), or with
+    `?purge=true` (or when the trash is off) is dropped at once."""
     await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
     return await _answer(
-        await tables.delete_table(table_id=table_id, metadata=meta, asked=asked),
+        await tables.delete_table(table_id=table_id, metadata=meta, asked=asked, purge=purge),
         response,
         wait=wait,
         services=services,

@@ -2,16 +2,17 @@
 
 -- name: get_table
 SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes, version, created_at,
-       updated_at
+       updated_at, trashed
 FROM rm_tables WHERE table_id = %(table_id)s;
 
 -- name: list_tables
+-- Deleted tables are listed with include_deleted (every one), trashed ones also with include_trashed.
 SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes, version, created_at,
-       updated_at
+       updated_at, trashed
 FROM rm_tables
 WHERE (%(database)s::text IS NULL OR database_name = %(database)s)
   AND (%(databases)s::text[] IS NULL OR database_name = ANY(%(databases)s::text[]))
-  AND (%(include_deleted)s OR NOT deleted)
+  AND (NOT deleted OR %(include_deleted)s OR (trashed AND %(include_trashed)s))
   AND (%(after)s::uuid IS NULL OR table_id > %(after)s)
   AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
   AND (%(status)s::text IS NULL
@@ -27,7 +28,7 @@ LIMIT %(limit)s;
 -- rises with the version, so a stream's first row tells when it began and its last when it last moved;
 -- one that did not move is as its read model says, the others are read from their streams).
 SELECT t.table_id, t.database_name, t.name, t.synced, t.exists_, t.deleted, t.columns, t.indexes, t.version,
-       t.created_at, t.updated_at,
+       t.created_at, t.updated_at, t.trashed,
        (SELECT s.created_at FROM event_store_events_in_streams s
         WHERE s.stream = 'Table$' || t.table_id::text ORDER BY s.version DESC LIMIT 1)
            > %(at)s::timestamptz AS moved_since
@@ -91,3 +92,25 @@ SELECT name, url_encrypted, identity FROM rm_databases WHERE engine = %(engine)s
 
 -- name: holding_identity
 SELECT name FROM rm_databases WHERE identity = %(identity)s;
+
+-- name: get_trash
+SELECT trash_id, table_id, database_name, kind, origin_table, origin_column, physical_name, status,
+       trashed_at, purge_at
+FROM rm_trash WHERE trash_id = %(trash_id)s;
+
+-- name: list_trash
+SELECT trash_id, table_id, database_name, kind, origin_table, origin_column, physical_name, status,
+       trashed_at, purge_at
+FROM rm_trash
+WHERE status IN ('trashed', 'restoring', 'purging')
+  AND (%(database)s::text IS NULL OR database_name = %(database)s)
+  AND (%(databases)s::text[] IS NULL OR database_name = ANY(%(databases)s::text[]))
+ORDER BY trashed_at DESC, trash_id;
+
+-- name: trash_due
+SELECT trash_id, table_id, database_name, kind, origin_table, origin_column, physical_name, status,
+       trashed_at, purge_at
+FROM rm_trash
+WHERE status = 'trashed' AND purge_at <= now()
+ORDER BY purge_at, trash_id
+LIMIT %(limit)s;
