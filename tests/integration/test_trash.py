@@ -388,3 +388,39 @@ async def test_an_undo_of_a_deletion_or_a_removal_restores_from_the_trash(
     assert await trash_of(client) == []
     again = await client.post(f"/v1/operations/{deletion}/undo")
     assert again.status_code == 409 and error_of(again)["code"] == "already_undone", again.text
+
+
+@pytest.mark.parametrize("engine_url", ["postgresql", "sqlite"], indirect=True)
+async def test_an_undo_of_a_creation_moves_the_table_to_the_trash_and_its_undo_brings_it_back(
+    client: httpx.AsyncClient, engine_url: str
+) -> None:
+    r = await client.post("/v1/tables", json={"name": "born", "columns": [{"name": "n", "type": "integer"}]})
+    table_id, creation = str(r.json()["table_id"]), (await done(client, r))["operation_id"]
+    await wait_synced(client, table_id)
+    fill(engine_url, "born", [{"id": i, "name": f"b{i}", "n": i} for i in range(1, ROWS + 1)])
+    before = checksum(engine_url, "born", ["id", "name", "n"])
+    # A later change depends on the table: the creation's undo names it.
+    added = (
+        await done(
+            client, await client.post(f"/v1/tables/{table_id}/columns", json={"name": "x", "type": "text"})
+        )
+    )["operation_id"]
+    conflict = await client.post(f"/v1/operations/{creation}/undo")
+    assert conflict.status_code == 409 and error_of(conflict)["code"] == "undo_conflict", conflict.text
+    assert error_of(conflict)["details"] == {"operation_id": added}
+    await done(client, await client.post(f"/v1/operations/{added}/undo"))
+
+    undo = (await done(client, await client.post(f"/v1/operations/{creation}/undo")))["operation_id"]
+    shown = await wait_synced(client, table_id)
+    assert (shown["exists"], shown["trashed"]) == (False, True)
+    assert "born" not in physical_tables(engine_url)
+    # The undone column's values went to the trash too (an undo that drops keeps).
+    assert sorted((e["kind"], e["column"], e["rows"]) for e in await trash_of(client)) == [
+        ("column", "x", ROWS),
+        ("table", None, ROWS),
+    ]
+    assert (await client.get(f"/v1/operations/{creation}")).json()["undone_by"] == undo
+    # The undo of the undo (a redo of the creation) restores the table with every row.
+    await done(client, await client.post(f"/v1/operations/{undo}/undo"))
+    assert checksum(engine_url, "born", ["id", "name", "n"]) == before
+    assert (await wait_synced(client, table_id))["exists"] is True

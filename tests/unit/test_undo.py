@@ -13,6 +13,7 @@ from schemasaga.domain.changes import (
     AddIndex,
     AlterColumn,
     Change,
+    DeleteTable,
     DropIndex,
     RemoveColumn,
     RenameTable,
@@ -169,18 +170,23 @@ async def test_an_operation_in_flight_or_rejected_cannot_be_undone() -> None:
     assert _refused_writing_nothing(world, created.table_id) == events
 
 
-async def test_kinds_that_need_the_trash_are_refused_in_one_place() -> None:
+async def test_kinds_that_need_the_trash_are_refused_when_it_is_off() -> None:
     world, created = await _settled_with_age()
     t = created.table_id
     removed = await _done(world, await world.tables.remove_column(table_id=t, name="age", metadata={}))
     events = _refused_writing_nothing(world, t)
-    for operation in (created, removed):
-        with pytest.raises(UndoUnsupported, match="needs the trash") as refused:
-            await _undo(world, operation)
-        assert refused.value.details is not None and refused.value.details["needs"] == "trash"
+    with pytest.raises(UndoUnsupported, match="needs the trash") as refused:
+        await _undo(world, removed)
+    assert refused.value.details is not None and refused.value.details["needs"] == "trash"
     deleted = await _done(world, await world.tables.delete_table(table_id=t, metadata={}))
     with pytest.raises(UndoUnsupported, match="restores the table from the trash"):
         await _undo(world, deleted)
+    # Undoing a creation would drop the table and its rows at once: refused too.
+    fresh = World()
+    made = await fresh.settled()
+    with pytest.raises(UndoUnsupported, match="the trash is off") as refused:
+        await _undo(fresh, made)
+    assert refused.value.details == {"needs": "trash", "kind": "create_table"}
     # The undo of an added column removes it; the undo of that (a redo) would bring it back without its
     # values: it needs the trash too.
     world, created = await _settled_with_age()
@@ -191,6 +197,31 @@ async def test_kinds_that_need_the_trash_are_refused_in_one_place() -> None:
     with pytest.raises(UndoUnsupported, match="needs the trash"):
         await _undo(world, removal)
     assert events  # (the first world's refusals wrote nothing)
+    assert _refused_writing_nothing(fresh, made.table_id)[0] == fresh.events(made.table_id)
+
+
+async def test_with_the_trash_on_undos_that_drop_keep_their_rows_in_the_trash() -> None:
+    world = World()
+    world.tables.trash_retention_s = 3600
+    created = await world.settled()
+    t = created.table_id
+    added = await _done(world, await world.tables.add_column(table_id=t, column=AGE, metadata={}))
+    # Every later change depends on the table's creation: undo them first.
+    with pytest.raises(UndoConflict) as conflict:
+        await _undo(world, created)
+    assert conflict.value.details == {"operation_id": str(added.operation_id)}
+    # The undo of the added column keeps its values in the trash, keyed by the primary key.
+    only_accepted(await _undo(world, added))
+    [pending] = (await world.table(t)).pending
+    assert isinstance(pending.change, RemoveColumn) and pending.change.column.name == "age"
+    assert pending.change.trash.startswith("_ssg_trash_") and pending.change.retention_s == 3600
+    assert [c.name for c in pending.change.key] == ["id"]
+    # The undo of a creation (nothing later) moves the table to the trash.
+    other = await world.settled("others")
+    only_accepted(await _undo(world, other))
+    [pending] = (await world.table(other.table_id)).pending
+    assert isinstance(pending.change, DeleteTable) and pending.change.trash.startswith("_ssg_trash_")
+    assert pending.undoes == other.operation_id
 
 
 async def test_a_reconciliation_has_no_inverse() -> None:

@@ -93,7 +93,9 @@ def _about(event: TableEvent) -> dict[str, Any]:
 
 def _undoes(event: TableEvent) -> UUID | None:
     match event:
-        case TableChanged(undoes=undoes) | TableAltered(undoes=undoes) if undoes is not None:
+        case TableChanged(undoes=undoes) | TableAltered(undoes=undoes) | TableDeleted(undoes=undoes) if (
+            undoes is not None
+        ):
             return UUID(undoes)
     return None
 
@@ -195,7 +197,8 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
             | TableSchemaAdopted()
         ):
             await cur.execute(Q["operation_finished"], {**op, "status": "completed", "error": None})
-            if isinstance(event, TableChangeConfirmed):  # an undo completed: what it undid is undone
+            if isinstance(event, TableChangeConfirmed | TableDeletionConfirmed):  # an undo completed: what it
+                # undid is undone (a deletion undoes a creation)
                 await cur.execute(Q["operation_undone"], op)
         case (
             TableCreationRejected(reason=r) | TableChangeRejected(reason=r) | TableDeletionRejected(reason=r)

@@ -92,8 +92,9 @@ class TableDeleted(TableEvent):
     # dropped at once).
     trash: str | None = None
     retention_s: int | None = None
+    undoes: str | None = None  # as in TableChanged (the undo of a table's creation)
 
-    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"trash", "retention_s"})
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"trash", "retention_s", "undoes"})
 
 
 @dataclass(frozen=True, slots=True)

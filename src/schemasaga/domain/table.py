@@ -70,6 +70,7 @@ from schemasaga.domain.undo import (
     TRACK_TABLE,
     DoneOperation,
     InFlight,
+    is_the_undo,
     touches,
     undo_change,
 )
@@ -391,7 +392,7 @@ class Table:
     ) -> None:
         """Queue ``change`` (validated against the intended schema) with the plan its saga will run;
         ``undoes``: the operation it undoes, which must be undoable now by that very change."""
-        if undoes is not None and self.undo(undoes) != change:
+        if undoes is not None and not is_the_undo(self.undo(undoes), change):
             raise IllegalTransition(f"{change.kind.value} is not the undo of operation {undoes}")
         if isinstance(change, CreateTable):
             raise IllegalTransition("a table is created by Table.create")
@@ -427,6 +428,7 @@ class Table:
                     planned,
                     trash=trash or None,
                     retention_s=retention_s if trash else None,
+                    undoes=undone,
                 )
             case Repair() | Adopt():
                 event = TableReconciliationRequested(self.table_id, operation_id, change.kind.value)
@@ -588,8 +590,8 @@ class Table:
                         col, trash=event.trash or "", key=key, retention_s=event.retention_s or 0
                     )
                     self._queue(event, removal, plan, undoes)
-            case TableDeleted(plan=plan, trash=trash, retention_s=retention_s):
-                self._queue(event, DeleteTable(trash=trash or "", retention_s=retention_s or 0), plan)
+            case TableDeleted(plan=plan, trash=trash, retention_s=retention_s, undoes=undoes):
+                self._queue(event, DeleteTable(trash=trash or "", retention_s=retention_s or 0), plan, undoes)
             case TableAltered(change=change, plan=plan, undoes=undoes):
                 self._queue(event, change_from_dict(change), plan, undoes)
             case TableReconciliationRequested(strategy=strategy):

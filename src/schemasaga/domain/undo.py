@@ -10,8 +10,8 @@ change as a new operation, whose events name the operation it undoes; an undo of
 1. an operation still in flight, or rejected (or unknown to the table): :class:`OperationNotCompleted`;
 2. one undone already, or with an undo in flight: :class:`AlreadyUndone`, naming the undo;
 3. a created table, a deleted table, a removed column: :func:`trash_inverse`, the one place where the
-   trash plugs in (trash the table; restore the table or the column with its rows); today it refuses
-   with :class:`UndoUnsupported`;
+   trash plugs in (trash the table; restore the table or the column with its rows); refused with
+   :class:`UndoUnsupported` when the data was not kept in the trash;
 4. a reconciliation or a tracking, which have no inverse: :class:`UndoUnsupported`;
 5. one that a later operation of the table depends on (it touches one of the same columns, indexes or
    the table's name, and is not cancelled by undos of its own): :class:`UndoConflict`, naming the latest
@@ -21,7 +21,7 @@ change as a new operation, whose events name the operation it undoes; an undo of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -154,9 +154,11 @@ def undo_change(target: UUID, *, done: Sequence[DoneOperation], in_flight: Seque
             details={"undone_by": str(undone_by[target])},
         )
     if entry.kind in NEEDS_TRASH:
-        return trash_inverse(entry)
-    if entry.inverse is None:
+        inverse = trash_inverse(entry)
+    elif entry.inverse is None:
         raise UndoUnsupported(f"a {entry.kind} operation has no inverse: it cannot be undone")
+    else:
+        inverse = entry.inverse
     undoes_of = {op: undoes for op, _, undoes in later}
     for op, parts, _ in reversed(later):
         if overlap(parts, entry.touches) and not _cancelled(op, undoes_of, undone_by):
@@ -165,7 +167,7 @@ def undo_change(target: UUID, *, done: Sequence[DoneOperation], in_flight: Seque
                 f"would take back ({', '.join(sorted(parts & entry.touches) or parts)}); undo it first",
                 details={"operation_id": str(op)},
             )
-    return entry.inverse
+    return inverse
 
 
 def _cancelled(op: UUID, undoes_of: dict[UUID, UUID | None], undone_by: dict[UUID, UUID]) -> bool:
@@ -183,22 +185,35 @@ def _cancelled(op: UUID, undoes_of: dict[UUID, UUID | None], undone_by: dict[UUI
     return length % 2 == 0
 
 
+def is_the_undo(expected: Change, change: Change) -> bool:
+    """Whether ``change`` is the undo ``expected``, or ``expected`` keeping what it drops in the trash (a
+    deletion or a column removal: the trash's name, key and retention are the service's to choose)."""
+    match expected, change:
+        case DeleteTable(), DeleteTable():
+            return replace(change, trash="", retention_s=0) == expected
+        case RemoveColumn(), RemoveColumn():
+            return replace(change, trash="", key=(), retention_s=0) == expected
+    return change == expected
+
+
 def trash_inverse(entry: DoneOperation) -> Change:
     """The undo of an operation whose inverse needs the trash: a created table is trashed, a deleted table
     or a removed column is restored from the trash with its rows. The trash plugs in here (returning
     the change that trashes or restores). A deletion or removal that kept its data in the trash is undone
-    by restoring it (``entry.inverse``, set when it completed); otherwise (a creation, or data dropped
-    at once) the undo is refused, and nothing is written: dropping a created table or re-adding a
-    removed column without its rows would lose data."""
+    by restoring it (``entry.inverse``, set when it completed); a creation by deleting the table, which
+    the service sends to the trash. Otherwise (data dropped at once) the undo is refused, and nothing is
+    written: re-adding a removed column or table without its rows would not give them back."""
     if entry.inverse is not None:
         return entry.inverse
+    if entry.kind == "create_table":
+        # The service names the trash table and its retention, as for any deletion.
+        return DeleteTable()
     what = {
-        "create_table": "undoing a table's creation moves the table to the trash",
         "delete_table": "undoing a table's deletion restores the table from the trash",
         "remove_column": "undoing a column's removal restores the column and its values from the trash",
     }[entry.kind]
     raise UndoUnsupported(
         f"operation {entry.operation_id} cannot be undone: {what} (it needs the trash), and its data was "
-        "not kept there (the trash was off, the table has no primary key, or it was a creation)",
+        "not kept there (the trash was off, or the table has no primary key)",
         details={"needs": "trash", "kind": entry.kind},
     )

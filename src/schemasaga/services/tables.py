@@ -42,6 +42,7 @@ from schemasaga.domain.errors import (
     IndexNotFound,
     TableExistsUnmanaged,
     TableNotFound,
+    UndoUnsupported,
     UnsupportedChange,
     VersionMismatch,
 )
@@ -235,23 +236,29 @@ class TableCommands:
         metadata: Mapping[str, Any],
         asked: Asked = NOW,
     ) -> Accepted | Planned:
-        retention = self.trash_retention_s
         unkeyed: list[bool] = []  # the removal (as last decided) could not keep the values
 
         def removal(table: Table) -> Change:
             column = table.schema.column(name)
             if column is None:
                 raise ColumnNotFound(f"table {table.name!r} has no column {name!r}")
-            key = tuple(c for c in table.schema.columns if c.primary_key)
-            unkeyed[:] = [bool(retention) and not key]
-            if not retention or not key:
-                return RemoveColumn(column)
-            return RemoveColumn(column, trash=trash_name(uuid4().hex), key=key, retention_s=retention)
+            kept = self._into_trash(table, RemoveColumn(column))
+            unkeyed[:] = [bool(self.trash_retention_s) and not kept.trash]
+            return kept
 
         result = await self.change(table_id, removal, metadata, asked)
         if isinstance(result, Accepted) and unkeyed == [True]:
             return replace(result, warnings=(NO_KEY_WARNING,))
         return result
+
+    def _into_trash(self, table: Table, removal: RemoveColumn) -> RemoveColumn:
+        """``removal`` keeping the column's values in the trash, keyed by the table's primary key; as it is
+        when the trash is off or the table has no primary key (the values are dropped with the column)."""
+        key = tuple(c for c in table.schema.columns if c.primary_key)
+        retention = self.trash_retention_s
+        if not retention or not key:
+            return removal
+        return replace(removal, trash=trash_name(uuid4().hex), key=key, retention_s=retention)
 
     async def alter_column(
         self,
@@ -318,13 +325,11 @@ class TableCommands:
         at once with ``purge`` or when the trash is off."""
         if purge or not self.trash_retention_s:
             return await self.change(table_id, lambda t: DeleteTable(), metadata, asked)
-        retention = self.trash_retention_s
-        return await self.change(
-            table_id,
-            lambda t: DeleteTable(trash=trash_name(uuid4().hex), retention_s=retention),
-            metadata,
-            asked,
-        )
+        return await self.change(table_id, lambda t: self._trashed(), metadata, asked)
+
+    def _trashed(self) -> DeleteTable:
+        """A deletion into the trash, kept for the configured retention."""
+        return DeleteTable(trash=trash_name(uuid4().hex), retention_s=self.trash_retention_s)
 
     async def undo(
         self,
@@ -342,8 +347,25 @@ class TableCommands:
         if isinstance(undo, RestoreTable | RestoreColumn):
             return await self._restore(table, undo, metadata, asked, undoes=operation_id)
         return await self.change(
-            table_id, lambda t: t.undo(operation_id), metadata, asked, undoes=operation_id
+            table_id, lambda t: self._kept(t, t.undo(operation_id)), metadata, asked, undoes=operation_id
         )
+
+    def _kept(self, table: Table, undo: Change) -> Change:
+        """An undo that drops what holds rows keeps them in the trash, as a deletion or a removal does: the
+        undo of a creation trashes the table (refused when the trash is off: that would drop the table
+        and its rows at once), the undo of an added column keeps its values."""
+        match undo:
+            case DeleteTable():
+                if not self.trash_retention_s:
+                    raise UndoUnsupported(
+                        "undoing a table's creation moves the table to the trash, and the trash is off "
+                        "(SCHEMASAGA_TRASH_RETENTION=0): delete the table instead if its rows may go",
+                        details={"needs": "trash", "kind": "create_table"},
+                    )
+                return self._trashed()
+            case RemoveColumn():
+                return self._into_trash(table, undo)
+        return undo
 
     async def _restore(
         self,
