@@ -126,6 +126,12 @@ async def test_a_deleted_table_comes_back_with_every_row(client: httpx.AsyncClie
     assert table_id not in listed
     trashed = {t["table_id"] for t in (await client.get("/v1/tables?include_trashed=true")).json()["items"]}
     assert table_id in trashed
+    # The console says so, and filters on it.
+    page = (await client.get("/console?status=trashed")).text
+    assert (
+        f'href="/console/tables/{table_id}"' in page and '<span class="status trashed">trashed</span>' in page
+    )
+    assert f"/console/tables/{table_id}" not in (await client.get("/console?status=synced")).text
     [entry] = await trash_of(client)
     assert entry["trash_id"] == operation_id  # the id of the operation that trashed it
     assert {k: entry[k] for k in ("kind", "table", "column", "rows", "status")} == {

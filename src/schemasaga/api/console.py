@@ -50,11 +50,16 @@ def _status_then(table: Table) -> str:
 
 def _status(view: TableView) -> str:
     if view.deleted:
-        return "deleted"
+        return "trashed" if view.trashed else "deleted"
     return "synced" if view.synced else "in flight"
 
 
-STATUSES = {"synced": "synced", "in_flight": "in flight", "deleted": "deleted"}
+STATUSES = {
+    "synced": "synced",
+    "in_flight": "in flight",
+    "deleted": "deleted or trashed",
+    "trashed": "trashed",
+}
 
 
 def _moment(text: str) -> datetime | None:
@@ -73,7 +78,7 @@ async def tables_page(
     services: ServicesDep,
     database: str | None = None,
     prefix: str | None = None,
-    status: Literal["", "synced", "in_flight", "deleted"] = "",
+    status: Literal["", "synced", "in_flight", "deleted", "trashed"] = "",
     include_deleted: bool = False,
     at: Annotated[str, Query(max_length=64)] = "",
     after: UUID | None = None,
@@ -98,7 +103,7 @@ async def tables_page(
         tables = await reads.tables_at(
             moment,
             database=database,
-            include_deleted=include_deleted or status == "deleted",
+            include_deleted=include_deleted or status in ("deleted", "trashed"),
             after=after,
             limit=limit,
             name_prefix=prefix or None,
@@ -121,7 +126,7 @@ async def tables_page(
     else:
         views = await reads.list_tables(
             database=database,
-            include_deleted=include_deleted or status == "deleted",
+            include_deleted=include_deleted or status in ("deleted", "trashed"),
             after=after,
             limit=limit,
             name_prefix=prefix or None,

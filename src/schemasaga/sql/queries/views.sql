@@ -18,7 +18,8 @@ WHERE (%(database)s::text IS NULL OR database_name = %(database)s)
   AND (%(status)s::text IS NULL
        OR (%(status)s = 'synced' AND synced AND NOT deleted)
        OR (%(status)s = 'in_flight' AND NOT synced AND NOT deleted)
-       OR (%(status)s = 'deleted' AND deleted))
+       OR (%(status)s = 'deleted' AND deleted)
+       OR (%(status)s = 'trashed' AND trashed))
 ORDER BY table_id
 LIMIT %(limit)s;
 
