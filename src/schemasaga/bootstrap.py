@@ -23,6 +23,7 @@ from schemasaga.byodb.connections import Connections
 from schemasaga.byodb.urls import parse_database_url
 from schemasaga.config import ConfigurationError, Settings
 from schemasaga.coredb.embedded import EmbeddedPostgres
+from schemasaga.coredb.feed import PgFeed
 from schemasaga.coredb.idempotency import PgIdempotency
 from schemasaga.coredb.migrations import missing_migrations, upgrade
 from schemasaga.coredb.notices import OperationNotices
@@ -182,6 +183,7 @@ class Container:
     drift: DriftDetector
     tokens: TokenCommands
     waits: OperationNotices
+    feed: PgFeed
     secrets: SecretBox = field(repr=False)
     # The in-process worker's (run_worker with self.worker), for /readyz.
     liveness: WorkerLiveness = field(default_factory=WorkerLiveness)
@@ -220,6 +222,7 @@ class Container:
                 tokens=self.tokens,
                 idempotency=PgIdempotency(self.pool),
                 waits=self.waits,
+                feed=self.feed,
             ),
             access=access_policy(self.settings),
         )
@@ -325,6 +328,7 @@ async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIt
         finally:
             if container is not None:
                 await container.waits.close()
+                await container.feed.close()
             if refresher is not None:
                 refresher.cancel()
                 await asyncio.gather(refresher, return_exceptions=True)
@@ -419,5 +423,6 @@ async def _build(
         drift=DriftDetector(uow=uow, reads=reads, connections=connections, on_scan=metrics.drift_scanned),
         tokens=TokenCommands(store=PgTokens(pool, store=store)),
         waits=OperationNotices(resolved.core_conninfo, reads),
+        feed=PgFeed(pool, resolved.core_conninfo),
         secrets=secrets,
     )

@@ -29,6 +29,7 @@ from click.testing import CliRunner
 from schemasaga.api.app import create_app
 from schemasaga.bootstrap import Container
 from schemasaga.cli import main
+from schemasaga.client.stream import SseParser
 from tests.conftest import create_database, drop_database, error_of, with_dbname
 from tests.integration.conftest import fast_settings, running_service
 
@@ -277,6 +278,10 @@ ROUTES = [
     Route("POST", "/v1/tokens", ADMIN, _new_token),
     Route("GET", "/v1/tokens", ADMIN, _plain("GET", "/v1/tokens")),
     Route("DELETE", "/v1/tokens/{name}", ADMIN, _token),
+    # The live feed, ended after a moment (the in-process transport reads an answer whole).
+    Route(
+        "GET", "/v1/events/stream", READ, _plain("GET", "/v1/events/stream?timeout=0.3"), other_db="filtered"
+    ),
     Route("GET", "/healthz", "open", _plain("GET", "/healthz")),
     # Not in the OpenAPI document: for probes and scrapers, open too.
     Route("GET", "/readyz", "open", _plain("GET", "/readyz")),
@@ -357,6 +362,15 @@ async def test_every_route_answers_each_caller_as_its_scope_says(
         if route.writes and not path.endswith("/check"):  # a check records only a change of status
             assert world.events_of(request_id) > 0
         if caller == OTHER and route.other_db == "filtered":  # a listing of the limited token's database only
+            if path.startswith("/v1/events/stream"):
+                theirs = {
+                    f"Table${t['table_id']}"
+                    for t in (await world.admin("GET", "/v1/tables?database=other")).json()["items"]
+                }
+                streams = {e["stream"] for e in feed_events(r.text)}
+                assert "Database$other" in streams and theirs <= streams
+                assert streams <= {"Database$other", *theirs}
+                return
             items = r.json()["items"] if isinstance(r.json(), dict) else r.json()
             assert items, path
             if path == "/v1/databases":
@@ -378,6 +392,11 @@ async def test_every_route_answers_each_caller_as_its_scope_says(
         assert error_of(r)["code"] == "forbidden"
     assert world.events_of(request_id) == 0
     assert world.stored() == before
+
+
+def feed_events(text: str) -> list[dict[str, Any]]:
+    parser = SseParser()
+    return [e.model_dump(mode="json") for e in parser.feed(text.split("\n"))]
 
 
 def token_events(w: World, name: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:

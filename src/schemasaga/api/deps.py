@@ -20,6 +20,7 @@ from schemasaga.domain.errors import NotAuthenticated
 from schemasaga.observability.health import Check
 from schemasaga.services.databases import DatabaseCommands
 from schemasaga.services.drift import DriftDetector
+from schemasaga.services.feed import FeedSource
 from schemasaga.services.idempotency import IdempotencyStore
 from schemasaga.services.ports import Connections
 from schemasaga.services.tables import TableCommands
@@ -43,6 +44,7 @@ class Services:
     tokens: TokenCommands
     idempotency: IdempotencyStore
     waits: OperationWaits
+    feed: FeedSource
 
 
 async def get_services(request: Request) -> Services:

@@ -47,6 +47,8 @@ STATUS: dict[type, int] = {
     e.TableNotFound: 404,
     e.ColumnNotFound: 404,
     e.OperationNotFound: 404,
+    e.UnknownEventType: 422,
+    e.InvalidLastEventId: 422,
     e.DatabaseNotFound: 404,
     e.ColumnExists: 409,
     e.NameTaken: 409,

@@ -319,6 +319,13 @@ class EventOut(Answer):
     metadata: dict[str, Any]
 
 
+class FeedEventOut(EventOut):
+    """An event of the live feed (and of a webhook's delivery): ``stream`` is the stream it was appended
+    to, ``version`` its version there."""
+
+    stream: str | None
+
+
 class OperationOut(Answer):
     operation_id: UUID
     table_id: UUID

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -17,6 +17,7 @@ from schemasaga.api.models import (
     DatabaseOut,
     DriftReportOut,
     EventOut,
+    FeedEventOut,
     IndexSpec,
     OkOut,
     OperationOut,
@@ -34,6 +35,14 @@ from schemasaga.client._shared import (
 )
 from schemasaga.client.calls import FINISHED, Call
 from schemasaga.client.errors import SchemasagaError
+from schemasaga.client.stream import (
+    STREAM_PATH,
+    STREAM_TIMEOUT,
+    SseParser,
+    reconnect_delay,
+    stream_headers,
+    stream_params,
+)
 
 T = TypeVar("T")
 Id = UUID | str
@@ -236,6 +245,53 @@ class Databases(_Part):
 
 class Events(_Part):
     def list(self, *, table_id: Id) -> list[EventOut]:
-        """A table's events, oldest first. (The live feed, ``GET /v1/events/stream``, is not in the client
-        yet.)"""
+        """A table's events, oldest first (the live feed of every table: ``stream``)."""
         return self._client.send(calls.table_events(table_id))
+
+    def stream(
+        self,
+        *,
+        after: int | None = None,
+        stream: str | None = None,
+        types: Sequence[str] = (),
+        table_id: Id | None = None,
+        correlation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[FeedEventOut]:
+        """The live feed: every event positioned after ``after`` (from the first without it) that passes
+        the filters, in position order, endlessly. When the connection breaks or the service restarts it
+        connects again with ``Last-Event-ID``, so each event comes once, none is skipped. ``timeout``:
+        stop after this many seconds. An error answer (a bad filter, 401, 403) raises
+        :class:`SchemasagaError`; a 503 is tried again."""
+        parser = SseParser(last_id=after)
+        params = stream_params(
+            stream=stream, types=types, table_id=table_id, correlation_id=correlation_id, timeout=None
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failures = 0
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return
+            query = httpx.QueryParams(
+                params if remaining is None else [*params, ("timeout", f"{remaining:.3f}")]
+            )
+            try:
+                with self._client.http.stream(
+                    "GET", STREAM_PATH, params=query, headers=stream_headers(parser), timeout=STREAM_TIMEOUT
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        error = SchemasagaError.from_response(response)
+                        if not error.retryable:
+                            raise error
+                    else:
+                        failures = 0
+                        for line in response.iter_lines():
+                            event = parser.line(line)
+                            if event is not None:
+                                yield event
+            except httpx.TransportError:
+                pass
+            time.sleep(reconnect_delay(failures, deadline, time.monotonic()))
+            failures += 1

@@ -126,6 +126,19 @@ class OperationNotFound(DomainError):
     code = "operation_not_found"
 
 
+# -- the event feed --------------------------------------------------------------------------------
+
+
+class UnknownEventType(DomainError):
+    code = "unknown_event_type"
+
+
+class InvalidLastEventId(DomainError):
+    """A feed resumed from something that is no position (a ``Last-Event-ID`` or ``after``)."""
+
+    code = "invalid_last_event_id"
+
+
 # -- databases -----------------------------------------------------------------------------------
 
 

@@ -54,6 +54,28 @@ CREATE FUNCTION event_store_horizon() RETURNS xid8 LANGUAGE sql STABLE AS $$
         pg_snapshot_xmax(pg_current_snapshot()))
 $$;
 
+-- Positions are taken after the transaction's xid is assigned, and appends notify the feed's followers
+-- (migration 0014; services/feed.py says why).
+CREATE FUNCTION event_store_next_position() RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_current_xact_id();
+    RETURN nextval('event_store_events_position_seq');
+END
+$$;
+ALTER TABLE event_store_events ALTER COLUMN position SET DEFAULT event_store_next_position();
+
+-- Followers of the feed wake on this channel (one notice per appending transaction: PostgreSQL folds the
+-- identical notices of a transaction into one) and poll as well, so a missed notice only delays.
+CREATE FUNCTION event_store_notify_appended() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('schemasaga_events_appended', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER event_store_events_appended_notify
+    AFTER INSERT ON event_store_events
+    FOR EACH STATEMENT EXECUTE FUNCTION event_store_notify_appended();
+
 CREATE TABLE event_store_snapshots (
     stream      text        NOT NULL,
     version     integer     NOT NULL,

@@ -1,0 +1,124 @@
+"""The live event feed on PostgreSQL: :class:`~schemasaga.services.feed.FeedSource`, and the appends heard
+on one ``LISTEN`` connection per process however many clients follow (migration 0014 notifies)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from schemasaga.domain.database import stream_name as database_stream
+from schemasaga.eventstore import RecordedEvent
+from schemasaga.eventstore.jsoncodec import loads
+from schemasaga.services.feed import FeedFilter, Wakeups
+from schemasaga.sql import queries
+
+log = logging.getLogger(__name__)
+Q = queries("feed")
+
+CHANNEL = "schemasaga_events_appended"
+
+
+class _Subscriber:
+    def __init__(self) -> None:
+        self.heard = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.heard.wait(), timeout)
+        self.heard.clear()
+
+
+class PgFeed:
+    def __init__(self, pool: AsyncConnectionPool[Any], conninfo: str) -> None:
+        self._pool = pool
+        self._conninfo = conninfo
+        self._subscribers: set[_Subscriber] = set()
+        self._listener: asyncio.Task[None] | None = None
+
+    async def positions(self) -> tuple[int, int, int]:
+        # Two statements, so two snapshots (READ COMMITTED takes one per statement): the order matters.
+        async with self._pool.connection() as conn:
+            high = await (await conn.execute(Q["high_position"])).fetchone()
+            horizon = await (await conn.execute(Q["horizon"])).fetchone()
+        assert high is not None and horizon is not None
+        return int(high[0]), int(horizon[0]), int(horizon[1])
+
+    async def read(self, feed: FeedFilter, *, after: int, to: int, limit: int) -> list[RecordedEvent]:
+        params = {
+            "after": after,
+            "to": to,
+            "limit": limit,
+            "event_types": None if feed.event_types is None else list(feed.event_types),
+            "correlation_id": feed.correlation_id,
+            "stream": feed.stream,
+            "databases": None if feed.databases is None else sorted(feed.databases),
+            "database_streams": [database_stream(d) for d in sorted(feed.databases or ())],
+        }
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(Q["read"], params, prepare=False)
+            rows = await cur.fetchall()
+        if not rows:
+            return []
+        docs = loads("[" + ",".join([text for row in rows for text in (row[4], row[5])]) + "]")
+        return [
+            RecordedEvent(
+                event_id=row[1],
+                event_type=row[2],
+                data=docs[2 * i],
+                metadata=docs[2 * i + 1],
+                schema_version=row[3],
+                position=row[0],
+                created_at=row[6],
+                valid_at=row[7],
+                stream=row[8],
+                version=row[9],
+            )
+            for i, row in enumerate(rows)
+        ]
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[Wakeups]:
+        subscriber = _Subscriber()
+        self._subscribers.add(subscriber)
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="schemasaga-feed-notices")
+        try:
+            yield subscriber
+        finally:
+            self._subscribers.discard(subscriber)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                conn: psycopg.AsyncConnection[Any] = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=5
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self._wake_all()  # anything appended while not listening
+                    async for _ in conn.notifies():
+                        self._wake_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the core database restarting, say: followers poll meanwhile
+                log.warning("event feed notices: listening failed (%s), again in 1 s", exc)
+            await asyncio.sleep(1.0)
+
+    def _wake_all(self) -> None:
+        for subscriber in self._subscribers:
+            subscriber.heard.set()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
