@@ -35,6 +35,7 @@ from schemasaga.services.drift import DriftDetector, periodic_scan
 from schemasaga.services.sagas.runner import SagaRunner
 from schemasaga.services.unit_of_work import Session, UnitOfWork
 from schemasaga.services.views import ReadModels
+from schemasaga.services.webhooks import WebhookDeliverer, WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class WorkerParts:
     uow: UnitOfWork
     reads: ReadModels
     drift: DriftDetector
+    webhook_deliverer: WebhookDeliverer
+    webhook_dispatcher: WebhookDispatcher
     liveness: WorkerLiveness = field(default_factory=WorkerLiveness)
 
 
@@ -119,6 +122,8 @@ async def run_worker(parts: WorkerParts, *, concurrency: int, stop_on_signals: b
         background.append(
             asyncio.create_task(keep_queue_statistics(parts.jobs, every=s.queue_analyze_interval))
         )
+    # Each event of the log queued as a delivery to each webhook that wants it (services/webhooks.py).
+    background.append(asyncio.create_task(parts.webhook_dispatcher.run(poll_interval=s.job_polling_interval)))
     if s.drift_scan_interval > 0:
         background.append(asyncio.create_task(periodic_scan(parts.drift, every=s.drift_scan_interval)))
     loop = asyncio.get_running_loop()
@@ -164,7 +169,11 @@ async def _run_procrastinate(parts: WorkerParts, hand: JobsInHand, stop: _Stop, 
         fetch_job_polling_interval=s.job_polling_interval,
         update_heartbeat_interval=s.heartbeat_interval,
         stalled_worker_timeout=s.stalled_worker_timeout,
-        additional_context={"saga_runner": parts.runner, "jobs_in_hand": hand},
+        additional_context={
+            "saga_runner": parts.runner,
+            "jobs_in_hand": hand,
+            "webhook_deliverer": parts.webhook_deliverer,
+        },
         # Signals are this module's (run_worker): it must tell its own stops from the worker's.
         install_signal_handlers=False,
         delete_jobs="successful",

@@ -118,12 +118,21 @@ def test_a_killed_consumer_sees_every_event_once_in_order_across_a_service_resta
                 )
         wait_until("every operation finished", lambda: unsettled(core_db) == 0, deadline - time.monotonic())
         expected = logged(core_db)
-        wait_until(
-            "the consumer caught up",
-            lambda: out.read_text().splitlines() == expected or None,
-            30,
-            every=0.2,
-        )
+        try:
+            wait_until(
+                "the consumer caught up",
+                lambda: out.read_text().splitlines() == expected or None,
+                30,
+                every=0.2,
+            )
+        except AssertionError:
+            got = out.read_text().splitlines()
+            missing, extra = sorted(set(expected) - set(got))[:20], sorted(set(got) - set(expected))[:20]
+            raise AssertionError(
+                f"consumed {len(got)} lines, {len(expected)} events logged; missing {missing}, not logged "
+                f"{extra}; "
+                f"consumer: {(tmp_path / 'consumer.err').read_text()[-2000:]}"
+            ) from None
     finally:
         os.killpg(consumer.pid, signal.SIGKILL)
         consumer.wait(10)

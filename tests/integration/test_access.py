@@ -50,6 +50,7 @@ class World:
     tokens: dict[str, str]
     keep: str  # a settled table of `default` with a column `age` and an index `ix_keep`
     keep_operation: str
+    keep_webhook: str = ""
     names: Iterator[int] = field(default_factory=itertools.count)
 
     def name(self, prefix: str) -> str:
@@ -100,15 +101,16 @@ class World:
         assert row is not None
         return int(row[0])
 
-    def stored(self) -> tuple[int, int, int]:
-        """Rows no background work adds: operations, registered databases, tokens."""
+    def stored(self) -> tuple[int, int, int, int]:
+        """Rows no background work adds: operations, registered databases, tokens, live webhooks."""
         with psycopg.connect(self.core) as conn:
             row = conn.execute(
                 "SELECT (SELECT count(*) FROM rm_operations), (SELECT count(*) FROM rm_databases), "
-                "(SELECT count(*) FROM api_tokens)"
+                "(SELECT count(*) FROM api_tokens), "
+                "(SELECT count(*) FROM rm_webhooks WHERE deleted_at IS NULL)"
             ).fetchone()
         assert row is not None
-        return int(row[0]), int(row[1]), int(row[2])
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
 
 Request = tuple[str, str, Any]  # method, path, JSON body
@@ -136,7 +138,7 @@ class Route:
 
     @property
     def success(self) -> int:
-        if self.template in ("/v1/databases", "/v1/tokens") and self.method == "POST":
+        if self.template in ("/v1/databases", "/v1/tokens", "/v1/webhooks") and self.method == "POST":
             return 201
         accepted = self.template.startswith("/v1/tables") and self.method != "GET"
         return 202 if accepted else 200
@@ -214,6 +216,23 @@ async def _new_token(w: World, _: bool) -> Request:
     return "POST", "/v1/tokens", {"name": w.name("made"), "scope": "read"}
 
 
+# Webhooks of the table send to a closed port, and only on token revocations.
+WEBHOOK = {"url": "http://127.0.0.1:9/hook", "events": ["TokenRevoked"]}
+
+
+async def _new_webhook(w: World, _: bool) -> Request:
+    return "POST", "/v1/webhooks", WEBHOOK
+
+
+async def _webhook(method: str, suffix: str, w: World, writes: bool) -> Request:
+    if writes or not w.keep_webhook:
+        made = (await w.admin("POST", "/v1/webhooks", WEBHOOK)).json()["webhook_id"]
+        if not writes:
+            w.keep_webhook = made
+        return method, f"/v1/webhooks/{made}{suffix}", None
+    return method, f"/v1/webhooks/{w.keep_webhook}{suffix}", None
+
+
 ROUTES = [
     Route("POST", "/table/create", WRITE, _new_table_demo),
     Route("POST", "/table/delete", WRITE, _in_body("POST", "/table/delete", {"table_id": "{t}"})),
@@ -278,6 +297,16 @@ ROUTES = [
     Route("POST", "/v1/tokens", ADMIN, _new_token),
     Route("GET", "/v1/tokens", ADMIN, _plain("GET", "/v1/tokens")),
     Route("DELETE", "/v1/tokens/{name}", ADMIN, _token),
+    Route("POST", "/v1/webhooks", ADMIN, _new_webhook),
+    Route("GET", "/v1/webhooks", ADMIN, _plain("GET", "/v1/webhooks")),
+    Route("GET", "/v1/webhooks/{webhook_id}", ADMIN, lambda w, x: _webhook("GET", "", w, x)),
+    Route("DELETE", "/v1/webhooks/{webhook_id}", ADMIN, lambda w, x: _webhook("DELETE", "", w, x)),
+    Route(
+        "GET",
+        "/v1/webhooks/{webhook_id}/deliveries",
+        ADMIN,
+        lambda w, x: _webhook("GET", "/deliveries", w, x),
+    ),
     # The live feed, ended after a moment (the in-process transport reads an answer whole).
     Route(
         "GET", "/v1/events/stream", READ, _plain("GET", "/v1/events/stream?timeout=0.3"), other_db="filtered"
@@ -301,6 +330,7 @@ async def world(
         byodb_url=f"sqlite:///{folder / 'default.sqlite3'}",
         sqlite_dir=folder,
         auth="required",
+        webhook_allowed_hosts="127.0.0.1",
     )
     try:
         async with running_service(settings) as container:

@@ -11,28 +11,27 @@ from schemasaga.services.feed import Watermark, parse_event_types, resume_positi
 
 def test_nothing_running_settles_everything_handed_out() -> None:
     w = Watermark()
-    assert w.observe(high=7, horizon=100, xmax=100) == 7
+    assert w.observe(high=7, running=frozenset()) == 7
     assert not w.pending
 
 
-def test_a_running_transaction_holds_the_positions_back_until_the_horizon_passes_the_xmax_seen() -> None:
+def test_positions_wait_for_every_transaction_running_when_they_were_seen() -> None:
     w = Watermark(settled=3)
-    # xid 95 still runs: positions 4..9 may belong to it (or to anything below xmax 100).
-    assert w.observe(high=9, horizon=95, xmax=100) == 3
+    # 95 and 99 run: positions 4..9 may be theirs.
+    assert w.observe(high=9, running=frozenset({95, 99})) == 3
     assert w.pending
-    # Later: 95 ended but 99 still runs (it started before the first look): still held.
-    assert w.observe(high=12, horizon=99, xmax=104) == 3
-    # Everything below 100 ended: 9 settles, and this look records (12, 105).
-    assert w.observe(high=12, horizon=101, xmax=105) == 9
-    # Once the horizon reaches 105, 12 is settled.
-    assert w.observe(high=12, horizon=103, xmax=106) == 9
-    assert w.observe(high=13, horizon=105, xmax=107) == 12
-    assert w.observe(high=13, horizon=107, xmax=107) == 13
+    # 95 ended, 99 still runs (and 101 started): still held.
+    assert w.observe(high=12, running=frozenset({99, 101})) == 3
+    # 99 ended: 9 settles; 12 waits for 101, recorded by this look.
+    assert w.observe(high=12, running=frozenset({101})) == 9
+    assert w.observe(high=13, running=frozenset({101, 104})) == 9
+    assert w.observe(high=13, running=frozenset({104})) == 12
+    assert w.observe(high=13, running=frozenset()) == 13
 
 
 def test_the_settled_position_never_goes_back() -> None:
     w = Watermark(settled=20)
-    assert w.observe(high=15, horizon=5, xmax=5) == 20
+    assert w.observe(high=15, running=frozenset()) == 20
 
 
 def test_resume_position_takes_last_event_id_first_and_refuses_what_is_no_position() -> None:

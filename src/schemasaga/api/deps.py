@@ -27,6 +27,7 @@ from schemasaga.services.tables import TableCommands
 from schemasaga.services.tokens import TokenCommands
 from schemasaga.services.views import ReadModels
 from schemasaga.services.waiting import OperationWaits
+from schemasaga.services.webhooks import WebhookCommands
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class Services:
     idempotency: IdempotencyStore
     waits: OperationWaits
     feed: FeedSource
+    webhooks: WebhookCommands
 
 
 async def get_services(request: Request) -> Services:

@@ -461,3 +461,54 @@ class NewTokenOut(TokenOut):
 
 class TokenList(Answer):
     items: list[TokenOut]
+
+
+# -- webhooks ----------------------------------------------------------------------------------------
+
+
+class NewWebhookRequest(Strict):
+    url: str = Field(
+        description="http(s) URL the deliveries are POSTed to (SCHEMASAGA_WEBHOOK_ALLOWED_HOSTS)"
+    )
+    events: list[str] = Field(description='event types to deliver, or ["*"] for every one')
+    secret: str | None = Field(
+        default=None,
+        description="the HMAC key of the signatures (16 to 200 characters); generated when absent",
+    )
+
+
+class WebhookOut(Answer):
+    """A webhook as listed: never its secret."""
+
+    webhook_id: UUID
+    url: str
+    events: list[str]
+    created_at: datetime
+
+
+class NewWebhookOut(WebhookOut):
+    secret: str | None = Field(
+        description="the generated secret, in this answer only (null when the request gave one)"
+    )
+
+
+class WebhookList(Answer):
+    items: list[WebhookOut]
+
+
+class DeliveryOut(Answer):
+    position: int
+    event_id: UUID
+    event_type: str
+    stream: str | None
+    status: Literal["pending", "delivered", "failed", "cancelled"]
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    created_at: datetime
+
+
+class DeliveryList(Answer):
+    items: list[DeliveryOut]

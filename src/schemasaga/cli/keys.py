@@ -80,6 +80,7 @@ def rotate(data_dir: Path | None, new_key: str | None) -> None:
                     new_key=key,
                     key_file=key_file,
                     metadata={"actor": "cli:secrets rotate"},
+                    webhooks=c.webhooks,
                 )
             except SecretsError as exc:
                 click.echo(str(exc), err=True)

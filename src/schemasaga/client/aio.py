@@ -286,6 +286,7 @@ class Events(_Part):
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return
+            parser.reset()
             query = httpx.QueryParams(
                 params if remaining is None else [*params, ("timeout", f"{remaining:.3f}")]
             )

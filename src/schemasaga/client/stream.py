@@ -48,6 +48,10 @@ class SseParser:
     _data: list[str] = field(default_factory=list)
     _id: str | None = None
 
+    def reset(self) -> None:
+        """Forget an event cut off by a broken connection (it comes again after ``last_id``)."""
+        self._data, self._id = [], None
+
     def feed(self, lines: Iterable[str]) -> Iterator[FeedEventOut]:
         for line in lines:
             event = self.line(line)

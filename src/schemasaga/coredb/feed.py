@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from schemasaga.domain.database import stream_name as database_stream
 from schemasaga.eventstore import RecordedEvent
 from schemasaga.eventstore.jsoncodec import loads
-from schemasaga.services.feed import FeedFilter, Wakeups
+from schemasaga.services.feed import FeedFilter, Wakeups, without_ciphertexts
 from schemasaga.sql import queries
 
 log = logging.getLogger(__name__)
@@ -42,15 +42,23 @@ class PgFeed:
         self._subscribers: set[_Subscriber] = set()
         self._listener: asyncio.Task[None] | None = None
 
-    async def positions(self) -> tuple[int, int, int]:
-        # Two statements, so two snapshots (READ COMMITTED takes one per statement): the order matters.
+    async def positions(self) -> tuple[int, frozenset[int]]:
+        # Two statements, in this order, in a transaction of their own: PostgreSQL reads the backends'
+        # states once per transaction, at the first look, which must come after the sequence's.
         async with self._pool.connection() as conn:
             high = await (await conn.execute(Q["high_position"])).fetchone()
-            horizon = await (await conn.execute(Q["horizon"])).fetchone()
-        assert high is not None and horizon is not None
-        return int(high[0]), int(horizon[0]), int(horizon[1])
+            running = await (await conn.execute(Q["running"])).fetchone()
+        assert high is not None and running is not None
+        return int(high[0]), frozenset(running[0])
 
     async def read(self, feed: FeedFilter, *, after: int, to: int, limit: int) -> list[RecordedEvent]:
+        async with self._pool.connection() as conn:
+            return await self.read_on(conn, feed, after=after, to=to, limit=limit)
+
+    async def read_on(
+        self, conn: psycopg.AsyncConnection[Any], feed: FeedFilter, *, after: int, to: int, limit: int
+    ) -> list[RecordedEvent]:
+        """``read`` on the caller's connection (in its transaction)."""
         params = {
             "after": after,
             "to": to,
@@ -61,10 +69,9 @@ class PgFeed:
             "databases": None if feed.databases is None else sorted(feed.databases),
             "database_streams": [database_stream(d) for d in sorted(feed.databases or ())],
         }
-        async with self._pool.connection() as conn:
-            cur = conn.cursor(row_factory=tuple_row)
-            await cur.execute(Q["read"], params, prepare=False)
-            rows = await cur.fetchall()
+        cur = conn.cursor(row_factory=tuple_row)
+        await cur.execute(Q["read"], params, prepare=False)
+        rows = await cur.fetchall()
         if not rows:
             return []
         docs = loads("[" + ",".join([text for row in rows for text in (row[4], row[5])]) + "]")
@@ -72,7 +79,7 @@ class PgFeed:
             RecordedEvent(
                 event_id=row[1],
                 event_type=row[2],
-                data=docs[2 * i],
+                data=without_ciphertexts(docs[2 * i]),
                 metadata=docs[2 * i + 1],
                 schema_version=row[3],
                 position=row[0],

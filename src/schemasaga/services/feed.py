@@ -2,18 +2,19 @@
 
 Positions come from a sequence, so they are not commit-ordered: a transaction may take position 5, another
 position 6 and commit first. A reader that delivered 6 and resumed "after 6" would never see 5. So the feed
-delivers only up to a *settled* position, one below which nothing can still appear:
+delivers only up to a *settled* position, one below which nothing can still appear. Each look
+(``FeedSource.positions``):
 
-1. read S, the last position the sequence handed out;
-2. then, in a later statement, the horizon H (the oldest of this database's transactions still running,
-   or the snapshot's xmax X when none is) and X itself (``FeedSource.positions``).
+1. reads S, the last position the sequence handed out;
+2. then, in a later statement, R: the transactions of this database running now (their xids, from
+   ``pg_stat_activity``, which lists every running transaction; a snapshot's list stops at its xmax,
+   below transactions that took an xid but have not ended yet).
 
-Every position <= S was taken before step 2 by a transaction whose xid was assigned before it took the
-position (migration 0014 makes sure of it), hence whose xid is below X. Once the horizon reaches X, all
-those transactions have ended: positions <= S are settled (committed or rolled back for good). When
-nothing is running (H == X) that is at once; under load the pair (S, X) waits for a later observation whose
-horizon passed X. A client resumes after the last position it saw (SSE ``Last-Event-ID``) with no gap and
-no duplicate, across restarts: positions are durable and the bound is recomputed from the database.
+A transaction takes its xid before its first position (migration 0014 makes sure of it), so every
+transaction holding a position <= S had an xid before step 1: by step 2 it has ended, or it is in R. When R
+is empty, S is settled at once; otherwise (S, R) waits for a later look in which none of R runs any more.
+A client resumes after the last position it saw (SSE ``Last-Event-ID``) with no gap and no duplicate, across
+restarts: positions are durable and the bound is recomputed from the database.
 
 The sequence must hand out values in time order (no ``CACHE`` > 1 on it), which a bigserial does.
 """
@@ -24,10 +25,11 @@ import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from schemasaga.domain import database as database_events
 from schemasaga.domain import events as table_events
+from schemasaga.domain import webhooks
 from schemasaga.domain.access import TokenCreated, TokenRevoked
 from schemasaga.domain.errors import InvalidLastEventId, UnknownEventType
 from schemasaga.eventstore import RecordedEvent
@@ -50,9 +52,9 @@ class FeedFilter:
 class FeedSource(Protocol):
     """The core database as the feed reads it."""
 
-    async def positions(self) -> tuple[int, int, int]:
-        """(S, H, X): the last position the sequence handed out (0 when none), then, read after it, the
-        oldest of this database's running xids (X when none) and the snapshot's xmax."""
+    async def positions(self) -> tuple[int, frozenset[int]]:
+        """(S, R): the last position the sequence handed out (0 when none), then, read after it, the xids
+        of this database's running transactions."""
 
     async def read(self, feed: FeedFilter, *, after: int, to: int, limit: int) -> list[RecordedEvent]:
         """Events with after < position <= to that pass ``feed``, in position order."""
@@ -68,27 +70,27 @@ class Wakeups(Protocol):
 
 
 class Watermark:
-    """The settled position, from successive (S, H, X) observations (see the module's docstring)."""
+    """The settled position, from successive (S, R) looks (see the module's docstring)."""
 
     def __init__(self, settled: int = 0) -> None:
         self.settled = settled
-        self._pending: tuple[int, int] | None = None
+        self._pending: tuple[int, frozenset[int]] | None = None
 
     @property
     def pending(self) -> bool:
-        """Whether an observation waits for running transactions to end."""
+        """Whether a look waits for running transactions to end."""
         return self._pending is not None
 
-    def observe(self, *, high: int, horizon: int, xmax: int) -> int:
-        """``high`` read before (``horizon``, ``xmax``); returns the settled position."""
-        if self._pending is not None and horizon >= self._pending[1]:
+    def observe(self, *, high: int, running: frozenset[int]) -> int:
+        """``high`` read before ``running``; returns the settled position."""
+        if self._pending is not None and not (self._pending[1] & running):
             self.settled = max(self.settled, self._pending[0])
             self._pending = None
-        if horizon >= xmax:
+        if not running:
             self.settled = max(self.settled, high)
             self._pending = None
         elif self._pending is None and high > self.settled:
-            self._pending = (high, xmax)
+            self._pending = (high, running)
         return self.settled
 
 
@@ -116,8 +118,8 @@ async def follow(
     quiet_since = loop.time()
     async with source.subscribe() as wakeups:
         while True:
-            high, horizon, xmax = await source.positions()
-            settled = watermark.observe(high=high, horizon=horizon, xmax=xmax)
+            high, running = await source.positions()
+            settled = watermark.observe(high=high, running=running)
             while cursor < settled:
                 batch = await source.read(feed, after=cursor, to=settled, limit=BATCH)
                 for event in batch:
@@ -139,6 +141,7 @@ KNOWN_EVENT_TYPES: frozenset[str] = frozenset(
     [
         *table_events.EVENT_TYPES,
         *database_events.EVENT_TYPES,
+        *webhooks.EVENT_TYPES,
         TokenCreated.type_name(),
         TokenRevoked.type_name(),
     ]
@@ -175,3 +178,9 @@ def resume_position(*, last_event_id: str | None, after: int | None) -> int:
             raise InvalidLastEventId(f"after must be an event's position (a whole number >= 0), not {after}")
         return after
     return 0
+
+
+def without_ciphertexts(data: dict[str, Any]) -> dict[str, Any]:
+    """An event's data as the feed and webhooks show it: without the encrypted credentials some events
+    record (``url_encrypted``, ``secret_encrypted``), which no reader needs."""
+    return {k: v for k, v in data.items() if not k.endswith("_encrypted")}

@@ -195,6 +195,36 @@ CREATE TRIGGER rm_operations_finished_notify
     FOR EACH ROW WHEN (NEW.status IN ('completed', 'rejected'))
     EXECUTE FUNCTION schemasaga_notify_operation_finished();
 
+-- Webhooks: the read model of the Webhook$<id> streams (URL and secret only encrypted, like BYODB URLs),
+-- with dispatched_to, the position up to which the log's events are queued as its deliveries (the
+-- dispatcher's progress, not rebuilt from the events). Each delivery is a row here and a job.
+CREATE TABLE rm_webhooks (
+    webhook_id        uuid        PRIMARY KEY,
+    url_encrypted     text        NOT NULL,
+    events            text[]      NOT NULL,
+    secret_encrypted  text        NOT NULL,
+    key_id            text        NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    deleted_at        timestamptz,
+    dispatched_to     bigint      NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    webhook_id        uuid        NOT NULL,
+    position          bigint      NOT NULL,
+    event_id          uuid        NOT NULL,
+    event_type        text        NOT NULL,
+    stream            text,
+    -- pending, delivered, failed (retries exhausted) or cancelled (the webhook was deleted)
+    status            text        NOT NULL DEFAULT 'pending',
+    attempts          integer     NOT NULL DEFAULT 0,
+    last_status_code  integer,
+    last_error        text,
+    next_attempt_at   timestamptz,
+    delivered_at      timestamptz,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (webhook_id, position)
+);
+
 -- Bookkeeping -----------------------------------------------------------------------------------
 
 CREATE TABLE schemasaga_migrations (

@@ -4,7 +4,6 @@ skipped nor repeated)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
@@ -19,6 +18,7 @@ from schemasaga.domain.access import Caller
 from schemasaga.domain.database import STREAM_PREFIX as DATABASE_STREAM_PREFIX
 from schemasaga.domain.errors import DomainError, TableNotFound
 from schemasaga.domain.events import stream_name
+from schemasaga.eventstore import RecordedEvent
 from schemasaga.services.feed import (
     FeedFilter,
     FeedSource,
@@ -123,9 +123,14 @@ async def _sse(
                 if isinstance(item, KeepAlive):
                     yield ": keep-alive\n\n"
                     continue
-                data = FeedEventOut.model_validate(item).model_dump(mode="json")
-                yield f"id: {item.position}\nevent: {item.event_type}\ndata: {json.dumps(data)}\n\n"
+                data = render_event(item).decode()
+                yield f"id: {item.position}\nevent: {item.event_type}\ndata: {data}\n\n"
     except TimeoutError:
         return
     finally:
         await events.aclose()
+
+
+def render_event(event: RecordedEvent) -> bytes:
+    """An event as the feed sends it and a webhook delivery's body: one line of JSON."""
+    return FeedEventOut.model_validate(event).model_dump_json().encode()

@@ -1,11 +1,15 @@
 -- The live event feed (services/feed.py): positions, then events up to a settled one.
 
 -- name: high_position
--- The last position handed out; read before `horizon`, in its own statement (its own snapshot).
+-- The last position handed out; read before `running`, in a statement of its own.
 SELECT coalesce(pg_sequence_last_value('event_store_events_position_seq'::regclass), 0);
 
--- name: horizon
-SELECT event_store_horizon()::text::bigint, pg_snapshot_xmax(pg_current_snapshot())::text::bigint;
+-- name: running
+-- The xids of this database's transactions running now (every one: a snapshot lists only those below its
+-- xmax). Another database's transactions cannot write our events: a long one there holds nothing back.
+SELECT coalesce(array_agg(backend_xid::text::bigint), '{}')
+FROM pg_stat_activity
+WHERE datname = current_database() AND backend_xid IS NOT NULL;
 
 -- name: read
 -- after < position <= to, filtered; each event with the stream it was appended to and its version there.
