@@ -16,14 +16,18 @@ from schemasaga.api.models import (
     ColumnSpec,
     DatabaseList,
     DatabaseOut,
+    DeliveryList,
     DriftReportOut,
     EventOut,
     FeedEventOut,
     IndexSpec,
+    NewWebhookOut,
     OkOut,
     OperationOut,
     TableOut,
     TablePage,
+    WebhookList,
+    WebhookOut,
 )
 from schemasaga.client import calls
 from schemasaga.client._shared import (
@@ -51,9 +55,9 @@ Id = UUID | str
 
 class AsyncClient:
     """``AsyncClient("http://127.0.0.1:8000", token=...)``: ``tables``, ``columns``, ``indexes``,
-    ``operations``, ``databases``, ``events``. Every change is sent with an ``Idempotency-Key`` (one per
-    call, or the one given) and tried again, with that key, when the connection fails or the service
-    answers 503; an error answer raises :class:`SchemasagaError`."""
+    ``operations``, ``databases``, ``events`` (the live feed too), ``webhooks``. Every change is sent
+    with an ``Idempotency-Key`` (one per call, or the one given) and tried again, with that key, when the
+    connection fails or the service answers 503; an error answer raises :class:`SchemasagaError`."""
 
     def __init__(
         self,
@@ -75,6 +79,7 @@ class AsyncClient:
         self.operations = Operations(self)
         self.databases = Databases(self)
         self.events = Events(self)
+        self.webhooks = Webhooks(self)
 
     async def send(self, call: Call[T]) -> T:
         args = request_args(call)
@@ -254,6 +259,32 @@ class Databases(_Part):
 
     async def drift(self, name: str) -> DriftReportOut:
         return await self._client.send(calls.database_drift(name))
+
+
+class Webhooks(_Part):
+    async def create(
+        self,
+        url: str,
+        events: Sequence[str] = ("*",),
+        *,
+        secret: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> NewWebhookOut:
+        """A webhook (admin): ``secret`` is generated when not given, and then in this answer only."""
+        return await self._client.send(calls.create_webhook(url, events, secret=secret, key=idempotency_key))
+
+    async def list(self) -> WebhookList:
+        return await self._client.send(calls.list_webhooks())
+
+    async def get(self, webhook_id: Id) -> WebhookOut:
+        return await self._client.send(calls.get_webhook(webhook_id))
+
+    async def delete(self, webhook_id: Id, *, idempotency_key: str | None = None) -> OkOut:
+        return await self._client.send(calls.delete_webhook(webhook_id, key=idempotency_key))
+
+    async def deliveries(self, webhook_id: Id, *, limit: int | None = None) -> DeliveryList:
+        """The newest first: attempts, the last answer, the next attempt."""
+        return await self._client.send(calls.webhook_deliveries(webhook_id, limit=limit))
 
 
 class Events(_Part):

@@ -15,14 +15,18 @@ from schemasaga.api.models import (
     ColumnSpec,
     DatabaseList,
     DatabaseOut,
+    DeliveryList,
     DriftReportOut,
     EventOut,
     FeedEventOut,
     IndexSpec,
+    NewWebhookOut,
     OkOut,
     OperationOut,
     TableOut,
     TablePage,
+    WebhookList,
+    WebhookOut,
 )
 from schemasaga.client import calls
 from schemasaga.client._shared import (
@@ -50,9 +54,9 @@ Id = UUID | str
 
 class Client:
     """``Client("http://127.0.0.1:8000", token=...)``: ``tables``, ``columns``, ``indexes``,
-    ``operations``, ``databases``, ``events``. Every change is sent with an ``Idempotency-Key`` (one per
-    call, or the one given) and tried again, with that key, when the connection fails or the service
-    answers 503; an error answer raises :class:`SchemasagaError`."""
+    ``operations``, ``databases``, ``events`` (the live feed too), ``webhooks``. Every change is sent
+    with an ``Idempotency-Key`` (one per call, or the one given) and tried again, with that key, when the
+    connection fails or the service answers 503; an error answer raises :class:`SchemasagaError`."""
 
     def __init__(
         self,
@@ -74,6 +78,7 @@ class Client:
         self.operations = Operations(self)
         self.databases = Databases(self)
         self.events = Events(self)
+        self.webhooks = Webhooks(self)
 
     def send(self, call: Call[T]) -> T:
         args = request_args(call)
@@ -241,6 +246,32 @@ class Databases(_Part):
 
     def drift(self, name: str) -> DriftReportOut:
         return self._client.send(calls.database_drift(name))
+
+
+class Webhooks(_Part):
+    def create(
+        self,
+        url: str,
+        events: Sequence[str] = ("*",),
+        *,
+        secret: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> NewWebhookOut:
+        """A webhook (admin): ``secret`` is generated when not given, and then in this answer only."""
+        return self._client.send(calls.create_webhook(url, events, secret=secret, key=idempotency_key))
+
+    def list(self) -> WebhookList:
+        return self._client.send(calls.list_webhooks())
+
+    def get(self, webhook_id: Id) -> WebhookOut:
+        return self._client.send(calls.get_webhook(webhook_id))
+
+    def delete(self, webhook_id: Id, *, idempotency_key: str | None = None) -> OkOut:
+        return self._client.send(calls.delete_webhook(webhook_id, key=idempotency_key))
+
+    def deliveries(self, webhook_id: Id, *, limit: int | None = None) -> DeliveryList:
+        """The newest first: attempts, the last answer, the next attempt."""
+        return self._client.send(calls.webhook_deliveries(webhook_id, limit=limit))
 
 
 class Events(_Part):
