@@ -146,3 +146,22 @@ def test_a_killed_consumer_sees_every_event_once_in_order_across_a_service_resta
         f"feed: {CHANGES} changes, {len(consumed)} events consumed once each, in order, across 2 consumer "
         "kills and 1 service restart"
     )
+
+
+def test_the_service_stops_on_sigterm_while_a_client_follows_the_feed(
+    service_env: dict[str, str], procs: Spawn
+) -> None:
+    """uvicorn waits for the answers in progress before it stops; a live feed's must end then (its client
+    resumes after a restart), or the service would never stop."""
+    proc = procs("server", ["serve", "--port", str(port := free_port())], service_env)
+    wait_healthy(proc, port)
+    with (
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as http,
+        http.stream("GET", "/v1/events/stream") as response,
+    ):
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        assert next(lines).startswith("retry:")
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert "id: " in "\n".join(lines)  # the stream ended (after the events of the start)

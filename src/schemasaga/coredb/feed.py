@@ -28,6 +28,7 @@ CHANNEL = "schemasaga_events_appended"
 class _Subscriber:
     def __init__(self) -> None:
         self.heard = asyncio.Event()
+        self.stopped = False
 
     async def wait(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -41,6 +42,7 @@ class PgFeed:
         self._conninfo = conninfo
         self._subscribers: set[_Subscriber] = set()
         self._listener: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def positions(self) -> tuple[int, frozenset[int]]:
         # Two statements, in this order, in a transaction of their own: PostgreSQL reads the backends'
@@ -94,6 +96,7 @@ class PgFeed:
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[Wakeups]:
         subscriber = _Subscriber()
+        subscriber.stopped = self._stopped
         self._subscribers.add(subscriber)
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="schemasaga-feed-notices")
@@ -118,6 +121,14 @@ class PgFeed:
             except Exception as exc:  # the core database restarting, say: followers poll meanwhile
                 log.warning("event feed notices: listening failed (%s), again in 1 s", exc)
             await asyncio.sleep(1.0)
+
+    def stop(self) -> None:
+        """The process is stopping: every follower ends (its client resumes elsewhere), so that the
+        HTTP server, which waits for the answers in progress, can stop."""
+        self._stopped = True
+        for subscriber in self._subscribers:
+            subscriber.stopped = True
+        self._wake_all()
 
     def _wake_all(self) -> None:
         for subscriber in self._subscribers:

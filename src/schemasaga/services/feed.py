@@ -64,6 +64,9 @@ class FeedSource(Protocol):
 
 
 class Wakeups(Protocol):
+    stopped: bool
+    """The process is stopping: followers end."""
+
     async def wait(self, timeout: float) -> None:
         """Return when events may have been appended since the last return (a notice), or after
         ``timeout`` seconds."""
@@ -135,6 +138,8 @@ async def follow(
             wait = recheck if watermark.pending else poll_interval
             wait = min(wait, max(0.0, keep_alive - (loop.time() - quiet_since)))
             await wakeups.wait(wait)
+            if wakeups.stopped:
+                return
 
 
 KNOWN_EVENT_TYPES: frozenset[str] = frozenset(

@@ -219,6 +219,8 @@ class WebhookDispatcher:
                 except Exception as exc:  # the core database restarting, say: again at the next round
                     log.warning("webhook dispatch failed (%s); again in %.1fs", exc, poll_interval)
                 await wakeups.wait(recheck if watermark.pending else poll_interval)
+                if wakeups.stopped:
+                    return
 
 
 class WebhookDeliverer:
