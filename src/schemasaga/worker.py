@@ -123,7 +123,7 @@ async def run_worker(parts: WorkerParts, *, concurrency: int, stop_on_signals: b
             asyncio.create_task(keep_queue_statistics(parts.jobs, every=s.queue_analyze_interval))
         )
     # Each event of the log queued as a delivery to each webhook that wants it (services/webhooks.py).
-    background.append(asyncio.create_task(parts.webhook_dispatcher.run(poll_interval=s.job_polling_interval)))
+    background.append(asyncio.create_task(parts.webhook_dispatcher.run(every=s.job_polling_interval)))
     if s.drift_scan_interval > 0:
         background.append(asyncio.create_task(periodic_scan(parts.drift, every=s.drift_scan_interval)))
     loop = asyncio.get_running_loop()

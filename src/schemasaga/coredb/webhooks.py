@@ -92,6 +92,9 @@ class PgWebhooks:
         rows = await self._rows("deliveries", {"webhook_id": webhook_id, "limit": limit})
         return [DeliveryView(**r) for r in rows]
 
+    async def any_live(self) -> bool:
+        return bool(await self._rows("any_live", {}))
+
     async def dispatch(self, *, settled: int) -> int:
         queued = 0
         async with self.pool.connection() as conn, conn.transaction():

@@ -111,6 +111,9 @@ class WebhookStore(Protocol):
 
     async def deliveries(self, webhook_id: UUID, *, limit: int) -> list[DeliveryView]: ...
 
+    async def any_live(self) -> bool:
+        """Whether some webhook is live (else the dispatcher has nothing to read)."""
+
     async def dispatch(self, *, settled: int) -> int:
         """Queue the deliveries of the events up to ``settled`` (a settled position); how many."""
 
@@ -205,22 +208,22 @@ class WebhookDispatcher:
         self.feed = feed
         self.store = store
 
-    async def run(self, *, poll_interval: float = 1.0, recheck: float = 0.05) -> None:
+    async def run(self, *, every: float = 0.5) -> None:
+        """A round every ``every`` seconds, not on each append's notice: deliveries may wait that long,
+        and a busy log costs each worker two reads per round, none while no webhook is live."""
         watermark = Watermark()
-        async with self.feed.subscribe() as wakeups:
-            while True:
-                try:
+        while True:
+            try:
+                if await self.store.any_live():
                     high, running = await self.feed.positions()
                     settled = watermark.observe(high=high, running=running)
                     while await self.store.dispatch(settled=settled):
                         pass
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # the core database restarting, say: again at the next round
-                    log.warning("webhook dispatch failed (%s); again in %.1fs", exc, poll_interval)
-                await wakeups.wait(recheck if watermark.pending else poll_interval)
-                if wakeups.stopped:
-                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the core database restarting, say: again at the next round
+                log.warning("webhook dispatch failed (%s); again in %.1fs", exc, every)
+            await asyncio.sleep(every)
 
 
 class WebhookDeliverer:

@@ -30,6 +30,9 @@ SELECT position, event_id, event_type, stream, status, attempts, last_status_cod
 FROM webhook_deliveries WHERE webhook_id = %(webhook_id)s
 ORDER BY position DESC LIMIT %(limit)s;
 
+-- name: any_live
+SELECT 1 FROM rm_webhooks WHERE deleted_at IS NULL LIMIT 1;
+
 -- name: to_dispatch
 -- The live webhooks behind the settled position; another process dispatching one skips it.
 SELECT webhook_id, events, dispatched_to FROM rm_webhooks
