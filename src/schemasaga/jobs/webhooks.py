@@ -32,7 +32,8 @@ class HttpSender:
             ) as http:
                 response = await http.post(url, content=body, headers=dict(headers))
         except httpx.HTTPError as exc:
-            return Sent(None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR])
+            # Never the URL (it may carry a token): the error is listed and logged.
+            return Sent(None, f"{type(exc).__name__}: {exc}".replace(url, "<the webhook's URL>")[:MAX_ERROR])
         if 300 <= response.status_code < 400:
             return Sent(response.status_code, "redirects are not followed")
         return Sent(response.status_code, None if response.is_success else f"answered {response.status_code}")
