@@ -136,6 +136,7 @@ async def run_worker(parts: WorkerParts, *, concurrency: int, stop_on_signals: b
         parts.liveness.stopped()
         for sig in signals:
             loop.remove_signal_handler(sig)
+        parts.webhook_dispatcher.stop()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

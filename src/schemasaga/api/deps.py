@@ -114,12 +114,6 @@ async def admin(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
     return caller
 
 
-async def console_reader(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
-    """The console shows every database's tables and events: a read token limited to none."""
-    caller.require(Scope.READ, every_database=True)
-    return caller
-
-
 async def request_metadata(
     request: Request, caller: Annotated[Caller, Depends(authenticate)]
 ) -> dict[str, Any]:

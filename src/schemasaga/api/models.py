@@ -338,6 +338,8 @@ class OperationOut(Answer):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    undoes: UUID | None = Field(None, description="the operation this one undoes (an undo)")
+    undone_by: UUID | None = Field(None, description="the undo that undid this operation, once it completed")
 
 
 class DriftIssueOut(BaseModel):  # not an Answer: the drift route leaves out its null fields

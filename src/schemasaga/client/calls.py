@@ -181,6 +181,10 @@ def get_operation(operation_id: UUID | str, *, wait: float | None = None) -> Cal
     return Call("GET", f"/v1/operations/{operation_id}", model(OperationOut), params=params)
 
 
+def undo_operation(operation_id: UUID | str, *, if_match: int | None, key: str | None) -> Call[AcceptedOut]:
+    return _change("POST", f"/v1/operations/{operation_id}/undo", key=key, if_match=if_match)
+
+
 def list_operations(
     *, table_id: UUID | str | None, status: str | None, limit: int
 ) -> Call[list[OperationOut]]:

@@ -214,6 +214,13 @@ class Operations(_Part):
     ) -> list[OperationOut]:
         return self._client.send(calls.list_operations(table_id=table_id, status=status, limit=limit))
 
+    def undo(
+        self, operation: Id | AcceptedOut, *, if_match: int | None = None, idempotency_key: str | None = None
+    ) -> AcceptedOut:
+        """Start the undo of a completed operation (``if_match``: the table's version)."""
+        operation_id = operation.operation_id if isinstance(operation, AcceptedOut) else operation
+        return self._client.send(calls.undo_operation(operation_id, if_match=if_match, key=idempotency_key))
+
     def wait(self, operation: Id | AcceptedOut, *, timeout: float = 60.0) -> OperationOut:
         """The operation once finished (``completed`` or ``rejected``: check ``status``), long-polling
         ``GET /v1/operations/{id}?wait=``; TimeoutError when it is not finished within ``timeout``."""

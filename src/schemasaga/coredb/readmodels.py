@@ -91,6 +91,13 @@ def _about(event: TableEvent) -> dict[str, Any]:
             return {}
 
 
+def _undoes(event: TableEvent) -> UUID | None:
+    match event:
+        case TableChanged(undoes=undoes) | TableAltered(undoes=undoes) if undoes is not None:
+            return UUID(undoes)
+    return None
+
+
 async def project_table(conn: AsyncConnection[Any], table: Table, recorded: Sequence[RecordedEvent]) -> None:
     """Bring the read models up to date with ``table`` after ``recorded`` were appended for it; raises
     :class:`NameTaken` when another table of its database holds its name (the transaction is then
@@ -150,6 +157,7 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
                     "kind": _kind(event),
                     "detail": Jsonb(_detail(event)),
                     "seq": rec.position,
+                    "undoes": _undoes(event),
                 },
             )
             if isinstance(event, TableTracked):  # nothing to run: done as it is recorded
@@ -170,6 +178,8 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
             | TableSchemaAdopted()
         ):
             await cur.execute(Q["operation_finished"], {**op, "status": "completed", "error": None})
+            if isinstance(event, TableChangeConfirmed):  # an undo completed: what it undid is undone
+                await cur.execute(Q["operation_undone"], op)
         case (
             TableCreationRejected(reason=r) | TableChangeRejected(reason=r) | TableDeletionRejected(reason=r)
         ):

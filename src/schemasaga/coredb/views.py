@@ -22,7 +22,7 @@ from schemasaga.domain.table import Table
 from schemasaga.eventstore import EventNotFound, EventStore, RecordedEvent
 from schemasaga.jobs import queries as job_queries
 from schemasaga.secrets import SecretBox, SecretsError
-from schemasaga.services.repository import load_table
+from schemasaga.services.repository import fold_table, load_table
 from schemasaga.services.views import DatabaseView, OperationView, StoredIdentity, TableView
 from schemasaga.sql import queries
 
@@ -57,8 +57,10 @@ class PgReadModels:
         limit: int,
         databases: Collection[str] | None = None,
         name_prefix: str | None = None,
+        status: str | None = None,
     ) -> list[TableView]:
         params = {
+            "status": status,
             "database": database,
             "include_deleted": include_deleted,
             "after": after,
@@ -67,6 +69,50 @@ class PgReadModels:
             "name_prefix": name_prefix or None,
         }
         return [_table(row) for row in await self._rows("list_tables", params)]
+
+    async def tables_at(
+        self,
+        moment: datetime,
+        *,
+        database: str | None,
+        include_deleted: bool,
+        after: UUID | None,
+        limit: int,
+        databases: Collection[str] | None = None,
+        name_prefix: str | None = None,
+    ) -> list[Table | TableView]:
+        found: list[Table | TableView] = []
+        params: dict[str, Any] = {
+            "database": database,
+            "databases": None if databases is None else sorted(databases),
+            "at": moment,
+            "limit": limit,
+        }
+        cursor = after
+        # A candidate may be left out once read (deleted by then, or another name then): read on until
+        # the page is full or the candidates run out.
+        while len(found) < limit:
+            rows = await self._rows("tables_begun_by", {**params, "after": cursor})
+            # The streams that moved since, as they were then, in one round trip, each folded.
+            moved = [stream_name(r["table_id"]) for r in rows if r["moved_since"]]
+            streams = await self.store.read_streams_until(moved, until=moment) if moved else {}
+            for row in rows:
+                then: Table | TableView | None
+                if row["moved_since"]:
+                    then = fold_table(row["table_id"], streams.get(stream_name(row["table_id"]), []))
+                else:
+                    then = _table(row)
+                if then is None:  # its first event committed after the candidates were read
+                    continue
+                live = then.live if isinstance(then, Table) else not then.deleted
+                if (include_deleted or live) and then.name.startswith(name_prefix or ""):
+                    found.append(then)
+                    if len(found) == limit:
+                        break
+            if len(rows) < limit:
+                break
+            cursor = rows[-1]["table_id"]
+        return found
 
     async def table_at(self, table_id: UUID, *, version: int | None, moment: datetime | None) -> Table:
         if moment is not None:
@@ -85,9 +131,24 @@ class PgReadModels:
 
     # -- the global log --------------------------------------------------------------------------
 
-    async def recent_events(self, *, before: int | None, limit: int) -> list[RecordedEvent]:
+    async def recent_events(
+        self,
+        *,
+        before: int | None,
+        limit: int,
+        event_type: str | None = None,
+        correlation_id: str | None = None,
+        stream: str | None = None,
+    ) -> list[RecordedEvent]:
         to = None if before is None else before - 1
-        return await self.store.read_all(to_position=to, backward=True, limit=limit)
+        return await self.store.read_all(
+            to_position=to,
+            backward=True,
+            limit=limit,
+            event_types=None if event_type is None else [event_type],
+            correlation_id=correlation_id,
+            stream=stream,
+        )
 
     async def get_event(self, event_id: UUID) -> RecordedEvent | None:
         try:
@@ -213,6 +274,8 @@ def _operation(row: dict[str, Any]) -> OperationView:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         finished_at=row["finished_at"],
+        undoes=row.get("undoes"),
+        undone_by=row.get("undone_by"),
     )
 
 

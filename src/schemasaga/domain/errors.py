@@ -151,6 +151,34 @@ class InvalidLastEventId(DomainError):
     code = "invalid_last_event_id"
 
 
+# -- undo ----------------------------------------------------------------------------------------
+
+
+class OperationNotCompleted(DomainError):
+    """An undo of an operation that is still pending or running, or was rejected (nothing to undo)."""
+
+    code = "operation_not_completed"
+
+
+class AlreadyUndone(DomainError):
+    """The operation is undone already (or an undo of it is in flight); ``details`` names the undo."""
+
+    code = "already_undone"
+
+
+class UndoConflict(DomainError):
+    """A later operation on the table depends on what the undo would take back; ``details`` names it."""
+
+    code = "undo_conflict"
+
+
+class UndoUnsupported(DomainError):
+    """The operation has no inverse schemasaga can run (yet): one that needs the trash, a reconciliation,
+    a tracking."""
+
+    code = "undo_unsupported"
+
+
 # -- databases -----------------------------------------------------------------------------------
 
 

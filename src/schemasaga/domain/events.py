@@ -19,6 +19,9 @@ class TableEvent:
 
     # Payload schema version; bump it and register an upcaster when a payload's shape changes.
     SCHEMA_VERSION: ClassVar[int] = 1
+    # Fields left out of the payload while they are None (added later: events without them keep the shape
+    # they always had, and load with the default).
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def type_name(cls) -> str:
@@ -28,6 +31,8 @@ class TableEvent:
         data: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if value is None and f.name in self.OMITTED_WHEN_NONE:
+                continue
             data[f.name] = str(value) if isinstance(value, UUID) else value
         return data
 
@@ -58,6 +63,11 @@ class TableChanged(TableEvent):
     action: str
     column: dict[str, Any]
     plan: dict[str, Any] | None = None
+    # The id of the operation this change undoes (POST /v1/operations/{id}/undo); None (and not in the
+    # payload) for a change asked for as such.
+    undoes: str | None = None
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"undoes"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +92,9 @@ class TableAltered(TableEvent):
 
     change: dict[str, Any]
     plan: dict[str, Any] | None = None
+    undoes: str | None = None  # as in TableChanged
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"undoes"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from schemasaga.domain.changes import (
     change_from_dict,
     check_column,
     check_name,
+    inverse,
 )
 from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, Index, TableSchema
 from schemasaga.domain.errors import (
@@ -35,6 +36,7 @@ from schemasaga.domain.errors import (
     IllegalTransition,
     IndexNotFound,
     TableGone,
+    UnsupportedChange,
 )
 from schemasaga.domain.events import (
     SagaAttemptFailed,
@@ -57,6 +59,15 @@ from schemasaga.domain.events import (
     TableTracked,
 )
 from schemasaga.domain.plan import Plan
+from schemasaga.domain.undo import (
+    EVERYTHING,
+    NEEDS_TRASH,
+    TRACK_TABLE,
+    DoneOperation,
+    InFlight,
+    touches,
+    undo_change,
+)
 
 __all__ = ["OperationKind", "PendingOperation", "Table", "new_table_schema"]
 
@@ -73,6 +84,8 @@ class PendingOperation:
     failed_attempts: int = 0
     compensating: bool = False
     compensation_reason: str | None = None
+    # The operation this one undoes (POST /v1/operations/{id}/undo).
+    undoes: UUID | None = None
 
     @property
     def kind(self) -> OperationKind:
@@ -97,6 +110,7 @@ class PendingOperation:
             "failed_attempts": self.failed_attempts,
             "compensating": self.compensating,
             "compensation_reason": self.compensation_reason,
+            "undoes": str(self.undoes) if self.undoes is not None else None,
         }
 
     @classmethod
@@ -106,6 +120,7 @@ class PendingOperation:
         else:  # a snapshot taken before changes were values
             change = _legacy_change(OperationKind(data["kind"]), data["columns"], table_name)
         plan = data.get("plan")
+        undoes = data.get("undoes")
         return cls(
             operation_id=UUID(data["operation_id"]),
             change=change,
@@ -114,6 +129,7 @@ class PendingOperation:
             failed_attempts=int(data["failed_attempts"]),
             compensating=bool(data["compensating"]),
             compensation_reason=data["compensation_reason"],
+            undoes=UUID(undoes) if undoes is not None else None,
         )
 
 
@@ -157,6 +173,8 @@ class Table:
     pending: list[PendingOperation] = field(default_factory=list)
     # The differences the last drift scan reported (empty: none, or repaired/adopted since).
     drift: list[dict[str, Any]] = field(default_factory=list)
+    # The operations that completed, in the order they did, as much of each as an undo needs.
+    done: list[DoneOperation] = field(default_factory=list)
     # Version of the last event folded in (-1: no events).
     version: int = -1
     # Events decided but not yet saved.
@@ -251,6 +269,16 @@ class Table:
                 return self.confirmed
             raise
 
+    def undo(self, operation_id: UUID) -> Change:
+        """The change that undoes completed operation ``operation_id`` (nothing is recorded); a domain
+        error when it cannot be undone now (see ``domain.undo``)."""
+        in_flight = [InFlight(op.operation_id, op.change, op.undoes) for op in self.pending]
+        return undo_change(operation_id, done=self.done, in_flight=in_flight)
+
+    def undone_by(self, operation_id: UUID) -> UUID | None:
+        """The completed operation that undid ``operation_id``, if one did."""
+        return next((d.operation_id for d in self.done if d.undoes == operation_id), None)
+
     # -- commands --------------------------------------------------------------------------------
 
     @classmethod
@@ -298,8 +326,13 @@ class Table:
         )
         return table
 
-    def accept(self, change: Change, *, operation_id: UUID, plan: Plan | None = None) -> None:
-        """Queue ``change`` (validated against the intended schema) with the plan its saga will run."""
+    def accept(
+        self, change: Change, *, operation_id: UUID, plan: Plan | None = None, undoes: UUID | None = None
+    ) -> None:
+        """Queue ``change`` (validated against the intended schema) with the plan its saga will run;
+        ``undoes``: the operation it undoes, which must be undoable now by that very change."""
+        if undoes is not None and self.undo(undoes) != change:
+            raise IllegalTransition(f"{change.kind.value} is not the undo of operation {undoes}")
         if isinstance(change, CreateTable):
             raise IllegalTransition("a table is created by Table.create")
         if isinstance(change, Repair | Adopt) and not self.exists and not self.pending:
@@ -307,18 +340,19 @@ class Table:
             raise TableGone(f"table {self.name!r} was never created in its database")
         self.preview(change)
         planned = plan.to_dict() if plan is not None else None
+        undone = str(undoes) if undoes is not None else None
         event: TableEvent
         match change:
             case AddColumn(column=column):
-                event = TableChanged(self.table_id, operation_id, "add", column.to_dict(), planned)
+                event = TableChanged(self.table_id, operation_id, "add", column.to_dict(), planned, undone)
             case RemoveColumn(column=column):
-                event = TableChanged(self.table_id, operation_id, "remove", column.to_dict(), planned)
+                event = TableChanged(self.table_id, operation_id, "remove", column.to_dict(), planned, undone)
             case DeleteTable():
                 event = TableDeleted(self.table_id, operation_id, planned)
             case Repair() | Adopt():
                 event = TableReconciliationRequested(self.table_id, operation_id, change.kind.value)
             case _:
-                event = TableAltered(self.table_id, operation_id, change.to_dict(), planned)
+                event = TableAltered(self.table_id, operation_id, change.to_dict(), planned, undone)
         self._record(event)
 
     def add_column(self, column: Column, *, operation_id: UUID, plan: Plan | None = None) -> None:
@@ -447,19 +481,22 @@ class Table:
                     tuple(Index.from_dict(i) for i in indexes),
                 )
                 self.exists = True
-            case TableChanged(action=action, column=column, plan=plan):
+                self.done.append(
+                    DoneOperation(event.operation_id, TRACK_TABLE, frozenset({EVERYTHING}), None)
+                )
+            case TableChanged(action=action, column=column, plan=plan, undoes=undoes):
                 col = Column.from_dict(column)
-                self._queue(event, AddColumn(col) if action == "add" else RemoveColumn(col), plan)
+                self._queue(event, AddColumn(col) if action == "add" else RemoveColumn(col), plan, undoes)
             case TableDeleted(plan=plan):
                 self._queue(event, DeleteTable(), plan)
-            case TableAltered(change=change, plan=plan):
-                self._queue(event, change_from_dict(change), plan)
+            case TableAltered(change=change, plan=plan, undoes=undoes):
+                self._queue(event, change_from_dict(change), plan, undoes)
             case TableReconciliationRequested(strategy=strategy):
                 self._queue(event, change_from_dict({"kind": strategy}), None)
             case TableDriftDetected(issues=issues):
                 self.drift = list(issues)
             case TableSchemaAdopted(columns=columns, indexes=indexes):
-                self._finish(event)
+                self._remember(self._finish(event), self.confirmed)
                 self.confirmed = TableSchema(
                     self.confirmed.name or self.name,
                     tuple(Column.from_dict(c) for c in columns),
@@ -476,16 +513,18 @@ class Table:
                 op.compensating, op.compensation_reason = True, reason
             case TableCreationConfirmed():
                 op = self._finish(event)
+                self._remember(op, self.confirmed)
                 self.confirmed = self.premise(op)
                 self.exists = True
             case TableChangeConfirmed():
                 op = self._finish(event)
+                self._remember(op, self.confirmed)
                 if op.kind is OperationKind.REPAIR:  # the physical table was brought back to the metadata
                     self.drift = []
                 else:
                     self.confirmed = self.premise(op)
             case TableDeletionConfirmed():
-                self._finish(event)
+                self._remember(self._finish(event), self.confirmed)
                 self.exists = False
                 self.deletion_confirmed = True
             case TableCreationRejected():
@@ -500,10 +539,27 @@ class Table:
                 raise IllegalTransition(f"unknown event {type(event).__name__}")
         self.name = self.schema.name or self.name
 
-    def _queue(self, event: TableEvent, change: Change, plan: dict[str, Any] | None) -> None:
+    def _queue(
+        self, event: TableEvent, change: Change, plan: dict[str, Any] | None, undoes: str | None = None
+    ) -> None:
         self.pending.append(
-            PendingOperation(event.operation_id, change, Plan.from_dict(plan) if plan is not None else None)
+            PendingOperation(
+                event.operation_id,
+                change,
+                Plan.from_dict(plan) if plan is not None else None,
+                undoes=UUID(undoes) if undoes is not None else None,
+            )
         )
+
+    def _remember(self, op: PendingOperation, before: TableSchema) -> None:
+        """Keep what an undo of ``op``, which completed on schema ``before``, will need."""
+        undo: Change | None = None
+        if op.kind.value not in NEEDS_TRASH:
+            try:
+                undo = inverse(op.change, before)
+            except (UnsupportedChange, ColumnNotFound):
+                undo = None  # a reconciliation: no inverse
+        self.done.append(DoneOperation(op.operation_id, op.kind.value, touches(op.change), undo, op.undoes))
 
     def _pending_op(self, event: TableEvent) -> PendingOperation:
         op = self.operation(event.operation_id)
@@ -545,6 +601,7 @@ class Table:
             "deletion_confirmed": self.deletion_confirmed,
             "pending": [op.to_dict() for op in self.pending],
             "drift": list(self.drift),
+            "done": [d.to_dict() for d in self.done],
         }
 
     @classmethod
@@ -565,6 +622,7 @@ class Table:
             deletion_confirmed=data["deletion_confirmed"],
             pending=[PendingOperation.from_dict(op, table_name=name) for op in data["pending"]],
             drift=list(data.get("drift", [])),
+            done=[DoneOperation.from_dict(d) for d in data.get("done", [])],
             version=version,
         )
 

@@ -292,6 +292,20 @@ class TableCommands:
     ) -> Accepted | Planned:
         return await self.change(table_id, lambda t: DeleteTable(), metadata, asked)
 
+    async def undo(
+        self,
+        *,
+        table_id: UUID,
+        operation_id: UUID,
+        metadata: Mapping[str, Any],
+        asked: Asked = NOW,
+    ) -> Accepted | Planned:
+        """Start the inverse of completed operation ``operation_id`` of the table as a new operation, planned
+        and checked against the rows like any change (``Table.undo`` says which change, or why not)."""
+        return await self.change(
+            table_id, lambda t: t.undo(operation_id), metadata, asked, undoes=operation_id
+        )
+
     async def reconcile(self, *, table_id: UUID, strategy: str, metadata: Mapping[str, Any]) -> Accepted:
         return await self._decide(table_id, lambda t, op: t.reconcile(strategy, operation_id=op), metadata)
 
@@ -301,9 +315,12 @@ class TableCommands:
         make: Callable[[Table], Change],
         metadata: Mapping[str, Any],
         asked: Asked = NOW,
+        *,
+        undoes: UUID | None = None,
     ) -> Accepted | Planned:
         """Plan the change ``make`` builds from the table as it is now, then (unless ``dry_run``) accept it
-        with that plan; refused when ``expected_version`` is given and the table is at another one."""
+        with that plan; refused when ``expected_version`` is given and the table is at another one.
+        ``undoes``: the operation the change undoes."""
         expected_version = asked.expected_version
         table = await self.uow.load_table(table_id)
         _check_version(table, expected_version)
@@ -343,7 +360,7 @@ class TableCommands:
                 accepted_change = make(current)
                 now_before, now_after = current.preview(accepted_change)
                 accepted_plan = await self._plan(current.database, now_before, now_after, accepted_change)
-            current.accept(accepted_change, operation_id=operation_id, plan=accepted_plan)
+            current.accept(accepted_change, operation_id=operation_id, plan=accepted_plan, undoes=undoes)
 
         await self.uow.run(decide, metadata=correlated(metadata, operation_id))
         return Accepted(table_id, operation_id)

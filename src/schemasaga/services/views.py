@@ -48,6 +48,9 @@ class OperationView:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    # Undo: the operation this one undoes, and the undo that undid this one (once it completed).
+    undoes: UUID | None = None
+    undone_by: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +94,28 @@ class ReadModels(Protocol):
         limit: int,
         databases: Collection[str] | None = None,
         name_prefix: str | None = None,
+        status: str | None = None,
     ) -> list[TableView]:
-        """Keyset-paged by table id: the tables after ``after``; of ``databases`` only, when given, and
-        whose name starts with ``name_prefix``."""
+        """Keyset-paged by table id: the tables after ``after``; of ``databases`` only, when given, whose
+        name starts with ``name_prefix`` and whose status (``synced``, ``in_flight``, ``deleted``) is
+        ``status``."""
+
+    async def tables_at(
+        self,
+        moment: datetime,
+        *,
+        database: str | None,
+        include_deleted: bool,
+        after: UUID | None,
+        limit: int,
+        databases: Collection[str] | None = None,
+        name_prefix: str | None = None,
+    ) -> list[Table | TableView]:
+        """The whole system at a moment, keyset-paged by table id: every table as :meth:`table_at` reads
+        it then (whole transactions only), of ``databases`` only when given, whose name then starts with
+        ``name_prefix``; without the tables deleted by then unless ``include_deleted``. A table whose
+        stream has not moved since is answered as its read model holds it (a :class:`TableView`, the
+        same state, without reading its events)."""
 
     async def table_at(self, table_id: UUID, *, version: int | None, moment: datetime | None) -> Table:
         """The table as it was at a stream version or a moment (time travel): with every event of a
@@ -101,8 +123,17 @@ class ReadModels(Protocol):
 
     async def table_events(self, table_id: UUID) -> list[RecordedEvent]: ...
 
-    async def recent_events(self, *, before: int | None, limit: int) -> list[RecordedEvent]:
-        """The global log newest first: the events positioned before ``before`` (all when None)."""
+    async def recent_events(
+        self,
+        *,
+        before: int | None,
+        limit: int,
+        event_type: str | None = None,
+        correlation_id: str | None = None,
+        stream: str | None = None,
+    ) -> list[RecordedEvent]:
+        """The global log newest first: the events positioned before ``before`` (all when None), of that
+        type, correlation id and stream only, when given."""
 
     async def get_event(self, event_id: UUID) -> RecordedEvent | None: ...
 

@@ -207,12 +207,19 @@ class WebhookDispatcher:
     def __init__(self, *, feed: FeedSource, store: WebhookStore) -> None:
         self.feed = feed
         self.store = store
+        self._stopped = False
+
+    def stop(self) -> None:
+        """End ``run`` at its next round. (Cancelling it is not always enough: a query cancelled on the way
+        may come back as an error, which the loop survives by design.)"""
+        self._stopped = True
 
     async def run(self, *, every: float = 0.5) -> None:
         """A round every ``every`` seconds, not on each append's notice: deliveries may wait that long,
         and a busy log costs each worker two reads per round, none while no webhook is live."""
         watermark = Watermark()
-        while True:
+        self._stopped = False
+        while not self._stopped:
             try:
                 if await self.store.any_live():
                     high, running = await self.feed.positions()
@@ -222,6 +229,10 @@ class WebhookDispatcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the core database restarting, say: again at the next round
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # psycopg answers a cancelled query with QueryCanceled: the cancellation is ours.
+                    raise asyncio.CancelledError from exc
                 log.warning("webhook dispatch failed (%s); again in %.1fs", exc, every)
             await asyncio.sleep(every)
 

@@ -123,7 +123,10 @@ CREATE TABLE rm_operations (
     updated_at      timestamptz NOT NULL,
     finished_at     timestamptz,
     -- Times a worker started it (not an event; 0 after a rebuild): see 0008_operation_starts.sql.
-    starts          integer     NOT NULL DEFAULT 0
+    starts          integer     NOT NULL DEFAULT 0,
+    -- The operation this one undoes, and the undo that undid this one once it completed (0013).
+    undoes          uuid,
+    undone_by       uuid
 );
 CREATE INDEX rm_operations_table_idx ON rm_operations (table_id, accepted_seq);
 CREATE INDEX rm_operations_open_idx ON rm_operations (status) WHERE status IN ('pending', 'running');

@@ -27,6 +27,7 @@ from schemasaga.api.models import (
     TrackTableRequest,
 )
 from schemasaga.domain.errors import InvalidColumn, TableNotFound
+from schemasaga.domain.table import Table
 from schemasaga.services.tables import Accepted, Asked, Planned
 from schemasaga.services.waiting import MAX_WAIT_SECONDS
 
@@ -154,10 +155,33 @@ async def list_tables(
         UUID | None, Query(description="keyset cursor: last table_id of the previous page")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    at: Annotated[
+        datetime | None,
+        Query(
+            description="the whole system as it was at this moment (ISO 8601): each table as "
+            "`GET /v1/tables/{id}?at=` answers it, whole transactions only"
+        ),
+    ] = None,
 ) -> TablePage:
     """The tables of every database the token may touch (or of `database` only)."""
     if database is not None:
         caller.require_database(database)
+    if at is not None:
+        tables = await reads.tables_at(
+            at,
+            database=database,
+            include_deleted=include_deleted,
+            after=after,
+            limit=limit,
+            databases=caller.databases,
+        )
+        items = [
+            TableOut.at(t, engine=services.connections.known_engine(t.database))
+            if isinstance(t, Table)
+            else TableOut.of(t, engine=services.connections.known_engine(t.database))
+            for t in tables
+        ]
+        return TablePage(items=items, next_after=items[-1].table_id if len(items) == limit else None)
     views = await reads.list_tables(
         database=database,
         include_deleted=include_deleted,

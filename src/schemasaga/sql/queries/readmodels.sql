@@ -12,9 +12,17 @@ SET name = EXCLUDED.name, synced = EXCLUDED.synced, exists_ = EXCLUDED.exists_,
     version = EXCLUDED.version, updated_at = EXCLUDED.updated_at, holds_name = EXCLUDED.holds_name;
 
 -- name: insert_operation
-INSERT INTO rm_operations (operation_id, table_id, kind, status, detail, accepted_seq, created_at, updated_at)
-VALUES (%(operation_id)s, %(table_id)s, %(kind)s, 'pending', %(detail)s, %(seq)s, %(at)s, %(at)s)
+INSERT INTO rm_operations (operation_id, table_id, kind, status, detail, accepted_seq, created_at, updated_at,
+                           undoes)
+VALUES (%(operation_id)s, %(table_id)s, %(kind)s, 'pending', %(detail)s, %(seq)s, %(at)s, %(at)s, %(undoes)s)
 ON CONFLICT (operation_id) DO NOTHING;
+
+-- name: operation_undone
+-- The undo %(operation_id)s completed: the operation it undoes is undone by it.
+UPDATE rm_operations t
+SET undone_by = u.operation_id, updated_at = %(at)s
+FROM rm_operations u
+WHERE u.operation_id = %(operation_id)s AND t.operation_id = u.undoes;
 
 -- name: operation_step_done
 UPDATE rm_operations

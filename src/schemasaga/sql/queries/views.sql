@@ -14,21 +14,44 @@ WHERE (%(database)s::text IS NULL OR database_name = %(database)s)
   AND (%(include_deleted)s OR NOT deleted)
   AND (%(after)s::uuid IS NULL OR table_id > %(after)s)
   AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
+  AND (%(status)s::text IS NULL
+       OR (%(status)s = 'synced' AND synced AND NOT deleted)
+       OR (%(status)s = 'in_flight' AND NOT synced AND NOT deleted)
+       OR (%(status)s = 'deleted' AND deleted))
 ORDER BY table_id
+LIMIT %(limit)s;
+
+-- name: tables_begun_by
+-- The tables whose stream had an event by a moment, keyset-paged by id: the candidates of the whole
+-- system at that moment, with their read model row and whether their stream moved on since (created_at
+-- rises with the version, so a stream's first row tells when it began and its last when it last moved;
+-- one that did not move is as its read model says, the others are read from their streams).
+SELECT t.table_id, t.database_name, t.name, t.synced, t.exists_, t.deleted, t.columns, t.indexes, t.version,
+       t.created_at, t.updated_at,
+       (SELECT s.created_at FROM event_store_events_in_streams s
+        WHERE s.stream = 'Table$' || t.table_id::text ORDER BY s.version DESC LIMIT 1)
+           > %(at)s::timestamptz AS moved_since
+FROM rm_tables t
+WHERE (%(database)s::text IS NULL OR t.database_name = %(database)s)
+  AND (%(databases)s::text[] IS NULL OR t.database_name = ANY(%(databases)s::text[]))
+  AND (%(after)s::uuid IS NULL OR t.table_id > %(after)s)
+  AND (SELECT s.created_at FROM event_store_events_in_streams s
+       WHERE s.stream = 'Table$' || t.table_id::text ORDER BY s.version LIMIT 1) <= %(at)s::timestamptz
+ORDER BY t.table_id
 LIMIT %(limit)s;
 
 -- name: get_operation
 SELECT operation_id, table_id, kind, status, detail,
        failed_attempts + CASE WHEN status = 'pending' THEN 0 ELSE 1 END AS attempts,
        steps_done, last_error, accepted_seq,
-       created_at, updated_at, finished_at
+       created_at, updated_at, finished_at, undoes, undone_by
 FROM rm_operations WHERE operation_id = %(operation_id)s;
 
 -- name: list_operations
 SELECT operation_id, table_id, kind, status, detail,
        failed_attempts + CASE WHEN status = 'pending' THEN 0 ELSE 1 END AS attempts,
        steps_done, last_error, accepted_seq,
-       created_at, updated_at, finished_at
+       created_at, updated_at, finished_at, undoes, undone_by
 FROM rm_operations
 WHERE (%(table_id)s::uuid IS NULL OR table_id = %(table_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
@@ -41,7 +64,7 @@ LIMIT %(limit)s;
 SELECT operation_id, table_id, kind, status, detail,
        failed_attempts + CASE WHEN status = 'pending' THEN 0 ELSE 1 END AS attempts,
        steps_done, last_error, accepted_seq,
-       created_at, updated_at, finished_at
+       created_at, updated_at, finished_at, undoes, undone_by
 FROM rm_operations
 WHERE status IN ('pending', 'running') ORDER BY accepted_seq;
 
