@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint types pytest bench bench-console bench-editing bench-burst fault-long property-long undo-long scale-out-long trash-long trash-faults mutation fmt clean
+.PHONY: run test lint types pytest bench bench-console bench-editing bench-burst bench-feed fault-long property-long undo-long scale-out-long trash-long trash-faults feed-long mutation fmt clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -98,6 +98,17 @@ trash-long: $(DEV_STAMP)
 # a column, purge), then a rescuer; rows, consistency and drift checked after each (about a minute).
 trash-faults: $(DEV_STAMP)
 	SCHEMASAGA_TRASH_FAULTS=1 $(BIN)/pytest -m fault tests/fault/test_trash_kills.py -s -p no:cacheprovider --timeout 0
+
+# The live feed's acceptance test at full size: a consumer process SIGKILLed and restarted twice (resuming with
+# Last-Event-ID) and the service SIGKILLed and restarted once while 1,000 changes are made, instead of the
+# suite's 40; the consumer must hold every event of the log once, in order (a minute or two).
+FEED_CHANGES ?= 1000
+feed-long: $(DEV_STAMP)
+	SCHEMASAGA_FEED_CHANGES=$(FEED_CHANGES) $(BIN)/pytest tests/acceptance/test_feed.py -s -p no:cacheprovider --timeout 0 -k killed_consumer
+
+# Latency of the live feed at idle: commit to delivery to an SSE client, p50/p99 over 200 events.
+bench-feed: $(DEV_STAMP)
+	$(BIN)/python -m bench.feed
 
 # Mutation testing (not part of `test`): mutmut mutates src/schemasaga/domain/ and
 # src/schemasaga/byodb/identifiers.py and runs tests/unit against each mutant (no database needed;

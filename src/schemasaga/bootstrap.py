@@ -18,11 +18,13 @@ from psycopg_pool import AsyncConnectionPool
 from schemasaga.api.access import AccessPolicy
 from schemasaga.api.app import create_app
 from schemasaga.api.deps import Services
+from schemasaga.api.v1.events import render_event
 from schemasaga.byodb.adapter import DdlLimits, Prober
 from schemasaga.byodb.connections import Connections
 from schemasaga.byodb.urls import parse_database_url
 from schemasaga.config import ConfigurationError, Settings
 from schemasaga.coredb.embedded import EmbeddedPostgres
+from schemasaga.coredb.feed import PgFeed
 from schemasaga.coredb.idempotency import PgIdempotency
 from schemasaga.coredb.migrations import missing_migrations, upgrade
 from schemasaga.coredb.notices import OperationNotices
@@ -30,14 +32,17 @@ from schemasaga.coredb.own import PgOwnDatabase
 from schemasaga.coredb.tokens import PgTokens
 from schemasaga.coredb.transaction import PgCore
 from schemasaga.coredb.views import PgReadModels, RegistrySource
+from schemasaga.coredb.webhooks import PgWebhooks
 from schemasaga.domain import access
 from schemasaga.domain.database import DEFAULT_DATABASE
 from schemasaga.domain.errors import DomainError
 from schemasaga.domain.policy import RegistrationPolicy, parse_socket_dirs
+from schemasaga.domain.webhooks import TargetPolicy, retry_delays
 from schemasaga.eventstore import EventStore
 from schemasaga.jobs.app import JobScheduler
 from schemasaga.jobs.app import create_app as create_jobs_app
 from schemasaga.jobs.queries import QueueStats, queue_stats
+from schemasaga.jobs.webhooks import HttpSender
 from schemasaga.observability import metrics
 from schemasaga.observability.health import Check
 from schemasaga.secrets import SecretBox, SecretsError, resolve_secret_box
@@ -48,6 +53,7 @@ from schemasaga.services.tables import TableCommands
 from schemasaga.services.tokens import TokenCommands
 from schemasaga.services.trash import TrashCommands
 from schemasaga.services.unit_of_work import UnitOfWork
+from schemasaga.services.webhooks import WebhookCommands, WebhookDeliverer, WebhookDispatcher
 from schemasaga.worker import WorkerLiveness, WorkerParts
 
 log = logging.getLogger(__name__)
@@ -184,6 +190,9 @@ class Container:
     drift: DriftDetector
     tokens: TokenCommands
     waits: OperationNotices
+    feed: PgFeed
+    webhooks: WebhookCommands
+    webhook_store: PgWebhooks
     secrets: SecretBox = field(repr=False)
     # The in-process worker's (run_worker with self.worker), for /readyz.
     liveness: WorkerLiveness = field(default_factory=WorkerLiveness)
@@ -198,6 +207,18 @@ class Container:
             reads=self.reads,
             drift=self.drift,
             trash=self.trash,
+            webhook_deliverer=WebhookDeliverer(
+                store=self.webhook_store,
+                sender=HttpSender(policy=self.webhooks.policy, timeout=self.settings.webhook_timeout),
+                commands=self.webhooks,
+                render=render_event,
+                delays=retry_delays(
+                    base=self.settings.webhook_retry_base_delay,
+                    cap=self.settings.webhook_retry_max_delay,
+                    total=self.settings.webhook_retry_for,
+                ),
+            ),
+            webhook_dispatcher=WebhookDispatcher(feed=self.feed, store=self.webhook_store),
             liveness=self.liveness,
         )
 
@@ -224,6 +245,8 @@ class Container:
                 tokens=self.tokens,
                 idempotency=PgIdempotency(self.pool),
                 waits=self.waits,
+                feed=self.feed,
+                webhooks=self.webhooks,
             ),
             access=access_policy(self.settings),
         )
@@ -329,6 +352,7 @@ async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIt
         finally:
             if container is not None:
                 await container.waits.close()
+                await container.feed.close()
             if refresher is not None:
                 refresher.cancel()
                 await asyncio.gather(refresher, return_exceptions=True)
@@ -402,6 +426,12 @@ async def _build(
     except (SecretsError, DomainError) as exc:
         raise ConfigurationError(f"default database (SCHEMASAGA_BYODB_URL): {exc}") from None
     await connections.refresh()
+    feed = PgFeed(pool, resolved.core_conninfo)
+    webhook_store = PgWebhooks(pool, store=store, feed=feed, scheduler=scheduler)
+    try:
+        webhook_policy = TargetPolicy.build(settings.webhook_allowed_hosts)
+    except ValueError as exc:
+        raise ConfigurationError(f"SCHEMASAGA_WEBHOOK_ALLOWED_HOSTS: {exc}") from None
     retry = RetryPolicy(
         max_attempts=settings.retry_max_attempts,
         base_delay=settings.retry_base_delay,
@@ -424,5 +454,8 @@ async def _build(
         drift=DriftDetector(uow=uow, reads=reads, connections=connections, on_scan=metrics.drift_scanned),
         tokens=TokenCommands(store=PgTokens(pool, store=store)),
         waits=OperationNotices(resolved.core_conninfo, reads),
+        feed=feed,
+        webhooks=WebhookCommands(store=webhook_store, secrets=secrets, policy=webhook_policy),
+        webhook_store=webhook_store,
         secrets=secrets,
     )

@@ -34,6 +34,16 @@ class Settings(BaseSettings):
     # (empty: no socket). A socket reaches servers that trust local users, the embedded one included.
     byodb_allowed_socket_dirs: str = ""
 
+    # Webhooks (see schemasaga.domain.webhooks): the hosts they may send to, as byodb_allowed_hosts (empty:
+    # any public host; a private, loopback or local-network host only when listed). A failed delivery is
+    # tried again after base, 2*base... capped at max_delay, until retry_for seconds have passed (then it
+    # is failed); each attempt waits at most timeout seconds for an answer.
+    webhook_allowed_hosts: str = ""
+    webhook_retry_base_delay: float = Field(default=1.0, gt=0)
+    webhook_retry_max_delay: float = Field(default=3600.0, gt=0)
+    webhook_retry_for: float = Field(default=90000.0, ge=0)
+    webhook_timeout: float = Field(default=10.0, gt=0)
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 

@@ -36,6 +36,7 @@ from schemasaga.services.sagas.runner import SagaRunner
 from schemasaga.services.trash import TrashCommands, periodic_purge
 from schemasaga.services.unit_of_work import Session, UnitOfWork
 from schemasaga.services.views import ReadModels
+from schemasaga.services.webhooks import WebhookDeliverer, WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class WorkerParts:
     reads: ReadModels
     drift: DriftDetector
     trash: TrashCommands
+    webhook_deliverer: WebhookDeliverer
+    webhook_dispatcher: WebhookDispatcher
     liveness: WorkerLiveness = field(default_factory=WorkerLiveness)
 
 
@@ -121,6 +124,8 @@ async def run_worker(parts: WorkerParts, *, concurrency: int, stop_on_signals: b
         background.append(
             asyncio.create_task(keep_queue_statistics(parts.jobs, every=s.queue_analyze_interval))
         )
+    # Each event of the log queued as a delivery to each webhook that wants it (services/webhooks.py).
+    background.append(asyncio.create_task(parts.webhook_dispatcher.run(every=s.job_polling_interval)))
     if s.drift_scan_interval > 0:
         background.append(asyncio.create_task(periodic_scan(parts.drift, every=s.drift_scan_interval)))
     # Always, even with the trash off now: what an earlier retention kept is purged when it is due.
@@ -135,6 +140,7 @@ async def run_worker(parts: WorkerParts, *, concurrency: int, stop_on_signals: b
         parts.liveness.stopped()
         for sig in signals:
             loop.remove_signal_handler(sig)
+        parts.webhook_dispatcher.stop()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -168,7 +174,11 @@ async def _run_procrastinate(parts: WorkerParts, hand: JobsInHand, stop: _Stop, 
         fetch_job_polling_interval=s.job_polling_interval,
         update_heartbeat_interval=s.heartbeat_interval,
         stalled_worker_timeout=s.stalled_worker_timeout,
-        additional_context={"saga_runner": parts.runner, "jobs_in_hand": hand},
+        additional_context={
+            "saga_runner": parts.runner,
+            "jobs_in_hand": hand,
+            "webhook_deliverer": parts.webhook_deliverer,
+        },
         # Signals are this module's (run_worker): it must tell its own stops from the worker's.
         install_signal_handlers=False,
         delete_jobs="successful",

@@ -18,7 +18,12 @@ pytestmark = [pytest.mark.acceptance]
 def test_the_clients_against_the_real_service(
     service_env: dict[str, str], procs: Spawn, tmp_path: Path
 ) -> None:
-    _, url = start_server(procs, {**service_env, "SCHEMASAGA_SQLITE_DIR": str(tmp_path)})
+    env = {
+        **service_env,
+        "SCHEMASAGA_SQLITE_DIR": str(tmp_path),
+        "SCHEMASAGA_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+    }
+    _, url = start_server(procs, env)
     with Client(url) as client:
         sync_flow(client, tmp_path)
     asyncio.run(async_flow(url))
@@ -88,6 +93,28 @@ def sync_flow(client: Client, tmp_path: Path) -> None:
     deleted = client.tables.delete(table.table_id)
     assert client.operations.wait(deleted).status == "completed"
 
+    # The live feed: the table's events, resumed after one of them.
+    mine = list(client.events.stream(table_id=table.table_id, timeout=1.5))
+    assert [e.event_type for e in mine] == [e.event_type for e in client.events.list(table_id=table.table_id)]
+    assert [e.position for e in client.events.stream(after=mine[2].position, timeout=1.0)][:2] == [
+        mine[3].position,
+        mine[4].position,
+    ]
+    with pytest.raises(SchemasagaError) as bad_type:
+        list(client.events.stream(types=["Nope"], timeout=1.0))
+    assert (bad_type.value.status, bad_type.value.code) == (422, "unknown_event_type")
+
+    # Webhooks (to a closed port: nothing is delivered).
+    with pytest.raises(SchemasagaError) as private:
+        client.webhooks.create("http://10.0.0.1/hook", ["TableCreated"])
+    assert private.value.code == "webhook_target_not_allowed"
+    hook = client.webhooks.create("http://127.0.0.1:9/hook", ["TableDeleted"])
+    assert hook.secret is not None and client.webhooks.get(hook.webhook_id).url == "http://127.0.0.1:9/hook"
+    assert [w.webhook_id for w in client.webhooks.list().items] == [hook.webhook_id]
+    assert client.webhooks.deliveries(hook.webhook_id).items == []
+    assert client.webhooks.delete(hook.webhook_id).status == "ok"
+    assert client.webhooks.list().items == []
+
 
 async def async_flow(url: str) -> None:
     async with AsyncClient(url) as client:
@@ -102,3 +129,8 @@ async def async_flow(url: str) -> None:
         assert (refused.value.status, refused.value.code) == (404, "table_not_found")
         deleted = await client.tables.delete(accepted.table_id)
         assert (await client.operations.wait(deleted)).status == "completed"
+        streamed = [e.event_type async for e in client.events.stream(table_id=accepted.table_id, timeout=1.5)]
+        assert streamed[0] == "TableCreated" and streamed[-1] == "TableDeletionConfirmed"
+        hook = await client.webhooks.create("http://127.0.0.1:9/hook", ["TableCreated"], secret="x" * 20)
+        assert hook.secret is None
+        assert (await client.webhooks.delete(hook.webhook_id)).status == "ok"

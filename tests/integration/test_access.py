@@ -30,6 +30,7 @@ from click.testing import CliRunner
 from schemasaga.api.app import create_app
 from schemasaga.bootstrap import Container
 from schemasaga.cli import main
+from schemasaga.client.stream import SseParser
 from tests.conftest import create_database, drop_database, error_of, with_dbname
 from tests.integration.conftest import fast_settings, running_service
 
@@ -50,6 +51,7 @@ class World:
     tokens: dict[str, str]
     keep: str  # a settled table of `default` with a column `age` and an index `ix_keep`
     keep_operation: str
+    keep_webhook: str = ""
     names: Iterator[int] = field(default_factory=itertools.count)
     keep_trash: str | None = None  # a trash entry that only reads touch
 
@@ -101,15 +103,16 @@ class World:
         assert row is not None
         return int(row[0])
 
-    def stored(self) -> tuple[int, int, int]:
-        """Rows no background work adds: operations, registered databases, tokens."""
+    def stored(self) -> tuple[int, int, int, int]:
+        """Rows no background work adds: operations, registered databases, tokens, live webhooks."""
         with psycopg.connect(self.core) as conn:
             row = conn.execute(
                 "SELECT (SELECT count(*) FROM rm_operations), (SELECT count(*) FROM rm_databases), "
-                "(SELECT count(*) FROM api_tokens)"
+                "(SELECT count(*) FROM api_tokens), "
+                "(SELECT count(*) FROM rm_webhooks WHERE deleted_at IS NULL)"
             ).fetchone()
         assert row is not None
-        return int(row[0]), int(row[1]), int(row[2])
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
 
 Request = tuple[str, str, Any]  # method, path, JSON body
@@ -137,7 +140,7 @@ class Route:
 
     @property
     def success(self) -> int:
-        if self.template in ("/v1/databases", "/v1/tokens") and self.method == "POST":
+        if self.template in ("/v1/databases", "/v1/tokens", "/v1/webhooks") and self.method == "POST":
             return 201
         accepted = (
             self.template.startswith(("/v1/tables", "/v1/trash")) or self.template.endswith("/undo")
@@ -247,6 +250,23 @@ async def _new_token(w: World, _: bool) -> Request:
     return "POST", "/v1/tokens", {"name": w.name("made"), "scope": "read"}
 
 
+# Webhooks of the table send to a closed port, and only on token revocations.
+WEBHOOK = {"url": "http://127.0.0.1:9/hook", "events": ["TokenRevoked"]}
+
+
+async def _new_webhook(w: World, _: bool) -> Request:
+    return "POST", "/v1/webhooks", WEBHOOK
+
+
+async def _webhook(method: str, suffix: str, w: World, writes: bool) -> Request:
+    if writes or not w.keep_webhook:
+        made = (await w.admin("POST", "/v1/webhooks", WEBHOOK)).json()["webhook_id"]
+        if not writes:
+            w.keep_webhook = made
+        return method, f"/v1/webhooks/{made}{suffix}", None
+    return method, f"/v1/webhooks/{w.keep_webhook}{suffix}", None
+
+
 ROUTES = [
     Route("POST", "/table/create", WRITE, _new_table_demo),
     Route("POST", "/table/delete", WRITE, _in_body("POST", "/table/delete", {"table_id": "{t}"})),
@@ -316,6 +336,20 @@ ROUTES = [
     Route("GET", "/v1/trash/{trash_id}", READ, _on_trash("GET", "")),
     Route("POST", "/v1/trash/{trash_id}/restore", WRITE, _on_trash("POST", "/restore")),
     Route("DELETE", "/v1/trash/{trash_id}", WRITE, _on_trash("DELETE", "")),
+    Route("POST", "/v1/webhooks", ADMIN, _new_webhook),
+    Route("GET", "/v1/webhooks", ADMIN, _plain("GET", "/v1/webhooks")),
+    Route("GET", "/v1/webhooks/{webhook_id}", ADMIN, lambda w, x: _webhook("GET", "", w, x)),
+    Route("DELETE", "/v1/webhooks/{webhook_id}", ADMIN, lambda w, x: _webhook("DELETE", "", w, x)),
+    Route(
+        "GET",
+        "/v1/webhooks/{webhook_id}/deliveries",
+        ADMIN,
+        lambda w, x: _webhook("GET", "/deliveries", w, x),
+    ),
+    # The live feed, ended after a moment (the in-process transport reads an answer whole).
+    Route(
+        "GET", "/v1/events/stream", READ, _plain("GET", "/v1/events/stream?timeout=0.3"), other_db="filtered"
+    ),
     Route("GET", "/healthz", "open", _plain("GET", "/healthz")),
     # Not in the OpenAPI document: for probes and scrapers, open too.
     Route("GET", "/readyz", "open", _plain("GET", "/readyz")),
@@ -335,6 +369,7 @@ async def world(
         byodb_url=f"sqlite:///{folder / 'default.sqlite3'}",
         sqlite_dir=folder,
         auth="required",
+        webhook_allowed_hosts="127.0.0.1",
     )
     try:
         async with running_service(settings) as container:
@@ -396,6 +431,15 @@ async def test_every_route_answers_each_caller_as_its_scope_says(
         if route.writes and not path.endswith("/check"):  # a check records only a change of status
             assert world.events_of(request_id) > 0
         if caller == OTHER and route.other_db == "filtered":  # a listing of the limited token's database only
+            if path.startswith("/v1/events/stream"):
+                theirs = {
+                    f"Table${t['table_id']}"
+                    for t in (await world.admin("GET", "/v1/tables?database=other")).json()["items"]
+                }
+                streams = {e["stream"] for e in feed_events(r.text)}
+                assert "Database$other" in streams and theirs <= streams
+                assert streams <= {"Database$other", *theirs}
+                return
             items = r.json()["items"] if isinstance(r.json(), dict) else r.json()
             assert items, path
             if path == "/v1/databases":
@@ -417,6 +461,11 @@ async def test_every_route_answers_each_caller_as_its_scope_says(
         assert error_of(r)["code"] == "forbidden"
     assert world.events_of(request_id) == 0
     assert world.stored() == before
+
+
+def feed_events(text: str) -> list[dict[str, Any]]:
+    parser = SseParser()
+    return [e.model_dump(mode="json") for e in parser.feed(text.split("\n"))]
 
 
 def token_events(w: World, name: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:

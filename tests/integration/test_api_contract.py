@@ -179,7 +179,7 @@ async def test_the_openapi_document_declares_every_answer(client: httpx.AsyncCli
     problem = {"$ref": "#/components/schemas/Problem"}
     assert schemas["Problem"]["required"] == ["type", "title", "status", "detail", "code"]
     operations = [(m, p, op) for p, item in document["paths"].items() for m, op in item.items()]
-    assert len(operations) == 34
+    assert len(operations) == 40
     assert document["components"]["securitySchemes"]["token"] == {
         "type": "http",
         "scheme": "bearer",
@@ -204,7 +204,10 @@ async def test_the_openapi_document_declares_every_answer(client: httpx.AsyncCli
         else:
             assert len(successes) == 1, (method, path, successes)
         for success in successes:
-            assert answers[success]["content"]["application/json"]["schema"], (method, path)
+            # The live feed answers server-sent events; every other success is JSON.
+            media = "text/event-stream" if path == "/v1/events/stream" else "application/json"
+            assert list(answers[success]["content"]) == [media], (method, path)
+            assert answers[success]["content"][media]["schema"], (method, path)
         for status, answer in answers.items():
             if status.startswith("2"):
                 continue

@@ -105,3 +105,43 @@ async def test_a_rotation_that_fails_leaves_every_url_decryptable(
     )
     expected = [TEST_SECRET_KEY] if where == "first key file write" else [new_key, TEST_SECRET_KEY]
     assert read_key_file(key_file) == expected
+
+
+async def test_a_rotation_re_encrypts_each_webhook_url_and_secret_with_the_new_key(
+    settings_factory: Callable[..., Settings], byodb_sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = settings_factory(byodb_sqlite_url, webhook_allowed_hosts="127.0.0.1")
+    async with running_service(settings, worker=False) as c:
+        made = await c.webhooks.create(
+            url="http://127.0.0.1:9/hook", events=["*"], secret=None, metadata={"actor": "test"}
+        )
+        key_file = tmp_path / "secret.key"
+        write_key_file(key_file, [TEST_SECRET_KEY])
+        new_key = generate_key()
+        rotation = await rotate_keys(
+            c.databases,
+            current=c.secrets,
+            new_key=new_key,
+            key_file=key_file,
+            metadata={},
+            webhooks=c.webhooks,
+        )
+        assert rotation.webhooks == [made.webhook.webhook_id]
+        only_new = SecretBox([new_key])
+        async with c.pool.connection() as conn:
+            row = await (
+                await conn.execute("SELECT url_encrypted, secret_encrypted, key_id FROM rm_webhooks")
+            ).fetchone()
+            types = await (
+                await conn.execute(
+                    "SELECT event_type FROM event_store_events WHERE event_type LIKE 'Webhook%' "
+                    "ORDER BY position"
+                )
+            ).fetchall()
+        assert row is not None
+        assert only_new.decrypt(row[0]) == "http://127.0.0.1:9/hook"
+        assert only_new.decrypt(row[1]) == made.secret
+        assert row[2] == only_new.key_id
+        assert [t for (t,) in types] == ["WebhookCreated", "WebhookSecretRotated"]
+        # The commands go on with the new key: the webhook still reads.
+        assert (await c.webhooks.get(made.webhook.webhook_id)).url == "http://127.0.0.1:9/hook"

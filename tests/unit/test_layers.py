@@ -102,12 +102,14 @@ _STANDARD_LIBRARY = {
     "decimal",
     "enum",
     "hashlib",
+    "hmac",
     "ipaddress",
     "json",
     "math",
     "pathlib",
     "re",
     "typing",
+    "urllib",  # urllib.parse only (a webhook URL's parts): no I/O
     "uuid",
 }
 

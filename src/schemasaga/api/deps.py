@@ -20,6 +20,7 @@ from schemasaga.domain.errors import NotAuthenticated
 from schemasaga.observability.health import Check
 from schemasaga.services.databases import DatabaseCommands
 from schemasaga.services.drift import DriftDetector
+from schemasaga.services.feed import FeedSource
 from schemasaga.services.idempotency import IdempotencyStore
 from schemasaga.services.ports import Connections
 from schemasaga.services.tables import TableCommands
@@ -27,6 +28,7 @@ from schemasaga.services.tokens import TokenCommands
 from schemasaga.services.trash import TrashCommands
 from schemasaga.services.views import ReadModels
 from schemasaga.services.waiting import OperationWaits
+from schemasaga.services.webhooks import WebhookCommands
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,8 @@ class Services:
     tokens: TokenCommands
     idempotency: IdempotencyStore
     waits: OperationWaits
+    feed: FeedSource
+    webhooks: WebhookCommands
 
 
 async def get_services(request: Request) -> Services:

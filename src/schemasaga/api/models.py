@@ -328,6 +328,13 @@ class EventOut(Answer):
     metadata: dict[str, Any]
 
 
+class FeedEventOut(EventOut):
+    """An event of the live feed (and of a webhook's delivery): ``stream`` is the stream it was appended
+    to, ``version`` its version there."""
+
+    stream: str | None
+
+
 class OperationOut(Answer):
     operation_id: UUID
     table_id: UUID
@@ -502,3 +509,54 @@ class TrashOut(Answer):
             trashed_at=v.trashed_at,
             purge_at=v.purge_at,
         )
+
+
+# -- webhooks ----------------------------------------------------------------------------------------
+
+
+class NewWebhookRequest(Strict):
+    url: str = Field(
+        description="http(s) URL the deliveries are POSTed to (SCHEMASAGA_WEBHOOK_ALLOWED_HOSTS)"
+    )
+    events: list[str] = Field(description='event types to deliver, or ["*"] for every one')
+    secret: str | None = Field(
+        default=None,
+        description="the HMAC key of the signatures (16 to 200 characters); generated when absent",
+    )
+
+
+class WebhookOut(Answer):
+    """A webhook as listed: never its secret."""
+
+    webhook_id: UUID
+    url: str
+    events: list[str]
+    created_at: datetime
+
+
+class NewWebhookOut(WebhookOut):
+    secret: str | None = Field(
+        description="the generated secret, in this answer only (null when the request gave one)"
+    )
+
+
+class WebhookList(Answer):
+    items: list[WebhookOut]
+
+
+class DeliveryOut(Answer):
+    position: int
+    event_id: UUID
+    event_type: str
+    stream: str | None
+    status: Literal["pending", "delivered", "failed", "cancelled"]
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    created_at: datetime
+
+
+class DeliveryList(Answer):
+    items: list[DeliveryOut]

@@ -80,6 +80,7 @@ def rotate(data_dir: Path | None, new_key: str | None) -> None:
                     new_key=key,
                     key_file=key_file,
                     metadata={"actor": "cli:secrets rotate"},
+                    webhooks=c.webhooks,
                 )
             except SecretsError as exc:
                 click.echo(str(exc), err=True)
@@ -88,6 +89,8 @@ def rotate(data_dir: Path | None, new_key: str | None) -> None:
         click.echo(
             f"re-encrypted {len(names)} database URL(s) with key {rotation.key_id}: {', '.join(names)}"
         )
+        if rotation.webhooks:
+            click.echo(f"re-encrypted the URL and secret of {len(rotation.webhooks)} webhook(s)")
         if key_file is not None:
             click.echo(f"the key file {key_file} now holds only the new key")
         else:

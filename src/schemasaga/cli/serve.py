@@ -112,10 +112,12 @@ async def _serve(
             sockets = [socket.socket(fileno=listen_fd)]
         if supervisor is not None:
             orphan_watch = asyncio.create_task(_stop_when_orphaned(server, supervisor))
+        feed_stop = asyncio.create_task(_end_feeds_when_stopping(server, container.feed))
         try:
             # uvicorn handles SIGINT/SIGTERM and returns once in-flight requests are done.
             await server.serve(sockets=sockets)
         finally:
+            feed_stop.cancel()
             if orphan_watch is not None:
                 orphan_watch.cancel()
             if worker_task is not None and not worker_task.done():
@@ -123,6 +125,15 @@ async def _serve(
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker_task
     return 1 if failed else 0
+
+
+async def _end_feeds_when_stopping(server: Any, feed: Any) -> None:
+    """uvicorn stops once the answers in progress are done, and a live feed's never is: end the feeds
+    (their clients resume with Last-Event-ID, here after a restart or at another process) as soon as the
+    server is asked to stop, whichever way (a signal, the supervisor's death)."""
+    while not server.should_exit:
+        await asyncio.sleep(0.2)
+    feed.stop()
 
 
 async def _stop_when_orphaned(server: Any, supervisor: int) -> None:

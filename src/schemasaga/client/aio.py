@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -16,14 +16,19 @@ from schemasaga.api.models import (
     ColumnSpec,
     DatabaseList,
     DatabaseOut,
+    DeliveryList,
     DriftReportOut,
     EventOut,
+    FeedEventOut,
     IndexSpec,
+    NewWebhookOut,
     OkOut,
     OperationOut,
     TableOut,
     TablePage,
     TrashOut,
+    WebhookList,
+    WebhookOut,
 )
 from schemasaga.client import calls
 from schemasaga.client._shared import (
@@ -36,6 +41,14 @@ from schemasaga.client._shared import (
 )
 from schemasaga.client.calls import FINISHED, Call
 from schemasaga.client.errors import SchemasagaError
+from schemasaga.client.stream import (
+    STREAM_PATH,
+    STREAM_TIMEOUT,
+    SseParser,
+    reconnect_delay,
+    stream_headers,
+    stream_params,
+)
 
 T = TypeVar("T")
 Id = UUID | str
@@ -43,9 +56,9 @@ Id = UUID | str
 
 class AsyncClient:
     """``AsyncClient("http://127.0.0.1:8000", token=...)``: ``tables``, ``columns``, ``indexes``,
-    ``operations``, ``databases``, ``events``, ``trash``. Every change is sent with an ``Idempotency-Key``
-    (one per call, or the one given) and tried again, with that key, when the connection fails or the service
-    answers 503; an error answer raises :class:`SchemasagaError`."""
+    ``operations``, ``databases``, ``events`` (the live feed too), ``webhooks``, ``trash``. Every change
+    is sent with an ``Idempotency-Key`` (one per call, or the one given) and tried again, with that key,
+    when the connection fails or the service answers 503; an error answer raises :class:`SchemasagaError`."""
 
     def __init__(
         self,
@@ -68,6 +81,7 @@ class AsyncClient:
         self.databases = Databases(self)
         self.events = Events(self)
         self.trash = Trash(self)
+        self.webhooks = Webhooks(self)
 
     async def send(self, call: Call[T]) -> T:
         args = request_args(call)
@@ -265,11 +279,85 @@ class Databases(_Part):
         return await self._client.send(calls.database_drift(name))
 
 
+class Webhooks(_Part):
+    async def create(
+        self,
+        url: str,
+        events: Sequence[str] = ("*",),
+        *,
+        secret: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> NewWebhookOut:
+        """A webhook (admin): ``secret`` is generated when not given, and then in this answer only."""
+        return await self._client.send(calls.create_webhook(url, events, secret=secret, key=idempotency_key))
+
+    async def list(self) -> WebhookList:
+        return await self._client.send(calls.list_webhooks())
+
+    async def get(self, webhook_id: Id) -> WebhookOut:
+        return await self._client.send(calls.get_webhook(webhook_id))
+
+    async def delete(self, webhook_id: Id, *, idempotency_key: str | None = None) -> OkOut:
+        return await self._client.send(calls.delete_webhook(webhook_id, key=idempotency_key))
+
+    async def deliveries(self, webhook_id: Id, *, limit: int | None = None) -> DeliveryList:
+        """The newest first: attempts, the last answer, the next attempt."""
+        return await self._client.send(calls.webhook_deliveries(webhook_id, limit=limit))
+
+
 class Events(_Part):
     async def list(self, *, table_id: Id) -> list[EventOut]:
-        """A table's events, oldest first. (The live feed, ``GET /v1/events/stream``, is not in the client
-        yet.)"""
+        """A table's events, oldest first (the live feed of every table: ``stream``)."""
         return await self._client.send(calls.table_events(table_id))
+
+    async def stream(
+        self,
+        *,
+        after: int | None = None,
+        stream: str | None = None,
+        types: Sequence[str] = (),
+        table_id: Id | None = None,
+        correlation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[FeedEventOut]:
+        """The live feed: every event positioned after ``after`` (from the first without it) that passes
+        the filters, in position order, endlessly. When the connection breaks or the service restarts it
+        connects again with ``Last-Event-ID``, so each event comes once, none is skipped. ``timeout``:
+        stop after this many seconds. An error answer (a bad filter, 401, 403) raises
+        :class:`SchemasagaError`; a 503 is tried again."""
+        parser = SseParser(last_id=after)
+        params = stream_params(
+            stream=stream, types=types, table_id=table_id, correlation_id=correlation_id, timeout=None
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failures = 0
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return
+            parser.reset()
+            query = httpx.QueryParams(
+                params if remaining is None else [*params, ("timeout", f"{remaining:.3f}")]
+            )
+            try:
+                async with self._client.http.stream(
+                    "GET", STREAM_PATH, params=query, headers=stream_headers(parser), timeout=STREAM_TIMEOUT
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        error = SchemasagaError.from_response(response)
+                        if not error.retryable:
+                            raise error
+                    else:
+                        failures = 0
+                        async for line in response.aiter_lines():
+                            event = parser.line(line)
+                            if event is not None:
+                                yield event
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(reconnect_delay(failures, deadline, time.monotonic()))
+            failures += 1
 
 
 class Trash(_Part):

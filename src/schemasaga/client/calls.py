@@ -17,14 +17,18 @@ from schemasaga.api.models import (
     ColumnSpec,
     DatabaseList,
     DatabaseOut,
+    DeliveryList,
     DriftReportOut,
     EventOut,
     IndexSpec,
+    NewWebhookOut,
     OkOut,
     OperationOut,
     TableOut,
     TablePage,
     TrashOut,
+    WebhookList,
+    WebhookOut,
 )
 
 T = TypeVar("T")
@@ -235,3 +239,33 @@ def unregister_database(name: str, *, key: str | None) -> Call[OkOut]:
 
 def database_drift(name: str) -> Call[DriftReportOut]:
     return Call("GET", f"/v1/databases/{name}/drift", model(DriftReportOut))
+
+
+# -- webhooks --------------------------------------------------------------------------------------
+
+
+def create_webhook(
+    url: str, events: Sequence[str], *, secret: str | None, key: str | None
+) -> Call[NewWebhookOut]:
+    body: dict[str, Any] = {"url": url, "events": list(events)}
+    if secret is not None:
+        body["secret"] = secret
+    return Call("POST", "/v1/webhooks", model(NewWebhookOut), json=body, write=True, idempotency_key=key)
+
+
+def list_webhooks() -> Call[WebhookList]:
+    return Call("GET", "/v1/webhooks", model(WebhookList))
+
+
+def get_webhook(webhook_id: UUID | str) -> Call[WebhookOut]:
+    return Call("GET", f"/v1/webhooks/{webhook_id}", model(WebhookOut))
+
+
+def delete_webhook(webhook_id: UUID | str, *, key: str | None) -> Call[OkOut]:
+    return Call("DELETE", f"/v1/webhooks/{webhook_id}", model(OkOut), write=True, idempotency_key=key)
+
+
+def webhook_deliveries(webhook_id: UUID | str, *, limit: int | None) -> Call[DeliveryList]:
+    return Call(
+        "GET", f"/v1/webhooks/{webhook_id}/deliveries", model(DeliveryList), params=_params(limit=limit)
+    )

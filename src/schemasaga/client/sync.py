@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -15,14 +15,19 @@ from schemasaga.api.models import (
     ColumnSpec,
     DatabaseList,
     DatabaseOut,
+    DeliveryList,
     DriftReportOut,
     EventOut,
+    FeedEventOut,
     IndexSpec,
+    NewWebhookOut,
     OkOut,
     OperationOut,
     TableOut,
     TablePage,
     TrashOut,
+    WebhookList,
+    WebhookOut,
 )
 from schemasaga.client import calls
 from schemasaga.client._shared import (
@@ -35,6 +40,14 @@ from schemasaga.client._shared import (
 )
 from schemasaga.client.calls import FINISHED, Call
 from schemasaga.client.errors import SchemasagaError
+from schemasaga.client.stream import (
+    STREAM_PATH,
+    STREAM_TIMEOUT,
+    SseParser,
+    reconnect_delay,
+    stream_headers,
+    stream_params,
+)
 
 T = TypeVar("T")
 Id = UUID | str
@@ -42,9 +55,9 @@ Id = UUID | str
 
 class Client:
     """``Client("http://127.0.0.1:8000", token=...)``: ``tables``, ``columns``, ``indexes``,
-    ``operations``, ``databases``, ``events``, ``trash``. Every change is sent with an ``Idempotency-Key``
-    (one per call, or the one given) and tried again, with that key, when the connection fails or the service
-    answers 503; an error answer raises :class:`SchemasagaError`."""
+    ``operations``, ``databases``, ``events`` (the live feed too), ``webhooks``, ``trash``. Every change
+    is sent with an ``Idempotency-Key`` (one per call, or the one given) and tried again, with that key,
+    when the connection fails or the service answers 503; an error answer raises :class:`SchemasagaError`."""
 
     def __init__(
         self,
@@ -67,6 +80,7 @@ class Client:
         self.databases = Databases(self)
         self.events = Events(self)
         self.trash = Trash(self)
+        self.webhooks = Webhooks(self)
 
     def send(self, call: Call[T]) -> T:
         args = request_args(call)
@@ -250,11 +264,85 @@ class Databases(_Part):
         return self._client.send(calls.database_drift(name))
 
 
+class Webhooks(_Part):
+    def create(
+        self,
+        url: str,
+        events: Sequence[str] = ("*",),
+        *,
+        secret: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> NewWebhookOut:
+        """A webhook (admin): ``secret`` is generated when not given, and then in this answer only."""
+        return self._client.send(calls.create_webhook(url, events, secret=secret, key=idempotency_key))
+
+    def list(self) -> WebhookList:
+        return self._client.send(calls.list_webhooks())
+
+    def get(self, webhook_id: Id) -> WebhookOut:
+        return self._client.send(calls.get_webhook(webhook_id))
+
+    def delete(self, webhook_id: Id, *, idempotency_key: str | None = None) -> OkOut:
+        return self._client.send(calls.delete_webhook(webhook_id, key=idempotency_key))
+
+    def deliveries(self, webhook_id: Id, *, limit: int | None = None) -> DeliveryList:
+        """The newest first: attempts, the last answer, the next attempt."""
+        return self._client.send(calls.webhook_deliveries(webhook_id, limit=limit))
+
+
 class Events(_Part):
     def list(self, *, table_id: Id) -> list[EventOut]:
-        """A table's events, oldest first. (The live feed, ``GET /v1/events/stream``, is not in the client
-        yet.)"""
+        """A table's events, oldest first (the live feed of every table: ``stream``)."""
         return self._client.send(calls.table_events(table_id))
+
+    def stream(
+        self,
+        *,
+        after: int | None = None,
+        stream: str | None = None,
+        types: Sequence[str] = (),
+        table_id: Id | None = None,
+        correlation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[FeedEventOut]:
+        """The live feed: every event positioned after ``after`` (from the first without it) that passes
+        the filters, in position order, endlessly. When the connection breaks or the service restarts it
+        connects again with ``Last-Event-ID``, so each event comes once, none is skipped. ``timeout``:
+        stop after this many seconds. An error answer (a bad filter, 401, 403) raises
+        :class:`SchemasagaError`; a 503 is tried again."""
+        parser = SseParser(last_id=after)
+        params = stream_params(
+            stream=stream, types=types, table_id=table_id, correlation_id=correlation_id, timeout=None
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failures = 0
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return
+            parser.reset()
+            query = httpx.QueryParams(
+                params if remaining is None else [*params, ("timeout", f"{remaining:.3f}")]
+            )
+            try:
+                with self._client.http.stream(
+                    "GET", STREAM_PATH, params=query, headers=stream_headers(parser), timeout=STREAM_TIMEOUT
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        error = SchemasagaError.from_response(response)
+                        if not error.retryable:
+                            raise error
+                    else:
+                        failures = 0
+                        for line in response.iter_lines():
+                            event = parser.line(line)
+                            if event is not None:
+                                yield event
+            except httpx.TransportError:
+                pass
+            time.sleep(reconnect_delay(failures, deadline, time.monotonic()))
+            failures += 1
 
 
 class Trash(_Part):

@@ -136,6 +136,31 @@ class OperationNotFound(DomainError):
     code = "operation_not_found"
 
 
+# -- the event feed --------------------------------------------------------------------------------
+
+
+class UnknownEventType(DomainError):
+    code = "unknown_event_type"
+
+
+class InvalidWebhook(DomainError):
+    code = "invalid_webhook"
+
+
+class WebhookTargetNotAllowed(DomainError):
+    code = "webhook_target_not_allowed"
+
+
+class WebhookNotFound(DomainError):
+    code = "webhook_not_found"
+
+
+class InvalidLastEventId(DomainError):
+    """A feed resumed from something that is no position (a ``Last-Event-ID`` or ``after``)."""
+
+    code = "invalid_last_event_id"
+
+
 # -- undo ----------------------------------------------------------------------------------------
 
 

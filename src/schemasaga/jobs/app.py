@@ -1,10 +1,12 @@
-"""The procrastinate app, its one task and the scheduler that defers it inside a caller's transaction."""
+"""The procrastinate app, its tasks (a saga step, a webhook delivery) and the scheduler that defers them
+inside a caller's transaction."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -16,16 +18,59 @@ from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
 
 from schemasaga import logcontext, tracing
-from schemasaga.jobs.queries import RUN_SAGA, table_lock
+from schemasaga.jobs.queries import DELIVER_WEBHOOK, RUN_SAGA, table_lock, webhook_lock
 from schemasaga.jobs.watchdog import JobsInHand
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RUN_SAGA", "JobScheduler", "SagaRunnerPort", "create_app"]
+__all__ = [
+    "DELIVER_WEBHOOK",
+    "RUN_SAGA",
+    "JobScheduler",
+    "SagaRunnerPort",
+    "WebhookDelivererPort",
+    "create_app",
+]
 
 
 class SagaRunnerPort(Protocol):
     async def run(self, *, table_id: UUID, operation_id: UUID, job_id: int | None = None) -> None: ...
+
+
+class WebhookDelivererPort(Protocol):
+    async def deliver(self, webhook_id: UUID, position: int) -> float | None: ...
+
+
+class RetryLater(Exception):
+    """A delivery that failed and is to be tried again in ``seconds``."""
+
+    def __init__(self, seconds: float, why: str) -> None:
+        super().__init__(why)
+        self.seconds = seconds
+
+
+_CORE_LOST = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    PoolTimeout,
+    procrastinate.exceptions.ConnectorException,
+)
+
+
+class _WebhookRetry(procrastinate.BaseRetryStrategy):
+    """Again when the deliverer says when (its schedule), or soon when the core database was lost."""
+
+    def get_retry_decision(
+        self, *, exception: BaseException, job: procrastinate.jobs.Job
+    ) -> procrastinate.RetryDecision | None:
+        if isinstance(exception, RetryLater):
+            # retry_at: retry_in takes whole seconds, and a test's schedule is shorter.
+            return procrastinate.RetryDecision(
+                retry_at=datetime.now(UTC) + timedelta(seconds=exception.seconds)
+            )
+        if isinstance(exception, _CORE_LOST) and job.attempts < 20:
+            return procrastinate.RetryDecision(retry_in={"seconds": 1})
+        return None
 
 
 def create_app() -> procrastinate.App:
@@ -37,12 +82,7 @@ def create_app() -> procrastinate.App:
     core_lost = procrastinate.RetryStrategy(
         max_attempts=20,
         wait=1,
-        retry_exceptions={
-            psycopg.OperationalError,
-            psycopg.InterfaceError,
-            PoolTimeout,
-            procrastinate.exceptions.ConnectorException,
-        },
+        retry_exceptions=set(_CORE_LOST),
     )
 
     @app.task(name=RUN_SAGA, pass_context=True, retry=core_lost)
@@ -70,6 +110,13 @@ def create_app() -> procrastinate.App:
         ):
             await runner.run(table_id=UUID(table_id), operation_id=UUID(operation_id), job_id=context.job.id)
 
+    @app.task(name=DELIVER_WEBHOOK, pass_context=True, retry=_WebhookRetry())
+    async def deliver_webhook(context: procrastinate.JobContext, webhook_id: str, position: int) -> None:
+        deliverer: WebhookDelivererPort = context.additional_context["webhook_deliverer"]
+        wait = await deliverer.deliver(UUID(webhook_id), position)
+        if wait is not None:
+            raise RetryLater(wait, f"delivery of position {position} to webhook {webhook_id} failed")
+
     return app
 
 
@@ -96,6 +143,15 @@ class JobScheduler:
             args["traceparent"] = parent
         job_id: int = await self.app.configure_task(RUN_SAGA, **options).defer_async(**args)
         return job_id
+
+    async def deliver_webhook(
+        self, *, conn: AsyncConnection[Any], webhook_id: UUID, position: int, stream: str | None
+    ) -> None:
+        """Queue one delivery, on the caller's connection (with its row)."""
+        task = self.app.configure_task(
+            DELIVER_WEBHOOK, connection=conn, lock=webhook_lock(webhook_id, stream)
+        )
+        await task.defer_async(webhook_id=str(webhook_id), position=position)
 
 
 @contextmanager

@@ -15,6 +15,12 @@ from schemasaga.sql import queries
 Q = queries("jobs")
 
 RUN_SAGA = "schemasaga.run_saga"
+DELIVER_WEBHOOK = "schemasaga.deliver_webhook"
+
+
+def webhook_lock(webhook_id: UUID, stream: str | None) -> str:
+    """The deliveries of one webhook and one stream (a table's) run one at a time, in queue order."""
+    return f"webhook:{webhook_id}:{stream or ''}"
 
 
 def table_lock(table_id: UUID) -> str:

@@ -10,18 +10,21 @@ the commit the URLs are under an old key the file still holds, after it under th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from schemasaga.secrets import SecretBox, write_key_file
 from schemasaga.services.databases import DatabaseCommands
+from schemasaga.services.webhooks import WebhookCommands
 
 
 @dataclass(frozen=True, slots=True)
 class Rotation:
     key_id: str
     databases: list[str]
+    webhooks: list[UUID] = field(default_factory=list)
 
 
 async def rotate_keys(
@@ -31,13 +34,16 @@ async def rotate_keys(
     new_key: str,
     key_file: Path | None,
     metadata: Mapping[str, Any],
+    webhooks: WebhookCommands | None = None,
 ) -> Rotation:
-    """Re-encrypt every stored URL with ``new_key`` (``current`` must decrypt them all); with a
-    ``key_file``, keep it able to decrypt every URL at each instant, then leave only the new key in it."""
+    """Re-encrypt every stored URL (and every webhook's URL and secret) with ``new_key`` (``current`` must
+    decrypt them all); with a ``key_file``, keep it able to decrypt every one at each instant, then leave
+    only the new key in it."""
     new = current.with_primary(new_key)
     if key_file is not None:
         write_key_file(key_file, new.keys)
     names = await databases.rotate(new, metadata=metadata)
+    hooks = [] if webhooks is None else await webhooks.rotate(new, metadata=metadata)
     if key_file is not None:
         write_key_file(key_file, [new_key])
-    return Rotation(key_id=new.key_id, databases=names)
+    return Rotation(key_id=new.key_id, databases=names, webhooks=hooks)

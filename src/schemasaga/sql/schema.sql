@@ -54,6 +54,28 @@ CREATE FUNCTION event_store_horizon() RETURNS xid8 LANGUAGE sql STABLE AS $$
         pg_snapshot_xmax(pg_current_snapshot()))
 $$;
 
+-- Positions are taken after the transaction's xid is assigned, and appends notify the feed's followers
+-- (migration 0014; services/feed.py says why).
+CREATE FUNCTION event_store_next_position() RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_current_xact_id();
+    RETURN nextval('event_store_events_position_seq');
+END
+$$;
+ALTER TABLE event_store_events ALTER COLUMN position SET DEFAULT event_store_next_position();
+
+-- Followers of the feed wake on this channel (one notice per appending transaction: PostgreSQL folds the
+-- identical notices of a transaction into one) and poll as well, so a missed notice only delays.
+CREATE FUNCTION event_store_notify_appended() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('schemasaga_events_appended', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER event_store_events_appended_notify
+    AFTER INSERT ON event_store_events
+    FOR EACH STATEMENT EXECUTE FUNCTION event_store_notify_appended();
+
 CREATE TABLE event_store_snapshots (
     stream      text        NOT NULL,
     version     integer     NOT NULL,
@@ -198,6 +220,36 @@ CREATE TRIGGER rm_operations_finished_notify
     AFTER INSERT OR UPDATE OF status ON rm_operations
     FOR EACH ROW WHEN (NEW.status IN ('completed', 'rejected'))
     EXECUTE FUNCTION schemasaga_notify_operation_finished();
+
+-- Webhooks: the read model of the Webhook$<id> streams (URL and secret only encrypted, like BYODB URLs),
+-- with dispatched_to, the position up to which the log's events are queued as its deliveries (the
+-- dispatcher's progress, not rebuilt from the events). Each delivery is a row here and a job.
+CREATE TABLE rm_webhooks (
+    webhook_id        uuid        PRIMARY KEY,
+    url_encrypted     text        NOT NULL,
+    events            text[]      NOT NULL,
+    secret_encrypted  text        NOT NULL,
+    key_id            text        NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    deleted_at        timestamptz,
+    dispatched_to     bigint      NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    webhook_id        uuid        NOT NULL,
+    position          bigint      NOT NULL,
+    event_id          uuid        NOT NULL,
+    event_type        text        NOT NULL,
+    stream            text,
+    -- pending, delivered, failed (retries exhausted) or cancelled (the webhook was deleted)
+    status            text        NOT NULL DEFAULT 'pending',
+    attempts          integer     NOT NULL DEFAULT 0,
+    last_status_code  integer,
+    last_error        text,
+    next_attempt_at   timestamptz,
+    delivered_at      timestamptz,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (webhook_id, position)
+);
 
 -- Bookkeeping -----------------------------------------------------------------------------------
 
