@@ -229,6 +229,10 @@ async def test_a_step_that_waits_for_a_lock_shows_who_holds_it(
                 assert "lock" in (operation["last_error"] or "")
                 assert [b["session"] for b in blocked] == [str(holder_pid)]
                 assert "SELECT" in str(blocked[0]["query"]) and blocked[0]["held_for_s"] is not None
+                # The console's operations page names the blocker too.
+                page = (await client.get("/console/operations?status=" + operation["status"])).text
+                assert f"blocked by session <code>{holder_pid}</code>" in page
+                assert "blocked by session" in page and str(blocked[0]["query"]) in page, page
                 holder.rollback()
             operation = await wait_operation(client, operation_id)
             assert operation["status"] == "completed", operation["last_error"]

@@ -242,6 +242,8 @@ def _operation_row(op: OperationView) -> dict[str, Any]:
         "created_at": op.created_at,
         "undoes": op.undoes,
         "undone_by": op.undone_by,
+        # Who holds the lock its last attempt waited for (while it is in flight).
+        "blocked_by": op.detail.get("blocked_by") or [] if op.status in IN_FLIGHT else [],
     }
 
 
