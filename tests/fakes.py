@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -402,8 +402,15 @@ class MemoryReads:
     async def identity_holder(self, identity: str) -> str | None:
         return next((s.name for s in self.core.state.databases.values() if s.identity == identity), None)
 
-    async def list_databases(self, *, name: str | None = None) -> list[DatabaseView]:
-        return [
+    async def list_databases(
+        self,
+        *,
+        name: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+        databases: Collection[str] | None = None,
+    ) -> list[DatabaseView]:
+        views = [
             DatabaseView(
                 name=s.name,
                 engine=s.engine,
@@ -421,5 +428,8 @@ class MemoryReads:
                 updated_at=s.updated_at or datetime.now(UTC),
             )
             for s in sorted(self.core.state.databases.values(), key=lambda s: s.name)
-            if name is None or s.name == name
+            if (name is None or s.name == name)
+            and (after is None or s.name > after)
+            and (databases is None or s.name in databases)
         ]
+        return views if limit is None else views[:limit]

@@ -14,7 +14,7 @@ from schemasaga.api.errors import install_error_handlers, problem_media_types, r
 from schemasaga.api.idempotency import install_idempotency
 from schemasaga.api.middleware import RequestContext
 from schemasaga.api.models import HealthOut
-from schemasaga.api.v1 import databases, operations, tables, tokens
+from schemasaga.api.v1 import databases, log, operations, tables, tokens
 
 
 def create_app(services: Services, *, access: AccessPolicy | None = None) -> FastAPI:
@@ -32,6 +32,7 @@ def create_app(services: Services, *, access: AccessPolicy | None = None) -> Fas
     app.include_router(operations.router)
     app.include_router(databases.router)
     app.include_router(tokens.router)
+    app.include_router(log.router)
     app.include_router(ops.router)
     app.include_router(console.router)
     install_idempotency(app)

@@ -235,7 +235,7 @@ class Databases(_Part):
 
 
 class Events(_Part):
-    def list(self, *, table_id: Id) -> list[EventOut]:
-        """A table's events, oldest first. (The live feed, ``GET /v1/events/stream``, is not in the client
-        yet.)"""
-        return self._client.send(calls.table_events(table_id))
+    def list(self, *, table_id: Id, after: int | None = None, limit: int = 1000) -> list[EventOut]:
+        """A table's events, oldest first, a page at a time: those after version ``after``, at most ``limit``
+        (at most 1000). (The live feed, ``GET /v1/events/stream``, is not in the client yet.)"""
+        return self._client.send(calls.table_events(table_id, after=after, limit=limit))

@@ -331,6 +331,19 @@ class EventStore:
             if len(rows) < batch_size:
                 await asyncio.sleep(poll_interval)
 
+    async def read_committed(self, *, after: Checkpoint, limit: int) -> list[RecordedEvent]:
+        """One batch of :meth:`follow`: at most ``limit`` events after ``after`` in (tx_id, position)
+        order, of transactions below the horizon only (a page of the global log that no late commit can
+        slip in front of)."""
+        params = {"tx_id": after.tx_id, "position": after.position, "limit": limit}
+        rows = await self._run(self._q["follow"], params, conn=None)
+        return self._events(rows, None, followed=True)
+
+    async def checkpoint_of(self, event_id: UUID) -> Checkpoint | None:
+        """The follower checkpoint just after the event ``event_id`` (None when there is no such event)."""
+        rows = await self._run(self._q["checkpoint_of"], {"event_id": event_id}, conn=None)
+        return Checkpoint(tx_id=rows[0][0], position=rows[0][1]) if rows else None
+
     async def current_checkpoint(self) -> Checkpoint:
         """The checkpoint after the last event a follower could read now: following from it yields only
         events appended later (or committed later)."""

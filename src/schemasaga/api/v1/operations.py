@@ -3,11 +3,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from schemasaga.api.deps import Reader, Reads, ServicesDep, require_table
 from schemasaga.api.errors import problems
 from schemasaga.api.models import OperationOut
+from schemasaga.api.paging import Limit, link_next, next_after
 from schemasaga.domain.errors import OperationNotFound
 from schemasaga.services.waiting import FINISHED, MAX_WAIT_SECONDS
 
@@ -47,13 +48,19 @@ async def get_operation(
 async def list_operations(
     caller: Reader,
     reads: Reads,
+    request: Request,
+    response: Response,
     table_id: UUID | None = None,
     status: Literal["pending", "running", "completed", "rejected"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[
+        UUID | None, Query(description="keyset cursor: the last operation_id of the previous page")
+    ] = None,
+    limit: Limit = 100,
 ) -> list[OperationOut]:
-    return [
-        OperationOut.model_validate(v)
-        for v in await reads.list_operations(
-            table_id=table_id, status=status, limit=limit, databases=caller.databases
-        )
-    ]
+    """Newest first, a page at a time: the next page's URL is in the `Link` header (`rel="next"`),
+    absent on the last page."""
+    views = await reads.list_operations(
+        table_id=table_id, status=status, limit=limit, databases=caller.databases, after=after
+    )
+    link_next(request, response, next_after(len(views), limit, views[-1].operation_id if views else None))
+    return [OperationOut.model_validate(v) for v in views]

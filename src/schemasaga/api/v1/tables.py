@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from schemasaga.api.deps import Metadata, Reader, Reads, Services, ServicesDep, Tables, Writer, require_table
@@ -26,6 +26,7 @@ from schemasaga.api.models import (
     TablePage,
     TrackTableRequest,
 )
+from schemasaga.api.paging import Limit, link_next, next_after
 from schemasaga.domain.errors import InvalidColumn, TableNotFound
 from schemasaga.services.tables import Accepted, Asked, Planned
 from schemasaga.services.waiting import MAX_WAIT_SECONDS
@@ -148,12 +149,14 @@ async def list_tables(
     caller: Reader,
     reads: Reads,
     services: ServicesDep,
+    request: Request,
+    response: Response,
     database: str | None = None,
     include_deleted: bool = False,
     after: Annotated[
         UUID | None, Query(description="keyset cursor: last table_id of the previous page")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
 ) -> TablePage:
     """The tables of every database the token may touch (or of `database` only)."""
     if database is not None:
@@ -166,7 +169,9 @@ async def list_tables(
         databases=caller.databases,
     )
     items = [TableOut.of(v, engine=services.connections.known_engine(v.database)) for v in views]
-    return TablePage(items=items, next_after=items[-1].table_id if len(items) == limit else None)
+    after_next = next_after(len(items), limit, items[-1].table_id if items else None)
+    link_next(request, response, after_next)
+    return TablePage(items=items, next_after=after_next)
 
 
 @router.get("/{table_id}", response_model=TableOut, responses=problems(404, 422, 503))
@@ -399,11 +404,24 @@ async def drop_index(
 
 
 @router.get("/{table_id}/events", response_model=list[EventOut], responses=problems(404, 422, 503))
-async def table_events(table_id: UUID, caller: Reader, reads: Reads) -> list[EventOut]:
+async def table_events(
+    table_id: UUID,
+    caller: Reader,
+    reads: Reads,
+    request: Request,
+    response: Response,
+    after: Annotated[
+        int | None, Query(ge=0, description="keyset cursor: the last version of the previous page")
+    ] = None,
+    limit: Limit = 100,
+) -> list[EventOut]:
+    """The table's events, oldest first, a page at a time: the next page's URL is in the `Link` header
+    (`rel="next"`), absent on the last page."""
     await require_table(caller, reads, table_id)
-    events = await reads.table_events(table_id)
-    if not events:
+    events = await reads.table_events(table_id, after=after, limit=limit)
+    if not events and (after is None or await reads.get_table(table_id) is None):
         raise TableNotFound(f"no table with id {table_id}")
+    link_next(request, response, next_after(len(events), limit, events[-1].version if events else None))
     return [EventOut.model_validate(e) for e in events]
 
 

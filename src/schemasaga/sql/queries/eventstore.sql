@@ -199,6 +199,10 @@ WHERE (e.tx_id, e.position) > (%(tx_id)s::text::xid8, %(position)s::bigint)
 ORDER BY e.tx_id, e.position
 LIMIT %(limit)s;
 
+-- name: checkpoint_of
+-- The follower checkpoint of one event (the cursor of a page of the global log).
+SELECT tx_id::text::bigint, position FROM event_store_events WHERE event_id = %(event_id)s;
+
 -- name: follow_head
 -- The checkpoint of the last event a follower could read now (none when there is none).
 SELECT e.tx_id::text::bigint, e.position
