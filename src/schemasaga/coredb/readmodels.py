@@ -35,6 +35,7 @@ from schemasaga.domain.events import (
 )
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import EventStore, RecordedEvent
+from schemasaga.eventstore.jsoncodec import dumps
 from schemasaga.sql import queries
 
 Q = queries("readmodels")
@@ -271,3 +272,161 @@ async def _rebuild_tables(conn: AsyncConnection[Any], store: EventStore) -> int:
             table.apply(event_from_data(rec.event_type, rec.data))
             await _project_table(conn, table, [rec])
     return len(streams)
+
+
+# -- the same projection, in memory (the online rebuild) ---------------------------------------------
+
+TABLE_COLUMNS = (
+    "table_id",
+    "database_name",
+    "name",
+    "synced",
+    "exists_",
+    "deleted",
+    "columns",
+    "indexes",
+    "version",
+    "created_at",
+    "updated_at",
+    "holds_name",
+)
+OPERATION_COLUMNS = (
+    "operation_id",
+    "table_id",
+    "kind",
+    "status",
+    "detail",
+    "failed_attempts",
+    "steps_done",
+    "last_error",
+    "accepted_seq",
+    "created_at",
+    "updated_at",
+    "finished_at",
+)
+DATABASE_COLUMNS = (
+    "name",
+    "engine",
+    "url_encrypted",
+    "key_id",
+    "display",
+    "source",
+    "status",
+    "server_version",
+    "version",
+    "created_at",
+    "updated_at",
+    "identity",
+)
+
+
+def table_rows(events: Sequence[RecordedEvent]) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+    """The rm_tables row and the rm_operations rows that projecting a table's events one by one (as
+    :func:`project_table` does when they are appended) leaves, computed without the database: the
+    statements of ``_project_event`` applied to dictionaries. JSON columns come as JSON text."""
+    table = Table(table_id=UUID(events[0].data["table_id"]))
+    ops: dict[Any, dict[str, Any]] = {}
+    for rec in events:
+        event = event_from_data(rec.event_type, rec.data)
+        table.apply(event)
+        _apply_to_operations(ops, event, rec)
+    row = (
+        table.table_id,
+        table.database,
+        table.name,
+        table.synced,
+        table.exists,
+        not table.live,
+        dumps([c.to_dict() for c in table.schema.columns]),
+        dumps([i.to_dict() for i in table.schema.indexes]),
+        table.version,
+        events[0].created_at,
+        events[-1].created_at,
+        table.holds_name,
+    )
+    op_rows = [
+        tuple(dumps(op[c]) if c in ("detail", "steps_done") else op[c] for c in OPERATION_COLUMNS)
+        for op in ops.values()
+    ]
+    return row, op_rows
+
+
+def _apply_to_operations(ops: dict[Any, dict[str, Any]], event: TableEvent, rec: RecordedEvent) -> None:
+    at = rec.created_at
+    op = ops.get(event.operation_id)
+    match event:
+        case (
+            TableCreated()
+            | TableChanged()
+            | TableDeleted()
+            | TableReconciliationRequested()
+            | TableAltered()
+            | TableTracked()
+        ):
+            if op is None:  # insert_operation: ON CONFLICT DO NOTHING
+                op = ops[event.operation_id] = {
+                    "operation_id": event.operation_id,
+                    "table_id": event.table_id,
+                    "kind": _kind(event),
+                    "status": "pending",
+                    "detail": _detail(event),
+                    "failed_attempts": 0,
+                    "steps_done": [],
+                    "last_error": None,
+                    "accepted_seq": rec.position,
+                    "created_at": at,
+                    "updated_at": at,
+                    "finished_at": None,
+                }
+            if isinstance(event, TableTracked):
+                _finish(op, "completed", None, at)
+        case _ if op is None:  # an UPDATE of no row
+            return
+        case SagaStepCompleted(step=step):
+            op["steps_done"] = [*op["steps_done"], step]
+            op["updated_at"] = at
+        case SagaAttemptFailed(attempt=attempt, error=error, blocked_by=blocked_by):
+            op.update(status="pending", last_error=error, failed_attempts=attempt, updated_at=at)
+            op["detail"] = {**op["detail"], "blocked_by": blocked_by}
+        case SagaCompensationStarted(reason=reason):
+            op["detail"] = {**op["detail"], "compensating": True, "compensation_reason": reason}
+            op["updated_at"] = at
+        case (
+            TableCreationConfirmed()
+            | TableChangeConfirmed()
+            | TableDeletionConfirmed()
+            | TableSchemaAdopted()
+        ):
+            _finish(op, "completed", None, at)
+        case (
+            TableCreationRejected(reason=r) | TableChangeRejected(reason=r) | TableDeletionRejected(reason=r)
+        ):
+            _finish(op, "rejected", r, at)
+
+
+def _finish(op: dict[str, Any], status: str, error: str | None, at: Any) -> None:
+    op.update(status=status, updated_at=at, finished_at=at)
+    if error is not None:
+        op["last_error"] = error
+
+
+def database_row(events: Sequence[RecordedEvent]) -> tuple[Any, ...] | None:
+    """The rm_databases row the database's events leave (None once it is unregistered)."""
+    name = events[0].data["name"]
+    state = db.fold(name, ((db.event_from_data(e.event_type, e.data), e.created_at) for e in events))
+    if not state.registered:
+        return None
+    return (
+        state.name,
+        state.engine,
+        state.url_encrypted,
+        state.key_id,
+        dumps(state.display),
+        state.source,
+        state.status,
+        state.server_version,
+        state.version,
+        state.created_at,
+        state.updated_at,
+        state.identity,
+    )

@@ -196,6 +196,12 @@ class EventStore:
         rows = await self._run(query, params, conn=conn)
         return self._events(rows, stream)
 
+    async def read_streams(self, streams: Sequence[str], *, conn: Conn | None = None) -> list[RecordedEvent]:
+        """Every event of ``streams``, stream by stream (in the order of their names), each in version
+        order; each event carries its stream, version and transaction id."""
+        rows = await self._run(self._q["read_streams"], {"streams": list(streams)}, conn=conn)
+        return self._events(rows, None, followed=True)
+
     async def read_all(
         self,
         *,
