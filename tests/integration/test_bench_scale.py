@@ -1,0 +1,37 @@
+"""The small size of ``bench.scale`` (``make bench-scale``): its server-side fill writes events the domain
+accepts, which the online rebuild turns into the read models the bench measures."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from bench.scale import HOT_EVENTS, fill, rebuild
+
+
+async def test_the_fill_makes_tables_the_rebuild_accepts(
+    core_db: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    written, _ = await asyncio.to_thread(fill, core_db, 12, 12 * 9, small=3, big=4)
+    events, _ = await rebuild(core_db, 5)
+    assert events == written == HOT_EVENTS - 1 + 11 * 9
+    with psycopg.connect(core_db) as conn:
+        rows = conn.execute(
+            "SELECT database_name, count(*), min(version), max(version), bool_and(synced AND exists_) "
+            "FROM rm_tables GROUP BY database_name ORDER BY database_name"
+        ).fetchall()
+        hot = conn.execute(
+            "SELECT version, jsonb_array_length(columns) FROM rm_tables WHERE name = 't0'"
+        ).fetchone()
+        ops = conn.execute("SELECT count(*), bool_and(status = 'completed') FROM rm_operations").fetchone()
+    # t0 (hot) and t8..t11 in bulk, t1..t3 in scale_small, t4..t7 in scale_big; 3 changes each but t0.
+    assert rows == [
+        ("bulk", 5, 8, HOT_EVENTS - 2, True),
+        ("scale_big", 4, 8, 8, True),
+        ("scale_small", 3, 8, 8, True),
+    ]
+    assert hot == (HOT_EVENTS - 2, 4 + (HOT_EVENTS - 3) // 3)
+    assert ops == (11 * 3 + 1 + (HOT_EVENTS - 3) // 3, True)
