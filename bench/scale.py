@@ -60,14 +60,17 @@ NAME = "tplname"
 DATABASE = "tpldb"
 HOT_EVENTS = 1000
 SMALL, BIG = 1000, 10000
+SNAPSHOT_EVERY = 50  # the service's default (SCHEMASAGA_SNAPSHOT_EVERY)
 
 
 def _op(k: int) -> str:
     return f"bbbbbbbb-bbbb-4bbb-8bbb-{k:012d}"
 
 
-def template(changes: int) -> list[tuple[int, str, str, str]]:
-    """(version, event type, data as JSON, the placeholder of its operation id) of one table's events."""
+def template(changes: int) -> tuple[list[tuple[int, str, str, str]], list[tuple[int, str, str]]]:
+    """(version, event type, data as JSON, the placeholder of its operation id) of one table's events, and
+    the snapshots the service would have saved of it (every ``SNAPSHOT_EVERY`` events: version, state as
+    JSON, the placeholder of the operation in flight then, if any)."""
     table = Table.create(
         table_id=uuid.UUID(TABLE), name=NAME, database=DATABASE, operation_id=uuid.UUID(_op(0))
     )
@@ -78,7 +81,19 @@ def template(changes: int) -> list[tuple[int, str, str, str]]:
         table.add_column(Column(f"c{k}", ColumnType.INTEGER), operation_id=op)
         table.complete_step(op, "add_column")
         table.confirm(op)
-    return [(v, e.type_name(), dumps(e.to_data()), str(e.operation_id)) for v, e in enumerate(table.changes)]
+    events = [
+        (v, e.type_name(), dumps(e.to_data()), str(e.operation_id)) for v, e in enumerate(table.changes)
+    ]
+    snapshots = []
+    folded = Table(table_id=table.table_id)
+    for v, e in enumerate(table.changes):
+        folded.apply(e)
+        if (v + 1) % SNAPSHOT_EVERY == 0:
+            state = dumps(folded.to_snapshot())
+            snapshots.append(
+                (v, state, next((_op(k) for k in range(changes + 1) if _op(k) in state), _op(0)))
+            )
+    return events, snapshots
 
 
 FILL_EVENTS = """
@@ -92,6 +107,16 @@ SELECT md5('e' || i || '.' || t.version)::uuid, t.event_type,
        '{}'::jsonb, now() - interval '1 day' + t.version * interval '1 second'
 FROM generate_series(%(first)s::int, %(last)s::int) i CROSS JOIN bench_template t
 ORDER BY i, t.version
+"""
+FILL_SNAPSHOTS = """
+INSERT INTO event_store_snapshots (stream, version, state)
+SELECT 'Table$' || md5('t' || i)::uuid, t.version,
+       replace(replace(replace(replace(t.data, %(table)s, md5('t' || i)::uuid::text),
+                               t.op, md5('o' || i || '.' || t.op)::uuid::text),
+                       %(name)s, 't' || i),
+               %(database)s, CASE WHEN i = 0 THEN 'bulk' WHEN i <= %(small)s THEN 'scale_small'
+                                  WHEN i <= %(small)s + %(big)s THEN 'scale_big' ELSE 'bulk' END)::jsonb
+FROM generate_series(%(first)s::int, %(last)s::int) i CROSS JOIN bench_snapshots t
 """
 FILL_STREAMS = """
 INSERT INTO event_store_events_in_streams (stream, version, event_id, created_at)
@@ -111,16 +136,20 @@ def fill(conninfo: str, tables: int, events: int, *, small: int, big: int) -> tu
         conn.execute(
             "CREATE UNLOGGED TABLE bench_template (version int, event_type text, data text, op text)"
         )
-        for first, last, shape in (
+        conn.execute("CREATE UNLOGGED TABLE bench_snapshots (version int, data text, op text)")
+        for first, last, (shape, snapshots) in (
             (0, 0, template((HOT_EVENTS - 3) // 3)),
             (1, tables - 1, template(changes)),
         ):
             if last < first:
                 continue
-            conn.execute("TRUNCATE bench_template")
+            conn.execute("TRUNCATE bench_template, bench_snapshots")
             with conn.cursor().copy("COPY bench_template FROM STDIN") as copy:
                 for row in shape:
                     copy.write_row(row)
+            with conn.cursor().copy("COPY bench_snapshots FROM STDIN") as copy:
+                for snapshot in snapshots:
+                    copy.write_row(snapshot)
             params = {
                 "table": TABLE,
                 "name": NAME,
@@ -133,8 +162,9 @@ def fill(conninfo: str, tables: int, events: int, *, small: int, big: int) -> tu
                 hi = min(last, lo + 9999)
                 conn.execute(FILL_EVENTS, {**params, "first": lo, "last": hi})
                 conn.execute(FILL_STREAMS, {"first": lo, "last": hi})
+                conn.execute(FILL_SNAPSHOTS, {**params, "first": lo, "last": hi})
                 written += (hi - lo + 1) * len(shape)
-        conn.execute("DROP TABLE bench_template")
+        conn.execute("DROP TABLE bench_template, bench_snapshots")
         conn.execute("VACUUM ANALYZE")
     return written, time.monotonic() - started
 

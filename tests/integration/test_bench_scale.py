@@ -26,6 +26,7 @@ async def test_the_fill_makes_tables_the_rebuild_accepts(
         hot = conn.execute(
             "SELECT version, jsonb_array_length(columns) FROM rm_tables WHERE name = 't0'"
         ).fetchone()
+        snapshots = conn.execute("SELECT count(*) FROM event_store_snapshots").fetchone()
         ops = conn.execute("SELECT count(*), bool_and(status = 'completed') FROM rm_operations").fetchone()
     # t0 (hot) and t8..t11 in bulk, t1..t3 in scale_small, t4..t7 in scale_big; 3 changes each but t0.
     assert rows == [
@@ -34,4 +35,5 @@ async def test_the_fill_makes_tables_the_rebuild_accepts(
         ("scale_small", 3, 8, 8, True),
     ]
     assert hot == (HOT_EVENTS - 2, 4 + (HOT_EVENTS - 3) // 3)
+    assert snapshots == ((HOT_EVENTS - 1) // 50,)  # the hot table's, as the service saves them
     assert ops == (11 * 3 + 1 + (HOT_EVENTS - 3) // 3, True)
