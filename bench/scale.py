@@ -13,7 +13,8 @@ own aggregate with placeholder ids, are copied N times with each table's ids and
 BYODBs on the local PostgreSQL (1,000 and up to 10,000 tables, created there physically in the tables'
 shape), the rest to an unregistered database name (never scanned).
 
-Measured, each against the same request on a core database holding the hot table and 10 others (ratio):
+Measured, each against the same request on a core database holding the hot table and 100 others (the
+pages are as long; ratio), the two services answering in turn, request by request:
 ``/v1/tables`` first page and a deep page, show, time travel of the hot table (``?at_version=500``), its
 events paged (100 a page, 5 pages from the middle), the global log paged (5 pages from the middle), a
 new table's request-to-synced latency (``POST /v1/tables?wait=20``); on the filled database only: the
@@ -30,6 +31,7 @@ import statistics
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +62,7 @@ NAME = "tplname"
 DATABASE = "tpldb"
 HOT_EVENTS = 1000
 SMALL, BIG = 1000, 10000
+BASELINE_TABLES = 101
 SNAPSHOT_EVERY = 50  # the service's default (SCHEMASAGA_SNAPSHOT_EVERY)
 
 
@@ -203,60 +206,85 @@ class Timing:
         return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] * 1000
 
 
-async def timed(client: httpx.AsyncClient, reps: int, make: Any) -> Timing:
-    values = []
-    for i in range(reps):
-        method, url, body = make(i)
-        started = time.perf_counter()
-        r = await client.request(method, url, json=body)
-        values.append(time.perf_counter() - started)
-        assert r.status_code in (200, 201, 202), (url, r.status_code, r.text)
-    return Timing(values)
+Make = Callable[[dict[str, Any], int], tuple[str, str, Any]]
+MEASURES: list[tuple[str, int, Make]] = [
+    ("tables, first page", 1, lambda c, i: ("GET", "/v1/tables?limit=100", None)),
+    ("tables, deep page", 1, lambda c, i: ("GET", f"/v1/tables?limit=100&after={c['deep']}", None)),
+    ("show", 1, lambda c, i: ("GET", f"/v1/tables/{c['some']}", None)),
+    (
+        "time travel (at_version=500 of 1,000)",
+        1,
+        lambda c, i: ("GET", f"/v1/tables/{c['hot']}?at_version={HOT_EVENTS // 2}", None),
+    ),
+    (
+        "a table's events, a page of 100",
+        1,
+        lambda c, i: (
+            "GET",
+            f"/v1/tables/{c['hot']}/events?limit=100&after={HOT_EVENTS // 2 + 100 * (i % 4)}",
+            None,
+        ),
+    ),
+    ("global log, a page of 100", 1, lambda c, i: ("GET", f"/v1/events?limit=100&after={c['middle']}", None)),
+    (
+        "new table, request to synced",
+        20,
+        lambda c, i: ("POST", "/v1/tables?wait=20", {"name": f"fresh_{uuid.uuid4().hex[:10]}"}),
+    ),
+]
 
 
-async def http_measures(base_url: str, core: str, reps: int) -> dict[str, Timing]:
-    hot = await first_value(core, "SELECT table_id FROM rm_tables WHERE name = 't0'")
-    some = await first_value(core, "SELECT table_id FROM rm_tables WHERE name <> 't0' ORDER BY name LIMIT 1")
-    deep = await first_value(
-        core,
-        "SELECT table_id FROM rm_tables ORDER BY table_id "
-        "OFFSET (SELECT count(*) * 9 / 10 FROM rm_tables) LIMIT 1",
-    )
-    middle_version = HOT_EVENTS // 2
-    middle_event = await first_value(
-        core,
-        "SELECT event_id FROM event_store_events ORDER BY position "
-        "OFFSET (SELECT count(*) / 2 FROM event_store_events) LIMIT 1",
-    )
-    out: dict[str, Timing] = {}
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
-        await timed(client, 20, lambda i: ("GET", "/v1/tables?limit=100", None))  # warm up
-        out["tables, first page"] = await timed(client, reps, lambda i: ("GET", "/v1/tables?limit=100", None))
-        out["tables, deep page"] = await timed(
-            client, reps, lambda i: ("GET", f"/v1/tables?limit=100&after={deep}", None)
-        )
-        out["show"] = await timed(client, reps, lambda i: ("GET", f"/v1/tables/{some}", None))
-        out["time travel (at_version=500 of 1,000)"] = await timed(
-            client, reps, lambda i: ("GET", f"/v1/tables/{hot}?at_version={middle_version}", None)
-        )
-        out["a table's events, a page of 100"] = await timed(
-            client,
-            reps,
-            lambda i: (
-                "GET",
-                f"/v1/tables/{hot}/events?limit=100&after={middle_version + 100 * (i % 4)}",
-                None,
-            ),
-        )
-        out["global log, a page of 100"] = await timed(
-            client, reps, lambda i: ("GET", f"/v1/events?limit=100&after={middle_event}", None)
-        )
-        out["new table, request to synced"] = await timed(
-            client,
-            max(5, reps // 20),
-            lambda i: ("POST", "/v1/tables?wait=20", {"name": f"fresh_{uuid.uuid4().hex[:10]}"}),
-        )
+async def http_measures(targets: list[tuple[str, str]], reps: int) -> list[dict[str, Timing]]:
+    """Each measure on every target (base URL, core database), request by request in turn, so that the
+    machine's load falls on all of them alike; for each target, the timings by measure."""
+    contexts = [await context(core) for _, core in targets]
+    clients = [httpx.AsyncClient(base_url=url, timeout=60) for url, _ in targets]
+    out: list[dict[str, Timing]] = [{} for _ in targets]
+    try:
+        for client, c in zip(clients, contexts, strict=True):  # warm up
+            for i in range(20):
+                await one(client, MEASURES[0][2](c, i))
+        for name, divisor, make in MEASURES:
+            values: list[list[float]] = [[] for _ in targets]
+            for i in range(max(5, reps // divisor)):
+                for k, (client, c) in enumerate(zip(clients, contexts, strict=True)):
+                    values[k].append(await one(client, make(c, i)))
+            for k in range(len(targets)):
+                out[k][name] = Timing(values[k])
+    finally:
+        for client in clients:
+            await client.aclose()
     return out
+
+
+async def one(client: httpx.AsyncClient, request: tuple[str, str, Any]) -> float:
+    method, url, body = request
+    started = time.perf_counter()
+    r = await client.request(method, url, json=body)
+    elapsed = time.perf_counter() - started
+    assert r.status_code in (200, 201, 202), (url, r.status_code, r.text)
+    return elapsed
+
+
+async def context(core: str) -> dict[str, Any]:
+    """The ids the requests name: the hot table, another one, a table 9/10 down the list, an event in the
+    middle of the log."""
+    return {
+        "hot": await first_value(core, "SELECT table_id FROM rm_tables WHERE name = 't0'"),
+        "some": await first_value(
+            core, "SELECT table_id FROM rm_tables WHERE name <> 't0' ORDER BY name LIMIT 1"
+        ),
+        "deep": await first_value(
+            core,
+            "SELECT table_id FROM rm_tables ORDER BY table_id "
+            "OFFSET (SELECT count(*) * 9 / 10 FROM rm_tables) LIMIT 1",
+        ),
+        "middle": await first_value(
+            core,
+            "SELECT event_id FROM event_store_events ORDER BY position "
+            "OFFSET (SELECT count(*) / 2 FROM event_store_events) LIMIT 1",
+        ),
+    }
 
 
 async def first_value(conninfo: str, query: str) -> Any:
@@ -322,31 +350,34 @@ async def amain(args: argparse.Namespace) -> None:
         with fresh_databases("scaleempty") as (empty_core, empty_byodb):
             empty_info = db_conninfo(empty_core)
             migrations.upgrade(empty_info)
-            fill(empty_info, 11, 11 * max(3, events // tables), small=0, big=0)
+            # 101 tables: a page of 100 is as long as on the filled database (the same answer's size).
+            fill(empty_info, BASELINE_TABLES, BASELINE_TABLES * max(3, events // tables), small=0, big=0)
             await rebuild(empty_info, args.batch_size)
-            async with running_service(empty_core, empty_byodb) as s:
-                empty = await http_measures(s.base_url, empty_info, args.reps)
-
-        async with running_service(core, byodb) as s:
-            async with httpx.AsyncClient(base_url=s.base_url, timeout=60) as client:
-                for name, dbname in (("scale_small", small_db), ("scale_big", big_db)):
-                    r = await client.post("/v1/databases", json={"name": name, "url": sqlalchemy_url(dbname)})
-                    assert r.status_code == 201, r.text
-            full = await http_measures(s.base_url, core_info, args.reps)
-            env = {
-                **os.environ,
-                "SCHEMASAGA_DATABASE_URL": core_info,
-                "SCHEMASAGA_BYODB_URL": sqlalchemy_url(byodb),
-                "SCHEMASAGA_SECRET_KEY": BENCH_SECRET_KEY,
-                "SCHEMASAGA_LOG_LEVEL": "WARNING",
-            }
-            drifts = {}
-            for name, count in (("scale_small", small), ("scale_big", big)):
-                drifts[name] = (count, *cli_run(env, "drift", "--database", name))
-            verify = cli_run(env, "verify")
+            async with running_service(empty_core, empty_byodb) as e, running_service(core, byodb) as s:
+                async with httpx.AsyncClient(base_url=s.base_url, timeout=60) as client:
+                    for name, dbname in (("scale_small", small_db), ("scale_big", big_db)):
+                        body = {"name": name, "url": sqlalchemy_url(dbname)}
+                        r = await client.post("/v1/databases", json=body)
+                        assert r.status_code == 201, r.text
+                empty, full = await http_measures(
+                    [(e.base_url, empty_info), (s.base_url, core_info)], args.reps
+                )
+        env = {
+            **os.environ,
+            "SCHEMASAGA_DATABASE_URL": core_info,
+            "SCHEMASAGA_BYODB_URL": sqlalchemy_url(byodb),
+            "SCHEMASAGA_SECRET_KEY": BENCH_SECRET_KEY,
+            "SCHEMASAGA_LOG_LEVEL": "WARNING",
+        }
+        drifts = {}
+        for name, count in (("scale_small", small), ("scale_big", big)):
+            drifts[name] = (count, *cli_run(env, "drift", "--database", name))
+        verify = cli_run(env, "verify")
 
     print()
-    print(f"| request | empty p50 / p95 (ms) | {tables:,} tables p50 / p95 (ms) | p95 ratio |")
+    print(
+        f"| request | {BASELINE_TABLES} tables p50 / p95 (ms) | {tables:,} tables p50 / p95 (ms) | p95 ratio |"
+    )
     print("|---|---|---|---|")
     for name, t in full.items():
         e = empty[name]

@@ -224,6 +224,15 @@ class MemoryDatabase:
         self._call("inspect_table", name)
         return self._find(name)
 
+    def inspect_tables(self, names: Sequence[str]) -> list[LiveTable | PermanentByodbError | None]:
+        out: list[LiveTable | PermanentByodbError | None] = []
+        for name in names:
+            try:
+                out.append(self.inspect_table(name))
+            except PermanentByodbError as exc:
+                out.append(exc)
+        return out
+
     def list_tables(self) -> list[str]:
         return sorted(self.tables)
 

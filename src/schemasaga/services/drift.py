@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
@@ -23,6 +23,10 @@ from schemasaga.services.unit_of_work import Session, UnitOfWork
 from schemasaga.services.views import ReadModels
 
 log = logging.getLogger(__name__)
+
+# Tables per step of a scan, and tables loaded from the core database at once.
+_BATCH = 200
+_LOADS_AT_ONCE = 4
 
 
 @dataclass
@@ -80,21 +84,34 @@ class DriftDetector:
         report = DriftReport(database=database)
         managed: set[str] = set()
         scan_id = uuid4()
-        for table_id, name in await self.reads.tables_of_database(database):
-            managed.add(name.lower())
-            table = await self.uow.load_table(table_id)
-            if not table.exists:
-                continue
-            if not table.synced:
-                report.in_flight += 1
-                continue
-            report.checked += 1
-            differences = await adapter.run(check, adapter, table)
-            if differences:
-                report.drifted.append(TableDrift(table.table_id, table.name, differences))
-            issues = [d.to_dict() for d in differences]
-            if record and issues != table.drift:
-                await self._record(table.table_id, issues, scan_id)
+        everything = await self.reads.tables_of_database(database)
+        # In batches: the tables of a batch are loaded a few at a time from the core database and
+        # inspected in one step of the BYODB (one connection and transaction), not one step each.
+        loads = asyncio.Semaphore(_LOADS_AT_ONCE)
+
+        async def load(table_id: UUID) -> Table:
+            async with loads:
+                return await self.uow.load_table(table_id)
+
+        for start in range(0, len(everything), _BATCH):
+            batch = everything[start : start + _BATCH]
+            managed.update(name.lower() for _, name in batch)
+            settled = []
+            for table in await asyncio.gather(*(load(table_id) for table_id, _ in batch)):
+                if not table.exists:
+                    continue
+                if not table.synced:
+                    report.in_flight += 1
+                    continue
+                settled.append(table)
+            report.checked += len(settled)
+            found = await adapter.run(check_many, adapter, settled) if settled else []
+            for table, differences in zip(settled, found, strict=True):
+                if differences:
+                    report.drifted.append(TableDrift(table.table_id, table.name, differences))
+                issues = [d.to_dict() for d in differences]
+                if record and issues != table.drift:
+                    await self._record(table.table_id, issues, scan_id)
         live_names = await adapter.run(adapter.list_tables)
         report.unmanaged_tables = sorted(n for n in live_names if n.lower() not in managed)
         return report
@@ -106,6 +123,21 @@ class DriftDetector:
                 table.record_drift(issues, scan_id=scan_id)
 
         await self.uow.run(record, metadata={"correlation_id": str(scan_id), "actor": "drift-scan"})
+
+
+def check_many(adapter: SchemaAdapter, tables: Sequence[Table]) -> list[list[Difference]]:
+    """:func:`check` of each table, their live schemas read in one step (blocking); one by one when the
+    step fails as a whole for a permanent reason (so that one unreadable table spoils only its own)."""
+    try:
+        found = adapter.inspect_tables([t.physical_name for t in tables])
+    except PermanentByodbError:
+        return [check(adapter, t) for t in tables]
+    return [
+        [Difference(DifferenceKind.UNREADABLE, detail=str(live))]
+        if isinstance(live, PermanentByodbError)
+        else diff(t.confirmed, live)
+        for t, live in zip(tables, found, strict=True)
+    ]
 
 
 def check(adapter: SchemaAdapter, table: Table) -> list[Difference]:

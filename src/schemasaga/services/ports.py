@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
+from schemasaga.byodb.errors import PermanentByodbError
 from schemasaga.byodb.identity import DatabaseIdentity
 from schemasaga.byodb.rowchecks import RowCheck
 from schemasaga.domain.changes import Change
@@ -109,6 +110,10 @@ class SchemaAdapter(Protocol):
         only its own threads, never another database's nor the event loop's default ones."""
 
     def inspect_table(self, name: str) -> LiveTable | None: ...
+
+    def inspect_tables(self, names: Sequence[str]) -> list[LiveTable | PermanentByodbError | None]:
+        """Several tables in one step (one connection and transaction, for drift scans): for each name,
+        what ``inspect_table`` answers, or the :class:`PermanentByodbError` it raises."""
 
     def list_tables(self) -> list[str]: ...
 
