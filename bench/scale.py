@@ -376,7 +376,8 @@ async def amain(args: argparse.Namespace) -> None:
 
     print()
     print(
-        f"| request | {BASELINE_TABLES} tables p50 / p95 (ms) | {tables:,} tables p50 / p95 (ms) | p95 ratio |"
+        f"| request | {BASELINE_TABLES} tables p50 / p95 (ms) | {tables:,} tables p50 / p95 (ms) "
+        "| p95 ratio |"
     )
     print("|---|---|---|---|")
     for name, t in full.items():
