@@ -40,7 +40,7 @@ async def register_database(
     return DatabaseOut.model_validate(database)
 
 
-@router.get("", response_model=DatabaseList, responses=problems(422, 503))
+@router.get("", response_model=DatabaseList, responses=problems(400, 422, 503))
 async def list_databases(
     caller: Reader,
     databases: Databases,

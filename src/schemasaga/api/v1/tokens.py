@@ -39,7 +39,7 @@ async def create_token(
     return NewTokenOut(**TokenOut.of(created.view).model_dump(), token=created.token)
 
 
-@router.get("", response_model=TokenList, responses=problems(422, 503))
+@router.get("", response_model=TokenList, responses=problems(400, 422, 503))
 async def list_tokens(
     _: Admin,
     tokens: Tokens,
