@@ -267,8 +267,8 @@ async def one(client: httpx.AsyncClient, request: tuple[str, str, Any]) -> float
 
 
 async def context(core: str) -> dict[str, Any]:
-    """The ids the requests name: the hot table, another one, a table 9/10 down the list, an event in the
-    middle of the log."""
+    """The ids the requests name: the hot table, another one, a table 9/10 down the list (the `after` of
+    the deep page), an event in the middle of the log."""
     return {
         "hot": await first_value(core, "SELECT table_id FROM rm_tables WHERE name = 't0'"),
         "some": await first_value(
@@ -276,8 +276,9 @@ async def context(core: str) -> dict[str, Any]:
         ),
         "deep": await first_value(
             core,
+            # 9/10 down the list, with a full page after it (the baseline's: its first table)
             "SELECT table_id FROM rm_tables ORDER BY table_id "
-            "OFFSET (SELECT count(*) * 9 / 10 FROM rm_tables) LIMIT 1",
+            "OFFSET (SELECT greatest(0, least(count(*) * 9 / 10, count(*) - 101)) FROM rm_tables) LIMIT 1",
         ),
         "middle": await first_value(
             core,
