@@ -88,7 +88,21 @@ QUERIES: dict[str, TextClause] = {
             LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
             -- (current_schema()::regnamespace would fold a name like "Sales" to lower case)
             WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
-              AND lower(c.relname) = lower(:name)
+              -- The exact name through pg_class's index; only when there is none, every relation whose
+              -- name differs only in case (no index serves lower(relname): a scan of the whole catalog,
+              -- whose cost grows with the number of tables).
+              AND c.oid IN (
+                  SELECT e.oid FROM pg_catalog.pg_class e
+                  WHERE e.relname = :name AND e.relnamespace = (
+                      SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
+                  UNION ALL
+                  SELECT f.oid FROM pg_catalog.pg_class f
+                  WHERE lower(f.relname) = lower(:name) AND f.relnamespace = (
+                            SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
+                    AND NOT EXISTS (
+                        SELECT 1 FROM pg_catalog.pg_class g
+                        WHERE g.relname = :name AND g.relnamespace = (
+                            SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())))
               AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'i', 'I', 'c')
         ) AS t ON true
         ORDER BY t.relname, t.attnum
