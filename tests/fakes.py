@@ -9,8 +9,9 @@ integration and acceptance tests prove against the real servers.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -71,6 +72,17 @@ class MemoryStreams:
         saved = self.state.snapshots.get(stream, [])
         found = [s for s in saved if max_version is None or s[0] <= max_version]
         return copy.deepcopy(max(found, key=lambda s: s[0])) if found else None
+
+    async def latest_snapshots(self, streams: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+        found = {s: await self.load_snapshot(s) for s in streams}
+        return {s: snapshot for s, snapshot in found.items() if snapshot is not None}
+
+    async def read_streams_from(self, from_versions: Mapping[str, int]) -> list[RecordedEvent]:
+        return [
+            dataclasses.replace(e, stream=s)
+            for s in sorted(from_versions)
+            for e in await self.read_stream(s, from_version=from_versions[s])
+        ]
 
 
 class MemoryTransaction(MemoryStreams):

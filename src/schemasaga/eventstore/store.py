@@ -202,6 +202,23 @@ class EventStore:
         rows = await self._run(self._q["read_streams"], {"streams": list(streams)}, conn=conn)
         return self._events(rows, None, followed=True)
 
+    async def read_streams_from(
+        self, from_versions: Mapping[str, int], *, conn: Conn | None = None
+    ) -> list[RecordedEvent]:
+        """The events of each stream of ``from_versions`` from its version on, stream by stream (in the
+        order of their names), each in version order, with its stream, version and transaction id."""
+        streams = list(from_versions)
+        params = {"streams": streams, "froms": [from_versions[s] for s in streams]}
+        rows = await self._run(self._q["read_streams_from"], params, conn=conn)
+        return self._events(rows, None, followed=True)
+
+    async def latest_snapshots(
+        self, streams: Sequence[str], *, conn: Conn | None = None
+    ) -> dict[str, tuple[int, dict[str, Any]]]:
+        """The newest snapshot of each of ``streams`` that has one, as (version, state)."""
+        rows = await self._run(self._q["latest_snapshots"], {"streams": list(streams)}, conn=conn)
+        return {str(r[0]): (int(r[1]), r[2]) for r in rows}
+
     async def read_all(
         self,
         *,

@@ -24,9 +24,8 @@ from schemasaga.services.views import ReadModels
 
 log = logging.getLogger(__name__)
 
-# Tables per step of a scan, and tables loaded from the core database at once.
+# Tables loaded together from the core database and inspected in one step of the BYODB.
 _BATCH = 200
-_LOADS_AT_ONCE = 4
 
 
 @dataclass
@@ -85,20 +84,16 @@ class DriftDetector:
         managed: set[str] = set()
         scan_id = uuid4()
         everything = await self.reads.tables_of_database(database)
-        # In batches: the tables of a batch are loaded a few at a time from the core database and
-        # inspected in one step of the BYODB (one connection and transaction), not one step each.
-        loads = asyncio.Semaphore(_LOADS_AT_ONCE)
-
-        async def load(table_id: UUID) -> Table:
-            async with loads:
-                return await self.uow.load_table(table_id)
-
+        # In batches: the tables of a batch are loaded from the core database together (two queries)
+        # and inspected in one step of the BYODB (one connection and transaction), not one by one.
         for start in range(0, len(everything), _BATCH):
             batch = everything[start : start + _BATCH]
             managed.update(name.lower() for _, name in batch)
+            loaded = await self.uow.load_tables([table_id for table_id, _ in batch])
             settled = []
-            for table in await asyncio.gather(*(load(table_id) for table_id, _ in batch)):
-                if not table.exists:
+            for table_id, _ in batch:
+                table = loaded.get(table_id)
+                if table is None or not table.exists:
                     continue
                 if not table.synced:
                     report.in_flight += 1

@@ -8,7 +8,7 @@ each, so that the services' decisions can be tested in milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
@@ -39,6 +39,12 @@ class StreamReader(Protocol):
         self, stream: str, *, max_version: int | None = None
     ) -> tuple[int, dict[str, Any]] | None:
         """The newest snapshot at or below ``max_version``: its version and state."""
+
+    async def latest_snapshots(self, streams: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+        """The newest snapshot of each stream that has one (many aggregates loaded at once)."""
+
+    async def read_streams_from(self, from_versions: Mapping[str, int]) -> list[RecordedEvent]:
+        """The events of each stream from its version on, stream by stream, each in version order."""
 
 
 class CoreTransaction(StreamReader, Protocol):
