@@ -1,5 +1,6 @@
-"""Loading many tables at once (drift scans: their newest snapshots, then their events since, two queries
-in all) gives each table exactly as loading it alone does."""
+"""Many tables at once, as drift scans them: loaded together (their newest snapshots, then their events
+since: two queries in all) and inspected together (one catalog query on PostgreSQL), each is what it is
+alone."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from uuid import UUID, uuid4
 
 import httpx
 
+from schemasaga.byodb.adapter import ByodbAdapter
+from schemasaga.byodb.errors import PermanentByodbError
 from schemasaga.config import Settings
+from schemasaga.domain.schema import LiveTable
 from tests.integration.conftest import running_service, wait_synced
-from tests.integration.test_saga_flow import create_table
+from tests.integration.test_saga_flow import create_table, run_sql
 
 
 async def test_load_tables_is_load_table_for_each(
@@ -41,3 +45,33 @@ async def test_load_tables_is_load_table_for_each(
             assert many[table_id].version == alone.version
             assert many[table_id].state_equals(alone), table_id
         assert [len(many[UUID(t)].confirmed.columns) for t in ids] == [4, 5, 6]
+
+
+def test_inspect_tables_is_inspect_table_for_each(byodb_pg_url: str) -> None:
+    """PostgreSQL reads the tables named exactly in one catalog query, the others one by one."""
+    run_sql(
+        byodb_pg_url,
+        "CREATE TABLE plain (id integer PRIMARY KEY, name text NOT NULL DEFAULT 'x', n numeric(10, 2));"
+        "CREATE TABLE indexed (id integer PRIMARY KEY, a integer UNIQUE, b text);"
+        "CREATE INDEX indexed_b ON indexed (lower(b)) WHERE a > 0;"
+        'CREATE TABLE "Mixed" (id integer);'
+        "CREATE VIEW seen AS SELECT 1 AS one;",
+    )
+    adapter = ByodbAdapter(byodb_pg_url)
+    try:
+        names = ["plain", "indexed", "mixed", "Mixed", "seen", "missing"]
+        many = adapter.inspect_tables(names)
+        for name, found in zip(names, many, strict=True):
+            try:
+                alone: Any = adapter.inspect_table(name)
+            except PermanentByodbError as exc:
+                alone = exc
+            if isinstance(alone, PermanentByodbError):
+                assert isinstance(found, PermanentByodbError) and str(found) == str(alone), name
+            else:
+                assert found == alone, name
+        assert many[5] is None and isinstance(many[4], PermanentByodbError)
+        assert isinstance(many[1], LiveTable) and len(many[1].indexes) == 2
+        assert isinstance(many[2], LiveTable) and many[2].name == "Mixed"  # another letter case
+    finally:
+        adapter.dispose()

@@ -352,6 +352,13 @@ class ByodbAdapter:
         view for instance), all in one step: one connection and transaction for many tables."""
         out: list[LiveTable | PermanentByodbError | None] = []
         with self._step(f"inspect {len(names)} tables", ddl=False) as step:
+            if self.engine == "postgresql":  # one catalog query for them all
+                for found in inspect.inspect_tables_pg(step.conn, list(names)):
+                    if isinstance(found, NotATable):
+                        out.append(PermanentByodbError(f"{self.engine}: {found}", engine=self.engine))
+                    else:
+                        out.append(found)
+                return out
             for name in names:
                 try:
                     out.append(self._inspect(step, name))
