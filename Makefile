@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint types pytest bench bench-editing bench-burst bench-scale fault-long property-long scale-out-long mutation fmt clean
+.PHONY: run test lint types pytest bench bench-console bench-editing bench-burst bench-scale fault-long property-long undo-long scale-out-long trash-long trash-faults mutation fmt clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.saga
 	$(BIN)/python -m bench.job_latency
 	$(BIN)/python -m bench.editing
+	$(BIN)/python -m bench.trash
+
+# p50/p95 render time of every console page with 10,000 tables (about 120,000 events) copied directly
+# into the core database, against /healthz in the same run (target p95 < 100 ms; ~1 min;
+# SCHEMASAGA_BENCH_CONSOLE_TABLES=500 for a quick check).
+bench-console: $(DEV_STAMP)
+	$(BIN)/python -m bench.console --tables $${SCHEMASAGA_BENCH_CONSOLE_TABLES:-10000}
 
 # A type change and an index build through schemasaga on a 1,000,000-row PostgreSQL table while another
 # connection inserts 500 rows/s, against the raw DDL (~30 s; SCHEMASAGA_BENCH_EDITING_ROWS=20000 for a
@@ -77,11 +84,26 @@ fault-long: $(DEV_STAMP)
 property-long: $(DEV_STAMP)
 	SCHEMASAGA_PROPERTY_EXAMPLES=100 SCHEMASAGA_PROPERTY_STEPS=12 $(BIN)/pytest tests/integration/test_editing_properties.py -p no:cacheprovider --timeout 0
 
+# Undo of each change kind on each engine (tests/integration/test_undo.py) on a table of 10,000 rows instead of
+# the suite's 3: after each undo the live schema, every row and `show` are as before the change.
+undo-long: $(DEV_STAMP)
+	SCHEMASAGA_UNDO_ROWS=10000 $(BIN)/pytest tests/integration/test_undo.py -k each_change_kind -p no:cacheprovider --timeout 0 -v
+
 # The several-processes acceptance test at a larger size: 2 API processes (`serve --workers 2`) and 3 workers,
 # 32 clients, a worker SIGKILLed every 2.5 s, 1,200 operations instead of the suite's 152 (a few minutes).
 SCALE_OUT_OPERATIONS ?= 1200
 scale-out-long: $(DEV_STAMP)
 	SCHEMASAGA_SCALE_OUT_OPERATIONS=$(SCALE_OUT_OPERATIONS) $(BIN)/pytest tests/acceptance/test_scale_out.py -s -p no:cacheprovider --timeout 0
+
+# The trash's proofs (tests/integration/test_trash.py) with 10,000 rows per table instead of 300: a table
+# deleted and restored, two columns removed and restored, rows compared by checksum, on every engine.
+trash-long: $(DEV_STAMP)
+	SCHEMASAGA_TEST_TRASH_ROWS=10000 $(BIN)/pytest tests/integration/test_trash.py -p no:cacheprovider --timeout 0
+
+# A worker SIGKILLed after the DDL of each step of the trash's sagas (delete, restore, remove and restore
+# a column, purge), then a rescuer; rows, consistency and drift checked after each (about a minute).
+trash-faults: $(DEV_STAMP)
+	SCHEMASAGA_TRASH_FAULTS=1 $(BIN)/pytest -m fault tests/fault/test_trash_kills.py -s -p no:cacheprovider --timeout 0
 
 # Mutation testing (not part of `test`): mutmut mutates src/schemasaga/domain/ and
 # src/schemasaga/byodb/identifiers.py and runs tests/unit against each mutant (no database needed;

@@ -46,6 +46,7 @@ from schemasaga.services.drift import DriftDetector
 from schemasaga.services.sagas.runner import RetryPolicy, SagaRunner
 from schemasaga.services.tables import TableCommands
 from schemasaga.services.tokens import TokenCommands
+from schemasaga.services.trash import TrashCommands
 from schemasaga.services.unit_of_work import UnitOfWork
 from schemasaga.worker import WorkerLiveness, WorkerParts
 
@@ -177,6 +178,7 @@ class Container:
     uow: UnitOfWork
     reads: PgReadModels
     tables: TableCommands
+    trash: TrashCommands
     databases: DatabaseCommands
     runner: SagaRunner
     drift: DriftDetector
@@ -195,6 +197,7 @@ class Container:
             uow=self.uow,
             reads=self.reads,
             drift=self.drift,
+            trash=self.trash,
             liveness=self.liveness,
         )
 
@@ -210,6 +213,7 @@ class Container:
         return create_app(
             Services(
                 tables=self.tables,
+                trash=self.trash,
                 databases=self.databases,
                 drift=self.drift,
                 reads=self.reads,
@@ -413,7 +417,8 @@ async def _build(
         connections=connections,
         uow=uow,
         reads=reads,
-        tables=TableCommands(uow=uow, connections=connections),
+        tables=TableCommands(uow=uow, connections=connections, trash_retention_s=settings.trash_retention),
+        trash=TrashCommands(uow=uow, connections=connections, reads=reads),
         databases=databases,
         runner=SagaRunner(uow=uow, connections=connections, retry=retry, metrics=metrics.SAGAS),
         drift=DriftDetector(uow=uow, reads=reads, connections=connections, on_scan=metrics.drift_scanned),

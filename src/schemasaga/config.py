@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SCHEMASAGA_", extra="ignore")
@@ -79,11 +81,28 @@ class Settings(BaseSettings):
     # Seconds between drift scans; 0 disables the periodic scan.
     drift_scan_interval: float = 0.0
 
+    # How long a deleted table or removed column stays restorable in the trash, in seconds (or with a
+    # unit: "7d", "12h", "30m", "45s"); 0 turns the trash off (a deletion drops at once).
+    trash_retention: int = Field(default=7 * 86400, ge=0)
+    # Seconds between the worker's looks for trash whose retention has ended (each purged by a saga).
+    trash_purge_interval: float = Field(default=60.0, gt=0)
+
     # None: INFO for serve and worker, WARNING for one-shot commands (their output is their answer).
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = None
     # One format for every logger of the process (ours, uvicorn's, procrastinate's). None: json when
     # stderr is not a terminal, text when it is.
     log_format: Literal["json", "text"] | None = None
+
+    @field_validator("trash_retention", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip()[-1:].lower() in _UNITS:
+            number = value.strip()[:-1]
+            try:
+                return round(float(number) * _UNITS[value.strip()[-1].lower()])
+            except ValueError:
+                raise ValueError(f"{value!r} is not a duration such as 7d, 12h, 30m or 45s") from None
+        return value
 
     @field_validator("log_format", "auth", mode="before")
     @classmethod

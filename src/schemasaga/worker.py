@@ -33,6 +33,7 @@ from schemasaga.jobs.watchdog import (
 from schemasaga.observability import metrics
 from schemasaga.services.drift import DriftDetector, periodic_scan
 from schemasaga.services.sagas.runner import SagaRunner
+from schemasaga.services.trash import TrashCommands, periodic_purge
 from schemasaga.services.unit_of_work import Session, UnitOfWork
 from schemasaga.services.views import ReadModels
 
@@ -71,6 +72,7 @@ class WorkerParts:
     uow: UnitOfWork
     reads: ReadModels
     drift: DriftDetector
+    trash: TrashCommands
     liveness: WorkerLiveness = field(default_factory=WorkerLiveness)
 
 
@@ -121,6 +123,8 @@ async def run_worker(parts: WorkerParts, *, concurrency: int, stop_on_signals: b
         )
     if s.drift_scan_interval > 0:
         background.append(asyncio.create_task(periodic_scan(parts.drift, every=s.drift_scan_interval)))
+    # Always, even with the trash off now: what an earlier retention kept is purged when it is due.
+    background.append(asyncio.create_task(periodic_purge(parts.trash, every=s.trash_purge_interval)))
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM) if stop_on_signals else ()
     for sig in signals:

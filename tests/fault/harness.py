@@ -281,6 +281,9 @@ def metadata_view(columns: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     }
 
 
+TRASH_PREFIX = "_ssg_trash_"
+
+
 def check_consistency(c: httpx.Client, physical_url: str) -> dict[str, Any]:
     """Guarantee 1, once settled: each live table's confirmed metadata (/table/show, synced) equals its
     physical schema, no physical table lacks a live metadata table, and every operation is terminal."""
@@ -306,9 +309,15 @@ def check_consistency(c: httpx.Client, physical_url: str) -> dict[str, Any]:
         meta = metadata_view(shown["columns"])
         if meta != live:
             problems.append(f"{shown['name']}: metadata {meta} != physical {live}")
+    trash_tables = [name for name in physical if name.startswith(TRASH_PREFIX)]
     for name in physical:
-        if name not in live_names:
+        if name not in live_names and name not in trash_tables:
             problems.append(f"{name}: physical table with no live table in the metadata")
+    # Deleted tables and removed columns are kept in the trash: one physical trash table per entry.
+    r = c.get("/v1/trash")
+    assert r.status_code == 200, r.text
+    if len(trash_tables) != len(r.json()):
+        problems.append(f"{len(trash_tables)} trash tables for {len(r.json())} trash entries: {trash_tables}")
     assert not problems, "divergences:\n" + "\n".join(problems)
     return {"tables": len(tables), "live": len(live_names), "physical": len(physical)}
 

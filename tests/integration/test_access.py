@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import psycopg
@@ -50,6 +51,7 @@ class World:
     keep: str  # a settled table of `default` with a column `age` and an index `ix_keep`
     keep_operation: str
     names: Iterator[int] = field(default_factory=itertools.count)
+    keep_trash: str | None = None  # a trash entry that only reads touch
 
     def name(self, prefix: str) -> str:
         return f"{prefix}_{next(self.names)}"
@@ -137,7 +139,9 @@ class Route:
     def success(self) -> int:
         if self.template in ("/v1/databases", "/v1/tokens") and self.method == "POST":
             return 201
-        accepted = self.template.startswith("/v1/tables") and self.method != "GET"
+        accepted = (
+            self.template.startswith(("/v1/tables", "/v1/trash")) or self.template.endswith("/undo")
+        ) and self.method != "GET"
         return 202 if accepted else 200
 
     @property
@@ -191,6 +195,17 @@ async def _operation(w: World, _: bool) -> Request:
     return "GET", f"/v1/operations/{w.keep_operation}", None
 
 
+async def _undo(w: World, writes: bool) -> Request:
+    """The undo of a completed index drop (of a fresh table when it is to succeed)."""
+    if not writes:
+        return "POST", f"/v1/operations/{w.keep_operation}/undo", None
+    table = await w.fresh_table()
+    index = (await w.admin("GET", f"/v1/tables/{table}")).json()["indexes"][0]["name"]
+    dropped = (await w.admin("DELETE", f"/v1/tables/{table}/indexes/{index}")).json()
+    await w.settled(dropped["operation_url"])
+    return "POST", f"/v1/operations/{dropped['operation_id']}/undo", None
+
+
 async def _database(method: str, suffix: str, w: World, writes: bool) -> Request:
     name = await w.fresh_database() if writes else "default"
     return method, f"/v1/databases/{name}{suffix}", None
@@ -207,6 +222,25 @@ async def _new_table_demo(w: World, _: bool) -> Request:
 
 async def _new_table(w: World, _: bool) -> Request:
     return "POST", "/v1/tables", {"name": w.name("new")}
+
+
+async def _trash_entry(w: World) -> str:
+    """A fresh table of `default`, deleted into the trash: its trash entry's id."""
+    table = await w.fresh_table()
+    accepted = (await w.admin("DELETE", f"/v1/tables/{table}")).json()
+    await w.settled(accepted["operation_url"])
+    return str(accepted["operation_id"])
+
+
+def _on_trash(method: str, suffix: str) -> Build:
+    async def build(w: World, writes: bool) -> Request:
+        if writes or w.keep_trash is None:
+            entry = await _trash_entry(w)
+            if not writes:
+                w.keep_trash = entry
+        return method, f"/v1/trash/{entry if writes else w.keep_trash}{suffix}", None
+
+    return build
 
 
 async def _new_token(w: World, _: bool) -> Request:
@@ -267,6 +301,7 @@ ROUTES = [
         _on_table("POST", "/v1/tables/{t}/reconcile", {"strategy": "repair"}),
     ),
     Route("GET", "/v1/operations/{operation_id}", READ, _operation),
+    Route("POST", "/v1/operations/{operation_id}/undo", WRITE, _undo),
     Route("GET", "/v1/operations", READ, _plain("GET", "/v1/operations"), other_db="filtered"),
     # The global log holds every database's events: a token limited to some is refused.
     Route("GET", "/v1/events", READ, _plain("GET", "/v1/events")),
@@ -279,6 +314,10 @@ ROUTES = [
     Route("POST", "/v1/tokens", ADMIN, _new_token),
     Route("GET", "/v1/tokens", ADMIN, _plain("GET", "/v1/tokens")),
     Route("DELETE", "/v1/tokens/{name}", ADMIN, _token),
+    Route("GET", "/v1/trash", READ, _plain("GET", "/v1/trash?database=default")),
+    Route("GET", "/v1/trash/{trash_id}", READ, _on_trash("GET", "")),
+    Route("POST", "/v1/trash/{trash_id}/restore", WRITE, _on_trash("POST", "/restore")),
+    Route("DELETE", "/v1/trash/{trash_id}", WRITE, _on_trash("DELETE", "")),
     Route("GET", "/healthz", "open", _plain("GET", "/healthz")),
     # Not in the OpenAPI document: for probes and scrapers, open too.
     Route("GET", "/readyz", "open", _plain("GET", "/readyz")),
@@ -587,9 +626,51 @@ CONSOLE_PAGES = ("/console", "/console/operations", "/console/events", "/console
 @pytest.mark.parametrize("caller", CALLERS)
 async def test_the_console_needs_a_read_token_that_no_database_limits(world: World, caller: str) -> None:
     # It shows every database's tables and events: a token limited to one would see the others'.
-    expected = {NONE: 401, OTHER: 403}.get(caller, 200)
+    # Without a token, a browser is sent to the sign-in form, and back to the page after it.
+    expected = {NONE: 303, OTHER: 403}.get(caller, 200)
     for page in (*CONSOLE_PAGES, f"/console/tables/{world.keep}"):
         r = await world.client.get(page, headers=world.auth(caller), follow_redirects=False)
         assert r.status_code == expected, (caller, page, r.text[:200])
         if expected != 200:
             assert "theirs" not in r.text and world.keep not in r.text
+        if expected == 303:
+            assert r.headers["location"] == "/console/login?" + urlencode({"next": page})
+
+
+async def test_the_console_signs_in_with_a_token_in_an_http_only_strict_cookie(world: World) -> None:
+    transport = httpx.ASGITransport(app=world.container.web_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as browser:
+        form = await browser.get("/console/login?next=/console/events")
+        assert form.status_code == 200 and 'type="password"' in form.text
+        csrf = browser.cookies["schemasaga_csrf"]
+        assert (
+            "httponly" in form.headers["set-cookie"].lower()
+            and "samesite=strict" in form.headers["set-cookie"].lower()
+        )
+        assert f'name="csrf" value="{csrf}"' in form.text
+
+        # A wrong token, a token limited to one database, a form without the CSRF token: refused.
+        r = await browser.post("/console/login", data={"csrf": csrf, "token": "ssg_nope_nope"})
+        assert r.status_code == 401 and "unknown or revoked" in r.text
+        r = await browser.post("/console/login", data={"csrf": csrf, "token": world.tokens[OTHER]})
+        assert r.status_code == 401 and "every database" in r.text
+        r = await browser.post("/console/login", data={"csrf": "forged" * 5, "token": world.tokens[READ]})
+        assert r.status_code == 403 and "schemasaga_console" not in browser.cookies
+
+        # A read token: the cookie (HttpOnly, SameSite=Strict), and back to the page asked for.
+        r = await browser.post(
+            "/console/login",
+            data={"csrf": csrf, "token": world.tokens[READ], "next": "https://evil.example/x"},
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/console"  # never another host
+        cookie = r.headers["set-cookie"].lower()
+        assert "schemasaga_console=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        assert (await browser.get(f"/console/tables/{world.keep}")).status_code == 200
+        # It reads; it may not write: the form's refusal, nothing created.
+        before = world.stored()
+        r = await browser.post("/console/tables", data={"csrf": csrf, "name": "from_a_reader"})
+        assert r.status_code == 403 and world.stored() == before
+
+        r = await browser.post("/console/logout", data={"csrf": csrf})
+        assert r.status_code == 303 and "schemasaga_console" not in browser.cookies
+        assert (await browser.get("/console")).status_code == 303

@@ -16,6 +16,46 @@ ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 PAGES = ("/console", "/console/operations", "/console/events", "/console/databases")
 
 
+class Chain(HTMLParser):
+    """The causation chain of an event page: each event link of the tree with its nesting depth, and the
+    event marked as the page's own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.inside = False
+        self.nodes: list[tuple[int, str]] = []
+        self.current: str | None = None
+        self._href: str | None = None
+        self._current_li = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "ol" and values.get("id") == "causation":
+            self.inside = True
+        if not self.inside:
+            return
+        if tag == "ol":
+            self.depth += 1
+        if tag == "li":
+            self._current_li = values.get("aria-current") == "true"
+        if tag == "a" and (values.get("href") or "").startswith("/console/events/"):
+            self._href = values["href"]
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self.nodes.append((self.depth, data))
+            if self._current_li:
+                self.current = data
+            self._href = None
+            self._current_li = False
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.inside and tag == "ol":
+            self.depth -= 1
+            self.inside = self.depth > 0
+
+
 class Links(HTMLParser):
     """Every URL a page refers to (src, href, action), and whether it carries a refresh."""
 
@@ -41,6 +81,9 @@ async def page(client: httpx.AsyncClient, path: str) -> str:
     r = await client.get(path)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/html")
+    if path.startswith("/console"):
+        assert "script-src 'self';" in r.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
     links = parsed(r.text)
     # Nothing from another host (no CDN, font or script), and no URL that could lead to one.
     assert all(not url.startswith(("http:", "https:", "//")) for url in links.urls), links.urls
@@ -74,6 +117,16 @@ async def test_every_page_shows_a_created_table_and_its_added_column(client: htt
     assert "people" in await page(client, "/console?prefix=peo&database=default")
     assert "people" not in await page(client, "/console?prefix=zz")
 
+    assert "people" in await page(client, "/console?status=synced")
+    assert "people" not in await page(client, "/console?status=in_flight")
+    # The moment picker: the whole system then; before `people` began, no tables at all.
+    events = (await client.get(f"/v1/tables/{table_id}/events")).json()
+    first = events[0]["created_at"]
+    assert f'href="/console/tables/{table_id}">people</a>' in await page(client, f"/console?at={first}")
+    assert "No tables" in await page(client, "/console?at=2001-01-01T00:00:00")
+    r = await client.get("/console?at=not-a-moment")
+    assert r.status_code == 400 and "not-a-moment" in r.text
+
     table = await page(client, f"/console/tables/{table_id}")
     assert '<th scope="row"><code>age</code></th>' in table
     assert "being added" not in table
@@ -88,6 +141,12 @@ async def test_every_page_shows_a_created_table_and_its_added_column(client: htt
     assert '<th scope="row"><code>motto</code></th>' in past
     assert "Column <code>age</code> added since" in past
     assert f"against the current version {now}" in past
+    # The physical DDL of the shape shown, for its engine: `age` in the current one only.
+    assert "CREATE TABLE &#34;people&#34;" in table and "&#34;age&#34; INTEGER" in table
+    assert "CREATE TABLE &#34;people&#34;" in past and "&#34;age&#34;" not in past
+    # Any two versions: from now back to before the column, `age` was removed.
+    back = await page(client, f"/console/tables/{table_id}?version={now}&against={before_column}")
+    assert "Column <code>age</code> removed since" in back and f"against version {before_column}" in back
 
     operations = await page(client, "/console/operations")
     assert created in operations and added in operations and "completed" in operations
@@ -103,9 +162,28 @@ async def test_every_page_shows_a_created_table_and_its_added_column(client: htt
     # The other events of the creation's request and saga share its correlation id.
     assert "TableCreationConfirmed" in event
 
+    # The causation chain of the column's change: the request, then each event below its cause, down to
+    # the saga's outcome; the page's own event marked.
+    column_events = await page(client, f"/console/events?correlation={added}")
+    changed = next(u for u in parsed(column_events).urls if f'href="{u}">TableChanged<' in column_events)
+    chain = Chain()
+    chain.feed(await page(client, changed))
+    kinds = [kind for _, kind in chain.nodes]
+    assert (
+        kinds[0] == "TableChanged" and kinds[-1] == "TableChangeConfirmed" and chain.current == "TableChanged"
+    )
+    depths = [depth for depth, _ in chain.nodes]
+    assert depths == sorted(depths) and depths[-1] > depths[0]  # a chain: each caused by the one before
+    assert "TableCreated" not in kinds  # another request's
+
+    poll = (await client.get("/console/poll")).json()
+    assert poll["in_flight"] is False and poll["position"] > 0
+
     databases = await page(client, "/console/databases")
     assert "default" in databases and "postgresql" in databases
     assert 'href="/v1/databases/default/drift"' in databases
+    assert 'href="/console/databases/default/drift"' in databases
+    assert 'action="/console/databases/default/check"' in databases
     assert "://" not in databases  # no URL, so no password either
 
     for html in (tables, table, past, operations, events, event, databases):
@@ -123,6 +201,14 @@ async def test_unknown_things_answer_a_page_that_says_so(client: httpx.AsyncClie
         assert r.status_code == 404 and "No " in r.text and r.headers["content-type"].startswith("text/html")
     r = await client.get("/console/static/console.css")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/css")
+    # The API's pages load their scripts from this service, never from a CDN.
+    for path, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = await page(client, path)
+        assert f"/docs/static/{asset}" in html and "cdn" not in html and "fonts.googleapis" not in html
+        r = await client.get(f"/docs/static/{asset}")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+        assert len(r.content) > 100_000
+    assert (await client.get("/docs/static/../../secrets")).status_code == 404
     # The JSON API's contract is unchanged: no console route in it.
     spec = (await client.get("/openapi.json")).json()
     assert not [p for p in spec["paths"] if p == "/" or p.startswith("/console")]
@@ -162,6 +248,10 @@ async def test_a_change_in_flight_is_marked_and_its_pages_reload_until_it_is_don
             assert "being added" in table and "in flight" in table
             for path in ("/console", "/console/operations", "/console/events"):
                 assert parsed(await page(client, path)).refresh, path
+            # What a following page polls: the newest event's position, and that something is in flight.
+            newest = (await client.get("/console/events?limit=1")).text
+            poll = (await client.get("/console/poll")).json()
+            assert poll["in_flight"] is True and f'<td class="num">{poll["position"]}</td>' in newest
             assert not parsed(await page(client, "/console/databases")).refresh
 
             # Keyset paging: one table a page, the second page from the first's last table on.

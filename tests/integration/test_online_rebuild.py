@@ -27,6 +27,7 @@ QUERIES = {
     "rm_tables": "SELECT * FROM rm_tables ORDER BY table_id",
     "rm_operations": "SELECT to_jsonb(o) - 'starts' AS row FROM rm_operations o ORDER BY operation_id",
     "rm_databases": "SELECT * FROM rm_databases ORDER BY name",
+    "rm_trash": "SELECT * FROM rm_trash ORDER BY trash_id",
 }
 STARTS = "SELECT operation_id, starts, status FROM rm_operations ORDER BY operation_id"
 
@@ -85,6 +86,7 @@ async def test_online_rebuild_while_the_service_writes(
     assert any(r["starts"] > 0 for r in starts_before)
     before = await live(service)
     assert before == await reference(service)
+    assert before["rm_trash"]  # the deleted table and the removed column are in the trash
 
     # A long reader of the live read models holds the swap back (its lock times out, it catches up and
     # tries again) while the service writes: new tables (streams the build's list did not have) and a

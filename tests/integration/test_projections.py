@@ -18,6 +18,7 @@ READ_MODELS = {
     # Not `starts`: how many times a worker started an operation is no event, and a rebuild forgets it.
     "rm_operations": "SELECT to_jsonb(o) - 'starts' AS row FROM rm_operations o ORDER BY operation_id",
     "rm_databases": "SELECT * FROM rm_databases ORDER BY name",
+    "rm_trash": "SELECT * FROM rm_trash ORDER BY trash_id",
 }
 
 
@@ -57,6 +58,8 @@ async def test_rebuild_gives_back_the_read_models(
     before = await read_models(service)
     assert len(before["rm_tables"]) == 2 and len(before["rm_operations"]) == 6
     assert len(before["rm_databases"]) == 2
+    # the removed column's values and the deleted table are in the trash
+    assert sorted(row["kind"] for row in before["rm_trash"]) == ["column", "table"]
     async with service.pool.connection() as conn, conn.transaction():
         counts = await rebuild_all(conn, service.store)
     assert counts == {"tables": 2, "databases": 2}

@@ -108,8 +108,11 @@ async def test_a_dry_run_answers_the_plan_and_writes_nothing(
     assert list(plan["columns"]) == ["id", "name", "created_at", "updated_at", "age"]
     r = await client.post("/v1/tables?dry_run=true", json={"name": "never"})
     assert r.status_code == 200 and r.json()["statements"][0]["sql"].startswith('CREATE TABLE "never"')
-    r = await client.delete(f"/v1/tables/{table['table_id']}?dry_run=true")
+    r = await client.delete(f"/v1/tables/{table['table_id']}?dry_run=true&purge=true")
     assert r.status_code == 200 and r.json()["warnings"] == ["the table's rows are dropped with it"]
+    r = await client.delete(f"/v1/tables/{table['table_id']}?dry_run=true")
+    assert r.status_code == 200 and "kept in the trash" in r.json()["warnings"][0]
+    assert " RENAME TO " in r.json()["statements"][0]["sql"]
     assert await counts(service) == before
     assert (await client.get(f"/v1/tables/{table['table_id']}")).json()["version"] == table["version"]
 

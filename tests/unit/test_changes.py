@@ -234,10 +234,34 @@ def test_every_change_round_trips_through_its_dict(kind: OperationKind) -> None:
         OperationKind.DELETE_TABLE: {"kind": "delete_table"},
         OperationKind.REPAIR: {"kind": "repair"},
         OperationKind.ADOPT: {"kind": "adopt"},
+        OperationKind.RESTORE_TABLE: {"kind": "restore_table", "trash_id": "x", "trash": "_t", "name": "t"},
+        OperationKind.RESTORE_COLUMN: {
+            "kind": "restore_column",
+            "trash_id": "x",
+            "trash": "_t",
+            "column": AGE.to_dict(),
+            "source": "a",
+            "key": [DEFAULT_COLUMNS[0].to_dict()],
+        },
+        OperationKind.PURGE_TRASH: {"kind": "purge_trash", "trash_id": "x", "trash": "_t"},
     }
     change = change_from_dict(samples[kind])
     assert change.kind is kind
     assert change.to_dict() == samples[kind]
+
+
+def test_a_change_that_keeps_data_in_the_trash_round_trips_with_it() -> None:
+    for sample in (
+        {"kind": "delete_table", "trash": "_ssg_trash_0123456789abcdef", "key": [], "retention_s": 60},
+        {
+            "kind": "remove_column",
+            "column": AGE.to_dict(),
+            "trash": "_ssg_trash_0123456789abcdef",
+            "key": [DEFAULT_COLUMNS[0].to_dict()],
+            "retention_s": 60,
+        },
+    ):
+        assert change_from_dict(sample).to_dict() == sample
 
 
 def test_domain_errors_of_changes_have_their_own_codes() -> None:

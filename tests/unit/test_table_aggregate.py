@@ -12,7 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemasaga.domain import events
-from schemasaga.domain.changes import AddIndex, AlterColumn, DropIndex, RenameTable
+from schemasaga.domain.changes import (
+    AddIndex,
+    AlterColumn,
+    DeleteTable,
+    DropIndex,
+    PurgeTrash,
+    RemoveColumn,
+    RenameTable,
+    RestoreColumn,
+    RestoreTable,
+)
 from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, ColumnType, Index, TableSchema
 from schemasaga.domain.errors import (
     ColumnExists,
@@ -22,6 +32,8 @@ from schemasaga.domain.errors import (
     InvalidName,
     PrimaryKeyColumn,
     TableGone,
+    TrashNotFound,
+    TrashPurged,
 )
 from schemasaga.domain.events import (
     SagaAttemptFailed,
@@ -605,6 +617,16 @@ def table_with_head(kind: OperationKind) -> Table:
         deleted(table)
     elif kind in (OperationKind.REPAIR, OperationKind.ADOPT):
         table.reconcile(kind.value, operation_id=uuid4())
+    elif kind in (OperationKind.RESTORE_TABLE, OperationKind.PURGE_TRASH):
+        entry = trashed(table)
+        if kind is OperationKind.RESTORE_TABLE:
+            table.accept(RestoreTable(entry, TRASH, table.name), operation_id=uuid4())
+        else:
+            table.accept(PurgeTrash(entry, TRASH), operation_id=uuid4())
+    elif kind is OperationKind.RESTORE_COLUMN:
+        entry = column_trashed(table, "name")
+        column = DEFAULT_COLUMNS[1]
+        table.accept(RestoreColumn(entry, TRASH, column, "name", KEY), operation_id=uuid4())
     assert table.head is not None and table.head.kind is kind
     return table
 
@@ -1149,3 +1171,75 @@ def test_any_sequence_replays_to_the_same_state(start_confirmed: bool, commands:
         assert table.synced == (not table.pending)
         assert len({op.operation_id for op in table.pending}) == len(table.pending)
         assert sum(1 for c in table.columns.values() if c.primary_key) <= 1
+
+
+TRASH = "_ssg_trash_0123456789abcdef"
+KEY = (DEFAULT_COLUMNS[0],)
+
+
+def trashed(table: Table) -> str:
+    """Delete the table into the trash (confirmed); the trash entry's id."""
+    operation_id = uuid4()
+    table.accept(DeleteTable(trash=TRASH, retention_s=60), operation_id=operation_id)
+    table.confirm(operation_id)
+    return str(operation_id)
+
+
+def column_trashed(table: Table, name: str) -> str:
+    column = table.columns[name]
+    operation_id = uuid4()
+    table.accept(RemoveColumn(column, trash=TRASH, key=KEY, retention_s=60), operation_id=operation_id)
+    table.confirm(operation_id)
+    return str(operation_id)
+
+
+def test_a_trashed_table_is_restored_under_its_name_and_replays() -> None:
+    table, creation = new_table()
+    table.confirm(creation)
+    entry = trashed(table)
+    assert (table.exists, table.trashed, table.live, table.holds_name) == (False, True, False, False)
+    assert [(e.kind, e.trash, e.table, e.status) for e in table.trash] == [
+        ("table", TRASH, "my_new_table_123", "trashed")
+    ]
+    with pytest.raises(TableGone):
+        table.add_column(AGE, operation_id=uuid4())
+    restore = uuid4()
+    table.accept(RestoreTable(entry, TRASH, "back"), operation_id=restore)
+    assert table.holds_name and table.trash_status(table.trash[0]) == "restoring"
+    with pytest.raises(IllegalTransition, match="being restoring"):
+        table.accept(PurgeTrash(entry, TRASH), operation_id=uuid4())
+    table.confirm(restore)
+    assert (table.exists, table.trashed, table.live, table.name) == (True, False, True, "back")
+    assert table.confirmed.name == "back" and table.trash[0].status == "restored"
+    assert_replays(table)
+    assert_snapshot_round_trips(table)
+
+
+def test_what_left_the_trash_cannot_be_restored_or_purged_again() -> None:
+    table, creation = new_table()
+    table.confirm(creation)
+    entry = trashed(table)
+    purge = uuid4()
+    table.accept(PurgeTrash(entry, TRASH), operation_id=purge)
+    table.confirm(purge)
+    assert not table.trashed and table.trash[0].status == "purged"
+    for change in (RestoreTable(entry, TRASH, "t"), PurgeTrash(entry, TRASH)):
+        with pytest.raises(TrashPurged):
+            table.accept(change, operation_id=uuid4())
+    with pytest.raises(TrashNotFound):
+        table.accept(PurgeTrash(str(uuid4()), TRASH), operation_id=uuid4())
+    assert_replays(table)
+
+
+def test_a_removed_column_is_restored_into_the_live_table() -> None:
+    table, creation = new_table()
+    table.confirm(creation)
+    entry = column_trashed(table, "name")
+    assert "name" not in table.columns and table.trash[0].column == DEFAULT_COLUMNS[1].to_dict()
+    restore = uuid4()
+    table.accept(RestoreColumn(entry, TRASH, DEFAULT_COLUMNS[1], "name", KEY), operation_id=restore)
+    assert table.columns["name"] == DEFAULT_COLUMNS[1]
+    table.confirm(restore)
+    assert table.confirmed_columns["name"] == DEFAULT_COLUMNS[1] and table.trash[0].status == "restored"
+    assert_replays(table)
+    assert_snapshot_round_trips(table)

@@ -7,14 +7,15 @@ from typing import Any
 from fastapi import FastAPI
 
 from schemasaga import __version__
-from schemasaga.api import console, demo, ops
+from schemasaga.api import console, console_forms, demo, ops
 from schemasaga.api.access import AccessPolicy, install_access
 from schemasaga.api.deps import Services, ServicesDep
+from schemasaga.api.docs import install_docs
 from schemasaga.api.errors import install_error_handlers, problem_media_types, responses
 from schemasaga.api.idempotency import install_idempotency
 from schemasaga.api.middleware import RequestContext
 from schemasaga.api.models import HealthOut
-from schemasaga.api.v1 import databases, log, operations, tables, tokens
+from schemasaga.api.v1 import databases, log, operations, tables, tokens, trash
 
 
 def create_app(services: Services, *, access: AccessPolicy | None = None) -> FastAPI:
@@ -24,6 +25,9 @@ def create_app(services: Services, *, access: AccessPolicy | None = None) -> Fas
         title="schemasaga",
         version=__version__,
         description="Create and change tables in databases you own; metadata kept consistent by sagas.",
+        # Served by install_docs, with their scripts from this service rather than a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     install_error_handlers(app)
@@ -33,8 +37,10 @@ def create_app(services: Services, *, access: AccessPolicy | None = None) -> Fas
     app.include_router(databases.router)
     app.include_router(tokens.router)
     app.include_router(log.router)
+    app.include_router(trash.router)
     app.include_router(ops.router)
-    app.include_router(console.router)
+    console_forms.install(app, console.router)
+    install_docs(app, title="schemasaga")
     install_idempotency(app)
     install_access(app, access or AccessPolicy())
     app.add_middleware(RequestContext, routes=lambda: app.routes)

@@ -24,6 +24,7 @@ from schemasaga.services.idempotency import IdempotencyStore
 from schemasaga.services.ports import Connections
 from schemasaga.services.tables import TableCommands
 from schemasaga.services.tokens import TokenCommands
+from schemasaga.services.trash import TrashCommands
 from schemasaga.services.views import ReadModels
 from schemasaga.services.waiting import OperationWaits
 
@@ -33,6 +34,7 @@ class Services:
     """What the web layer calls; built by bootstrap."""
 
     tables: TableCommands
+    trash: TrashCommands
     databases: DatabaseCommands
     drift: DriftDetector
     reads: ReadModels
@@ -107,12 +109,6 @@ async def admin(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
     """Registering databases and managing tokens reach every database: only an admin token limited to
     none may."""
     caller.require(Scope.ADMIN, every_database=True)
-    return caller
-
-
-async def console_reader(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
-    """The console shows every database's tables and events: a read token limited to none."""
-    caller.require(Scope.READ, every_database=True)
     return caller
 
 

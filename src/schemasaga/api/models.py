@@ -18,6 +18,7 @@ from schemasaga.domain.table import Table
 from schemasaga.services.drift import DriftReport
 from schemasaga.services.tables import UNSET, Accepted, ColumnPatch, Planned
 from schemasaga.services.tokens import TokenView
+from schemasaga.services.trash import TrashItem
 from schemasaga.services.views import TableView
 
 # -- requests --------------------------------------------------------------------------------------
@@ -198,6 +199,7 @@ class TableOut(Answer):
     synced: bool = Field(description="false while a change is in flight")
     exists: bool = Field(description="whether the physical table exists")
     deleted: bool = Field(description="deleted, or being deleted")
+    trashed: bool = Field(description="deleted, with its rows in the trash (restorable: see /v1/trash)")
     columns: dict[str, ColumnOut] = Field(description="the intended columns, in the order they were added")
     database: str
     engine: str | None = Field(description="null while this process does not know the database")
@@ -215,6 +217,7 @@ class TableOut(Answer):
             synced=view.synced,
             exists=view.exists,
             deleted=view.deleted,
+            trashed=view.trashed,
             columns=columns_out(view.columns),
             database=view.database,
             engine=engine,
@@ -231,6 +234,7 @@ class TableOut(Answer):
             synced=table.synced,
             exists=table.exists,
             deleted=not table.live,
+            trashed=table.trashed,
             columns=columns_out(table.columns.values()),
             database=table.database,
             engine=engine,
@@ -267,6 +271,10 @@ class AcceptedOut(Answer):
     table_id: UUID
     operation_id: UUID
     operation_url: str = Field(description="poll this for the outcome")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what to know of the accepted change (a removed column whose values cannot be kept)",
+    )
 
     @classmethod
     def of(cls, accepted: Accepted) -> AcceptedOut:
@@ -274,6 +282,7 @@ class AcceptedOut(Answer):
             table_id=accepted.table_id,
             operation_id=accepted.operation_id,
             operation_url=f"/v1/operations/{accepted.operation_id}",
+            warnings=list(accepted.warnings),
         )
 
 
@@ -331,6 +340,8 @@ class OperationOut(Answer):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    undoes: UUID | None = Field(None, description="the operation this one undoes (an undo)")
+    undone_by: UUID | None = Field(None, description="the undo that undid this operation, once it completed")
 
 
 class DriftIssueOut(BaseModel):  # not an Answer: the drift route leaves out its null fields
@@ -463,3 +474,40 @@ class EventPage(Answer):
     next_after: UUID | None = Field(
         None, description="the `after` of the next page (the last event's id); null when none follows yet"
     )
+
+
+class RestoreRequest(Strict):
+    """Restore under another name (the table's or column's own when left out)."""
+
+    name: str | None = None
+
+
+class TrashOut(Answer):
+    """A table or column in the trash."""
+
+    trash_id: UUID
+    kind: Literal["table", "column"]
+    database: str
+    table_id: UUID
+    table: str = Field(description="the table's name when it was trashed")
+    column: str | None = Field(description="the removed column (kind column)")
+    rows: int | None = Field(description="the rows kept (null: the database could not be asked now)")
+    status: Literal["trashed", "restoring", "purging", "restored", "purged"]
+    trashed_at: datetime
+    purge_at: datetime = Field(description="when its retention ends and it is purged")
+
+    @classmethod
+    def of(cls, item: TrashItem) -> TrashOut:
+        v = item.view
+        return cls(
+            trash_id=v.trash_id,
+            kind=v.kind,  # type: ignore[arg-type]
+            database=v.database,
+            table_id=v.table_id,
+            table=v.table,
+            column=v.column,
+            rows=item.rows,
+            status=v.status,  # type: ignore[arg-type]
+            trashed_at=v.trashed_at,
+            purge_at=v.purge_at,
+        )

@@ -494,6 +494,12 @@ class ByodbAdapter:
                 )
             if len(live.columns) == 1:
                 raise PermanentByodbError(f"{what}: it is the table's last column", engine=self.engine)
+            if self.engine == "sqlite":
+                # SQLite refuses to drop a column an index names (a unique column's own index): the
+                # column's single-column indexes go with it, as they do on the other engines.
+                for index in live.indexes:
+                    if [c.lower() for c in index.columns] == [existing.name.lower()]:
+                        self._ddl(step, text(f"DROP INDEX {self._quote(index.name)}"))
             self._ddl(
                 step, text(f"ALTER TABLE {self._quote(live.name)} DROP COLUMN {self._quote(existing.name)}")
             )
@@ -509,6 +515,88 @@ class ByodbAdapter:
                 return False
             self._ddl(step, DropTable(self._table(live.name)))
             return True
+
+    # -- trash ------------------------------------------------------------------------------------
+
+    def rename_table(self, name: str, new_name: str) -> bool:
+        """Rename table ``name`` to ``new_name`` (into or out of the trash); ``False`` if it has been
+        renamed already (``name`` absent, ``new_name`` there). Both there, or neither: refused."""
+        validate_identifier(name, engine=self.engine, kind="table")
+        validate_identifier(new_name, engine=self.engine, kind="table")
+        what = f"rename table {name!r} to {new_name!r}"
+        with self._step(what) as step:
+            source = self._inspect(step, name)
+            target = self._inspect(step, new_name)
+            has_source = source is not None and self.is_table(source, name)
+            has_target = target is not None and self.is_table(target, new_name)
+            if has_target and not has_source:
+                return False
+            if not has_source:
+                raise PermanentByodbError(f"{what}: table {name!r} does not exist", engine=self.engine)
+            if target is not None:
+                raise PermanentByodbError(
+                    f"{what}: a table {target.name!r} exists already", engine=self.engine
+                )
+            assert source is not None
+            self._ddl(step, text(f"ALTER TABLE {self._quote(source.name)} RENAME TO {self._quote(new_name)}"))
+            return True
+
+    def copy_to_trash(self, table: str, column: str, key: Sequence[Column], trash: str) -> bool:
+        """Copy the values of ``column``, keyed by the ``key`` columns, into the trash table ``trash``
+        (made here); ``False`` when the column is gone already (copied by an earlier run). A re-run
+        copies again from scratch."""
+        validate_identifier(table, engine=self.engine, kind="table")
+        validate_identifier(trash, engine=self.engine, kind="table")
+        what = f"copy column {column!r} of table {table!r} to the trash"
+        with self._step(what) as step:
+            live = self._require(step, table, what)
+            existing = live.column(column)
+            if existing is None or not live.is_column(existing.name, column):
+                return False
+            if existing.type is None:
+                raise PermanentByodbError(f"{what}: its type is not one schemasaga manages")
+            value = Column(existing.name, existing.type, nullable=True)
+            keys = [replace(k, nullable=False, default=None, unique=False, primary_key=True) for k in key]
+            if self._inspect(step, trash) is None:
+                for statement in self._create_sql(trash, [*keys, value], ()):
+                    self._driver_sql(step, statement)
+            names = ", ".join(self._quote(c.name) for c in [*keys, value])
+            self._ddl(step, text(f"DELETE FROM {self._quote(trash)}"))
+            self._ddl(
+                step,
+                text(
+                    f"INSERT INTO {self._quote(trash)} ({names}) SELECT {names} FROM {self._quote(live.name)}"
+                ),
+            )
+            return True
+
+    def fill_from_trash(self, table: str, column: str, source: str, key: Sequence[Column], trash: str) -> int:
+        """Set ``column`` of every row of ``table`` whose key is in the trash table to its value there
+        (column ``source``); the rows updated. Running it again sets the same values."""
+        validate_identifier(table, engine=self.engine, kind="table")
+        validate_identifier(trash, engine=self.engine, kind="table")
+        what = f"fill column {column!r} of table {table!r} from the trash"
+        with self._step(what) as step:
+            live = self._require(step, table, what)
+            if self._inspect(step, trash) is None:
+                raise PermanentByodbError(f"{what}: the trash table {trash!r} is gone", engine=self.engine)
+            t, s = self._quote(live.name), self._quote(trash)
+            match = " AND ".join(f"{s}.{self._quote(k.name)} = {t}.{self._quote(k.name)}" for k in key)
+            sql = (
+                f"UPDATE {t} SET {self._quote(column)} = (SELECT {s}.{self._quote(source)} FROM {s} "
+                f"WHERE {match}) WHERE EXISTS (SELECT 1 FROM {s} WHERE {match})"
+            )
+            if step.pg_limits is not None:
+                self._ddl(step, text("SELECT 1"))
+            return int(step.conn.execute(text(sql)).rowcount)
+
+    def count_rows(self, name: str) -> int | None:
+        """The rows of table ``name`` (``None``: no such table)."""
+        validate_identifier(name, engine=self.engine, kind="table")
+        with self._step(f"count the rows of {name!r}", ddl=False) as step:
+            if self._inspect(step, name) is None:
+                return None
+            return int(step.conn.execute(text(f"SELECT count(*) FROM {self._quote(name)}")).scalar_one())
 
     # -- plans ------------------------------------------------------------------------------------
 
@@ -532,15 +620,28 @@ class ByodbAdapter:
                 # a unique column's index reads every row
                 built = (Statement(sql, self._index_lock, scans=True) for sql in indexes)
                 return Plan(self.engine, (Statement(first, exclusive), *built))
-            case RemoveColumn(column=column):
+            case RemoveColumn(column=column, trash=trash, key=key):
                 assert before is not None
-                sql = f"ALTER TABLE {self._quote(before.name)} DROP COLUMN {self._quote(column.name)}"
-                warnings = ("the column's values are dropped with it",)
-                return Plan(
-                    self.engine, (Statement(sql, exclusive, rewrites=self.engine == "sqlite"),), warnings
-                )
-            case DeleteTable():
+                table = self._quote(before.name)
+                sql = f"ALTER TABLE {table} DROP COLUMN {self._quote(column.name)}"
+                drop = Statement(sql, exclusive, rewrites=self.engine == "sqlite")
+                if not trash:
+                    return Plan(self.engine, (drop,), ("the column's values are dropped with it",))
+                keys = [replace(k, nullable=False, default=None, unique=False, primary_key=True) for k in key]
+                value = Column(column.name, column.type)
+                names = ", ".join(self._quote(c.name) for c in [*keys, value])
+                copy = [
+                    *self._create_sql(trash, [*keys, value], ()),
+                    f"INSERT INTO {self._quote(trash)} ({names}) SELECT {names} FROM {table}",
+                ]
+                note = f"the column's values are kept in the trash table {trash!r}, keyed by the primary key"
+                return Plan(self.engine, (*(Statement(c, "SHARE", scans=True) for c in copy), drop), (note,))
+            case DeleteTable(trash=trash):
                 assert before is not None
+                if trash:
+                    sql = f"ALTER TABLE {self._quote(before.name)} RENAME TO {self._quote(trash)}"
+                    note = f"the table and its rows are kept in the trash as {trash!r}"
+                    return Plan(self.engine, (Statement(sql, exclusive),), (note,))
                 sql = str(DropTable(self._table(before.name)).compile(dialect=dialect)).strip()
                 return Plan(
                     self.engine, (Statement(sql, exclusive),), ("the table's rows are dropped with it",)

@@ -1,11 +1,11 @@
-"""``schemasaga serve | worker | db | events | projections | drift | verify | secrets | tokens``: one
+"""``schemasaga serve | worker | db | events | projections | drift | verify | secrets | tokens | trash``: one
 module per command group; the logic each command runs lives in ``services``."""
 
 from __future__ import annotations
 
 import click
 
-from schemasaga.cli import checks, db, events, keys, serve, tokens
+from schemasaga.cli import checks, db, events, keys, serve, tokens, trash
 from schemasaga.cli.base import Cli
 
 
@@ -24,3 +24,4 @@ main.add_command(checks.drift)
 main.add_command(checks.verify)
 main.add_command(keys.secrets)
 main.add_command(tokens.tokens)
+main.add_command(trash.trash)

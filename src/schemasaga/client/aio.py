@@ -23,6 +23,7 @@ from schemasaga.api.models import (
     OperationOut,
     TableOut,
     TablePage,
+    TrashOut,
 )
 from schemasaga.client import calls
 from schemasaga.client._shared import (
@@ -42,8 +43,8 @@ Id = UUID | str
 
 class AsyncClient:
     """``AsyncClient("http://127.0.0.1:8000", token=...)``: ``tables``, ``columns``, ``indexes``,
-    ``operations``, ``databases``, ``events``. Every change is sent with an ``Idempotency-Key`` (one per
-    call, or the one given) and tried again, with that key, when the connection fails or the service
+    ``operations``, ``databases``, ``events``, ``trash``. Every change is sent with an ``Idempotency-Key``
+    (one per call, or the one given) and tried again, with that key, when the connection fails or the service
     answers 503; an error answer raises :class:`SchemasagaError`."""
 
     def __init__(
@@ -66,6 +67,7 @@ class AsyncClient:
         self.operations = Operations(self)
         self.databases = Databases(self)
         self.events = Events(self)
+        self.trash = Trash(self)
 
     async def send(self, call: Call[T]) -> T:
         args = request_args(call)
@@ -139,9 +141,16 @@ class Tables(_Part):
         )
 
     async def delete(
-        self, table_id: Id, *, if_match: int | None = None, idempotency_key: str | None = None
+        self,
+        table_id: Id,
+        *,
+        if_match: int | None = None,
+        idempotency_key: str | None = None,
+        purge: bool = False,
     ) -> AcceptedOut:
-        return await self._client.send(calls.delete_table(table_id, if_match=if_match, key=idempotency_key))
+        """Into the trash (restorable until its retention ends), or dropped at once with ``purge``."""
+        call = calls.delete_table(table_id, if_match=if_match, key=idempotency_key, purge=purge)
+        return await self._client.send(call)
 
     async def reconcile(
         self, table_id: Id, strategy: str, *, idempotency_key: str | None = None
@@ -213,6 +222,15 @@ class Operations(_Part):
     ) -> list[OperationOut]:
         return await self._client.send(calls.list_operations(table_id=table_id, status=status, limit=limit))
 
+    async def undo(
+        self, operation: Id | AcceptedOut, *, if_match: int | None = None, idempotency_key: str | None = None
+    ) -> AcceptedOut:
+        """Start the undo of a completed operation (``if_match``: the table's version)."""
+        operation_id = operation.operation_id if isinstance(operation, AcceptedOut) else operation
+        return await self._client.send(
+            calls.undo_operation(operation_id, if_match=if_match, key=idempotency_key)
+        )
+
     async def wait(self, operation: Id | AcceptedOut, *, timeout: float = 60.0) -> OperationOut:
         """The operation once finished (``completed`` or ``rejected``: check ``status``), long-polling
         ``GET /v1/operations/{id}?wait=``; TimeoutError when it is not finished within ``timeout``."""
@@ -252,3 +270,21 @@ class Events(_Part):
         """A table's events, oldest first, a page at a time: those after version ``after``, at most ``limit``
         (at most 1000). (The live feed, ``GET /v1/events/stream``, is not in the client yet.)"""
         return await self._client.send(calls.table_events(table_id, after=after, limit=limit))
+
+
+class Trash(_Part):
+    """Deleted tables and removed columns, restorable until their retention ends."""
+
+    async def list(self, *, database: str | None = None) -> list[TrashOut]:
+        return await self._client.send(calls.list_trash(database=database))
+
+    async def get(self, trash_id: Id) -> TrashOut:
+        return await self._client.send(calls.get_trash(trash_id))
+
+    async def restore(
+        self, trash_id: Id, *, name: str | None = None, idempotency_key: str | None = None
+    ) -> AcceptedOut:
+        return await self._client.send(calls.restore_trash(trash_id, name=name, key=idempotency_key))
+
+    async def purge(self, trash_id: Id, *, idempotency_key: str | None = None) -> AcceptedOut:
+        return await self._client.send(calls.purge_trash(trash_id, key=idempotency_key))

@@ -24,6 +24,7 @@ from schemasaga.api.models import (
     OperationOut,
     TableOut,
     TablePage,
+    TrashOut,
 )
 
 T = TypeVar("T")
@@ -123,8 +124,28 @@ def rename_table(
     return _change("PATCH", f"/v1/tables/{table_id}", json={"name": name}, key=key, if_match=if_match)
 
 
-def delete_table(table_id: UUID | str, *, if_match: int | None, key: str | None) -> Call[AcceptedOut]:
-    return _change("DELETE", f"/v1/tables/{table_id}", key=key, if_match=if_match)
+def delete_table(
+    table_id: UUID | str, *, if_match: int | None, key: str | None, purge: bool = False
+) -> Call[AcceptedOut]:
+    call = _change("DELETE", f"/v1/tables/{table_id}", key=key, if_match=if_match)
+    return Call(**{**call.__dict__, "params": _params(purge=True)}) if purge else call
+
+
+def list_trash(*, database: str | None) -> Call[list[TrashOut]]:
+    return Call("GET", "/v1/trash", model(list[TrashOut]), params=_params(database=database))
+
+
+def get_trash(trash_id: UUID | str) -> Call[TrashOut]:
+    return Call("GET", f"/v1/trash/{trash_id}", model(TrashOut))
+
+
+def restore_trash(trash_id: UUID | str, *, name: str | None, key: str | None) -> Call[AcceptedOut]:
+    body = {} if name is None else {"name": name}
+    return _change("POST", f"/v1/trash/{trash_id}/restore", json=body, key=key)
+
+
+def purge_trash(trash_id: UUID | str, *, key: str | None) -> Call[AcceptedOut]:
+    return _change("DELETE", f"/v1/trash/{trash_id}", key=key)
 
 
 def reconcile(table_id: UUID | str, strategy: str, *, key: str | None) -> Call[AcceptedOut]:
@@ -178,6 +199,10 @@ def drop_index(
 def get_operation(operation_id: UUID | str, *, wait: float | None = None) -> Call[OperationOut]:
     params = _params(wait=None if wait is None else round(min(max(wait, 0.001), LONGEST_WAIT), 3))
     return Call("GET", f"/v1/operations/{operation_id}", model(OperationOut), params=params)
+
+
+def undo_operation(operation_id: UUID | str, *, if_match: int | None, key: str | None) -> Call[AcceptedOut]:
+    return _change("POST", f"/v1/operations/{operation_id}/undo", key=key, if_match=if_match)
 
 
 def list_operations(

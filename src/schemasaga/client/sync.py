@@ -22,6 +22,7 @@ from schemasaga.api.models import (
     OperationOut,
     TableOut,
     TablePage,
+    TrashOut,
 )
 from schemasaga.client import calls
 from schemasaga.client._shared import (
@@ -41,8 +42,8 @@ Id = UUID | str
 
 class Client:
     """``Client("http://127.0.0.1:8000", token=...)``: ``tables``, ``columns``, ``indexes``,
-    ``operations``, ``databases``, ``events``. Every change is sent with an ``Idempotency-Key`` (one per
-    call, or the one given) and tried again, with that key, when the connection fails or the service
+    ``operations``, ``databases``, ``events``, ``trash``. Every change is sent with an ``Idempotency-Key``
+    (one per call, or the one given) and tried again, with that key, when the connection fails or the service
     answers 503; an error answer raises :class:`SchemasagaError`."""
 
     def __init__(
@@ -65,6 +66,7 @@ class Client:
         self.operations = Operations(self)
         self.databases = Databases(self)
         self.events = Events(self)
+        self.trash = Trash(self)
 
     def send(self, call: Call[T]) -> T:
         args = request_args(call)
@@ -136,9 +138,16 @@ class Tables(_Part):
         return self._client.send(calls.rename_table(table_id, name, if_match=if_match, key=idempotency_key))
 
     def delete(
-        self, table_id: Id, *, if_match: int | None = None, idempotency_key: str | None = None
+        self,
+        table_id: Id,
+        *,
+        if_match: int | None = None,
+        idempotency_key: str | None = None,
+        purge: bool = False,
     ) -> AcceptedOut:
-        return self._client.send(calls.delete_table(table_id, if_match=if_match, key=idempotency_key))
+        """Into the trash (restorable until its retention ends), or dropped at once with ``purge``."""
+        call = calls.delete_table(table_id, if_match=if_match, key=idempotency_key, purge=purge)
+        return self._client.send(call)
 
     def reconcile(self, table_id: Id, strategy: str, *, idempotency_key: str | None = None) -> AcceptedOut:
         return self._client.send(calls.reconcile(table_id, strategy, key=idempotency_key))
@@ -200,6 +209,13 @@ class Operations(_Part):
     ) -> list[OperationOut]:
         return self._client.send(calls.list_operations(table_id=table_id, status=status, limit=limit))
 
+    def undo(
+        self, operation: Id | AcceptedOut, *, if_match: int | None = None, idempotency_key: str | None = None
+    ) -> AcceptedOut:
+        """Start the undo of a completed operation (``if_match``: the table's version)."""
+        operation_id = operation.operation_id if isinstance(operation, AcceptedOut) else operation
+        return self._client.send(calls.undo_operation(operation_id, if_match=if_match, key=idempotency_key))
+
     def wait(self, operation: Id | AcceptedOut, *, timeout: float = 60.0) -> OperationOut:
         """The operation once finished (``completed`` or ``rejected``: check ``status``), long-polling
         ``GET /v1/operations/{id}?wait=``; TimeoutError when it is not finished within ``timeout``."""
@@ -239,3 +255,21 @@ class Events(_Part):
         """A table's events, oldest first, a page at a time: those after version ``after``, at most ``limit``
         (at most 1000). (The live feed, ``GET /v1/events/stream``, is not in the client yet.)"""
         return self._client.send(calls.table_events(table_id, after=after, limit=limit))
+
+
+class Trash(_Part):
+    """Deleted tables and removed columns, restorable until their retention ends."""
+
+    def list(self, *, database: str | None = None) -> list[TrashOut]:
+        return self._client.send(calls.list_trash(database=database))
+
+    def get(self, trash_id: Id) -> TrashOut:
+        return self._client.send(calls.get_trash(trash_id))
+
+    def restore(
+        self, trash_id: Id, *, name: str | None = None, idempotency_key: str | None = None
+    ) -> AcceptedOut:
+        return self._client.send(calls.restore_trash(trash_id, name=name, key=idempotency_key))
+
+    def purge(self, trash_id: Id, *, idempotency_key: str | None = None) -> AcceptedOut:
+        return self._client.send(calls.purge_trash(trash_id, key=idempotency_key))

@@ -4,6 +4,7 @@ the events they follow, rebuildable from the events at any time, and the locks t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -92,6 +93,15 @@ def _about(event: TableEvent) -> dict[str, Any]:
             return {}
 
 
+def _undoes(event: TableEvent) -> UUID | None:
+    match event:
+        case TableChanged(undoes=undoes) | TableAltered(undoes=undoes) | TableDeleted(undoes=undoes) if (
+            undoes is not None
+        ):
+            return UUID(undoes)
+    return None
+
+
 async def project_table(conn: AsyncConnection[Any], table: Table, recorded: Sequence[RecordedEvent]) -> None:
     """Bring the read models up to date with ``table`` after ``recorded`` were appended for it; raises
     :class:`NameTaken` when another table of its database holds its name (the transaction is then
@@ -122,6 +132,7 @@ async def _project_table(conn: AsyncConnection[Any], table: Table, recorded: Seq
                 "exists": table.exists,
                 "deleted": not table.live,
                 "holds_name": table.holds_name,
+                "trashed": table.trashed,
                 "columns": Jsonb([c.to_dict() for c in table.schema.columns]),
                 "indexes": Jsonb([i.to_dict() for i in table.schema.indexes]),
                 "version": table.version,
@@ -130,6 +141,22 @@ async def _project_table(conn: AsyncConnection[Any], table: Table, recorded: Seq
         )
         for rec in recorded:
             await _project_event(cur, event_from_data(rec.event_type, rec.data), rec)
+        for entry in table.trash:
+            await cur.execute(
+                Q["upsert_trash"],
+                {
+                    "trash_id": UUID(entry.trash_id),
+                    "table_id": table.table_id,
+                    "database": table.database,
+                    "kind": entry.kind,
+                    "origin_table": entry.table,
+                    "origin_column": entry.column["name"] if entry.column else None,
+                    "physical_name": entry.trash,
+                    "status": table.trash_status(entry),
+                    "retention_s": entry.retention_s,
+                    "at": at,
+                },
+            )
 
 
 async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> None:
@@ -151,6 +178,7 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
                     "kind": _kind(event),
                     "detail": Jsonb(_detail(event)),
                     "seq": rec.position,
+                    "undoes": _undoes(event),
                 },
             )
             if isinstance(event, TableTracked):  # nothing to run: done as it is recorded
@@ -171,6 +199,9 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
             | TableSchemaAdopted()
         ):
             await cur.execute(Q["operation_finished"], {**op, "status": "completed", "error": None})
+            if isinstance(event, TableChangeConfirmed | TableDeletionConfirmed):  # an undo completed: what it
+                # undid is undone (a deletion undoes a creation)
+                await cur.execute(Q["operation_undone"], op)
         case (
             TableCreationRejected(reason=r) | TableChangeRejected(reason=r) | TableDeletionRejected(reason=r)
         ):
@@ -289,6 +320,7 @@ TABLE_COLUMNS = (
     "created_at",
     "updated_at",
     "holds_name",
+    "trashed",
 )
 OPERATION_COLUMNS = (
     "operation_id",
@@ -303,6 +335,21 @@ OPERATION_COLUMNS = (
     "created_at",
     "updated_at",
     "finished_at",
+    "undoes",
+    "undone_by",
+)
+TRASH_COLUMNS = (
+    "trash_id",
+    "table_id",
+    "database_name",
+    "kind",
+    "origin_table",
+    "origin_column",
+    "physical_name",
+    "status",
+    "trashed_at",
+    "purge_at",
+    "updated_at",
 )
 DATABASE_COLUMNS = (
     "name",
@@ -320,16 +367,20 @@ DATABASE_COLUMNS = (
 )
 
 
-def table_rows(events: Sequence[RecordedEvent]) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
-    """The rm_tables row and the rm_operations rows that projecting a table's events one by one (as
-    :func:`project_table` does when they are appended) leaves, computed without the database: the
-    statements of ``_project_event`` applied to dictionaries. JSON columns come as JSON text."""
+def table_rows(
+    events: Sequence[RecordedEvent],
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rm_tables row, the rm_operations rows and the rm_trash rows that projecting a table's events one
+    by one (as :func:`project_table` does when they are appended) leaves, computed without the database:
+    the statements of ``_project_table`` applied to dictionaries. JSON columns come as JSON text."""
     table = Table(table_id=UUID(events[0].data["table_id"]))
     ops: dict[Any, dict[str, Any]] = {}
+    trash: dict[Any, dict[str, Any]] = {}
     for rec in events:
         event = event_from_data(rec.event_type, rec.data)
         table.apply(event)
         _apply_to_operations(ops, event, rec)
+        _apply_to_trash(trash, table, rec.created_at)
     row = (
         table.table_id,
         table.database,
@@ -343,12 +394,39 @@ def table_rows(events: Sequence[RecordedEvent]) -> tuple[tuple[Any, ...], list[t
         events[0].created_at,
         events[-1].created_at,
         table.holds_name,
+        table.trashed,
     )
     op_rows = [
         tuple(dumps(op[c]) if c in ("detail", "steps_done") else op[c] for c in OPERATION_COLUMNS)
         for op in ops.values()
     ]
-    return row, op_rows
+    trash_rows = [tuple(entry[c] for c in TRASH_COLUMNS) for entry in trash.values()]
+    return row, op_rows, trash_rows
+
+
+def _apply_to_trash(trash: dict[Any, dict[str, Any]], table: Table, at: Any) -> None:
+    """upsert_trash for each of the table's trash entries: times from the event that trashed it, then
+    only its status (and updated_at when it changes)."""
+    for entry in table.trash:
+        key = UUID(entry.trash_id)
+        status = table.trash_status(entry)
+        row = trash.get(key)
+        if row is None:
+            trash[key] = {
+                "trash_id": key,
+                "table_id": table.table_id,
+                "database_name": table.database,
+                "kind": entry.kind,
+                "origin_table": entry.table,
+                "origin_column": entry.column["name"] if entry.column else None,
+                "physical_name": entry.trash,
+                "status": status,
+                "trashed_at": at,
+                "purge_at": at + timedelta(seconds=entry.retention_s),
+                "updated_at": at,
+            }
+        elif row["status"] != status:
+            row.update(status=status, updated_at=at)
 
 
 def _apply_to_operations(ops: dict[Any, dict[str, Any]], event: TableEvent, rec: RecordedEvent) -> None:
@@ -377,6 +455,8 @@ def _apply_to_operations(ops: dict[Any, dict[str, Any]], event: TableEvent, rec:
                     "created_at": at,
                     "updated_at": at,
                     "finished_at": None,
+                    "undoes": _undoes(event),
+                    "undone_by": None,
                 }
             if isinstance(event, TableTracked):
                 _finish(op, "completed", None, at)
@@ -398,6 +478,9 @@ def _apply_to_operations(ops: dict[Any, dict[str, Any]], event: TableEvent, rec:
             | TableSchemaAdopted()
         ):
             _finish(op, "completed", None, at)
+            undone = ops.get(op["undoes"])
+            if isinstance(event, TableChangeConfirmed | TableDeletionConfirmed) and undone is not None:
+                undone.update(undone_by=op["operation_id"], updated_at=at)  # operation_undone
         case (
             TableCreationRejected(reason=r) | TableChangeRejected(reason=r) | TableDeletionRejected(reason=r)
         ):

@@ -183,6 +183,7 @@ class OnlineRebuild:
         if ids:
             await conn.execute(Q["forget_tables"], {"ids": ids})
             await conn.execute(Q["forget_operations"], {"ids": ids})
+            await conn.execute(Q["forget_trash"], {"ids": ids})
         if names:
             await conn.execute(Q["forget_databases"], {"names": names})
         count = await self._project(conn, changed) if changed else 0
@@ -229,16 +230,19 @@ class OnlineRebuild:
         events = await self.store.read_streams(streams, conn=conn)
         tables: list[tuple[Any, ...]] = []
         operations: list[tuple[Any, ...]] = []
+        trash: list[tuple[Any, ...]] = []
         databases: list[tuple[Any, ...]] = []
         for stream, stream_events in _by_stream(events):
             if stream.startswith(TABLE_PREFIX):
-                table, ops = readmodels.table_rows(stream_events)
+                table, ops, entries = readmodels.table_rows(stream_events)
                 tables.append(table)
                 operations.extend(ops)
+                trash.extend(entries)
             elif (row := readmodels.database_row(stream_events)) is not None:
                 databases.append(row)
         await _copy(conn, "rm_tables", readmodels.TABLE_COLUMNS, tables)
         await _copy(conn, "rm_operations", readmodels.OPERATION_COLUMNS, operations)
+        await _copy(conn, "rm_trash", readmodels.TRASH_COLUMNS, trash)
         await _copy(conn, "rm_databases", readmodels.DATABASE_COLUMNS, databases)
         return len(events)
 

@@ -22,8 +22,8 @@ from schemasaga.domain.table import Table
 from schemasaga.eventstore import START, EventNotFound, EventStore, RecordedEvent
 from schemasaga.jobs import queries as job_queries
 from schemasaga.secrets import SecretBox, SecretsError
-from schemasaga.services.repository import load_table
-from schemasaga.services.views import DatabaseView, OperationView, StoredIdentity, TableView
+from schemasaga.services.repository import fold_table, load_table
+from schemasaga.services.views import DatabaseView, OperationView, StoredIdentity, TableView, TrashView
 from schemasaga.sql import queries
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,44 @@ class PgReadModels:
         rows = await self._rows("get_table", {"table_id": table_id})
         return _table(rows[0]) if rows else None
 
+    async def get_trash(self, trash_id: UUID) -> TrashView | None:
+        rows = await self._rows("get_trash", {"trash_id": trash_id})
+        return _trash(rows[0]) if rows else None
+
+    async def list_trash(self, *, database: str | None, databases: Collection[str] | None) -> list[TrashView]:
+        params = {"database": database, "databases": None if databases is None else sorted(databases)}
+        return [_trash(row) for row in await self._rows("list_trash", params)]
+
+    async def trash_due(self, *, limit: int) -> list[TrashView]:
+        return [_trash(row) for row in await self._rows("trash_due", {"limit": limit})]
+
     async def list_tables(
         self,
+        *,
+        database: str | None,
+        include_deleted: bool,
+        include_trashed: bool = False,
+        after: UUID | None,
+        limit: int,
+        databases: Collection[str] | None = None,
+        name_prefix: str | None = None,
+        status: str | None = None,
+    ) -> list[TableView]:
+        params = {
+            "status": status,
+            "database": database,
+            "include_deleted": include_deleted,
+            "include_trashed": include_trashed,
+            "after": after,
+            "limit": limit,
+            "databases": None if databases is None else sorted(databases),
+            "name_prefix": name_prefix or None,
+        }
+        return [_table(row) for row in await self._rows("list_tables", params)]
+
+    async def tables_at(
+        self,
+        moment: datetime,
         *,
         database: str | None,
         include_deleted: bool,
@@ -57,16 +93,39 @@ class PgReadModels:
         limit: int,
         databases: Collection[str] | None = None,
         name_prefix: str | None = None,
-    ) -> list[TableView]:
-        params = {
+    ) -> list[Table | TableView]:
+        found: list[Table | TableView] = []
+        params: dict[str, Any] = {
             "database": database,
-            "include_deleted": include_deleted,
-            "after": after,
-            "limit": limit,
             "databases": None if databases is None else sorted(databases),
-            "name_prefix": name_prefix or None,
+            "at": moment,
+            "limit": limit,
         }
-        return [_table(row) for row in await self._rows("list_tables", params)]
+        cursor = after
+        # A candidate may be left out once read (deleted by then, or another name then): read on until
+        # the page is full or the candidates run out.
+        while len(found) < limit:
+            rows = await self._rows("tables_begun_by", {**params, "after": cursor})
+            # The streams that moved since, as they were then, in one round trip, each folded.
+            moved = [stream_name(r["table_id"]) for r in rows if r["moved_since"]]
+            streams = await self.store.read_streams_until(moved, until=moment) if moved else {}
+            for row in rows:
+                then: Table | TableView | None
+                if row["moved_since"]:
+                    then = fold_table(row["table_id"], streams.get(stream_name(row["table_id"]), []))
+                else:
+                    then = _table(row)
+                if then is None:  # its first event committed after the candidates were read
+                    continue
+                live = then.live if isinstance(then, Table) else not then.deleted
+                if (include_deleted or live) and then.name.startswith(name_prefix or ""):
+                    found.append(then)
+                    if len(found) == limit:
+                        break
+            if len(rows) < limit:
+                break
+            cursor = rows[-1]["table_id"]
+        return found
 
     async def table_at(self, table_id: UUID, *, version: int | None, moment: datetime | None) -> Table:
         if moment is not None:
@@ -98,9 +157,24 @@ class PgReadModels:
 
     # -- the global log --------------------------------------------------------------------------
 
-    async def recent_events(self, *, before: int | None, limit: int) -> list[RecordedEvent]:
+    async def recent_events(
+        self,
+        *,
+        before: int | None,
+        limit: int,
+        event_type: str | None = None,
+        correlation_id: str | None = None,
+        stream: str | None = None,
+    ) -> list[RecordedEvent]:
         to = None if before is None else before - 1
-        return await self.store.read_all(to_position=to, backward=True, limit=limit)
+        return await self.store.read_all(
+            to_position=to,
+            backward=True,
+            limit=limit,
+            event_types=None if event_type is None else [event_type],
+            correlation_id=correlation_id,
+            stream=stream,
+        )
 
     async def get_event(self, event_id: UUID) -> RecordedEvent | None:
         try:
@@ -231,6 +305,22 @@ def _table(row: dict[str, Any]) -> TableView:
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        trashed=row["trashed"],
+    )
+
+
+def _trash(row: dict[str, Any]) -> TrashView:
+    return TrashView(
+        trash_id=row["trash_id"],
+        table_id=row["table_id"],
+        database=row["database_name"],
+        kind=row["kind"],
+        table=row["origin_table"],
+        column=row["origin_column"],
+        physical_name=row["physical_name"],
+        status=row["status"],
+        trashed_at=row["trashed_at"],
+        purge_at=row["purge_at"],
     )
 
 
@@ -247,6 +337,8 @@ def _operation(row: dict[str, Any]) -> OperationView:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         finished_at=row["finished_at"],
+        undoes=row.get("undoes"),
+        undone_by=row.get("undone_by"),
     )
 
 

@@ -39,6 +39,23 @@ class OperationKind(StrEnum):
     ALTER_COLUMN = "alter_column"
     ADD_INDEX = "add_index"
     DROP_INDEX = "drop_index"
+    RESTORE_TABLE = "restore_table"
+    RESTORE_COLUMN = "restore_column"
+    PURGE_TRASH = "purge_trash"
+
+
+TRASH_PREFIX = "_ssg_trash_"
+"""The reserved prefix of trash tables: ``_ssg_trash_`` and 16 hex digits (27 characters, within every
+engine's identifier limit). Drift never reports such a table as unmanaged."""
+
+
+def trash_name(token: str) -> str:
+    """The trash table named by 16 hex digits of ``token`` (a uuid's hex)."""
+    return TRASH_PREFIX + token[:16]
+
+
+def is_trash_name(name: str) -> bool:
+    return name.lower().startswith(TRASH_PREFIX)
 
 
 def check_name(name: str, *, kind: str) -> None:
@@ -47,6 +64,8 @@ def check_name(name: str, *, kind: str) -> None:
             f"{kind} name {name!r} must start with a letter or underscore and contain only "
             "letters, digits and underscores"
         )
+    if kind == "table" and is_trash_name(name):
+        raise InvalidName(f"table name {name!r} is reserved for the trash ({TRASH_PREFIX}...)")
 
 
 def check_column(column: Column) -> Column:
@@ -119,6 +138,10 @@ class AddColumn(Change):
 class RemoveColumn(Change):
     kind = OperationKind.REMOVE_COLUMN
     column: Column  # as it was
+    # The trash table its values are copied to first, keyed by ``key`` (the primary key); "": dropped.
+    trash: str = ""
+    key: tuple[Column, ...] = ()
+    retention_s: int = 0
 
     def apply(self, schema: TableSchema) -> TableSchema:
         current = schema.column(self.column.name)
@@ -138,7 +161,10 @@ class RemoveColumn(Change):
         return (self.column,)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind.value, "column": self.column.to_dict()}
+        data: dict[str, Any] = {"kind": self.kind.value, "column": self.column.to_dict()}
+        if self.trash:
+            data |= _trash_dict(self.trash, self.key, self.retention_s)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +272,83 @@ class DropIndex(Change):
 @dataclass(frozen=True, slots=True)
 class DeleteTable(Change):
     kind = OperationKind.DELETE_TABLE
+    # The trash name the table is renamed to, kept ``retention_s`` seconds; "": dropped at once.
+    trash: str = ""
+    retention_s: int = 0
 
     def apply(self, schema: TableSchema) -> TableSchema:
         return schema
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind.value}
+        data: dict[str, Any] = {"kind": self.kind.value}
+        if self.trash:
+            data |= _trash_dict(self.trash, (), self.retention_s)
+        return data
+
+
+def _trash_dict(trash: str, key: tuple[Column, ...], retention_s: int) -> dict[str, Any]:
+    return {"trash": trash, "key": [c.to_dict() for c in key], "retention_s": retention_s}
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreTable(Change):
+    """Bring a trashed table back under ``name`` (the trash entry ``trash_id``, physical ``trash``)."""
+
+    kind = OperationKind.RESTORE_TABLE
+    trash_id: str
+    trash: str
+    name: str
+
+    def apply(self, schema: TableSchema) -> TableSchema:
+        return replace(schema, name=self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "trash_id": self.trash_id, "trash": self.trash, "name": self.name}
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreColumn(Change):
+    """Add a trashed column back (``column``: as it was, or renamed) and fill it from the trash table,
+    matching rows on ``key``; ``source`` is the column's name in the trash table."""
+
+    kind = OperationKind.RESTORE_COLUMN
+    trash_id: str
+    trash: str
+    column: Column
+    source: str
+    key: tuple[Column, ...]
+
+    def apply(self, schema: TableSchema) -> TableSchema:
+        return AddColumn(self.column).apply(schema)
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return (self.column,)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "trash_id": self.trash_id,
+            "trash": self.trash,
+            "column": self.column.to_dict(),
+            "source": self.source,
+            "key": [c.to_dict() for c in self.key],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeTrash(Change):
+    """Drop a trash table for good (the schema stays as it is)."""
+
+    kind = OperationKind.PURGE_TRASH
+    trash_id: str
+    trash: str
+
+    def apply(self, schema: TableSchema) -> TableSchema:
+        return schema
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "trash_id": self.trash_id, "trash": self.trash}
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +385,12 @@ def change_from_dict(data: dict[str, Any]) -> Change:
         case OperationKind.ADD_COLUMN:
             return AddColumn(Column.from_dict(data["column"]))
         case OperationKind.REMOVE_COLUMN:
-            return RemoveColumn(Column.from_dict(data["column"]))
+            return RemoveColumn(
+                Column.from_dict(data["column"]),
+                trash=data.get("trash", ""),
+                key=tuple(Column.from_dict(c) for c in data.get("key", [])),
+                retention_s=int(data.get("retention_s", 0)),
+            )
         case OperationKind.ALTER_COLUMN:
             return AlterColumn(data["name"], Column.from_dict(data["column"]))
         case OperationKind.RENAME_TABLE:
@@ -298,7 +400,19 @@ def change_from_dict(data: dict[str, Any]) -> Change:
         case OperationKind.DROP_INDEX:
             return DropIndex(Index.from_dict(data["index"]))
         case OperationKind.DELETE_TABLE:
-            return DeleteTable()
+            return DeleteTable(trash=data.get("trash", ""), retention_s=int(data.get("retention_s", 0)))
+        case OperationKind.RESTORE_TABLE:
+            return RestoreTable(data["trash_id"], data["trash"], data["name"])
+        case OperationKind.RESTORE_COLUMN:
+            return RestoreColumn(
+                data["trash_id"],
+                data["trash"],
+                Column.from_dict(data["column"]),
+                data["source"],
+                tuple(Column.from_dict(c) for c in data["key"]),
+            )
+        case OperationKind.PURGE_TRASH:
+            return PurgeTrash(data["trash_id"], data["trash"])
         case OperationKind.REPAIR:
             return Repair()
         case OperationKind.ADOPT:

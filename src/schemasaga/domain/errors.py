@@ -106,6 +106,16 @@ class TableExistsUnmanaged(DomainError):
     code = "table_exists_unmanaged"
 
 
+class TrashNotFound(DomainError):
+    code = "trash_not_found"
+
+
+class TrashPurged(DomainError):
+    """The trash entry was purged (or restored): its data is no longer in the trash."""
+
+    code = "purged"
+
+
 class TableGone(DomainError):
     """The table was deleted (or its creation was rejected): nothing more can change it."""
 
@@ -130,6 +140,34 @@ class ConcurrentChange(DomainError):
 
 class OperationNotFound(DomainError):
     code = "operation_not_found"
+
+
+# -- undo ----------------------------------------------------------------------------------------
+
+
+class OperationNotCompleted(DomainError):
+    """An undo of an operation that is still pending or running, or was rejected (nothing to undo)."""
+
+    code = "operation_not_completed"
+
+
+class AlreadyUndone(DomainError):
+    """The operation is undone already (or an undo of it is in flight); ``details`` names the undo."""
+
+    code = "already_undone"
+
+
+class UndoConflict(DomainError):
+    """A later operation on the table depends on what the undo would take back; ``details`` names it."""
+
+    code = "undo_conflict"
+
+
+class UndoUnsupported(DomainError):
+    """The operation has no inverse schemasaga can run (yet): one that needs the trash, a reconciliation,
+    a tracking."""
+
+    code = "undo_unsupported"
 
 
 # -- databases -----------------------------------------------------------------------------------

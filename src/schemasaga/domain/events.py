@@ -19,6 +19,9 @@ class TableEvent:
 
     # Payload schema version; bump it and register an upcaster when a payload's shape changes.
     SCHEMA_VERSION: ClassVar[int] = 1
+    # Fields left out of the payload while they are None (added later: events without them keep the shape
+    # they always had, and load with the default).
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def type_name(cls) -> str:
@@ -28,6 +31,8 @@ class TableEvent:
         data: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if value is None and f.name in self.OMITTED_WHEN_NONE:
+                continue
             data[f.name] = str(value) if isinstance(value, UUID) else value
         return data
 
@@ -58,6 +63,16 @@ class TableChanged(TableEvent):
     action: str
     column: dict[str, Any]
     plan: dict[str, Any] | None = None
+    # The id of the operation this change undoes (POST /v1/operations/{id}/undo); None (and not in the
+    # payload) for a change asked for as such.
+    undoes: str | None = None
+    # A removal that keeps the values: the trash table, its key columns, how long it is kept (None, and
+    # not in the payload, when the values are dropped with the column).
+    trash: str | None = None
+    key: list[dict[str, Any]] | None = None
+    retention_s: int | None = None
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"undoes", "trash", "key", "retention_s"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +88,13 @@ class TableChangeRejected(TableEvent):
 @dataclass(frozen=True, slots=True)
 class TableDeleted(TableEvent):
     plan: dict[str, Any] | None = None
+    # The trash name the table is renamed to and how long it is kept there (None, and not in the payload:
+    # dropped at once).
+    trash: str | None = None
+    retention_s: int | None = None
+    undoes: str | None = None  # as in TableChanged (the undo of a table's creation)
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"trash", "retention_s", "undoes"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +104,9 @@ class TableAltered(TableEvent):
 
     change: dict[str, Any]
     plan: dict[str, Any] | None = None
+    undoes: str | None = None  # as in TableChanged
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"undoes"})
 
 
 @dataclass(frozen=True, slots=True)

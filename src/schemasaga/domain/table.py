@@ -21,11 +21,15 @@ from schemasaga.domain.changes import (
     DeleteTable,
     DropIndex,
     OperationKind,
+    PurgeTrash,
     RemoveColumn,
     Repair,
+    RestoreColumn,
+    RestoreTable,
     change_from_dict,
     check_column,
     check_name,
+    inverse,
 )
 from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, Index, TableSchema
 from schemasaga.domain.errors import (
@@ -35,6 +39,9 @@ from schemasaga.domain.errors import (
     IllegalTransition,
     IndexNotFound,
     TableGone,
+    TrashNotFound,
+    TrashPurged,
+    UnsupportedChange,
 )
 from schemasaga.domain.events import (
     SagaAttemptFailed,
@@ -57,8 +64,18 @@ from schemasaga.domain.events import (
     TableTracked,
 )
 from schemasaga.domain.plan import Plan
+from schemasaga.domain.undo import (
+    EVERYTHING,
+    NEEDS_TRASH,
+    TRACK_TABLE,
+    DoneOperation,
+    InFlight,
+    is_the_undo,
+    touches,
+    undo_change,
+)
 
-__all__ = ["OperationKind", "PendingOperation", "Table", "new_table_schema"]
+__all__ = ["OperationKind", "PendingOperation", "Table", "TrashEntry", "new_table_schema"]
 
 
 @dataclass(slots=True)
@@ -73,6 +90,8 @@ class PendingOperation:
     failed_attempts: int = 0
     compensating: bool = False
     compensation_reason: str | None = None
+    # The operation this one undoes (POST /v1/operations/{id}/undo).
+    undoes: UUID | None = None
 
     @property
     def kind(self) -> OperationKind:
@@ -97,6 +116,7 @@ class PendingOperation:
             "failed_attempts": self.failed_attempts,
             "compensating": self.compensating,
             "compensation_reason": self.compensation_reason,
+            "undoes": str(self.undoes) if self.undoes is not None else None,
         }
 
     @classmethod
@@ -106,6 +126,7 @@ class PendingOperation:
         else:  # a snapshot taken before changes were values
             change = _legacy_change(OperationKind(data["kind"]), data["columns"], table_name)
         plan = data.get("plan")
+        undoes = data.get("undoes")
         return cls(
             operation_id=UUID(data["operation_id"]),
             change=change,
@@ -114,6 +135,7 @@ class PendingOperation:
             failed_attempts=int(data["failed_attempts"]),
             compensating=bool(data["compensating"]),
             compensation_reason=data["compensation_reason"],
+            undoes=UUID(undoes) if undoes is not None else None,
         )
 
 
@@ -140,7 +162,41 @@ _REJECTED: dict[OperationKind, type[TableCreationRejected | TableDeletionRejecte
 }
 # Kinds that leave the schema's metadata as it is when they are accepted (and, but for an adoption,
 # when they are confirmed).
-_KEEP_SCHEMA = frozenset({OperationKind.DELETE_TABLE, OperationKind.REPAIR, OperationKind.ADOPT})
+_KEEP_SCHEMA = frozenset(
+    {OperationKind.DELETE_TABLE, OperationKind.REPAIR, OperationKind.ADOPT, OperationKind.PURGE_TRASH}
+)
+# Kinds that act on a trash entry: accepted while the table is deleted (but for a column's restore).
+_ON_TRASH = (RestoreTable, RestoreColumn, PurgeTrash)
+
+
+@dataclass(slots=True)
+class TrashEntry:
+    """A table or column in the trash: its data kept in the physical table ``trash``."""
+
+    trash_id: str  # the id of the operation that trashed it
+    kind: str  # "table" or "column"
+    trash: str
+    table: str  # the table's name when it was trashed
+    column: dict[str, Any] | None = None  # the removed column, as it was
+    key: list[dict[str, Any]] = field(default_factory=list)  # the columns its values are keyed by
+    retention_s: int = 0
+    status: str = "trashed"  # "trashed", "restored" or "purged"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trash_id": self.trash_id,
+            "kind": self.kind,
+            "trash": self.trash,
+            "table": self.table,
+            "column": self.column,
+            "key": list(self.key),
+            "retention_s": self.retention_s,
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrashEntry:
+        return cls(**data)
 
 
 @dataclass(slots=True)
@@ -157,6 +213,10 @@ class Table:
     pending: list[PendingOperation] = field(default_factory=list)
     # The differences the last drift scan reported (empty: none, or repaired/adopted since).
     drift: list[dict[str, Any]] = field(default_factory=list)
+    # What its deletion and column removals put in the trash, oldest first (restored and purged kept).
+    trash: list[TrashEntry] = field(default_factory=list)
+    # The operations that completed, in the order they did, as much of each as an undo needs.
+    done: list[DoneOperation] = field(default_factory=list)
     # Version of the last event folded in (-1: no events).
     version: int = -1
     # Events decided but not yet saved.
@@ -215,7 +275,26 @@ class Table:
         """Whether no other table of its database may take its name. A table being deleted still
         holds it: its deletion may be rejected, and until it is confirmed the physical table is there
         (a new table of that name would find it and take it for its own)."""
+        if any(op.kind is OperationKind.RESTORE_TABLE for op in self.pending):
+            return True  # a restore takes the name back (refused when another table holds it)
         return not (self.creation_rejected or self.deletion_confirmed)
+
+    @property
+    def trashed(self) -> bool:
+        """Deleted, with its rows in the trash (restorable)."""
+        return self.deletion_confirmed and any(
+            e.kind == "table" and e.status == "trashed" for e in self.trash
+        )
+
+    def trash_entry(self, trash_id: str) -> TrashEntry | None:
+        return next((e for e in self.trash if e.trash_id == trash_id), None)
+
+    def trash_status(self, entry: TrashEntry) -> str:
+        """The entry's status, "restoring" or "purging" while an operation on it is in flight."""
+        for op in self.pending:
+            if isinstance(op.change, _ON_TRASH) and op.change.trash_id == entry.trash_id:
+                return "purging" if isinstance(op.change, PurgeTrash) else "restoring"
+        return entry.status
 
     @property
     def head(self) -> PendingOperation | None:
@@ -250,6 +329,16 @@ class Table:
             if isinstance(op.change, RemoveColumn | DropIndex):
                 return self.confirmed
             raise
+
+    def undo(self, operation_id: UUID) -> Change:
+        """The change that undoes completed operation ``operation_id`` (nothing is recorded); a domain
+        error when it cannot be undone now (see ``domain.undo``)."""
+        in_flight = [InFlight(op.operation_id, op.change, op.undoes) for op in self.pending]
+        return undo_change(operation_id, done=self.done, in_flight=in_flight)
+
+    def undone_by(self, operation_id: UUID) -> UUID | None:
+        """The completed operation that undid ``operation_id``, if one did."""
+        return next((d.operation_id for d in self.done if d.undoes == operation_id), None)
 
     # -- commands --------------------------------------------------------------------------------
 
@@ -298,28 +387,69 @@ class Table:
         )
         return table
 
-    def accept(self, change: Change, *, operation_id: UUID, plan: Plan | None = None) -> None:
-        """Queue ``change`` (validated against the intended schema) with the plan its saga will run."""
+    def accept(
+        self, change: Change, *, operation_id: UUID, plan: Plan | None = None, undoes: UUID | None = None
+    ) -> None:
+        """Queue ``change`` (validated against the intended schema) with the plan its saga will run;
+        ``undoes``: the operation it undoes, which must be undoable now by that very change."""
+        if undoes is not None and not is_the_undo(self.undo(undoes), change):
+            raise IllegalTransition(f"{change.kind.value} is not the undo of operation {undoes}")
         if isinstance(change, CreateTable):
             raise IllegalTransition("a table is created by Table.create")
         if isinstance(change, Repair | Adopt) and not self.exists and not self.pending:
             self._ensure_live()
             raise TableGone(f"table {self.name!r} was never created in its database")
-        self.preview(change)
+        if isinstance(change, _ON_TRASH):
+            self._check_trash(change)
+        else:
+            self.preview(change)
         planned = plan.to_dict() if plan is not None else None
+        undone = str(undoes) if undoes is not None else None
         event: TableEvent
         match change:
             case AddColumn(column=column):
-                event = TableChanged(self.table_id, operation_id, "add", column.to_dict(), planned)
-            case RemoveColumn(column=column):
-                event = TableChanged(self.table_id, operation_id, "remove", column.to_dict(), planned)
-            case DeleteTable():
-                event = TableDeleted(self.table_id, operation_id, planned)
+                event = TableChanged(self.table_id, operation_id, "add", column.to_dict(), planned, undone)
+            case RemoveColumn(column=column, trash=trash, key=key, retention_s=retention_s):
+                event = TableChanged(
+                    self.table_id,
+                    operation_id,
+                    "remove",
+                    column.to_dict(),
+                    planned,
+                    undone,
+                    trash=trash or None,
+                    key=[c.to_dict() for c in key] if trash else None,
+                    retention_s=retention_s if trash else None,
+                )
+            case DeleteTable(trash=trash, retention_s=retention_s):
+                event = TableDeleted(
+                    self.table_id,
+                    operation_id,
+                    planned,
+                    trash=trash or None,
+                    retention_s=retention_s if trash else None,
+                    undoes=undone,
+                )
             case Repair() | Adopt():
                 event = TableReconciliationRequested(self.table_id, operation_id, change.kind.value)
             case _:
-                event = TableAltered(self.table_id, operation_id, change.to_dict(), planned)
+                event = TableAltered(self.table_id, operation_id, change.to_dict(), planned, undone)
         self._record(event)
+
+    def _check_trash(self, change: RestoreTable | RestoreColumn | PurgeTrash) -> None:
+        """A restore or purge fits only a trash entry still in the trash, with nothing else on it in
+        flight; a table is restored only while it is deleted, a column only into a live table."""
+        entry = self.trash_entry(change.trash_id)
+        if entry is None:
+            raise TrashNotFound(f"no trash entry {change.trash_id}")
+        if entry.status != "trashed":
+            raise TrashPurged(f"trash entry {change.trash_id} was {entry.status}: its data is gone")
+        if self.trash_status(entry) != "trashed":
+            raise IllegalTransition(f"trash entry {change.trash_id} is being {self.trash_status(entry)}")
+        if isinstance(change, RestoreTable) and (not self.deletion_confirmed or self.pending):
+            raise IllegalTransition(f"table {self.name!r} is not deleted: nothing to restore")
+        if isinstance(change, RestoreColumn):
+            self.preview(change)
 
     def add_column(self, column: Column, *, operation_id: UUID, plan: Plan | None = None) -> None:
         self.accept(AddColumn(check_column(column)), operation_id=operation_id, plan=plan)
@@ -447,19 +577,29 @@ class Table:
                     tuple(Index.from_dict(i) for i in indexes),
                 )
                 self.exists = True
-            case TableChanged(action=action, column=column, plan=plan):
+                self.done.append(
+                    DoneOperation(event.operation_id, TRACK_TABLE, frozenset({EVERYTHING}), None)
+                )
+            case TableChanged(action=action, column=column, plan=plan, undoes=undoes):
                 col = Column.from_dict(column)
-                self._queue(event, AddColumn(col) if action == "add" else RemoveColumn(col), plan)
-            case TableDeleted(plan=plan):
-                self._queue(event, DeleteTable(), plan)
-            case TableAltered(change=change, plan=plan):
-                self._queue(event, change_from_dict(change), plan)
+                if action == "add":
+                    self._queue(event, AddColumn(col), plan, undoes)
+                else:
+                    key = tuple(Column.from_dict(c) for c in event.key or [])
+                    removal = RemoveColumn(
+                        col, trash=event.trash or "", key=key, retention_s=event.retention_s or 0
+                    )
+                    self._queue(event, removal, plan, undoes)
+            case TableDeleted(plan=plan, trash=trash, retention_s=retention_s, undoes=undoes):
+                self._queue(event, DeleteTable(trash=trash or "", retention_s=retention_s or 0), plan, undoes)
+            case TableAltered(change=change, plan=plan, undoes=undoes):
+                self._queue(event, change_from_dict(change), plan, undoes)
             case TableReconciliationRequested(strategy=strategy):
                 self._queue(event, change_from_dict({"kind": strategy}), None)
             case TableDriftDetected(issues=issues):
                 self.drift = list(issues)
             case TableSchemaAdopted(columns=columns, indexes=indexes):
-                self._finish(event)
+                self._remember(self._finish(event), self.confirmed)
                 self.confirmed = TableSchema(
                     self.confirmed.name or self.name,
                     tuple(Column.from_dict(c) for c in columns),
@@ -476,16 +616,23 @@ class Table:
                 op.compensating, op.compensation_reason = True, reason
             case TableCreationConfirmed():
                 op = self._finish(event)
+                self._remember(op, self.confirmed)
                 self.confirmed = self.premise(op)
                 self.exists = True
             case TableChangeConfirmed():
                 op = self._finish(event)
+                self._confirm_trash(op)
+                self._remember(op, self.confirmed)
                 if op.kind is OperationKind.REPAIR:  # the physical table was brought back to the metadata
                     self.drift = []
                 else:
                     self.confirmed = self.premise(op)
+                if op.kind is OperationKind.RESTORE_TABLE:
+                    self.exists, self.deletion_confirmed = True, False
             case TableDeletionConfirmed():
-                self._finish(event)
+                op = self._finish(event)
+                self._confirm_trash(op)
+                self._remember(op, self.confirmed)
                 self.exists = False
                 self.deletion_confirmed = True
             case TableCreationRejected():
@@ -500,10 +647,61 @@ class Table:
                 raise IllegalTransition(f"unknown event {type(event).__name__}")
         self.name = self.schema.name or self.name
 
-    def _queue(self, event: TableEvent, change: Change, plan: dict[str, Any] | None) -> None:
+    def _confirm_trash(self, op: PendingOperation) -> None:
+        """What a confirmed operation put in the trash, or took out of it (read before ``confirmed``
+        moves on: an entry names the table as it was)."""
+        match op.change:
+            case DeleteTable(trash=trash, retention_s=retention_s) if trash:
+                entry = TrashEntry(str(op.operation_id), "table", trash, self.confirmed.name)
+                entry.retention_s = retention_s
+                self.trash.append(entry)
+            case RemoveColumn(column=column, trash=trash, key=key, retention_s=retention_s) if trash:
+                self.trash.append(
+                    TrashEntry(
+                        str(op.operation_id),
+                        "column",
+                        trash,
+                        self.confirmed.name,
+                        column.to_dict(),
+                        [c.to_dict() for c in key],
+                        retention_s,
+                    )
+                )
+            case RestoreTable(trash_id=trash_id) | RestoreColumn(trash_id=trash_id):
+                restored = self.trash_entry(trash_id)
+                if restored is not None:
+                    restored.status = "restored"
+            case PurgeTrash(trash_id=trash_id):
+                purged = self.trash_entry(trash_id)
+                if purged is not None:
+                    purged.status = "purged"
+
+    def _queue(
+        self, event: TableEvent, change: Change, plan: dict[str, Any] | None, undoes: str | None = None
+    ) -> None:
         self.pending.append(
-            PendingOperation(event.operation_id, change, Plan.from_dict(plan) if plan is not None else None)
+            PendingOperation(
+                event.operation_id,
+                change,
+                Plan.from_dict(plan) if plan is not None else None,
+                undoes=UUID(undoes) if undoes is not None else None,
+            )
         )
+
+    def _remember(self, op: PendingOperation, before: TableSchema) -> None:
+        """Keep what an undo of ``op``, which completed on schema ``before``, will need."""
+        undo: Change | None = None
+        match op.change:
+            case DeleteTable(trash=trash) if trash:  # restored from the trash, under its name
+                undo = RestoreTable(str(op.operation_id), trash, before.name)
+            case RemoveColumn(column=column, trash=trash, key=key) if trash:
+                undo = RestoreColumn(str(op.operation_id), trash, column, column.name, key)
+            case _ if op.kind.value not in NEEDS_TRASH:
+                try:
+                    undo = inverse(op.change, before)
+                except (UnsupportedChange, ColumnNotFound):
+                    undo = None  # a reconciliation, a restore or a purge: no inverse
+        self.done.append(DoneOperation(op.operation_id, op.kind.value, touches(op.change), undo, op.undoes))
 
     def _pending_op(self, event: TableEvent) -> PendingOperation:
         op = self.operation(event.operation_id)
@@ -545,6 +743,8 @@ class Table:
             "deletion_confirmed": self.deletion_confirmed,
             "pending": [op.to_dict() for op in self.pending],
             "drift": list(self.drift),
+            "trash": [e.to_dict() for e in self.trash],
+            "done": [d.to_dict() for d in self.done],
         }
 
     @classmethod
@@ -565,6 +765,8 @@ class Table:
             deletion_confirmed=data["deletion_confirmed"],
             pending=[PendingOperation.from_dict(op, table_name=name) for op in data["pending"]],
             drift=list(data.get("drift", [])),
+            trash=[TrashEntry.from_dict(e) for e in data.get("trash", [])],
+            done=[DoneOperation.from_dict(d) for d in data.get("done", [])],
             version=version,
         )
 

@@ -219,6 +219,19 @@ class EventStore:
         rows = await self._run(self._q["latest_snapshots"], {"streams": list(streams)}, conn=conn)
         return {str(r[0]): (int(r[1]), r[2]) for r in rows}
 
+    async def read_streams_until(
+        self, streams: Sequence[str], *, until: datetime, conn: Conn | None = None
+    ) -> dict[str, list[RecordedEvent]]:
+        """Each of ``streams`` as :meth:`read_stream` with ``until`` reads it (whole transactions only),
+        in one round trip; a stream with nothing by then is left out."""
+        rows = await self._run(
+            self._q["read_streams_until"], {"streams": list(streams), "until": until}, conn=conn
+        )
+        grouped: dict[str, list[Row]] = {}
+        for row in rows:
+            grouped.setdefault(row[9], []).append(row)
+        return {stream: self._events(group, stream) for stream, group in grouped.items()}
+
     async def read_all(
         self,
         *,

@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError
+from schemasaga.domain.changes import is_trash_name
 from schemasaga.domain.errors import DatabaseUnavailable
 from schemasaga.domain.schema import Difference, DifferenceKind, diff
 from schemasaga.domain.table import Table
@@ -108,7 +109,10 @@ class DriftDetector:
                 if record and issues != table.drift:
                     await self._record(table.table_id, issues, scan_id)
         live_names = await adapter.run(adapter.list_tables)
-        report.unmanaged_tables = sorted(n for n in live_names if n.lower() not in managed)
+        # The trash's tables are schemasaga's own (deleted tables, removed columns' values).
+        report.unmanaged_tables = sorted(
+            n for n in live_names if n.lower() not in managed and not is_trash_name(n)
+        )
         return report
 
     async def _record(self, table_id: UUID, issues: list[dict[str, Any]], scan_id: UUID) -> None:

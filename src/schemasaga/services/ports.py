@@ -133,6 +133,16 @@ class SchemaAdapter(Protocol):
 
     def drop_table(self, name: str) -> bool: ...
 
+    def rename_table(self, name: str, new_name: str) -> bool: ...
+
+    def copy_to_trash(self, table: str, column: str, key: Sequence[Column], trash: str) -> bool: ...
+
+    def fill_from_trash(
+        self, table: str, column: str, source: str, key: Sequence[Column], trash: str
+    ) -> int: ...
+
+    def count_rows(self, name: str) -> int | None: ...
+
     def blockers(self, table: str) -> list[dict[str, Any]]:
         """The sessions holding ``table``'s lock (session, query, held_for_s, state), as far as known."""
 

@@ -28,7 +28,10 @@ from schemasaga.domain.changes import (
     DropIndex,
     RemoveColumn,
     RenameTable,
+    RestoreColumn,
+    RestoreTable,
     check_column,
+    trash_name,
 )
 from schemasaga.domain.columns import Column, Index, TableSchema
 from schemasaga.domain.errors import (
@@ -39,6 +42,7 @@ from schemasaga.domain.errors import (
     IndexNotFound,
     TableExistsUnmanaged,
     TableNotFound,
+    UndoUnsupported,
     UnsupportedChange,
     VersionMismatch,
 )
@@ -59,6 +63,8 @@ UNSET: Any = object()
 class Accepted:
     table_id: UUID
     operation_id: UUID
+    # What the caller should know of the accepted change (a removed column whose values cannot be kept).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +109,18 @@ class ColumnPatch:
         return check_column(changed)
 
 
+NO_KEY_WARNING = (
+    "the table has no primary key: the column's values cannot be kept in the trash and are dropped with it"
+)
+
+
 class TableCommands:
-    def __init__(self, *, uow: UnitOfWork, connections: Connections) -> None:
+    def __init__(self, *, uow: UnitOfWork, connections: Connections, trash_retention_s: int = 0) -> None:
+        """``trash_retention_s``: how long a deleted table or removed column stays restorable in the
+        trash (0: nothing is kept, a deletion drops at once)."""
         self.uow = uow
         self.connections = connections
+        self.trash_retention_s = trash_retention_s
 
     # -- creating ----------------------------------------------------------------------------------
 
@@ -222,13 +236,29 @@ class TableCommands:
         metadata: Mapping[str, Any],
         asked: Asked = NOW,
     ) -> Accepted | Planned:
+        unkeyed: list[bool] = []  # the removal (as last decided) could not keep the values
+
         def removal(table: Table) -> Change:
             column = table.schema.column(name)
             if column is None:
                 raise ColumnNotFound(f"table {table.name!r} has no column {name!r}")
-            return RemoveColumn(column)
+            kept = self._into_trash(table, RemoveColumn(column))
+            unkeyed[:] = [bool(self.trash_retention_s) and not kept.trash]
+            return kept
 
-        return await self.change(table_id, removal, metadata, asked)
+        result = await self.change(table_id, removal, metadata, asked)
+        if isinstance(result, Accepted) and unkeyed == [True]:
+            return replace(result, warnings=(NO_KEY_WARNING,))
+        return result
+
+    def _into_trash(self, table: Table, removal: RemoveColumn) -> RemoveColumn:
+        """``removal`` keeping the column's values in the trash, keyed by the table's primary key; as it is
+        when the trash is off or the table has no primary key (the values are dropped with the column)."""
+        key = tuple(c for c in table.schema.columns if c.primary_key)
+        retention = self.trash_retention_s
+        if not retention or not key:
+            return removal
+        return replace(removal, trash=trash_name(uuid4().hex), key=key, retention_s=retention)
 
     async def alter_column(
         self,
@@ -289,8 +319,80 @@ class TableCommands:
         table_id: UUID,
         metadata: Mapping[str, Any],
         asked: Asked = NOW,
+        purge: bool = False,
     ) -> Accepted | Planned:
-        return await self.change(table_id, lambda t: DeleteTable(), metadata, asked)
+        """Delete the table: into the trash (renamed, restorable until its retention ends), or dropped
+        at once with ``purge`` or when the trash is off."""
+        if purge or not self.trash_retention_s:
+            return await self.change(table_id, lambda t: DeleteTable(), metadata, asked)
+        return await self.change(table_id, lambda t: self._trashed(), metadata, asked)
+
+    def _trashed(self) -> DeleteTable:
+        """A deletion into the trash, kept for the configured retention."""
+        return DeleteTable(trash=trash_name(uuid4().hex), retention_s=self.trash_retention_s)
+
+    async def undo(
+        self,
+        *,
+        table_id: UUID,
+        operation_id: UUID,
+        metadata: Mapping[str, Any],
+        asked: Asked = NOW,
+    ) -> Accepted | Planned:
+        """Start the inverse of completed operation ``operation_id`` of the table as a new operation, planned
+        and checked against the rows like any change (``Table.undo`` says which change, or why not)."""
+        table = await self.uow.load_table(table_id)
+        _check_version(table, asked.expected_version)
+        undo = table.undo(operation_id)
+        if isinstance(undo, RestoreTable | RestoreColumn):
+            return await self._restore(table, undo, metadata, asked, undoes=operation_id)
+        return await self.change(
+            table_id, lambda t: self._kept(t, t.undo(operation_id)), metadata, asked, undoes=operation_id
+        )
+
+    def _kept(self, table: Table, undo: Change) -> Change:
+        """An undo that drops what holds rows keeps them in the trash, as a deletion or a removal does: the
+        undo of a creation trashes the table (refused when the trash is off: that would drop the table
+        and its rows at once), the undo of an added column keeps its values."""
+        match undo:
+            case DeleteTable():
+                if not self.trash_retention_s:
+                    raise UndoUnsupported(
+                        "undoing a table's creation moves the table to the trash, and the trash is off "
+                        "(SCHEMASAGA_TRASH_RETENTION=0): delete the table instead if its rows may go",
+                        details={"needs": "trash", "kind": "create_table"},
+                    )
+                return self._trashed()
+            case RemoveColumn():
+                return self._into_trash(table, undo)
+        return undo
+
+    async def _restore(
+        self,
+        table: Table,
+        change: RestoreTable | RestoreColumn,
+        metadata: Mapping[str, Any],
+        asked: Asked,
+        *,
+        undoes: UUID,
+    ) -> Accepted | Planned:
+        """An undo that restores from the trash (a deletion's, a column removal's): accepted as the trash's
+        restore is (``services.trash``), with no plan (its saga renames, or adds and fills from the trash)."""
+        _check_version(table, asked.expected_version)
+        if asked.dry_run:
+            engine = self.connections.known_engine(table.database) or "unknown"
+            note = f"restores from the trash table {change.trash!r} with its rows"
+            before = table.schema
+            return Planned(table.table_id, Plan(engine, (), (note,)), before, change.apply(before))
+        operation_id = uuid4()
+
+        async def decide(session: Session) -> None:
+            current = await session.table(table.table_id)
+            _check_version(current, asked.expected_version)
+            current.accept(change, operation_id=operation_id, undoes=undoes)
+
+        await self.uow.run(decide, metadata=correlated(metadata, operation_id))
+        return Accepted(table.table_id, operation_id)
 
     async def reconcile(self, *, table_id: UUID, strategy: str, metadata: Mapping[str, Any]) -> Accepted:
         return await self._decide(table_id, lambda t, op: t.reconcile(strategy, operation_id=op), metadata)
@@ -301,9 +403,12 @@ class TableCommands:
         make: Callable[[Table], Change],
         metadata: Mapping[str, Any],
         asked: Asked = NOW,
+        *,
+        undoes: UUID | None = None,
     ) -> Accepted | Planned:
         """Plan the change ``make`` builds from the table as it is now, then (unless ``dry_run``) accept it
-        with that plan; refused when ``expected_version`` is given and the table is at another one."""
+        with that plan; refused when ``expected_version`` is given and the table is at another one.
+        ``undoes``: the operation the change undoes."""
         expected_version = asked.expected_version
         table = await self.uow.load_table(table_id)
         _check_version(table, expected_version)
@@ -318,6 +423,9 @@ class TableCommands:
             for name, kind in names:
                 self.connections.validate_identifier(name, database=table.database, kind=kind)
         plan = await self._plan(table.database, before, after, change)
+        if isinstance(change, RemoveColumn) and not change.trash and self.trash_retention_s:
+            if not any(c.primary_key for c in before.columns):
+                plan = replace(plan, warnings=(*plan.warnings, NO_KEY_WARNING))
         rows = await self._check_rows(table, before, after, change)
         if isinstance(rows, str):
             plan, rows = replace(plan, warnings=(*plan.warnings, rows)), None
@@ -343,7 +451,7 @@ class TableCommands:
                 accepted_change = make(current)
                 now_before, now_after = current.preview(accepted_change)
                 accepted_plan = await self._plan(current.database, now_before, now_after, accepted_change)
-            current.accept(accepted_change, operation_id=operation_id, plan=accepted_plan)
+            current.accept(accepted_change, operation_id=operation_id, plan=accepted_plan, undoes=undoes)
 
         await self.uow.run(decide, metadata=correlated(metadata, operation_id))
         return Accepted(table_id, operation_id)

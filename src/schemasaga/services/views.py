@@ -33,6 +33,24 @@ class TableView:
     version: int
     created_at: datetime
     updated_at: datetime
+    # Deleted, with its rows in the trash (restorable).
+    trashed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TrashView:
+    """A table or column in the trash (``rm_trash``)."""
+
+    trash_id: UUID
+    table_id: UUID
+    database: str
+    kind: str  # "table" or "column"
+    table: str
+    column: str | None
+    physical_name: str
+    status: str
+    trashed_at: datetime
+    purge_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +66,9 @@ class OperationView:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    # Undo: the operation this one undoes, and the undo that undid this one (once it completed).
+    undoes: UUID | None = None
+    undone_by: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +103,16 @@ class StoredIdentity:
 class ReadModels(Protocol):
     async def get_table(self, table_id: UUID) -> TableView | None: ...
 
+    async def get_trash(self, trash_id: UUID) -> TrashView | None: ...
+
+    async def list_trash(self, *, database: str | None, databases: Collection[str] | None) -> list[TrashView]:
+        """What is in the trash now (trashed, restoring or purging), newest first."""
+        ...
+
+    async def trash_due(self, *, limit: int) -> list[TrashView]:
+        """Trash entries whose retention has ended, oldest first."""
+        ...
+
     async def list_tables(
         self,
         *,
@@ -91,9 +122,29 @@ class ReadModels(Protocol):
         limit: int,
         databases: Collection[str] | None = None,
         name_prefix: str | None = None,
+        include_trashed: bool = False,
+        status: str | None = None,
     ) -> list[TableView]:
-        """Keyset-paged by table id: the tables after ``after``; of ``databases`` only, when given, and
-        whose name starts with ``name_prefix``."""
+        """Keyset-paged by table id: the tables after ``after``; of ``databases`` only, when given, whose
+        name starts with ``name_prefix`` and whose status (``synced``, ``in_flight``, ``deleted``) is
+        ``status``."""
+
+    async def tables_at(
+        self,
+        moment: datetime,
+        *,
+        database: str | None,
+        include_deleted: bool,
+        after: UUID | None,
+        limit: int,
+        databases: Collection[str] | None = None,
+        name_prefix: str | None = None,
+    ) -> list[Table | TableView]:
+        """The whole system at a moment, keyset-paged by table id: every table as :meth:`table_at` reads
+        it then (whole transactions only), of ``databases`` only when given, whose name then starts with
+        ``name_prefix``; without the tables deleted by then unless ``include_deleted``. A table whose
+        stream has not moved since is answered as its read model holds it (a :class:`TableView`, the
+        same state, without reading its events)."""
 
     async def table_at(self, table_id: UUID, *, version: int | None, moment: datetime | None) -> Table:
         """The table as it was at a stream version or a moment (time travel): with every event of a
@@ -110,8 +161,17 @@ class ReadModels(Protocol):
         paging through it while events are appended sees each event once. Raises
         :class:`~schemasaga.domain.errors.InvalidCursor` when ``after`` is no event."""
 
-    async def recent_events(self, *, before: int | None, limit: int) -> list[RecordedEvent]:
-        """The global log newest first: the events positioned before ``before`` (all when None)."""
+    async def recent_events(
+        self,
+        *,
+        before: int | None,
+        limit: int,
+        event_type: str | None = None,
+        correlation_id: str | None = None,
+        stream: str | None = None,
+    ) -> list[RecordedEvent]:
+        """The global log newest first: the events positioned before ``before`` (all when None), of that
+        type, correlation id and stream only, when given."""
 
     async def get_event(self, event_id: UUID) -> RecordedEvent | None: ...
 

@@ -79,13 +79,36 @@ CREATE TABLE rm_tables (
     -- Table.holds_name: not rejected, and not deleted for good (a pending deletion still holds it).
     holds_name      boolean     NOT NULL DEFAULT true,
     -- The intended indexes, in the order they were added (a JSON array of index objects).
-    indexes         jsonb       NOT NULL DEFAULT '[]'
+    indexes         jsonb       NOT NULL DEFAULT '[]',
+    -- A deleted table whose rows are in the trash (restorable): /v1/tables lists it only when asked to.
+    trashed         boolean     NOT NULL DEFAULT false
 );
 -- One table per name per database, from its creation until its creation is rejected or its
 -- deletion confirmed.
 CREATE UNIQUE INDEX rm_tables_live_name_idx ON rm_tables (database_name, lower(name)) WHERE holds_name;
 -- The live tables of one database: its pages of GET /v1/tables, its count in GET /v1/databases.
 CREATE INDEX rm_tables_database_live_idx ON rm_tables (database_name, table_id) WHERE NOT deleted;
+
+-- The trash (issue 9): deleted tables and removed columns kept restorable until their retention ends.
+-- One row per trash entry (its id: the operation that trashed it), rebuildable from the table's events.
+CREATE TABLE rm_trash (
+    trash_id        uuid        PRIMARY KEY,
+    table_id        uuid        NOT NULL,
+    database_name   text        NOT NULL,
+    -- "table" (the table renamed to physical_name) or "column" (its values copied to physical_name)
+    kind            text        NOT NULL,
+    origin_table    text        NOT NULL,
+    origin_column   text,
+    physical_name   text        NOT NULL,
+    -- trashed, restoring, purging, restored, purged
+    status          text        NOT NULL,
+    trashed_at      timestamptz NOT NULL,
+    purge_at        timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL
+);
+CREATE INDEX rm_trash_database_idx ON rm_trash (database_name, trashed_at);
+-- The periodic purge reads only what is due.
+CREATE INDEX rm_trash_due_idx ON rm_trash (purge_at) WHERE status = 'trashed';
 
 CREATE TABLE rm_operations (
     operation_id    uuid        PRIMARY KEY,
@@ -103,7 +126,10 @@ CREATE TABLE rm_operations (
     updated_at      timestamptz NOT NULL,
     finished_at     timestamptz,
     -- Times a worker started it (not an event; 0 after a rebuild): see 0008_operation_starts.sql.
-    starts          integer     NOT NULL DEFAULT 0
+    starts          integer     NOT NULL DEFAULT 0,
+    -- The operation this one undoes, and the undo that undid this one once it completed (0013).
+    undoes          uuid,
+    undone_by       uuid
 );
 CREATE INDEX rm_operations_table_idx ON rm_operations (table_id, accepted_seq);
 CREATE INDEX rm_operations_open_idx ON rm_operations (status) WHERE status IN ('pending', 'running');

@@ -4,11 +4,18 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 
-from schemasaga.api.deps import Reader, Reads, ServicesDep, require_table
+from schemasaga.api.deps import Metadata, Reader, Reads, ServicesDep, Tables, Writer, require_table
 from schemasaga.api.errors import problems
-from schemasaga.api.models import OperationOut
+from schemasaga.api.idempotency import IDEMPOTENT
+from schemasaga.api.models import AcceptedOut, OperationOut
 from schemasaga.api.paging import Limit, link_next, next_after
+
+# An undo is a change of the operation's table, asked for and answered as the table routes' changes are.
+from schemasaga.api.v1.tables import PLANNED, DryRun, IfMatch, Wait
+from schemasaga.api.v1.tables import _answer as answer_change
+from schemasaga.api.v1.tables import _asked as asked_of
 from schemasaga.domain.errors import OperationNotFound
 from schemasaga.services.waiting import FINISHED, MAX_WAIT_SECONDS
 
@@ -64,3 +71,38 @@ async def list_operations(
     )
     link_next(request, response, next_after(len(views), limit, views[-1].operation_id if views else None))
     return [OperationOut.model_validate(v) for v in views]
+
+
+@router.post(
+    "/{operation_id}/undo",
+    status_code=202,
+    response_model=AcceptedOut,
+    responses=PLANNED,
+    dependencies=IDEMPOTENT,
+)
+async def undo_operation(
+    operation_id: UUID,
+    caller: Writer,
+    reads: Reads,
+    tables: Tables,
+    meta: Metadata,
+    response: Response,
+    services: ServicesDep,
+    dry_run: DryRun = False,
+    wait: Wait = None,
+    if_match: IfMatch = None,
+) -> AcceptedOut | JSONResponse:
+    """Start the inverse of a completed operation as a new operation of its table: a rename renamed back,
+    a column's type, default, nullability or uniqueness changed back (its rows checked as for the change
+    itself), an added index dropped, a dropped one rebuilt, an added column removed. 409 when the operation
+    is not completed (`operation_not_completed`), undone already (`already_undone`), depended on by a later
+    operation of the table (`undo_conflict`, naming it), or has no inverse yet (`undo_unsupported`: a
+    created or deleted table, a removed column need the trash). `If-Match` is the table's version."""
+    view = await reads.get_operation(operation_id)
+    if view is None:
+        raise OperationNotFound(f"no operation with id {operation_id}")
+    await require_table(caller, reads, view.table_id)
+    result = await tables.undo(
+        table_id=view.table_id, operation_id=operation_id, metadata=meta, asked=asked_of(if_match, dry_run)
+    )
+    return await answer_change(result, response, wait=wait, services=services)

@@ -28,6 +28,7 @@ from schemasaga.api.models import (
 )
 from schemasaga.api.paging import Limit, link_next, next_after
 from schemasaga.domain.errors import InvalidColumn, TableNotFound
+from schemasaga.domain.table import Table
 from schemasaga.services.tables import Accepted, Asked, Planned
 from schemasaga.services.waiting import MAX_WAIT_SECONDS
 
@@ -153,17 +154,46 @@ async def list_tables(
     response: Response,
     database: str | None = None,
     include_deleted: bool = False,
+    include_trashed: Annotated[
+        bool, Query(description="also list deleted tables whose rows are in the trash (restorable)")
+    ] = False,
     after: Annotated[
         UUID | None, Query(description="keyset cursor: last table_id of the previous page")
     ] = None,
     limit: Limit = 100,
+    at: Annotated[
+        datetime | None,
+        Query(
+            description="the whole system as it was at this moment (ISO 8601): each table as "
+            "`GET /v1/tables/{id}?at=` answers it, whole transactions only"
+        ),
+    ] = None,
 ) -> TablePage:
     """The tables of every database the token may touch (or of `database` only)."""
     if database is not None:
         caller.require_database(database)
+    if at is not None:
+        tables = await reads.tables_at(
+            at,
+            database=database,
+            include_deleted=include_deleted,
+            after=after,
+            limit=limit,
+            databases=caller.databases,
+        )
+        items = [
+            TableOut.at(t, engine=services.connections.known_engine(t.database))
+            if isinstance(t, Table)
+            else TableOut.of(t, engine=services.connections.known_engine(t.database))
+            for t in tables
+        ]
+        at_next = next_after(len(items), limit, items[-1].table_id if items else None)
+        link_next(request, response, at_next)
+        return TablePage(items=items, next_after=at_next)
     views = await reads.list_tables(
         database=database,
         include_deleted=include_deleted,
+        include_trashed=include_trashed,
         after=after,
         limit=limit,
         databases=caller.databases,
@@ -241,11 +271,16 @@ async def delete_table(
     dry_run: DryRun = False,
     wait: Wait = None,
     if_match: IfMatch = None,
+    purge: Annotated[
+        bool, Query(description="drop the table and its rows at once instead of moving it to the trash")
+    ] = False,
 ) -> AcceptedOut | JSONResponse:
+    """Delete the table: it goes to the trash (restorable until its retention ends), or with
+    `?purge=true` (or when the trash is off) is dropped at once."""
     await require_table(caller, reads, table_id)
     asked = _asked(if_match, dry_run)
     return await _answer(
-        await tables.delete_table(table_id=table_id, metadata=meta, asked=asked),
+        await tables.delete_table(table_id=table_id, metadata=meta, asked=asked, purge=purge),
         response,
         wait=wait,
         services=services,

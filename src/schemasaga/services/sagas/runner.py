@@ -50,6 +50,12 @@ T = TypeVar("T")
 MAX_CHAINED_OPERATIONS = 50
 
 
+# Kinds that run while the table does not exist: its creation, and what acts on its trash table.
+_WITHOUT_TABLE = frozenset(
+    {OperationKind.CREATE_TABLE, OperationKind.RESTORE_TABLE, OperationKind.PURGE_TRASH}
+)
+
+
 class RetryPolicy:
     def __init__(self, *, max_attempts: int, base_delay: float, max_delay: float) -> None:
         self.max_attempts = max_attempts
@@ -128,7 +134,7 @@ class SagaRunner:
             return await self._compensate_and_reject(
                 table, op, reason=op.compensation_reason or "compensating"
             )
-        if op.kind is not OperationKind.CREATE_TABLE and not table.exists:
+        if op.kind not in _WITHOUT_TABLE and not table.exists:
             return await self._update(
                 table,
                 op,

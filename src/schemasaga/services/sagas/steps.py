@@ -8,10 +8,19 @@ table now is what the metadata will say once the step is confirmed, looking at w
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from schemasaga.byodb.errors import PermanentByodbError
-from schemasaga.domain.changes import inverse
+from schemasaga.domain.changes import (
+    AddColumn,
+    AlterColumn,
+    DeleteTable,
+    PurgeTrash,
+    RemoveColumn,
+    RestoreColumn,
+    RestoreTable,
+    inverse,
+)
 from schemasaga.domain.columns import Column
 from schemasaga.domain.schema import Difference, DifferenceKind, LiveTable, describe, diff
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
@@ -40,6 +49,92 @@ def _create(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
 
 def _drop_table(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
     adapter.drop_table(table.physical_name)
+
+
+def _delete_table(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    """Move the table to the trash (rename it), or drop it when its deletion keeps nothing."""
+    assert isinstance(op.change, DeleteTable)
+    if op.change.trash:
+        adapter.rename_table(table.physical_name, op.change.trash)
+    else:
+        adapter.drop_table(table.physical_name)
+
+
+def _untrash_table(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    """Compensation of a deletion: a trashed table gets its name back (a dropped one cannot)."""
+    assert isinstance(op.change, DeleteTable)
+    if op.change.trash:
+        adapter.rename_table(op.change.trash, table.physical_name)
+
+
+def _verify_deleted(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    _verify_table_gone(adapter, table, op)
+    assert isinstance(op.change, DeleteTable)
+    if op.change.trash and adapter.inspect_table(op.change.trash) is None:
+        raise VerificationFailed(f"table {table.physical_name!r} is not in the trash ({op.change.trash!r})")
+
+
+def _restore_table(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    assert isinstance(op.change, RestoreTable)
+    adapter.rename_table(op.change.trash, op.change.name)
+
+
+def _retrash_table(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    assert isinstance(op.change, RestoreTable)
+    adapter.rename_table(op.change.name, op.change.trash)
+
+
+def _purge(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    assert isinstance(op.change, PurgeTrash | RestoreColumn)
+    adapter.drop_table(op.change.trash)
+
+
+def _verify_purged(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    assert isinstance(op.change, PurgeTrash)
+    if adapter.inspect_table(op.change.trash) is not None:
+        raise VerificationFailed(f"trash table {op.change.trash!r} still exists")
+
+
+def _copy_to_trash(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    """Before a column is dropped, its values go to the trash keyed by the primary key (inspect-first:
+    a column dropped already was copied by the run that dropped it)."""
+    assert isinstance(op.change, RemoveColumn)
+    if op.change.trash:
+        adapter.copy_to_trash(table.physical_name, op.column.name, op.change.key, op.change.trash)
+
+
+def _drop_trash(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    assert isinstance(op.change, RemoveColumn)
+    if op.change.trash:
+        adapter.drop_table(op.change.trash)
+
+
+def _relaxed(column: Column) -> Column:
+    """The column as it is added back before it is filled: nullable and not unique (rows added since it
+    was removed have no value for it), its default kept."""
+    return replace(column, nullable=True, unique=False)
+
+
+def _add_restored(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    adapter.add_column(table.physical_name, _relaxed(op.column))
+
+
+def _fill_restored(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    assert isinstance(op.change, RestoreColumn)
+    change = op.change
+    adapter.fill_from_trash(table.physical_name, change.column.name, change.source, change.key, change.trash)
+
+
+def _constrain_restored(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    """Give the filled column back its nullability and uniqueness, with the planned alteration (which
+    checks the rows first: a row added since the removal refuses NOT NULL, and the restore is undone)."""
+    column = op.column
+    if _relaxed(column) == column:
+        return
+    before = AddColumn(_relaxed(column)).apply(table.confirmed)
+    after = table.premise(op)
+    alteration = AlterColumn(column.name, column)
+    adapter.apply_plan(before, after, adapter.plan_change(before, after, alteration), change=alteration)
 
 
 def refuse_unmanaged(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
@@ -186,13 +281,33 @@ SAGAS: dict[OperationKind, tuple[Step, ...]] = {
     ),
     # A dropped column's data cannot come back, so dropping has no compensation; a failure before
     # it leaves the column (and the metadata keeps it).
+    # A removal that keeps the column's values copies them to the trash first (undone by dropping the
+    # copy); the drop itself has no compensation.
     OperationKind.REMOVE_COLUMN: (
+        Step("copy_to_trash", _copy_to_trash, _drop_trash),
         Step("drop_column", _drop_column),
         Step("verify", _verify_dropped),
     ),
+    # A deletion renames the table into the trash (undone by renaming it back), or drops it.
     OperationKind.DELETE_TABLE: (
-        Step("drop_table", _drop_table),
-        Step("verify", _verify_table_gone),
+        Step("drop_table", _delete_table, _untrash_table),
+        Step("verify", _verify_deleted),
+    ),
+    OperationKind.RESTORE_TABLE: (
+        Step("restore_table", _restore_table, _retrash_table),
+        Step("verify", _verify_altered),
+    ),
+    OperationKind.RESTORE_COLUMN: (
+        Step("add_column", _add_restored, _drop_column),
+        Step("fill", _fill_restored),
+        Step("constrain", _constrain_restored),
+        Step("verify", _verify_added),
+        # the trash table is dropped once the column is back: the last step, so nothing undoes it
+        Step("discard_trash", _purge),
+    ),
+    OperationKind.PURGE_TRASH: (
+        Step("purge", _purge),
+        Step("verify", _verify_purged),
     ),
     # Extra columns dropped by a repair lose their data: a repair is an explicit request to do so.
     OperationKind.REPAIR: (

@@ -129,6 +129,28 @@ FROM (SELECT c.version, c.tx_id FROM event_store_events_in_streams c
       WHERE c.stream = %(stream)s AND c.created_at <= %(until)s::timestamptz
       ORDER BY c.version DESC LIMIT 1) AS cut;
 
+-- name: read_streams_until
+-- Several streams as each was at a moment (until), in one statement: per stream, stream_cut's last
+-- version, then its events up to it, by stream and version. The stream is the last column.
+WITH cut AS (
+    SELECT st.stream,
+           (SELECT coalesce(
+                       (SELECT n.version - 1 FROM event_store_events_in_streams n
+                        WHERE n.stream = st.stream AND n.version > c.version AND n.tx_id <> c.tx_id
+                        ORDER BY n.version LIMIT 1),
+                       (SELECT max(version) FROM event_store_events_in_streams WHERE stream = st.stream))
+            FROM (SELECT c.version, c.tx_id FROM event_store_events_in_streams c
+                  WHERE c.stream = st.stream AND c.created_at <= %(until)s::timestamptz
+                  ORDER BY c.version DESC LIMIT 1) AS c) AS last
+    FROM unnest(%(streams)s::text[]) AS st(stream)
+)
+SELECT e.position, e.event_id, e.event_type, e.schema_version, e.data::text, e.metadata::text, e.created_at,
+       e.valid_at, s.version, s.stream
+FROM cut
+JOIN event_store_events_in_streams s ON s.stream = cut.stream AND s.version <= cut.last
+JOIN event_store_events e ON e.event_id = s.event_id
+ORDER BY s.stream, s.version;
+
 -- name: read_stream_forward
 -- from/to are inclusive stream versions (a read at a moment bounds to_version with stream_cut).
 SELECT e.position, e.event_id, e.event_type, e.schema_version, e.data::text, e.metadata::text, e.created_at,

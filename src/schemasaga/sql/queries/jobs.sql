@@ -12,7 +12,7 @@ LIMIT 1;
 SELECT o.operation_id, o.table_id, o.kind, o.status, o.detail,
        o.failed_attempts + CASE WHEN o.status = 'pending' THEN 0 ELSE 1 END AS attempts,
        o.steps_done, o.last_error, o.accepted_seq,
-       o.created_at, o.updated_at, o.finished_at
+       o.created_at, o.updated_at, o.finished_at, o.undoes, o.undone_by
 FROM rm_operations o
 WHERE o.status IN ('pending', 'running')
   AND NOT EXISTS (

@@ -3,18 +3,37 @@
 
 -- name: upsert_table
 INSERT INTO rm_tables (table_id, database_name, name, synced, exists_, deleted, columns, indexes,
-                       version, created_at, updated_at, holds_name)
+                       version, created_at, updated_at, holds_name, trashed)
 VALUES (%(table_id)s, %(database)s, %(name)s, %(synced)s, %(exists)s, %(deleted)s, %(columns)s,
-        %(indexes)s, %(version)s, %(at)s, %(at)s, %(holds_name)s)
+        %(indexes)s, %(version)s, %(at)s, %(at)s, %(holds_name)s, %(trashed)s)
 ON CONFLICT (table_id) DO UPDATE
 SET name = EXCLUDED.name, synced = EXCLUDED.synced, exists_ = EXCLUDED.exists_,
     deleted = EXCLUDED.deleted, columns = EXCLUDED.columns, indexes = EXCLUDED.indexes,
-    version = EXCLUDED.version, updated_at = EXCLUDED.updated_at, holds_name = EXCLUDED.holds_name;
+    version = EXCLUDED.version, updated_at = EXCLUDED.updated_at, holds_name = EXCLUDED.holds_name,
+    trashed = EXCLUDED.trashed;
+
+-- name: upsert_trash
+-- An entry's times are those of the event that put it in the trash; only its status moves later.
+INSERT INTO rm_trash (trash_id, table_id, database_name, kind, origin_table, origin_column, physical_name,
+                      status, trashed_at, purge_at, updated_at)
+VALUES (%(trash_id)s, %(table_id)s, %(database)s, %(kind)s, %(origin_table)s, %(origin_column)s,
+        %(physical_name)s, %(status)s, %(at)s, %(at)s + make_interval(secs => %(retention_s)s), %(at)s)
+ON CONFLICT (trash_id) DO UPDATE
+SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
+WHERE rm_trash.status IS DISTINCT FROM EXCLUDED.status;
 
 -- name: insert_operation
-INSERT INTO rm_operations (operation_id, table_id, kind, status, detail, accepted_seq, created_at, updated_at)
-VALUES (%(operation_id)s, %(table_id)s, %(kind)s, 'pending', %(detail)s, %(seq)s, %(at)s, %(at)s)
+INSERT INTO rm_operations (operation_id, table_id, kind, status, detail, accepted_seq, created_at, updated_at,
+                           undoes)
+VALUES (%(operation_id)s, %(table_id)s, %(kind)s, 'pending', %(detail)s, %(seq)s, %(at)s, %(at)s, %(undoes)s)
 ON CONFLICT (operation_id) DO NOTHING;
+
+-- name: operation_undone
+-- The undo %(operation_id)s completed: the operation it undoes is undone by it.
+UPDATE rm_operations t
+SET undone_by = u.operation_id, updated_at = %(at)s
+FROM rm_operations u
+WHERE u.operation_id = %(operation_id)s AND t.operation_id = u.undoes;
 
 -- name: operation_step_done
 UPDATE rm_operations
@@ -48,7 +67,7 @@ WHERE operation_id = %(operation_id)s AND status IN ('pending', 'running')
 RETURNING starts;
 
 -- name: truncate_read_models
-TRUNCATE rm_tables, rm_operations;
+TRUNCATE rm_tables, rm_operations, rm_trash;
 
 -- name: table_streams
 -- In the order the tables were created: a name is taken again only after its first table let it go,

@@ -1,5 +1,6 @@
 -- The online rebuild of the read models (coredb/rebuild.py): new read models are built beside the live
--- ones, in the schema schemasaga_rebuild, batch by batch, then swapped in by one short transaction.
+-- ones (rm_tables, rm_operations, rm_trash, rm_databases), in the schema schemasaga_rebuild, batch by batch,
+-- then swapped in by one short transaction.
 
 -- name: try_lock
 -- One rebuild at a time (a session lock: it goes with the connection, even when the process is killed).
@@ -26,7 +27,7 @@ DECLARE
 BEGIN
     DROP SCHEMA IF EXISTS schemasaga_rebuild CASCADE;
     CREATE SCHEMA schemasaga_rebuild;
-    FOREACH t IN ARRAY ARRAY['rm_tables', 'rm_operations', 'rm_databases'] LOOP
+    FOREACH t IN ARRAY ARRAY['rm_tables', 'rm_operations', 'rm_trash', 'rm_databases'] LOOP
         EXECUTE format('CREATE TABLE schemasaga_rebuild.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
                        'INCLUDING GENERATED INCLUDING STORAGE)', t, t::regclass);
         FOR c IN SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
@@ -94,11 +95,15 @@ DELETE FROM schemasaga_rebuild.rm_tables WHERE table_id = ANY (%(ids)s::uuid[]);
 -- name: forget_operations
 DELETE FROM schemasaga_rebuild.rm_operations WHERE table_id = ANY (%(ids)s::uuid[]);
 
+-- name: forget_trash
+DELETE FROM schemasaga_rebuild.rm_trash WHERE table_id = ANY (%(ids)s::uuid[]);
+
 -- name: forget_databases
 DELETE FROM schemasaga_rebuild.rm_databases WHERE name = ANY (%(names)s::text[]);
 
 -- name: analyze_shadow
-ANALYZE schemasaga_rebuild.rm_tables, schemasaga_rebuild.rm_operations, schemasaga_rebuild.rm_databases;
+ANALYZE schemasaga_rebuild.rm_tables, schemasaga_rebuild.rm_operations, schemasaga_rebuild.rm_trash,
+        schemasaga_rebuild.rm_databases;
 
 -- name: lock_timeout
 SELECT set_config('lock_timeout', %(timeout)s, true);
@@ -108,7 +113,7 @@ SELECT (SELECT count(*) FROM rm_tables), (SELECT count(*) FROM rm_databases);
 
 -- name: lock_live
 -- Writers of the read models wait from here until the swap commits (the caller sets lock_timeout).
-LOCK TABLE rm_tables, rm_operations, rm_databases IN ACCESS EXCLUSIVE MODE;
+LOCK TABLE rm_tables, rm_operations, rm_trash, rm_databases IN ACCESS EXCLUSIVE MODE;
 
 -- name: swap_in
 -- Under lock_live, once caught up: carry over what no event says (an operation's `starts`, and that a
@@ -125,7 +130,7 @@ BEGIN
         status = CASE WHEN o.status = 'running' AND n.status = 'pending' THEN 'running' ELSE n.status END
     FROM rm_operations o
     WHERE o.operation_id = n.operation_id AND (o.starts <> 0 OR o.status = 'running');
-    FOREACH t IN ARRAY ARRAY['rm_tables', 'rm_operations', 'rm_databases'] LOOP
+    FOREACH t IN ARRAY ARRAY['rm_tables', 'rm_operations', 'rm_trash', 'rm_databases'] LOOP
         SELECT relnamespace::regnamespace::name INTO home FROM pg_class WHERE oid = t::regclass;
         FOR g IN SELECT pg_get_triggerdef(oid) AS def FROM pg_trigger
                  WHERE tgrelid = t::regclass AND NOT tgisinternal ORDER BY tgname LOOP

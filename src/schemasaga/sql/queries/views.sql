@@ -2,33 +2,57 @@
 
 -- name: get_table
 SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes, version, created_at,
-       updated_at
+       updated_at, trashed
 FROM rm_tables WHERE table_id = %(table_id)s;
 
 -- name: list_tables
+-- Deleted tables are listed with include_deleted (every one), trashed ones also with include_trashed.
 SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes, version, created_at,
-       updated_at
+       updated_at, trashed
 FROM rm_tables
 WHERE (%(database)s::text IS NULL OR database_name = %(database)s)
   AND (%(databases)s::text[] IS NULL OR database_name = ANY(%(databases)s::text[]))
-  AND (%(include_deleted)s OR NOT deleted)
+  AND (NOT deleted OR %(include_deleted)s OR (trashed AND %(include_trashed)s))
   AND (%(after)s::uuid IS NULL OR table_id > %(after)s)
   AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
+  AND (%(status)s::text IS NULL
+       OR (%(status)s = 'synced' AND synced AND NOT deleted)
+       OR (%(status)s = 'in_flight' AND NOT synced AND NOT deleted)
+       OR (%(status)s = 'deleted' AND deleted))
 ORDER BY table_id
+LIMIT %(limit)s;
+
+-- name: tables_begun_by
+-- The tables whose stream had an event by a moment, keyset-paged by id: the candidates of the whole
+-- system at that moment, with their read model row and whether their stream moved on since (created_at
+-- rises with the version, so a stream's first row tells when it began and its last when it last moved;
+-- one that did not move is as its read model says, the others are read from their streams).
+SELECT t.table_id, t.database_name, t.name, t.synced, t.exists_, t.deleted, t.columns, t.indexes, t.version,
+       t.created_at, t.updated_at, t.trashed,
+       (SELECT s.created_at FROM event_store_events_in_streams s
+        WHERE s.stream = 'Table$' || t.table_id::text ORDER BY s.version DESC LIMIT 1)
+           > %(at)s::timestamptz AS moved_since
+FROM rm_tables t
+WHERE (%(database)s::text IS NULL OR t.database_name = %(database)s)
+  AND (%(databases)s::text[] IS NULL OR t.database_name = ANY(%(databases)s::text[]))
+  AND (%(after)s::uuid IS NULL OR t.table_id > %(after)s)
+  AND (SELECT s.created_at FROM event_store_events_in_streams s
+       WHERE s.stream = 'Table$' || t.table_id::text ORDER BY s.version LIMIT 1) <= %(at)s::timestamptz
+ORDER BY t.table_id
 LIMIT %(limit)s;
 
 -- name: get_operation
 SELECT operation_id, table_id, kind, status, detail,
        failed_attempts + CASE WHEN status = 'pending' THEN 0 ELSE 1 END AS attempts,
        steps_done, last_error, accepted_seq,
-       created_at, updated_at, finished_at
+       created_at, updated_at, finished_at, undoes, undone_by
 FROM rm_operations WHERE operation_id = %(operation_id)s;
 
 -- name: list_operations
 SELECT operation_id, table_id, kind, status, detail,
        failed_attempts + CASE WHEN status = 'pending' THEN 0 ELSE 1 END AS attempts,
        steps_done, last_error, accepted_seq,
-       created_at, updated_at, finished_at
+       created_at, updated_at, finished_at, undoes, undone_by
 FROM rm_operations
 WHERE (%(table_id)s::uuid IS NULL OR table_id = %(table_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
@@ -47,7 +71,7 @@ SELECT accepted_seq FROM rm_operations WHERE operation_id = %(operation_id)s;
 SELECT operation_id, table_id, kind, status, detail,
        failed_attempts + CASE WHEN status = 'pending' THEN 0 ELSE 1 END AS attempts,
        steps_done, last_error, accepted_seq,
-       created_at, updated_at, finished_at
+       created_at, updated_at, finished_at, undoes, undone_by
 FROM rm_operations
 WHERE status IN ('pending', 'running') ORDER BY accepted_seq;
 
@@ -77,3 +101,25 @@ SELECT name, url_encrypted, identity FROM rm_databases WHERE engine = %(engine)s
 
 -- name: holding_identity
 SELECT name FROM rm_databases WHERE identity = %(identity)s;
+
+-- name: get_trash
+SELECT trash_id, table_id, database_name, kind, origin_table, origin_column, physical_name, status,
+       trashed_at, purge_at
+FROM rm_trash WHERE trash_id = %(trash_id)s;
+
+-- name: list_trash
+SELECT trash_id, table_id, database_name, kind, origin_table, origin_column, physical_name, status,
+       trashed_at, purge_at
+FROM rm_trash
+WHERE status IN ('trashed', 'restoring', 'purging')
+  AND (%(database)s::text IS NULL OR database_name = %(database)s)
+  AND (%(databases)s::text[] IS NULL OR database_name = ANY(%(databases)s::text[]))
+ORDER BY trashed_at DESC, trash_id;
+
+-- name: trash_due
+SELECT trash_id, table_id, database_name, kind, origin_table, origin_column, physical_name, status,
+       trashed_at, purge_at
+FROM rm_trash
+WHERE status = 'trashed' AND purge_at <= now()
+ORDER BY purge_at, trash_id
+LIMIT %(limit)s;
