@@ -197,9 +197,11 @@ ANALYZE;
 
 _PAGES: list[tuple[str, str, dict[str, Any]]] = [
     ("views", "list_tables", {"database": None, "databases": None, "include_deleted": False,
+                              "include_trashed": False, "status": None,
                               "after": "80000000-0000-0000-0000-000000000000", "name_prefix": None,
                               "limit": 100}),
     ("views", "list_tables", {"database": "db7", "databases": ["db7"], "include_deleted": False,
+                              "include_trashed": False, "status": None,
                               "after": None, "name_prefix": None, "limit": 100}),
     ("views", "list_operations", {"table_id": None, "status": None, "databases": None,
                                   "after_seq": 20000, "limit": 100}),
