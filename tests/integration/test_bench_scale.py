@@ -9,10 +9,15 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from bench.scale import HOT_EVENTS, fill, rebuild
+from bench.scale import HOT_EVENTS, fill, first_value, rebuild
+from schemasaga.coredb.transaction import PgStreams
+from schemasaga.domain.events import event_from_data, stream_name
+from schemasaga.domain.table import Table
+from schemasaga.eventstore import EventStore
+from schemasaga.services.repository import load_table
 
 
-async def test_the_fill_makes_tables_the_rebuild_accepts(
+async def test_the_fill_makes_tables_the_rebuild_and_time_travel_accept(
     core_db: str, pool: AsyncConnectionPool[Any]
 ) -> None:
     written, _ = await asyncio.to_thread(fill, core_db, 12, 12 * 9, small=3, big=4)
@@ -36,4 +41,12 @@ async def test_the_fill_makes_tables_the_rebuild_accepts(
     ]
     assert hot == (HOT_EVENTS - 2, 4 + (HOT_EVENTS - 3) // 3)
     assert snapshots == ((HOT_EVENTS - 1) // 50,)  # the hot table's, as the service saves them
+    # Time travel from a snapshot (at version 499) gives the table the events alone give.
+    store = EventStore(pool)
+    (hot_id,) = [r for r in [await first_value(core_db, "SELECT table_id FROM rm_tables WHERE name = 't0'")]]
+    from_snapshot = await load_table(PgStreams(store), hot_id, to_version=500)
+    folded = Table(table_id=hot_id)
+    for rec in await store.read_stream(stream_name(hot_id), to_version=500):
+        folded.apply(event_from_data(rec.event_type, rec.data))
+    assert from_snapshot is not None and from_snapshot.state_equals(folded)
     assert ops == (11 * 3 + 1 + (HOT_EVENTS - 3) // 3, True)
