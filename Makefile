@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint types pytest bench bench-console bench-editing bench-burst bench-feed fault-long property-long undo-long scale-out-long trash-long trash-faults feed-long mutation fmt clean
+.PHONY: run test lint types pytest bench bench-console bench-editing bench-burst bench-feed bench-scale fault-long property-long undo-long scale-out-long trash-long trash-faults feed-long mutation fmt clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,12 @@ bench-editing: $(DEV_STAMP)
 # may take its whole 300 s timeout).
 bench-burst: $(DEV_STAMP)
 	$(BIN)/python -m bench.burst
+
+# schemasaga at 100,000 tables / 10,000,000 events (filled server-side) against an almost empty core
+# database: list, show, time travel, paged events, saga latency, rebuild events/s, drift and verify on
+# BYODBs of 1,000 and 10,000 tables (SCHEMASAGA_BENCH_SCALE=quick: 10,000 tables / 200,000 events, ~10 min).
+bench-scale: $(DEV_STAMP)
+	$(BIN)/python -m bench.scale
 
 # The randomized fault test with a large budget (commands, worker kills and outages interleaved).
 fault-long: $(DEV_STAMP)

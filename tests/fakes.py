@@ -9,8 +9,9 @@ integration and acceptance tests prove against the real servers.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -71,6 +72,17 @@ class MemoryStreams:
         saved = self.state.snapshots.get(stream, [])
         found = [s for s in saved if max_version is None or s[0] <= max_version]
         return copy.deepcopy(max(found, key=lambda s: s[0])) if found else None
+
+    async def latest_snapshots(self, streams: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+        found = {s: await self.load_snapshot(s) for s in streams}
+        return {s: snapshot for s, snapshot in found.items() if snapshot is not None}
+
+    async def read_streams_from(self, from_versions: Mapping[str, int]) -> list[RecordedEvent]:
+        return [
+            dataclasses.replace(e, stream=s)
+            for s in sorted(from_versions)
+            for e in await self.read_stream(s, from_version=from_versions[s])
+        ]
 
 
 class MemoryTransaction(MemoryStreams):
@@ -223,6 +235,15 @@ class MemoryDatabase:
     def inspect_table(self, name: str) -> LiveTable | None:
         self._call("inspect_table", name)
         return self._find(name)
+
+    def inspect_tables(self, names: Sequence[str]) -> list[LiveTable | PermanentByodbError | None]:
+        out: list[LiveTable | PermanentByodbError | None] = []
+        for name in names:
+            try:
+                out.append(self.inspect_table(name))
+            except PermanentByodbError as exc:
+                out.append(exc)
+        return out
 
     def list_tables(self) -> list[str]:
         return sorted(self.tables)
@@ -402,8 +423,15 @@ class MemoryReads:
     async def identity_holder(self, identity: str) -> str | None:
         return next((s.name for s in self.core.state.databases.values() if s.identity == identity), None)
 
-    async def list_databases(self, *, name: str | None = None) -> list[DatabaseView]:
-        return [
+    async def list_databases(
+        self,
+        *,
+        name: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+        databases: Collection[str] | None = None,
+    ) -> list[DatabaseView]:
+        views = [
             DatabaseView(
                 name=s.name,
                 engine=s.engine,
@@ -421,5 +449,8 @@ class MemoryReads:
                 updated_at=s.updated_at or datetime.now(UTC),
             )
             for s in sorted(self.core.state.databases.values(), key=lambda s: s.name)
-            if name is None or s.name == name
+            if (name is None or s.name == name)
+            and (after is None or s.name > after)
+            and (databases is None or s.name in databases)
         ]
+        return views if limit is None else views[:limit]

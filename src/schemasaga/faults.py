@@ -22,6 +22,9 @@ POINTS = (
     "after_record",  # the step's completion (or the outcome) is committed
     "before_compensation",  # compensation is recorded as started; the undo DDL is about to run
     "after_compensation",  # the undo DDL ran; the rejection is not recorded yet
+    # `projections rebuild` (step "rebuild"):
+    "after_batch",  # a batch of the new read models is committed
+    "before_swap",  # caught up under the live read models' lock; the swap is not done yet
 )
 
 

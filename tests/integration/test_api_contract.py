@@ -179,7 +179,7 @@ async def test_the_openapi_document_declares_every_answer(client: httpx.AsyncCli
     problem = {"$ref": "#/components/schemas/Problem"}
     assert schemas["Problem"]["required"] == ["type", "title", "status", "detail", "code"]
     operations = [(m, p, op) for p, item in document["paths"].items() for m, op in item.items()]
-    assert len(operations) == 40
+    assert len(operations) == 41
     assert document["components"]["securitySchemes"]["token"] == {
         "type": "http",
         "scheme": "bearer",

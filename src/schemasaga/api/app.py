@@ -15,7 +15,7 @@ from schemasaga.api.errors import install_error_handlers, problem_media_types, r
 from schemasaga.api.idempotency import install_idempotency
 from schemasaga.api.middleware import RequestContext
 from schemasaga.api.models import HealthOut
-from schemasaga.api.v1 import databases, events, operations, tables, tokens, trash, webhooks
+from schemasaga.api.v1 import databases, events, log, operations, tables, tokens, trash, webhooks
 
 
 def create_app(services: Services, *, access: AccessPolicy | None = None) -> FastAPI:
@@ -36,6 +36,7 @@ def create_app(services: Services, *, access: AccessPolicy | None = None) -> Fas
     app.include_router(operations.router)
     app.include_router(databases.router)
     app.include_router(tokens.router)
+    app.include_router(log.router)
     app.include_router(trash.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)

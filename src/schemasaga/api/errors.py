@@ -32,6 +32,7 @@ STATUS: dict[type, int] = {
     e.InvalidName: 422,
     e.InvalidColumn: 422,
     e.InvalidTableId: 422,
+    e.InvalidCursor: 422,
     e.PrimaryKeyColumn: 422,
     e.InvalidDefault: 422,
     e.InvalidIndex: 422,

@@ -411,6 +411,7 @@ class DatabaseOut(Answer):
 
 class DatabaseList(Answer):
     items: list[DatabaseOut]
+    next_after: str | None = Field(None, description="the `after` of the next page; null on the last one")
 
 
 class CheckOut(Answer):
@@ -472,6 +473,14 @@ class NewTokenOut(TokenOut):
 
 class TokenList(Answer):
     items: list[TokenOut]
+    next_after: str | None = Field(None, description="the `after` of the next page; null on the last one")
+
+
+class EventPage(Answer):
+    items: list[EventOut]
+    next_after: UUID | None = Field(
+        None, description="the `after` of the next page (the last event's id); null when none follows yet"
+    )
 
 
 class RestoreRequest(Strict):

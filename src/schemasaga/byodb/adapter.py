@@ -347,6 +347,25 @@ class ByodbAdapter:
         with self._step(f"inspect table {name!r}", ddl=False) as step:
             return self._inspect(step, name)
 
+    def inspect_tables(self, names: Sequence[str]) -> list[LiveTable | PermanentByodbError | None]:
+        """Each table as :meth:`inspect_table` finds it (or the :class:`PermanentByodbError` it raises, a
+        view for instance), all in one step: one connection and transaction for many tables."""
+        out: list[LiveTable | PermanentByodbError | None] = []
+        with self._step(f"inspect {len(names)} tables", ddl=False) as step:
+            if self.engine == "postgresql":  # one catalog query for them all
+                for found in inspect.inspect_tables_pg(step.conn, list(names)):
+                    if isinstance(found, NotATable):
+                        out.append(PermanentByodbError(f"{self.engine}: {found}", engine=self.engine))
+                    else:
+                        out.append(found)
+                return out
+            for name in names:
+                try:
+                    out.append(self._inspect(step, name))
+                except PermanentByodbError as exc:  # raised in Python: the transaction goes on
+                    out.append(exc)
+        return out
+
     def list_tables(self) -> list[str]:
         with self._step("list tables", ddl=False) as step:
             return inspect.list_tables(step.conn, engine=self.engine)

@@ -88,7 +88,21 @@ QUERIES: dict[str, TextClause] = {
             LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
             -- (current_schema()::regnamespace would fold a name like "Sales" to lower case)
             WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
-              AND lower(c.relname) = lower(:name)
+              -- The exact name through pg_class's index; only when there is none, every relation whose
+              -- name differs only in case (no index serves lower(relname): a scan of the whole catalog,
+              -- whose cost grows with the number of tables).
+              AND c.oid IN (
+                  SELECT e.oid FROM pg_catalog.pg_class e
+                  WHERE e.relname = :name AND e.relnamespace = (
+                      SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
+                  UNION ALL
+                  SELECT f.oid FROM pg_catalog.pg_class f
+                  WHERE lower(f.relname) = lower(:name) AND f.relnamespace = (
+                            SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())
+                    AND NOT EXISTS (
+                        SELECT 1 FROM pg_catalog.pg_class g
+                        WHERE g.relname = :name AND g.relnamespace = (
+                            SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())))
               AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'i', 'I', 'c')
         ) AS t ON true
         ORDER BY t.relname, t.attnum
@@ -170,6 +184,18 @@ QUERIES: dict[str, TextClause] = {
     ),
 }
 
+# Many tables by their exact names in one round trip (drift scans): the one-table query with the exact
+# names only (a name found in no other letter case is looked up alone, as inspect_table does).
+_ONE_TABLE = QUERIES["postgresql.inspect"].text
+_CANDIDATES = _ONE_TABLE[
+    _ONE_TABLE.index("              -- The exact name through") : _ONE_TABLE.index(
+        "              AND c.relkind IN"
+    )
+]
+QUERIES["postgresql.inspect_many"] = text(
+    _ONE_TABLE.replace(_CANDIDATES, "              AND c.relname = ANY (CAST(:names AS text[]))\n")
+)
+
 # Relations that take a table's name without being tables: CREATE TABLE over one fails (42P07), and
 # the step must say why at once rather than retry that failure as a race.
 _PG_KINDS = {
@@ -207,6 +233,25 @@ def _pick(names: list[str], wanted: str) -> str:
     return wanted if wanted in names else names[0]
 
 
+def inspect_tables_pg(conn: Connection, names: list[str]) -> list[LiveTable | NotATable | None]:
+    """PostgreSQL: each table as :func:`inspect_table` finds it (a view: its :class:`NotATable`), with one
+    catalog query for all the names that exist as spelled, and one each for the others."""
+    found = conn.execute(
+        QUERIES["postgresql.inspect_many"], {"names": names, "lock": None, "statement": None}
+    )
+    by_name: dict[str, list[Any]] = {}
+    for r in found:
+        if r[2] is not None:
+            by_name.setdefault(r[2], []).append(r[2:])
+    out: list[LiveTable | NotATable | None] = []
+    for name in names:
+        try:
+            out.append(_pg_table(by_name[name], name) if name in by_name else _pg(conn, name, None))
+        except NotATable as exc:
+            out.append(exc)
+    return out
+
+
 def _pg(conn: Connection, name: str, limits: tuple[str, str] | None) -> LiveTable | None:
     lock, statement = limits or (None, None)  # None: a plain read keeps the session's settings
     found = conn.execute(
@@ -215,6 +260,10 @@ def _pg(conn: Connection, name: str, limits: tuple[str, str] | None) -> LiveTabl
     rows = [r[2:] for r in found if r[2] is not None]
     if not rows:
         return None
+    return _pg_table(rows, name)
+
+
+def _pg_table(rows: list[Any], name: str) -> LiveTable:
     table = _pick(sorted({r[0] for r in rows}), name)
     rows = [r for r in rows if r[0] == table]
     kind = rows[0][1]

@@ -156,8 +156,11 @@ def reconcile(table_id: UUID | str, strategy: str, *, key: str | None) -> Call[A
     return _change("POST", f"/v1/tables/{table_id}/reconcile", json={"strategy": strategy}, key=key)
 
 
-def table_events(table_id: UUID | str) -> Call[list[EventOut]]:
-    return Call("GET", f"/v1/tables/{table_id}/events", model(list[EventOut]))
+def table_events(
+    table_id: UUID | str, *, after: int | None = None, limit: int = 1000
+) -> Call[list[EventOut]]:
+    params = _params(after=after, limit=limit)
+    return Call("GET", f"/v1/tables/{table_id}/events", model(list[EventOut]), params=params)
 
 
 # -- columns and indexes ---------------------------------------------------------------------------

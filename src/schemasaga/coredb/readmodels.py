@@ -4,6 +4,7 @@ the events they follow, rebuildable from the events at any time, and the locks t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -35,6 +36,7 @@ from schemasaga.domain.events import (
 )
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import EventStore, RecordedEvent
+from schemasaga.eventstore.jsoncodec import dumps
 from schemasaga.sql import queries
 
 Q = queries("readmodels")
@@ -301,3 +303,213 @@ async def _rebuild_tables(conn: AsyncConnection[Any], store: EventStore) -> int:
             table.apply(event_from_data(rec.event_type, rec.data))
             await _project_table(conn, table, [rec])
     return len(streams)
+
+
+# -- the same projection, in memory (the online rebuild) ---------------------------------------------
+
+TABLE_COLUMNS = (
+    "table_id",
+    "database_name",
+    "name",
+    "synced",
+    "exists_",
+    "deleted",
+    "columns",
+    "indexes",
+    "version",
+    "created_at",
+    "updated_at",
+    "holds_name",
+    "trashed",
+)
+OPERATION_COLUMNS = (
+    "operation_id",
+    "table_id",
+    "kind",
+    "status",
+    "detail",
+    "failed_attempts",
+    "steps_done",
+    "last_error",
+    "accepted_seq",
+    "created_at",
+    "updated_at",
+    "finished_at",
+    "undoes",
+    "undone_by",
+)
+TRASH_COLUMNS = (
+    "trash_id",
+    "table_id",
+    "database_name",
+    "kind",
+    "origin_table",
+    "origin_column",
+    "physical_name",
+    "status",
+    "trashed_at",
+    "purge_at",
+    "updated_at",
+)
+DATABASE_COLUMNS = (
+    "name",
+    "engine",
+    "url_encrypted",
+    "key_id",
+    "display",
+    "source",
+    "status",
+    "server_version",
+    "version",
+    "created_at",
+    "updated_at",
+    "identity",
+)
+
+
+def table_rows(
+    events: Sequence[RecordedEvent],
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rm_tables row, the rm_operations rows and the rm_trash rows that projecting a table's events one
+    by one (as :func:`project_table` does when they are appended) leaves, computed without the database:
+    the statements of ``_project_table`` applied to dictionaries. JSON columns come as JSON text."""
+    table = Table(table_id=UUID(events[0].data["table_id"]))
+    ops: dict[Any, dict[str, Any]] = {}
+    trash: dict[Any, dict[str, Any]] = {}
+    for rec in events:
+        event = event_from_data(rec.event_type, rec.data)
+        table.apply(event)
+        _apply_to_operations(ops, event, rec)
+        _apply_to_trash(trash, table, rec.created_at)
+    row = (
+        table.table_id,
+        table.database,
+        table.name,
+        table.synced,
+        table.exists,
+        not table.live,
+        dumps([c.to_dict() for c in table.schema.columns]),
+        dumps([i.to_dict() for i in table.schema.indexes]),
+        table.version,
+        events[0].created_at,
+        events[-1].created_at,
+        table.holds_name,
+        table.trashed,
+    )
+    op_rows = [
+        tuple(dumps(op[c]) if c in ("detail", "steps_done") else op[c] for c in OPERATION_COLUMNS)
+        for op in ops.values()
+    ]
+    trash_rows = [tuple(entry[c] for c in TRASH_COLUMNS) for entry in trash.values()]
+    return row, op_rows, trash_rows
+
+
+def _apply_to_trash(trash: dict[Any, dict[str, Any]], table: Table, at: Any) -> None:
+    """upsert_trash for each of the table's trash entries: times from the event that trashed it, then
+    only its status (and updated_at when it changes)."""
+    for entry in table.trash:
+        key = UUID(entry.trash_id)
+        status = table.trash_status(entry)
+        row = trash.get(key)
+        if row is None:
+            trash[key] = {
+                "trash_id": key,
+                "table_id": table.table_id,
+                "database_name": table.database,
+                "kind": entry.kind,
+                "origin_table": entry.table,
+                "origin_column": entry.column["name"] if entry.column else None,
+                "physical_name": entry.trash,
+                "status": status,
+                "trashed_at": at,
+                "purge_at": at + timedelta(seconds=entry.retention_s),
+                "updated_at": at,
+            }
+        elif row["status"] != status:
+            row.update(status=status, updated_at=at)
+
+
+def _apply_to_operations(ops: dict[Any, dict[str, Any]], event: TableEvent, rec: RecordedEvent) -> None:
+    at = rec.created_at
+    op = ops.get(event.operation_id)
+    match event:
+        case (
+            TableCreated()
+            | TableChanged()
+            | TableDeleted()
+            | TableReconciliationRequested()
+            | TableAltered()
+            | TableTracked()
+        ):
+            if op is None:  # insert_operation: ON CONFLICT DO NOTHING
+                op = ops[event.operation_id] = {
+                    "operation_id": event.operation_id,
+                    "table_id": event.table_id,
+                    "kind": _kind(event),
+                    "status": "pending",
+                    "detail": _detail(event),
+                    "failed_attempts": 0,
+                    "steps_done": [],
+                    "last_error": None,
+                    "accepted_seq": rec.position,
+                    "created_at": at,
+                    "updated_at": at,
+                    "finished_at": None,
+                    "undoes": _undoes(event),
+                    "undone_by": None,
+                }
+            if isinstance(event, TableTracked):
+                _finish(op, "completed", None, at)
+        case _ if op is None:  # an UPDATE of no row
+            return
+        case SagaStepCompleted(step=step):
+            op["steps_done"] = [*op["steps_done"], step]
+            op["updated_at"] = at
+        case SagaAttemptFailed(attempt=attempt, error=error, blocked_by=blocked_by):
+            op.update(status="pending", last_error=error, failed_attempts=attempt, updated_at=at)
+            op["detail"] = {**op["detail"], "blocked_by": blocked_by}
+        case SagaCompensationStarted(reason=reason):
+            op["detail"] = {**op["detail"], "compensating": True, "compensation_reason": reason}
+            op["updated_at"] = at
+        case (
+            TableCreationConfirmed()
+            | TableChangeConfirmed()
+            | TableDeletionConfirmed()
+            | TableSchemaAdopted()
+        ):
+            _finish(op, "completed", None, at)
+            undone = ops.get(op["undoes"])
+            if isinstance(event, TableChangeConfirmed | TableDeletionConfirmed) and undone is not None:
+                undone.update(undone_by=op["operation_id"], updated_at=at)  # operation_undone
+        case (
+            TableCreationRejected(reason=r) | TableChangeRejected(reason=r) | TableDeletionRejected(reason=r)
+        ):
+            _finish(op, "rejected", r, at)
+
+
+def _finish(op: dict[str, Any], status: str, error: str | None, at: Any) -> None:
+    op.update(status=status, updated_at=at, finished_at=at)
+    if error is not None:
+        op["last_error"] = error
+
+
+def database_row(events: Sequence[RecordedEvent]) -> tuple[Any, ...] | None:
+    """The rm_databases row the database's events leave (None once it is unregistered)."""
+    name = events[0].data["name"]
+    state = db.fold(name, ((db.event_from_data(e.event_type, e.data), e.created_at) for e in events))
+    if not state.registered:
+        return None
+    return (
+        state.name,
+        state.engine,
+        state.url_encrypted,
+        state.key_id,
+        dumps(state.display),
+        state.source,
+        state.status,
+        state.server_version,
+        state.version,
+        state.created_at,
+        state.updated_at,
+        state.identity,
+    )

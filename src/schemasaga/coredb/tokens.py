@@ -70,9 +70,9 @@ class PgTokens:
             databases=row["databases"],
         )
 
-    async def list_tokens(self) -> list[TokenView]:
+    async def list_tokens(self, *, after: str | None = None, limit: int | None = None) -> list[TokenView]:
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(Q["list_tokens"])
+            await cur.execute(Q["list_tokens"], {"after": after, "limit": limit})
             rows = await cur.fetchall()
         return [
             TokenView(

@@ -48,6 +48,12 @@ class PgStreams:
     ) -> tuple[int, dict[str, Any]] | None:
         return await self._store.load_snapshot(stream, max_version=max_version, conn=self._conn)
 
+    async def latest_snapshots(self, streams: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+        return await self._store.latest_snapshots(streams, conn=self._conn)
+
+    async def read_streams_from(self, from_versions: Mapping[str, int]) -> list[RecordedEvent]:
+        return await self._store.read_streams_from(from_versions, conn=self._conn)
+
 
 class PgTransaction(PgStreams):
     """:class:`~schemasaga.services.ports.CoreTransaction` on a connection in a transaction."""

@@ -16,10 +16,10 @@ from psycopg_pool import AsyncConnectionPool
 from schemasaga.byodb.connections import RegisteredUrl
 from schemasaga.coredb.transaction import PgStreams
 from schemasaga.domain.columns import Column, Index
-from schemasaga.domain.errors import TableNotFound
+from schemasaga.domain.errors import InvalidCursor, TableNotFound
 from schemasaga.domain.events import stream_name
 from schemasaga.domain.table import Table
-from schemasaga.eventstore import EventNotFound, EventStore, RecordedEvent
+from schemasaga.eventstore import START, EventNotFound, EventStore, RecordedEvent
 from schemasaga.jobs import queries as job_queries
 from schemasaga.secrets import SecretBox, SecretsError
 from schemasaga.services.repository import fold_table, load_table
@@ -139,8 +139,21 @@ class PgReadModels:
             raise TableNotFound(f"no table with id {table_id}")
         return table
 
-    async def table_events(self, table_id: UUID) -> list[RecordedEvent]:
-        return await self.store.read_stream(stream_name(table_id))
+    async def table_events(
+        self, table_id: UUID, *, after: int | None = None, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        # (stream, version) is the primary key of the stream rows: a page is one index range scan.
+        first = None if after is None else after + 1
+        return await self.store.read_stream(stream_name(table_id), from_version=first, limit=limit)
+
+    async def log_page(self, *, after: UUID | None, limit: int) -> list[RecordedEvent]:
+        checkpoint = START
+        if after is not None:
+            found = await self.store.checkpoint_of(after)
+            if found is None:
+                raise InvalidCursor(f"after={after}: no event has this id")
+            checkpoint = found
+        return await self.store.read_committed(after=checkpoint, limit=limit)
 
     # -- the global log --------------------------------------------------------------------------
 
@@ -194,12 +207,20 @@ class PgReadModels:
         status: str | None,
         limit: int,
         databases: Collection[str] | None = None,
+        after: UUID | None = None,
     ) -> list[OperationView]:
+        after_seq = None
+        if after is not None:
+            found = await self._rows("operation_seq", {"operation_id": after})
+            if not found:
+                raise InvalidCursor(f"after={after}: no operation has this id")
+            after_seq = found[0]["accepted_seq"]
         params = {
             "table_id": table_id,
             "status": status,
             "limit": limit,
             "databases": None if databases is None else sorted(databases),
+            "after_seq": after_seq,
         }
         rows = await self._rows("list_operations", params)
         return [_operation(row) for row in rows]
@@ -213,8 +234,21 @@ class PgReadModels:
 
     # -- databases -------------------------------------------------------------------------------
 
-    async def list_databases(self, *, name: str | None = None) -> list[DatabaseView]:
-        return [_database(row) for row in await self._rows("list_databases", {"name": name})]
+    async def list_databases(
+        self,
+        *,
+        name: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+        databases: Collection[str] | None = None,
+    ) -> list[DatabaseView]:
+        params = {
+            "name": name,
+            "after": after,
+            "limit": limit,
+            "databases": None if databases is None else sorted(databases),
+        }
+        return [_database(row) for row in await self._rows("list_databases", params)]
 
     async def stored_identities(self, *, engine: str) -> list[StoredIdentity]:
         rows = await self._rows("identities", {"engine": engine})

@@ -45,6 +45,12 @@ class InvalidTableId(DomainError):
     code = "invalid_table_id"
 
 
+class InvalidCursor(DomainError):
+    """A page cursor (``after``) that names nothing the list holds."""
+
+    code = "invalid_cursor"
+
+
 # -- tables --------------------------------------------------------------------------------------
 
 

@@ -196,6 +196,29 @@ class EventStore:
         rows = await self._run(query, params, conn=conn)
         return self._events(rows, stream)
 
+    async def read_streams(self, streams: Sequence[str], *, conn: Conn | None = None) -> list[RecordedEvent]:
+        """Every event of ``streams``, stream by stream (in the order of their names), each in version
+        order; each event carries its stream, version and transaction id."""
+        rows = await self._run(self._q["read_streams"], {"streams": list(streams)}, conn=conn)
+        return self._events(rows, None, followed=True)
+
+    async def read_streams_from(
+        self, from_versions: Mapping[str, int], *, conn: Conn | None = None
+    ) -> list[RecordedEvent]:
+        """The events of each stream of ``from_versions`` from its version on, stream by stream (in the
+        order of their names), each in version order, with its stream, version and transaction id."""
+        streams = list(from_versions)
+        params = {"streams": streams, "froms": [from_versions[s] for s in streams]}
+        rows = await self._run(self._q["read_streams_from"], params, conn=conn)
+        return self._events(rows, None, followed=True)
+
+    async def latest_snapshots(
+        self, streams: Sequence[str], *, conn: Conn | None = None
+    ) -> dict[str, tuple[int, dict[str, Any]]]:
+        """The newest snapshot of each of ``streams`` that has one, as (version, state)."""
+        rows = await self._run(self._q["latest_snapshots"], {"streams": list(streams)}, conn=conn)
+        return {str(r[0]): (int(r[1]), r[2]) for r in rows}
+
     async def read_streams_until(
         self, streams: Sequence[str], *, until: datetime, conn: Conn | None = None
     ) -> dict[str, list[RecordedEvent]]:
@@ -343,6 +366,19 @@ class EventStore:
                 yield event
             if len(rows) < batch_size:
                 await asyncio.sleep(poll_interval)
+
+    async def read_committed(self, *, after: Checkpoint, limit: int) -> list[RecordedEvent]:
+        """One batch of :meth:`follow`: at most ``limit`` events after ``after`` in (tx_id, position)
+        order, of transactions below the horizon only (a page of the global log that no late commit can
+        slip in front of)."""
+        params = {"tx_id": after.tx_id, "position": after.position, "limit": limit}
+        rows = await self._run(self._q["follow"], params, conn=None)
+        return self._events(rows, None, followed=True)
+
+    async def checkpoint_of(self, event_id: UUID) -> Checkpoint | None:
+        """The follower checkpoint just after the event ``event_id`` (None when there is no such event)."""
+        rows = await self._run(self._q["checkpoint_of"], {"event_id": event_id}, conn=None)
+        return Checkpoint(tx_id=rows[0][0], position=rows[0][1]) if rows else None
 
     async def current_checkpoint(self) -> Checkpoint:
         """The checkpoint after the last event a follower could read now: following from it yields only

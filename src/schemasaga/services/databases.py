@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -256,8 +256,11 @@ class DatabaseCommands:
 
     # -- queries ---------------------------------------------------------------------------------
 
-    async def list_databases(self) -> list[DatabaseView]:
-        return await self.reads.list_databases()
+    async def list_databases(
+        self, *, after: str | None = None, limit: int | None = None, only: Collection[str] | None = None
+    ) -> list[DatabaseView]:
+        """By name, keyset-paged; of ``only`` when given."""
+        return await self.reads.list_databases(after=after, limit=limit, databases=only)
 
     async def get(self, name: str) -> DatabaseView:
         rows = await self.reads.list_databases(name=name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
@@ -24,6 +24,9 @@ from schemasaga.services.unit_of_work import Session, UnitOfWork
 from schemasaga.services.views import ReadModels
 
 log = logging.getLogger(__name__)
+
+# Tables loaded together from the core database and inspected in one step of the BYODB.
+_BATCH = 200
 
 
 @dataclass
@@ -81,21 +84,30 @@ class DriftDetector:
         report = DriftReport(database=database)
         managed: set[str] = set()
         scan_id = uuid4()
-        for table_id, name in await self.reads.tables_of_database(database):
-            managed.add(name.lower())
-            table = await self.uow.load_table(table_id)
-            if not table.exists:
-                continue
-            if not table.synced:
-                report.in_flight += 1
-                continue
-            report.checked += 1
-            differences = await adapter.run(check, adapter, table)
-            if differences:
-                report.drifted.append(TableDrift(table.table_id, table.name, differences))
-            issues = [d.to_dict() for d in differences]
-            if record and issues != table.drift:
-                await self._record(table.table_id, issues, scan_id)
+        everything = await self.reads.tables_of_database(database)
+        # In batches: the tables of a batch are loaded from the core database together (two queries)
+        # and inspected in one step of the BYODB (one connection and transaction), not one by one.
+        for start in range(0, len(everything), _BATCH):
+            batch = everything[start : start + _BATCH]
+            managed.update(name.lower() for _, name in batch)
+            loaded = await self.uow.load_tables([table_id for table_id, _ in batch])
+            settled = []
+            for table_id, _ in batch:
+                table = loaded.get(table_id)
+                if table is None or not table.exists:
+                    continue
+                if not table.synced:
+                    report.in_flight += 1
+                    continue
+                settled.append(table)
+            report.checked += len(settled)
+            found = await adapter.run(check_many, adapter, settled) if settled else []
+            for table, differences in zip(settled, found, strict=True):
+                if differences:
+                    report.drifted.append(TableDrift(table.table_id, table.name, differences))
+                issues = [d.to_dict() for d in differences]
+                if record and issues != table.drift:
+                    await self._record(table.table_id, issues, scan_id)
         live_names = await adapter.run(adapter.list_tables)
         # The trash's tables are schemasaga's own (deleted tables, removed columns' values).
         report.unmanaged_tables = sorted(
@@ -110,6 +122,21 @@ class DriftDetector:
                 table.record_drift(issues, scan_id=scan_id)
 
         await self.uow.run(record, metadata={"correlation_id": str(scan_id), "actor": "drift-scan"})
+
+
+def check_many(adapter: SchemaAdapter, tables: Sequence[Table]) -> list[list[Difference]]:
+    """:func:`check` of each table, their live schemas read in one step (blocking); one by one when the
+    step fails as a whole for a permanent reason (so that one unreadable table spoils only its own)."""
+    try:
+        found = adapter.inspect_tables([t.physical_name for t in tables])
+    except PermanentByodbError:
+        return [check(adapter, t) for t in tables]
+    return [
+        [Difference(DifferenceKind.UNREADABLE, detail=str(live))]
+        if isinstance(live, PermanentByodbError)
+        else diff(t.confirmed, live)
+        for t, live in zip(tables, found, strict=True)
+    ]
 
 
 def check(adapter: SchemaAdapter, table: Table) -> list[Difference]:

@@ -8,11 +8,12 @@ each, so that the services' decisions can be tested in milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
+from schemasaga.byodb.errors import PermanentByodbError
 from schemasaga.byodb.identity import DatabaseIdentity
 from schemasaga.byodb.rowchecks import RowCheck
 from schemasaga.domain.changes import Change
@@ -38,6 +39,12 @@ class StreamReader(Protocol):
         self, stream: str, *, max_version: int | None = None
     ) -> tuple[int, dict[str, Any]] | None:
         """The newest snapshot at or below ``max_version``: its version and state."""
+
+    async def latest_snapshots(self, streams: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+        """The newest snapshot of each stream that has one (many aggregates loaded at once)."""
+
+    async def read_streams_from(self, from_versions: Mapping[str, int]) -> list[RecordedEvent]:
+        """The events of each stream from its version on, stream by stream, each in version order."""
 
 
 class CoreTransaction(StreamReader, Protocol):
@@ -109,6 +116,10 @@ class SchemaAdapter(Protocol):
         only its own threads, never another database's nor the event loop's default ones."""
 
     def inspect_table(self, name: str) -> LiveTable | None: ...
+
+    def inspect_tables(self, names: Sequence[str]) -> list[LiveTable | PermanentByodbError | None]:
+        """Several tables in one step (one connection and transaction, for drift scans): for each name,
+        what ``inspect_table`` answers, or the :class:`PermanentByodbError` it raises."""
 
     def list_tables(self) -> list[str]: ...
 

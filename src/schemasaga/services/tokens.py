@@ -74,7 +74,8 @@ class TokenStore(Protocol):
     async def find(self, lookup_id: str) -> StoredToken | None:
         """The live (not revoked) token with this lookup id."""
 
-    async def list_tokens(self) -> list[TokenView]: ...
+    async def list_tokens(self, *, after: str | None = None, limit: int | None = None) -> list[TokenView]:
+        """By name, keyset-paged: the tokens named after ``after``, at most ``limit`` (all when None)."""
 
 
 def digest(token: str) -> str:
@@ -108,8 +109,8 @@ class TokenCommands:
         if not await self.store.revoke(event=TokenRevoked(name=name), metadata=metadata):
             raise TokenNotFound(f"no live token named {name!r}")
 
-    async def list_tokens(self) -> list[TokenView]:
-        return await self.store.list_tokens()
+    async def list_tokens(self, *, after: str | None = None, limit: int | None = None) -> list[TokenView]:
+        return await self.store.list_tokens(after=after, limit=limit)
 
     async def authenticate(self, token: str) -> Caller | None:
         """Who ``token`` is; None when it is malformed, unknown or revoked."""

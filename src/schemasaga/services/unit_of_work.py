@@ -14,7 +14,7 @@ that will act on it, and only a table's head operation ever runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
@@ -192,6 +192,11 @@ class UnitOfWork:
         if table is None:
             raise TableNotFound(f"no table with id {table_id}")
         return table
+
+    async def load_tables(self, table_ids: Sequence[UUID]) -> dict[UUID, Table]:
+        """Many tables as committed now, read together (drift scans); those with no events are left out."""
+        async with self.core.reading() as reader:
+            return await repository.load_tables(reader, table_ids)
 
     async def load_database(self, name: str) -> DatabaseState:
         async with self.core.reading() as reader:

@@ -150,7 +150,16 @@ class ReadModels(Protocol):
         """The table as it was at a stream version or a moment (time travel): with every event of a
         transaction or none of them. Raises TableNotFound when it had no events then."""
 
-    async def table_events(self, table_id: UUID) -> list[RecordedEvent]: ...
+    async def table_events(
+        self, table_id: UUID, *, after: int | None = None, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """The table's events in version order: those after version ``after``, at most ``limit``."""
+
+    async def log_page(self, *, after: UUID | None, limit: int) -> list[RecordedEvent]:
+        """A page of the global log in commit-safe order (transaction, then position), after the event
+        ``after``; only events of transactions that can no longer be preceded by a late commit, so a reader
+        paging through it while events are appended sees each event once. Raises
+        :class:`~schemasaga.domain.errors.InvalidCursor` when ``after`` is no event."""
 
     async def recent_events(
         self,
@@ -181,8 +190,10 @@ class ReadModels(Protocol):
         status: str | None,
         limit: int,
         databases: Collection[str] | None = None,
+        after: UUID | None = None,
     ) -> list[OperationView]:
-        """Newest first; of the tables of ``databases`` only, when given."""
+        """Newest first; of the tables of ``databases`` only, when given; keyset-paged: those accepted
+        before the operation ``after`` (:class:`~schemasaga.domain.errors.InvalidCursor` when it is none)."""
 
     async def unsettled_operations(self) -> list[OperationView]:
         """Operations pending or running, in acceptance order."""
@@ -193,7 +204,16 @@ class ReadModels(Protocol):
     async def tables_of_database(self, database: str) -> list[tuple[UUID, str]]:
         """Id and name of every table of the database that was ever created there or is being created."""
 
-    async def list_databases(self, *, name: str | None = None) -> list[DatabaseView]: ...
+    async def list_databases(
+        self,
+        *,
+        name: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+        databases: Collection[str] | None = None,
+    ) -> list[DatabaseView]:
+        """By name, keyset-paged (named after ``after``, at most ``limit``); of ``databases`` only, when
+        given."""
 
     async def stored_identities(self, *, engine: str) -> list[StoredIdentity]: ...
 

@@ -108,6 +108,8 @@ CREATE TABLE rm_tables (
 -- One table per name per database, from its creation until its creation is rejected or its
 -- deletion confirmed.
 CREATE UNIQUE INDEX rm_tables_live_name_idx ON rm_tables (database_name, lower(name)) WHERE holds_name;
+-- The live tables of one database: its pages of GET /v1/tables, its count in GET /v1/databases.
+CREATE INDEX rm_tables_database_live_idx ON rm_tables (database_name, table_id) WHERE NOT deleted;
 
 -- The trash (issue 9): deleted tables and removed columns kept restorable until their retention ends.
 -- One row per trash entry (its id: the operation that trashed it), rebuildable from the table's events.

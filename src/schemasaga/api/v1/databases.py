@@ -5,7 +5,9 @@ port, database or SQLite file, username)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
 
 from schemasaga.api.deps import Admin, Databases, Metadata, Reader, ServicesDep, Writer
 from schemasaga.api.errors import problems
@@ -18,6 +20,7 @@ from schemasaga.api.models import (
     OkOut,
     RegisterDatabaseRequest,
 )
+from schemasaga.api.paging import Limit, link_next, next_after
 
 router = APIRouter(prefix="/v1/databases", tags=["databases"], responses=problems(401, 403))
 
@@ -37,11 +40,22 @@ async def register_database(
     return DatabaseOut.model_validate(database)
 
 
-@router.get("", response_model=DatabaseList, responses=problems(503))
-async def list_databases(caller: Reader, databases: Databases) -> DatabaseList:
-    """Those the token may touch."""
-    visible = [d for d in await databases.list_databases() if caller.may_use(d.name)]
-    return DatabaseList(items=[DatabaseOut.model_validate(d) for d in visible])
+@router.get("", response_model=DatabaseList, responses=problems(400, 422, 503))
+async def list_databases(
+    caller: Reader,
+    databases: Databases,
+    request: Request,
+    response: Response,
+    after: Annotated[str | None, Query(description="keyset cursor: the last name of the previous page")] = (
+        None
+    ),
+    limit: Limit = 100,
+) -> DatabaseList:
+    """Those the token may touch, by name, a page at a time (`next_after`, and the `Link` header)."""
+    visible = await databases.list_databases(after=after, limit=limit, only=caller.databases)
+    after_next = next_after(len(visible), limit, visible[-1].name if visible else None)
+    link_next(request, response, after_next)
+    return DatabaseList(items=[DatabaseOut.model_validate(d) for d in visible], next_after=after_next)
 
 
 @router.get("/{name}", response_model=DatabaseOut, responses=problems(400, 404, 422, 503))

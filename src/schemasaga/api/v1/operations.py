@@ -3,13 +3,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from schemasaga.api.deps import Metadata, Reader, Reads, ServicesDep, Tables, Writer, require_table
 from schemasaga.api.errors import problems
 from schemasaga.api.idempotency import IDEMPOTENT
 from schemasaga.api.models import AcceptedOut, OperationOut
+from schemasaga.api.paging import Limit, link_next, next_after
 
 # An undo is a change of the operation's table, asked for and answered as the table routes' changes are.
 from schemasaga.api.v1.tables import PLANNED, DryRun, IfMatch, Wait
@@ -54,16 +55,22 @@ async def get_operation(
 async def list_operations(
     caller: Reader,
     reads: Reads,
+    request: Request,
+    response: Response,
     table_id: UUID | None = None,
     status: Literal["pending", "running", "completed", "rejected"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[
+        UUID | None, Query(description="keyset cursor: the last operation_id of the previous page")
+    ] = None,
+    limit: Limit = 100,
 ) -> list[OperationOut]:
-    return [
-        OperationOut.model_validate(v)
-        for v in await reads.list_operations(
-            table_id=table_id, status=status, limit=limit, databases=caller.databases
-        )
-    ]
+    """Newest first, a page at a time: the next page's URL is in the `Link` header (`rel="next"`),
+    absent on the last page."""
+    views = await reads.list_operations(
+        table_id=table_id, status=status, limit=limit, databases=caller.databases, after=after
+    )
+    link_next(request, response, next_after(len(views), limit, views[-1].operation_id if views else None))
+    return [OperationOut.model_validate(v) for v in views]
 
 
 @router.post(

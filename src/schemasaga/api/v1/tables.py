@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from schemasaga.api.deps import Metadata, Reader, Reads, Services, ServicesDep, Tables, Writer, require_table
@@ -26,6 +26,7 @@ from schemasaga.api.models import (
     TablePage,
     TrackTableRequest,
 )
+from schemasaga.api.paging import Limit, link_next, next_after
 from schemasaga.domain.errors import InvalidColumn, TableNotFound
 from schemasaga.domain.table import Table
 from schemasaga.services.tables import Accepted, Asked, Planned
@@ -149,6 +150,8 @@ async def list_tables(
     caller: Reader,
     reads: Reads,
     services: ServicesDep,
+    request: Request,
+    response: Response,
     database: str | None = None,
     include_deleted: bool = False,
     include_trashed: Annotated[
@@ -157,7 +160,7 @@ async def list_tables(
     after: Annotated[
         UUID | None, Query(description="keyset cursor: last table_id of the previous page")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
     at: Annotated[
         datetime | None,
         Query(
@@ -184,7 +187,9 @@ async def list_tables(
             else TableOut.of(t, engine=services.connections.known_engine(t.database))
             for t in tables
         ]
-        return TablePage(items=items, next_after=items[-1].table_id if len(items) == limit else None)
+        at_next = next_after(len(items), limit, items[-1].table_id if items else None)
+        link_next(request, response, at_next)
+        return TablePage(items=items, next_after=at_next)
     views = await reads.list_tables(
         database=database,
         include_deleted=include_deleted,
@@ -194,7 +199,9 @@ async def list_tables(
         databases=caller.databases,
     )
     items = [TableOut.of(v, engine=services.connections.known_engine(v.database)) for v in views]
-    return TablePage(items=items, next_after=items[-1].table_id if len(items) == limit else None)
+    after_next = next_after(len(items), limit, items[-1].table_id if items else None)
+    link_next(request, response, after_next)
+    return TablePage(items=items, next_after=after_next)
 
 
 @router.get("/{table_id}", response_model=TableOut, responses=problems(404, 422, 503))
@@ -432,11 +439,24 @@ async def drop_index(
 
 
 @router.get("/{table_id}/events", response_model=list[EventOut], responses=problems(404, 422, 503))
-async def table_events(table_id: UUID, caller: Reader, reads: Reads) -> list[EventOut]:
+async def table_events(
+    table_id: UUID,
+    caller: Reader,
+    reads: Reads,
+    request: Request,
+    response: Response,
+    after: Annotated[
+        int | None, Query(ge=0, description="keyset cursor: the last version of the previous page")
+    ] = None,
+    limit: Limit = 100,
+) -> list[EventOut]:
+    """The table's events, oldest first, a page at a time: the next page's URL is in the `Link` header
+    (`rel="next"`), absent on the last page."""
     await require_table(caller, reads, table_id)
-    events = await reads.table_events(table_id)
-    if not events:
+    events = await reads.table_events(table_id, after=after, limit=limit)
+    if not events and (after is None or await reads.get_table(table_id) is None):
         raise TableNotFound(f"no table with id {table_id}")
+    link_next(request, response, next_after(len(events), limit, events[-1].version if events else None))
     return [EventOut.model_validate(e) for e in events]
 
 

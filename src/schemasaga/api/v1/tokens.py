@@ -3,12 +3,15 @@ list (never a secret), revoke."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
 
 from schemasaga.api.deps import Admin, Metadata, Tokens
 from schemasaga.api.errors import problems
 from schemasaga.api.idempotency import IDEMPOTENT, SECRET_FIELDS
 from schemasaga.api.models import NewTokenOut, NewTokenRequest, OkOut, TokenList, TokenOut
+from schemasaga.api.paging import Limit, link_next, next_after
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=problems(401, 403))
 
@@ -36,9 +39,22 @@ async def create_token(
     return NewTokenOut(**TokenOut.of(created.view).model_dump(), token=created.token)
 
 
-@router.get("", response_model=TokenList, responses=problems(503))
-async def list_tokens(_: Admin, tokens: Tokens) -> TokenList:
-    return TokenList(items=[TokenOut.of(t) for t in await tokens.list_tokens()])
+@router.get("", response_model=TokenList, responses=problems(400, 422, 503))
+async def list_tokens(
+    _: Admin,
+    tokens: Tokens,
+    request: Request,
+    response: Response,
+    after: Annotated[str | None, Query(description="keyset cursor: the last name of the previous page")] = (
+        None
+    ),
+    limit: Limit = 100,
+) -> TokenList:
+    """By name, revoked ones included, a page at a time (`next_after`, and the `Link` header)."""
+    views = await tokens.list_tokens(after=after, limit=limit)
+    after_next = next_after(len(views), limit, views[-1].name if views else None)
+    link_next(request, response, after_next)
+    return TokenList(items=[TokenOut.of(t) for t in views], next_after=after_next)
 
 
 @router.delete(

@@ -221,6 +221,37 @@ WHERE (e.tx_id, e.position) > (%(tx_id)s::text::xid8, %(position)s::bigint)
 ORDER BY e.tx_id, e.position
 LIMIT %(limit)s;
 
+-- name: read_streams
+-- Every event of several streams, stream by stream in version order (a batch of a projection rebuild),
+-- each with its stream, version and writing transaction (the follow query's columns).
+SELECT e.position, e.event_id, e.event_type, e.schema_version, e.data::text, e.metadata::text, e.created_at,
+       e.valid_at, s.version, e.tx_id::text::bigint, s.stream
+FROM event_store_events_in_streams s
+JOIN event_store_events e ON e.event_id = s.event_id
+WHERE s.stream = ANY (%(streams)s::text[])
+ORDER BY s.stream, s.version;
+
+-- name: read_streams_from
+-- The events of several streams from a version each (after their snapshots: loading many aggregates at
+-- once), stream by stream in version order, with the follow query's columns.
+SELECT e.position, e.event_id, e.event_type, e.schema_version, e.data::text, e.metadata::text, e.created_at,
+       e.valid_at, s.version, e.tx_id::text::bigint, s.stream
+FROM unnest(%(streams)s::text[], %(froms)s::int[]) AS w(stream, from_version)
+JOIN event_store_events_in_streams s ON s.stream = w.stream AND s.version >= w.from_version
+JOIN event_store_events e ON e.event_id = s.event_id
+ORDER BY s.stream, s.version;
+
+-- name: latest_snapshots
+-- The newest snapshot of each of several streams.
+SELECT DISTINCT ON (stream) stream, version, state
+FROM event_store_snapshots
+WHERE stream = ANY (%(streams)s::text[])
+ORDER BY stream, version DESC;
+
+-- name: checkpoint_of
+-- The follower checkpoint of one event (the cursor of a page of the global log).
+SELECT tx_id::text::bigint, position FROM event_store_events WHERE event_id = %(event_id)s;
+
 -- name: follow_head
 -- The checkpoint of the last event a follower could read now (none when there is none).
 SELECT e.tx_id::text::bigint, e.position

@@ -5,7 +5,11 @@ ON CONFLICT (name) DO NOTHING
 RETURNING created_at;
 
 -- name: list_tokens
-SELECT name, scope, databases, created_at, revoked_at FROM api_tokens ORDER BY name;
+-- Keyset-paged by name (the primary key): a page is an index range scan.
+SELECT name, scope, databases, created_at, revoked_at FROM api_tokens
+WHERE (%(after)s::text IS NULL OR name > %(after)s::text)
+ORDER BY name
+LIMIT %(limit)s;
 
 -- name: find_token
 SELECT name, secret_hash, scope, databases FROM api_tokens

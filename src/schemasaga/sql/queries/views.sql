@@ -59,8 +59,14 @@ WHERE (%(table_id)s::uuid IS NULL OR table_id = %(table_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(databases)s::text[] IS NULL
        OR table_id IN (SELECT table_id FROM rm_tables WHERE database_name = ANY(%(databases)s::text[])))
+  -- keyset: older than the operation the previous page ended with (an index range scan, no OFFSET)
+  AND (%(after_seq)s::bigint IS NULL OR accepted_seq < %(after_seq)s::bigint)
 ORDER BY accepted_seq DESC
 LIMIT %(limit)s;
+
+-- name: operation_seq
+-- Where a page of operations ended (the cursor of the next one).
+SELECT accepted_seq FROM rm_operations WHERE operation_id = %(operation_id)s;
 
 -- name: unsettled_operations
 SELECT operation_id, table_id, kind, status, detail,
@@ -82,7 +88,10 @@ SELECT d.name, d.engine, d.display, d.source, d.status, d.server_version, d.key_
        (SELECT count(*) FROM rm_tables t WHERE t.database_name = d.name AND NOT t.deleted) AS live_tables
 FROM rm_databases d
 WHERE (%(name)s::text IS NULL OR d.name = %(name)s)
-ORDER BY d.name;
+  AND (%(databases)s::text[] IS NULL OR d.name = ANY(%(databases)s::text[]))
+  AND (%(after)s::text IS NULL OR d.name > %(after)s::text)
+ORDER BY d.name
+LIMIT %(limit)s;
 
 -- name: registered_urls
 SELECT name, engine, url_encrypted FROM rm_databases ORDER BY name;

@@ -1,0 +1,294 @@
+"""The online, resumable rebuild of the read models (``schemasaga projections rebuild``).
+
+New read models are built beside the live ones (schema ``schemasaga_rebuild``), in batches of streams,
+each batch its own transaction, while the service keeps serving from the live ones. A batch reads its
+streams' events at once, projects them in memory (:func:`~schemasaga.coredb.readmodels.table_rows`: the
+same rows the event-by-event projection leaves) and COPYs the rows in. The streams that events were
+appended to meanwhile (those of transactions at or above the horizon taken when the build began) are then
+projected again, in rounds, until few are left; the last round runs in the swap's own transaction, which
+locks the live read models (with a lock timeout, retried), carries over what no event says (an
+operation's ``starts``, and that a worker is running it) and moves the new tables in their place.
+
+A session advisory lock keeps a second rebuild out. After a kill, running it again resumes after the last
+committed batch (``schemasaga_rebuild.progress``); the events appended in between are caught up as above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection, sql
+from psycopg.errors import LockNotAvailable
+
+from schemasaga.coredb import readmodels
+from schemasaga.eventstore import EventStore, RecordedEvent
+from schemasaga.faults import kill_point
+from schemasaga.sql import queries
+
+log = logging.getLogger(__name__)
+Q = queries("rebuild")
+
+TABLE_PREFIX = "Table$"
+DATABASE_PREFIX = "Database$"
+
+
+class RebuildRunning(Exception):
+    """Another rebuild holds the lock."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    phase: str  # "build", "catch-up", "swap", "done"
+    streams_done: int
+    streams_total: int
+    events: int
+    # Events projected by this process (not those of batches committed before a resume), and for how long.
+    events_here: int
+    seconds: float
+    resumed_at: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.events_here / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    tables: int
+    databases: int
+    events: int
+    resumed_at: int
+    caught_up_streams: int
+    seconds: float
+
+
+Report = Callable[[Progress], None]
+
+
+class OnlineRebuild:
+    """One run. ``conninfo``: the core database (the rebuild opens its own connections: one holds the
+    advisory lock for the whole run, one does the work)."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        store: EventStore,
+        *,
+        batch_size: int = 1000,
+        lock_timeout: float = 2.0,
+        swap_attempts: int = 30,
+        catch_up_rounds: int = 10,
+        report: Report | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.conninfo = conninfo
+        self.store = store
+        self.batch_size = batch_size
+        self.lock_timeout = lock_timeout
+        self.swap_attempts = swap_attempts
+        self.catch_up_rounds = catch_up_rounds
+        self.report = report or (lambda _: None)
+        self._started = time.monotonic()
+        self._events_here = 0  # projected by this process
+        self._events = 0  # projected by this build, batches of an earlier process included
+        self._done = self._total = self._resumed_at = 0
+        self._caught_up = 0  # streams projected again because events were appended to them meanwhile
+
+    async def run(self) -> Outcome:
+        async with await AsyncConnection.connect(self.conninfo, autocommit=True) as holder:
+            row = await (await holder.execute(Q["try_lock"])).fetchone()
+            if not row or not row[0]:
+                raise RebuildRunning("another `projections rebuild` is running on this core database")
+            try:
+                async with await AsyncConnection.connect(self.conninfo) as conn:
+                    return await self._run(conn)
+            finally:
+                await holder.execute(Q["unlock"])
+
+    async def _run(self, conn: AsyncConnection[Any]) -> Outcome:
+        await self._prepare(conn)
+        await self._build(conn)
+        for _ in range(self.catch_up_rounds):
+            async with conn.transaction():
+                changed = await self._catch_up(conn)
+            self._tell("catch-up")
+            if changed < max(10, self.batch_size // 10):
+                break
+        async with conn.transaction():
+            await conn.execute(Q["analyze_shadow"])
+        await self._swap(conn)
+        self._done = self._total
+        async with conn.transaction():
+            counts = await (await conn.execute(Q["counts"])).fetchone()
+        self._tell("done")
+        return Outcome(
+            tables=int(counts[0]) if counts else 0,
+            databases=int(counts[1]) if counts else 0,
+            events=self._events,
+            resumed_at=self._resumed_at,
+            caught_up_streams=self._caught_up,
+            seconds=time.monotonic() - self._started,
+        )
+
+    # -- phases ----------------------------------------------------------------------------------
+
+    async def _prepare(self, conn: AsyncConnection[Any]) -> None:
+        """Start a new build, or take up the stopped one where its last batch ended."""
+        async with conn.transaction():
+            exists = await (await conn.execute(Q["shadow_exists"])).fetchone()
+            row = await (await conn.execute(Q["progress"])).fetchone() if exists and exists[0] else None
+            if row is None:
+                await conn.execute(Q["create_shadow"])
+                # The horizon before the list: a stream the list does not see has events at or above it.
+                horizon = await self._horizon(conn)
+                await conn.execute(Q["list_streams"], {})
+                await conn.execute(Q["start_progress"], {"horizon": horizon})
+                row = await (await conn.execute(Q["progress"])).fetchone()
+                assert row is not None
+            else:
+                log.info("resuming the rebuild after %d of %d streams", row[1], row[2])
+                self._resumed_at = int(row[1])
+        self._done, self._total, self._events = int(row[1]), int(row[2]), int(row[3])
+
+    async def _build(self, conn: AsyncConnection[Any]) -> None:
+        while True:
+            async with conn.transaction():
+                batch = await (await conn.execute(Q["next_streams"], {"limit": self.batch_size})).fetchall()
+                if not batch:
+                    return
+                count = await self._project(conn, [str(r[1]) for r in batch])
+                await conn.execute(Q["batch_done"], {"done": batch[-1][0], "events": count})
+            self._done = int(batch[-1][0])
+            self._count(count)
+            kill_point("rebuild", "after_batch")
+            self._tell("build")
+
+    async def _catch_up(self, conn: AsyncConnection[Any]) -> int:
+        """Project again the streams events were appended to since the horizon (in the caller's
+        transaction); how many."""
+        row = await (await conn.execute(Q["progress"])).fetchone()
+        assert row is not None
+        horizon = await self._horizon(conn)
+        found = await (await conn.execute(Q["changed_streams"], {"since": int(row[0])})).fetchall()
+        changed = [str(r[0]) for r in found]
+        ids = [UUID(s.removeprefix(TABLE_PREFIX)) for s in changed if s.startswith(TABLE_PREFIX)]
+        names = [s.removeprefix(DATABASE_PREFIX) for s in changed if s.startswith(DATABASE_PREFIX)]
+        if ids:
+            await conn.execute(Q["forget_tables"], {"ids": ids})
+            await conn.execute(Q["forget_operations"], {"ids": ids})
+            await conn.execute(Q["forget_trash"], {"ids": ids})
+        if names:
+            await conn.execute(Q["forget_databases"], {"names": names})
+        count = await self._project(conn, changed) if changed else 0
+        await conn.execute(Q["caught_up"], {"horizon": horizon, "events": count})
+        self._count(count)
+        self._caught_up += len(changed)
+        return len(changed)
+
+    async def _swap(self, conn: AsyncConnection[Any]) -> None:
+        """Lock the live read models, catch up the last events, swap; retried while the lock is held."""
+        timeout = f"{int(self.lock_timeout * 1000)}ms"
+        for attempt in range(1, self.swap_attempts + 1):
+            self._tell("swap")
+            try:
+                async with conn.transaction():
+                    await conn.execute(Q["lock_timeout"], {"timeout": timeout})
+                    await conn.execute(Q["lock_live"])
+                    await conn.execute(Q["lock_timeout"], {"timeout": "0"})
+                    await self._catch_up(conn)
+                    kill_point("rebuild", "before_swap")
+                    await conn.execute(Q["swap_in"])
+                return
+            except LockNotAvailable:
+                log.info(
+                    "the read models are busy (swap attempt %d): catching up, then trying again", attempt
+                )
+                await asyncio.sleep(min(0.1 * attempt, 2.0))
+                async with conn.transaction():
+                    await self._catch_up(conn)
+        raise RebuildStalled(
+            f"the live read models stayed locked through {self.swap_attempts} attempts to swap; the new ones "
+            "are kept: run the rebuild again to finish it"
+        )
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def _horizon(self, conn: AsyncConnection[Any]) -> int:
+        row = await (await conn.execute(Q["horizon"])).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def _project(self, conn: AsyncConnection[Any], streams: Sequence[str]) -> int:
+        """Project the streams into the new read models; the number of events read."""
+        events = await self.store.read_streams(streams, conn=conn)
+        tables: list[tuple[Any, ...]] = []
+        operations: list[tuple[Any, ...]] = []
+        trash: list[tuple[Any, ...]] = []
+        databases: list[tuple[Any, ...]] = []
+        for stream, stream_events in _by_stream(events):
+            if stream.startswith(TABLE_PREFIX):
+                table, ops, entries = readmodels.table_rows(stream_events)
+                tables.append(table)
+                operations.extend(ops)
+                trash.extend(entries)
+            elif (row := readmodels.database_row(stream_events)) is not None:
+                databases.append(row)
+        await _copy(conn, "rm_tables", readmodels.TABLE_COLUMNS, tables)
+        await _copy(conn, "rm_operations", readmodels.OPERATION_COLUMNS, operations)
+        await _copy(conn, "rm_trash", readmodels.TRASH_COLUMNS, trash)
+        await _copy(conn, "rm_databases", readmodels.DATABASE_COLUMNS, databases)
+        return len(events)
+
+    def _count(self, events: int) -> None:
+        self._events += events
+        self._events_here += events
+
+    def _tell(self, phase: str) -> None:
+        self.report(
+            Progress(
+                phase=phase,
+                streams_done=self._done,
+                streams_total=self._total,
+                events=self._events,
+                events_here=self._events_here,
+                seconds=time.monotonic() - self._started,
+                resumed_at=self._resumed_at,
+            )
+        )
+
+
+class RebuildStalled(Exception):
+    """The swap could not get its lock; the built read models are kept for the next run."""
+
+
+def _by_stream(events: list[RecordedEvent]) -> list[tuple[str, list[RecordedEvent]]]:
+    groups: list[tuple[str, list[RecordedEvent]]] = []
+    for event in events:
+        assert event.stream is not None
+        if not groups or groups[-1][0] != event.stream:
+            groups.append((event.stream, []))
+        groups[-1][1].append(event)
+    return groups
+
+
+async def _copy(
+    conn: AsyncConnection[Any], table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
+    if not rows:
+        return
+    # Our own table and column names (never user text), composed as identifiers.
+    statement = sql.SQL("COPY {}.{} ({}) FROM STDIN").format(
+        sql.Identifier("schemasaga_rebuild"),
+        sql.Identifier(table),
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+    )
+    async with conn.cursor() as cur, cur.copy(statement) as copy:
+        for row in rows:
+            await copy.write_row(row)
