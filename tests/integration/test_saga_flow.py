@@ -345,6 +345,12 @@ async def test_unreachable_byodb_is_retried_then_rejected(
             assert r.status_code == 200
             op = await wait_operation(client, r.json()["operation_id"])
             table = await wait_synced(client, r.json()["table"]["table_id"])
+            # The console lists it as rejected, under that filter and not as deleted.
+            row = f'href="/console/tables/{table["table_id"]}"'
+            rejected = (await client.get("/console?status=rejected")).text
+            assert row in rejected and '<span class="status rejected">rejected</span>' in rejected
+            assert row not in (await client.get("/console?status=synced")).text
+            assert '<span class="status deleted">' not in (await client.get("/console?status=deleted")).text
     assert op["status"] == "rejected"
     assert op["attempts"] == settings.retry_max_attempts
     assert "gave up after 3 attempts" in op["last_error"]

@@ -43,12 +43,16 @@ IN_FLIGHT = frozenset({"pending", "running"})
 
 
 def _status_then(table: Table) -> str:
+    if table.creation_rejected:
+        return "rejected"
     if not table.live:
         return "deleted"
     return "synced" if table.synced else "in flight"
 
 
 def _status(view: TableView) -> str:
+    if view.creation_rejected:
+        return "rejected"
     if view.deleted:
         return "trashed" if view.trashed else "deleted"
     return "synced" if view.synced else "in flight"
@@ -57,6 +61,7 @@ def _status(view: TableView) -> str:
 STATUSES = {
     "synced": "synced",
     "in_flight": "in flight",
+    "rejected": "rejected (its creation)",
     "deleted": "deleted or trashed",
     "trashed": "trashed",
 }
@@ -78,7 +83,7 @@ async def tables_page(
     services: ServicesDep,
     database: str | None = None,
     prefix: str | None = None,
-    status: Literal["", "synced", "in_flight", "deleted", "trashed"] = "",
+    status: Literal["", "synced", "in_flight", "rejected", "deleted", "trashed"] = "",
     include_deleted: bool = False,
     at: Annotated[str, Query(max_length=64)] = "",
     after: UUID | None = None,
@@ -103,7 +108,7 @@ async def tables_page(
         tables = await reads.tables_at(
             moment,
             database=database,
-            include_deleted=include_deleted or status in ("deleted", "trashed"),
+            include_deleted=include_deleted or status in ("deleted", "trashed", "rejected"),
             after=after,
             limit=limit,
             name_prefix=prefix or None,
@@ -126,7 +131,7 @@ async def tables_page(
     else:
         views = await reads.list_tables(
             database=database,
-            include_deleted=include_deleted or status in ("deleted", "trashed"),
+            include_deleted=include_deleted or status in ("deleted", "trashed", "rejected"),
             after=after,
             limit=limit,
             name_prefix=prefix or None,

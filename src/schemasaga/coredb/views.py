@@ -306,6 +306,7 @@ def _table(row: dict[str, Any]) -> TableView:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         trashed=row["trashed"],
+        creation_rejected=bool(row.get("creation_rejected")),
     )
 
 

@@ -35,6 +35,8 @@ class TableView:
     updated_at: datetime
     # Deleted, with its rows in the trash (restorable).
     trashed: bool = False
+    # Deleted because its creation was rejected: it never was.
+    creation_rejected: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,6 +157,9 @@ CREATE INDEX rm_operations_table_idx ON rm_operations (table_id, accepted_seq);
 CREATE INDEX rm_operations_open_idx ON rm_operations (status) WHERE status IN ('pending', 'running');
 -- The newest operations first (GET /v1/operations) without sorting them all.
 CREATE INDEX rm_operations_accepted_seq_idx ON rm_operations (accepted_seq);
+-- The rejected creations, by table: a table whose creation was rejected is told from a deleted one.
+CREATE INDEX rm_operations_rejected_creation_idx ON rm_operations (table_id)
+    WHERE kind = 'create_table' AND status = 'rejected';
 
 -- Registered BYODBs (stream Database$<name>). The URL is stored only encrypted (Fernet, key_id says
 -- which key); display holds its non-secret parts (driver, host, port, database, username).

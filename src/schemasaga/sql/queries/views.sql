@@ -1,14 +1,22 @@
 -- The read side: queries answering from the read models; the read-side module of the core database package runs these.
 
 -- name: get_table
+-- creation_rejected: a table whose creation was rejected is deleted too (it never was), told apart by
+-- its creation's operation.
 SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes, version, created_at,
-       updated_at, trashed
+       updated_at, trashed,
+       deleted AND NOT exists_ AND NOT trashed AND EXISTS (
+           SELECT 1 FROM rm_operations o
+           WHERE o.table_id = rm_tables.table_id AND o.kind = 'create_table' AND o.status = 'rejected') AS creation_rejected
 FROM rm_tables WHERE table_id = %(table_id)s;
 
 -- name: list_tables
 -- Deleted tables are listed with include_deleted (every one), trashed ones also with include_trashed.
 SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes, version, created_at,
-       updated_at, trashed
+       updated_at, trashed,
+       deleted AND NOT exists_ AND NOT trashed AND EXISTS (
+           SELECT 1 FROM rm_operations o
+           WHERE o.table_id = rm_tables.table_id AND o.kind = 'create_table' AND o.status = 'rejected') AS creation_rejected
 FROM rm_tables
 WHERE (%(database)s::text IS NULL OR database_name = %(database)s)
   AND (%(databases)s::text[] IS NULL OR database_name = ANY(%(databases)s::text[]))
@@ -19,6 +27,9 @@ WHERE (%(database)s::text IS NULL OR database_name = %(database)s)
        OR (%(status)s = 'synced' AND synced AND NOT deleted)
        OR (%(status)s = 'in_flight' AND NOT synced AND NOT deleted)
        OR (%(status)s = 'deleted' AND deleted)
+       OR (%(status)s = 'rejected' AND deleted AND NOT exists_ AND NOT trashed AND EXISTS (
+               SELECT 1 FROM rm_operations o
+               WHERE o.table_id = rm_tables.table_id AND o.kind = 'create_table' AND o.status = 'rejected'))
        OR (%(status)s = 'trashed' AND trashed))
 ORDER BY table_id
 LIMIT %(limit)s;
