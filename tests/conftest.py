@@ -229,6 +229,19 @@ def another_spelling(url: str, tmp_path: Path, *, how: str = "host") -> str:
     return u.update_query_dict({"host": f"{socket.rstrip('/')}/."}).render_as_string(hide_password=False)
 
 
+def table_events(client: Any, table_id: Any) -> list[dict[str, Any]]:
+    """Every event of a table, oldest first, following the pages of ``GET /v1/tables/{id}/events`` (a
+    synchronous httpx client)."""
+    events: list[dict[str, Any]] = []
+    url: str | None = f"/v1/tables/{table_id}/events?limit=1000"
+    while url is not None:
+        r = client.get(url)
+        assert r.status_code == 200, r.text
+        events += r.json()
+        url = r.links.get("next", {}).get("url")
+    return events
+
+
 def error_of(response: Any) -> dict[str, Any]:
     """The error of an answer as ``{"code", "message", "details"?}``, whichever shape it has, checking it
     has the right one: RFC 9457 problem details under ``/v1``, the demo's ``{"status": "error", "error"}``

@@ -22,6 +22,7 @@ from tests.acceptance.conftest import (
     start_server,
     wait_synced,
 )
+from tests.conftest import table_events
 
 pytestmark = [pytest.mark.acceptance]
 
@@ -45,10 +46,7 @@ def at_once(n: int, call: Callable[[int, httpx.Client], T], base_url: str) -> li
 
 
 def stream_events(client: httpx.Client, table_id: str) -> list[dict[str, Any]]:
-    r = client.get(f"/v1/tables/{table_id}/events")
-    assert r.status_code == 200, r.text
-    events: list[dict[str, Any]] = r.json()
-    return events
+    return table_events(client, table_id)
 
 
 def assert_one_at_a_time_in_acceptance_order(events: list[dict[str, Any]]) -> list[str]:

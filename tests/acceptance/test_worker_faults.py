@@ -31,6 +31,7 @@ from tests.acceptance.conftest import (
     wait_synced,
     wait_until,
 )
+from tests.conftest import table_events
 
 pytestmark = [pytest.mark.acceptance]
 
@@ -52,11 +53,9 @@ def jobs_by_status(core_db: str) -> dict[str, int]:
 
 
 def outcome_events(client: httpx.Client, table_id: str, operation_id: str) -> list[str]:
-    r = client.get(f"/v1/tables/{table_id}/events")
-    assert r.status_code == 200, r.text
     return [
         e["event_type"]
-        for e in r.json()
+        for e in table_events(client, table_id)
         if e["event_type"] in OUTCOMES and e["data"].get("operation_id") == operation_id
     ]
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from tests.conftest import table_events
 from tests.fault.harness import (
     TERMINAL,
     Service,
@@ -101,7 +102,7 @@ def test_outage_longer_than_the_retry_budget_rejects_and_never_sticks(
         assert outcomes[create_op]["status"] == "rejected", outcomes
         assert outcomes[add_op]["status"] == "rejected", outcomes
         assert "gave up after 3 attempts" in str(outcomes[add_op]["last_error"]), outcomes
-        stream = c.get(f"/v1/tables/{existing}/events").json()
+        stream = table_events(c, existing)
         rejected_events = [e["event_type"] for e in stream if "Rejected" in e["event_type"]]
         assert rejected_events, "the rejection must be an event of the table's stream"
 

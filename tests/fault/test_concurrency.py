@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import table_events
 from tests.fault.harness import (
     Service,
     add_column,
@@ -70,7 +71,7 @@ def test_fifty_clients_five_tables_two_workers(make_service: Callable[..., Servi
         settled = settle(c, timeout=120)
         ops = 0
         for table_id in tables:
-            ops += assert_acceptance_order(c.get(f"/v1/tables/{table_id}/events").json())
+            ops += assert_acceptance_order(table_events(c, table_id))
         statuses = {
             a.operation_id: c.get(f"/v1/operations/{a.operation_id}").json()["status"] for a in load.accepted
         }

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import table_events
 from tests.fault.harness import Process, Service, settle
 from tests.integration.live_schema import assert_shown_is_live, read_live
 
@@ -118,7 +119,7 @@ def _kill_round(
         op = c.get(f"/v1/operations/{operations[kind]}").json()
         assert op["status"] == "completed", (kill_at, kind, op)
         assert op["steps_done"] == ["alter", "verify"], (kill_at, kind, op)
-        events = c.get(f"/v1/tables/{table_id}/events").json()
+        events = table_events(c, table_id)
         outcomes = [
             e["event_type"]
             for e in events

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import table_events
 from tests.fault.harness import (
     LoadResult,
     Service,
@@ -58,7 +59,7 @@ def _check_accepted(svc: Service, c: httpx.Client, load: LoadResult) -> None:
         r = c.get(f"/v1/operations/{a.operation_id}")
         assert r.status_code == 200, f"accepted operation {a.operation_id} lost: {r.text}"
         if a.table_id not in streams:
-            events = c.get(f"/v1/tables/{a.table_id}/events").json()
+            events = table_events(c, a.table_id)
             streams[a.table_id] = {e["metadata"].get("correlation_id") for e in events}
         assert a.operation_id in streams[a.table_id], f"no event of {a.operation_id} in its table's stream"
     # Nothing half-written: no stored event without an operation, no open operation without a job.
