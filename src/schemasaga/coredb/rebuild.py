@@ -26,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import pickle
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -383,6 +385,14 @@ _helper: tuple[psycopg.Connection[Any], Upcasters] | None = None
 def _helper_start(conninfo: str, upcasters: Upcasters) -> None:
     global _helper
     _helper = (psycopg.Connection.connect(conninfo, autocommit=True), upcasters)
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the rebuild was killed: a helper waiting for work would wait for ever
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=orphaned, name="rebuild-helper-watch", daemon=True).start()
 
 
 def _helper_project(streams: list[str]) -> Rows:
