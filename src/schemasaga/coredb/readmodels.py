@@ -404,8 +404,24 @@ def _rows(
         table.holds_name,
         table.trashed,
     )
+    # In OPERATION_COLUMNS' order, spelled out (a generator per row costs a tenth of the fast fold).
     op_rows = [
-        tuple(dumps(op[c]) if c in ("detail", "steps_done") else op[c] for c in OPERATION_COLUMNS)
+        (
+            op["operation_id"],
+            op["table_id"],
+            op["kind"],
+            op["status"],
+            dumps(op["detail"]),
+            op["failed_attempts"],
+            dumps(op["steps_done"]) if op["steps_done"] else "[]",
+            op["last_error"],
+            op["accepted_seq"],
+            op["created_at"],
+            op["updated_at"],
+            op["finished_at"],
+            op["undoes"],
+            op["undone_by"],
+        )
         for op in ops.values()
     ]
     trash_rows = [tuple(entry[c] for c in TRASH_COLUMNS) for entry in trash.values()]
