@@ -232,6 +232,7 @@ class OnlineRebuild:
             await conn.execute(Q["forget_trash"], {"ids": ids})
         if names:
             await conn.execute(Q["forget_databases"], {"names": names})
+        # In this process only: the swap's last round must read in its own (locked) snapshot.
         count = await self._project(conn, changed) if changed else 0
         await conn.execute(Q["caught_up"], {"horizon": horizon, "events": count})
         self._count(count)
