@@ -8,13 +8,14 @@ a purge, a tracked table, and operations still in flight."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 from schemasaga.coredb.readmodels import fast_table_rows, table_rows
 from schemasaga.domain.changes import DeleteTable, PurgeTrash, RemoveColumn
 from schemasaga.domain.columns import Column, ColumnType, TableSchema
 from schemasaga.domain.table import Table
-from schemasaga.eventstore import RecordedEvent, lean_events
+from schemasaga.eventstore import LeanEvent, RecordedEvent, lean_events
 from schemasaga.eventstore.jsoncodec import dumps
 from schemasaga.eventstore.upcasting import Upcasters
 
@@ -112,14 +113,22 @@ def other_histories() -> list[Table]:
     return [rejected, tracked, trashed, pending]
 
 
-def as_read(table: Table, first_position: int) -> tuple[list[RecordedEvent], list[tuple[object, ...]]]:
+def _stored(data: dict[str, Any]) -> dict[str, Any]:
+    """An attempt's failure without sessions blocking it as events recorded before ``blocked_by`` were
+    (the field left out: both folds take its default)."""
+    if data.get("blocked_by") == []:
+        return {k: v for k, v in data.items() if k != "blocked_by"}
+    return data
+
+
+def as_read(table: Table, first_position: int) -> tuple[list[RecordedEvent], list[LeanEvent]]:
     """The table's events as the store reads them: whole (the reference) and lean (the fast fold)."""
     stream = f"Table${table.table_id}"
     recorded = [
         RecordedEvent(
             uuid4(),
             e.type_name(),
-            e.to_data(),
+            _stored(e.to_data()),
             {},
             1,
             first_position + v,
@@ -131,7 +140,7 @@ def as_read(table: Table, first_position: int) -> tuple[list[RecordedEvent], lis
         for v, e in enumerate(table.changes)
     ]
     rows = [(r.stream, r.event_type, 1, dumps(r.data), r.created_at, r.position) for r in recorded]
-    return recorded, list(lean_events(rows, Upcasters()))
+    return recorded, lean_events(rows, Upcasters())
 
 
 def test_the_fast_fold_gives_the_reference_rows_on_mixed_histories() -> None:
@@ -152,7 +161,7 @@ def test_the_fast_fold_gives_the_reference_rows_on_mixed_histories() -> None:
         recorded, lean = as_read(table, position)
         position += len(recorded)
         reference = table_rows(recorded)
-        fast = fast_table_rows(lean, uuids)  # type: ignore[arg-type]
+        fast = fast_table_rows(lean, uuids)
         assert fast == reference, table.name
     # The busy table's rows say what the history did (the comparison is not between two empty answers).
     row, ops, trash = table_rows(as_read(busy, 1)[0])
