@@ -175,7 +175,8 @@ async def test_a_killed_rebuild_resumes_after_its_last_batch(
         "SCHEMASAGA_SECRET_KEY": TEST_SECRET_KEY,
         "SCHEMASAGA_SQLITE_DIR": str(service.settings.sqlite_dir),
     }
-    args = ("projections", "rebuild", "--batch-size", "3", "--progress-every", "0")
+    # Two processes fold each batch (this one and a helper): their rows are COPYed in one transaction.
+    args = ("projections", "rebuild", "--batch-size", "3", "--progress-every", "0", "--workers", "2")
     killed = await asyncio.to_thread(cli, *args, **env, SCHEMASAGA_KILL_AT="rebuild:after_batch")
     assert killed.returncode == -9, killed.stdout + killed.stderr
     async with service.pool.connection() as conn:

@@ -67,7 +67,16 @@ def projections() -> None:
     show_default=True,
     help="Seconds between progress lines when stderr is no terminal (a bar on a terminal).",
 )
-def rebuild(data_dir: Path | None, batch_size: int, lock_timeout: float, progress_every: float) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes that read and fold the build's batches (this one and N-1 helpers; one per core).",
+)
+def rebuild(
+    data_dir: Path | None, batch_size: int, lock_timeout: float, progress_every: float, workers: int
+) -> None:
     """Rebuild the read models from the events, online: the new ones are built beside the live ones in
     batches while the service serves, then swapped in by one short transaction. One rebuild at a time;
     after a kill, running it again resumes after the last committed batch."""
@@ -86,6 +95,7 @@ def rebuild(data_dir: Path | None, batch_size: int, lock_timeout: float, progres
                 batch_size=batch_size,
                 lock_timeout=lock_timeout,
                 report=shown.show,
+                workers=workers,
             )
             try:
                 out = await job.run()

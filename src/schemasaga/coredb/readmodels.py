@@ -3,6 +3,7 @@ the events they follow, rebuildable from the events at any time, and the locks t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from psycopg.types.json import Jsonb
 from schemasaga.domain import database as db
 from schemasaga.domain.errors import DatabaseAlreadyRegistered, NameTaken
 from schemasaga.domain.events import (
+    EVENT_TYPES,
     SagaAttemptFailed,
     SagaCompensationStarted,
     SagaStepCompleted,
@@ -35,7 +37,7 @@ from schemasaga.domain.events import (
     event_from_data,
 )
 from schemasaga.domain.table import Table
-from schemasaga.eventstore import EventStore, RecordedEvent
+from schemasaga.eventstore import EventStore, LeanEvent, RecordedEvent
 from schemasaga.eventstore.jsoncodec import dumps
 from schemasaga.sql import queries
 
@@ -379,8 +381,14 @@ def table_rows(
     for rec in events:
         event = event_from_data(rec.event_type, rec.data)
         table.apply(event)
-        _apply_to_operations(ops, event, rec)
+        _apply_to_operations(ops, event, rec.created_at, rec.position)
         _apply_to_trash(trash, table, rec.created_at)
+    return _rows(table, ops, trash, events[0].created_at, events[-1].created_at)
+
+
+def _rows(
+    table: Table, ops: dict[Any, dict[str, Any]], trash: dict[Any, dict[str, Any]], first: Any, last: Any
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     row = (
         table.table_id,
         table.database,
@@ -391,17 +399,112 @@ def table_rows(
         dumps([c.to_dict() for c in table.schema.columns]),
         dumps([i.to_dict() for i in table.schema.indexes]),
         table.version,
-        events[0].created_at,
-        events[-1].created_at,
+        first,
+        last,
         table.holds_name,
         table.trashed,
     )
+    # In OPERATION_COLUMNS' order, spelled out (a generator per row costs a tenth of the fast fold).
     op_rows = [
-        tuple(dumps(op[c]) if c in ("detail", "steps_done") else op[c] for c in OPERATION_COLUMNS)
+        (
+            op["operation_id"],
+            op["table_id"],
+            op["kind"],
+            op["status"],
+            dumps(op["detail"]),
+            op["failed_attempts"],
+            dumps(op["steps_done"]) if op["steps_done"] else "[]",
+            op["last_error"],
+            op["accepted_seq"],
+            op["created_at"],
+            op["updated_at"],
+            op["finished_at"],
+            op["undoes"],
+            op["undone_by"],
+        )
         for op in ops.values()
     ]
     trash_rows = [tuple(entry[c] for c in TRASH_COLUMNS) for entry in trash.values()]
     return row, op_rows, trash_rows
+
+
+# The saga's bookkeeping: these change only a pending operation's progress (its steps, failed attempts,
+# compensation), which no read-model column of the table or its trash depends on. The fast fold updates
+# the operation's row from their data and counts them in the version, without the aggregate.
+_BOOKKEEPING = frozenset({"SagaStepCompleted", "SagaAttemptFailed", "SagaCompensationStarted"})
+_EVENT_FIELDS: dict[str, tuple[type[TableEvent], tuple[tuple[str, bool, bool], ...]]] = {}
+
+
+def _event_fields(event_type: str) -> tuple[type[TableEvent], tuple[tuple[str, bool, bool], ...]]:
+    """The event class and its fields as (name, has a default, holds a UUID), as event_from_data reads
+    them (computed once per type)."""
+    spec = _EVENT_FIELDS.get(event_type)
+    if spec is None:
+        cls = EVENT_TYPES[event_type]
+        spec = _EVENT_FIELDS[event_type] = (
+            cls,
+            tuple(
+                (
+                    f.name,
+                    f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING,
+                    f.name in ("table_id", "operation_id"),
+                )
+                for f in dataclasses.fields(cls)
+            ),
+        )
+    return spec
+
+
+def fast_table_rows(
+    events: Sequence[LeanEvent], uuids: dict[str, UUID] | None = None
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What :func:`table_rows` returns, from lean events (``EventStore.read_streams_lean``), faster: the
+    saga's bookkeeping events are folded into the operations' rows only (see ``_BOOKKEEPING``), the others
+    are built as event_from_data builds them (field specs computed once, ids parsed once per batch through
+    ``uuids``) and applied to the aggregate; the trash is looked at only once the table has some. Equal to
+    :func:`table_rows` (``tests/unit/test_fast_fold.py`` compares them on mixed histories)."""
+    memo: dict[str, UUID] = {} if uuids is None else uuids
+
+    def uuid(text: str) -> UUID:
+        value = memo.get(text)
+        if value is None:
+            value = memo[text] = UUID(text)
+        return value
+
+    table = Table(table_id=uuid(events[0][2]["table_id"]))
+    ops: dict[Any, dict[str, Any]] = {}
+    trash: dict[Any, dict[str, Any]] = {}
+    for _, event_type, data, at, position in events:
+        if event_type in _BOOKKEEPING:
+            table.version += 1
+            op = ops.get(uuid(data["operation_id"]))
+            if op is None:  # an UPDATE of no row
+                continue
+            if event_type == "SagaStepCompleted":
+                op["steps_done"] = [*op["steps_done"], data["step"]]
+                op["updated_at"] = at
+            elif event_type == "SagaAttemptFailed":
+                op.update(
+                    status="pending", last_error=data["error"], failed_attempts=data["attempt"], updated_at=at
+                )
+                op["detail"] = {**op["detail"], "blocked_by": data.get("blocked_by", [])}
+            else:
+                op["detail"] = {**op["detail"], "compensating": True, "compensation_reason": data["reason"]}
+                op["updated_at"] = at
+            continue
+        cls, fields = _event_fields(event_type)
+        kwargs: dict[str, Any] = {}
+        for name, optional, is_uuid in fields:
+            if name in data:
+                kwargs[name] = uuid(data[name]) if is_uuid else data[name]
+            elif not optional:
+                raise KeyError(name)
+        event = cls(**kwargs)
+        table.apply(event)
+        _apply_to_operations(ops, event, at, position)
+        if table.trash:
+            _apply_to_trash(trash, table, at)
+    return _rows(table, ops, trash, events[0][3], events[-1][3])
 
 
 def _apply_to_trash(trash: dict[Any, dict[str, Any]], table: Table, at: Any) -> None:
@@ -429,8 +532,7 @@ def _apply_to_trash(trash: dict[Any, dict[str, Any]], table: Table, at: Any) -> 
             row.update(status=status, updated_at=at)
 
 
-def _apply_to_operations(ops: dict[Any, dict[str, Any]], event: TableEvent, rec: RecordedEvent) -> None:
-    at = rec.created_at
+def _apply_to_operations(ops: dict[Any, dict[str, Any]], event: TableEvent, at: Any, position: int) -> None:
     op = ops.get(event.operation_id)
     match event:
         case (
@@ -451,7 +553,7 @@ def _apply_to_operations(ops: dict[Any, dict[str, Any]], event: TableEvent, rec:
                     "failed_attempts": 0,
                     "steps_done": [],
                     "last_error": None,
-                    "accepted_seq": rec.position,
+                    "accepted_seq": position,
                     "created_at": at,
                     "updated_at": at,
                     "finished_at": None,

@@ -9,6 +9,14 @@ projected again, in rounds, until few are left; the last round runs in the swap'
 locks the live read models (with a lock timeout, retried), carries over what no event says (an
 operation's ``starts``, and that a worker is running it) and moves the new tables in their place.
 
+The fold is :func:`~schemasaga.coredb.readmodels.fast_table_rows` over lean reads (only what it folds),
+and with ``workers`` > 1 each batch is split: ``workers - 1`` helper processes (spawned, each with its own
+connection) read and fold their part while this one folds its own; this one COPYs every part in the
+batch's transaction, so a batch is still all or nothing. A helper reads in its own snapshot, later than
+the batch's: what it sees beyond it was appended after the horizon and is projected again by the catch-up.
+``fold="domain"`` is the path before (every event parsed whole and folded by the aggregate), kept as the
+baseline of ``bench/rebuild.py``.
+
 A session advisory lock keeps a second rebuild out. After a kill, running it again resumes after the last
 committed batch (``schemasaga_rebuild.progress``); the events appended in between are caught up as above.
 """
@@ -17,22 +25,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import pickle
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.errors import LockNotAvailable
 
 from schemasaga.coredb import readmodels
-from schemasaga.eventstore import EventStore, RecordedEvent
+from schemasaga.eventstore import EventStore, LeanEvent, RecordedEvent, Upcasters, lean_events
 from schemasaga.faults import kill_point
 from schemasaga.sql import queries
 
 log = logging.getLogger(__name__)
 Q = queries("rebuild")
+EVENTSTORE_Q = queries("eventstore")
 
 TABLE_PREFIX = "Table$"
 DATABASE_PREFIX = "Database$"
@@ -85,9 +100,17 @@ class OnlineRebuild:
         swap_attempts: int = 30,
         catch_up_rounds: int = 10,
         report: Report | None = None,
+        workers: int = 1,
+        fold: str = "fast",
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        if fold not in ("fast", "domain"):
+            raise ValueError("fold is 'fast' or 'domain'")
+        self.workers = workers
+        self.fold = fold
         self.conninfo = conninfo
         self.store = store
         self.batch_size = batch_size
@@ -158,17 +181,40 @@ class OnlineRebuild:
         self._done, self._total, self._events = int(row[1]), int(row[2]), int(row[3])
 
     async def _build(self, conn: AsyncConnection[Any]) -> None:
-        while True:
-            async with conn.transaction():
-                batch = await (await conn.execute(Q["next_streams"], {"limit": self.batch_size})).fetchall()
-                if not batch:
-                    return
-                count = await self._project(conn, [str(r[1]) for r in batch])
-                await conn.execute(Q["batch_done"], {"done": batch[-1][0], "events": count})
-            self._done = int(batch[-1][0])
-            self._count(count)
-            kill_point("rebuild", "after_batch")
-            self._tell("build")
+        helpers = self._helpers()
+        try:
+            while True:
+                async with conn.transaction():
+                    limit = self.batch_size
+                    batch = await (await conn.execute(Q["next_streams"], {"limit": limit})).fetchall()
+                    if not batch:
+                        return
+                    count = await self._project(conn, [str(r[1]) for r in batch], helpers)
+                    await conn.execute(Q["batch_done"], {"done": batch[-1][0], "events": count})
+                self._done = int(batch[-1][0])
+                self._count(count)
+                kill_point("rebuild", "after_batch")
+                self._tell("build")
+        finally:
+            if helpers is not None:
+                helpers.shutdown(cancel_futures=True)
+
+    def _helpers(self) -> ProcessPoolExecutor | None:
+        """The helper processes of the build (None with one worker, or when the store's upcasters cannot
+        be sent to another process)."""
+        if self.workers < 2 or self.fold != "fast":
+            return None
+        try:
+            pickle.dumps(self.store.upcasters)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            log.warning("the store's upcasters cannot go to another process: the rebuild uses one")
+            return None
+        return ProcessPoolExecutor(
+            self.workers - 1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_helper_start,
+            initargs=(self.conninfo, self.store.upcasters),
+        )
 
     async def _catch_up(self, conn: AsyncConnection[Any]) -> int:
         """Project again the streams events were appended to since the horizon (in the caller's
@@ -186,6 +232,7 @@ class OnlineRebuild:
             await conn.execute(Q["forget_trash"], {"ids": ids})
         if names:
             await conn.execute(Q["forget_databases"], {"names": names})
+        # In this process only: the swap's last round must read in its own (locked) snapshot.
         count = await self._project(conn, changed) if changed else 0
         await conn.execute(Q["caught_up"], {"horizon": horizon, "events": count})
         self._count(count)
@@ -225,26 +272,58 @@ class OnlineRebuild:
         assert row is not None
         return int(row[0])
 
-    async def _project(self, conn: AsyncConnection[Any], streams: Sequence[str]) -> int:
+    async def _project(
+        self, conn: AsyncConnection[Any], streams: Sequence[str], helpers: ProcessPoolExecutor | None = None
+    ) -> int:
         """Project the streams into the new read models; the number of events read."""
+        if self.fold == "domain":
+            return await self._project_domain(conn, streams)
+        parts = [streams]
+        if helpers is not None and len(streams) > 1:
+            size = -(-len(streams) // self.workers)
+            parts = [streams[i : i + size] for i in range(0, len(streams), size)]
+        loop = asyncio.get_running_loop()
+        futures = [loop.run_in_executor(helpers, _helper_project, list(part)) for part in parts[1:]]
+        try:
+            mine = _fold_lean(await self.store.read_streams_lean(parts[0], conn=conn))
+        finally:
+            theirs = await asyncio.gather(*futures)
+        rows = Rows([], [], [], [], 0)
+        database_streams: list[str] = []
+        for part in (mine, *theirs):
+            rows.tables.extend(part.tables)
+            rows.operations.extend(part.operations)
+            rows.trash.extend(part.trash)
+            database_streams.extend(part.databases)
+            rows.events += part.events
+        # The registrations: few, folded here from whole events (database_row reads them).
+        if database_streams:
+            for _, stream_events in _by_stream(await self.store.read_streams(database_streams, conn=conn)):
+                if (row := readmodels.database_row(stream_events)) is not None:
+                    rows.databases.append(row)
+        await self._copy_rows(conn, rows)
+        return rows.events
+
+    async def _project_domain(self, conn: AsyncConnection[Any], streams: Sequence[str]) -> int:
+        """The path before the fast fold: whole events, each folded by the aggregate."""
         events = await self.store.read_streams(streams, conn=conn)
-        tables: list[tuple[Any, ...]] = []
-        operations: list[tuple[Any, ...]] = []
-        trash: list[tuple[Any, ...]] = []
-        databases: list[tuple[Any, ...]] = []
+        rows = Rows([], [], [], [], len(events))
         for stream, stream_events in _by_stream(events):
             if stream.startswith(TABLE_PREFIX):
                 table, ops, entries = readmodels.table_rows(stream_events)
-                tables.append(table)
-                operations.extend(ops)
-                trash.extend(entries)
+                rows.tables.append(table)
+                rows.operations.extend(ops)
+                rows.trash.extend(entries)
             elif (row := readmodels.database_row(stream_events)) is not None:
-                databases.append(row)
-        await _copy(conn, "rm_tables", readmodels.TABLE_COLUMNS, tables)
-        await _copy(conn, "rm_operations", readmodels.OPERATION_COLUMNS, operations)
-        await _copy(conn, "rm_trash", readmodels.TRASH_COLUMNS, trash)
-        await _copy(conn, "rm_databases", readmodels.DATABASE_COLUMNS, databases)
-        return len(events)
+                rows.databases.append(row)
+        await self._copy_rows(conn, rows)
+        return rows.events
+
+    async def _copy_rows(self, conn: AsyncConnection[Any], rows: Rows) -> None:
+        await _copy(conn, "rm_tables", readmodels.TABLE_COLUMNS, rows.tables)
+        await _copy(conn, "rm_operations", readmodels.OPERATION_COLUMNS, rows.operations)
+        await _copy(conn, "rm_trash", readmodels.TRASH_COLUMNS, rows.trash)
+        await _copy(conn, "rm_databases", readmodels.DATABASE_COLUMNS, rows.databases)
 
     def _count(self, events: int) -> None:
         self._events += events
@@ -266,6 +345,63 @@ class OnlineRebuild:
 
 class RebuildStalled(Exception):
     """The swap could not get its lock; the built read models are kept for the next run."""
+
+
+@dataclass(slots=True)
+class Rows:
+    """A batch's rows for the new read models (``databases``: rows, or from a fold of lean events the
+    names of the database streams met, which are folded from whole events), and its events read."""
+
+    tables: list[tuple[Any, ...]]
+    operations: list[tuple[Any, ...]]
+    trash: list[tuple[Any, ...]]
+    databases: list[Any]
+    events: int
+
+
+def _fold_lean(events: list[LeanEvent]) -> Rows:
+    rows = Rows([], [], [], [], len(events))
+    uuids: dict[str, UUID] = {}
+    start = 0
+    for i in range(1, len(events) + 1):
+        if i < len(events) and events[i][0] == events[start][0]:
+            continue
+        stream = events[start][0]
+        if stream.startswith(TABLE_PREFIX):
+            table, ops, entries = readmodels.fast_table_rows(events[start:i], uuids)
+            rows.tables.append(table)
+            rows.operations.extend(ops)
+            rows.trash.extend(entries)
+        else:
+            rows.databases.append(stream)
+        start = i
+    return rows
+
+
+# -- the helper processes (module level: they are spawned, and import this module) ---------------------
+
+_helper: tuple[psycopg.Connection[Any], Upcasters] | None = None
+
+
+def _helper_start(conninfo: str, upcasters: Upcasters) -> None:
+    global _helper
+    _helper = (psycopg.Connection.connect(conninfo, autocommit=True), upcasters)
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the rebuild was killed: a helper waiting for work would wait for ever
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=orphaned, name="rebuild-helper-watch", daemon=True).start()
+
+
+def _helper_project(streams: list[str]) -> Rows:
+    """Read (in its own snapshot) and fold ``streams``: the rows, for the main process to COPY."""
+    assert _helper is not None
+    conn, upcasters = _helper
+    rows = conn.execute(EVENTSTORE_Q["read_streams_lean"], {"streams": streams}).fetchall()
+    return _fold_lean(lean_events(rows, upcasters))
 
 
 def _by_stream(events: list[RecordedEvent]) -> list[tuple[str, list[RecordedEvent]]]:

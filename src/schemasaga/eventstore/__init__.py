@@ -14,7 +14,7 @@ from schemasaga.eventstore.events import (
     RecordedEvent,
     WrongExpectedVersion,
 )
-from schemasaga.eventstore.store import EventStore
+from schemasaga.eventstore.store import EventStore, LeanEvent, lean_events
 from schemasaga.eventstore.upcasting import Upcaster, Upcasters
 
 __all__ = [
@@ -27,9 +27,11 @@ __all__ = [
     "EventStore",
     "EventStoreError",
     "ExpectedVersion",
+    "LeanEvent",
     "NewEvent",
     "RecordedEvent",
     "Upcaster",
     "Upcasters",
     "WrongExpectedVersion",
+    "lean_events",
 ]

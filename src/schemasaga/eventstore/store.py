@@ -38,6 +38,8 @@ from schemasaga.sql import queries
 
 Conn = psycopg.AsyncConnection[Any]
 Row = tuple[Any, ...]
+# (stream, event_type, data, created_at, position): an event as the online rebuild folds it.
+LeanEvent = tuple[str, str, dict[str, Any], datetime, int]
 
 _MAX_VERSION: Final = 2**31 - 1
 _MAX_POSITION: Final = 2**63 - 1
@@ -201,6 +203,17 @@ class EventStore:
         order; each event carries its stream, version and transaction id."""
         rows = await self._run(self._q["read_streams"], {"streams": list(streams)}, conn=conn)
         return self._events(rows, None, followed=True)
+
+    @property
+    def upcasters(self) -> Upcasters:
+        return self._upcasters
+
+    async def read_streams_lean(self, streams: Sequence[str], *, conn: Conn | None = None) -> list[LeanEvent]:
+        """The events :meth:`read_streams` reads, as ``(stream, event_type, data, created_at, position)``
+        (upcast like every read): what a projection folds, without metadata, ids or the transaction; the
+        data of the whole batch parsed at once."""
+        rows = await self._run(self._q["read_streams_lean"], {"streams": list(streams)}, conn=conn)
+        return lean_events(rows, self._upcasters)
 
     async def read_streams_from(
         self, from_versions: Mapping[str, int], *, conn: Conn | None = None
@@ -494,6 +507,21 @@ class EventStore:
                 # A connection left busy (a cancelled query) is closed by the pool, not reused.
                 if conn.info.transaction_status == TransactionStatus.IDLE:
                     await conn.set_autocommit(False)
+
+
+def lean_events(rows: Sequence[Row], upcasters: Upcasters) -> list[LeanEvent]:
+    """Rows of ``read_streams_lean`` as lean events (their data parsed in one ``loads``, then upcast)."""
+    if not rows:
+        return []
+    docs = loads("[" + ",".join([row[3] for row in rows]) + "]")
+    events: list[LeanEvent] = []
+    append = events.append
+    for row, data in zip(rows, docs, strict=True):
+        event_type = row[1]
+        if upcasters.handles(event_type):
+            _, data = upcasters.upcast(event_type, row[2], data)
+        append((row[0], event_type, data, row[4], row[5]))
+    return events
 
 
 async def _fetch(conn: Conn, query: str, params: Mapping[str, Any], prepare: bool | None = None) -> list[Row]:
