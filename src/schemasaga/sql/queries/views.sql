@@ -1,37 +1,38 @@
 -- The read side: queries answering from the read models; the read-side module of the core database package runs these.
 
 -- name: get_table
--- creation_rejected: a table whose creation was rejected is deleted too (it never was), told apart by
--- its creation's operation.
-SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes, version, created_at,
-       updated_at, trashed,
-       deleted AND NOT exists_ AND NOT trashed AND EXISTS (
-           SELECT 1 FROM rm_operations o
-           WHERE o.table_id = rm_tables.table_id AND o.kind = 'create_table' AND o.status = 'rejected') AS creation_rejected
-FROM rm_tables WHERE table_id = %(table_id)s;
+SELECT t.table_id, t.database_name, t.name, t.synced, t.exists_, t.deleted, t.columns, t.indexes, t.version,
+       t.created_at, t.updated_at, t.trashed, r.creation_rejected
+FROM rm_tables t, LATERAL (
+    -- A table whose creation was rejected is deleted too (it never was): told apart by that operation.
+    SELECT t.deleted AND NOT t.exists_ AND NOT t.trashed AND EXISTS (
+        SELECT 1 FROM rm_operations o
+        WHERE o.table_id = t.table_id AND o.kind = 'create_table' AND o.status = 'rejected') AS creation_rejected
+) r
+WHERE t.table_id = %(table_id)s;
 
 -- name: list_tables
 -- Deleted tables are listed with include_deleted (every one), trashed ones also with include_trashed.
-SELECT table_id, database_name, name, synced, exists_, deleted, columns, indexes, version, created_at,
-       updated_at, trashed,
-       deleted AND NOT exists_ AND NOT trashed AND EXISTS (
-           SELECT 1 FROM rm_operations o
-           WHERE o.table_id = rm_tables.table_id AND o.kind = 'create_table' AND o.status = 'rejected') AS creation_rejected
-FROM rm_tables
-WHERE (%(database)s::text IS NULL OR database_name = %(database)s)
-  AND (%(databases)s::text[] IS NULL OR database_name = ANY(%(databases)s::text[]))
-  AND (NOT deleted OR %(include_deleted)s OR (trashed AND %(include_trashed)s))
-  AND (%(after)s::uuid IS NULL OR table_id > %(after)s)
-  AND (%(name_prefix)s::text IS NULL OR starts_with(name, %(name_prefix)s::text))
+SELECT t.table_id, t.database_name, t.name, t.synced, t.exists_, t.deleted, t.columns, t.indexes, t.version,
+       t.created_at, t.updated_at, t.trashed, r.creation_rejected
+FROM rm_tables t, LATERAL (
+    -- A table whose creation was rejected is deleted too (it never was): told apart by that operation.
+    SELECT t.deleted AND NOT t.exists_ AND NOT t.trashed AND EXISTS (
+        SELECT 1 FROM rm_operations o
+        WHERE o.table_id = t.table_id AND o.kind = 'create_table' AND o.status = 'rejected') AS creation_rejected
+) r
+WHERE (%(database)s::text IS NULL OR t.database_name = %(database)s)
+  AND (%(databases)s::text[] IS NULL OR t.database_name = ANY(%(databases)s::text[]))
+  AND (NOT t.deleted OR %(include_deleted)s OR (t.trashed AND %(include_trashed)s))
+  AND (%(after)s::uuid IS NULL OR t.table_id > %(after)s)
+  AND (%(name_prefix)s::text IS NULL OR starts_with(t.name, %(name_prefix)s::text))
   AND (%(status)s::text IS NULL
-       OR (%(status)s = 'synced' AND synced AND NOT deleted)
-       OR (%(status)s = 'in_flight' AND NOT synced AND NOT deleted)
-       OR (%(status)s = 'deleted' AND deleted)
-       OR (%(status)s = 'rejected' AND deleted AND NOT exists_ AND NOT trashed AND EXISTS (
-               SELECT 1 FROM rm_operations o
-               WHERE o.table_id = rm_tables.table_id AND o.kind = 'create_table' AND o.status = 'rejected'))
-       OR (%(status)s = 'trashed' AND trashed))
-ORDER BY table_id
+       OR (%(status)s = 'synced' AND t.synced AND NOT t.deleted)
+       OR (%(status)s = 'in_flight' AND NOT t.synced AND NOT t.deleted)
+       OR (%(status)s = 'deleted' AND t.deleted)
+       OR (%(status)s = 'rejected' AND r.creation_rejected)
+       OR (%(status)s = 'trashed' AND t.trashed))
+ORDER BY t.table_id
 LIMIT %(limit)s;
 
 -- name: tables_begun_by
