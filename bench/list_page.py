@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bench.saga import ROOT, db_conninfo, fresh_databases, running_service
+from bench.saga import ROOT, db_conninfo, fresh_databases, running_service, sqlalchemy_url
 from bench.scale import Timing, context, fill, first_value, one, rebuild
 from schemasaga.coredb import migrations
 
@@ -53,15 +53,27 @@ async def same_answers(urls: list[str], paths: list[str]) -> None:
         assert all(g == got[0] for g in got), f"the services answer {path} differently"
 
 
-async def measure(urls: list[str], c: dict[str, Any], reps: int) -> list[dict[str, Timing]]:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of the process so far (all its threads): unlike the answer's time, it
+    does not grow with what else the machine runs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    urls: list[str], pids: list[int], c: dict[str, Any], reps: int
+) -> tuple[list[dict[str, Timing]], list[dict[str, float]]]:
+    """The timings by measure for each service, and its server's CPU milliseconds per request."""
     clients = [httpx.AsyncClient(base_url=url, timeout=60) for url in urls]
     out: list[dict[str, Timing]] = [{} for _ in urls]
+    cpu: list[dict[str, float]] = [{} for _ in urls]
     try:
         for client in clients:  # warm up
             for i in range(20):
                 await one(client, ("GET", measures(c)[i % 2][1], None))
         for name, path in measures(c):
             values: list[list[float]] = [[] for _ in urls]
+            cpu_before = [cpu_seconds(pid) for pid in pids]
             for i in range(reps):
                 # Alternate who goes first, so that neither always follows the other's request.
                 order = range(len(urls)) if i % 2 == 0 else reversed(range(len(urls)))
@@ -69,10 +81,22 @@ async def measure(urls: list[str], c: dict[str, Any], reps: int) -> list[dict[st
                     values[k].append(await one(clients[k], ("GET", path, None)))
             for k in range(len(urls)):
                 out[k][name] = Timing(values[k])
+                cpu[k][name] = (cpu_seconds(pids[k]) - cpu_before[k]) / reps * 1000
     finally:
         for client in clients:
             await client.aclose()
-    return out
+    return out, cpu
+
+
+async def known(url: str) -> None:
+    """Until the service knows the database registered by the other one (it reloads on a miss)."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        for _ in range(100):
+            r = await client.get("/v1/tables?limit=1")
+            if r.json()["items"][0]["engine"] is not None:
+                return
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the baseline never learnt of the registered database")
 
 
 async def profile(url: str, pid: int, path: str, out: str, seconds: float) -> int:
@@ -100,7 +124,10 @@ async def amain(args: argparse.Namespace) -> None:
     print(
         f"list_page: {args.tables:,} tables, {started}, load average {load[0]:.1f} {load[1]:.1f}", flush=True
     )
-    with fresh_databases("list", prefix=PREFIX) as (core, byodb):
+    with (
+        fresh_databases("list", prefix=PREFIX) as (core, byodb),
+        fresh_databases("bulk", prefix=PREFIX) as (bulk, _),
+    ):
         info = db_conninfo(core)
         migrations.upgrade(info)
         written, _ = fill(info, args.tables, args.tables * args.events_per_table, small=0, big=0)
@@ -109,6 +136,12 @@ async def amain(args: argparse.Namespace) -> None:
         columns = await _columns(info)
         print(f"filled: {written:,} events, {columns} columns a table (the hot table apart)", flush=True)
         async with running_service(core, byodb) as this:
+            # The tables' database registered (an empty one: a list does not look there), as in
+            # production: an unknown one would answer engine null and reload the registry on each list.
+            async with httpx.AsyncClient(base_url=this.base_url, timeout=60) as client:
+                body = {"name": "bulk", "url": sqlalchemy_url(bulk)}
+                r = await client.post("/v1/databases", json=body)
+                assert r.status_code == 201, r.text
             if args.profile:
                 n = await profile(
                     this.base_url, this.procs[0].pid, measures(c)[0][1], args.profile, args.seconds
@@ -117,23 +150,26 @@ async def amain(args: argparse.Namespace) -> None:
             if args.baseline:
                 async with running_service(core, byodb, executable=args.baseline) as base:
                     urls = [this.base_url, base.base_url]
+                    await known(base.base_url)
                     await same_answers(urls, [p for _, p in measures(c)[:3]])
                     print("answers: byte-equal (first page, deep page, show)")
-                    timings = await measure(urls, c, args.reps)
+                    pids = [this.procs[0].pid, base.procs[0].pid]
+                    timings, cpu = await measure(urls, pids, c, args.reps)
             else:
-                timings = await measure([this.base_url], c, args.reps)
+                timings, cpu = await measure([this.base_url], [this.procs[0].pid], c, args.reps)
     load = os.getloadavg()
     print()
-    head = "| request | this branch p50 / p95 (ms) |"
+    head = "| request | this branch p50 / p95 (ms) | CPU ms/request |"
     if args.baseline:
-        head += " baseline p50 / p95 (ms) | p50 / p95 ratio |"
+        head += " baseline p50 / p95 (ms) | CPU ms/request | p50 / p95 / CPU ratio |"
     print(head)
-    print("|---|---|" + ("---|---|" if args.baseline else ""))
+    print("|---|---|---|" + ("---|---|---|" if args.baseline else ""))
     for name, t in timings[0].items():
-        line = f"| {name} | {t.p50:.1f} / {t.p95:.1f} |"
+        line = f"| {name} | {t.p50:.1f} / {t.p95:.1f} | {cpu[0][name]:.1f} |"
         if args.baseline:
-            b = timings[1][name]
-            line += f" {b.p50:.1f} / {b.p95:.1f} | {t.p50 / b.p50:.2f}x / {t.p95 / b.p95:.2f}x |"
+            b, bc = timings[1][name], cpu[1][name]
+            ratios = f"{t.p50 / b.p50:.2f}x / {t.p95 / b.p95:.2f}x / {cpu[0][name] / bc:.2f}x"
+            line += f" {b.p50:.1f} / {b.p95:.1f} | {bc:.1f} | {ratios} |"
         print(line)
     print(f"\nload average at the end: {load[0]:.1f} {load[1]:.1f}; {args.reps} requests per measure")
 

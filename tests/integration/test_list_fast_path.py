@@ -142,6 +142,18 @@ async def test_the_page_is_byte_for_byte_the_models_answer(
         assert await same_pages(client, service, {"include_deleted": "true", "limit": str(limit)}) == 6
     assert await same_pages(client, service, {"database": "default", "limit": "2"}) == 3
     assert await same_pages(client, service, {"database": "nowhere"}) == 0
+    # A table changed after it was listed: its new state, not the one written for the earlier pages.
+    r = await client.post(f"/v1/tables/{plain[0]}/columns", json={"name": "later", "type": "text"})
+    assert (await accepted(client, r))["status"] == "completed"
+    assert await same_pages(client, service, {"limit": "2"}) == 3
+    # A row written by a process from before migration 0005: its columns an object by name.
+    async with service.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE rm_tables SET columns = (SELECT jsonb_object_agg(c->>'name', c) "
+            "FROM jsonb_array_elements(columns) c) WHERE table_id = %s",
+            (plain[1],),
+        )
+    assert await same_pages(client, service, {}) == 3
     # The whole system at a moment: the tables that moved since folded from their streams (Table), the
     # others as their read models hold them (TableView).
     assert await same_pages(client, service, {"at": created}) == 1

@@ -11,9 +11,8 @@ from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import set_json_loads
+from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
-from pydantic_core import from_json
 
 from schemasaga.byodb.connections import RegisteredUrl
 from schemasaga.coredb.transaction import PgStreams
@@ -46,13 +45,12 @@ class PgReadModels:
         self._streams = PgStreams(store)
 
     async def _rows(
-        self, query: str, params: dict[str, Any] | None = None, *, fast_json: bool = False
+        self, query: str, params: dict[str, Any] | None = None, *, json_text: bool = False
     ) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            if fast_json:
-                # pydantic-core's JSON parser (Rust): about 3x json.loads on a table's columns, the same
-                # values (PostgreSQL writes no NaN, numbers without exponent; big ints stay ints).
-                set_json_loads(from_json, cur)
+            if json_text:
+                # JSON as PostgreSQL writes it, not parsed: whoever needs its values parses it.
+                cur.adapters.register_loader("jsonb", TextLoader)
             await cur.execute(Q[query], params or {})
             rows: list[dict[str, Any]] = await cur.fetchall()
             return rows
@@ -118,7 +116,7 @@ class PgReadModels:
             "databases": None if databases is None else sorted(databases),
             "name_prefix": None,
         }
-        return [_listing(row) for row in await self._rows("list_tables", params, fast_json=True)]
+        return [_listing(row) for row in await self._rows("list_tables", params, json_text=True)]
 
     async def tables_at(
         self,
@@ -348,9 +346,6 @@ def _table(row: dict[str, Any]) -> TableView:
 
 
 def _listing(row: dict[str, Any]) -> TableListing:
-    columns = row["columns"]
-    column = Column.normal_dict
-    index = Index.normal_dict
     return TableListing(
         table_id=row["table_id"],
         database=row["database_name"],
@@ -359,9 +354,8 @@ def _listing(row: dict[str, Any]) -> TableListing:
         exists=row["exists_"],
         deleted=row["deleted"],
         trashed=row["trashed"],
-        # A dict: written by a process from before migration 0005 (as _table reads it).
-        columns=[column(c) for c in (columns.values() if isinstance(columns, dict) else columns)],
-        indexes=[index(i) for i in row["indexes"]],
+        columns_json=row["columns"],
+        indexes_json=row["indexes"],
         version=row["version"],
     )
 

@@ -41,10 +41,11 @@ class TableView:
 
 @dataclass(frozen=True, slots=True)
 class TableListing:
-    """A table of a long list: a :class:`TableView` whose columns and indexes stay plain dicts, each as
-    ``Column.to_dict`` / ``Index.to_dict`` writes it (their fields in that order), in the order they were
-    added. A page of 100 tables holds some 3,000 columns: built as objects, then again as the answer's,
-    they were most of the list's time."""
+    """A table of a long list: a :class:`TableView` whose columns and indexes are left as the JSON text
+    the read model holds (a list of ``Column.to_dict``'s, of ``Index.to_dict``'s; the columns of a row
+    from before migration 0005 an object by name), unparsed. A page of 100 tables holds some 3,000
+    columns: parsed, built as objects, then again as the answer's, they were most of the list's time;
+    the answer's writer parses them only for a table it has not written before in that state."""
 
     table_id: UUID
     database: str
@@ -53,8 +54,8 @@ class TableListing:
     exists: bool
     deleted: bool
     trashed: bool
-    columns: list[dict[str, Any]]
-    indexes: list[dict[str, Any]]
+    columns_json: str
+    indexes_json: str
     version: int
 
 
