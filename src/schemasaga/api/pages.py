@@ -143,7 +143,7 @@ def table_page(items: list[bytes], *, next_after: UUID | None, headers_of: Respo
     """A ``TablePage`` answer as FastAPI writes the model (``{"items":[...],"next_after":...}``, compact,
     as pydantic-core writes it), then the headers the route set on its ``Response`` parameter (``Link``),
     in that order."""
-    body = b'{"items":[' + b",".join(items) + b'],"next_after":' + to_json(next_after) + b"}"
+    body = b"".join((b'{"items":[', b",".join(items), b'],"next_after":', to_json(next_after), b"}"))
     out = Response(body, media_type="application/json")
     out.headers.raw.extend(headers_of.headers.raw)
     return out
