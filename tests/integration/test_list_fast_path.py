@@ -11,6 +11,7 @@ from uuid import UUID
 import httpx
 from pydantic import TypeAdapter
 
+from schemasaga.api import pages
 from schemasaga.api.models import TableOut, TablePage
 from schemasaga.api.paging import next_after
 from schemasaga.bootstrap import Container
@@ -148,6 +149,8 @@ async def test_the_page_is_byte_for_byte_the_models_answer(
         assert await same_pages(client, service, {"include_deleted": "true", "limit": str(limit)}) == 6
     assert await same_pages(client, service, {"database": "default", "limit": "2"}) == 3
     assert await same_pages(client, service, {"database": "nowhere"}) == 0
+    # Those pages were written by api/pages.py, each table once per state and then taken from its memo.
+    assert pages._listed.cache_info().hits > 0
     # A table changed after it was listed: its new state, not the one written for the earlier pages.
     r = await client.post(f"/v1/tables/{plain[0]}/columns", json={"name": "later", "type": "text"})
     assert (await accepted(client, r))["status"] == "completed"
