@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint types pytest bench bench-console bench-editing bench-burst bench-feed bench-scale bench-rebuild fault-long property-long undo-long scale-out-long trash-long trash-faults feed-long mutation fmt clean
+.PHONY: run test lint types pytest bench bench-console bench-editing bench-burst bench-feed bench-scale bench-rebuild bench-list fault-long property-long undo-long scale-out-long trash-long trash-faults feed-long mutation fmt clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,12 @@ bench-burst: $(DEV_STAMP)
 # BYODBs of 1,000 and 10,000 tables (SCHEMASAGA_BENCH_SCALE=quick: 10,000 tables / 200,000 events, ~10 min).
 bench-scale: $(DEV_STAMP)
 	$(BIN)/python -m bench.scale
+
+# GET /v1/tables: a page of 100 tables of the full-size shape (about 36 columns each), first and deep page,
+# show and /healthz, on 101 tables; BENCH_LIST_ARGS="--baseline <other checkout>/.venv/bin/schemasaga"
+# answers beside another checkout on the same data (byte-equal answers checked first), request by request.
+bench-list: $(DEV_STAMP)
+	$(BIN)/python -m bench.list_page $(BENCH_LIST_ARGS)
 
 # projections rebuild alone, the domain fold against the fast fold (one and two processes), same data and
 # run, the read models compared after each (10,000 tables / 1,000,000 events; about 5 minutes).

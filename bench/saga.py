@@ -70,10 +70,10 @@ def sqlalchemy_url(dbname: str) -> str:
 
 
 @contextlib.contextmanager
-def fresh_databases(label: str) -> Iterator[tuple[str, str]]:
+def fresh_databases(label: str, *, prefix: str = "bench") -> Iterator[tuple[str, str]]:
     """A new (core, byodb) database pair, dropped on exit (with FORCE: a killed process may linger)."""
     tag = uuid.uuid4().hex[:8]
-    names = (f"bench_{label}_core_{tag}", f"bench_{label}_byodb_{tag}")
+    names = (f"{prefix}_{label}_core_{tag}", f"{prefix}_{label}_byodb_{tag}")
     with psycopg.connect(server_url(), autocommit=True) as admin:
         for name in names:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -109,8 +109,10 @@ async def running_service(
     separate_worker: bool = False,
     concurrency: int | None = None,
     extra_env: dict[str, str] | None = None,
+    executable: str = SCHEMASAGA,
 ) -> AsyncIterator[Service]:
-    """``schemasaga serve`` (plus ``schemasaga worker`` when ``separate_worker``) on the two databases."""
+    """``schemasaga serve`` (plus ``schemasaga worker`` when ``separate_worker``) on the two databases;
+    ``executable``: another checkout's ``schemasaga`` (a baseline answering beside this one)."""
     port = free_port()
     env = {
         **os.environ,
@@ -124,14 +126,14 @@ async def running_service(
     if concurrency is not None:
         env["SCHEMASAGA_WORKER_CONCURRENCY"] = str(concurrency)
     service = Service(f"http://127.0.0.1:{port}", db_conninfo(core_db))
-    serve = [SCHEMASAGA, "serve", "--port", str(port)] + (["--no-worker"] if separate_worker else [])
+    serve = [executable, "serve", "--port", str(port)] + (["--no-worker"] if separate_worker else [])
     try:
         service.procs.append(subprocess.Popen(serve, env=env, cwd=ROOT, start_new_session=True))
         await wait_healthy(service)
         if separate_worker:
             # The API ran the migrations; the worker's own upgrade then finds nothing to do.
             service.procs.append(
-                subprocess.Popen([SCHEMASAGA, "worker"], env=env, cwd=ROOT, start_new_session=True)
+                subprocess.Popen([executable, "worker"], env=env, cwd=ROOT, start_new_session=True)
             )
             await wait_worker(service)
         yield service

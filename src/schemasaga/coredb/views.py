@@ -11,6 +11,7 @@ from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
 
 from schemasaga.byodb.connections import RegisteredUrl
@@ -23,7 +24,14 @@ from schemasaga.eventstore import START, EventNotFound, EventStore, RecordedEven
 from schemasaga.jobs import queries as job_queries
 from schemasaga.secrets import SecretBox, SecretsError
 from schemasaga.services.repository import fold_table, load_table
-from schemasaga.services.views import DatabaseView, OperationView, StoredIdentity, TableView, TrashView
+from schemasaga.services.views import (
+    DatabaseView,
+    OperationView,
+    StoredIdentity,
+    TableListing,
+    TableView,
+    TrashView,
+)
 from schemasaga.sql import queries
 
 log = logging.getLogger(__name__)
@@ -36,8 +44,13 @@ class PgReadModels:
         self.store = store
         self._streams = PgStreams(store)
 
-    async def _rows(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    async def _rows(
+        self, query: str, params: dict[str, Any] | None = None, *, json_text: bool = False
+    ) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            if json_text:
+                # JSON as PostgreSQL writes it, not parsed: whoever needs its values parses it.
+                cur.adapters.register_loader("jsonb", TextLoader)
             await cur.execute(Q[query], params or {})
             rows: list[dict[str, Any]] = await cur.fetchall()
             return rows
@@ -82,6 +95,28 @@ class PgReadModels:
             "name_prefix": name_prefix or None,
         }
         return [_table(row) for row in await self._rows("list_tables", params)]
+
+    async def list_table_listings(
+        self,
+        *,
+        database: str | None,
+        include_deleted: bool,
+        after: UUID | None,
+        limit: int,
+        databases: Collection[str] | None = None,
+        include_trashed: bool = False,
+    ) -> list[TableListing]:
+        params = {
+            "status": None,
+            "database": database,
+            "include_deleted": include_deleted,
+            "include_trashed": include_trashed,
+            "after": after,
+            "limit": limit,
+            "databases": None if databases is None else sorted(databases),
+            "name_prefix": None,
+        }
+        return [_listing(row) for row in await self._rows("list_tables", params, json_text=True)]
 
     async def tables_at(
         self,
@@ -307,6 +342,21 @@ def _table(row: dict[str, Any]) -> TableView:
         updated_at=row["updated_at"],
         trashed=row["trashed"],
         creation_rejected=bool(row.get("creation_rejected")),
+    )
+
+
+def _listing(row: dict[str, Any]) -> TableListing:
+    return TableListing(
+        table_id=row["table_id"],
+        database=row["database_name"],
+        name=row["name"],
+        synced=row["synced"],
+        exists=row["exists_"],
+        deleted=row["deleted"],
+        trashed=row["trashed"],
+        columns_json=row["columns"],
+        indexes_json=row["indexes"],
+        version=row["version"],
     )
 
 

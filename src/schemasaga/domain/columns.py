@@ -38,6 +38,9 @@ class ColumnType(StrEnum):
     UUID = "uuid"
 
 
+# A stored type's value, checked as ColumnType(value) checks it (a KeyError for an unknown one).
+_TYPE_VALUES: dict[str, str] = {t.value: t.value for t in ColumnType}
+
 # The portable identifier shape; engines add their own limits (length, reserved words).
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -203,6 +206,18 @@ class Column:
             unique=bool(data.get("unique", False)),
         )
 
+    @staticmethod
+    def normal_dict(data: dict[str, Any]) -> dict[str, Any]:
+        """``Column.from_dict(data).to_dict()`` without building the column: for lists of many."""
+        return {
+            "name": data["name"],
+            "type": _TYPE_VALUES[data["type"]],
+            "nullable": bool(data.get("nullable", True)),
+            "default": data.get("default"),
+            "primary_key": bool(data.get("primary_key", False)),
+            "unique": bool(data.get("unique", False)),
+        }
+
     @property
     def effective_nullable(self) -> bool:
         """A primary-key column is never nullable, whatever was asked."""
@@ -223,6 +238,15 @@ class Index:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Index:
         return cls(name=data["name"], columns=tuple(data["columns"]), unique=bool(data.get("unique", False)))
+
+    @staticmethod
+    def normal_dict(data: dict[str, Any]) -> dict[str, Any]:
+        """``Index.from_dict(data).to_dict()`` without building the index."""
+        return {
+            "name": data["name"],
+            "columns": list(data["columns"]),
+            "unique": bool(data.get("unique", False)),
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,26 @@ class TableView:
 
 
 @dataclass(frozen=True, slots=True)
+class TableListing:
+    """A table of a long list: a :class:`TableView` whose columns and indexes are left as the JSON text
+    the read model holds (a list of ``Column.to_dict``'s, of ``Index.to_dict``'s; the columns of a row
+    from before migration 0005 an object by name), unparsed. A page of 100 tables holds some 3,000
+    columns: parsed, built as objects, then again as the answer's, they were most of the list's time;
+    the answer's writer parses them only for a table it has not written before in that state."""
+
+    table_id: UUID
+    database: str
+    name: str
+    synced: bool
+    exists: bool
+    deleted: bool
+    trashed: bool
+    columns_json: str
+    indexes_json: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
 class TrashView:
     """A table or column in the trash (``rm_trash``)."""
 
@@ -130,6 +150,18 @@ class ReadModels(Protocol):
         """Keyset-paged by table id: the tables after ``after``; of ``databases`` only, when given, whose
         name starts with ``name_prefix`` and whose status (``synced``, ``in_flight``, ``deleted``) is
         ``status``."""
+
+    async def list_table_listings(
+        self,
+        *,
+        database: str | None,
+        include_deleted: bool,
+        after: UUID | None,
+        limit: int,
+        databases: Collection[str] | None = None,
+        include_trashed: bool = False,
+    ) -> list[TableListing]:
+        """:meth:`list_tables`, each table a :class:`TableListing` (the same tables, in the same order)."""
 
     async def tables_at(
         self,

@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from schemasaga.api import pages
 from schemasaga.api.deps import Metadata, Reader, Reads, Services, ServicesDep, Tables, Writer, require_table
 from schemasaga.api.errors import problems, refuse_other_methods
 from schemasaga.api.idempotency import IDEMPOTENT
@@ -168,7 +169,7 @@ async def list_tables(
             "`GET /v1/tables/{id}?at=` answers it, whole transactions only"
         ),
     ] = None,
-) -> TablePage:
+) -> Response:
     """The tables of every database the token may touch (or of `database` only)."""
     if database is not None:
         caller.require_database(database)
@@ -181,16 +182,17 @@ async def list_tables(
             limit=limit,
             databases=caller.databases,
         )
+        known = services.connections.known_engine
         items = [
-            TableOut.at(t, engine=services.connections.known_engine(t.database))
+            pages.table_then(t, engine=known(t.database))
             if isinstance(t, Table)
-            else TableOut.of(t, engine=services.connections.known_engine(t.database))
+            else pages.table_view(t, engine=known(t.database))
             for t in tables
         ]
-        at_next = next_after(len(items), limit, items[-1].table_id if items else None)
+        at_next = next_after(len(items), limit, tables[-1].table_id if tables else None)
         link_next(request, response, at_next)
-        return TablePage(items=items, next_after=at_next)
-    views = await reads.list_tables(
+        return pages.table_page(items, next_after=at_next, headers_of=response)
+    listings = await reads.list_table_listings(
         database=database,
         include_deleted=include_deleted,
         include_trashed=include_trashed,
@@ -198,10 +200,11 @@ async def list_tables(
         limit=limit,
         databases=caller.databases,
     )
-    items = [TableOut.of(v, engine=services.connections.known_engine(v.database)) for v in views]
-    after_next = next_after(len(items), limit, items[-1].table_id if items else None)
+    known = services.connections.known_engine
+    items = [pages.table_listing(t, engine=known(t.database)) for t in listings]
+    after_next = next_after(len(items), limit, listings[-1].table_id if listings else None)
     link_next(request, response, after_next)
-    return TablePage(items=items, next_after=after_next)
+    return pages.table_page(items, next_after=after_next, headers_of=response)
 
 
 @router.get("/{table_id}", response_model=TableOut, responses=problems(404, 422, 503))
