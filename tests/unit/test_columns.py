@@ -61,11 +61,20 @@ def test_a_column_dict_with_an_unknown_type_is_refused() -> None:
         (ColumnType.TIMESTAMP, "2024-01-01T10:00", "2024-01-01 10:00:00"),
         (ColumnType.DATETIME, "2024-01-01T02:00:00+02:00", "2024-01-01 00:00:00+00:00"),
         (ColumnType.JSON, {"a": [1, None]}, {"a": [1, None]}),
+        # jsonb's order of keys (shorter first, then by their bytes) and its numbers, at every depth.
+        (ColumnType.JSON, {"zz": {"b": 1, "a": 2}, "é": 0, "z": [{"bb": -0.0, "a": 1e16}]}, None),
+        (ColumnType.JSON, 1.5e300, int(1.5e300)),
+        (ColumnType.JSON, [0.1, 1e-7, 2.0], [0.1, 1e-7, 2.0]),
         (ColumnType.UUID, "00000000-0000-0000-0000-00000000000A", "00000000-0000-0000-0000-00000000000a"),
     ],
 )
 def test_a_default_is_kept_in_its_canonical_form(kind: ColumnType, given: object, stored: object) -> None:
-    assert canonical_default(kind, given) == stored
+    if stored is None:
+        stored = {"z": [{"a": 10**16, "bb": 0.0}], "zz": {"a": 2, "b": 1}, "é": 0}
+    canonical = canonical_default(kind, given)
+    assert canonical == stored
+    # Equal is not enough for JSON: the text (key order, numbers' spelling) is what the DDL compares.
+    assert json.dumps(canonical) == json.dumps(stored)
 
 
 @pytest.mark.parametrize(
@@ -89,6 +98,9 @@ def test_a_default_is_kept_in_its_canonical_form(kind: ColumnType, given: object
         (ColumnType.TIMESTAMP, "2024-01-01T00:00:00+00:00"),
         (ColumnType.DATETIME, "2024-01-01T00:00:00"),
         (ColumnType.UUID, "not-a-uuid"),
+        (ColumnType.JSON, {"a": ["b\x00"]}),
+        (ColumnType.JSON, {"a\x00": 1}),
+        (ColumnType.JSON, [float("inf")]),
     ],
 )
 def test_a_default_of_another_type_is_refused(kind: ColumnType, given: object) -> None:

@@ -149,9 +149,43 @@ def _datetime(value: Any) -> str:
 
 
 def _json(value: Any) -> JsonLiteral:
+    """A JSON default as the core database gives it back: events are ``jsonb``, which orders an object's
+    keys (shorter first, then by their bytes) and writes numbers as ``numeric`` (``1e+16`` comes back as
+    the integer ``10000000000000000``, ``-0.0`` as ``0.0``). The saga plans its DDL again from the recorded
+    event and compares: a default kept in any other form would plan another statement."""
     if not isinstance(value, str | int | float | bool | list | dict):
         raise TypeError("a JSON value is expected")
-    return value
+    result: JsonLiteral = _jsonb_value(value)
+    return result
+
+
+def _jsonb_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("not a finite number")
+        if value == 0:
+            return 0.0
+        return int(value) if "e+" in repr(value) else value
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("a NUL character cannot be stored")
+        return value
+    if isinstance(value, list):
+        return [_jsonb_value(item) for item in value]
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise TypeError("an object's keys are strings")
+        return {key: _jsonb_value(value[key]) for key in sorted(value, key=_jsonb_key_order)}
+    raise TypeError("a JSON value is expected")
+
+
+def _jsonb_key_order(key: str) -> tuple[int, bytes]:
+    if "\x00" in key:
+        raise ValueError("a NUL character cannot be stored")
+    encoded = key.encode()
+    return len(encoded), encoded
 
 
 def _uuid(value: Any) -> str:
