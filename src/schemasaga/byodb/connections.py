@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -53,6 +54,12 @@ class _Entry:
     pinned: bool = False
 
 
+# A name that a reload did not find is not reloaded for again on every look for this long (a list of
+# tables in an unregistered database would otherwise reload the registry on each answer); the
+# periodic reload (keep_fresh) and a registration in this process still see it at once.
+MISS_QUIET_S = 5.0
+
+
 class Connections:
     """Databases by name. Adapters are opened lazily and shared (each holds a connection pool)."""
 
@@ -67,6 +74,8 @@ class Connections:
         self._generation = 0
         self._changed_at: dict[str, int] = {}
         self._background: asyncio.Task[None] | None = None
+        # Names a background reload looked for and did not find, with when (time.monotonic()).
+        self._missed: dict[str, float] = {}
 
     # -- registration ----------------------------------------------------------------------------
 
@@ -182,13 +191,22 @@ class Connections:
         """The engine of ``name`` if this process knows it, without reloading: for display, on the
         event loop. A miss starts a reload in the background (at most one at a time)."""
         entry = self._entries.get(name)
-        if entry is None and self._source is not None and self._background is None:
-            self._background = asyncio.get_running_loop().create_task(self._refresh_in_background())
-        return entry.engine if entry is not None else None
+        if entry is not None:
+            return entry.engine
+        missed = self._missed.get(name)
+        if missed is not None and time.monotonic() - missed < MISS_QUIET_S:
+            return None
+        if self._source is not None and self._background is None:
+            self._background = asyncio.get_running_loop().create_task(self._refresh_in_background(name))
+        return None
 
-    async def _refresh_in_background(self) -> None:
+    async def _refresh_in_background(self, name: str) -> None:
         try:
             await self.refresh()
+            if name not in self._entries:
+                if len(self._missed) >= 1024:
+                    self._missed.clear()
+                self._missed[name] = time.monotonic()
         except Exception as exc:  # the next miss, or the periodic refresh, tries again
             log.warning("reloading the registered databases failed: %s", type(exc).__name__)
         finally:
