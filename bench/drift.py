@@ -7,10 +7,11 @@ one table's history, snapshots every 50 events) with the same tables 1..K in dat
 two scans compare the same tables with the same live schema: only the size of the core differs.
 
 Each round runs ``schemasaga drift --database default`` on each core in turn (wall time, tables/s, peak
-RSS); with ``--baseline-src DIR`` (a ``src`` folder of another checkout, e.g. ``git archive main`` unpacked)
-it runs that code's drift too, alternately, on the same databases: a before/after in one run.
+RSS); with ``--code LABEL=DIR`` (a ``src`` folder of another checkout, e.g. ``git archive main src``
+unpacked; repeatable) it runs that code's drift too, alternately, on the same databases: a before/after in
+one run.
 ``--keep`` leaves the databases (named ``drift_speed_*``) for profiling and prints their names;
-``--reuse SMALL BIG BYODB`` measures on kept ones without filling again.
+``--reuse SMALL BIG BYODB`` measures on kept ones without filling again (``-`` for a core to leave out).
 """
 
 from __future__ import annotations
@@ -106,7 +107,13 @@ def main() -> None:
     parser.add_argument("--events-per-table", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1000, help="the rebuild's streams per batch")
-    parser.add_argument("--baseline-src", default=None, help="src folder of the code to compare with")
+    parser.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="also run the code of this src folder, labelled (repeatable)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the databases for profiling")
     parser.add_argument("--reuse", nargs=3, metavar=("SMALL", "BIG", "BYODB"), default=None)
     parser.add_argument("--scan", action="store_true", help=argparse.SUPPRESS)  # one measured scan
@@ -116,11 +123,15 @@ def main() -> None:
 
     tag = uuid.uuid4().hex[:8]
     names = args.reuse or [f"drift_speed_small_{tag}", f"drift_speed_big_{tag}", f"drift_speed_byodb_{tag}"]
-    print(
-        f"drift: BYODB {args.byodb:,} tables; cores of {args.byodb + 1:,} and {args.tables:,} tables, "
-        f"{args.events_per_table} events each (load average {os.getloadavg()[0]:.1f})",
-        flush=True,
+    sizes = (
+        ""
+        if args.reuse
+        else (
+            f"BYODB {args.byodb:,} tables; cores of {args.byodb + 1:,} and {args.tables:,} tables, "
+            f"{args.events_per_table} events each "
+        )
     )
+    print(f"drift: {sizes}(load average {os.getloadavg()[0]:.1f})", flush=True)
     with databases(names, create=args.reuse is None, keep=args.keep or args.reuse is not None) as (
         small,
         big,
@@ -139,10 +150,13 @@ def main() -> None:
             )
         if args.keep:
             print(f"kept: --reuse {small} {big} {byodb}", flush=True)
-        codes = [("after", None)] + ([("before", args.baseline_src)] if args.baseline_src else [])
+        codes: list[tuple[str, str | None]] = [("this", None)]
+        codes += [(label, src) for label, _, src in (c.partition("=") for c in args.code)]
         results: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for r in range(args.rounds):
             for label, core in (("small core", small), ("big core", big)):
+                if core == "-":  # --reuse without it
+                    continue
                 for code, src in codes:
                     wall, secs, status, rss, last = drift_once(core, byodb, src)
                     load = os.getloadavg()[0]

@@ -5,6 +5,8 @@ made behind the service's back and with a change in flight."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,6 +15,7 @@ import httpx
 from schemasaga.bootstrap import Container
 from schemasaga.config import Settings
 from schemasaga.services.drift import DriftReport
+from schemasaga.sql import queries
 from tests.integration.conftest import running_service, wait_operation, wait_synced
 from tests.integration.test_saga_flow import run_sql
 
@@ -168,3 +171,24 @@ async def both(service: Container, *, in_flight: int = 0) -> int:
     assert same(from_rows) == same(from_events)
     assert from_rows.in_flight == in_flight
     return len(from_rows.drifted)
+
+
+_FILL = """
+INSERT INTO rm_tables (table_id, database_name, name, synced, exists_, columns, version, created_at,
+                       updated_at)
+SELECT md5(i::text)::uuid, 'db' || i % 5, 't' || i, true, true, '[]', 1, now(), now()
+FROM generate_series(1, 100000) i;
+ANALYZE rm_tables;
+"""
+
+
+async def test_a_batch_is_read_by_primary_key_on_a_filled_core(service: Container) -> None:
+    # What a batch costs must not grow with the tables of the core: 200 look-ups in rm_tables' key.
+    batch = [uuid.UUID(hashlib.md5(str(i).encode()).hexdigest()) for i in range(1, 100000, 500)]
+    async with service.pool.connection() as conn:
+        await conn.execute(_FILL)
+        query = queries("views")["tables_by_id"]
+        rows = await (await conn.execute("EXPLAIN " + query, {"table_ids": batch}, prepare=False)).fetchall()
+    plan = "\n".join(r[0] for r in rows)
+    assert "Seq Scan" not in plan and "rm_tables_pkey" in plan, plan
+    assert len(await service.reads.tables_by_id(batch)) == len(batch)
