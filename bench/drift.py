@@ -6,10 +6,10 @@ them, 10,001 tables, and a big core of 100,000 tables; 20 events per table; ``--
 one table's history, snapshots every 50 events) with the same tables 1..K in database ``default``, so the
 two scans compare the same tables with the same live schema: only the size of the core differs.
 
-Each round runs ``schemasaga drift --database default`` on each core in turn (wall time, tables/s, peak
-RSS); with ``--code LABEL=DIR`` (a ``src`` folder of another checkout, e.g. ``git archive main src``
-unpacked; repeatable) it runs that code's drift too, alternately, on the same databases: a before/after in
-one run.
+Each round runs the scan of ``schemasaga drift --database default`` on each core in turn, each in a new
+process (``--scan``: the same calls, the scan timed apart from the process's start-up; tables/s, peak RSS).
+With ``--code LABEL=DIR`` (a ``src`` folder of another checkout, e.g. ``git archive main src`` unpacked;
+repeatable) it runs that code's scan too, alternately, on the same databases: a before/after in one run.
 ``--keep`` leaves the databases (named ``drift_speed_*``) for profiling and prints their names;
 ``--reuse SMALL BIG BYODB`` measures on kept ones without filling again (``-`` for a core to leave out).
 """
