@@ -105,8 +105,8 @@ SELECT md5('e' || i || '.' || t.version)::uuid, t.event_type,
        replace(replace(replace(replace(t.data, %(table)s, md5('t' || i)::uuid::text),
                                'bbbbbbbb-bbbb-4bbb-8bbb-', bench_op_prefix(i)),
                        %(name)s, 't' || i),
-               %(database)s, CASE WHEN i = 0 THEN 'bulk' WHEN i <= %(small)s THEN 'scale_small'
-                                  WHEN i <= %(small)s + %(big)s THEN 'scale_big' ELSE 'bulk' END)::jsonb,
+               %(database)s, CASE WHEN i = 0 THEN %(rest_db)s WHEN i <= %(small)s THEN %(small_db)s
+                                  WHEN i <= %(small)s + %(big)s THEN %(big_db)s ELSE %(rest_db)s END)::jsonb,
        '{}'::jsonb, now() - interval '1 day' + t.version * interval '1 second'
 FROM generate_series(%(first)s::int, %(last)s::int) i CROSS JOIN bench_template t
 ORDER BY i, t.version
@@ -117,8 +117,8 @@ SELECT 'Table$' || md5('t' || i)::uuid, t.version,
        replace(replace(replace(replace(t.data, %(table)s, md5('t' || i)::uuid::text),
                                'bbbbbbbb-bbbb-4bbb-8bbb-', bench_op_prefix(i)),
                        %(name)s, 't' || i),
-               %(database)s, CASE WHEN i = 0 THEN 'bulk' WHEN i <= %(small)s THEN 'scale_small'
-                                  WHEN i <= %(small)s + %(big)s THEN 'scale_big' ELSE 'bulk' END)::jsonb
+               %(database)s, CASE WHEN i = 0 THEN %(rest_db)s WHEN i <= %(small)s THEN %(small_db)s
+                                  WHEN i <= %(small)s + %(big)s THEN %(big_db)s ELSE %(rest_db)s END)::jsonb
 FROM generate_series(%(first)s::int, %(last)s::int) i CROSS JOIN bench_snapshots t
 """
 FILL_STREAMS = """
@@ -129,8 +129,18 @@ FROM generate_series(%(first)s::int, %(last)s::int) i CROSS JOIN bench_template 
 """
 
 
-def fill(conninfo: str, tables: int, events: int, *, small: int, big: int) -> tuple[int, float]:
-    """N tables (table 0 the hot one) and about M events; the events written and the seconds taken."""
+def fill(
+    conninfo: str,
+    tables: int,
+    events: int,
+    *,
+    small: int,
+    big: int,
+    names: tuple[str, str, str] = ("scale_small", "scale_big", "bulk"),
+) -> tuple[int, float]:
+    """N tables (table 0 the hot one) and about M events; the events written and the seconds taken.
+    Tables 1 to ``small`` go to database ``names[0]``, the next ``big`` to ``names[1]``, the others to
+    ``names[2]``."""
     per_table = max(3, events // max(tables, 1))
     changes = max(0, (per_table - 3) // 3)
     started = time.monotonic()
@@ -166,6 +176,9 @@ def fill(conninfo: str, tables: int, events: int, *, small: int, big: int) -> tu
                 "database": DATABASE,
                 "small": small,
                 "big": big,
+                "small_db": names[0],
+                "big_db": names[1],
+                "rest_db": names[2],
             }
             # Chunks of 10,000 tables, each its own transaction.
             for lo in range(first, last + 1, 10000):
@@ -310,11 +323,11 @@ async def rebuild(conninfo: str, batch_size: int) -> tuple[int, float]:
     return out.events, out.seconds
 
 
-def cli_run(env: dict[str, str], *args: str) -> tuple[float, int, int, str]:
+def cli_run(env: dict[str, str], *args: str, program: str = SCHEMASAGA) -> tuple[float, int, int, str]:
     """Run ``schemasaga ARGS``: seconds, exit status, peak RSS in MiB, last line of its output."""
     started = time.monotonic()
     proc = subprocess.Popen(
-        [SCHEMASAGA, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [program, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     assert proc.stdout is not None
     output = proc.stdout.read().decode()

@@ -229,6 +229,10 @@ class PgReadModels:
             for row in await self._rows("tables_of_database", {"database": database})
         ]
 
+    async def tables_by_id(self, table_ids: Sequence[UUID]) -> list[TableView]:
+        rows = await self._rows("tables_by_id", {"table_ids": list(table_ids)})
+        return [_table(row) for row in rows if isinstance(row["columns"], list)]
+
     # -- operations ------------------------------------------------------------------------------
 
     async def get_operation(self, operation_id: UUID) -> OperationView | None:

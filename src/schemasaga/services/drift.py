@@ -16,12 +16,13 @@ from uuid import UUID, uuid4
 
 from schemasaga.byodb.errors import ByodbError, PermanentByodbError
 from schemasaga.domain.changes import is_trash_name
+from schemasaga.domain.columns import TableSchema
 from schemasaga.domain.errors import DatabaseUnavailable
 from schemasaga.domain.schema import Difference, DifferenceKind, diff
 from schemasaga.domain.table import Table
 from schemasaga.services.ports import Connections, SchemaAdapter
 from schemasaga.services.unit_of_work import Session, UnitOfWork
-from schemasaga.services.views import ReadModels
+from schemasaga.services.views import ReadModels, TableView
 
 log = logging.getLogger(__name__)
 
@@ -68,41 +69,43 @@ class DriftDetector:
         # Told of each finished scan: the database and how many tables drifted (metrics).
         self.on_scan = on_scan
 
-    async def scan(self, database: str, *, record: bool = False) -> DriftReport:
+    async def scan(self, database: str, *, record: bool = False, from_events: bool = False) -> DriftReport:
         """Compare every settled table of ``database``; with ``record``, append TableDriftDetected
-        events for tables whose drift changed since the last scan."""
+        events for tables whose drift changed since the last scan. The tables' confirmed schemas are read
+        from the read models, or folded from their events with ``from_events`` or ``record`` (the same
+        report, slower)."""
         try:
-            report = await self._scan(database, record=record)
+            report = await self._scan(database, record=record, from_events=from_events or record)
         except ByodbError as exc:
             raise DatabaseUnavailable(f"database {database!r} could not be read: {exc}") from exc
         if self.on_scan is not None:
             self.on_scan(database, len(report.drifted))
         return report
 
-    async def _scan(self, database: str, *, record: bool) -> DriftReport:
+    async def _scan(self, database: str, *, record: bool, from_events: bool) -> DriftReport:
         adapter = await asyncio.to_thread(self.connections.adapter, database)
         report = DriftReport(database=database)
         managed: set[str] = set()
         scan_id = uuid4()
         everything = await self.reads.tables_of_database(database)
-        # In batches: the tables of a batch are loaded from the core database together (two queries)
-        # and inspected in one step of the BYODB (one connection and transaction), not one by one.
+        # In batches: the tables of a batch are read from the core database together and inspected in
+        # one step of the BYODB (one connection and transaction), not one by one.
         for start in range(0, len(everything), _BATCH):
             batch = everything[start : start + _BATCH]
             managed.update(name.lower() for _, name in batch)
-            loaded = await self.uow.load_tables([table_id for table_id, _ in batch])
+            # Recording compares with the drift each table recorded last, which only its events hold.
+            found = await (self._aggregates(batch) if from_events else self._read_models(batch))
             settled = []
-            for table_id, _ in batch:
-                table = loaded.get(table_id)
-                if table is None or not table.exists:
+            for table in found:
+                if not table.exists:
                     continue
                 if not table.synced:
                     report.in_flight += 1
                     continue
                 settled.append(table)
             report.checked += len(settled)
-            found = await adapter.run(check_many, adapter, settled) if settled else []
-            for table, differences in zip(settled, found, strict=True):
+            checked = await adapter.run(check_many, adapter, settled) if settled else []
+            for table, differences in zip(settled, checked, strict=True):
                 if differences:
                     report.drifted.append(TableDrift(table.table_id, table.name, differences))
                 issues = [d.to_dict() for d in differences]
@@ -115,6 +118,27 @@ class DriftDetector:
         )
         return report
 
+    async def _aggregates(self, batch: Sequence[tuple[UUID, str]]) -> list[Scanned]:
+        """The tables of ``batch`` folded from their events (two queries for the batch), in its order."""
+        loaded = await self.uow.load_tables([table_id for table_id, _ in batch])
+        return [Scanned.of_table(loaded[t]) for t, _ in batch if t in loaded]
+
+    async def _read_models(self, batch: Sequence[tuple[UUID, str]]) -> list[Scanned]:
+        """The tables of ``batch`` as their read model rows hold them (one query by primary key), in its
+        order: a settled table's row holds its confirmed schema, so no event is read or folded, and the
+        cost of a batch does not grow with the events in the core database. A table without a usable row
+        is folded from its events."""
+        rows = {view.table_id: view for view in await self.reads.tables_by_id([t for t, _ in batch])}
+        missing = [(t, name) for t, name in batch if t not in rows]
+        folded = {s.table_id: s for s in await self._aggregates(missing)} if missing else {}
+        out = []
+        for table_id, _ in batch:
+            if (view := rows.get(table_id)) is not None:
+                out.append(Scanned.of_view(view))
+            elif (scanned := folded.get(table_id)) is not None:
+                out.append(scanned)
+        return out
+
     async def _record(self, table_id: UUID, issues: list[dict[str, Any]], scan_id: UUID) -> None:
         async def record(session: Session) -> None:
             table = await session.table(table_id)
@@ -124,7 +148,47 @@ class DriftDetector:
         await self.uow.run(record, metadata={"correlation_id": str(scan_id), "actor": "drift-scan"})
 
 
-def check_many(adapter: SchemaAdapter, tables: Sequence[Table]) -> list[list[Difference]]:
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    """What a scan needs of a table: whether it exists and is settled, and its confirmed schema."""
+
+    table_id: UUID
+    name: str
+    exists: bool
+    synced: bool
+    # The name the table has in its database, and its schema as confirmed by finished sagas.
+    physical_name: str
+    confirmed: TableSchema
+    # The differences the last recorded scan found (only known when read from the events).
+    drift: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def of_table(cls, table: Table) -> Scanned:
+        return cls(
+            table_id=table.table_id,
+            name=table.name,
+            exists=table.exists,
+            synced=table.synced,
+            physical_name=table.physical_name,
+            confirmed=table.confirmed,
+            drift=table.drift,
+        )
+
+    @classmethod
+    def of_view(cls, view: TableView) -> Scanned:
+        """A read model row: a settled table's intended schema is its confirmed one (no change is in
+        flight), and its intended name its physical one."""
+        return cls(
+            table_id=view.table_id,
+            name=view.name,
+            exists=view.exists,
+            synced=view.synced,
+            physical_name=view.name,
+            confirmed=TableSchema(view.name, view.columns, view.indexes),
+        )
+
+
+def check_many(adapter: SchemaAdapter, tables: Sequence[Scanned]) -> list[list[Difference]]:
     """:func:`check` of each table, their live schemas read in one step (blocking); one by one when the
     step fails as a whole for a permanent reason (so that one unreadable table spoils only its own)."""
     try:
@@ -139,7 +203,7 @@ def check_many(adapter: SchemaAdapter, tables: Sequence[Table]) -> list[list[Dif
     ]
 
 
-def check(adapter: SchemaAdapter, table: Table) -> list[Difference]:
+def check(adapter: SchemaAdapter, table: Scanned) -> list[Difference]:
     """How the live table differs from the table's confirmed metadata (blocking)."""
     try:
         live = adapter.inspect_table(table.physical_name)

@@ -7,7 +7,7 @@ up to date; the web layer shapes the rows into its answers.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -237,6 +237,11 @@ class ReadModels(Protocol):
 
     async def tables_of_database(self, database: str) -> list[tuple[UUID, str]]:
         """Id and name of every table of the database that was ever created there or is being created."""
+
+    async def tables_by_id(self, table_ids: Sequence[UUID]) -> list[TableView]:
+        """The tables of ``table_ids`` that have a row, in no particular order (``creation_rejected`` is
+        not read: always false). A row written before migration 0005 (its columns an object, their order
+        lost) is left out."""
 
     async def list_databases(
         self,

@@ -94,6 +94,13 @@ SELECT table_id, name FROM rm_tables
 WHERE database_name = %(database)s AND (exists_ OR NOT deleted)
 ORDER BY name;
 
+-- name: tables_by_id
+-- The rows of many tables at once (a drift scan's batch), by primary key.
+SELECT t.table_id, t.database_name, t.name, t.synced, t.exists_, t.deleted, t.columns, t.indexes, t.version,
+       t.created_at, t.updated_at, t.trashed
+FROM rm_tables t
+WHERE t.table_id = ANY (%(table_ids)s::uuid[]);
+
 -- name: list_databases
 SELECT d.name, d.engine, d.display, d.source, d.status, d.server_version, d.key_id, d.version,
        d.created_at, d.updated_at,
