@@ -11,9 +11,10 @@ operation's ``starts``, and that a worker is running it) and moves the new table
 
 The fold is :func:`~schemasaga.coredb.readmodels.fast_table_rows` over lean reads (only what it folds),
 and with ``workers`` > 1 each batch is split: ``workers - 1`` helper processes (spawned, each with its own
-connection) read and fold their part while this one folds its own, a smaller one (``_MAIN_SHARE``); this one COPYs every part in the
-batch's transaction, so a batch is still all or nothing. A helper reads in its own snapshot, later than
-the batch's: what it sees beyond it was appended after the horizon and is projected again by the catch-up.
+connection) read and fold their part while this one folds its own, a smaller one (``_MAIN_SHARE``); this
+one COPYs every part in the batch's transaction, so a batch is still all or nothing. A helper reads in its
+own snapshot, later than the batch's: what it sees beyond it was appended after the horizon and is projected
+again by the catch-up.
 ``fold="domain"`` is the path before (every event parsed whole and folded by the aggregate), kept as the
 baseline of ``bench/rebuild.py``.
 
