@@ -288,9 +288,9 @@ class OnlineRebuild:
         parts = [streams]
         if helpers is not None and len(streams) > 1:
             # This process COPYs every part too: it folds a smaller share (see _MAIN_SHARE).
-            mine = max(1, int(len(streams) * _MAIN_SHARE / self.workers))
-            size = -(-(len(streams) - mine) // (self.workers - 1))
-            parts = [streams[:mine], *(streams[i : i + size] for i in range(mine, len(streams), size))]
+            own = max(1, int(len(streams) * _MAIN_SHARE / self.workers))
+            size = -(-(len(streams) - own) // (self.workers - 1))
+            parts = [streams[:own], *(streams[i : i + size] for i in range(own, len(streams), size))]
         loop = asyncio.get_running_loop()
         futures = [loop.run_in_executor(helpers, _helper_project, list(part)) for part in parts[1:]]
         try:
