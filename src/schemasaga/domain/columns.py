@@ -38,6 +38,8 @@ class ColumnType(StrEnum):
     UUID = "uuid"
 
 
+_TYPES_BY_VALUE: dict[str, ColumnType] = {t.value: t for t in ColumnType}
+
 # The portable identifier shape; engines add their own limits (length, reserved words).
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -194,9 +196,12 @@ class Column:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Column:
+        raw = data["type"]
+        # The member by a dict look-up; ColumnType(raw), a tenth of loading a column, only for its error.
+        member = _TYPES_BY_VALUE.get(raw) if isinstance(raw, str) else None
         return cls(
             name=data["name"],
-            type=ColumnType(data["type"]),
+            type=member or ColumnType(raw),
             nullable=bool(data.get("nullable", True)),
             default=data.get("default"),
             primary_key=bool(data.get("primary_key", False)),

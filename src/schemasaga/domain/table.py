@@ -348,7 +348,10 @@ class Table:
         return self.pending[0] if self.pending else None
 
     def operation(self, operation_id: UUID) -> PendingOperation | None:
-        return next((op for op in self.pending if op.operation_id == operation_id), None)
+        for op in self.pending:  # a loop, not next() over a generator: asked for by most events
+            if op.operation_id == operation_id:
+                return op
+        return None
 
     def preview(self, change: Change) -> tuple[TableSchema, TableSchema]:
         """The intended schema before and after ``change``, which must fit it (nothing is recorded)."""
