@@ -55,8 +55,9 @@ DATABASE_PREFIX = "Database$"
 
 
 # With helpers, the share of a batch this process folds, as a fraction of an even share: it also COPYs the
-# helpers' rows, about a fifth of what reading and folding a part costs (py-spy: COPY 12%, reading and folding
-# 74% of a one-process rebuild), so 0.8 of an even share makes both sides about equally long.
+# helpers' rows, about a sixth of what reading and folding them costs (py-spy of a one-process rebuild: COPY
+# 11%, reading and folding 66%), so about 0.8 of an even share makes both sides equally long (an estimate
+# from that split: on the shared machine the wall-clock figures were too noisy to tune it).
 _MAIN_SHARE = 0.8
 
 
