@@ -11,10 +11,9 @@ operation's ``starts``, and that a worker is running it) and moves the new table
 
 The fold is :func:`~schemasaga.coredb.readmodels.fast_table_rows` over lean reads (only what it folds),
 and with ``workers`` > 1 each batch is split: ``workers - 1`` helper processes (spawned, each with its own
-connection) read and fold their part while this one folds its own, a smaller one (``_MAIN_SHARE``); this
-one COPYs every part in the batch's transaction, so a batch is still all or nothing. A helper reads in its
-own snapshot, later than the batch's: what it sees beyond it was appended after the horizon and is projected
-again by the catch-up.
+connection) read and fold their part while this one folds its own; this one COPYs every part in the
+batch's transaction, so a batch is still all or nothing. A helper reads in its own snapshot, later than
+the batch's: what it sees beyond it was appended after the horizon and is projected again by the catch-up.
 ``fold="domain"`` is the path before (every event parsed whole and folded by the aggregate), kept as the
 baseline of ``bench/rebuild.py``.
 
@@ -52,13 +51,6 @@ EVENTSTORE_Q = queries("eventstore")
 
 TABLE_PREFIX = "Table$"
 DATABASE_PREFIX = "Database$"
-
-
-# With helpers, the share of a batch this process folds, as a fraction of an even share: it also COPYs the
-# helpers' rows, about a sixth of what reading and folding them costs (py-spy of a one-process rebuild: COPY
-# 11%, reading and folding 66%), so about 0.8 of an even share makes both sides equally long (an estimate
-# from that split: on the shared machine the wall-clock figures were too noisy to tune it).
-_MAIN_SHARE = 0.8
 
 
 class RebuildRunning(Exception):
@@ -289,10 +281,8 @@ class OnlineRebuild:
             return await self._project_domain(conn, streams)
         parts = [streams]
         if helpers is not None and len(streams) > 1:
-            # This process COPYs every part too: it folds a smaller share (see _MAIN_SHARE).
-            own = max(1, int(len(streams) * _MAIN_SHARE / self.workers))
-            size = -(-(len(streams) - own) // (self.workers - 1))
-            parts = [streams[:own], *(streams[i : i + size] for i in range(own, len(streams), size))]
+            size = -(-len(streams) // self.workers)
+            parts = [streams[i : i + size] for i in range(0, len(streams), size)]
         loop = asyncio.get_running_loop()
         futures = [loop.run_in_executor(helpers, _helper_project, list(part)) for part in parts[1:]]
         try:
