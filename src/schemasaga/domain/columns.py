@@ -38,8 +38,6 @@ class ColumnType(StrEnum):
     UUID = "uuid"
 
 
-_TYPES_BY_VALUE: dict[str, ColumnType] = {t.value: t for t in ColumnType}
-
 # The portable identifier shape; engines add their own limits (length, reserved words).
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -171,6 +169,10 @@ _CANONICAL: dict[ColumnType, Any] = {
     ColumnType.JSON: _json,
     ColumnType.UUID: _uuid,
 }
+
+
+# The members by their values: Column.from_dict looks a type up here before it calls ColumnType(value).
+_TYPES_BY_VALUE: dict[str, ColumnType] = {t.value: t for t in ColumnType}
 
 
 @dataclass(frozen=True, slots=True)
