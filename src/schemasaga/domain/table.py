@@ -200,6 +200,20 @@ class TrashEntry:
 
 
 @dataclass(slots=True)
+class _IntendedFold:
+    """The intended schema's fold, kept from one event to the next (the schema is asked for after every
+    event, and an operation's confirmation needs its result again): ``results[i]`` is the schema after
+    ``changes[:i + 1]`` were applied to ``base`` (``fits[i]``: False when ``changes[i]`` was skipped: it
+    keeps the schema, or it no longer fits). Changes and schemas are immutable values, so a prefix whose
+    objects are the same gives the same results."""
+
+    base: TableSchema
+    changes: list[Change] = field(default_factory=list)
+    results: list[TableSchema] = field(default_factory=list)
+    fits: list[bool] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Table:
     table_id: UUID
     # The intended name (a rename in flight included); the physical one is confirmed.name.
@@ -221,6 +235,8 @@ class Table:
     version: int = -1
     # Events decided but not yet saved.
     changes: list[TableEvent] = field(default_factory=list)
+    # What ``schema`` computed last (a cache: no part of the state).
+    _intended: _IntendedFold | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -236,15 +252,45 @@ class Table:
     def schema(self) -> TableSchema:
         """The intended schema: confirmed plus the changes in flight, in acceptance order. A change whose
         premise is gone (a change ahead of it was rejected) is left out: its saga will reject it."""
-        schema = self.confirmed
-        for op in self.pending:
-            if op.kind in _KEEP_SCHEMA:
-                continue
-            try:
-                schema = op.change.apply(schema)
-            except DomainError:
-                continue
-        return schema
+        if not self.pending:
+            return self.confirmed
+        fold = self._fold_intended()
+        return fold.results[-1]
+
+    def _fold_intended(self) -> _IntendedFold:
+        """The fold of the pending changes over the confirmed schema, from the last one where it still
+        holds: after an event the pending changes are mostly those of the last fold, one more at the end or
+        the head's gone (its confirmation made the confirmed schema the fold's first result)."""
+        base, pending = self.confirmed, self.pending
+        fold = self._intended
+        if fold is None:
+            fold = self._intended = _IntendedFold(base)
+        elif fold.base is not base:
+            if fold.results and fold.results[0] is base:  # the head confirmed as the fold applied it
+                del fold.changes[0], fold.results[0], fold.fits[0]
+                fold.base = base
+            else:
+                fold.base, fold.changes, fold.results, fold.fits = base, [], [], []
+        kept = 0
+        for op, change in zip(pending, fold.changes, strict=False):
+            if op.change is not change:
+                break
+            kept += 1
+        if kept < len(fold.changes):
+            del fold.changes[kept:], fold.results[kept:], fold.fits[kept:]
+        schema = fold.results[-1] if fold.results else base
+        for op in pending[kept:]:
+            fits = False
+            if op.kind not in _KEEP_SCHEMA:
+                try:
+                    schema = op.change.apply(schema)
+                    fits = True
+                except DomainError:
+                    pass
+            fold.changes.append(op.change)
+            fold.results.append(schema)
+            fold.fits.append(fits)
+        return fold
 
     @property
     def columns(self) -> dict[str, Column]:
@@ -302,7 +348,10 @@ class Table:
         return self.pending[0] if self.pending else None
 
     def operation(self, operation_id: UUID) -> PendingOperation | None:
-        return next((op for op in self.pending if op.operation_id == operation_id), None)
+        for op in self.pending:  # a loop, not next() over a generator: asked for by most events
+            if op.operation_id == operation_id:
+                return op
+        return None
 
     def preview(self, change: Change) -> tuple[TableSchema, TableSchema]:
         """The intended schema before and after ``change``, which must fit it (nothing is recorded)."""
@@ -323,6 +372,10 @@ class Table:
         rejected change never made is done already: the schema stays as it is."""
         if op.kind in _KEEP_SCHEMA:
             return self.confirmed
+        fold = self._intended
+        if fold is not None and fold.base is self.confirmed and fold.changes and fold.changes[0] is op.change:
+            if fold.fits[0]:  # the head, as the intended schema applied it
+                return fold.results[0]
         try:
             return op.change.apply(self.confirmed)
         except (ColumnNotFound, IndexNotFound):

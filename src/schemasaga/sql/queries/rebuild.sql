@@ -143,3 +143,11 @@ BEGIN
     DROP SCHEMA schemasaga_rebuild CASCADE;
 END
 $$;
+
+-- name: shadow_column_types
+-- The new read models' column types, as the binary COPY into them names them.
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+WHERE c.relnamespace = 'schemasaga_rebuild'::regnamespace AND c.relkind = 'r' AND a.attnum > 0
+  AND NOT a.attisdropped;

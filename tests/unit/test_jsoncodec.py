@@ -1,0 +1,52 @@
+"""jsoncodec through orjson gives the values the standard library gives."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemasaga.eventstore.jsoncodec import dumps, dumps_jsonb, loads
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()  # beyond 64 bits too: orjson refuses them, the standard library takes them
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON)
+def test_loads_gives_what_the_standard_library_gives(value: Any) -> None:
+    text = json.dumps(value, ensure_ascii=False)
+    assert loads(text) == json.loads(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON)
+def test_dumps_jsonb_writes_the_value_dumps_writes(value: Any) -> None:
+    assert json.loads(dumps_jsonb(value)) == json.loads(dumps(value))
+
+
+def test_dumps_jsonb_takes_the_values_dumps_takes() -> None:
+    value = {
+        "id": UUID("12345678-1234-5678-1234-567812345678"),
+        "at": datetime(2026, 12, 2, 14, 0, 0, 123, tzinfo=UTC),
+        "day": date(2026, 12, 2),
+        "amount": Decimal("1.50"),
+        "tags": {"b", "a"},
+        "big": 2**70,
+        "kept": (1, "x"),
+        1: "an integer key",
+    }
+    assert json.loads(dumps_jsonb(value)) == json.loads(dumps(value))
+    assert loads(str(2**70)) == 2**70
