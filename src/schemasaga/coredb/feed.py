@@ -1,5 +1,6 @@
 """The live event feed on PostgreSQL: :class:`~schemasaga.services.feed.FeedSource`, and the appends heard
-on one ``LISTEN`` connection per process however many clients follow (migration 0014 notifies)."""
+on one ``LISTEN`` connection per process however many clients follow (migration 0014 notifies, and
+migration 0017 only while a listener holds its advisory lock)."""
 
 from __future__ import annotations
 
@@ -113,6 +114,10 @@ class PgFeed:
                 )
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    # Appends notify only while a listener says it is there (migration 0017); then wait for
+                    # those that appended without notifying before, and read.
+                    await conn.execute(Q["listening"])
+                    await conn.execute(Q["heard_since"])
                     self._wake_all()  # anything appended while not listening
                     async for _ in conn.notifies():
                         self._wake_all()
