@@ -102,3 +102,23 @@ def test_a_position_is_taken_with_the_transactions_xid_already_assigned(core_db:
                 xid = conn.execute("SELECT pg_current_xact_id_if_assigned()").fetchone()
                 assert position is not None and position[0] is not None
                 assert xid is not None and xid[0] is not None
+
+
+async def test_the_feed_listener_hears_appends_while_a_silent_append_stays_open(
+    core_db: str, pool: AsyncConnectionPool[Any], store: EventStore
+) -> None:
+    feed = PgFeed(pool, core_db)
+    try:
+        async with await connect(core_db) as writer:
+            await writer.set_autocommit(False)
+            await store.append("open", [NewEvent("Happened", {})], conn=writer)  # silent, left open
+            async with feed.subscribe() as wakeups:
+                subscriber: Any = wakeups
+                # The listener does not wait for the open transaction for ever: it listens, and wakes all.
+                await asyncio.wait_for(subscriber.heard.wait(), 30)
+                subscriber.heard.clear()
+                await store.append("s", [NewEvent("Happened", {})])
+                await asyncio.wait_for(subscriber.heard.wait(), 30)
+            await writer.rollback()
+    finally:
+        await feed.close()

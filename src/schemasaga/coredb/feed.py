@@ -117,7 +117,14 @@ class PgFeed:
                     # Appends notify only while a listener says it is there (migration 0017); then wait for
                     # those that appended without notifying before, and read.
                     await conn.execute(Q["listening"])
-                    await conn.execute(Q["heard_since"])
+                    try:
+                        async with conn.transaction():
+                            await conn.execute(Q["heard_since_wait"])
+                            await conn.execute(Q["heard_since"])
+                    except psycopg.errors.LockNotAvailable:
+                        # A transaction that appended silently is still open (idle in transaction, say):
+                        # listen anyway; the followers' poll finds its events once it commits.
+                        log.info("event feed notices: an append without notice is still open, listening")
                     self._wake_all()  # anything appended while not listening
                     async for _ in conn.notifies():
                         self._wake_all()

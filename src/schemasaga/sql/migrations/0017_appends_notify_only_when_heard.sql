@@ -13,9 +13,10 @@
 --    - an appending transaction that finds no listener holds (…, 2) shared until it ends, and does not
 --      notify; one that cannot take (…, 2), or finds (…, 1) held, notifies;
 --    - a new listener, after LISTEN and taking (…, 1), takes (…, 2) exclusively and lets it go: that
---      waits for every transaction that decided not to notify before it was there, after which it reads.
---    So a listener hears of every commit it could miss, and no append waits on a lock for it (only
---    "try" functions; a NOTIFY at worst, as before).
+--      waits for every transaction that decided not to notify before it was there, after which it reads
+--      (coredb/feed.py waits 1 s at most: the followers' poll finds a transaction left open).
+--    So a listener hears of every later commit, and finds the earlier ones when it reads (or at its next
+--    poll); no append waits on a lock for it (only "try" functions; a NOTIFY at worst, as before).
 CREATE OR REPLACE FUNCTION event_store_next_position() RETURNS bigint LANGUAGE sql VOLATILE AS $$
     SELECT CASE WHEN pg_current_xact_id() IS NOT NULL THEN nextval('event_store_events_position_seq') END
 $$;

@@ -44,6 +44,10 @@ LIMIT %(limit)s;
 -- After LISTEN, on the listening connection: appends notify from now on (migration 0017), ...
 SELECT pg_advisory_lock_shared(-690804931, 1);
 
+-- name: heard_since_wait
+-- How long heard_since waits (in the transaction that runs it): not for ever on a transaction left open.
+SET LOCAL lock_timeout = '1s';
+
 -- name: heard_since
 -- ... and once this returns, every transaction that appended without notifying has ended: (…, 2) is held
 -- shared by each of them to its end. Taken and let go in one statement.
