@@ -5,7 +5,7 @@ position only once their transaction has its xid."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -120,5 +120,38 @@ async def test_the_feed_listener_hears_appends_while_a_silent_append_stays_open(
                 await store.append("s", [NewEvent("Happened", {})])
                 await asyncio.wait_for(subscriber.heard.wait(), 30)
             await writer.rollback()
+    finally:
+        await feed.close()
+
+
+async def listeners_said(core_db: str) -> int:
+    """Sessions holding the listener lock of migration 0017."""
+    async with await connect(core_db) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid::int = -690804931 AND objid = 1 AND objsubid = 2 AND granted"
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+async def test_the_feed_stops_listening_when_its_last_follower_leaves(
+    core_db: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    feed = PgFeed(pool, core_db)
+    loop = asyncio.get_running_loop()
+    try:
+        async with feed.subscribe() as first, feed.subscribe():
+            await asyncio.wait_for(cast(Any, first).heard.wait(), 30)
+            assert await listeners_said(core_db) == 1
+        deadline = loop.time() + 30
+        while await listeners_said(core_db):  # its connection closes in the background
+            assert loop.time() < deadline, "the feed still listens with nobody following"
+            await asyncio.sleep(0.05)
+        async with feed.subscribe() as again:  # and listens again for the next follower
+            await asyncio.wait_for(cast(Any, again).heard.wait(), 30)
+            assert await listeners_said(core_db) == 1
     finally:
         await feed.close()

@@ -43,6 +43,7 @@ class PgFeed:
         self._conninfo = conninfo
         self._subscribers: set[_Subscriber] = set()
         self._listener: asyncio.Task[None] | None = None
+        self._ending: set[asyncio.Task[None]] = set()  # listeners cancelled, their connections closing
         self._stopped = False
 
     async def positions(self) -> tuple[int, frozenset[int]]:
@@ -105,6 +106,12 @@ class PgFeed:
             yield subscriber
         finally:
             self._subscribers.discard(subscriber)
+            if not self._subscribers and self._listener is not None:
+                # Nobody follows: stop listening, so that appends stop notifying (migration 0017).
+                listener, self._listener = self._listener, None
+                listener.cancel()
+                self._ending.add(listener)
+                listener.add_done_callback(self._ending.discard)
 
     async def _listen(self) -> None:
         while True:
@@ -149,6 +156,8 @@ class PgFeed:
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            self._ending.add(self._listener)
             self._listener = None
+        for listener in list(self._ending):
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
