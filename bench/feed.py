@@ -22,6 +22,7 @@ import httpx
 import psycopg
 
 from bench.saga import fresh_databases, ms, pct, running_service
+from schemasaga.sql import queries
 
 APPEND = """
 INSERT INTO event_store_events (event_id, event_type, data, metadata)
@@ -73,13 +74,15 @@ async def feed_latencies(url: str, core: str, *, events: int, gap: float) -> lis
 
 
 async def notify_latencies(core: str, *, events: int, gap: float) -> list[float]:
-    """The same commits (the trigger of migration 0014 notifies) heard on a bare LISTEN connection."""
+    """The same commits (the trigger of migration 0014 notifies) heard on a bare LISTEN connection (which says
+    it listens, as migration 0017 asks)."""
     latencies = []
     async with (
         await psycopg.AsyncConnection.connect(core, autocommit=True) as listener,
         await psycopg.AsyncConnection.connect(core, autocommit=True) as writer,
     ):
         await listener.execute("LISTEN schemasaga_events_appended")
+        await listener.execute(queries("feed")["listening"])  # appends notify only when heard (0017)
         for n in range(events):
             await asyncio.sleep(gap)
             await writer.execute(APPEND, {"n": n})

@@ -1,5 +1,6 @@
 """The live event feed on PostgreSQL: :class:`~schemasaga.services.feed.FeedSource`, and the appends heard
-on one ``LISTEN`` connection per process however many clients follow (migration 0014 notifies)."""
+on one ``LISTEN`` connection per process however many clients follow (migration 0014 notifies, and
+migration 0017 only while a listener holds its advisory lock)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class PgFeed:
         self._conninfo = conninfo
         self._subscribers: set[_Subscriber] = set()
         self._listener: asyncio.Task[None] | None = None
+        self._ending: set[asyncio.Task[None]] = set()  # listeners cancelled, their connections closing
         self._stopped = False
 
     async def positions(self) -> tuple[int, frozenset[int]]:
@@ -104,6 +106,12 @@ class PgFeed:
             yield subscriber
         finally:
             self._subscribers.discard(subscriber)
+            if not self._subscribers and self._listener is not None:
+                # Nobody follows: stop listening, so that appends stop notifying (migration 0017).
+                listener, self._listener = self._listener, None
+                listener.cancel()
+                self._ending.add(listener)
+                listener.add_done_callback(self._ending.discard)
 
     async def _listen(self) -> None:
         while True:
@@ -113,6 +121,17 @@ class PgFeed:
                 )
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    # Appends notify only while a listener says it is there (migration 0017); then wait for
+                    # those that appended without notifying before, and read.
+                    await conn.execute(Q["listening"])
+                    try:
+                        async with conn.transaction():
+                            await conn.execute(Q["heard_since_wait"])
+                            await conn.execute(Q["heard_since"])
+                    except psycopg.errors.LockNotAvailable:
+                        # A transaction that appended silently is still open (idle in transaction, say):
+                        # listen anyway; the followers' poll finds its events once it commits.
+                        log.info("event feed notices: an append without notice is still open, listening")
                     self._wake_all()  # anything appended while not listening
                     async for _ in conn.notifies():
                         self._wake_all()
@@ -137,6 +156,8 @@ class PgFeed:
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            self._ending.add(self._listener)
             self._listener = None
+        for listener in list(self._ending):
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener

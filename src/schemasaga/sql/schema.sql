@@ -54,20 +54,25 @@ CREATE FUNCTION event_store_horizon() RETURNS xid8 LANGUAGE sql STABLE AS $$
         pg_snapshot_xmax(pg_current_snapshot()))
 $$;
 
--- Positions are taken after the transaction's xid is assigned, and appends notify the feed's followers
--- (migration 0014; services/feed.py says why).
-CREATE FUNCTION event_store_next_position() RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM pg_current_xact_id();
-    RETURN nextval('event_store_events_position_seq');
-END
+-- Positions are taken after the transaction's xid is assigned (migration 0014; services/feed.py says why):
+-- a SQL function, inlined into the insert as a CASE, whose condition runs before its result (migration 0017).
+CREATE FUNCTION event_store_next_position() RETURNS bigint LANGUAGE sql VOLATILE AS $$
+    SELECT CASE WHEN pg_current_xact_id() IS NOT NULL THEN nextval('event_store_events_position_seq') END
 $$;
 ALTER TABLE event_store_events ALTER COLUMN position SET DEFAULT event_store_next_position();
 
 -- Followers of the feed wake on this channel (one notice per appending transaction: PostgreSQL folds the
--- identical notices of a transaction into one) and poll as well, so a missed notice only delays.
+-- identical notices of a transaction into one) and poll as well, so a missed notice only delays. An append
+-- notifies only when a follower may listen (a NOTIFY makes commits cluster-wide one at a time): listeners
+-- hold the advisory lock (-690804931, 1) shared; migration 0017 gives the whole protocol.
 CREATE FUNCTION event_store_notify_appended() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- In one expression, so that nothing (a cancel, say) can come between taking (…, 1) and letting it go.
+    IF (CASE WHEN pg_try_advisory_xact_lock_shared(-690804931, 2)
+             THEN CASE WHEN pg_try_advisory_lock(-690804931, 1) THEN pg_advisory_unlock(-690804931, 1) END
+        END) THEN
+        RETURN NULL;  -- nobody listens, and no listener can start before this transaction ends
+    END IF;
     PERFORM pg_notify('schemasaga_events_appended', '');
     RETURN NULL;
 END

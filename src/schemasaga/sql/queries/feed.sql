@@ -39,3 +39,16 @@ WHERE e.position > %(after)s AND e.position <= %(to)s
                             AND t.database_name = ANY (%(databases)s::text[])))))
 ORDER BY e.position
 LIMIT %(limit)s;
+
+-- name: listening
+-- After LISTEN, on the listening connection: appends notify from now on (migration 0017), ...
+SELECT pg_advisory_lock_shared(-690804931, 1);
+
+-- name: heard_since_wait
+-- How long heard_since waits (in the transaction that runs it): not for ever on a transaction left open.
+SET LOCAL lock_timeout = '1s';
+
+-- name: heard_since
+-- ... and once this returns, every transaction that appended without notifying has ended: (…, 2) is held
+-- shared by each of them to its end. Taken and let go in one statement.
+SELECT pg_advisory_lock(-690804931, 2), pg_advisory_unlock(-690804931, 2);

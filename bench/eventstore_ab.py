@@ -1,0 +1,115 @@
+"""Event append against raw inserts on two core databases at once, in interleaved slices: an A/B of two
+schemas (say, one upgraded by an older checkout) with the same client code, on a machine too noisy for
+separate runs.
+
+Run: ``.venv/bin/python -m bench.eventstore_ab --a URL_A --b URL_B [--rounds 12] [--slice 0.5]``
+
+Both databases must exist and be upgraded already (``schemasaga db upgrade``, or ``upgrade()`` from the
+checkout whose schema they stand for); each gets the raw table of bench.eventstore, dropped after. Per
+round and writer count, four slices in turn: raw on A, append on A, raw on B, append on B; the counts
+and times add up over the rounds, so the machine's noise falls on all four alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from bench.eventstore import PAYLOAD, RAW_INSERT, RAW_TABLE, Writer, timed
+from schemasaga.eventstore import EventStore, NewEvent
+
+
+async def side(conninfo: str, writers: int, tag: str) -> tuple[list[Writer], list[Writer], Any]:
+    """(raw writers, append writers, what to close) on one database."""
+    conns = [await psycopg.AsyncConnection.connect(conninfo, autocommit=True) for _ in range(writers)]
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        conninfo, open=False, min_size=writers, max_size=writers
+    )
+    await pool.open(wait=True)
+    store = EventStore(pool)
+    payload = json.dumps(PAYLOAD)
+
+    def raw_writer(conn: psycopg.AsyncConnection[Any]) -> Writer:
+        async def write() -> None:
+            await conn.execute(RAW_INSERT, (uuid.uuid4(), "BenchEvent", payload))
+
+        return write
+
+    def store_writer(w: int) -> Writer:
+        n = 0
+
+        async def write() -> None:
+            nonlocal n
+            n += 1
+            await store.append(f"Bench${tag}-w{writers}-{w}-{n % 50}", [NewEvent("BenchEvent", PAYLOAD)])
+
+        return write
+
+    async def close() -> None:
+        for conn in conns:
+            await conn.close()
+        await pool.close()
+
+    return [raw_writer(c) for c in conns], [store_writer(w) for w in range(writers)], close
+
+
+async def compare(urls: dict[str, str], writers: int, rounds: int, slice_seconds: float) -> dict[str, float]:
+    sides = {name: await side(url, writers, name) for name, url in urls.items()}
+    counts = {f"{kind}_{name}": 0 for name in urls for kind in ("raw", "ours")}
+    times = dict.fromkeys(counts, 0.0)
+    try:
+        for raw, ours, _ in sides.values():  # warm-up: connections, prepared statements
+            await timed(raw, 0.3)
+            await timed(ours, 0.3)
+        for _ in range(rounds):
+            for name, (raw, ours, _) in sides.items():
+                for kind, ws in (("raw", raw), ("ours", ours)):
+                    t = time.perf_counter()
+                    counts[f"{kind}_{name}"] += await timed(ws, slice_seconds)
+                    times[f"{kind}_{name}"] += time.perf_counter() - t
+    finally:
+        for _, _, close in sides.values():
+            await close()
+    return {key: counts[key] / times[key] for key in counts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--a", required=True, help="core database A (the baseline)")
+    parser.add_argument("--b", required=True, help="core database B")
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--slice", type=float, default=0.5, help="seconds per slice")
+    parser.add_argument("--writers", default="1,4")
+    args = parser.parse_args()
+    urls = {"a": args.a, "b": args.b}
+    for url in urls.values():
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(RAW_TABLE)
+    print("| writers | raw A | append A | A ratio | raw B | append B | B ratio | append B / A | load |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    try:
+        for writers in (int(w) for w in args.writers.split(",")):
+            rates = asyncio.run(compare(urls, writers, args.rounds, args.slice))
+            ra, oa, rb, ob = rates["raw_a"], rates["ours_a"], rates["raw_b"], rates["ours_b"]
+            load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+            print(
+                f"| {writers} | {ra:,.0f} | {oa:,.0f} | {oa / ra:.0%} "
+                f"| {rb:,.0f} | {ob:,.0f} | {ob / rb:.0%} | {ob / oa:.2f} | {load} |",
+                flush=True,
+            )
+    finally:
+        for url in urls.values():
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("DROP TABLE IF EXISTS bench_raw_events")
+
+
+if __name__ == "__main__":
+    main()
