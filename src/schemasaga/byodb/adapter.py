@@ -45,7 +45,7 @@ from sqlalchemy.sql.elements import quoted_name
 from schemasaga.byodb import engines, inspect, planner, rowchecks
 from schemasaga.byodb.blockers import find_blockers
 from schemasaga.byodb.engines import DdlLimits
-from schemasaga.byodb.errors import ByodbError, PermanentByodbError, classify
+from schemasaga.byodb.errors import ByodbError, PermanentByodbError, TableThere, classify
 from schemasaga.byodb.identifiers import index_name, validate_identifier
 from schemasaga.byodb.identity import DatabaseIdentity, read_identity
 from schemasaga.byodb.inspect import NotATable
@@ -411,11 +411,20 @@ class ByodbAdapter:
             Index(index_name(table, (c.name,), True), (c.name,), unique=True) for c in columns if c.unique
         ]
 
-    def create_table(self, name: str, columns: Sequence[Column], indexes: Sequence[Index] = ()) -> bool:
+    def create_table(
+        self,
+        name: str,
+        columns: Sequence[Column],
+        indexes: Sequence[Index] = (),
+        *,
+        refuse_existing: bool = False,
+    ) -> bool:
         """Create the table with its columns (defaults, uniqueness) and ``indexes``; ``False`` if it
         already exists with exactly this shape.
 
-        A table of that name (in any letter case) with another shape is a :class:`PermanentByodbError`.
+        A table of that name (in any letter case) with another shape is a :class:`PermanentByodbError`;
+        with ``refuse_existing``, any table of that name is (:class:`TableThere`), found by the same
+        inspection that precedes the DDL.
         """
         self._check_columns(name, columns)
         self._check_indexes(name, columns, indexes)
@@ -423,6 +432,8 @@ class ByodbAdapter:
         what = f"create table {name!r}"
         with self._step(what) as step:
             live = self._inspect(step, name)
+            if live is not None and refuse_existing:
+                raise TableThere(live.name, engine=self.engine)
             if live is not None:
                 differences = diff(schema, live)
                 if differences:
