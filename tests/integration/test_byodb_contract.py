@@ -31,6 +31,7 @@ from schemasaga.byodb import (
     classify,
     open_adapter,
 )
+from schemasaga.byodb.errors import TableThere
 from schemasaga.byodb.identifiers import MAX_LENGTH, index_name
 from schemasaga.domain.changes import AddColumn
 from schemasaga.domain.changes import CreateTable as CreateTableChange
@@ -101,6 +102,28 @@ def test_create_twice_changes_nothing(adapter: ByodbAdapter, url: str) -> None:
 
     assert adapter.inspect_table("people") == before
     assert adapter.list_tables() == ["people"]
+
+
+def test_create_refusing_an_existing_table_refuses_any_shape_and_changes_nothing(
+    adapter: ByodbAdapter,
+) -> None:
+    """A creation's first run refuses a table already there, even one of exactly its shape, with the
+    inspection that precedes its DDL (the saga needs no inspection of its own before it)."""
+    adapter.create_table("people", DEFAULT_COLUMNS)
+    before = adapter.inspect_table("people")
+
+    for name, columns in (
+        ("people", DEFAULT_COLUMNS),
+        ("people", (*DEFAULT_COLUMNS, Column("age", ColumnType.INTEGER))),
+        ("PEOPLE", DEFAULT_COLUMNS),
+    ):
+        with pytest.raises(TableThere) as refused:
+            adapter.create_table(name, columns, refuse_existing=True)
+        assert refused.value.found == "people" and refused.value.engine == adapter.engine
+    assert adapter.create_table("persons", DEFAULT_COLUMNS, refuse_existing=True) is True
+
+    assert adapter.inspect_table("people") == before
+    assert adapter.list_tables() == ["people", "persons"]
 
 
 def test_create_over_a_table_of_another_shape_is_permanent(adapter: ByodbAdapter) -> None:
