@@ -126,6 +126,36 @@ def test_create_refusing_an_existing_table_refuses_any_shape_and_changes_nothing
     assert adapter.list_tables() == ["people", "persons"]
 
 
+def test_remembered_column_definitions_are_those_rendered_afresh(url: str) -> None:
+    """The adapter remembers the column definitions it rendered (a creation renders them three times);
+    a default of another type that Python holds equal (``1``, ``1.0``, ``True``) is never taken for it."""
+
+    def schema(default: object, kind: ColumnType = ColumnType.JSON) -> TableSchema:
+        column = Column("v", kind, default=canonical_default(kind, default))
+        return TableSchema("t", (*DEFAULT_COLUMNS, column), ())
+
+    schemas = [
+        schema(1),
+        schema(True),
+        schema(1.0),
+        schema(1, ColumnType.FLOAT),
+        schema(1.0, ColumnType.FLOAT),
+    ]
+    schemas += [schema({"a": 1}), schema({"a": True}), schema([1, True]), schema(None)]
+    warm = open_adapter(url, limits=FAST)
+    try:
+        for _ in range(2):  # the second round from memory
+            for s in schemas:
+                fresh = open_adapter(url, limits=FAST)
+                try:
+                    expected = fresh.plan_change(None, s, CreateTableChange(s)).statements
+                finally:
+                    fresh.dispose()
+                assert warm.plan_change(None, s, CreateTableChange(s)).statements == expected, s.columns[-1]
+    finally:
+        warm.dispose()
+
+
 def test_create_over_a_table_of_another_shape_is_permanent(adapter: ByodbAdapter) -> None:
     adapter.create_table("people", DEFAULT_COLUMNS)
     before = adapter.inspect_table("people")

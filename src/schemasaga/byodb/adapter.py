@@ -138,6 +138,8 @@ class ByodbAdapter:
         # MySQL/MariaDB with lower_case_table_names=0 (Linux's default) tell "Users" from "users".
         self._mysql_tables_fold_case: bool | None = None
         self._pg_limits = (f"{int(limits.lock_timeout_ms)}ms", f"{int(limits.statement_timeout_ms)}ms")
+        # Rendered column definitions (see _column_sql); a dict's get and set are atomic across threads.
+        self._column_specs: dict[tuple[Any, ...], tuple[str, ...]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -257,7 +259,28 @@ class ByodbAdapter:
 
     def _column_sql(self, table: str, columns: Sequence[Column]) -> list[str]:
         """The columns' definitions, each default a literal rendered by the dialect (appended: ``...
-        NOT NULL DEFAULT x`` is valid on every engine)."""
+        NOT NULL DEFAULT x`` is valid on every engine).
+
+        Remembered (a few hundred, per adapter): a creation renders them three times, for its plan when
+        accepted, for the saga's check of that plan and for its DDL. The key spells each default with its
+        type and repr, so that ``1``, ``1.0`` and ``True`` (equal in Python) are never taken for one
+        another."""
+        key = (
+            table,
+            tuple(
+                (c.name, c.type, c.nullable, type(c.default), repr(c.default), c.primary_key, c.unique)
+                for c in columns
+            ),
+        )
+        specs = self._column_specs.get(key)
+        if specs is None:
+            specs = self._render_columns(table, columns)
+            if len(self._column_specs) >= 512:
+                self._column_specs.clear()
+            self._column_specs[key] = specs
+        return list(specs)
+
+    def _render_columns(self, table: str, columns: Sequence[Column]) -> tuple[str, ...]:
         dialect = self._sa.dialect
         specs = []
         for column, sa_column in zip(columns, self._table(table, columns).columns, strict=True):
@@ -268,7 +291,7 @@ class ByodbAdapter:
                 except InvalidDefault as exc:
                     raise PermanentByodbError(f"column {column.name!r}: {exc}", engine=self.engine) from None
             specs.append(spec)
-        return specs
+        return tuple(specs)
 
     def _create_sql(self, name: str, columns: Sequence[Column], indexes: Sequence[Index]) -> list[str]:
         """The statements that create the table: one on MySQL (which commits each DDL statement), else
