@@ -13,7 +13,8 @@ Cases (issue 3's targets):
               (read from the core DB's ``rm_operations`` so polling does not load the API) -> sagas/s,
               ratio to raw (target >= 30%)
   latency     one client: create, then poll ``/table/show`` every 2 ms until synced -> p50/p90
-              (target median <= 30 ms)
+              (target median <= 30 ms); and create, then one ``GET /v1/operations/{id}?wait=`` (the
+              service's long poll, woken by NOTIFY: no polling load on the service)
   accept      32 clients (in 4 processes) looping create + 3 column adds -> p50/p99 of the HTTP answer
               (target p99 <= 50 ms)
 """
@@ -289,10 +290,28 @@ async def throughput(service: Service, n: int, clients: int, timeout: float = 60
         return Throughput(n, clients, end_wall - start_wall, done, rejected)
 
 
-async def one_client_latency(service: Service, count: int, max_seconds: float) -> list[float]:
-    """Create, then poll /table/show every 2 ms until synced; seconds from request to synced."""
+async def one_client_latency(
+    service: Service, count: int, max_seconds: float, *, wait: bool = False
+) -> list[float]:
+    """Create, then poll /table/show every 2 ms until synced; seconds from request to synced.
+    ``wait``: instead of polling, one ``GET /v1/operations/{id}?wait=`` (answered when the outcome is
+    committed, woken by the service's NOTIFY), so that the client's polls do not load the service."""
     out: list[float] = []
     async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as client:
+        if wait:
+            for _ in range(3):  # warm-up
+                _table_id, op = await create(client, new_name("warm"))
+                await client.get(f"/v1/operations/{op}", params={"wait": 10})
+            stop_at = time.perf_counter() + max_seconds
+            while len(out) < count and time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                _table_id, op = await create(client, new_name("lat"))
+                r = await client.get(f"/v1/operations/{op}", params={"wait": 10})
+                if r.json()["status"] != "completed":
+                    raise RuntimeError(f"operation {op} not completed: {r.text}")
+                out.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.01)
+            return out
         for _ in range(3):  # warm-up: connections, adapter pool, prepared statements
             table_id, _op = await create(client, new_name("warm"))
             while not (await client.post("/table/show", json={"table_id": table_id})).json()["table"][
@@ -422,6 +441,8 @@ async def service_cases(args: argparse.Namespace, raw_rate: float, *, separate_w
         async with running_service(core, byodb, separate_worker=separate_worker) as s:
             lat = await one_client_latency(s, args.latency_n, args.seconds * 2)
             print(f"[{mode}] request-to-synced, 1 client, " + line("latency", lat), flush=True)
+            lat = await one_client_latency(s, args.latency_n, args.seconds * 2, wait=True)
+            print(f"[{mode}] request-to-outcome (?wait=), 1 client, " + line("latency", lat), flush=True)
             acc = await asyncio.to_thread(
                 acceptance_in_processes, s, args.accept_clients, args.seconds, args.accept_procs
             )

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
-from schemasaga.byodb.errors import PermanentByodbError
+from schemasaga.byodb.errors import PermanentByodbError, TableThere
 from schemasaga.byodb.identity import DatabaseIdentity
 from schemasaga.domain.changes import Change
 from schemasaga.domain.columns import Column, Index, TableSchema
@@ -251,9 +251,19 @@ class MemoryDatabase:
     def is_table(self, live: LiveTable, name: str) -> bool:
         return live.name == name or (self.engine != "postgresql" and live.name.lower() == name.lower())
 
-    def create_table(self, name: str, columns: Sequence[Column], indexes: Sequence[Index] = ()) -> bool:
+    def create_table(
+        self,
+        name: str,
+        columns: Sequence[Column],
+        indexes: Sequence[Index] = (),
+        *,
+        refuse_existing: bool = False,
+    ) -> bool:
         self._call("create_table", name)
-        if self._find(name) is not None:
+        found = self._find(name)
+        if found is not None and refuse_existing:
+            raise TableThere(found.name, engine=self.engine)
+        if found is not None:
             return False
         self.tables[name] = LiveTable(
             name, tuple(live(c) for c in columns), fold_case=self.engine != "postgresql"
@@ -348,6 +358,9 @@ class MemoryConnections:
         if name not in self.databases:
             raise DatabaseNotFound(f"no database named {name!r}")
         return self.databases[name]
+
+    def open_adapter(self, name: str) -> MemoryDatabase | None:
+        return self.databases.get(name)
 
     def known_engine(self, name: str) -> str | None:
         found = self.databases.get(name)

@@ -31,6 +31,7 @@ from schemasaga.byodb import (
     classify,
     open_adapter,
 )
+from schemasaga.byodb.errors import TableThere
 from schemasaga.byodb.identifiers import MAX_LENGTH, index_name
 from schemasaga.domain.changes import AddColumn
 from schemasaga.domain.changes import CreateTable as CreateTableChange
@@ -101,6 +102,58 @@ def test_create_twice_changes_nothing(adapter: ByodbAdapter, url: str) -> None:
 
     assert adapter.inspect_table("people") == before
     assert adapter.list_tables() == ["people"]
+
+
+def test_create_refusing_an_existing_table_refuses_any_shape_and_changes_nothing(
+    adapter: ByodbAdapter,
+) -> None:
+    """A creation's first run refuses a table already there, even one of exactly its shape, with the
+    inspection that precedes its DDL (the saga needs no inspection of its own before it)."""
+    adapter.create_table("people", DEFAULT_COLUMNS)
+    before = adapter.inspect_table("people")
+
+    for name, columns in (
+        ("people", DEFAULT_COLUMNS),
+        ("people", (*DEFAULT_COLUMNS, Column("age", ColumnType.INTEGER))),
+        ("PEOPLE", DEFAULT_COLUMNS),
+    ):
+        with pytest.raises(TableThere) as refused:
+            adapter.create_table(name, columns, refuse_existing=True)
+        assert refused.value.found == "people" and refused.value.engine == adapter.engine
+    assert adapter.create_table("persons", DEFAULT_COLUMNS, refuse_existing=True) is True
+
+    assert adapter.inspect_table("people") == before
+    assert adapter.list_tables() == ["people", "persons"]
+
+
+def test_remembered_column_definitions_are_those_rendered_afresh(url: str) -> None:
+    """The adapter remembers the column definitions it rendered (a creation renders them three times);
+    a default of another type that Python holds equal (``1``, ``1.0``, ``True``) is never taken for it."""
+
+    def schema(default: object, kind: ColumnType = ColumnType.JSON) -> TableSchema:
+        column = Column("v", kind, default=canonical_default(kind, default))
+        return TableSchema("t", (*DEFAULT_COLUMNS, column), ())
+
+    schemas = [
+        schema(1),
+        schema(True),
+        schema(1.0),
+        schema(1, ColumnType.FLOAT),
+        schema(1.0, ColumnType.FLOAT),
+    ]
+    schemas += [schema({"a": 1}), schema({"a": True}), schema([1, True]), schema(None)]
+    warm = open_adapter(url, limits=FAST)
+    try:
+        for _ in range(2):  # the second round from memory
+            for s in schemas:
+                fresh = open_adapter(url, limits=FAST)
+                try:
+                    expected = fresh.plan_change(None, s, CreateTableChange(s)).statements
+                finally:
+                    fresh.dispose()
+                assert warm.plan_change(None, s, CreateTableChange(s)).statements == expected, s.columns[-1]
+    finally:
+        warm.dispose()
 
 
 def test_create_over_a_table_of_another_shape_is_permanent(adapter: ByodbAdapter) -> None:

@@ -97,6 +97,41 @@ async def test_a_change_behind_one_in_flight_gets_no_job_until_its_turn() -> Non
     assert table.synced and "age" in table.confirmed_columns
 
 
+async def test_a_creation_looks_at_its_database_once_before_its_ddl_and_once_to_verify() -> None:
+    world = World()
+    created = await world.create()
+    calls = len(world.byodb.calls)
+    await world.run(created)
+
+    assert world.events(created.table_id)[-1] == "TableCreationConfirmed"
+    # The plan is checked, and the refusal of a table already there rides on the inspection create_table
+    # makes before its DDL: no inspection of its own.
+    assert world.byodb.calls[calls:] == [
+        ("plan_change", "people"),
+        ("create_table", "people"),
+        ("inspect_table", "people"),
+    ]
+
+
+@pytest.mark.parametrize("shape", ["same", "other"])
+async def test_a_table_that_appeared_after_the_creation_was_accepted_is_refused_and_left(shape: str) -> None:
+    world = World()
+    created = await world.create()
+    columns = (*DEFAULT_COLUMNS, AGE) if shape == "other" else DEFAULT_COLUMNS
+    world.byodb.create_table("People", columns)  # the user's, made after the creation was accepted
+    theirs = world.byodb.tables["People"]
+    await world.run(created)
+
+    table = await world.table(created.table_id)
+    rejected = world.core.state.streams[stream_name(created.table_id)][-1]
+    assert rejected.event_type == "TableCreationRejected" and not table.exists
+    assert (
+        "table 'People' appeared in the database before schemasaga created 'people'"
+        in (rejected.data["reason"])
+    )
+    assert world.byodb.tables == {"People": theirs}  # left as it is, not dropped by a compensation
+
+
 async def test_a_change_on_a_settled_table_gets_its_job_at_once() -> None:
     world = World()
     created = await world.settled()

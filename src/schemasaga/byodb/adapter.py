@@ -45,7 +45,7 @@ from sqlalchemy.sql.elements import quoted_name
 from schemasaga.byodb import engines, inspect, planner, rowchecks
 from schemasaga.byodb.blockers import find_blockers
 from schemasaga.byodb.engines import DdlLimits
-from schemasaga.byodb.errors import ByodbError, PermanentByodbError, classify
+from schemasaga.byodb.errors import ByodbError, PermanentByodbError, TableThere, classify
 from schemasaga.byodb.identifiers import index_name, validate_identifier
 from schemasaga.byodb.identity import DatabaseIdentity, read_identity
 from schemasaga.byodb.inspect import NotATable
@@ -138,6 +138,8 @@ class ByodbAdapter:
         # MySQL/MariaDB with lower_case_table_names=0 (Linux's default) tell "Users" from "users".
         self._mysql_tables_fold_case: bool | None = None
         self._pg_limits = (f"{int(limits.lock_timeout_ms)}ms", f"{int(limits.statement_timeout_ms)}ms")
+        # Rendered column definitions (see _column_sql); a dict's get and set are atomic across threads.
+        self._column_specs: dict[tuple[Any, ...], tuple[str, ...]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -257,7 +259,28 @@ class ByodbAdapter:
 
     def _column_sql(self, table: str, columns: Sequence[Column]) -> list[str]:
         """The columns' definitions, each default a literal rendered by the dialect (appended: ``...
-        NOT NULL DEFAULT x`` is valid on every engine)."""
+        NOT NULL DEFAULT x`` is valid on every engine).
+
+        Remembered (a few hundred, per adapter): a creation renders them three times, for its plan when
+        accepted, for the saga's check of that plan and for its DDL. The key spells each default with its
+        type and repr, so that ``1``, ``1.0`` and ``True`` (equal in Python) are never taken for one
+        another."""
+        key = (
+            table,
+            tuple(
+                (c.name, c.type, c.nullable, type(c.default), repr(c.default), c.primary_key, c.unique)
+                for c in columns
+            ),
+        )
+        specs = self._column_specs.get(key)
+        if specs is None:
+            specs = self._render_columns(table, columns)
+            if len(self._column_specs) >= 512:
+                self._column_specs.clear()
+            self._column_specs[key] = specs
+        return list(specs)
+
+    def _render_columns(self, table: str, columns: Sequence[Column]) -> tuple[str, ...]:
         dialect = self._sa.dialect
         specs = []
         for column, sa_column in zip(columns, self._table(table, columns).columns, strict=True):
@@ -268,7 +291,7 @@ class ByodbAdapter:
                 except InvalidDefault as exc:
                     raise PermanentByodbError(f"column {column.name!r}: {exc}", engine=self.engine) from None
             specs.append(spec)
-        return specs
+        return tuple(specs)
 
     def _create_sql(self, name: str, columns: Sequence[Column], indexes: Sequence[Index]) -> list[str]:
         """The statements that create the table: one on MySQL (which commits each DDL statement), else
@@ -411,11 +434,20 @@ class ByodbAdapter:
             Index(index_name(table, (c.name,), True), (c.name,), unique=True) for c in columns if c.unique
         ]
 
-    def create_table(self, name: str, columns: Sequence[Column], indexes: Sequence[Index] = ()) -> bool:
+    def create_table(
+        self,
+        name: str,
+        columns: Sequence[Column],
+        indexes: Sequence[Index] = (),
+        *,
+        refuse_existing: bool = False,
+    ) -> bool:
         """Create the table with its columns (defaults, uniqueness) and ``indexes``; ``False`` if it
         already exists with exactly this shape.
 
-        A table of that name (in any letter case) with another shape is a :class:`PermanentByodbError`.
+        A table of that name (in any letter case) with another shape is a :class:`PermanentByodbError`;
+        with ``refuse_existing``, any table of that name is (:class:`TableThere`), found by the same
+        inspection that precedes the DDL.
         """
         self._check_columns(name, columns)
         self._check_indexes(name, columns, indexes)
@@ -423,6 +455,8 @@ class ByodbAdapter:
         what = f"create table {name!r}"
         with self._step(what) as step:
             live = self._inspect(step, name)
+            if live is not None and refuse_existing:
+                raise TableThere(live.name, engine=self.engine)
             if live is not None:
                 differences = diff(schema, live)
                 if differences:

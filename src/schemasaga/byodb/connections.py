@@ -212,6 +212,11 @@ class Connections:
         finally:
             self._background = None
 
+    def open_adapter(self, name: str) -> ByodbAdapter | None:
+        """The adapter of ``name`` if this process has it open, without blocking: a saga and a request
+        on the event loop skip the hand-over to a thread that :meth:`adapter` needs to open one."""
+        return self._adapters.get(name)
+
     def adapter(self, name: str) -> ByodbAdapter:
         entry = self._get(name)
         with self._lock:

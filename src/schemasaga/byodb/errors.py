@@ -55,6 +55,15 @@ class PermanentByodbError(ByodbError):
     """Retrying will not help: permission denied, unsupported type, a table of another shape exists..."""
 
 
+class TableThere(PermanentByodbError):
+    """A table to be created is there already, whatever its shape (``create_table(refuse_existing=True)``):
+    ``found`` is its name as the database spells it."""
+
+    def __init__(self, found: str, *, engine: str) -> None:
+        super().__init__(f"a table {found!r} exists already", engine=engine)
+        self.found = found
+
+
 # PostgreSQL: SQLSTATE classes and codes worth a retry.
 _PG_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")  # connection, rollback, resources, operator, system
 _PG_TRANSIENT_CODES = frozenset(

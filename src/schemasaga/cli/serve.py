@@ -9,9 +9,9 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -19,6 +19,8 @@ from schemasaga.cli.base import configure_logging, data_dir_option, settings
 from schemasaga.config import Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @click.command()
@@ -57,7 +59,7 @@ def serve(
         return
     _start_tracing()
     try:
-        status = asyncio.run(_serve(s, with_worker=worker, listen_fd=listen_fd, supervisor=supervisor))
+        status = _run_loop(_serve(s, with_worker=worker, listen_fd=listen_fd, supervisor=supervisor))
     finally:
         _process_exiting()
     if status != 0:
@@ -186,9 +188,21 @@ def worker(data_dir: Path | None, concurrency: int | None) -> None:
             await run_worker(container.worker, concurrency=s.worker_concurrency, stop_on_signals=True)
 
     try:
-        asyncio.run(_run())
+        _run_loop(_run())
     finally:
         _process_exiting()
+
+
+def _run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on uvloop when it is installed: the API and the worker spend most of their
+    CPU in the event loop (sockets to the core database and to the clients), where uvloop's is about
+    twice as fast as asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def _start_tracing() -> None:

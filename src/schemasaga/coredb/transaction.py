@@ -135,7 +135,11 @@ class PgCore:
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[PgStreams]:
-        yield PgStreams(self.store)
+        # The reads of one load (a snapshot, then the events since) share one pool connection: one
+        # checkout and one round of BEGIN/COMMIT instead of one per read. READ COMMITTED: each read still
+        # sees what is committed when it runs.
+        async with self.pool.connection() as conn:
+            yield PgStreams(self.store, conn)
 
     async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
         async with self.pool.connection() as conn:

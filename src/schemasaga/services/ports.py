@@ -125,7 +125,16 @@ class SchemaAdapter(Protocol):
 
     def is_table(self, live: LiveTable, name: str) -> bool: ...
 
-    def create_table(self, name: str, columns: Sequence[Column], indexes: Sequence[Index] = ()) -> bool: ...
+    def create_table(
+        self,
+        name: str,
+        columns: Sequence[Column],
+        indexes: Sequence[Index] = (),
+        *,
+        refuse_existing: bool = False,
+    ) -> bool:
+        """``refuse_existing``: any table of that name there already is a
+        :class:`~schemasaga.byodb.errors.TableThere`."""
 
     def add_column(self, table: str, column: Column) -> bool: ...
 
@@ -176,6 +185,10 @@ class Connections(Protocol):
 
     def adapter(self, name: str) -> SchemaAdapter:
         """Blocking (a miss reloads the registry): call it from a thread."""
+
+    def open_adapter(self, name: str) -> SchemaAdapter | None:
+        """The adapter of ``name`` when this process has it open already, without blocking (on the event
+        loop); ``None`` otherwise: then :meth:`adapter`, from a thread."""
 
     def known_engine(self, name: str) -> str | None:
         """For display, without blocking: ``None`` when this process does not know the name (yet)."""

@@ -47,8 +47,9 @@ from schemasaga.domain.errors import (
     VersionMismatch,
 )
 from schemasaga.domain.plan import Plan
+from schemasaga.domain.schema import LiveTable
 from schemasaga.domain.table import Table, new_table_schema
-from schemasaga.services.ports import Connections
+from schemasaga.services.ports import Connections, SchemaAdapter
 from schemasaga.services.unit_of_work import Session, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,14 @@ class TableCommands:
         self.connections = connections
         self.trash_retention_s = trash_retention_s
 
+    async def _adapter(self, database: str) -> SchemaAdapter:
+        """The database's adapter: the one open already, or opened in a thread (a miss may reload the
+        registry, which blocks)."""
+        adapter = self.connections.open_adapter(database)
+        if adapter is None:
+            adapter = await asyncio.to_thread(self.connections.adapter, database)
+        return adapter
+
     # -- creating ----------------------------------------------------------------------------------
 
     async def create_table(
@@ -143,15 +152,18 @@ class TableCommands:
             self.connections.validate_identifier(index.name, database=database, kind="index")
         schema = new_table_schema(name, columns, indexes)
         change = CreateTable(schema)
-        adapter = await asyncio.to_thread(self.connections.adapter, database)
-        plan = await adapter.run(adapter.plan_change, None, schema, change)
-        try:
-            live = await adapter.run(adapter.inspect_table, name)
-        except Exception as exc:  # unreachable now: accepted, and its saga waits for the database
-            log.info(
-                "could not look for an unmanaged table %r in %r before creating it: %s", name, database, exc
-            )
-            live = None
+        adapter = await self._adapter(database)
+
+        def plan_and_look() -> tuple[Plan, LiveTable | None]:
+            """The plan, and a table of that name there already: one hand-over to the database's threads."""
+            plan = adapter.plan_change(None, schema, change)
+            try:
+                return plan, adapter.inspect_table(name)
+            except Exception as exc:  # unreachable now: accepted, and its saga waits for the database
+                log.info("could not look for an unmanaged table %r in %r first: %s", name, database, exc)
+                return plan, None
+
+        plan, live = await adapter.run(plan_and_look)
         if dry_run:
             if live is not None:
                 warning = (
@@ -192,7 +204,7 @@ class TableCommands:
         A table that another table of this database holds the name of is refused (NameTaken)."""
         await self.connections.ensure(database)
         self.connections.validate_identifier(name, database=database, kind="table")
-        adapter = await asyncio.to_thread(self.connections.adapter, database)
+        adapter = await self._adapter(database)
         live = await adapter.run(adapter.inspect_table, name)
         if live is None or not adapter.is_table(live, name):
             raise TableNotFound(f"database {database!r} has no table {name!r} to track")
@@ -459,7 +471,7 @@ class TableCommands:
     async def _plan(
         self, database: str, before: TableSchema | None, after: TableSchema, change: Change
     ) -> Plan:
-        adapter = await asyncio.to_thread(self.connections.adapter, database)
+        adapter = await self._adapter(database)
         return await _asking(database, adapter.run(adapter.plan_change, before, after, change))
 
     async def _check_rows(
@@ -472,7 +484,7 @@ class TableCommands:
         before any DDL): then why they were not checked."""
         if not table.synced or not isinstance(change, AlterColumn | AddIndex | AddColumn | RenameTable):
             return None
-        adapter = await asyncio.to_thread(self.connections.adapter, table.database)
+        adapter = await self._adapter(table.database)
         try:
             return await _asking(table.database, adapter.run(adapter.check_rows, before, after, change))
         except DatabaseUnavailable as exc:

@@ -38,7 +38,7 @@ from schemasaga.domain.schema import Expression
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
 from schemasaga.faults import kill_point
 from schemasaga.services.ports import Connections, NoSagaMetrics, SagaMetrics, SchemaAdapter
-from schemasaga.services.sagas.steps import ALTER_STEPS, SAGAS, refuse_unmanaged
+from schemasaga.services.sagas.steps import ALTER_STEPS, SAGAS, Action
 from schemasaga.services.unit_of_work import Session, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -147,22 +147,27 @@ class SagaRunner:
             return await self._update(table, op, lambda t: t.reject(op.operation_id, reason=reason))
         try:
             adapter = await self._adapter(table)
-            if op.plan is not None and not op.steps_done:
-                await _on_byodb(adapter, _check_plan, adapter, table, op)
+            # The plan is checked before the first step, in the same call to the database's threads.
+            check_plan = op.plan is not None and not op.steps_done
             if op.kind is OperationKind.ADOPT:
+                if check_plan:
+                    await _on_byodb(adapter, _check_plan, adapter, table, op)
                 live = await _on_byodb(adapter, _live_schema, adapter, table)
                 return await self._update(table, op, _adopt(op.operation_id, live))
             for index, step in enumerate(steps):
                 if step.name in op.steps_done:
                     continue
                 step_started = time.perf_counter()
-                if first_start and step.refuse_existing:
+                action = step.action
+                if first_start and step.first_action is not None:
                     # A table there before the first run is the user's, however it looks: never taken
                     # over (found done) nor, on a rejection, dropped by the compensation.
-                    await _on_byodb(adapter, refuse_unmanaged, adapter, table, op)
+                    action = step.first_action
+                if check_plan:
+                    action, check_plan = _checked(action), False
                 kill_point(step.name, "before_action")
                 with tracing.tracer().start_as_current_span(f"saga step {step.name}"):
-                    await _on_byodb(adapter, step.action, adapter, table, op)
+                    await _on_byodb(adapter, action, adapter, table, op)
                 kill_point(step.name, "after_action")
                 last = index == len(steps) - 1
                 table = await self._update(table, op, _complete(op.operation_id, step.name, confirm=last))
@@ -180,7 +185,10 @@ class SagaRunner:
 
     async def _adapter(self, table: Table) -> SchemaAdapter:
         try:
-            return await asyncio.to_thread(self.connections.adapter, table.database)
+            adapter = self.connections.open_adapter(table.database)
+            if adapter is None:  # opening one may reload the registry, which blocks
+                adapter = await asyncio.to_thread(self.connections.adapter, table.database)
+            return adapter
         except Exception as exc:  # unknown database, undecryptable URL: the change cannot run
             raise classify(exc) from exc
 
@@ -335,6 +343,16 @@ def _live_schema(adapter: SchemaAdapter, table: Table) -> TableSchema:
         return replace(live.to_schema(), name=table.physical_name)
     except ValueError as exc:
         raise PermanentByodbError(f"cannot adopt table {live.name!r}: {exc}") from None
+
+
+def _checked(action: Action) -> Action:
+    """``action`` after :func:`_check_plan`, in one call (one hand-over to the database's threads)."""
+
+    def checked_then_run(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+        _check_plan(adapter, table, op)
+        action(adapter, table, op)
+
+    return checked_then_run
 
 
 def _check_plan(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:

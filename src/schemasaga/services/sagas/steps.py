@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from schemasaga.byodb.errors import PermanentByodbError
+from schemasaga.byodb.errors import PermanentByodbError, TableThere
 from schemasaga.domain.changes import (
     AddColumn,
     AlterColumn,
@@ -34,8 +34,9 @@ class Step:
     name: str
     action: Action
     compensation: Action | None = None
-    # The step makes the table: on the operation's first start, a table already there is refused.
-    refuse_existing: bool = False
+    # The step makes the table: on the operation's first start this action runs instead, which refuses
+    # a table already there (whatever its shape), with the same inspection that precedes its DDL.
+    first_action: Action | None = None
 
 
 class VerificationFailed(PermanentByodbError):
@@ -137,17 +138,19 @@ def _constrain_restored(adapter: SchemaAdapter, table: Table, op: PendingOperati
     adapter.apply_plan(before, after, adapter.plan_change(before, after, alteration), change=alteration)
 
 
-def refuse_unmanaged(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
-    """Refuse to create a table that exists before any run of the operation could have made it: it
-    appeared after the creation was accepted (or the database could not be looked at then)."""
-    name = table.premise(op).name
-    live = adapter.inspect_table(name)
-    if live is not None:
+def _create_new(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
+    """The creation's first run: refuse to create a table that exists before any run of the operation
+    could have made it: it appeared after the creation was accepted (or the database could not be looked
+    at then)."""
+    schema = table.premise(op)
+    try:
+        adapter.create_table(schema.name, schema.columns, schema.indexes, refuse_existing=True)
+    except TableThere as there:
         raise PermanentByodbError(
-            f"a table {live.name!r} appeared in the database before schemasaga created {name!r}; "
+            f"a table {there.found!r} appeared in the database before schemasaga created {schema.name!r}; "
             "it is left as it is: track it (POST /v1/tables/track) to manage it",
             engine=adapter.engine,
-        )
+        ) from None
 
 
 def _add(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
@@ -272,7 +275,7 @@ SAGAS: dict[OperationKind, tuple[Step, ...]] = {
     OperationKind.ADD_INDEX: ALTER_STEPS,
     OperationKind.DROP_INDEX: ALTER_STEPS,
     OperationKind.CREATE_TABLE: (
-        Step("create_table", _create, _drop_table, refuse_existing=True),
+        Step("create_table", _create, _drop_table, first_action=_create_new),
         Step("verify", _verify_created),
     ),
     OperationKind.ADD_COLUMN: (
