@@ -4,40 +4,20 @@ another key order must still plan the same change, on every engine, and drift mu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from schemasaga.bootstrap import Container
-from schemasaga.config import Settings
-from tests.integration.conftest import running_service, wait_operation
+from tests.integration import test_undo
+from tests.integration.conftest import wait_operation
 
-ENGINES = [
-    pytest.param("byodb_pg_url", id="postgresql"),
-    pytest.param("byodb_mysql_url", id="mysql", marks=pytest.mark.mariadb),
-    pytest.param("byodb_sqlite_url", id="sqlite"),
-]
+# On every engine, as the undo tests run: the BYODB's URL, and a service with its client on it.
+byodb_url = test_undo.byodb_url
+service_and_client = test_undo.service_and_client
 
 # Keys out of jsonb's order at every level, a key repeated under another nesting.
 DEFAULT = {"zeta": 1, "a": {"yy": [1, {"bb": 2, "a": 3}], "b": None}, "mm": "x"}
-
-
-@pytest.fixture(params=ENGINES)
-def byodb_url(request: pytest.FixtureRequest) -> str:
-    value: str = request.getfixturevalue(request.param)
-    return value
-
-
-@pytest.fixture
-async def service_and_client(
-    settings_factory: Callable[..., Settings], byodb_url: str
-) -> AsyncIterator[tuple[Container, httpx.AsyncClient]]:
-    async with running_service(settings_factory(byodb_url)) as container:
-        transport = httpx.ASGITransport(app=container.web_app())
-        async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as c:
-            yield container, c
 
 
 async def settled(client: httpx.AsyncClient, r: httpx.Response) -> dict[str, Any]:

@@ -84,16 +84,9 @@ class PgReadModels:
         name_prefix: str | None = None,
         status: str | None = None,
     ) -> list[TableView]:
-        params = {
-            "status": status,
-            "database": database,
-            "include_deleted": include_deleted,
-            "include_trashed": include_trashed,
-            "after": after,
-            "limit": limit,
-            "databases": None if databases is None else sorted(databases),
-            "name_prefix": name_prefix or None,
-        }
+        params = _list_params(
+            database, include_deleted, include_trashed, after, limit, databases, name_prefix, status
+        )
         return [_table(row) for row in await self._rows("list_tables", params)]
 
     async def list_table_listings(
@@ -106,16 +99,7 @@ class PgReadModels:
         databases: Collection[str] | None = None,
         include_trashed: bool = False,
     ) -> list[TableListing]:
-        params = {
-            "status": None,
-            "database": database,
-            "include_deleted": include_deleted,
-            "include_trashed": include_trashed,
-            "after": after,
-            "limit": limit,
-            "databases": None if databases is None else sorted(databases),
-            "name_prefix": None,
-        }
+        params = _list_params(database, include_deleted, include_trashed, after, limit, databases, None, None)
         return [_listing(row) for row in await self._rows("list_tables", params, json_text=True)]
 
     async def tables_at(
@@ -415,3 +399,26 @@ def _database(row: dict[str, Any]) -> DatabaseView:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
+
+
+def _list_params(
+    database: str | None,
+    include_deleted: bool,
+    include_trashed: bool,
+    after: UUID | None,
+    limit: int,
+    databases: Collection[str] | None,
+    name_prefix: str | None,
+    status: str | None,
+) -> dict[str, object]:
+    """The parameters of the ``list_tables`` query, for both shapes of its rows."""
+    return {
+        "status": status,
+        "database": database,
+        "include_deleted": include_deleted,
+        "include_trashed": include_trashed,
+        "after": after,
+        "limit": limit,
+        "databases": None if databases is None else sorted(databases),
+        "name_prefix": name_prefix or None,
+    }
