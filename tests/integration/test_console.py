@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from html.parser import HTMLParser
+from urllib.parse import quote
 
 import httpx
 
 from schemasaga.config import Settings
 from tests.integration.conftest import running_service, wait_operation, wait_synced
+from tests.integration.test_saga_flow import run_sql
 
 SCRIPT = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -266,3 +268,37 @@ async def test_a_change_in_flight_is_marked_and_its_pages_reload_until_it_is_don
             second = parsed(await page(client, older))
             events = [u for p in (first, second) for u in p.urls if u.startswith("/console/events/")]
             assert len(set(events)) == 2
+
+
+async def test_status_filters_tell_deleted_tables_from_rejected_creations(
+    client: httpx.AsyncClient, byodb_pg_url: str
+) -> None:
+    """A table whose creation was rejected never was: the `deleted` filter leaves it out and the
+    `rejected` one shows it, now and at a moment (`?at=`), where a trashed table is shown trashed."""
+    ids = {}
+    for name in ("kept", "gone"):
+        r = await client.post("/v1/tables", json={"name": name})
+        await accepted(r, client)
+        ids[name] = r.json()["table_id"]
+    await accepted(await client.delete(f"/v1/tables/{ids['gone']}"), client)
+    # An index name the database has already: the creation fails and is rejected.
+    run_sql(byodb_pg_url, "CREATE TABLE unmanaged (x integer)", "CREATE INDEX taken ON unmanaged (x)")
+    body = {"name": "clash", "indexes": [{"columns": ["name"], "name": "taken"}]}
+    r = await client.post("/v1/tables", json=body)
+    assert r.status_code == 202, r.text
+    operation = await wait_operation(client, r.json()["operation_id"])
+    assert operation["status"] == "rejected"
+    moment = (await client.get(f"/v1/tables/{r.json()['table_id']}/events")).json()[-1]["created_at"]
+
+    for at in ("", f"&at={quote(moment)}"):
+        shown = {
+            status: {name for name in ("kept", "gone", "clash") if f">{name}</a>" in html}
+            for status in ("synced", "deleted", "trashed", "rejected")
+            for html in [await page(client, f"/console?status={status}{at}")]
+        }
+        assert shown == {
+            "synced": {"kept"},
+            "deleted": {"gone"},
+            "trashed": {"gone"},
+            "rejected": {"clash"},
+        }, (at, shown)

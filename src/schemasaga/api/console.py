@@ -46,7 +46,7 @@ def _status_then(table: Table) -> str:
     if table.creation_rejected:
         return "rejected"
     if not table.live:
-        return "deleted"
+        return "trashed" if table.trashed else "deleted"
     return "synced" if table.synced else "in flight"
 
 
@@ -64,6 +64,15 @@ STATUSES = {
     "rejected": "rejected (its creation)",
     "deleted": "deleted or trashed",
     "trashed": "trashed",
+}
+# The statuses a row shown with (`_status`, `_status_then`) answers each filter; the list's query keeps
+# the same rule (queries/views.sql, list_tables): a rejected creation is not a deleted table.
+MATCHES = {
+    "synced": {"synced"},
+    "in_flight": {"in flight"},
+    "rejected": {"rejected"},
+    "deleted": {"deleted", "trashed"},
+    "trashed": {"trashed"},
 }
 
 
@@ -127,7 +136,7 @@ async def tables_page(
             for t in tables
         ]
         if status:
-            rows = [r for r in rows if r["status"] == STATUSES[status]]
+            rows = [r for r in rows if r["status"] in MATCHES[status]]
     else:
         views = await reads.list_tables(
             database=database,

@@ -29,7 +29,7 @@ WHERE (%(database)s::text IS NULL OR t.database_name = %(database)s)
   AND (%(status)s::text IS NULL
        OR (%(status)s = 'synced' AND t.synced AND NOT t.deleted)
        OR (%(status)s = 'in_flight' AND NOT t.synced AND NOT t.deleted)
-       OR (%(status)s = 'deleted' AND t.deleted)
+       OR (%(status)s = 'deleted' AND t.deleted AND NOT r.creation_rejected)
        OR (%(status)s = 'rejected' AND r.creation_rejected)
        OR (%(status)s = 'trashed' AND t.trashed))
 ORDER BY t.table_id
@@ -41,11 +41,16 @@ LIMIT %(limit)s;
 -- rises with the version, so a stream's first row tells when it began and its last when it last moved;
 -- one that did not move is as its read model says, the others are read from their streams).
 SELECT t.table_id, t.database_name, t.name, t.synced, t.exists_, t.deleted, t.columns, t.indexes, t.version,
-       t.created_at, t.updated_at, t.trashed,
+       t.created_at, t.updated_at, t.trashed, r.creation_rejected,
        (SELECT s.created_at FROM event_store_events_in_streams s
         WHERE s.stream = 'Table$' || t.table_id::text ORDER BY s.version DESC LIMIT 1)
            > %(at)s::timestamptz AS moved_since
-FROM rm_tables t
+FROM rm_tables t, LATERAL (
+    -- As in list_tables: a rejected creation told apart from a deleted table (used when not moved since).
+    SELECT t.deleted AND NOT t.exists_ AND NOT t.trashed AND EXISTS (
+        SELECT 1 FROM rm_operations o
+        WHERE o.table_id = t.table_id AND o.kind = 'create_table' AND o.status = 'rejected') AS creation_rejected
+) r
 WHERE (%(database)s::text IS NULL OR t.database_name = %(database)s)
   AND (%(databases)s::text[] IS NULL OR t.database_name = ANY(%(databases)s::text[]))
   AND (%(after)s::uuid IS NULL OR t.table_id > %(after)s)
