@@ -353,9 +353,10 @@ ROUTES = [
         "GET", "/v1/events/stream", READ, _plain("GET", "/v1/events/stream?timeout=0.3"), other_db="filtered"
     ),
     Route("GET", "/healthz", "open", _plain("GET", "/healthz")),
-    # Not in the OpenAPI document: for probes and scrapers, open too.
+    # Not in the OpenAPI document: for probes, open too.
     Route("GET", "/readyz", "open", _plain("GET", "/readyz")),
-    Route("GET", "/metrics", "open", _plain("GET", "/metrics")),
+    # For scrapers: its labels name every database, so a token limited to some is refused.
+    Route("GET", "/metrics", READ, _plain("GET", "/metrics")),
 ]
 
 

@@ -104,6 +104,12 @@ async def reader(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
     return caller
 
 
+async def scraper(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+    """``/metrics`` labels figures with every database's name: a read token limited to none."""
+    caller.require(Scope.READ, every_database=True)
+    return caller
+
+
 async def writer(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
     caller.require(Scope.WRITE)
     return caller

@@ -3,13 +3,14 @@ liveness check, ``/healthz``, is the app's own."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from schemasaga.api.deps import ServicesDep
+from schemasaga.api.deps import ServicesDep, scraper
+from schemasaga.domain.access import Caller
 from schemasaga.observability.metrics import CONTENT_TYPE_LATEST
 
 router = APIRouter()
@@ -25,8 +26,7 @@ class ReadyOut(BaseModel):
     checks: dict[str, CheckOut]
 
 
-# Both are for probes and scrapers, outside the JSON API's contract (whose errors all have one shape):
-# not in the OpenAPI document.
+# Both are for probes and scrapers, outside the JSON API's contract: not in the OpenAPI document.
 @router.get("/readyz", include_in_schema=False)
 async def readyz(services: ServicesDep) -> JSONResponse:
     """Ready to serve: the core database answers, its schema is the one this version expects, and (for
@@ -42,6 +42,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(services: ServicesDep) -> Response:
-    """Prometheus text format."""
+async def metrics(services: ServicesDep, _: Annotated[Caller, Depends(scraper)]) -> Response:
+    """Prometheus text format. Whenever tokens are required, it takes one like the rest: a ``read`` token
+    limited to no database, for its labels name every database (``/readyz`` stays open to probes)."""
     return Response(await services.scrape(), media_type=CONTENT_TYPE_LATEST)
