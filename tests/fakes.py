@@ -153,6 +153,9 @@ class MemoryTransaction(MemoryStreams):
     async def live_tables(self, database: str) -> int:
         return sum(1 for db, _, _, deleted in self.state.tables.values() if db == database and not deleted)
 
+    async def trash_held(self, database: str) -> int:
+        return 0  # this fake keeps no trash (tests/integration/test_trash.py covers it on PostgreSQL)
+
     async def lock_registered_databases(self) -> list[str]:
         return sorted(self.state.databases)
 

@@ -34,7 +34,7 @@ from tests.conftest import (
     pg_sqlalchemy_url,
     with_dbname,
 )
-from tests.integration.conftest import running_service, wait_synced
+from tests.integration.conftest import running_service, wait_operation, wait_synced
 
 KEY = generate_key()
 PASSWORD = "S3cr3t-pa55word-xyz"
@@ -484,6 +484,15 @@ async def test_unregister_refused_while_live_tables(
 
     assert (await api.post("/table/delete", json={"table_id": table_id})).status_code == 200
     await wait_synced(api, table_id)
+    # Its rows wait in the trash, in that database: forgotten, they could be neither restored nor purged.
+    r = await api.delete("/v1/databases/analytics")
+    assert r.status_code == 409 and error_of(r)["code"] == "database_in_use", r.text
+    assert "1 entry in the trash" in error_of(r)["message"]
+    [entry] = (await api.get("/v1/trash", params={"database": "analytics"})).json()
+    assert entry["table_id"] == table_id
+    r = await api.delete(f"/v1/trash/{entry['trash_id']}")
+    assert r.status_code == 202, r.text
+    assert (await wait_operation(api, r.json()["operation_id"]))["status"] == "completed"
     r = await api.delete("/v1/databases/analytics")
     assert r.status_code == 200, r.text
     assert (await api.get("/v1/databases/analytics")).status_code == 404
@@ -505,7 +514,8 @@ async def test_tables_of_an_unregistered_database_are_shown_without_blocking_rel
     await register(api, "analytics", byodb_sqlite_url)
     table_id = await create_table(api, "was_here", "analytics")
     await wait_synced(api, table_id)
-    assert (await api.post("/table/delete", json={"table_id": table_id})).status_code == 200
+    r = await api.delete(f"/v1/tables/{table_id}", params={"purge": "true"})  # not kept in the trash
+    assert r.status_code == 202, r.text
     await wait_synced(api, table_id)
     assert (await api.delete("/v1/databases/analytics")).status_code == 200
 
@@ -557,7 +567,8 @@ async def test_other_processes_learn_of_a_new_database(
         assert (await wait_synced(client_c, table_c))["engine"] == "sqlite"
         # And a timed reload makes a replica forget an unregistered database.
         for t in (table_id, table_c):
-            assert (await client_a.post("/table/delete", json={"table_id": t})).status_code == 200
+            r = await client_a.delete(f"/v1/tables/{t}", params={"purge": "true"})
+            assert r.status_code == 202, r.text
             await wait_synced(client_a, t)
         assert (await client_a.delete("/v1/databases/analytics")).status_code == 200
         await api_c.connections.refresh()

@@ -267,6 +267,11 @@ async def live_tables(conn: AsyncConnection[Any], database: str) -> int:
     return int(row[0]) if row else 0
 
 
+async def trash_held(conn: AsyncConnection[Any], database: str) -> int:
+    row = await (await conn.execute(Q["trash_held"], {"name": database})).fetchone()
+    return int(row[0]) if row else 0
+
+
 async def lock_registered_databases(conn: AsyncConnection[Any]) -> list[str]:
     return [str(r[0]) for r in await (await conn.execute(Q["lock_registered_databases"])).fetchall()]
 

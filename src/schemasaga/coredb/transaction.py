@@ -100,6 +100,9 @@ class PgTransaction(PgStreams):
     async def live_tables(self, database: str) -> int:
         return await readmodels.live_tables(self.conn, database)
 
+    async def trash_held(self, database: str) -> int:
+        return await readmodels.trash_held(self.conn, database)
+
     async def lock_registered_databases(self) -> list[str]:
         return await readmodels.lock_registered_databases(self.conn)
 

@@ -181,7 +181,8 @@ class DatabaseCommands:
             log.info("default database %s (%s)", event.type_name(), parsed.engine)
 
     async def unregister(self, *, name: str, metadata: Mapping[str, Any]) -> None:
-        """Forget a database that holds no live table (its tables' history stays)."""
+        """Forget a database that holds no live table and nothing in the trash (its tables' history stays):
+        once forgotten, what its trash holds could be neither restored nor purged."""
         if name == DEFAULT_DATABASE:
             raise DatabaseConfigured(
                 f"database {name!r} comes from SCHEMASAGA_BYODB_URL and cannot be unregistered"
@@ -196,6 +197,13 @@ class DatabaseCommands:
             live = await session.live_tables(name)
             if live:
                 raise DatabaseInUse(f"database {name!r} holds {live} live table(s); delete them first")
+            held = await session.trash_held(name)
+            if held:
+                entries = "1 entry" if held == 1 else f"{held} entries"
+                raise DatabaseInUse(
+                    f"database {name!r} holds {entries} in the trash; restore or purge them first"
+                    " (GET /v1/trash?database=..., DELETE /v1/trash/{trash_id})"
+                )
             session.record(state, DatabaseUnregistered(name=name))
 
         await self.uow.run(record, metadata=metadata)

@@ -84,6 +84,9 @@ class CoreTransaction(StreamReader, Protocol):
 
     async def live_tables(self, database: str) -> int: ...
 
+    async def trash_held(self, database: str) -> int:
+        """The trash's entries in ``database`` not yet restored or purged."""
+
     async def lock_registered_databases(self) -> list[str]:
         """Every registered database's name, each locked against every other change."""
 

@@ -118,6 +118,9 @@ class Session:
     async def live_tables(self, database: str) -> int:
         return await self._tx.live_tables(database)
 
+    async def trash_held(self, database: str) -> int:
+        return await self._tx.trash_held(database)
+
     async def lock_registered_databases(self) -> list[str]:
         return await self._tx.lock_registered_databases()
 

@@ -80,6 +80,8 @@ async def check_database(name: str, caller: Writer, databases: Databases, meta: 
     "/{name}", response_model=OkOut, responses=problems(400, 404, 409, 422, 503), dependencies=IDEMPOTENT
 )
 async def unregister_database(name: str, _: Admin, databases: Databases, meta: Metadata) -> OkOut:
+    """Forget a registered database. 409 while it holds a live table or anything in the trash (forgotten,
+    the trash could neither restore nor purge it): delete the tables, restore or purge the trash first."""
     await databases.unregister(name=name, metadata=meta)
     return OkOut()
 

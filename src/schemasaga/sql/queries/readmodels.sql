@@ -111,5 +111,9 @@ SELECT EXISTS (SELECT 1 FROM rm_tables
 -- name: live_tables
 SELECT count(*) FROM rm_tables WHERE database_name = %(name)s AND NOT deleted;
 
+-- name: trash_held
+-- What the trash still holds in a database (tables and column values it may restore, or is busy with).
+SELECT count(*) FROM rm_trash WHERE database_name = %(name)s AND status IN ('trashed', 'restoring', 'purging');
+
 -- name: lock_registered_databases
 SELECT name FROM rm_databases ORDER BY name FOR UPDATE;
