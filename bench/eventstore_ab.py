@@ -3,17 +3,18 @@ schemas (say, one upgraded by an older checkout) with the same client code, on a
 separate runs.
 
 Run: ``.venv/bin/python -m bench.eventstore_ab --a URL_A --b URL_B [--rounds 12] [--slice 0.5]``
-``[--a-ids uuid4] [--prefill N]``
+``[--a-ids uuid4 | --b-ids uuid4] [--prefill N]``
 
 Both databases must exist and be upgraded already (``schemasaga db upgrade``, or ``upgrade()`` from the
 checkout whose schema they stand for); each gets the raw table of bench.eventstore, dropped after. Per
 round and writer count, four slices in turn: raw on A, append on A, raw on B, append on B; the counts
 and times add up over the rounds, so the machine's noise falls on all four alike.
 
-``--a-ids uuid4`` makes side A append with random uuid4 event ids, as the client did before event ids
-became time-ordered (NewEvent's default): an A/B of that client change on one schema. ``--prefill N``
-first gives each database N events (random uuid4 ids, 100 to a stream) and its raw table N rows, as a
-store that has grown: the indexes then no longer fit in a few pages.
+``--a-ids uuid4`` (or ``--b-ids``) makes that side append with random uuid4 event ids, as the client did
+before event ids became time-ordered (NewEvent's default): an A/B of that client change on one schema
+(swap the sides between runs: on a busy machine one side can come out ahead by itself).
+``--prefill N`` first gives each database N events (random uuid4 ids, 100 to a stream) and its raw table
+N rows, as a store that has grown: the indexes then no longer fit in a few pages.
 """
 
 from __future__ import annotations
@@ -121,10 +122,11 @@ def main() -> None:
     parser.add_argument("--slice", type=float, default=0.5, help="seconds per slice")
     parser.add_argument("--writers", default="1,4")
     parser.add_argument("--a-ids", choices=("default", "uuid4"), default="default", help="side A's event ids")
+    parser.add_argument("--b-ids", choices=("default", "uuid4"), default="default", help="side B's event ids")
     parser.add_argument("--prefill", type=int, default=0, help="events (and raw rows) to add to each first")
     args = parser.parse_args()
     urls = {"a": args.a, "b": args.b}
-    random_ids = frozenset({"a"} if args.a_ids == "uuid4" else ())
+    random_ids = frozenset(side for side, ids in (("a", args.a_ids), ("b", args.b_ids)) if ids == "uuid4")
     for url in urls.values():
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(RAW_TABLE)
