@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
-from uuid import UUID, uuid4
+from uuid import UUID
 
 ANY: Final = "any"
 """expected_version: append whatever the stream's version."""
@@ -15,6 +17,23 @@ NO_STREAM: Final = -1
 
 ExpectedVersion = int | Literal["any"]
 """ANY, NO_STREAM, or an int >= 0: the version (0-based) of the stream's last event."""
+
+
+def new_event_id() -> UUID:
+    """A time-ordered event id (UUID version 7, RFC 9562): the milliseconds since the epoch, then 74
+    random bits. Ids appended together sort together, so the unique index on event ids (and the others
+    that lead with one: an event's streams, its correlation id, which defaults to the event id) takes
+    each new entry on its last pages, as it does a position, instead of on a random page of the whole
+    index: fewer pages read and dirtied per append, and fewer full-page images in the WAL after each
+    checkpoint. Random uuid4 ids from callers stay valid: the order of ids means nothing."""
+    rand = int.from_bytes(os.urandom(10))
+    return UUID(
+        int=(time.time_ns() // 1_000_000) << 80  # unix_ts_ms: 48 bits
+        | 0x7 << 76  # version 7
+        | (rand >> 62 & 0xFFF) << 64  # rand_a: 12 bits
+        | 0b10 << 62  # the RFC's variant
+        | (rand & (1 << 62) - 1)  # rand_b: 62 bits
+    )
 
 
 class EventStoreError(Exception):
@@ -51,7 +70,7 @@ class NewEvent:
     event_type: str
     data: Mapping[str, Any]
     metadata: Mapping[str, Any] = field(default_factory=dict)
-    event_id: UUID = field(default_factory=uuid4)
+    event_id: UUID = field(default_factory=new_event_id)
     schema_version: int = 1
     valid_at: datetime | None = None
 
