@@ -454,7 +454,9 @@ class TableCommands:
         operation_id = uuid4()
 
         async def decide(session: Session) -> None:
-            current = await session.table(table_id)
+            # The table just loaded spares a second load on the first attempt: the append's expected
+            # version refuses it if a change got in since, and the next attempt decides on a fresh one.
+            current = await session.table(table_id, loaded=table)
             _check_version(current, expected_version)
             accepted_change, accepted_plan = change, plan
             if current.schema != before:
