@@ -16,7 +16,7 @@ from uuid import UUID
 from schemasaga.byodb.errors import PermanentByodbError
 from schemasaga.byodb.identity import DatabaseIdentity
 from schemasaga.byodb.rowchecks import RowCheck
-from schemasaga.domain.changes import Change
+from schemasaga.domain.changes import AddColumn, Change, CreateTable, DeleteTable, RemoveColumn
 from schemasaga.domain.columns import Column, Index, TableSchema
 from schemasaga.domain.database import DatabaseState
 from schemasaga.domain.plan import Plan
@@ -26,6 +26,9 @@ from schemasaga.eventstore import NewEvent, RecordedEvent
 from schemasaga.services.idempotency import Claim
 
 T = TypeVar("T")
+
+PLANNED_FROM_SCHEMAS = (CreateTable, AddColumn, RemoveColumn, DeleteTable)
+"""The kinds of change whose plan :meth:`SchemaAdapter.plan_change` renders from the schemas alone."""
 
 
 class StreamReader(Protocol):
@@ -157,7 +160,9 @@ class SchemaAdapter(Protocol):
 
     def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
         """The statements ``change`` runs on this engine to take the table from ``before`` (``None``: no
-        table yet) to ``after``, with their locks, costs and warnings; may read the live table."""
+        table yet) to ``after``, with their locks, costs and warnings; may read the live table, except
+        for the kinds of ``PLANNED_FROM_SCHEMAS`` (rendered from the schemas alone: callers may plan those
+        on the event loop)."""
 
     def ping(self) -> None: ...
 
