@@ -66,8 +66,12 @@ class PgTransaction(PgStreams):
         self.appended: list[RecordedEvent] = []
         self.databases: dict[str, str] = {}
 
-    async def lock_stream(self, stream: str) -> None:
-        await self._store.lock_stream(stream, conn=self.conn)
+    async def lock_stream(self, stream: str) -> int:
+        # Pipelined: one round trip. The version's statement starts once the lock's has ended, so its
+        # snapshot sees every writer that held the lock before.
+        async with self.conn.pipeline():
+            await self._store.lock_stream(stream, conn=self.conn)
+            return await self._store.stream_version(stream, conn=self.conn)
 
     async def append(
         self, stream: str, events: Sequence[NewEvent], *, expected_version: int

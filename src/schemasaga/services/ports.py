@@ -54,8 +54,9 @@ class CoreTransaction(StreamReader, Protocol):
     """One transaction on the core database, as a unit of work uses it. Nothing it writes is seen by
     others before the unit of work commits, and all of it is gone if it does not."""
 
-    async def lock_stream(self, stream: str) -> None:
-        """Hold the stream's lock to the end of the transaction: its writers queue rather than race."""
+    async def lock_stream(self, stream: str) -> int:
+        """Hold the stream's lock to the end of the transaction: its writers queue rather than race.
+        Returns the stream's version once the lock is held (-1: no stream)."""
 
     async def append(
         self, stream: str, events: Sequence[NewEvent], *, expected_version: int
