@@ -90,8 +90,9 @@ class MemoryTransaction(MemoryStreams):
         super().__init__(state)
         self.core = core
 
-    async def lock_stream(self, stream: str) -> None:
+    async def lock_stream(self, stream: str) -> int:
         self.core.locked.append(stream)
+        return len(self.state.streams.get(stream, [])) - 1
 
     async def append(
         self, stream: str, events: Sequence[NewEvent], *, expected_version: int

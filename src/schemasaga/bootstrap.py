@@ -29,6 +29,7 @@ from schemasaga.coredb.idempotency import PgIdempotency
 from schemasaga.coredb.migrations import missing_migrations, upgrade
 from schemasaga.coredb.notices import OperationNotices
 from schemasaga.coredb.own import PgOwnDatabase
+from schemasaga.coredb.pool import check_connection
 from schemasaga.coredb.tokens import PgTokens
 from schemasaga.coredb.transaction import PgCore
 from schemasaga.coredb.views import PgReadModels, RegistrySource
@@ -331,7 +332,7 @@ async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIt
             max_size=max(10, settings.worker_concurrency * 2 + 4),
             open=False,
             # Replace connections broken by a core database restart instead of failing a request.
-            check=AsyncConnectionPool.check_connection,
+            check=check_connection,
             kwargs={"connect_timeout": 5},
             timeout=settings.core_pool_timeout,
         )

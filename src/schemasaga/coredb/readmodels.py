@@ -111,7 +111,10 @@ async def project_table(conn: AsyncConnection[Any], table: Table, recorded: Sequ
     if not recorded:
         return
     try:
-        await _project_table(conn, table, recorded)
+        # Its statements read no result: pipelined, they take one round trip together (a failure is
+        # raised as the pipeline ends, here).
+        async with conn.pipeline():
+            await _project_table(conn, table, recorded)
     except UniqueViolation as exc:
         if exc.diag.constraint_name != _LIVE_NAME_INDEX:
             raise

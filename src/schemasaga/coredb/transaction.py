@@ -66,8 +66,12 @@ class PgTransaction(PgStreams):
         self.appended: list[RecordedEvent] = []
         self.databases: dict[str, str] = {}
 
-    async def lock_stream(self, stream: str) -> None:
-        await self._store.lock_stream(stream, conn=self.conn)
+    async def lock_stream(self, stream: str) -> int:
+        # Pipelined: one round trip. The version's statement starts once the lock's has ended, so its
+        # snapshot sees every writer that held the lock before.
+        async with self.conn.pipeline():
+            await self._store.lock_stream(stream, conn=self.conn)
+            return await self._store.stream_version(stream, conn=self.conn)
 
     async def append(
         self, stream: str, events: Sequence[NewEvent], *, expected_version: int
@@ -139,10 +143,15 @@ class PgCore:
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[PgStreams]:
         # The reads of one load (a snapshot, then the events since) share one pool connection: one
-        # checkout and one round of BEGIN/COMMIT instead of one per read. READ COMMITTED: each read still
-        # sees what is committed when it runs.
+        # checkout instead of one per read. In autocommit, with no BEGIN and COMMIT round trips around
+        # them: under READ COMMITTED each read saw only what was committed when it ran anyway.
         async with self.pool.connection() as conn:
-            yield PgStreams(self.store, conn)
+            await conn.set_autocommit(True)
+            try:
+                yield PgStreams(self.store, conn)
+            finally:
+                if not conn.broken:  # a broken one leaves the pool
+                    await conn.set_autocommit(False)
 
     async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
         async with self.pool.connection() as conn:

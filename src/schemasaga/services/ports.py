@@ -16,7 +16,7 @@ from uuid import UUID
 from schemasaga.byodb.errors import PermanentByodbError
 from schemasaga.byodb.identity import DatabaseIdentity
 from schemasaga.byodb.rowchecks import RowCheck
-from schemasaga.domain.changes import Change
+from schemasaga.domain.changes import AddColumn, Change, CreateTable, DeleteTable, RemoveColumn
 from schemasaga.domain.columns import Column, Index, TableSchema
 from schemasaga.domain.database import DatabaseState
 from schemasaga.domain.plan import Plan
@@ -26,6 +26,9 @@ from schemasaga.eventstore import NewEvent, RecordedEvent
 from schemasaga.services.idempotency import Claim
 
 T = TypeVar("T")
+
+PLANNED_FROM_SCHEMAS = (CreateTable, AddColumn, RemoveColumn, DeleteTable)
+"""The kinds of change whose plan :meth:`SchemaAdapter.plan_change` renders from the schemas alone."""
 
 
 class StreamReader(Protocol):
@@ -51,8 +54,9 @@ class CoreTransaction(StreamReader, Protocol):
     """One transaction on the core database, as a unit of work uses it. Nothing it writes is seen by
     others before the unit of work commits, and all of it is gone if it does not."""
 
-    async def lock_stream(self, stream: str) -> None:
-        """Hold the stream's lock to the end of the transaction: its writers queue rather than race."""
+    async def lock_stream(self, stream: str) -> int:
+        """Hold the stream's lock to the end of the transaction: its writers queue rather than race.
+        Returns the stream's version once the lock is held (-1: no stream)."""
 
     async def append(
         self, stream: str, events: Sequence[NewEvent], *, expected_version: int
@@ -160,7 +164,9 @@ class SchemaAdapter(Protocol):
 
     def plan_change(self, before: TableSchema | None, after: TableSchema, change: Change) -> Plan:
         """The statements ``change`` runs on this engine to take the table from ``before`` (``None``: no
-        table yet) to ``after``, with their locks, costs and warnings; may read the live table."""
+        table yet) to ``after``, with their locks, costs and warnings; may read the live table, except
+        for the kinds of ``PLANNED_FROM_SCHEMAS`` (rendered from the schemas alone: callers may plan those
+        on the event loop)."""
 
     def ping(self) -> None: ...
 

@@ -49,7 +49,7 @@ from schemasaga.domain.errors import (
 from schemasaga.domain.plan import Plan
 from schemasaga.domain.schema import LiveTable
 from schemasaga.domain.table import Table, new_table_schema
-from schemasaga.services.ports import Connections, SchemaAdapter
+from schemasaga.services.ports import PLANNED_FROM_SCHEMAS, Connections, SchemaAdapter
 from schemasaga.services.unit_of_work import Session, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -454,7 +454,9 @@ class TableCommands:
         operation_id = uuid4()
 
         async def decide(session: Session) -> None:
-            current = await session.table(table_id)
+            # The table just loaded spares a second load on the first attempt: the append's expected
+            # version refuses it if a change got in since, and the next attempt decides on a fresh one.
+            current = await session.table(table_id, loaded=table)
             _check_version(current, expected_version)
             accepted_change, accepted_plan = change, plan
             if current.schema != before:
@@ -472,6 +474,10 @@ class TableCommands:
         self, database: str, before: TableSchema | None, after: TableSchema, change: Change
     ) -> Plan:
         adapter = await self._adapter(database)
+        if isinstance(change, PLANNED_FROM_SCHEMAS):
+            # No question to the database: rendered here, in less time than a hand-over to its threads
+            # and back takes.
+            return await _asking(database, _at_once(adapter.plan_change, before, after, change))
         return await _asking(database, adapter.run(adapter.plan_change, before, after, change))
 
     async def _check_rows(
@@ -515,6 +521,11 @@ async def _asking(database: str, question: Awaitable[T]) -> T:
         ) from None
     except PermanentByodbError as exc:
         raise UnsupportedChange(f"database {database!r} cannot make the change: {exc}") from None
+
+
+async def _at_once(action: Callable[..., T], /, *args: Any) -> T:
+    """``action(*args)`` on the event loop, as an awaitable (for :func:`_asking`)."""
+    return action(*args)
 
 
 def only_accepted(result: Accepted | Planned) -> Accepted:

@@ -63,13 +63,13 @@ class Session:
     async def table(self, table_id: UUID, *, loaded: Table | None = None) -> Table:
         """The table, its stream locked to the end of the transaction (writers of one table queue here
         rather than race). ``loaded``, a table the caller holds with no unsaved changes, spares the load
-        on the first attempt: the append's expected version still refuses it if someone appended since,
-        and the next attempt reloads."""
+        when the stream is still at its version once locked (the append's expected version checks it
+        again); otherwise the table is loaded anew, after the writers it waited for."""
         tracked = self._tables.get(table_id)
         if tracked is not None:
             return tracked.table
-        await self._tx.lock_stream(stream_name(table_id))
-        if self._first_attempt and loaded is not None and not loaded.changes:
+        version = await self._tx.lock_stream(stream_name(table_id))
+        if self._first_attempt and loaded is not None and not loaded.changes and loaded.version == version:
             table: Table | None = loaded
         else:
             table = await repository.load_table(self._tx, table_id)
