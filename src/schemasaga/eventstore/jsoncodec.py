@@ -1,13 +1,14 @@
 """JSON for event data, metadata and snapshots: compact, and tolerant of the usual Python values.
 
 Parsing and the text of ``jsonb`` values go through orjson (several times faster than the standard
-library, which the rebuild of the read models spends much of its time in); whatever orjson refuses
-(integers beyond 64 bits, keys that are not strings) falls back to the standard library, so both give
-the same values."""
+library, which the rebuild of the read models spends much of its time in); whatever orjson would refuse
+or read otherwise (integers beyond 64 bits, which it reads as floats; keys that are not strings) goes to
+the standard library, so both give the same values."""
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, datetime, time
 from decimal import Decimal
 from enum import Enum
@@ -50,8 +51,15 @@ def dumps_jsonb(value: Any) -> str:
         return _encoder.encode(value)
 
 
+# 19 digits in a row or more: perhaps an integer beyond 64 bits, which orjson reads as a float (silently:
+# 10**20 would come back as 1e+20). Such a text goes to the standard library, which keeps every integer.
+_LONG_DIGITS = re.compile(r"[0-9]{19,}")
+
+
 def loads(text: str) -> Any:
+    if _LONG_DIGITS.search(text) is not None:
+        return json.loads(text)
     try:
         return orjson.loads(text)
-    except orjson.JSONDecodeError:  # an integer beyond 64 bits, say: the standard library takes it
+    except orjson.JSONDecodeError:  # a key orjson refuses, say: the standard library decides
         return json.loads(text)
