@@ -133,6 +133,8 @@ class OnlineRebuild:
                 raise RebuildRunning("another `projections rebuild` is running on this core database")
             try:
                 async with await AsyncConnection.connect(self.conninfo) as conn:
+                    await conn.execute(Q["serial_reads"])
+                    await conn.commit()
                     return await self._run(conn)
             finally:
                 await holder.execute(Q["unlock"])
@@ -395,6 +397,7 @@ _helper: tuple[psycopg.Connection[Any], Upcasters] | None = None
 def _helper_start(conninfo: str, upcasters: Upcasters) -> None:
     global _helper
     _helper = (psycopg.Connection.connect(conninfo, autocommit=True), upcasters)
+    _helper[0].execute(Q["serial_reads"])
     parent = os.getppid()
 
     def orphaned() -> None:  # the rebuild was killed: a helper waiting for work would wait for ever
