@@ -4,7 +4,8 @@ Run: ``.venv/bin/python -m bench.rebuild`` (``--tables N --events M``; default 1
 events, filled as :mod:`bench.scale` fills them: server-side copies of one table's history). The rebuild
 runs ``--rounds`` times in each mode, alternating (the machine is shared: alternating spreads its load over
 both): ``domain`` (each table's events folded by the Table aggregate, every event parsed: the path before)
-and the default (:mod:`schemasaga.coredb.fastfold`, and the build split over ``--workers`` processes).
+and the default (:mod:`schemasaga.coredb.directfold` over lean reads, and the build split over
+``--workers`` processes).
 After each run the read models are compared with those of the first run (they must be equal).
 """
 

@@ -170,3 +170,17 @@ def test_the_fast_fold_gives_the_reference_rows_on_mixed_histories() -> None:
     assert statuses.count("rejected") == 1 and statuses.count("pending") == 1
     assert sorted(t[7] for t in trash) == ["purged", "restored", "restored"]
     assert any(op[13] is not None for op in ops)  # an operation undone by another
+
+
+def test_lean_reads_upcast_only_the_types_an_upcaster_is_registered_for() -> None:
+    """lean_events skips its per-event upcaster check when no type read has one: a batch with one such
+    event among others still has it (and only it) upcast."""
+    upcasters = Upcasters()
+    upcasters.register("SagaStepCompleted", 1, lambda data: {**data, "step": data["step"].upper()})
+    table = Table.create(table_id=uuid4(), name="up", database="main", operation_id=(op := uuid4()))
+    _run(table, op, steps=("create_table",))
+    recorded, _ = as_read(table, 1)
+    rows = [(r.stream, r.event_type, 1, dumps(r.data), r.created_at, r.position) for r in recorded]
+    lean = lean_events(rows, upcasters)
+    assert [e[2].get("step") for e in lean] == [None, "CREATE_TABLE", None]
+    assert [e[2] for e in lean_events(rows, Upcasters())] == [r.data for r in recorded]

@@ -412,8 +412,15 @@ def _rows(
         table.holds_name,
         table.trashed,
     )
+    op_rows = operation_rows(ops)
+    trash_rows = [tuple(entry[c] for c in TRASH_COLUMNS) for entry in trash.values()]
+    return row, op_rows, trash_rows
+
+
+def operation_rows(ops: dict[Any, dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The rm_operations rows of a fold's operations (JSON columns as JSON text)."""
     # In OPERATION_COLUMNS' order, spelled out (a generator per row costs a tenth of the fast fold).
-    op_rows = [
+    return [
         (
             op["operation_id"],
             op["table_id"],
@@ -432,14 +439,12 @@ def _rows(
         )
         for op in ops.values()
     ]
-    trash_rows = [tuple(entry[c] for c in TRASH_COLUMNS) for entry in trash.values()]
-    return row, op_rows, trash_rows
 
 
 # The saga's bookkeeping: these change only a pending operation's progress (its steps, failed attempts,
 # compensation), which no read-model column of the table or its trash depends on. The fast fold updates
 # the operation's row from their data and counts them in the version, without the aggregate.
-_BOOKKEEPING = frozenset({"SagaStepCompleted", "SagaAttemptFailed", "SagaCompensationStarted"})
+BOOKKEEPING = frozenset({"SagaStepCompleted", "SagaAttemptFailed", "SagaCompensationStarted"})
 _EVENT_FIELDS: dict[str, tuple[type[TableEvent], tuple[tuple[str, bool, bool], ...]]] = {}
 
 
@@ -467,7 +472,7 @@ def fast_table_rows(
     events: Sequence[LeanEvent], uuids: dict[str, UUID] | None = None
 ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """What :func:`table_rows` returns, from lean events (``EventStore.read_streams_lean``), faster: the
-    saga's bookkeeping events are folded into the operations' rows only (see ``_BOOKKEEPING``), the others
+    saga's bookkeeping events are folded into the operations' rows only (see ``BOOKKEEPING``), the others
     are built as event_from_data builds them (field specs computed once, ids parsed once per batch through
     ``uuids``) and applied to the aggregate; the trash is looked at only once the table has some. Equal to
     :func:`table_rows` (``tests/unit/test_fast_fold.py`` compares them on mixed histories)."""
@@ -483,22 +488,9 @@ def fast_table_rows(
     ops: dict[Any, dict[str, Any]] = {}
     trash: dict[Any, dict[str, Any]] = {}
     for _, event_type, data, at, position in events:
-        if event_type in _BOOKKEEPING:
+        if event_type in BOOKKEEPING:
             table.version += 1
-            op = ops.get(uuid(data["operation_id"]))
-            if op is None:  # an UPDATE of no row
-                continue
-            if event_type == "SagaStepCompleted":
-                op["steps_done"] = [*op["steps_done"], data["step"]]
-                op["updated_at"] = at
-            elif event_type == "SagaAttemptFailed":
-                op.update(
-                    status="pending", last_error=data["error"], failed_attempts=data["attempt"], updated_at=at
-                )
-                op["detail"] = {**op["detail"], "blocked_by": data.get("blocked_by", [])}
-            else:
-                op["detail"] = {**op["detail"], "compensating": True, "compensation_reason": data["reason"]}
-                op["updated_at"] = at
+            fold_bookkeeping(ops.get(uuid(data["operation_id"])), event_type, data, at)
             continue
         cls, fields = _event_fields(event_type)
         kwargs: dict[str, Any] = {}
@@ -513,6 +505,22 @@ def fast_table_rows(
         if table.trash:
             _apply_to_trash(trash, table, at)
     return _rows(table, ops, trash, events[0][3], events[-1][3])
+
+
+def fold_bookkeeping(op: dict[str, Any] | None, event_type: str, data: dict[str, Any], at: Any) -> None:
+    """One of the saga's bookkeeping events (``BOOKKEEPING``) on its operation's row (None: an UPDATE of
+    no row), from the event's data: what ``_apply_to_operations`` does with the event built."""
+    if op is None:
+        return
+    if event_type == "SagaStepCompleted":
+        op["steps_done"] = [*op["steps_done"], data["step"]]
+        op["updated_at"] = at
+    elif event_type == "SagaAttemptFailed":
+        op.update(status="pending", last_error=data["error"], failed_attempts=data["attempt"], updated_at=at)
+        op["detail"] = {**op["detail"], "blocked_by": data.get("blocked_by", [])}
+    else:
+        op["detail"] = {**op["detail"], "compensating": True, "compensation_reason": data["reason"]}
+        op["updated_at"] = at
 
 
 def _apply_to_trash(trash: dict[Any, dict[str, Any]], table: Table, at: Any) -> None:

@@ -9,7 +9,8 @@ projected again, in rounds, until few are left; the last round runs in the swap'
 locks the live read models (with a lock timeout, retried), carries over what no event says (an
 operation's ``starts``, and that a worker is running it) and moves the new tables in their place.
 
-The fold is :func:`~schemasaga.coredb.readmodels.fast_table_rows` over lean reads (only what it folds),
+The fold is :func:`~schemasaga.coredb.directfold.table_rows` over lean reads (only what it folds): the
+common histories folded straight into rows, the others by the aggregate (``readmodels.fast_table_rows``),
 and with ``workers`` > 1 each batch is split: ``workers - 1`` helper processes (spawned, each with its own
 connection) read and fold their part while this one folds its own; this one COPYs every part in the
 batch's transaction, so a batch is still all or nothing. A helper reads in its own snapshot, later than
@@ -40,7 +41,7 @@ import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.errors import LockNotAvailable
 
-from schemasaga.coredb import readmodels
+from schemasaga.coredb import directfold, readmodels
 from schemasaga.eventstore import EventStore, LeanEvent, RecordedEvent, Upcasters, lean_events
 from schemasaga.faults import kill_point
 from schemasaga.sql import queries
@@ -132,6 +133,8 @@ class OnlineRebuild:
                 raise RebuildRunning("another `projections rebuild` is running on this core database")
             try:
                 async with await AsyncConnection.connect(self.conninfo) as conn:
+                    await conn.execute(Q["serial_reads"])
+                    await conn.commit()
                     return await self._run(conn)
             finally:
                 await holder.execute(Q["unlock"])
@@ -376,7 +379,7 @@ def _fold_lean(events: list[LeanEvent]) -> Rows:
             continue
         stream = events[start][0]
         if stream.startswith(TABLE_PREFIX):
-            table, ops, entries = readmodels.fast_table_rows(events[start:i], uuids)
+            table, ops, entries = directfold.table_rows(events[start:i], uuids)
             rows.tables.append(table)
             rows.operations.extend(ops)
             rows.trash.extend(entries)
@@ -394,6 +397,7 @@ _helper: tuple[psycopg.Connection[Any], Upcasters] | None = None
 def _helper_start(conninfo: str, upcasters: Upcasters) -> None:
     global _helper
     _helper = (psycopg.Connection.connect(conninfo, autocommit=True), upcasters)
+    _helper[0].execute(Q["serial_reads"])
     parent = os.getppid()
 
     def orphaned() -> None:  # the rebuild was killed: a helper waiting for work would wait for ever

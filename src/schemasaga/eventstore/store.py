@@ -514,6 +514,8 @@ def lean_events(rows: Sequence[Row], upcasters: Upcasters) -> list[LeanEvent]:
     if not rows:
         return []
     docs = loads("[" + ",".join([row[3] for row in rows]) + "]")
+    if not any(upcasters.handles(t) for t in {row[1] for row in rows}):  # mostly: no call per event
+        return [(row[0], row[1], data, row[4], row[5]) for row, data in zip(rows, docs, strict=True)]
     events: list[LeanEvent] = []
     append = events.append
     for row, data in zip(rows, docs, strict=True):

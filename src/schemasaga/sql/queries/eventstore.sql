@@ -233,10 +233,15 @@ ORDER BY s.stream, s.version;
 
 -- name: read_streams_lean
 -- The same events as read_streams with only what a projection folds (no metadata, ids or transaction):
--- the fast path of the online rebuild.
+-- the fast path of the online rebuild. Each event looked up by its id (the LATERAL with OFFSET 0 keeps the
+-- planner from joining otherwise): a batch of 1,000 streams is a tenth of a store of 10,000 tables, and its
+-- estimate then makes a hash join over every event of the store look cheaper, batch after batch.
 SELECT s.stream, e.event_type, e.schema_version, e.data::text, e.created_at, e.position
 FROM event_store_events_in_streams s
-JOIN event_store_events e ON e.event_id = s.event_id
+CROSS JOIN LATERAL (
+    SELECT event_type, schema_version, data, created_at, position
+    FROM event_store_events WHERE event_id = s.event_id OFFSET 0
+) e
 WHERE s.stream = ANY (%(streams)s::text[])
 ORDER BY s.stream, s.version;
 

@@ -55,6 +55,12 @@ BEGIN
 END
 $$;
 
+-- name: serial_reads
+-- The rebuild's connections read batch by batch, each a small part of the events: parallel workers (the
+-- planner's plan for a batch that is a tenth of a small store) would scan every event again for each
+-- batch, and take the cores the fold runs on.
+SET max_parallel_workers_per_gather = 0;
+
 -- name: horizon
 -- Events of transactions below it are all committed and visible (event_store_horizon in schema.sql).
 SELECT event_store_horizon()::text::bigint;
