@@ -168,6 +168,15 @@ class MemoryTransaction(MemoryStreams):
         return True
 
 
+class MemoryStarting(MemoryStreams):
+    def __init__(self, state: CoreState, core: MemoryCore) -> None:
+        super().__init__(state)
+        self._core = core
+
+    async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
+        return await self._core.start_operation(operation_id, job_id=job_id)
+
+
 class MemoryCore:
     """:class:`~schemasaga.services.ports.CoreDatabase` in memory: a transaction works on a copy of the
     state, which replaces the committed state when it ends without an error."""
@@ -192,6 +201,10 @@ class MemoryCore:
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[MemoryStreams]:
         yield MemoryStreams(self.state)
+
+    @asynccontextmanager
+    async def starting(self) -> AsyncIterator[MemoryStarting]:
+        yield MemoryStarting(self.state, self)
 
     async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
         if job_id is not None and any(

@@ -29,6 +29,7 @@ from schemasaga.byodb import (
     PermanentByodbError,
     TransientByodbError,
     classify,
+    engines,
     open_adapter,
 )
 from schemasaga.byodb.errors import TableThere
@@ -586,6 +587,77 @@ def test_postgresql_step_sets_local_timeouts(byodb_pg_url: str) -> None:
             assert step.conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "0"
         with adapter._sa.connect() as conn:  # SET LOCAL: gone after the step's transaction
             assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "0"
+
+
+def _end_sessions(engine: str, url: str) -> None:
+    """End the adapter's server sessions behind its back (as a server restart would)."""
+    if engine == "postgresql":
+        dbname = make_url(url).database
+        with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as c:
+            c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND application_name = 'schemasaga-byodb'",
+                (dbname,),
+            )
+        return
+    u = make_url(url)
+    with pymysql.connect(host=u.host, port=u.port or 3306, user=u.username, password=u.password or "") as c:
+        with c.cursor() as cur:
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s", (u.database,))
+            for (pid,) in cur.fetchall():
+                cur.execute(f"KILL {int(pid)}")
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [
+        pytest.param("postgresql", id="postgresql"),
+        pytest.param("mysql", id="mysql", marks=pytest.mark.mariadb),
+    ],
+)
+def test_a_pooled_connection_is_pinged_only_after_sitting_idle(
+    engine: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A saga's steps follow one another within milliseconds: no ping round trip before each. A
+    connection idle past ``PING_AFTER_IDLE_S`` is pinged, and one found dead is replaced unseen."""
+    url = request.getfixturevalue(FIXTURES[engine])
+    with open_adapter(url, limits=FAST) as adapter:
+        adapter.create_table("pinged", DEFAULT_COLUMNS)
+        dialect = adapter._sa.dialect
+        pings: list[object] = []
+        ping = dialect.do_ping
+
+        def counted(dbapi_conn: object) -> bool:
+            pings.append(dbapi_conn)
+            return bool(ping(dbapi_conn))
+
+        monkeypatch.setattr(dialect, "do_ping", counted)
+        assert adapter.inspect_table("pinged") is not None
+        adapter.drop_column("pinged", "name")
+        assert pings == []
+        monkeypatch.setattr(engines, "PING_AFTER_IDLE_S", 0.05)
+        time.sleep(0.1)
+        _end_sessions(engine, url)
+        assert [c.name for c in adapter.inspect_table("pinged").columns] == ["id", "created_at", "updated_at"]
+        assert len(pings) == 1
+
+
+def test_a_postgresql_inspection_runs_outside_a_transaction_block(byodb_pg_url: str) -> None:
+    """One catalog query: no BEGIN and COMMIT round trips around it (psycopg sends BEGIN before the
+    first statement of a connection that is not in autocommit)."""
+    with open_adapter(byodb_pg_url, limits=FAST) as adapter:
+        adapter.create_table("looked_at", DEFAULT_COLUMNS)
+        autocommit: list[bool] = []
+
+        def seen(conn: sa.Connection, *_args: object) -> None:
+            autocommit.append(bool(conn.connection.dbapi_connection.autocommit))  # type: ignore[union-attr]
+
+        sa.event.listen(adapter._sa, "before_cursor_execute", seen)
+        live = adapter.inspect_table("looked_at")
+        assert live is not None and [c.name for c in live.columns] == [c.name for c in DEFAULT_COLUMNS]
+        assert autocommit == [True]
+        adapter.drop_column("looked_at", "name")  # a DDL step keeps its transaction
+        assert autocommit[1:] and not any(autocommit[1:])
 
 
 @pytest.mark.mariadb

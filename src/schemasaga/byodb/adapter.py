@@ -180,11 +180,17 @@ class ByodbAdapter:
             self._between(label)
 
     @contextmanager
-    def _step(self, what: str, *, ddl: bool = True) -> Iterator[_Step]:
+    def _step(self, what: str, *, ddl: bool = True, one_read: bool = False) -> Iterator[_Step]:
         """A connection for one step: a transaction with the step's limits (PostgreSQL, SQLite) or an
-        autocommit session (MySQL). Every failure leaves as a classified :class:`ByodbError`."""
+        autocommit session (MySQL). Every failure leaves as a classified :class:`ByodbError`.
+
+        ``one_read``: the step is one read statement, which PostgreSQL runs outside a transaction block
+        (two round trips less, BEGIN and COMMIT; a lone statement sees the same under READ COMMITTED)."""
         try:
             with self._sa.connect() as conn:
+                if one_read and self.engine == "postgresql":
+                    yield _Step(conn.execution_options(isolation_level="AUTOCOMMIT"))
+                    return
                 if self.engine == "mysql":
                     if self._mariadb is None:
                         self._mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
@@ -367,7 +373,7 @@ class ByodbAdapter:
 
     def inspect_table(self, name: str) -> LiveTable | None:
         """The table as it physically exists (name compared case-insensitively), or ``None``."""
-        with self._step(f"inspect table {name!r}", ddl=False) as step:
+        with self._step(f"inspect table {name!r}", ddl=False, one_read=True) as step:
             return self._inspect(step, name)
 
     def inspect_tables(self, names: Sequence[str]) -> list[LiveTable | PermanentByodbError | None]:

@@ -24,7 +24,8 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, InvalidatePoolError
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from schemasaga.byodb.errors import PermanentByodbError
 
@@ -97,16 +98,54 @@ PG_KEEPALIVES = {
 }
 
 
+PING_AFTER_IDLE_S = 1.0
+"""A pooled connection idle for longer than this is pinged before it is used (a round trip); one used
+more recently is not (a saga's steps follow one another within milliseconds)."""
+
+_IDLE_SINCE = "schemasaga_idle_since"
+
+
+def ping_when_idle(eng: Engine) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, for connections idle longer than ``PING_AFTER_IDLE_S`` only.
+
+    A ping that finds the server gone invalidates every pooled connection (as ``pool_pre_ping`` does:
+    a restart ended them all) and the checkout gets a new one. A connection that died within that long
+    of its last use fails its statement instead: the error is classified as transient and the
+    step retried, as a restart between a ping and the statement always was."""
+
+    @event.listens_for(eng, "connect")
+    def _connected(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()  # just made: alive
+
+    @event.listens_for(eng, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(eng, "checkout")
+    def _checked_out(dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is not None and time.monotonic() - since <= PING_AFTER_IDLE_S:
+            return
+        dialect = eng.dialect
+        try:
+            dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_conn, None):
+                raise InvalidatePoolError(f"ping failed: {exc}") from exc
+            raise
+
+
 def _postgresql(url: URL, limits: DdlLimits) -> Engine:
-    return create_engine(
+    eng = create_engine(
         url,
-        pool_pre_ping=True,
         connect_args={
             "connect_timeout": limits.connect_timeout_s,
             "application_name": "schemasaga-byodb",
             **PG_KEEPALIVES,
         },
     )
+    ping_when_idle(eng)
+    return eng
 
 
 def _seconds(ms: int) -> int:
@@ -120,7 +159,6 @@ def _mysql(url: URL, limits: DdlLimits) -> Engine:
     read_s = _seconds(limits.lock_timeout_ms + limits.statement_timeout_ms) + 30
     eng = create_engine(
         url,
-        pool_pre_ping=True,
         pool_recycle=3600,
         pool_reset_on_return=None,  # autocommit: nothing to roll back
         isolation_level="AUTOCOMMIT",
@@ -152,6 +190,7 @@ def _mysql(url: URL, limits: DdlLimits) -> Engine:
         dbapi_conn._read_timeout = read_s
         dbapi_conn._write_timeout = read_s
 
+    ping_when_idle(eng)
     return eng
 
 

@@ -55,6 +55,17 @@ class PgStreams:
         return await self._store.read_streams_from(from_versions, conn=self._conn)
 
 
+class PgStarting(PgStreams):
+    """:class:`~schemasaga.services.ports.OperationStart`: reads and a start on one connection."""
+
+    def __init__(self, store: EventStore, conn: AsyncConnection[Any]) -> None:
+        super().__init__(store, conn)
+        self.conn = conn
+
+    async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
+        return await _start_operation(self.conn, operation_id, job_id=job_id)
+
+
 class PgTransaction(PgStreams):
     """:class:`~schemasaga.services.ports.CoreTransaction` on a connection in a transaction."""
 
@@ -153,10 +164,22 @@ class PgCore:
                 if not conn.broken:  # a broken one leaves the pool
                     await conn.set_autocommit(False)
 
+    @asynccontextmanager
+    async def starting(self) -> AsyncIterator[PgStarting]:
+        # The pool commits the connection's transaction when the block ends without an error.
+        async with self.pool.connection() as conn:
+            yield PgStarting(self.store, conn)
+
     async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
         async with self.pool.connection() as conn:
-            if job_id is not None and await job_queries.retry_scheduled(
-                conn, operation_id=operation_id, job_id=job_id
-            ):
-                return None
-            return await readmodels.mark_running(conn, operation_id=operation_id)
+            return await _start_operation(conn, operation_id, job_id=job_id)
+
+
+async def _start_operation(
+    conn: AsyncConnection[Any], operation_id: UUID, *, job_id: int | None
+) -> int | None:
+    if job_id is not None and await job_queries.retry_scheduled(
+        conn, operation_id=operation_id, job_id=job_id
+    ):
+        return None
+    return await readmodels.mark_running(conn, operation_id=operation_id)

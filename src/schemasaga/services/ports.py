@@ -50,6 +50,14 @@ class StreamReader(Protocol):
         """The events of each stream from its version on, stream by stream, each in version order."""
 
 
+class OperationStart(StreamReader, Protocol):
+    """Reads, then the start of an operation, on one connection and in one transaction (a saga job's
+    load of its table and its start: one round of checkout, BEGIN and COMMIT instead of two)."""
+
+    async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
+        """As :meth:`CoreDatabase.start_operation`, committed with the block."""
+
+
 class CoreTransaction(StreamReader, Protocol):
     """One transaction on the core database, as a unit of work uses it. Nothing it writes is seen by
     others before the unit of work commits, and all of it is gone if it does not."""
@@ -105,6 +113,9 @@ class CoreDatabase(Protocol):
 
     def reading(self) -> AbstractAsyncContextManager[StreamReader]:
         """Reads outside a transaction (each one sees what is committed when it runs); never writes."""
+
+    def starting(self) -> AbstractAsyncContextManager[OperationStart]:
+        """Reads and an operation's start in one transaction, committed when the block ends normally."""
 
     async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
         """Mark the operation running and answer how many times a worker started it, this time

@@ -207,3 +207,17 @@ class UnitOfWork:
 
     async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
         return await self.core.start_operation(operation_id, job_id=job_id)
+
+    async def load_and_start(
+        self, table_id: UUID, operation_id: UUID, *, job_id: int | None
+    ) -> tuple[Table, int | None]:
+        """The table as committed now and, when ``operation_id`` is its head, what
+        :meth:`start_operation` answers (0 when it is not: nothing was started), in one transaction."""
+        async with self.core.starting() as reader:
+            table = await repository.load_table(reader, table_id)
+            if table is None:
+                raise TableNotFound(f"no table with id {table_id}")
+            head = table.head
+            if head is None or head.operation_id != operation_id:
+                return table, 0
+            return table, await reader.start_operation(operation_id, job_id=job_id)

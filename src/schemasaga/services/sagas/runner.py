@@ -38,7 +38,7 @@ from schemasaga.domain.schema import Expression
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
 from schemasaga.faults import kill_point
 from schemasaga.services.ports import Connections, NoSagaMetrics, SagaMetrics, SchemaAdapter
-from schemasaga.services.sagas.steps import ALTER_STEPS, SAGAS, Action
+from schemasaga.services.sagas.steps import ALTER_STEPS, SAGAS, Action, Step
 from schemasaga.services.unit_of_work import Session, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -97,17 +97,19 @@ class SagaRunner:
         still waits: that job (``job_id``) then finds the retry scheduled and leaves the operation to
         it, rather than trying at once and starting a second chain of retries."""
         try:
-            table = await self.uow.load_table(table_id)
+            # The load and the first start in one transaction; a change chained after it starts alone.
+            table, starts = await self.uow.load_and_start(table_id, operation_id, job_id=job_id)
         except TableNotFound:
             log.error("job for unknown table %s ignored", table_id)
             return
-        for _ in range(MAX_CHAINED_OPERATIONS):
+        for chained in range(MAX_CHAINED_OPERATIONS):
             op = table.head
             if op is None or op.operation_id != operation_id:
                 log.info("operation %s of table %s already finished; nothing to do", operation_id, table_id)
                 return
             logcontext.bind_operation(operation_id)
-            starts = await self.uow.start_operation(operation_id, job_id=job_id)
+            if chained:
+                starts = await self.uow.start_operation(operation_id, job_id=job_id)
             if starts is None:
                 log.info("operation %s waits for its scheduled retry; job %s leaves it", operation_id, job_id)
                 return
@@ -154,31 +156,36 @@ class SagaRunner:
                     await _on_byodb(adapter, _check_plan, adapter, table, op)
                 live = await _on_byodb(adapter, _live_schema, adapter, table)
                 return await self._update(table, op, _adopt(op.operation_id, live))
-            for index, step in enumerate(steps):
-                if step.name in op.steps_done:
-                    continue
-                step_started = time.perf_counter()
-                action = step.action
-                if first_start and step.first_action is not None:
-                    # A table there before the first run is the user's, however it looks: never taken
-                    # over (found done) nor, on a rejection, dropped by the compensation.
-                    action = step.first_action
-                if check_plan:
-                    action, check_plan = _checked(action), False
-                kill_point(step.name, "before_action")
-                with tracing.tracer().start_as_current_span(f"saga step {step.name}"):
-                    await _on_byodb(adapter, action, adapter, table, op)
-                kill_point(step.name, "after_action")
-                last = index == len(steps) - 1
-                table = await self._update(table, op, _complete(op.operation_id, step.name, confirm=last))
-                self.metrics.step_finished(
-                    kind=op.kind.value,
-                    engine=self._engine(table),
-                    step=step.name,
-                    seconds=time.perf_counter() - step_started,
-                )
+            for group in _groups([s for s in steps if s.name not in op.steps_done]):
+                group_started = time.perf_counter()
+                actions: list[tuple[str, Action]] = []
+                for step in group:
+                    action = step.action
+                    if first_start and step.first_action is not None:
+                        # A table there before the first run is the user's, however it looks: never taken
+                        # over (found done) nor, on a rejection, dropped by the compensation.
+                        action = step.first_action
+                    if check_plan:
+                        action, check_plan = _checked(action), False
+                    actions.append((step.name, action))
+                done: list[str] = []
+                try:
+                    await _on_byodb(adapter, _run_steps, actions, done, adapter, table, op)
+                except ByodbError as error:
+                    if done:  # what ran before the failure is recorded first: the compensation undoes it
+                        table = await self._update(table, op, _complete(op.operation_id, done))
+                        op = _head(table, op.operation_id)
+                    return await self._failed(table, op, error)
+                last = group[-1] is steps[-1]
+                table = await self._update(table, op, _complete(op.operation_id, done, confirm=last))
+                seconds = time.perf_counter() - group_started
+                for name in done:
+                    self.metrics.step_finished(
+                        kind=op.kind.value, engine=self._engine(table), step=name, seconds=seconds
+                    )
                 op = _head(table, op.operation_id) if not last else op
-                kill_point(step.name, "after_record")
+                for name in done:
+                    kill_point(name, "after_record")
             return table
         except ByodbError as error:
             return await self._failed(table, op, error)
@@ -345,6 +352,35 @@ def _live_schema(adapter: SchemaAdapter, table: Table) -> TableSchema:
         raise PermanentByodbError(f"cannot adopt table {live.name!r}: {exc}") from None
 
 
+def _groups(steps: list[Step]) -> list[list[Step]]:
+    """The steps to run, each with the verifications that follow it (``Step.check``): one call to the
+    database's threads and one recorded completion per group."""
+    groups: list[list[Step]] = []
+    for step in steps:
+        if step.check and groups:
+            groups[-1].append(step)
+        else:
+            groups.append([step])
+    return groups
+
+
+def _run_steps(
+    actions: list[tuple[str, Action]],
+    done: list[str],
+    adapter: SchemaAdapter,
+    table: Table,
+    op: PendingOperation,
+) -> None:
+    """Run a group's actions in order (in the database's thread); ``done`` gets each one's name as it
+    finishes, so that a failure half-way knows what ran."""
+    for name, action in actions:
+        kill_point(name, "before_action")
+        with tracing.tracer().start_as_current_span(f"saga step {name}"):
+            action(adapter, table, op)
+        kill_point(name, "after_action")
+        done.append(name)
+
+
 def _checked(action: Action) -> Action:
     """``action`` after :func:`_check_plan`, in one call (one hand-over to the database's threads)."""
 
@@ -398,9 +434,10 @@ def _head(table: Table, operation_id: UUID) -> PendingOperation:
     return head
 
 
-def _complete(operation_id: UUID, step: str, *, confirm: bool = False) -> Callable[[Table], None]:
+def _complete(operation_id: UUID, steps: list[str], *, confirm: bool = False) -> Callable[[Table], None]:
     def change(table: Table) -> None:
-        table.complete_step(operation_id, step)
+        for step in steps:
+            table.complete_step(operation_id, step)
         if confirm:
             table.confirm(operation_id)
 

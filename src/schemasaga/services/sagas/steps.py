@@ -37,6 +37,10 @@ class Step:
     # The step makes the table: on the operation's first start this action runs instead, which refuses
     # a table already there (whatever its shape), with the same inspection that precedes its DDL.
     first_action: Action | None = None
+    # A verification: it only reads, has nothing to undo, and runs in the same call to the database's
+    # threads as the step before it, its completion recorded with that step's (one core transaction
+    # less; a crash before that record runs both again, each idempotent).
+    check: bool = False
 
 
 class VerificationFailed(PermanentByodbError):
@@ -265,7 +269,7 @@ def _verify_altered(adapter: SchemaAdapter, table: Table, op: PendingOperation) 
         )
 
 
-ALTER_STEPS = (Step("alter", _alter, _unalter), Step("verify", _verify_altered))
+ALTER_STEPS = (Step("alter", _alter, _unalter), Step("verify", _verify_altered, check=True))
 """The saga of every change that runs a plan through ``apply_plan`` (renames, alterations, indexes)."""
 
 
@@ -276,11 +280,11 @@ SAGAS: dict[OperationKind, tuple[Step, ...]] = {
     OperationKind.DROP_INDEX: ALTER_STEPS,
     OperationKind.CREATE_TABLE: (
         Step("create_table", _create, _drop_table, first_action=_create_new),
-        Step("verify", _verify_created),
+        Step("verify", _verify_created, check=True),
     ),
     OperationKind.ADD_COLUMN: (
         Step("add_column", _add, _drop_column),
-        Step("verify", _verify_added),
+        Step("verify", _verify_added, check=True),
     ),
     # A dropped column's data cannot come back, so dropping has no compensation; a failure before
     # it leaves the column (and the metadata keeps it).
@@ -289,33 +293,33 @@ SAGAS: dict[OperationKind, tuple[Step, ...]] = {
     OperationKind.REMOVE_COLUMN: (
         Step("copy_to_trash", _copy_to_trash, _drop_trash),
         Step("drop_column", _drop_column),
-        Step("verify", _verify_dropped),
+        Step("verify", _verify_dropped, check=True),
     ),
     # A deletion renames the table into the trash (undone by renaming it back), or drops it.
     OperationKind.DELETE_TABLE: (
         Step("drop_table", _delete_table, _untrash_table),
-        Step("verify", _verify_deleted),
+        Step("verify", _verify_deleted, check=True),
     ),
     OperationKind.RESTORE_TABLE: (
         Step("restore_table", _restore_table, _retrash_table),
-        Step("verify", _verify_altered),
+        Step("verify", _verify_altered, check=True),
     ),
     OperationKind.RESTORE_COLUMN: (
         Step("add_column", _add_restored, _drop_column),
         Step("fill", _fill_restored),
         Step("constrain", _constrain_restored),
-        Step("verify", _verify_added),
+        Step("verify", _verify_added, check=True),
         # the trash table is dropped once the column is back: the last step, so nothing undoes it
         Step("discard_trash", _purge),
     ),
     OperationKind.PURGE_TRASH: (
         Step("purge", _purge),
-        Step("verify", _verify_purged),
+        Step("verify", _verify_purged, check=True),
     ),
     # Extra columns dropped by a repair lose their data: a repair is an explicit request to do so.
     OperationKind.REPAIR: (
         Step("repair", _repair),
-        Step("verify", _verify_repaired),
+        Step("verify", _verify_repaired, check=True),
     ),
     # Adopting has no DDL: the runner inspects the live table and records it (TableSchemaAdopted).
     OperationKind.ADOPT: (),
