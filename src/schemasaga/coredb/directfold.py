@@ -24,6 +24,7 @@ from schemasaga.coredb.readmodels import (
     fast_table_rows,
     fold_bookkeeping,
     operation_rows,
+    pending_operation,
 )
 from schemasaga.domain.columns import Column, Index
 from schemasaga.eventstore import LeanEvent
@@ -101,22 +102,7 @@ def _direct(events: Sequence[LeanEvent], memo: dict[str, UUID]) -> Rows:
                 undoes = UUID(undone) if undone is not None else None
             if plan is not None:
                 detail["plan"] = plan
-            ops[op_id] = {
-                "operation_id": op_id,
-                "table_id": uuid(data["table_id"]),
-                "kind": kind,
-                "status": "pending",
-                "detail": detail,
-                "failed_attempts": 0,
-                "steps_done": [],
-                "last_error": None,
-                "accepted_seq": position,
-                "created_at": at,
-                "updated_at": at,
-                "finished_at": None,
-                "undoes": undoes,
-                "undone_by": None,
-            }
+            ops[op_id] = pending_operation(op_id, uuid(data["table_id"]), kind, detail, undoes, at, position)
         elif event_type == "TableCreationConfirmed" or event_type == "TableChangeConfirmed":
             if not pending or pending[0][0] != op_id:
                 raise _Unsupported

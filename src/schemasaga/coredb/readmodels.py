@@ -548,6 +548,28 @@ def _apply_to_trash(trash: dict[Any, dict[str, Any]], table: Table, at: Any) -> 
             row.update(status=status, updated_at=at)
 
 
+def pending_operation(
+    operation_id: Any, table_id: Any, kind: str, detail: Any, undoes: Any, at: Any, position: int
+) -> dict[str, Any]:
+    """The rm_operations row of an operation just accepted (insert_operation's row)."""
+    return {
+        "operation_id": operation_id,
+        "table_id": table_id,
+        "kind": kind,
+        "status": "pending",
+        "detail": detail,
+        "failed_attempts": 0,
+        "steps_done": [],
+        "last_error": None,
+        "accepted_seq": position,
+        "created_at": at,
+        "updated_at": at,
+        "finished_at": None,
+        "undoes": undoes,
+        "undone_by": None,
+    }
+
+
 def _apply_to_operations(ops: dict[Any, dict[str, Any]], event: TableEvent, at: Any, position: int) -> None:
     op = ops.get(event.operation_id)
     match event:
@@ -560,22 +582,15 @@ def _apply_to_operations(ops: dict[Any, dict[str, Any]], event: TableEvent, at: 
             | TableTracked()
         ):
             if op is None:  # insert_operation: ON CONFLICT DO NOTHING
-                op = ops[event.operation_id] = {
-                    "operation_id": event.operation_id,
-                    "table_id": event.table_id,
-                    "kind": _kind(event),
-                    "status": "pending",
-                    "detail": _detail(event),
-                    "failed_attempts": 0,
-                    "steps_done": [],
-                    "last_error": None,
-                    "accepted_seq": position,
-                    "created_at": at,
-                    "updated_at": at,
-                    "finished_at": None,
-                    "undoes": _undoes(event),
-                    "undone_by": None,
-                }
+                op = ops[event.operation_id] = pending_operation(
+                    event.operation_id,
+                    event.table_id,
+                    _kind(event),
+                    _detail(event),
+                    _undoes(event),
+                    at,
+                    position,
+                )
             if isinstance(event, TableTracked):
                 _finish(op, "completed", None, at)
         case _ if op is None:  # an UPDATE of no row
