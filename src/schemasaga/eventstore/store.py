@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import UUID
@@ -81,55 +80,73 @@ class EventStore:
                 raise WrongExpectedVersion(stream, expected_version, actual)
             return []
         now = datetime.now(UTC).isoformat()
-        metadata = [_with_defaults(e, now) for e in events]
-        data_json = [dumps(e.data) for e in events]
-        meta_json = [dumps(m) for m in metadata]
-        params: dict[str, Any]
-        if len(events) == 1:
+        if len(events) == 1:  # the common case, without arrays (append_event)
             event = events[0]
-            query = self._q["append_event"]
+            data = dumps(event.data)
+            metadata = dumps(_with_defaults(event, now))
             params = {
                 "stream": stream,
                 "expected": expected,
                 "event_id": event.event_id,
                 "event_type": event.event_type,
                 "schema_version": event.schema_version,
-                "data": data_json[0],
-                "metadata": meta_json[0],
+                "data": data,
+                "metadata": metadata,
                 "valid_at": event.valid_at,
             }
-        else:
-            query = self._q["append_events"]
-            params = {
-                "stream": stream,
-                "expected": expected,
-                "event_ids": [e.event_id for e in events],
-                "event_types": [e.event_type for e in events],
-                "schema_versions": [e.schema_version for e in events],
-                "data": data_json,
-                "metadata": meta_json,
-                "valid_ats": [e.valid_at for e in events],
-            }
-        rows = await self._write(stream, query, params, expected_version, conn)
+            head, position, created_at = (
+                await self._write(stream, self._q["append_event"], params, expected_version, conn)
+            )[0]
+            if position is None:
+                raise WrongExpectedVersion(stream, expected_version, head)
+            # The event as a read returns it: its documents parsed back from the text stored (one call).
+            data_doc, metadata_doc = loads(f"[{data},{metadata}]")
+            return [
+                RecordedEvent(
+                    event.event_id,
+                    event.event_type,
+                    data_doc,
+                    metadata_doc,
+                    event.schema_version,
+                    position,
+                    created_at,
+                    event.valid_at,
+                    stream,
+                    head + 1,
+                )
+            ]
+        data_json = [dumps(e.data) for e in events]
+        meta_json = [dumps(_with_defaults(e, now)) for e in events]
+        batch: dict[str, Any] = {
+            "stream": stream,
+            "expected": expected,
+            "event_ids": [e.event_id for e in events],
+            "event_types": [e.event_type for e in events],
+            "schema_versions": [e.schema_version for e in events],
+            "data": data_json,
+            "metadata": meta_json,
+            "valid_ats": [e.valid_at for e in events],
+        }
+        rows = await self._write(stream, self._q["append_events"], batch, expected_version, conn)
         head = rows[0][0]
         if rows[0][1] is None:
             raise WrongExpectedVersion(stream, expected_version, head)
+        texts = [text for pair in zip(data_json, meta_json, strict=True) for text in pair]
+        docs = loads("[" + ",".join(texts) + "]")
         return [
             RecordedEvent(
-                event_id=e.event_id,
-                event_type=e.event_type,
-                data=loads(d),
-                metadata=loads(m),
-                schema_version=e.schema_version,
-                position=position,
-                created_at=created_at,
-                valid_at=e.valid_at,
-                stream=stream,
-                version=head + i + 1,
+                e.event_id,
+                e.event_type,
+                docs[2 * i],
+                docs[2 * i + 1],
+                e.schema_version,
+                position,
+                created_at,
+                e.valid_at,
+                stream,
+                head + i + 1,
             )
-            for i, (e, d, m, (_, position, created_at)) in enumerate(
-                zip(events, data_json, meta_json, rows, strict=True)
-            )
+            for i, (e, (_, position, created_at)) in enumerate(zip(events, rows, strict=True))
         ]
 
     async def link(
@@ -447,18 +464,17 @@ class EventStore:
         try:
             if conn is not None:
                 return await self._write_on(conn, stream, query, params, expected)
-            async with self._connection() as own:
-                try:
-                    # Autocommit: the statement is its own transaction, one round trip with its commit.
-                    return await _fetch(own, query, params)
-                except pg_errors.UniqueViolation as exc:
-                    if expected != ANY or exc.diag.constraint_name != _STREAM_VERSION_KEY:
-                        raise
-                # An ANY write that waited for the stream's lock read the stream before the other writer
-                # committed; nothing was written. Again, the lock first so the write sees the winner.
-                async with own.transaction():
-                    await self.lock_stream(stream, conn=own)
-                    return await _fetch(own, query, params)
+            try:
+                # Autocommit: the statement is its own transaction, one round trip with its commit.
+                return await self._run(query, params, conn=None)
+            except pg_errors.UniqueViolation as exc:
+                if expected != ANY or exc.diag.constraint_name != _STREAM_VERSION_KEY:
+                    raise
+            # An ANY write that waited for the stream's lock read the stream before the other writer
+            # committed; nothing was written. Again, the lock first so the write sees the winner.
+            async with self._pool.connection() as own, own.transaction():
+                await self.lock_stream(stream, conn=own)
+                return await _fetch(own, query, params)
         except pg_errors.UniqueViolation as exc:
             constraint = exc.diag.constraint_name
             if constraint == _STREAM_VERSION_KEY:
@@ -488,25 +504,30 @@ class EventStore:
     async def _run(
         self, query: str, params: Mapping[str, Any], *, conn: Conn | None, prepare: bool | None = None
     ) -> list[Row]:
+        """Run one statement on ``conn``, or else on a pool connection in autocommit mode: its own
+        transaction, one round trip, commit included.
+
+        The pool's connection is taken with getconn and given back with putconn rather than through
+        ``pool.connection()``: that context manager (two generator-based context managers, and a commit
+        call on the connection at its end, which autocommit makes an empty one) cost the client about a
+        tenth of an append, the most frequent call of all. putconn closes a connection left busy (a
+        cancelled query) and rolls back one left in a transaction, as the context manager would."""
         if conn is not None:
             return await _fetch(conn, query, params, prepare)
-        async with self._connection() as own:
-            return await _fetch(own, query, params, prepare)
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Conn]:
-        """A pool connection in autocommit mode: each statement is one round trip, commit included."""
-        async with self._pool.connection() as conn:
-            if conn.autocommit:
-                yield conn
-                return
-            await conn.set_autocommit(True)
+        pool = self._pool
+        own = await pool.getconn()
+        try:
+            if own.autocommit:
+                return await _fetch(own, query, params, prepare)
+            await own.set_autocommit(True)
             try:
-                yield conn
+                return await _fetch(own, query, params, prepare)
             finally:
                 # A connection left busy (a cancelled query) is closed by the pool, not reused.
-                if conn.info.transaction_status == TransactionStatus.IDLE:
-                    await conn.set_autocommit(False)
+                if own.info.transaction_status == TransactionStatus.IDLE:
+                    await own.set_autocommit(False)
+        finally:
+            await pool.putconn(own)
 
 
 def lean_events(rows: Sequence[Row], upcasters: Upcasters) -> list[LeanEvent]:
