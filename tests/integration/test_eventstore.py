@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from schemasaga.coredb.pool import check_connection
 from schemasaga.eventstore import (
     ANY,
     NO_STREAM,
@@ -223,6 +224,71 @@ async def test_append_on_an_autocommit_connection(store: EventStore, core_db: st
 
 
 # Metadata and data ----------------------------------------------------------------------------------
+
+
+async def test_writes_give_pool_connections_back_as_the_pool_gave_them(
+    store: EventStore, core_db: str
+) -> None:
+    """A write takes its pool connection with getconn and switches it to autocommit: it must come back
+    in transaction mode, after a write that failed too, and one cancelled in mid-statement must not
+    be served again."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(core_db, min_size=1, max_size=1, open=False)
+    await pool.open(wait=True)
+    try:
+        one = EventStore(pool)
+        [first] = await one.append("s", [ev(n=1)])
+        with pytest.raises(WrongExpectedVersion):
+            await one.append("s", [ev(n=2)], expected_version=NO_STREAM)
+        with pytest.raises(EventDuplicated):
+            await one.append("t", [NewEvent("Happened", {}, event_id=first.event_id)])
+        async with pool.connection() as conn:
+            assert not conn.autocommit
+            await conn.execute(
+                "INSERT INTO event_store_snapshots (stream, version, state) VALUES ('x', 0, '{}')"
+            )
+            await conn.rollback()
+            assert (await (await conn.execute("SELECT count(*) FROM event_store_snapshots")).fetchone()) == (
+                0,
+            )
+        # Cancelled while it waits for the stream's lock: its connection is closed, a new one serves.
+        async with await psycopg.AsyncConnection.connect(core_db) as holder:
+            await store.lock_stream("s", conn=holder)
+            blocked = asyncio.create_task(one.append("s", [ev(n=3)]))
+            await asyncio.sleep(0.3)
+            blocked.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await blocked
+            await holder.rollback()
+        [after] = await one.append("s", [ev(n=4)])
+        assert after.version == 1
+        assert [e.data["n"] for e in await one.read_stream("s")] == [1, 4]
+    finally:
+        await pool.close()
+
+
+async def test_writes_keep_one_cursor_per_live_pool_connection(core_db: str, pg_server: str) -> None:
+    """Writes reuse a cursor per pool connection: after the pool replaced a connection its server
+    ended, appends run on the new one, and the old connection (with its cursor) is let go."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        core_db, min_size=1, max_size=1, open=False, check=check_connection
+    )
+    await pool.open(wait=True)
+    try:
+        store = EventStore(pool)
+        await store.append("s", [ev(n=1)])
+        await store.append("s", [ev(n=2)])
+        async with pool.connection() as conn:
+            old = conn.info.backend_pid
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (old,))
+        await asyncio.sleep(0.2)  # the server's error reaches the socket: the pool's check sees it
+        [third] = await store.append("s", [ev(n=3)])
+        assert third.version == 2
+        assert [e.data["n"] for e in await store.read_stream("s")] == [1, 2, 3]
+        kept = list(store._cursors._by_conn)
+        assert len(kept) == 1 and not kept[0].closed and kept[0].info.backend_pid != old
+    finally:
+        await pool.close()
 
 
 async def test_metadata_defaults_and_free_keys(store: EventStore) -> None:
