@@ -18,7 +18,8 @@ CREATE TABLE event_store_events (
     tx_id           xid8        NOT NULL DEFAULT pg_current_xact_id()
 );
 CREATE INDEX event_store_events_type_idx ON event_store_events (event_type, position);
-CREATE INDEX event_store_events_created_at_idx ON event_store_events (created_at, position);
+-- Only read_all's newer_than/older_than read created_at here: a BRIN serves them (migration 0019).
+CREATE INDEX event_store_events_created_at_brin ON event_store_events USING brin (created_at);
 CREATE INDEX event_store_events_tx_idx ON event_store_events (tx_id, position);
 CREATE INDEX event_store_events_correlation_idx
     ON event_store_events ((metadata ->> 'correlation_id'), position);
