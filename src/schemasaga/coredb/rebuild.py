@@ -36,7 +36,7 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -206,21 +206,23 @@ class OnlineRebuild:
             await self._build_domain(conn)
         else:
             helpers = self._helpers()
-            reader = await AsyncConnection.connect(self.conninfo, autocommit=True)
+            readers: list[AsyncConnection[Any]] = []
             ahead: _Ahead | None = None
             try:
-                await reader.execute(Q["serial_reads"])
-                await reader.execute(Q["ordered_reads"])
+                for _ in range(_READERS):
+                    readers.append(reader := await AsyncConnection.connect(self.conninfo, autocommit=True))
+                    await reader.execute(Q["serial_reads"])
+                    await reader.execute(Q["ordered_reads"])
                 async with conn.transaction():
                     batch = await self._next_streams(conn, self._done)
-                ahead = self._read_ahead(batch, reader, helpers) if batch else None
+                ahead = self._read_ahead(batch, readers, helpers) if batch else None
                 while ahead is not None:
                     async with conn.transaction():
                         mine = await ahead.mine
                         following = await self._next_streams(conn, int(batch[-1][0]))
                         current, ahead = ahead, None
                         if following:
-                            ahead = self._read_ahead(following, reader, helpers)
+                            ahead = self._read_ahead(following, readers, helpers)
                         count = await self._project_ahead(conn, mine, current)
                         await conn.execute(Q["batch_done"], {"done": batch[-1][0], "events": count})
                     self._done = int(batch[-1][0])
@@ -233,7 +235,8 @@ class OnlineRebuild:
                     ahead.cancel()
                 if helpers is not None:
                     helpers.shutdown(cancel_futures=True)
-                await reader.close()
+                for reader in readers:
+                    await reader.close()
 
     async def _build_domain(self, conn: AsyncConnection[Any]) -> None:
         while True:
@@ -256,15 +259,19 @@ class OnlineRebuild:
     def _read_ahead(
         self,
         batch: Sequence[tuple[int, str]],
-        reader: AsyncConnection[Any],
+        readers: list[AsyncConnection[Any]],
         helpers: ProcessPoolExecutor | None,
     ) -> _Ahead:
-        """Start reading ``batch`` (this process's part on ``reader``) and folding the helpers' parts."""
+        """Start reading ``batch`` (this process's part split over ``readers``, each a backend of its own)
+        and folding the helpers' parts."""
         parts = _split([s for _, s in batch], self.workers if helpers is not None else 1)
         loop = asyncio.get_running_loop()
         theirs = [loop.run_in_executor(helpers, _helper_project, part) for part in parts[1:]]
-        mine = asyncio.ensure_future(self.store.read_streams_lean(parts[0], conn=reader))
-        return _Ahead(mine, theirs)
+        reads = [
+            self.store.read_streams_lean(part, conn=reader)
+            for part, reader in zip(_split(parts[0], len(readers)), readers, strict=False)
+        ]
+        return _Ahead(asyncio.ensure_future(_concat(reads)), theirs)
 
     def _helpers(self) -> ProcessPoolExecutor | None:
         """The helper processes of the build (None with one worker, or when the store's upcasters cannot
@@ -463,6 +470,18 @@ class _Ahead:
 
 # Streams folded between two turns of the event loop (a few milliseconds).
 _FOLD_CHUNK = 50
+# Connections reading ahead, each a part of this process's share of the next batch: a batch's read is one
+# backend's work (the links' index, an event looked up by id for each, its data turned into text), which
+# took longer than this process's fold and COPY of the batch before.
+_READERS = 2
+
+
+async def _concat(reads: Sequence[Awaitable[list[LeanEvent]]]) -> list[LeanEvent]:
+    """The events of ``reads`` (run at once), in their order."""
+    events: list[LeanEvent] = []
+    for part in await asyncio.gather(*reads):
+        events.extend(part)
+    return events
 
 
 @contextmanager
