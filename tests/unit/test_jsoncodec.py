@@ -30,6 +30,8 @@ JSON = st.recursive(
 @example(-(2**63) - 1)
 @example(2**64)
 @example({"default": 10**29, "other": [1, -(10**40)]})
+@example([10**18 - 1, "é", 10**19, "ü"])  # 19 digits after text that is not ASCII
+@example({"n": 2**64 + 1, "s": "\ud800"})  # a lone surrogate: orjson refuses it, the library reads it
 def test_loads_gives_what_the_standard_library_gives(value: Any) -> None:
     text = json.dumps(value, ensure_ascii=False)
     assert loads(text) == json.loads(text)
@@ -55,3 +57,13 @@ def test_dumps_jsonb_takes_the_values_dumps_takes() -> None:
     }
     assert json.loads(dumps_jsonb(value)) == json.loads(dumps(value))
     assert loads(str(2**70)) == 2**70
+
+
+def test_long_integers_are_found_wherever_they_are() -> None:
+    # 18 digits: orjson keeps them; 19 or more, in a batch of documents (as the rebuild parses them), next to
+    # strings of digits and text that is not ASCII: the standard library reads the whole text.
+    docs = ['{"a":"' + "7" * 40 + '"}', '{"b":"ä€"}', '{"c":' + "9" * 18 + "}"]
+    assert loads("[" + ",".join(docs) + "]")[2]["c"] == 10**18 - 1
+    for big in (10**18, -(10**19), 2**64, 10**40):
+        values = loads("[" + ",".join([*docs, '{"d":' + str(big) + "}"]) + "]")
+        assert values[-1]["d"] == big and type(values[-1]["d"]) is int

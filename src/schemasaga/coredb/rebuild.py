@@ -3,8 +3,9 @@
 New read models are built beside the live ones (schema ``schemasaga_rebuild``), in batches of streams,
 each batch its own transaction, while the service keeps serving from the live ones. A batch reads its
 streams' events at once, projects them in memory (:func:`~schemasaga.coredb.readmodels.table_rows`: the
-same rows the event-by-event projection leaves) and COPYs the rows in. The streams that events were
-appended to meanwhile (those of transactions at or above the horizon taken when the build began) are then
+same rows the event-by-event projection leaves) and COPYs the rows in. The new tables get their keys and
+indexes once every batch is in (built in one pass each, not kept up row by row). The streams that events
+were appended to meanwhile (those of transactions at or above the horizon taken when the build began) are then
 projected again, in rounds, until few are left; the last round runs in the swap's own transaction, which
 locks the live read models (with a lock timeout, retried), carries over what no event says (an
 operation's ``starts``, and that a worker is running it) and moves the new tables in their place.
@@ -13,8 +14,11 @@ The fold is :func:`~schemasaga.coredb.directfold.table_rows` over lean reads (on
 common histories folded straight into rows, the others by the aggregate (``readmodels.fast_table_rows``),
 and with ``workers`` > 1 each batch is split: ``workers - 1`` helper processes (spawned, each with its own
 connection) read and fold their part while this one folds its own; this one COPYs every part in the
-batch's transaction, so a batch is still all or nothing. A helper reads in its own snapshot, later than
-the batch's: what it sees beyond it was appended after the horizon and is projected again by the catch-up.
+batch's transaction, so a batch is still all or nothing. The reads run a batch ahead: this process's part
+of the next batch is read on a connection of its own, and the helpers fold their parts of it, while this
+process folds and COPYs the current one. A read ahead or a helper's read is in a snapshot of its own,
+later than the horizon: what it sees beyond it was appended after the horizon and is projected again by
+the catch-up.
 ``fold="domain"`` is the path before (every event parsed whole and folded by the aggregate), kept as the
 baseline of ``bench/rebuild.py``.
 
@@ -25,14 +29,16 @@ committed batch (``schemasaga_rebuild.progress``); the events appended in betwee
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
 import pickle
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -185,23 +191,87 @@ class OnlineRebuild:
         self._done, self._total, self._events = int(row[1]), int(row[2]), int(row[3])
 
     async def _build(self, conn: AsyncConnection[Any]) -> None:
-        helpers = self._helpers()
-        try:
-            while True:
+        """The batches, each its own transaction; then the new read models' keys and indexes.
+
+        The fast fold reads a batch ahead: the events of batch N + 1 are read (on a connection of their
+        own, in its own snapshot, as a helper reads) and the helpers' parts of it folded while this process
+        folds and COPYs batch N, so that the server's reading overlaps this process's folding."""
+        with _without_gc():
+            await self._build_batches(conn)
+        async with conn.transaction():
+            await conn.execute(Q["index_shadow"])
+
+    async def _build_batches(self, conn: AsyncConnection[Any]) -> None:
+        if self.fold == "domain":
+            await self._build_domain(conn)
+        else:
+            helpers = self._helpers()
+            readers: list[AsyncConnection[Any]] = []
+            ahead: _Ahead | None = None
+            try:
+                for _ in range(_READERS):
+                    readers.append(reader := await AsyncConnection.connect(self.conninfo, autocommit=True))
+                    await reader.execute(Q["serial_reads"])
+                    await reader.execute(Q["ordered_reads"])
                 async with conn.transaction():
-                    limit = self.batch_size
-                    batch = await (await conn.execute(Q["next_streams"], {"limit": limit})).fetchall()
-                    if not batch:
-                        return
-                    count = await self._project(conn, [str(r[1]) for r in batch], helpers)
-                    await conn.execute(Q["batch_done"], {"done": batch[-1][0], "events": count})
-                self._done = int(batch[-1][0])
-                self._count(count)
-                kill_point("rebuild", "after_batch")
-                self._tell("build")
-        finally:
-            if helpers is not None:
-                helpers.shutdown(cancel_futures=True)
+                    batch = await self._next_streams(conn, self._done)
+                ahead = self._read_ahead(batch, readers, helpers) if batch else None
+                while ahead is not None:
+                    async with conn.transaction():
+                        mine = await ahead.mine
+                        following = await self._next_streams(conn, int(batch[-1][0]))
+                        current, ahead = ahead, None
+                        if following:
+                            ahead = self._read_ahead(following, readers, helpers)
+                        count = await self._project_ahead(conn, mine, current)
+                        await conn.execute(Q["batch_done"], {"done": batch[-1][0], "events": count})
+                    self._done = int(batch[-1][0])
+                    self._count(count)
+                    kill_point("rebuild", "after_batch")
+                    self._tell("build")
+                    batch = following
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
+                if helpers is not None:
+                    helpers.shutdown(cancel_futures=True)
+                for reader in readers:
+                    await reader.close()
+
+    async def _build_domain(self, conn: AsyncConnection[Any]) -> None:
+        while True:
+            async with conn.transaction():
+                batch = await self._next_streams(conn, self._done)
+                if not batch:
+                    return
+                count = await self._project_domain(conn, [s for _, s in batch])
+                await conn.execute(Q["batch_done"], {"done": batch[-1][0], "events": count})
+            self._done = int(batch[-1][0])
+            self._count(count)
+            kill_point("rebuild", "after_batch")
+            self._tell("build")
+
+    async def _next_streams(self, conn: AsyncConnection[Any], after: int) -> list[tuple[int, str]]:
+        """The next batch's streams, as (n, stream): those after ``after`` in the build's list."""
+        params = {"after": after, "limit": self.batch_size}
+        return [(int(n), str(s)) for n, s in await (await conn.execute(Q["next_streams"], params)).fetchall()]
+
+    def _read_ahead(
+        self,
+        batch: Sequence[tuple[int, str]],
+        readers: list[AsyncConnection[Any]],
+        helpers: ProcessPoolExecutor | None,
+    ) -> _Ahead:
+        """Start reading ``batch`` (this process's part split over ``readers``, each a backend of its own)
+        and folding the helpers' parts."""
+        parts = _split([s for _, s in batch], self.workers if helpers is not None else 1)
+        loop = asyncio.get_running_loop()
+        theirs = [loop.run_in_executor(helpers, _helper_project, part) for part in parts[1:]]
+        reads = [
+            self.store.read_streams_lean(part, conn=reader)
+            for part, reader in zip(_split(parts[0], len(readers)), readers, strict=False)
+        ]
+        return _Ahead(asyncio.ensure_future(_concat(reads)), theirs)
 
     def _helpers(self) -> ProcessPoolExecutor | None:
         """The helper processes of the build (None with one worker, or when the store's upcasters cannot
@@ -276,22 +346,29 @@ class OnlineRebuild:
         assert row is not None
         return int(row[0])
 
-    async def _project(
-        self, conn: AsyncConnection[Any], streams: Sequence[str], helpers: ProcessPoolExecutor | None = None
-    ) -> int:
-        """Project the streams into the new read models; the number of events read."""
+    async def _project(self, conn: AsyncConnection[Any], streams: Sequence[str]) -> int:
+        """Project the streams into the new read models, reading them in ``conn``'s transaction; the number
+        of events read."""
         if self.fold == "domain":
             return await self._project_domain(conn, streams)
-        parts = [streams]
-        if helpers is not None and len(streams) > 1:
-            size = -(-len(streams) // self.workers)
-            parts = [streams[i : i + size] for i in range(0, len(streams), size)]
-        loop = asyncio.get_running_loop()
-        futures = [loop.run_in_executor(helpers, _helper_project, list(part)) for part in parts[1:]]
+        return await self._project_lean(conn, await self.store.read_streams_lean(streams, conn=conn), [])
+
+    async def _project_ahead(self, conn: AsyncConnection[Any], mine: list[LeanEvent], ahead: _Ahead) -> int:
         try:
-            mine = _fold_lean(await self.store.read_streams_lean(parts[0], conn=conn))
+            return await self._project_lean(conn, mine, ahead.theirs)
         finally:
-            theirs = await asyncio.gather(*futures)
+            ahead.cancel()
+
+    async def _project_lean(
+        self, conn: AsyncConnection[Any], events: list[LeanEvent], helped: Sequence[asyncio.Future[Rows]]
+    ) -> int:
+        """Fold ``events`` (this process's part; the event loop gets a turn now and then, for the batch
+        read ahead) and COPY their rows with those of the helpers' parts."""
+        mine = Rows([], [], [], [], 0)
+        for chunk in _chunks(events, _FOLD_CHUNK):
+            mine.extend(_fold_lean(chunk))
+            await asyncio.sleep(0)
+        theirs = await asyncio.gather(*helped)
         rows = Rows([], [], [], [], 0)
         database_streams: list[str] = []
         for part in (mine, *theirs):
@@ -369,6 +446,81 @@ class Rows:
     databases: list[Any]
     events: int
 
+    def extend(self, other: Rows) -> None:
+        self.tables.extend(other.tables)
+        self.operations.extend(other.operations)
+        self.trash.extend(other.trash)
+        self.databases.extend(other.databases)
+        self.events += other.events
+
+
+@dataclass(slots=True)
+class _Ahead:
+    """A batch being read ahead: this process's part (its events, read on the reader connection) and the
+    helpers' parts (their rows)."""
+
+    mine: asyncio.Future[list[LeanEvent]]
+    theirs: list[asyncio.Future[Rows]]
+
+    def cancel(self) -> None:
+        self.mine.cancel()
+        for future in self.theirs:
+            future.cancel()
+
+
+# Streams folded between two turns of the event loop (a few milliseconds).
+_FOLD_CHUNK = 50
+# Connections reading ahead, each a part of this process's share of the next batch: a batch's read is one
+# backend's work (the links' index, an event looked up by id for each, its data turned into text), which
+# took longer than this process's fold and COPY of the batch before.
+_READERS = 2
+
+
+async def _concat(reads: Sequence[Awaitable[list[LeanEvent]]]) -> list[LeanEvent]:
+    """The events of ``reads`` (run at once), in their order."""
+    events: list[LeanEvent] = []
+    for part in await asyncio.gather(*reads):
+        events.extend(part)
+    return events
+
+
+@contextmanager
+def _without_gc() -> Iterator[None]:
+    """The cyclic garbage collector off (in the whole process) for the build. A batch allocates about ten
+    objects an event (rows, parsed data), all alive until its COPY: the collector, run every 700
+    allocations, walked them again and again, and took a third of the build's time in this process. What
+    the build allocates is freed by reference counting (a whole build leaves a few dozen objects in
+    cycles); the collector is on again after it, as it was."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _split(streams: list[str], parts: int) -> list[list[str]]:
+    """``streams`` in ``parts`` runs of (nearly) equal length, the first the longest."""
+    if parts < 2 or len(streams) < 2:
+        return [streams]
+    size = -(-len(streams) // parts)
+    return [streams[i : i + size] for i in range(0, len(streams), size)]
+
+
+def _chunks(events: list[LeanEvent], streams: int) -> list[list[LeanEvent]]:
+    """``events`` cut into runs of ``streams`` whole streams each."""
+    chunks: list[list[LeanEvent]] = []
+    start = seen = 0
+    for i in range(1, len(events) + 1):
+        if i < len(events) and events[i][0] == events[i - 1][0]:
+            continue
+        seen += 1
+        if seen == streams or i == len(events):
+            chunks.append(events[start:i])
+            start, seen = i, 0
+    return chunks
+
 
 def _fold_lean(events: list[LeanEvent]) -> Rows:
     rows = Rows([], [], [], [], len(events))
@@ -396,8 +548,10 @@ _helper: tuple[psycopg.Connection[Any], Upcasters] | None = None
 
 def _helper_start(conninfo: str, upcasters: Upcasters) -> None:
     global _helper
+    gc.disable()  # as in the main process's build (_without_gc): the helper lives only for the build
     _helper = (psycopg.Connection.connect(conninfo, autocommit=True), upcasters)
     _helper[0].execute(Q["serial_reads"])
+    _helper[0].execute(Q["ordered_reads"])
     parent = os.getppid()
 
     def orphaned() -> None:  # the rebuild was killed: a helper waiting for work would wait for ever
