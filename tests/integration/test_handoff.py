@@ -76,9 +76,10 @@ async def job(container: Container, job_id: int) -> dict[str, Any] | None:
 
 
 async def hand_over(container: Container, worker: ClaimingWorker, *job_ids: int) -> None:
-    assert container.handoff is not None
-    container.handoff.offer(list(job_ids))
-    await container.handoff.close()
+    handoff = container.handoff
+    assert handoff is not None
+    handoff.offer([job_id for job_id in job_ids if handoff.expect(job_id)])  # as a unit of work does
+    await handoff.close()
     if worker._running_jobs:
         await asyncio.wait(list(worker._running_jobs))
 
@@ -164,3 +165,38 @@ async def test_the_service_hands_its_jobs_to_its_worker(
             break
         await asyncio.sleep(0.05)
     assert left == (0,)
+
+
+async def test_a_job_the_hand_over_does_not_take_is_fetched_at_once(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue's notice of a job offered here starts no fetch round; when the claim does not take
+    the job (another worker's fetch came first, a slot was not free), the hand-over starts that round
+    itself, rather than leave the job to the next poll (half a minute here)."""
+    settings = settings_factory(byodb_pg_url, job_polling_interval=30.0)
+    async with running_service(settings) as service:
+        assert service.handoff is not None
+
+        async def lost_race(job_id: int, worker_id: int) -> None:
+            return None
+
+        monkeypatch.setattr(service.handoff, "_claim", lost_race)
+        transport = httpx.ASGITransport(app=service.web_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as client:
+            # Once the worker polled for the first time: later jobs are found by notices alone.
+            await asyncio.sleep(0.5)
+            table_id = await create_table(client, "fetched")
+            assert (await wait_synced(client, table_id, timeout=10))["exists"] is True
+        assert service.handoff.handed == 0 and service.handoff.missed >= 1
+
+
+async def test_notices_of_offered_jobs_are_told_apart(bare: Container) -> None:
+    handoff = bare.handoff
+    assert handoff is not None
+    async with local_worker(bare, Runs()):
+        assert handoff.expect(1) and handoff.expect(2)
+        handoff.forget([2])  # rolled back
+        assert handoff.heard(1) and not handoff.heard(1) and not handoff.heard(2) and not handoff.heard("1")
+        with inside_job():
+            assert not handoff.expect(3)
+    assert not handoff.expect(4)  # no worker

@@ -70,14 +70,23 @@ class PgStarting(PgStreams):
 class PgTransaction(PgStreams):
     """:class:`~schemasaga.services.ports.CoreTransaction` on a connection in a transaction."""
 
-    def __init__(self, conn: AsyncConnection[Any], *, store: EventStore, scheduler: JobScheduler) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        store: EventStore,
+        scheduler: JobScheduler,
+        handoff: LocalHandoff | None = None,
+    ) -> None:
         super().__init__(store, conn)
         self.conn = conn
         self._scheduler = scheduler
+        self._handoff = handoff
         # What the transaction wrote, for the commit observer.
         self.appended: list[RecordedEvent] = []
         self.databases: dict[str, str] = {}
-        # The saga jobs it deferred to run now, handed to this process's worker once committed.
+        # The saga jobs it deferred to run now, handed to this process's worker once committed
+        # (when it runs one).
         self.ready_jobs: list[int] = []
 
     async def lock_stream(self, stream: str) -> int:
@@ -108,7 +117,7 @@ class PgTransaction(PgStreams):
         job_id = await self._scheduler.run_saga(
             conn=self.conn, table_id=table_id, operation_id=operation_id, delay=delay
         )
-        if delay <= 0:
+        if delay <= 0 and self._handoff is not None and self._handoff.expect(job_id):
             self.ready_jobs.append(job_id)
 
     async def lock_database(self, name: str, *, exclusive: bool) -> bool:
@@ -151,9 +160,14 @@ class PgCore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgTransaction]:
         async with self.pool.connection() as conn:
-            async with conn.transaction():
-                tx = PgTransaction(conn, store=self.store, scheduler=self.scheduler)
-                yield tx
+            tx = PgTransaction(conn, store=self.store, scheduler=self.scheduler, handoff=self.handoff)
+            try:
+                async with conn.transaction():
+                    yield tx
+            except BaseException:
+                if self.handoff is not None and tx.ready_jobs:
+                    self.handoff.forget(tx.ready_jobs)
+                raise
             # Committed (an exception in the block rolled back and left before this line).
             if self.observer is not None and tx.appended:
                 self.observer.committed(tx.appended, tx.databases)

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 Q = queries("jobs")
 
+# The jobs to be offered kept waiting for their queue notice, at most.
+_EXPECTED_AT_MOST = 1000
+
 # Set while a saga job runs: what it defers (the fallback job of the change it goes on with, under the
 # lock of the job it holds) is not handed over; it could not be claimed anyway.
 _INSIDE_JOB: contextvars.ContextVar[bool] = contextvars.ContextVar("schemasaga_inside_job", default=False)
@@ -57,9 +60,25 @@ def inside_job() -> Iterator[None]:
 class ClaimingWorker(procrastinate.worker.Worker):
     """procrastinate's worker, saying when jobs may be handed to it: from the start of its run loop
     (once its slots and its table of running jobs are new) until the start of its shutdown, which waits
-    for every job registered before."""
+    for every job registered before. The queue's notice of a job this process hands over does not
+    start a fetch round (it would find nothing); when the hand-over does not take the job, it starts
+    that round itself."""
 
     taking = False
+    handoff: LocalHandoff | None = None
+
+    async def _handle_notification(self, *, channel: str, notification: Any) -> None:
+        if (
+            notification.get("type") == "job_inserted"
+            and self.handoff is not None
+            and self.handoff.heard(notification.get("job_id"))
+        ):
+            return
+        await super()._handle_notification(channel=channel, notification=notification)
+
+    def fetch_soon(self) -> None:
+        """Have the fetch loop look for ready jobs (a job the hand-over did not take)."""
+        self._new_job_event.set()
 
     def _start_side_tasks(self) -> list[asyncio.Task[Any]]:
         tasks: list[asyncio.Task[Any]] = super()._start_side_tasks()
@@ -81,19 +100,49 @@ class LocalHandoff:
         self._pool = pool
         self._worker: ClaimingWorker | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # The jobs to be offered whose queue notice has not come yet (a bounded memory: a notice lost
+        # with the LISTEN connection leaves its job here until pushed out).
+        self._expected: dict[int, None] = {}
         # How many jobs were handed over, and how many offers found the job taken or not ready.
         self.handed = 0
         self.missed = 0
 
     def attach(self, worker: ClaimingWorker) -> None:
         self._worker = worker
+        self._expected.clear()
+        worker.handoff = self
 
     def detach(self, worker: ClaimingWorker) -> None:
         if self._worker is worker:
             self._worker = None
+            self._expected.clear()
+        worker.handoff = None
+
+    def expect(self, job_id: int) -> bool:
+        """Called as a saga job ready now is deferred, before its commit: whether it will be offered
+        (its queue notice then starts no fetch round here)."""
+        if self._worker is None or _INSIDE_JOB.get():
+            return False
+        self._expected[job_id] = None
+        if len(self._expected) > _EXPECTED_AT_MOST:
+            del self._expected[next(iter(self._expected))]
+        return True
+
+    def forget(self, job_ids: Sequence[int]) -> None:
+        """The transaction that deferred ``job_ids`` rolled back: no notice will come."""
+        for job_id in job_ids:
+            self._expected.pop(job_id, None)
+
+    def heard(self, job_id: object) -> bool:
+        """The queue's notice of ``job_id``: True when the job is offered here (no fetch for it)."""
+        if not isinstance(job_id, int) or job_id not in self._expected:
+            return False
+        del self._expected[job_id]
+        return True
 
     def offer(self, job_ids: Sequence[int]) -> None:
-        """Called once the transaction that deferred ``job_ids`` (saga jobs, ready now) committed."""
+        """Called once the transaction that deferred ``job_ids`` (saga jobs, ready now, each
+        :meth:`expect`-ed) committed."""
         worker = self._worker
         if worker is None or _INSIDE_JOB.get():
             return
@@ -109,7 +158,8 @@ class LocalHandoff:
     async def _take(self, worker: ClaimingWorker, job_id: int) -> None:
         slots = worker._job_semaphore
         if not worker.can_take() or slots.locked():
-            return  # the fetch runs it when a slot frees
+            worker.fetch_soon()  # the fetch runs it when a slot frees
+            return
         await slots.acquire()  # free: no wait (nothing else runs between the test and here)
         started = False
         try:
@@ -133,6 +183,7 @@ class LocalHandoff:
         finally:
             if not started:
                 slots.release()
+                worker.fetch_soon()
 
     async def _claim(self, job_id: int, worker_id: int) -> dict[str, Any] | None:
         async with self._pool.connection() as conn:
