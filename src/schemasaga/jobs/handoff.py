@@ -190,7 +190,10 @@ class LocalHandoff:
             await conn.set_autocommit(True)
             try:
                 async with conn.cursor(row_factory=dict_row) as cur:
-                    await cur.execute(Q["claim_job"], {"job_id": job_id, "worker_id": worker_id})
+                    # Prepared at once on each pool connection (not after psycopg's fifth execution).
+                    await cur.execute(
+                        Q["claim_job"], {"job_id": job_id, "worker_id": worker_id}, prepare=True
+                    )
                     row: dict[str, Any] | None = await cur.fetchone()
                     return row
             except psycopg.errors.UniqueViolation:
