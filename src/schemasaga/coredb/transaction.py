@@ -169,10 +169,12 @@ class PgCore:
                     self.handoff.forget(tx.ready_jobs)
                 raise
             # Committed (an exception in the block rolled back and left before this line).
-            if self.observer is not None and tx.appended:
-                self.observer.committed(tx.appended, tx.databases)
+            # The jobs first: their queue notices start no fetch here (handoff.expect), so they must be
+            # offered whatever happens next.
             if self.handoff is not None and tx.ready_jobs:
                 self.handoff.offer(tx.ready_jobs)
+            if self.observer is not None and tx.appended:
+                self.observer.committed(tx.appended, tx.databases)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[PgStreams]:
