@@ -12,8 +12,8 @@ time, and no two jobs of one table (one lock) run at once.
 
 The job runs inside procrastinate's worker (its concurrency slots, its end of job, its retries, its wait
 for running jobs when it stops); :class:`ClaimingWorker` tells when that worker takes jobs. It relies on
-procrastinate's ``Worker`` internals (checked by tests/unit/test_handoff.py): when they change, the
-hand-off stops taking jobs and the NOTIFY and fetch round alone runs them, as before.
+procrastinate's ``Worker`` internals (3.10's; tests/integration/test_handoff.py runs the hand-off through
+the real worker, so an upgrade that changes them fails there).
 """
 
 from __future__ import annotations
