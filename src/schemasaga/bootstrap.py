@@ -42,6 +42,7 @@ from schemasaga.domain.webhooks import TargetPolicy, retry_delays
 from schemasaga.eventstore import EventStore
 from schemasaga.jobs.app import JobScheduler
 from schemasaga.jobs.app import create_app as create_jobs_app
+from schemasaga.jobs.handoff import LocalHandoff
 from schemasaga.jobs.queries import QueueStats, queue_stats
 from schemasaga.jobs.webhooks import HttpSender
 from schemasaga.observability import metrics
@@ -197,6 +198,8 @@ class Container:
     secrets: SecretBox = field(repr=False)
     # The in-process worker's (run_worker with self.worker), for /readyz.
     liveness: WorkerLiveness = field(default_factory=WorkerLiveness)
+    # The saga jobs this process defers, handed to its worker when it runs one (jobs/handoff.py).
+    handoff: LocalHandoff | None = None
 
     @property
     def worker(self) -> WorkerParts:
@@ -221,6 +224,7 @@ class Container:
             ),
             webhook_dispatcher=WebhookDispatcher(feed=self.feed, store=self.webhook_store),
             liveness=self.liveness,
+            handoff=self.handoff,
         )
 
     def web_app(self, *, with_worker: bool = False) -> FastAPI:
@@ -354,6 +358,8 @@ async def open_container(settings: Settings, *, migrate: bool = True) -> AsyncIt
             if container is not None:
                 await container.waits.close()
                 await container.feed.close()
+                if container.handoff is not None:
+                    await container.handoff.close()
             if refresher is not None:
                 refresher.cancel()
                 await asyncio.gather(refresher, return_exceptions=True)
@@ -404,8 +410,13 @@ async def _build(
 ) -> Container:
     store = EventStore(pool)
     scheduler = JobScheduler(jobs)
+    handoff = LocalHandoff(pool)
     core = PgCore(
-        pool, store=store, scheduler=scheduler, observer=metrics.CommitMetrics(connections.known_engine)
+        pool,
+        store=store,
+        scheduler=scheduler,
+        observer=metrics.CommitMetrics(connections.known_engine),
+        handoff=handoff,
     )
     uow = UnitOfWork(core, snapshot_every=settings.snapshot_every)
     reads = PgReadModels(pool, store=store)
@@ -433,6 +444,7 @@ async def _build(
         webhook_policy = TargetPolicy.build(settings.webhook_allowed_hosts)
     except ValueError as exc:
         raise ConfigurationError(f"SCHEMASAGA_WEBHOOK_ALLOWED_HOSTS: {exc}") from None
+    waits = OperationNotices(resolved.core_conninfo, reads)
     retry = RetryPolicy(
         max_attempts=settings.retry_max_attempts,
         base_delay=settings.retry_base_delay,
@@ -451,12 +463,15 @@ async def _build(
         tables=TableCommands(uow=uow, connections=connections, trash_retention_s=settings.trash_retention),
         trash=TrashCommands(uow=uow, connections=connections, reads=reads),
         databases=databases,
-        runner=SagaRunner(uow=uow, connections=connections, retry=retry, metrics=metrics.SAGAS),
+        runner=SagaRunner(
+            uow=uow, connections=connections, retry=retry, metrics=metrics.SAGAS, finished=waits.finished
+        ),
         drift=DriftDetector(uow=uow, reads=reads, connections=connections, on_scan=metrics.drift_scanned),
         tokens=TokenCommands(store=PgTokens(pool, store=store)),
-        waits=OperationNotices(resolved.core_conninfo, reads),
+        waits=waits,
         feed=feed,
         webhooks=WebhookCommands(store=webhook_store, secrets=secrets, policy=webhook_policy),
         webhook_store=webhook_store,
         secrets=secrets,
+        handoff=handoff,
     )

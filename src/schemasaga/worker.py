@@ -23,6 +23,7 @@ import procrastinate.worker
 import psycopg
 
 from schemasaga.config import Settings
+from schemasaga.jobs.handoff import ClaimingWorker, LocalHandoff
 from schemasaga.jobs.watchdog import (
     JobsInHand,
     keep_heartbeat,
@@ -77,6 +78,8 @@ class WorkerParts:
     webhook_deliverer: WebhookDeliverer
     webhook_dispatcher: WebhookDispatcher
     liveness: WorkerLiveness = field(default_factory=WorkerLiveness)
+    # The saga jobs this process defers, handed to this worker without the queue's fetch round.
+    handoff: LocalHandoff | None = None
 
 
 class _Stop:
@@ -168,7 +171,7 @@ async def _run_procrastinate(parts: WorkerParts, hand: JobsInHand, stop: _Stop, 
     s = parts.settings
     # The worker is built here rather than by ``App.run_worker_async`` so that the lost-job check
     # knows the id it registers under (a new one at each restart).
-    worker = procrastinate.worker.Worker(
+    worker = ClaimingWorker(
         app=parts.jobs,
         concurrency=concurrency,
         fetch_job_polling_interval=s.job_polling_interval,
@@ -185,10 +188,14 @@ async def _run_procrastinate(parts: WorkerParts, hand: JobsInHand, stop: _Stop, 
     )
     hand.worker_id = lambda: worker.worker_id
     stop.worker = worker
+    if parts.handoff is not None:
+        parts.handoff.attach(worker)
     try:
         await worker.run()  # type: ignore[no-untyped-call]  # procrastinate leaves it unannotated
     finally:
         stop.worker = None
+        if parts.handoff is not None:
+            parts.handoff.detach(worker)
 
 
 async def requeue_orphans(uow: UnitOfWork, reads: ReadModels) -> int:

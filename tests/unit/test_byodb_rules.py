@@ -302,3 +302,29 @@ def test_engine_from_url(url: str, engine: str) -> None:
 def test_bad_urls_are_permanent(url: str, message: str) -> None:
     with pytest.raises(PermanentByodbError, match=message):
         ByodbAdapter(url)
+
+
+# -- rendered column definitions ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql+psycopg://u@h/db", "mysql+pymysql://u@h/db", "sqlite:////tmp/x.sqlite3"]
+)
+def test_a_column_definition_does_not_depend_on_its_table(url: str) -> None:
+    """The adapter renders column definitions once per shape, on a table of a fixed name, and gives
+    them to every table of that shape: that is right only while no engine's definition names its
+    table (a sequence, an enum type, a check constraint would)."""
+    from schemasaga.domain.columns import Column
+
+    adapter = ByodbAdapter(url)
+    try:
+        columns = [
+            Column(f"c_{t.value}", t, nullable=i % 2 == 0, primary_key=i == 0, unique=i == 1)
+            for i, t in enumerate(ColumnType)
+        ]
+        assert adapter._render_columns("t", columns) == adapter._render_columns('Other "Table"', columns)
+        created = adapter._create_sql("users", columns, ())
+        assert created[0].startswith(f"CREATE TABLE {adapter._quote('users')} (")
+        assert adapter._create_sql("users", columns, ()) == created  # remembered, the same
+    finally:
+        adapter.dispose()

@@ -74,6 +74,9 @@ SQLITE_DROP_COLUMN = (3, 35, 0)
 BetweenHook = Callable[[str], None]
 T = TypeVar("T")
 
+# The table the remembered column definitions are rendered on (a definition does not name its table).
+_RENDERED_ON = "t"
+
 # The lock a DDL statement on one table takes, in each engine's words.
 _TABLE_LOCK = {
     "postgresql": "ACCESS EXCLUSIVE",
@@ -267,26 +270,25 @@ class ByodbAdapter:
         """The columns' definitions, each default a literal rendered by the dialect (appended: ``...
         NOT NULL DEFAULT x`` is valid on every engine).
 
-        Remembered (a few hundred, per adapter): a creation renders them three times, for its plan when
-        accepted, for the saga's check of that plan and for its DDL. The key spells each default with its
-        type and repr, so that ``1``, ``1.0`` and ``True`` (equal in Python) are never taken for one
-        another."""
-        key = (
-            table,
-            tuple(
-                (c.name, c.type, c.nullable, type(c.default), repr(c.default), c.primary_key, c.unique)
-                for c in columns
-            ),
+        Remembered (a few hundred, per adapter), whatever the table: a column's definition does not
+        name its table, so they are rendered on a table of a fixed name, and tables of one shape (a
+        creation's plan when accepted, the saga's check of that plan and its DDL, the next table of the
+        same columns) render them once. The key spells each default with its type and repr, so that
+        ``1``, ``1.0`` and ``True`` (equal in Python) are never taken for one another."""
+        key = tuple(
+            (c.name, c.type, c.nullable, type(c.default), repr(c.default), c.primary_key, c.unique)
+            for c in columns
         )
         specs = self._column_specs.get(key)
         if specs is None:
-            specs = self._render_columns(table, columns)
+            specs = self._render_columns(_RENDERED_ON, columns)
             if len(self._column_specs) >= 512:
                 self._column_specs.clear()
             self._column_specs[key] = specs
         return list(specs)
 
     def _render_columns(self, table: str, columns: Sequence[Column]) -> tuple[str, ...]:
+        """The columns' definitions as the dialect writes them in ``CREATE TABLE table``."""
         dialect = self._sa.dialect
         specs = []
         for column, sa_column in zip(columns, self._table(table, columns).columns, strict=True):

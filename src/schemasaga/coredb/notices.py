@@ -81,13 +81,17 @@ class OperationNotices:
             self._listening.clear()
             await asyncio.sleep(1.0)
 
+    def finished(self, operation_id: UUID) -> None:
+        """An outcome this process committed: its waiters read it now rather than at the notice."""
+        for heard in self._waiters.get(operation_id, ()):
+            heard.set()
+
     def _heard(self, payload: str) -> None:
         try:
             operation_id = UUID(payload)
         except ValueError:
             return
-        for heard in self._waiters.get(operation_id, ()):
-            heard.set()
+        self.finished(operation_id)
 
     async def close(self) -> None:
         if self._listener is not None:

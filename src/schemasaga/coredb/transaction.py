@@ -18,6 +18,7 @@ from schemasaga.domain.table import Table
 from schemasaga.eventstore import EventStore, NewEvent, RecordedEvent
 from schemasaga.jobs import queries as job_queries
 from schemasaga.jobs.app import JobScheduler
+from schemasaga.jobs.handoff import LocalHandoff
 from schemasaga.services.idempotency import Claim
 
 
@@ -69,13 +70,24 @@ class PgStarting(PgStreams):
 class PgTransaction(PgStreams):
     """:class:`~schemasaga.services.ports.CoreTransaction` on a connection in a transaction."""
 
-    def __init__(self, conn: AsyncConnection[Any], *, store: EventStore, scheduler: JobScheduler) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        store: EventStore,
+        scheduler: JobScheduler,
+        handoff: LocalHandoff | None = None,
+    ) -> None:
         super().__init__(store, conn)
         self.conn = conn
         self._scheduler = scheduler
+        self._handoff = handoff
         # What the transaction wrote, for the commit observer.
         self.appended: list[RecordedEvent] = []
         self.databases: dict[str, str] = {}
+        # The saga jobs it deferred to run now, handed to this process's worker once committed
+        # (when it runs one).
+        self.ready_jobs: list[int] = []
 
     async def lock_stream(self, stream: str) -> int:
         # Pipelined: one round trip. The version's statement starts once the lock's has ended, so its
@@ -102,9 +114,11 @@ class PgTransaction(PgStreams):
         await readmodels.project_database(self.conn, state)
 
     async def defer_saga(self, *, table_id: UUID, operation_id: UUID, delay: float = 0.0) -> None:
-        await self._scheduler.run_saga(
+        job_id = await self._scheduler.run_saga(
             conn=self.conn, table_id=table_id, operation_id=operation_id, delay=delay
         )
+        if delay <= 0 and self._handoff is not None and self._handoff.expect(job_id):
+            self.ready_jobs.append(job_id)
 
     async def lock_database(self, name: str, *, exclusive: bool) -> bool:
         return await readmodels.lock_database(self.conn, name, exclusive=exclusive)
@@ -135,19 +149,30 @@ class PgCore:
         store: EventStore,
         scheduler: JobScheduler,
         observer: CommitObserver | None = None,
+        handoff: LocalHandoff | None = None,
     ) -> None:
         self.pool = pool
         self.store = store
         self.scheduler = scheduler
         self.observer = observer
+        self.handoff = handoff
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgTransaction]:
         async with self.pool.connection() as conn:
-            async with conn.transaction():
-                tx = PgTransaction(conn, store=self.store, scheduler=self.scheduler)
-                yield tx
+            tx = PgTransaction(conn, store=self.store, scheduler=self.scheduler, handoff=self.handoff)
+            try:
+                async with conn.transaction():
+                    yield tx
+            except BaseException:
+                if self.handoff is not None and tx.ready_jobs:
+                    self.handoff.forget(tx.ready_jobs)
+                raise
             # Committed (an exception in the block rolled back and left before this line).
+            # The jobs first: their queue notices start no fetch here (handoff.expect), so they must be
+            # offered whatever happens next.
+            if self.handoff is not None and tx.ready_jobs:
+                self.handoff.offer(tx.ready_jobs)
             if self.observer is not None and tx.appended:
                 self.observer.committed(tx.appended, tx.databases)
 

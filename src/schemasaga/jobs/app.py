@@ -18,6 +18,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
 
 from schemasaga import logcontext, tracing
+from schemasaga.jobs.handoff import inside_job
 from schemasaga.jobs.queries import DELIVER_WEBHOOK, RUN_SAGA, table_lock, webhook_lock
 from schemasaga.jobs.watchdog import JobsInHand
 
@@ -107,6 +108,7 @@ def create_app() -> procrastinate.App:
                 },
             ),
             hand.holding(context.job.id) if hand is not None else _nothing(),
+            inside_job(),
         ):
             await runner.run(table_id=UUID(table_id), operation_id=UUID(operation_id), job_id=context.job.id)
 

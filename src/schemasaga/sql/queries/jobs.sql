@@ -57,3 +57,27 @@ FROM pg_class WHERE oid = 'procrastinate_jobs'::regclass;
 -- name: analyze_queue
 -- New statistics for the job-fetch query's plan; SKIP_LOCKED: another worker analyzing it already will do.
 ANALYZE (SKIP_LOCKED) procrastinate_jobs;
+
+-- name: claim_job
+-- One job, by id, marked running under a worker when procrastinate's fetch would give it to that worker:
+-- still waiting, due, and first of its lock (no job of the lock running, none waiting ahead of it:
+-- the conditions of procrastinate_fetch_job_v2, for one id instead of the first ready job). A fetch
+-- that locked the row first leaves it running (the status test then fails); one that comes after
+-- finds it running. The unique index on a running job's lock stops the rest.
+UPDATE procrastinate_jobs AS jobs
+SET status = 'doing', worker_id = %(worker_id)s
+WHERE jobs.id = %(job_id)s
+  AND jobs.status = 'todo'
+  AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+  AND NOT EXISTS (
+      SELECT 1 FROM procrastinate_jobs AS other
+      WHERE jobs.lock IS NOT NULL
+        AND other.lock = jobs.lock
+        AND (
+            other.status = 'doing'
+            OR (other.status = 'todo'
+                AND (other.priority > jobs.priority OR (other.priority = jobs.priority AND other.id < jobs.id)))
+        )
+  )
+RETURNING jobs.id, jobs.status, jobs.task_name, jobs.priority, jobs.lock, jobs.queueing_lock, jobs.args,
+          jobs.scheduled_at, jobs.queue_name, jobs.attempts, jobs.worker_id;
