@@ -1,6 +1,9 @@
 """Several processes on one core database: ``serve --workers 2 --no-worker`` (two API processes) and three
 ``schemasaga worker`` processes, 32 clients creating and altering tables, and every ``KILL_EVERY``
-seconds one worker SIGKILLed and another started in its place.
+seconds one worker SIGKILLed and another started in its place. The second layout runs two plain ``serve``
+processes instead, each with its in-process worker, to which it hands the jobs it defers
+(jobs/handoff.py), beside the same three workers: the clients send each request to either process, so
+the hand-off's claims race the other processes' fetches for the jobs of one table.
 
 What must hold, each checked from what the processes left behind rather than from what they say:
 - every operation a client was answered for was accepted once and reached its outcome once: one
@@ -154,14 +157,17 @@ def _table_id(message: str) -> str:
     return message.split("table_id=", 1)[1][1:37]
 
 
-def client_loop(base: str, tables: list[int], accepted: list[tuple[str, str]], errors: list[str]) -> None:
-    with httpx.Client(base_url=base, timeout=30) as client:
+def client_loop(
+    bases: list[str], tables: list[int], accepted: list[tuple[str, str]], errors: list[str]
+) -> None:
+    """Each request to one of ``bases``, chosen at random."""
+    with httpx.Client(timeout=30) as client:
         while tables:
             try:
                 n = tables.pop()
             except IndexError:
                 return
-            r = client.post("/table/create", json={"name": f"scale_{n}"})
+            r = client.post(f"{random.choice(bases)}/table/create", json={"name": f"scale_{n}"})
             if r.status_code != 200:
                 errors.append(f"create scale_{n}: {r.status_code} {r.text}")
                 continue
@@ -169,7 +175,9 @@ def client_loop(base: str, tables: list[int], accepted: list[tuple[str, str]], e
             accepted.append((table_id, r.json()["operation_id"]))
             for column in ({"name": "a", "type": "integer"}, {"name": "b", "type": "text"}, {"name": "a"}):
                 time.sleep(PACE * random.uniform(0.5, 1.5))
-                r = client.post("/table/column", json={"table_id": table_id, "column": column})
+                r = client.post(
+                    f"{random.choice(bases)}/table/column", json={"table_id": table_id, "column": column}
+                )
                 if r.status_code != 200:
                     errors.append(f"column {column} of scale_{n}: {r.status_code} {r.text}")
                     continue
@@ -183,12 +191,19 @@ def unfinished(core_db: str) -> int:
     return int(row[0])
 
 
+@pytest.mark.parametrize("layout", ["api-processes", "serves-handing-off"])
 def test_two_api_processes_three_workers_one_killed_every_few_seconds(
-    service_env: dict[str, str], core_db: str, byodb_pg_url: str, procs: Spawn
+    layout: str, service_env: dict[str, str], core_db: str, byodb_pg_url: str, procs: Spawn
 ) -> None:
     rng = random.Random(12)
     env = {**service_env, "SCHEMASAGA_LOG_FORMAT": "json"}
-    server, base = start_server(procs, env, "--workers", "2", "--no-worker")
+    if layout == "api-processes":
+        server, base = start_server(procs, env, "--workers", "2", "--no-worker")
+        servers, bases = [server], [base]
+    else:
+        started = [start_server(procs, env, name=f"serve-{i}") for i in (1, 2)]
+        servers, bases = [proc for proc, _ in started], [url for _, url in started]
+        server, base = started[0]
     workers = Workers(procs, env)
     for _ in range(WORKERS):
         workers.start()
@@ -198,7 +213,7 @@ def test_two_api_processes_three_workers_one_killed_every_few_seconds(
     accepted: list[tuple[str, str]] = []
     errors: list[str] = []
     clients = [
-        threading.Thread(target=client_loop, args=(base, tables, accepted, errors)) for _ in range(CLIENTS)
+        threading.Thread(target=client_loop, args=(bases, tables, accepted, errors)) for _ in range(CLIENTS)
     ]
     for t in clients:
         t.start()
@@ -233,6 +248,12 @@ def test_two_api_processes_three_workers_one_killed_every_few_seconds(
     for worker in workers.all:
         for run in job_runs(worker, workers.killed_at.get(worker.pid)):
             runs[run.table_id].append(run)
+    in_serves: list[Run] = []
+    if layout == "serves-handing-off":
+        in_serves = [run for proc in servers for run in job_runs(proc, None)]
+        for run in in_serves:
+            runs[run.table_id].append(run)
+        assert {run.pid for run in in_serves} == {proc.pid for proc in servers}, "a serve ran no job"
     assert set(runs) == {table for table, _ in accepted}
     killed_mid_job = 0
     for table_id, table_runs in runs.items():
@@ -246,6 +267,7 @@ def test_two_api_processes_three_workers_one_killed_every_few_seconds(
     print(
         f"{len(accepted)} operations on {len(runs)} tables; {len(workers.killed_at)} workers killed, "
         f"{killed_mid_job} job runs cut by a kill; {sum(map(len, runs.values()))} job runs"
+        + (f", {len(in_serves)} of them in the serves" if layout == "serves-handing-off" else "")
     )
 
     # No divergence.
@@ -254,13 +276,17 @@ def test_two_api_processes_three_workers_one_killed_every_few_seconds(
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     with httpx.Client(base_url=base, timeout=10) as client:
-        # Either API process's /metrics counts the operations both accepted.
+        # Either API process of one ``serve --workers 2`` counts the operations both accepted; separate
+        # ``serve`` processes count their own.
         tables_made = OPERATIONS // PER_TABLE
         expected = {"create_table": tables_made, "add_column": 2 * tables_made, "remove_column": tables_made}
-        for _ in range(4):
-            text = client.get("/metrics", headers={"Connection": "close"}).text
+        for _ in range(4 if layout == "api-processes" else 1):
+            texts = [client.get(f"{url}/metrics", headers={"Connection": "close"}).text for url in bases]
             counted = {
-                kind: metric(text, "schemasaga_operations_accepted_total", kind=kind, engine="postgresql")
+                kind: sum(
+                    metric(text, "schemasaga_operations_accepted_total", kind=kind, engine="postgresql")
+                    for text in texts
+                )
                 for kind in expected
             }
             assert counted == expected
@@ -271,7 +297,7 @@ def test_two_api_processes_three_workers_one_killed_every_few_seconds(
     assert unfinished(core_db) == 0
 
     # Stopped all at once (the fixture would stop them one after the other).
-    for proc in [server, *workers.alive]:
+    for proc in [*servers, *workers.alive]:
         proc.signal(signal.SIGTERM)
-    for proc in [server, *workers.alive]:
+    for proc in [*servers, *workers.alive]:
         assert proc.wait(60) == 0, proc.log_tail()
