@@ -27,12 +27,14 @@ from schemasaga.coredb import migrations
 from schemasaga.coredb.rebuild import OnlineRebuild
 from schemasaga.eventstore import EventStore
 
+# A digest of each row's digest, in key order: the rows' text itself, aggregated, passes PostgreSQL's 1 GB
+# string limit at 10M events.
 SNAPSHOT = {
-    "rm_tables": "SELECT md5(string_agg(t::text, '|' ORDER BY table_id)) FROM rm_tables t",
-    "rm_operations": "SELECT md5(string_agg((to_jsonb(o) - 'starts')::text, '|' ORDER BY operation_id)) "
+    "rm_tables": "SELECT md5(string_agg(md5(t::text), '' ORDER BY table_id)) FROM rm_tables t",
+    "rm_operations": "SELECT md5(string_agg(md5((to_jsonb(o) - 'starts')::text), '' ORDER BY operation_id)) "
     "FROM rm_operations o",
-    "rm_trash": "SELECT md5(string_agg(t::text, '|' ORDER BY trash_id)) FROM rm_trash t",
-    "rm_databases": "SELECT md5(string_agg(d::text, '|' ORDER BY name)) FROM rm_databases d",
+    "rm_trash": "SELECT md5(string_agg(md5(t::text), '' ORDER BY trash_id)) FROM rm_trash t",
+    "rm_databases": "SELECT md5(string_agg(md5(d::text), '' ORDER BY name)) FROM rm_databases d",
 }
 
 
