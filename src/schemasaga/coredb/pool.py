@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import select
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from psycopg import AsyncConnection, OperationalError
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 
@@ -25,3 +28,17 @@ async def check_connection(conn: AsyncConnection[Any]) -> None:
         readable = [True]
     if readable:
         await AsyncConnectionPool.check_connection(conn)
+
+
+@asynccontextmanager
+async def autocommit_connection(pool: AsyncConnectionPool[Any]) -> AsyncIterator[AsyncConnection[Any]]:
+    """A pool connection in autocommit mode for reads: each statement one round trip, with no BEGIN and
+    COMMIT around it (under READ COMMITTED a read sees what was committed when it ran either way). Given
+    back in transaction mode; one left busy (a cancelled query) or broken is closed by the pool instead."""
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        try:
+            yield conn
+        finally:
+            if conn.info.transaction_status == TransactionStatus.IDLE:
+                await conn.set_autocommit(False)

@@ -12,6 +12,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from schemasaga.coredb import idempotency, readmodels
+from schemasaga.coredb.pool import autocommit_connection
 from schemasaga.domain.database import DatabaseState
 from schemasaga.domain.events import stream_name
 from schemasaga.domain.table import Table
@@ -179,15 +180,9 @@ class PgCore:
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[PgStreams]:
         # The reads of one load (a snapshot, then the events since) share one pool connection: one
-        # checkout instead of one per read. In autocommit, with no BEGIN and COMMIT round trips around
-        # them: under READ COMMITTED each read saw only what was committed when it ran anyway.
-        async with self.pool.connection() as conn:
-            await conn.set_autocommit(True)
-            try:
-                yield PgStreams(self.store, conn)
-            finally:
-                if not conn.broken:  # a broken one leaves the pool
-                    await conn.set_autocommit(False)
+        # checkout instead of one per read.
+        async with autocommit_connection(self.pool) as conn:
+            yield PgStreams(self.store, conn)
 
     @asynccontextmanager
     async def starting(self) -> AsyncIterator[PgStarting]:

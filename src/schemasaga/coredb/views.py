@@ -10,12 +10,12 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
 
 from schemasaga.byodb.connections import RegisteredUrl
+from schemasaga.coredb.pool import autocommit_connection
 from schemasaga.coredb.transaction import PgStreams
 from schemasaga.domain.columns import Column, Index
 from schemasaga.domain.errors import InvalidCursor, TableNotFound
@@ -48,22 +48,13 @@ class PgReadModels:
     async def _rows(
         self, query: str, params: dict[str, Any] | None = None, *, json_text: bool = False
     ) -> list[dict[str, Any]]:
-        # One statement in autocommit: no BEGIN and COMMIT round trips around it (under READ COMMITTED
-        # it sees what was committed when it ran, either way).
-        async with self.pool.connection() as conn:
-            await conn.set_autocommit(True)
-            try:
-                async with conn.cursor(row_factory=dict_row) as cur:
-                    if json_text:
-                        # JSON as PostgreSQL writes it, not parsed: whoever needs its values parses it.
-                        cur.adapters.register_loader("jsonb", TextLoader)
-                    await cur.execute(Q[query], params or {})
-                    rows: list[dict[str, Any]] = await cur.fetchall()
-                    return rows
-            finally:
-                # A connection left busy (a cancelled query) or broken is closed by the pool, not reused.
-                if conn.info.transaction_status == TransactionStatus.IDLE:
-                    await conn.set_autocommit(False)
+        async with autocommit_connection(self.pool) as conn, conn.cursor(row_factory=dict_row) as cur:
+            if json_text:
+                # JSON as PostgreSQL writes it, not parsed: whoever needs its values parses it.
+                cur.adapters.register_loader("jsonb", TextLoader)
+            await cur.execute(Q[query], params or {})
+            rows: list[dict[str, Any]] = await cur.fetchall()
+            return rows
 
     # -- tables ----------------------------------------------------------------------------------
 
