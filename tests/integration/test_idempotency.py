@@ -14,14 +14,26 @@ from schemasaga.bootstrap import Container
 from tests.conftest import error_of
 from tests.integration.conftest import wait_operation
 
+# The events a request writes. The saga of an accepted request goes on writing its own (steps, outcome)
+# in the worker while a test counts, so those are left out: counting them made these tests race the worker.
+REQUEST_EVENTS = (
+    "TableCreated",
+    "TableChanged",
+    "TableAltered",
+    "TableDeleted",
+    "TableTracked",
+    "TableReconciliationRequested",
+)
+
 
 async def counts(svc: Container) -> tuple[int, int, int]:
-    """Events, operations and stored keys."""
+    """Events written by requests, operations and stored keys."""
     async with svc.pool.connection() as conn:
         row = await (
             await conn.execute(
-                "SELECT (SELECT count(*) FROM event_store_events), (SELECT count(*) FROM rm_operations),"
-                " (SELECT count(*) FROM idempotency_keys)"
+                "SELECT (SELECT count(*) FROM event_store_events WHERE event_type = ANY(%s)),"
+                " (SELECT count(*) FROM rm_operations), (SELECT count(*) FROM idempotency_keys)",
+                (list(REQUEST_EVENTS),),
             )
         ).fetchone()
     assert row is not None
