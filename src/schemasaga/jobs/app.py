@@ -110,7 +110,14 @@ def create_app() -> procrastinate.App:
             hand.holding(context.job.id) if hand is not None else _nothing(),
             inside_job(),
         ):
-            await runner.run(table_id=UUID(table_id), operation_id=UUID(operation_id), job_id=context.job.id)
+            try:
+                await runner.run(
+                    table_id=UUID(table_id), operation_id=UUID(operation_id), job_id=context.job.id
+                )
+            finally:
+                # The runner binds each change it runs after this job's own (the table's queue); the
+                # worker's "job ended" line is this job's.
+                logcontext.bind_operation(operation_id)
 
     @app.task(name=DELIVER_WEBHOOK, pass_context=True, retry=_WebhookRetry())
     async def deliver_webhook(context: procrastinate.JobContext, webhook_id: str, position: int) -> None:
