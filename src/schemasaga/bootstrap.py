@@ -116,7 +116,10 @@ def describe_access(settings: Settings) -> list[str]:
             if settings.auth == "required"
             else f"SCHEMASAGA_AUTH=auto, {listening}"
         )
-        lines = [f"access: tokens required ({why}); /healthz, /readyz and /metrics stay open"]
+        lines = [
+            f"access: tokens required ({why}); /healthz and /readyz stay open, /metrics takes a read "
+            "token limited to no database"
+        ]
     else:
         why = (
             "SCHEMASAGA_AUTH=off"
