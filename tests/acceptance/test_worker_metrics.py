@@ -62,12 +62,13 @@ def test_workers_on_one_host_serve_their_summed_metrics_behind_the_tokens(
     service_env: dict[str, str], tmp_path: Path, procs: Spawn
 ) -> None:
     env = {**service_env, "SCHEMASAGA_AUTH": "required"}
-    _server, base = start_server(procs, env, "--no-worker")
     prom = tmp_path / "prom"
     prom.mkdir()
     worker_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(prom)}
     port = free_port()
+    # The workers start while serve does.
     workers = [start_worker(procs, worker_env, f"worker{i}", port) for i in (1, 2)]
+    _server, base = start_server(procs, env, "--no-worker")
     made = subprocess.run(
         [CLI, "tokens", "create", "--name", "ops", "--scope", "admin"],
         env=env,
