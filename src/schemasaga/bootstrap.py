@@ -14,11 +14,13 @@ import procrastinate
 import psycopg
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp
 
 from schemasaga.api.access import AccessPolicy
 from schemasaga.api.app import create_app
 from schemasaga.api.deps import Services
 from schemasaga.api.v1.events import render_event
+from schemasaga.api.worker_endpoint import WorkerProbes, create_worker_endpoint
 from schemasaga.byodb.adapter import DdlLimits, Prober
 from schemasaga.byodb.connections import Connections
 from schemasaga.byodb.urls import parse_database_url
@@ -92,12 +94,14 @@ def check_settings(settings: Settings) -> RegistrationPolicy:
         raise ConfigurationError(f"invalid settings: SCHEMASAGA_BYODB_ALLOWED_HOSTS: {exc}") from None
 
 
-def access_policy(settings: Settings) -> AccessPolicy:
-    """Tokens, Host allow-list and CORS, from the settings and the address the service listens on."""
+def access_policy(settings: Settings, *, host: str | None = None) -> AccessPolicy:
+    """Tokens, Host allow-list and CORS, from the settings and the address the service listens on
+    (``host``: another one than the API's, the worker's metrics endpoint's)."""
     origins = tuple(o.strip() for o in settings.cors_origins.split(",") if o.strip())
+    host = settings.host if host is None else host
     return AccessPolicy(
-        tokens_required=access.tokens_required(settings.auth, settings.host),
-        allowed_hosts=access.allowed_hosts(settings.allowed_hosts, settings.host),
+        tokens_required=access.tokens_required(settings.auth, host),
+        allowed_hosts=access.allowed_hosts(settings.allowed_hosts, host),
         cors_origins=origins,
     )
 
@@ -112,7 +116,10 @@ def describe_access(settings: Settings) -> list[str]:
             if settings.auth == "required"
             else f"SCHEMASAGA_AUTH=auto, {listening}"
         )
-        lines = [f"access: tokens required ({why}); /healthz, /readyz and /metrics stay open"]
+        lines = [
+            f"access: tokens required ({why}); /healthz and /readyz stay open, /metrics takes a read "
+            "token limited to no database"
+        ]
     else:
         why = (
             "SCHEMASAGA_AUTH=off"
@@ -231,10 +238,7 @@ class Container:
         """The HTTP app; ``with_worker``: this process runs a worker too, which /readyz then checks."""
 
         async def readiness() -> list[Check]:
-            checks = await self._core_checks()
-            if with_worker:
-                checks.append(self._worker_check())
-            return checks
+            return await self.readiness(with_worker=with_worker)
 
         return create_app(
             Services(
@@ -244,9 +248,9 @@ class Container:
                 drift=self.drift,
                 reads=self.reads,
                 connections=self.connections,
-                ping_core=self._ping_core,
+                ping_core=self.ping_core,
                 readiness=readiness,
-                scrape=self._scrape,
+                scrape=self.scrape,
                 tokens=self.tokens,
                 idempotency=PgIdempotency(self.pool),
                 waits=self.waits,
@@ -256,9 +260,32 @@ class Container:
             access=access_policy(self.settings),
         )
 
-    async def _ping_core(self) -> None:
+    async def readiness(self, *, with_worker: bool) -> list[Check]:
+        """The checks of ``/readyz``; ``with_worker``: this process runs a worker, whose heartbeat counts."""
+        checks = await self._core_checks()
+        if with_worker:
+            checks.append(self._worker_check())
+        return checks
+
+    async def ping_core(self) -> None:
         async with self.pool.connection() as conn:
             await conn.execute("SELECT 1")
+
+    def worker_endpoint(self, *, host: str) -> tuple[ASGIApp, bool]:
+        """The app of ``worker --metrics-listen`` on ``host``, and whether its ``/metrics`` takes a token
+        (as the API's would, listening there)."""
+        policy = access_policy(self.settings, host=host)
+
+        async def readiness() -> list[Check]:
+            return await self.readiness(with_worker=True)
+
+        probes = WorkerProbes(
+            scrape=self.scrape, readiness=readiness, ping_core=self.ping_core, tokens=self.tokens
+        )
+        app = create_worker_endpoint(
+            probes, tokens_required=policy.tokens_required, allowed_hosts=policy.allowed_hosts
+        )
+        return app, policy.tokens_required
 
     async def _core_checks(self) -> list[Check]:
         try:
@@ -282,7 +309,8 @@ class Container:
             return Check("worker", False, f"no heartbeat for {age:.1f}s (limit {limit:g}s)")
         return Check("worker", True)
 
-    async def _scrape(self) -> bytes:
+    async def scrape(self) -> bytes:
+        """The text of ``/metrics``."""
         stats: QueueStats | None = None
         try:
             async with asyncio.timeout(_PROBE_TIMEOUT), self.pool.connection() as conn:

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # A worker that sent no heartbeat for this long is considered dead and its jobs are retried.
     stalled_worker_timeout: float = 6.0
     heartbeat_interval: float = 1.0
+    # Where `schemasaga worker` serves /metrics, /healthz and /readyz: HOST:PORT (the host an IP address)
+    # or a port on 127.0.0.1; empty: nowhere. Tokens as for serve (SCHEMASAGA_AUTH, by this address).
+    worker_metrics_listen: str = ""
     # Seconds between checks that the job table's planner statistics still match its size (ANALYZE
     # when not, so a burst of jobs does not slow the job fetch to a crawl); 0 disables.
     queue_analyze_interval: float = Field(default=1.0, ge=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,19 @@ def test_tracing_asked_for_without_the_extra(core_db: str, tmp_path: Path) -> No
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
     }
     assert_refused(cli("worker", **env), "schemasaga[tracing]")
+
+
+def test_a_worker_metrics_address_that_cannot_be_used() -> None:
+    # Refused before the core database is looked for (none is configured) and before any name lookup
+    # (the other malformed addresses: tests/unit/test_access_rules.py).
+    out = cli("worker", SCHEMASAGA_WORKER_METRICS_LISTEN="metrics.example.com:9464")
+    assert_refused(out, "SCHEMASAGA_WORKER_METRICS_LISTEN", "'metrics.example.com' is not an IP address")
+    # Without PROMETHEUS_MULTIPROC_DIR, each worker answers its own figures: a taken port is refused.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_refused(
+            cli("worker", "--metrics-listen", f"127.0.0.1:{port}"),
+            f"cannot listen on http://127.0.0.1:{port}: Address already in use",
+        )

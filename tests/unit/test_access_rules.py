@@ -7,7 +7,14 @@ import pytest
 from schemasaga.api.access import host_name
 from schemasaga.bootstrap import describe_access
 from schemasaga.config import Settings
-from schemasaga.domain.access import Caller, Scope, allowed_hosts, is_loopback, tokens_required
+from schemasaga.domain.access import (
+    Caller,
+    Scope,
+    allowed_hosts,
+    is_loopback,
+    parse_listen_address,
+    tokens_required,
+)
 from schemasaga.domain.errors import Forbidden
 
 
@@ -118,3 +125,39 @@ def test_start_up_says_which_mode_is_in_force() -> None:
     assert describe_access(_settings(auth="off", host="0.0.0.0"))[0].startswith(
         "access: no token required (SCHEMASAGA_AUTH=off)"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "address"),
+    [
+        ("9464", ("127.0.0.1", 9464)),
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        (" 0.0.0.0:80 ", ("0.0.0.0", 80)),
+        ("[::1]:9464", ("::1", 9464)),
+        ("[::]:65535", ("::", 65535)),
+    ],
+)
+def test_a_listen_address(value: str, address: tuple[str, int]) -> None:
+    assert parse_listen_address(value) == address
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        # A name is refused as written: it would be resolved to pick the interface.
+        ("localhost:9464", "not an IP address"),
+        ("metrics.example.com:9464", "not an IP address"),
+        ("::1:9464", "in brackets"),
+        ("[::1]9464", r"not \[IPv6\]:PORT"),
+        ("127.0.0.1", "not HOST:PORT"),
+        (":9464", "not HOST:PORT"),
+        ("127.0.0.1:0", "not a port"),
+        ("127.0.0.1:65536", "not a port"),
+        ("127.0.0.1:http", "not a port"),
+        ("0", "not a port"),
+        ("", "not HOST:PORT"),
+    ],
+)
+def test_a_listen_address_refused(value: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        parse_listen_address(value)

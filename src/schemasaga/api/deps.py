@@ -91,9 +91,15 @@ async def authenticate(
     it), before the body is validated, so that a refused request is told nothing of its body."""
     if not request.app.state.tokens_required:
         return OPEN
+    return await token_caller((await get_services(request)).tokens, credentials)
+
+
+async def token_caller(tokens: TokenCommands, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+    """Who the ``Authorization: Bearer`` token is, where tokens are required (401 without a live one);
+    the worker's metrics endpoint asks it too."""
     if credentials is None:
         raise NotAuthenticated("this needs a token: send `Authorization: Bearer <token>`")
-    caller = await (await get_services(request)).tokens.authenticate(credentials.credentials)
+    caller = await tokens.authenticate(credentials.credentials)
     if caller is None:
         raise NotAuthenticated("the token is unknown or revoked")
     return caller
@@ -106,8 +112,12 @@ async def reader(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
 
 async def scraper(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
     """``/metrics`` labels figures with every database's name: a read token limited to none."""
-    caller.require(Scope.READ, every_database=True)
+    require_scraper(caller)
     return caller
+
+
+def require_scraper(caller: Caller) -> None:
+    caller.require(Scope.READ, every_database=True)
 
 
 async def writer(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:

@@ -174,17 +174,27 @@ def _server_class() -> type[Any]:
 @click.command()
 @data_dir_option
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Jobs run at once (default 8).")
-def worker(data_dir: Path | None, concurrency: int | None) -> None:
+@click.option(
+    "--metrics-listen",
+    metavar="HOST:PORT",
+    default=None,
+    help="Serve /metrics, /healthz and /readyz there: an IP address and a port, or a port on 127.0.0.1 "
+    "(default: nowhere, or SCHEMASAGA_WORKER_METRICS_LISTEN). /metrics takes a token as serve's does.",
+)
+def worker(data_dir: Path | None, concurrency: int | None, metrics_listen: str | None) -> None:
     """Run saga jobs only. Any number of workers may share one core database."""
-    s = settings(data_dir=data_dir, worker_concurrency=concurrency)
+    s = settings(data_dir=data_dir, worker_concurrency=concurrency, worker_metrics_listen=metrics_listen)
     configure_logging(s)
     _start_tracing()
 
     from schemasaga.bootstrap import open_container
+    from schemasaga.cli.worker_endpoint import listen_socket, serving
     from schemasaga.worker import run_worker
 
+    endpoint = listen_socket(s)
+
     async def _run() -> None:
-        async with open_container(s) as container:
+        async with open_container(s) as container, serving(container, endpoint):
             await run_worker(container.worker, concurrency=s.worker_concurrency, stop_on_signals=True)
 
     try:

@@ -157,3 +157,35 @@ def allowed_hosts(configured: str, bind_host: str) -> frozenset[str] | None:
     if names:
         return None if "*" in names else frozenset(n.strip("[]") for n in names)
     return frozenset(LOOPBACK_NAMES) if is_loopback(bind_host) else None
+
+
+def parse_listen_address(value: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or a bare ``PORT`` (on ``default_host``) -> (host, port). The host
+    must be an IP address: a name would be resolved to pick the interface, and what it resolves to would
+    decide who can reach the port and whether tokens are required (:func:`tokens_required`); a name is
+    refused as written, before any lookup. A ValueError says what is wrong."""
+    text = value.strip()
+    shown = repr(text[:100])
+    if text.isascii() and text.isdigit():
+        host, port = default_host, text
+    elif text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if not rest.startswith(":"):
+            raise ValueError(f"{shown} is not [IPv6]:PORT")
+        port = rest[1:]
+    else:
+        host, colon, port = text.rpartition(":")
+        if not colon or not host:
+            raise ValueError(f"{shown} is not HOST:PORT (an IP address and a port, e.g. 127.0.0.1:9464)")
+        if ":" in host:
+            raise ValueError(f"{shown}: write an IPv6 address in brackets, e.g. [::1]:9464")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"{host[:100]!r} is not an IP address: name the interface by its address (127.0.0.1, ::1, "
+            "0.0.0.0...), a host name is not resolved"
+        ) from None
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{port[:20]!r} is not a port (1 to 65535)")
+    return str(address), int(port)
