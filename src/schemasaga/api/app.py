@@ -20,7 +20,8 @@ from schemasaga.api.v1 import databases, events, log, operations, tables, tokens
 
 def create_app(services: Services, *, access: AccessPolicy | None = None) -> FastAPI:
     """``access``: tokens, Host allow-list and CORS (by default: no token required, any Host, no CORS).
-    ``/healthz``, ``/readyz``, ``/metrics`` and the OpenAPI document and its pages need no token."""
+    ``/healthz``, ``/readyz`` and the OpenAPI document and its pages need no token; ``/metrics`` takes a
+    ``read`` token limited to no database whenever tokens are required."""
     app = FastAPI(
         title="schemasaga",
         version=__version__,
