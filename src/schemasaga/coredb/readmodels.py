@@ -213,13 +213,6 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
             await cur.execute(Q["operation_finished"], {**op, "status": "rejected", "error": r})
 
 
-async def mark_running(conn: AsyncConnection[Any], *, operation_id: UUID) -> int:
-    """Record that a worker picked the operation up (not an event: it says nothing about the schema);
-    how many times one did, this time included (0 when the operation is not open in the read model)."""
-    row = await (await conn.execute(Q["operation_running"], {"operation_id": operation_id})).fetchone()
-    return 0 if row is None else int(row[0])
-
-
 async def project_database(conn: AsyncConnection[Any], state: db.DatabaseState) -> None:
     """Make the row of ``state.name`` match the state (no row once unregistered); raises
     :class:`DatabaseAlreadyRegistered` when another registration holds its identity."""

@@ -58,14 +58,6 @@ UPDATE rm_operations
 SET status = %(status)s, last_error = coalesce(%(error)s, last_error), updated_at = %(at)s, finished_at = %(at)s
 WHERE operation_id = %(operation_id)s;
 
--- name: operation_running
--- Not an event: it says nothing about the schema; a rebuilt operation is pending until its job runs.
--- Counts the starts: the first start of a create knows that a table already there is not its own.
-UPDATE rm_operations
-SET status = 'running', starts = starts + 1
-WHERE operation_id = %(operation_id)s AND status IN ('pending', 'running')
-RETURNING starts;
-
 -- name: truncate_read_models
 TRUNCATE rm_tables, rm_operations, rm_trash;
 
