@@ -3,6 +3,7 @@ its conflict retry, the table commands, and the saga runner's steps, retries, co
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import replace
 from uuid import UUID, uuid4
 
@@ -13,8 +14,9 @@ from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, ColumnType
 from schemasaga.domain.errors import ConcurrentChange, DatabaseNotFound, NameTaken, TableNotFound
 from schemasaga.domain.events import stream_name
 from schemasaga.domain.schema import LiveColumn, LiveTable
-from schemasaga.domain.table import Table
+from schemasaga.domain.table import OperationKind, Table
 from schemasaga.services.sagas.runner import RetryPolicy, SagaRunner
+from schemasaga.services.sagas.steps import SAGAS
 from schemasaga.services.tables import Accepted, ColumnPatch, TableCommands
 from schemasaga.services.unit_of_work import MAX_CONFLICT_RETRIES, Session, UnitOfWork
 from tests.fakes import MemoryConnections, MemoryCore, MemoryDatabase
@@ -97,20 +99,36 @@ async def test_a_change_behind_one_in_flight_gets_no_job_until_its_turn() -> Non
     assert table.synced and "age" in table.confirmed_columns
 
 
-async def test_a_creation_looks_at_its_database_once_before_its_ddl_and_once_to_verify() -> None:
+async def test_a_creation_looks_at_its_database_only_in_create_table() -> None:
     world = World()
     created = await world.create()
     calls = len(world.byodb.calls)
     await world.run(created)
 
     assert world.events(created.table_id)[-1] == "TableCreationConfirmed"
-    # The plan is checked, and the refusal of a table already there rides on the inspection create_table
-    # makes before its DDL: no inspection of its own.
+    # The plan is checked, the refusal of a table already there rides on the inspection create_table
+    # makes before its DDL, and the verification on the one it makes after (create_table raises when
+    # the table it made or found is not the schema): no inspection of their own.
     assert world.byodb.calls[calls:] == [
         ("plan_change", "people"),
         ("create_table", "people"),
-        ("inspect_table", "people"),
     ]
+
+
+async def test_a_creation_verified_in_a_call_of_its_own_inspects() -> None:
+    world = World()
+    created = await world.create()
+    table = await world.table(created.table_id)
+    op = table.head
+    assert op is not None
+    create, verify = SAGAS[OperationKind.CREATE_TABLE]
+    assert verify.check
+    # As a resumed run verifies a creation recorded before (another call to the database's threads,
+    # another copy of the context): the creation's read-back is not there, the table is inspected.
+    contextvars.copy_context().run(create.action, world.byodb, table, op)
+    calls = len(world.byodb.calls)
+    contextvars.copy_context().run(verify.action, world.byodb, table, op)
+    assert world.byodb.calls[calls:] == [("inspect_table", "people")]
 
 
 @pytest.mark.parametrize("shape", ["same", "other"])

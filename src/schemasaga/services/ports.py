@@ -152,7 +152,9 @@ class SchemaAdapter(Protocol):
         refuse_existing: bool = False,
     ) -> bool:
         """``refuse_existing``: any table of that name there already is a
-        :class:`~schemasaga.byodb.errors.TableThere`."""
+        :class:`~schemasaga.byodb.errors.TableThere`. The table made (as read back after the DDL) or
+        found is compared with the schema: any difference is a permanent error (the creation's
+        verification relies on it when it runs in the same call)."""
 
     def add_column(self, table: str, column: Column) -> bool: ...
 
