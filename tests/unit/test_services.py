@@ -211,6 +211,47 @@ async def test_a_stale_table_is_decided_again_on_fresh_state() -> None:
     assert world.events(created.table_id)[-1] == "TableDriftDetected"
 
 
+async def test_a_table_checked_at_save_is_taken_as_loaded_and_decided_again_when_stale() -> None:
+    world = World()
+    created = await world.settled()
+    stream = stream_name(created.table_id)
+    current = await world.table(created.table_id)
+    seen: list[int] = []
+
+    async def work(session: Session, loaded: Table) -> None:
+        table = await session.table(created.table_id, loaded=loaded, check_at_save=True)
+        seen.append(table.version)
+        table.record_drift([{"issue": "missing_table"}], scan_id=uuid4())
+
+    # A current copy: neither locked nor read again; the append's expected version is the check.
+    locks, version = len(world.core.locked), current.version
+    await world.uow.run(lambda session: work(session, current), metadata={})
+    assert stream not in world.core.locked[locks:] and seen == [version]
+    assert world.events(created.table_id)[-1] == "TableDriftDetected"
+
+    # A stale copy: the append refuses it, and the next attempt loads the table anew under the lock.
+    stale = await world.table(created.table_id)
+    await world.tables.add_column(table_id=created.table_id, column=AGE, metadata={})
+    seen.clear()
+    await world.uow.run(lambda session: work(session, stale), metadata={})
+    assert seen == [stale.version, stale.version + 1]
+
+
+async def test_a_stale_table_checked_at_save_with_nothing_to_append_is_decided_again() -> None:
+    world = World()
+    created = await world.settled()
+    stale = await world.table(created.table_id)
+    await world.tables.add_column(table_id=created.table_id, column=AGE, metadata={})
+    seen: list[int] = []
+
+    async def work(session: Session) -> None:
+        table = await session.table(created.table_id, loaded=stale, check_at_save=True)
+        seen.append(table.version)
+
+    await world.uow.run(work, metadata={})
+    assert seen == [stale.version, stale.version + 1]
+
+
 async def test_a_table_that_keeps_changing_gives_up_with_a_clear_error() -> None:
     world = World()
     created = await world.settled()
