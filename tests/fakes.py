@@ -25,7 +25,7 @@ from schemasaga.domain.columns import Column, Index, TableSchema
 from schemasaga.domain.database import DatabaseState
 from schemasaga.domain.errors import DatabaseAlreadyRegistered, DatabaseNotFound, NameTaken
 from schemasaga.domain.plan import Plan, Statement
-from schemasaga.domain.schema import LiveColumn, LiveTable
+from schemasaga.domain.schema import LiveColumn, LiveTable, diff
 from schemasaga.domain.table import Table
 from schemasaga.eventstore import NewEvent, RecordedEvent, WrongExpectedVersion
 from schemasaga.services.views import DatabaseView, StoredIdentity
@@ -281,6 +281,8 @@ class MemoryDatabase:
         if found is not None and refuse_existing:
             raise TableThere(found.name, engine=self.engine)
         if found is not None:
+            if diff(TableSchema(name, tuple(columns), tuple(indexes)), found):  # as the adapter's
+                raise PermanentByodbError(f"a table {found.name!r} already exists with another shape")
             return False
         self.tables[name] = LiveTable(
             name, tuple(live(c) for c in columns), fold_case=self.engine != "postgresql"

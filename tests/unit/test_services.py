@@ -3,6 +3,7 @@ its conflict retry, the table commands, and the saga runner's steps, retries, co
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import replace
 from uuid import UUID, uuid4
 
@@ -13,8 +14,9 @@ from schemasaga.domain.columns import DEFAULT_COLUMNS, Column, ColumnType
 from schemasaga.domain.errors import ConcurrentChange, DatabaseNotFound, NameTaken, TableNotFound
 from schemasaga.domain.events import stream_name
 from schemasaga.domain.schema import LiveColumn, LiveTable
-from schemasaga.domain.table import Table
+from schemasaga.domain.table import OperationKind, Table
 from schemasaga.services.sagas.runner import RetryPolicy, SagaRunner
+from schemasaga.services.sagas.steps import SAGAS
 from schemasaga.services.tables import Accepted, ColumnPatch, TableCommands
 from schemasaga.services.unit_of_work import MAX_CONFLICT_RETRIES, Session, UnitOfWork
 from tests.fakes import MemoryConnections, MemoryCore, MemoryDatabase
@@ -97,20 +99,36 @@ async def test_a_change_behind_one_in_flight_gets_no_job_until_its_turn() -> Non
     assert table.synced and "age" in table.confirmed_columns
 
 
-async def test_a_creation_looks_at_its_database_once_before_its_ddl_and_once_to_verify() -> None:
+async def test_a_creation_looks_at_its_database_only_in_create_table() -> None:
     world = World()
     created = await world.create()
     calls = len(world.byodb.calls)
     await world.run(created)
 
     assert world.events(created.table_id)[-1] == "TableCreationConfirmed"
-    # The plan is checked, and the refusal of a table already there rides on the inspection create_table
-    # makes before its DDL: no inspection of its own.
+    # The plan is checked, the refusal of a table already there rides on the inspection create_table
+    # makes before its DDL, and the verification on the one it makes after (create_table raises when
+    # the table it made or found is not the schema): no inspection of their own.
     assert world.byodb.calls[calls:] == [
         ("plan_change", "people"),
         ("create_table", "people"),
-        ("inspect_table", "people"),
     ]
+
+
+async def test_a_creation_verified_in_a_call_of_its_own_inspects() -> None:
+    world = World()
+    created = await world.create()
+    table = await world.table(created.table_id)
+    op = table.head
+    assert op is not None
+    create, verify = SAGAS[OperationKind.CREATE_TABLE]
+    assert verify.check
+    # As a resumed run verifies a creation recorded before (another call to the database's threads,
+    # another copy of the context): the creation's read-back is not there, the table is inspected.
+    contextvars.copy_context().run(create.action, world.byodb, table, op)
+    calls = len(world.byodb.calls)
+    contextvars.copy_context().run(verify.action, world.byodb, table, op)
+    assert world.byodb.calls[calls:] == [("inspect_table", "people")]
 
 
 @pytest.mark.parametrize("shape", ["same", "other"])
@@ -191,6 +209,47 @@ async def test_a_stale_table_is_decided_again_on_fresh_state() -> None:
     # decided on once, with no attempt lost on the stale copy.
     assert seen == [stale.version + 1]
     assert world.events(created.table_id)[-1] == "TableDriftDetected"
+
+
+async def test_a_table_checked_at_save_is_taken_as_loaded_and_decided_again_when_stale() -> None:
+    world = World()
+    created = await world.settled()
+    stream = stream_name(created.table_id)
+    current = await world.table(created.table_id)
+    seen: list[int] = []
+
+    async def work(session: Session, loaded: Table) -> None:
+        table = await session.table(created.table_id, loaded=loaded, check_at_save=True)
+        seen.append(table.version)
+        table.record_drift([{"issue": "missing_table"}], scan_id=uuid4())
+
+    # A current copy: neither locked nor read again; the append's expected version is the check.
+    locks, version = len(world.core.locked), current.version
+    await world.uow.run(lambda session: work(session, current), metadata={})
+    assert stream not in world.core.locked[locks:] and seen == [version]
+    assert world.events(created.table_id)[-1] == "TableDriftDetected"
+
+    # A stale copy: the append refuses it, and the next attempt loads the table anew under the lock.
+    stale = await world.table(created.table_id)
+    await world.tables.add_column(table_id=created.table_id, column=AGE, metadata={})
+    seen.clear()
+    await world.uow.run(lambda session: work(session, stale), metadata={})
+    assert seen == [stale.version, stale.version + 1]
+
+
+async def test_a_stale_table_checked_at_save_with_nothing_to_append_is_decided_again() -> None:
+    world = World()
+    created = await world.settled()
+    stale = await world.table(created.table_id)
+    await world.tables.add_column(table_id=created.table_id, column=AGE, metadata={})
+    seen: list[int] = []
+
+    async def work(session: Session) -> None:
+        table = await session.table(created.table_id, loaded=stale, check_at_save=True)
+        seen.append(table.version)
+
+    await world.uow.run(work, metadata={})
+    assert seen == [stale.version, stale.version + 1]
 
 
 async def test_a_table_that_keeps_changing_gives_up_with_a_clear_error() -> None:

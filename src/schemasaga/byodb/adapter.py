@@ -475,11 +475,11 @@ class ByodbAdapter:
                     )
                 return False
             statements = self._create_sql(name, columns, indexes)
-            table = self._table(name)
             undo = _Compensations()
             try:
                 self._driver_sql(step, statements[0])
-                undo.push(f"drop table {name!r}", lambda: step.conn.execute(DropTable(table)))
+                # The SQLAlchemy table is built only if the drop runs (engines without transactional DDL).
+                undo.push(f"drop table {name!r}", lambda: step.conn.execute(DropTable(self._table(name))))
                 for statement in statements[1:]:
                     self._driver_sql(step, statement)
                 self._hook("create_table:created")

@@ -144,8 +144,7 @@ async def _project_table(conn: AsyncConnection[Any], table: Table, recorded: Seq
                 "at": at,
             },
         )
-        for rec in recorded:
-            await _project_event(cur, event_from_data(rec.event_type, rec.data), rec)
+        await _project_events(cur, recorded)
         for entry in table.trash:
             await cur.execute(
                 Q["upsert_trash"],
@@ -162,6 +161,56 @@ async def _project_table(conn: AsyncConnection[Any], table: Table, recorded: Seq
                     "at": at,
                 },
             )
+
+
+_OUTCOMES = (
+    TableCreationConfirmed,
+    TableChangeConfirmed,
+    TableDeletionConfirmed,
+    TableSchemaAdopted,
+    TableCreationRejected,
+    TableChangeRejected,
+    TableDeletionRejected,
+)
+
+
+async def _project_events(cur: Any, recorded: Sequence[RecordedEvent]) -> None:
+    """Each event's change to ``rm_operations``, in order; the steps an operation completed one after
+    the other are written by one statement, with the outcome that follows them if one does (a saga's
+    last record: its step, its verification and its confirmation in one UPDATE instead of three)."""
+    steps: list[str] = []
+    of: SagaStepCompleted | None = None
+    at: Any = None
+    for rec in recorded:
+        event = event_from_data(rec.event_type, rec.data)
+        if isinstance(event, SagaStepCompleted) and (of is None or event.operation_id == of.operation_id):
+            steps.append(event.step)
+            of, at = event, rec.created_at
+            continue
+        if of is not None:
+            params = {"operation_id": of.operation_id, "steps": steps, "at": at}
+            steps, of = [], None
+            if isinstance(event, _OUTCOMES) and event.operation_id == params["operation_id"]:
+                status, error = "completed", None
+                if isinstance(event, TableCreationRejected | TableChangeRejected | TableDeletionRejected):
+                    status, error = "rejected", event.reason
+                await cur.execute(
+                    Q["operation_steps_done_finished"],
+                    {**params, "at": rec.created_at, "status": status, "error": error},
+                )
+                if isinstance(event, TableChangeConfirmed | TableDeletionConfirmed):  # an undo completed
+                    await cur.execute(
+                        Q["operation_undone"], {"operation_id": event.operation_id, "at": rec.created_at}
+                    )
+                continue
+            await cur.execute(Q["operation_steps_done"], params)
+            if isinstance(event, SagaStepCompleted):  # another operation's
+                steps, of, at = [event.step], event, rec.created_at
+                continue
+        await _project_event(cur, event, rec)
+    if of is not None:
+        params = {"operation_id": of.operation_id, "steps": steps, "at": at}
+        await cur.execute(Q["operation_steps_done"], params)
 
 
 async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> None:
@@ -189,7 +238,7 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
             if isinstance(event, TableTracked):  # nothing to run: done as it is recorded
                 await cur.execute(Q["operation_finished"], {**op, "status": "completed", "error": None})
         case SagaStepCompleted(step=step):
-            await cur.execute(Q["operation_step_done"], {**op, "step": step})
+            await cur.execute(Q["operation_steps_done"], {**op, "steps": [step]})
         case SagaAttemptFailed(attempt=attempt, error=error, blocked_by=blocked_by):
             await cur.execute(
                 Q["operation_attempt_failed"],
@@ -211,13 +260,6 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
             TableCreationRejected(reason=r) | TableChangeRejected(reason=r) | TableDeletionRejected(reason=r)
         ):
             await cur.execute(Q["operation_finished"], {**op, "status": "rejected", "error": r})
-
-
-async def mark_running(conn: AsyncConnection[Any], *, operation_id: UUID) -> int:
-    """Record that a worker picked the operation up (not an event: it says nothing about the schema);
-    how many times one did, this time included (0 when the operation is not open in the read model)."""
-    row = await (await conn.execute(Q["operation_running"], {"operation_id": operation_id})).fetchone()
-    return 0 if row is None else int(row[0])
 
 
 async def project_database(conn: AsyncConnection[Any], state: db.DatabaseState) -> None:

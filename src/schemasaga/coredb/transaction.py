@@ -186,20 +186,18 @@ class PgCore:
 
     @asynccontextmanager
     async def starting(self) -> AsyncIterator[PgStarting]:
-        # The pool commits the connection's transaction when the block ends without an error.
-        async with self.pool.connection() as conn:
+        # Autocommit: the reads see what is committed when each runs (as they would in a READ COMMITTED
+        # transaction), and the start is one statement committed as it runs (before the saga's first
+        # step, its durability point): no BEGIN and COMMIT round trips around them.
+        async with autocommit_connection(self.pool) as conn:
             yield PgStarting(self.store, conn)
 
     async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
-        async with self.pool.connection() as conn:
+        async with autocommit_connection(self.pool) as conn:
             return await _start_operation(conn, operation_id, job_id=job_id)
 
 
 async def _start_operation(
     conn: AsyncConnection[Any], operation_id: UUID, *, job_id: int | None
 ) -> int | None:
-    if job_id is not None and await job_queries.retry_scheduled(
-        conn, operation_id=operation_id, job_id=job_id
-    ):
-        return None
-    return await readmodels.mark_running(conn, operation_id=operation_id)
+    return await job_queries.start_operation(conn, operation_id=operation_id, job_id=job_id)

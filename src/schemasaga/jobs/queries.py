@@ -28,12 +28,23 @@ def table_lock(table_id: UUID) -> str:
     return f"table:{table_id}"
 
 
-async def retry_scheduled(conn: AsyncConnection[Any], *, operation_id: UUID, job_id: int) -> bool:
-    """Whether another job of the operation is scheduled for later: a retry waiting for its backoff."""
+async def start_operation(
+    conn: AsyncConnection[Any], *, operation_id: UUID, job_id: int | None
+) -> int | None:
+    """Mark the operation running and count its starts, in one statement: None when another job of the
+    operation waits for its backoff (asked only with ``job_id``, the job that runs it), else its starts,
+    this time included (0 when the read model does not know it as open)."""
     cur = await conn.execute(
-        Q["retry_scheduled"], {"task_name": RUN_SAGA, "job_id": job_id, "operation_id": str(operation_id)}
+        Q["start_operation"],
+        {"task_name": RUN_SAGA, "job_id": job_id, "operation_id": str(operation_id)},
+        prepare=True,
     )
-    return await cur.fetchone() is not None
+    row = await cur.fetchone()
+    assert row is not None  # the outer SELECT always answers one row
+    retry, starts = row
+    if retry:
+        return None
+    return 0 if starts is None else int(starts)
 
 
 async def stuck_operations(conn: AsyncConnection[Any]) -> list[dict[str, Any]]:

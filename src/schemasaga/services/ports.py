@@ -51,11 +51,11 @@ class StreamReader(Protocol):
 
 
 class OperationStart(StreamReader, Protocol):
-    """Reads, then the start of an operation, on one connection and in one transaction (a saga job's
-    load of its table and its start: one round of checkout, BEGIN and COMMIT instead of two)."""
+    """Reads, then the start of an operation, on one connection (a saga job's load of its table and its
+    start: one checkout instead of two). Each sees what is committed when it runs."""
 
     async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
-        """As :meth:`CoreDatabase.start_operation`, committed with the block."""
+        """As :meth:`CoreDatabase.start_operation`: committed when it answers."""
 
 
 class CoreTransaction(StreamReader, Protocol):
@@ -115,7 +115,7 @@ class CoreDatabase(Protocol):
         """Reads outside a transaction (each one sees what is committed when it runs); never writes."""
 
     def starting(self) -> AbstractAsyncContextManager[OperationStart]:
-        """Reads and an operation's start in one transaction, committed when the block ends normally."""
+        """Reads and an operation's start on one connection; the start is committed when it answers."""
 
     async def start_operation(self, operation_id: UUID, *, job_id: int | None) -> int | None:
         """Mark the operation running and answer how many times a worker started it, this time
@@ -152,7 +152,9 @@ class SchemaAdapter(Protocol):
         refuse_existing: bool = False,
     ) -> bool:
         """``refuse_existing``: any table of that name there already is a
-        :class:`~schemasaga.byodb.errors.TableThere`."""
+        :class:`~schemasaga.byodb.errors.TableThere`. The table made (as read back after the DDL) or
+        found is compared with the schema: any difference is a permanent error (the creation's
+        verification relies on it when it runs in the same call)."""
 
     def add_column(self, table: str, column: Column) -> bool: ...
 

@@ -40,6 +40,8 @@ class _Tracked:
     table: Table
     head_before: UUID | None
     retry: tuple[UUID, float] | None = None
+    # Taken as loaded, neither locked nor its version read: checked at the save.
+    unchecked: bool = False
 
 
 @dataclass
@@ -60,14 +62,26 @@ class Session:
 
     # -- tables ----------------------------------------------------------------------------------
 
-    async def table(self, table_id: UUID, *, loaded: Table | None = None) -> Table:
+    async def table(
+        self, table_id: UUID, *, loaded: Table | None = None, check_at_save: bool = False
+    ) -> Table:
         """The table, its stream locked to the end of the transaction (writers of one table queue here
         rather than race). ``loaded``, a table the caller holds with no unsaved changes, spares the load
         when the stream is still at its version once locked (the append's expected version checks it
-        again); otherwise the table is loaded anew, after the writers it waited for."""
+        again); otherwise the table is loaded anew, after the writers it waited for.
+
+        ``check_at_save`` (with ``loaded``, on the first attempt): ``loaded`` is taken as it is, without
+        the lock and the read of the version (one round trip and two statements less); the save checks
+        it, under the stream's lock, with the append's expected version (or, with nothing to append, a
+        read of the version under the lock), and a table that changed meanwhile is loaded anew and
+        decided again (the next attempt), as a writer that lost the race is."""
         tracked = self._tables.get(table_id)
         if tracked is not None:
             return tracked.table
+        if check_at_save and self._first_attempt and loaded is not None and not loaded.changes:
+            self._track(loaded)
+            self._tables[table_id].unchecked = True
+            return loaded
         version = await self._tx.lock_stream(stream_name(table_id))
         if self._first_attempt and loaded is not None and not loaded.changes and loaded.version == version:
             table: Table | None = loaded
@@ -130,6 +144,11 @@ class Session:
         tx = self._tx
         for tracked in self._tables.values():
             table = tracked.table
+            if tracked.unchecked and not table.changes:
+                stream = stream_name(table.table_id)
+                version = await tx.lock_stream(stream)
+                if version != table.version:
+                    raise WrongExpectedVersion(stream, table.version, version)
             recorded = await repository.save_table(
                 tx, table, metadata=metadata, snapshot_every=snapshot_every
             )
@@ -212,7 +231,7 @@ class UnitOfWork:
         self, table_id: UUID, operation_id: UUID, *, job_id: int | None
     ) -> tuple[Table, int | None]:
         """The table as committed now and, when ``operation_id`` is its head, what
-        :meth:`start_operation` answers (0 when it is not: nothing was started), in one transaction."""
+        :meth:`start_operation` answers (0 when it is not: nothing was started), on one connection."""
         async with self.core.starting() as reader:
             table = await repository.load_table(reader, table_id)
             if table is None:

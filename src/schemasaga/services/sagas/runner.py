@@ -101,7 +101,7 @@ class SagaRunner:
         still waits: that job (``job_id``) then finds the retry scheduled and leaves the operation to
         it, rather than trying at once and starting a second chain of retries."""
         try:
-            # The load and the first start in one transaction; a change chained after it starts alone.
+            # The load and the first start on one connection; a change chained after it starts alone.
             table, starts = await self.uow.load_and_start(table_id, operation_id, job_id=job_id)
         except TableNotFound:
             log.error("job for unknown table %s ignored", table_id)
@@ -271,7 +271,7 @@ class SagaRunner:
         outcome: list[str] = []
 
         async def record(session: Session) -> Table:
-            current = await session.table(table.table_id, loaded=table)
+            current = await session.table(table.table_id, loaded=table, check_at_save=True)
             _head(current, operation_id)
             change(current)
             outcome[:] = _outcomes(current, operation_id)

@@ -8,6 +8,7 @@ table now is what the metadata will say once the step is confirmed, looking at w
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 from schemasaga.byodb.errors import PermanentByodbError, TableThere
@@ -21,7 +22,7 @@ from schemasaga.domain.changes import (
     RestoreTable,
     inverse,
 )
-from schemasaga.domain.columns import Column
+from schemasaga.domain.columns import Column, TableSchema
 from schemasaga.domain.schema import Difference, DifferenceKind, LiveTable, describe, diff
 from schemasaga.domain.table import OperationKind, PendingOperation, Table
 from schemasaga.services.ports import SchemaAdapter
@@ -47,9 +48,19 @@ class VerificationFailed(PermanentByodbError):
     """The live schema does not show what the step should have produced."""
 
 
+# The schema a creation just found its table to have: ``create_table`` compares the table it made (read
+# back after its DDL) or found (same shape) with the schema, and raises on any difference. The
+# verification that follows in the same call to the database's threads (``Step.check``) takes that
+# comparison instead of inspecting the table again (one connection checkout and catalog query less).
+# Each call to the threads runs in a copy of the caller's context: a verification run alone (a resumed
+# saga) finds nothing here and inspects.
+_CREATED_AS: ContextVar[TableSchema | None] = ContextVar("schemasaga_created_as", default=None)
+
+
 def _create(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
     schema = table.premise(op)
     adapter.create_table(schema.name, schema.columns, schema.indexes)
+    _CREATED_AS.set(schema)
 
 
 def _drop_table(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
@@ -155,6 +166,7 @@ def _create_new(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> N
             "it is left as it is: track it (POST /v1/tables/track) to manage it",
             engine=adapter.engine,
         ) from None
+    _CREATED_AS.set(schema)
 
 
 def _add(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
@@ -178,6 +190,9 @@ def _differences(
 
 def _verify_created(adapter: SchemaAdapter, table: Table, op: PendingOperation) -> None:
     schema = table.premise(op)
+    created_as, _ = _CREATED_AS.get(), _CREATED_AS.set(None)
+    if created_as == schema:
+        return  # the creation's own read-back, in this call, found it so
     differences = diff(schema, adapter.inspect_table(schema.name))
     if differences:
         raise VerificationFailed(f"table {schema.name!r} is not as created: {describe(differences)}")

@@ -1,11 +1,26 @@
 -- Every query of procrastinate's job table that is not procrastinate's own; the jobs package runs these.
 
--- name: retry_scheduled
--- Another job of the operation waits for its backoff to end: a retry deferred with a delay.
-SELECT 1 FROM procrastinate_jobs
-WHERE status = 'todo' AND task_name = %(task_name)s AND id <> %(job_id)s
-  AND args ->> 'operation_id' = %(operation_id)s AND scheduled_at > now()
-LIMIT 1;
+-- name: start_operation
+-- A saga job's start, in one statement (one round trip, committed alone): unless another job of the
+-- operation waits for its backoff (a retry deferred with a delay; only asked with a job id), the
+-- operation is marked running in the read model (not an event: it says nothing about the schema; a
+-- rebuilt operation is pending until its job runs) and its starts counted (the first start of a create
+-- knows that a table already there is not its own). Answers whether a retry waits, and the starts
+-- (NULL: nothing was started).
+WITH retry AS (
+    SELECT 1 FROM procrastinate_jobs
+    WHERE %(job_id)s::bigint IS NOT NULL
+      AND status = 'todo' AND task_name = %(task_name)s AND id <> %(job_id)s::bigint
+      AND args ->> 'operation_id' = %(operation_id)s::text AND scheduled_at > now()
+    LIMIT 1
+), started AS (
+    UPDATE rm_operations
+    SET status = 'running', starts = starts + 1
+    WHERE operation_id = %(operation_id)s::uuid AND status IN ('pending', 'running')
+      AND NOT EXISTS (SELECT 1 FROM retry)
+    RETURNING starts
+)
+SELECT EXISTS (SELECT 1 FROM retry) AS retry_scheduled, (SELECT starts FROM started) AS starts;
 
 -- name: stuck_operations
 -- Operations not finished whose table has no job waiting or running: nothing will ever finish them.

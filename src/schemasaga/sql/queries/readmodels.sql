@@ -35,9 +35,18 @@ SET undone_by = u.operation_id, updated_at = %(at)s
 FROM rm_operations u
 WHERE u.operation_id = %(operation_id)s AND t.operation_id = u.undoes;
 
--- name: operation_step_done
+-- name: operation_steps_done
+-- The steps one transaction recorded as completed for the operation, in order.
 UPDATE rm_operations
-SET steps_done = steps_done || to_jsonb(%(step)s::text), updated_at = %(at)s
+SET steps_done = steps_done || to_jsonb(%(steps)s::text[]), updated_at = %(at)s
+WHERE operation_id = %(operation_id)s;
+
+-- name: operation_steps_done_finished
+-- operation_steps_done and operation_finished in one statement: the steps a transaction completed and
+-- the outcome that followed them (a saga's last group and its confirmation).
+UPDATE rm_operations
+SET steps_done = steps_done || to_jsonb(%(steps)s::text[]), status = %(status)s,
+    last_error = coalesce(%(error)s, last_error), updated_at = %(at)s, finished_at = %(at)s
 WHERE operation_id = %(operation_id)s;
 
 -- name: operation_attempt_failed
@@ -57,14 +66,6 @@ WHERE operation_id = %(operation_id)s;
 UPDATE rm_operations
 SET status = %(status)s, last_error = coalesce(%(error)s, last_error), updated_at = %(at)s, finished_at = %(at)s
 WHERE operation_id = %(operation_id)s;
-
--- name: operation_running
--- Not an event: it says nothing about the schema; a rebuilt operation is pending until its job runs.
--- Counts the starts: the first start of a create knows that a table already there is not its own.
-UPDATE rm_operations
-SET status = 'running', starts = starts + 1
-WHERE operation_id = %(operation_id)s AND status IN ('pending', 'running')
-RETURNING starts;
 
 -- name: truncate_read_models
 TRUNCATE rm_tables, rm_operations, rm_trash;
