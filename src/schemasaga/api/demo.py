@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from schemasaga.api.deps import Metadata, Reader, Reads, ServicesDep, Tables, Writer, require_table
+from schemasaga.api.deps import Metadata, Reader, Reads, ServicesDep, Tables, require_table
 from schemasaga.api.errors import responses
-from schemasaga.api.idempotency import IDEMPOTENT
+from schemasaga.api.idempotency import IdempotentWriter
 from schemasaga.api.models import (
     ColumnRequest,
     CreateTableRequest,
@@ -32,9 +32,10 @@ router = APIRouter(prefix="/table", tags=["demo"], responses=responses(401, 403)
     "/create",
     response_model=DemoCreated,
     responses=responses(400, 404, 409, 422, 503),
-    dependencies=IDEMPOTENT,
 )
-async def create(body: CreateTableRequest, caller: Writer, tables: Tables, meta: Metadata) -> DemoCreated:
+async def create(
+    body: CreateTableRequest, caller: IdempotentWriter, tables: Tables, meta: Metadata
+) -> DemoCreated:
     caller.require_database(body.database)
     accepted = only_accepted(await tables.create_table(name=body.name, database=body.database, metadata=meta))
     return DemoCreated(
@@ -42,11 +43,9 @@ async def create(body: CreateTableRequest, caller: Writer, tables: Tables, meta:
     )
 
 
-@router.post(
-    "/delete", response_model=DemoOk, responses=responses(400, 404, 409, 422, 503), dependencies=IDEMPOTENT
-)
+@router.post("/delete", response_model=DemoOk, responses=responses(400, 404, 409, 422, 503))
 async def delete(
-    body: TableIdRequest, caller: Writer, reads: Reads, tables: Tables, meta: Metadata
+    body: TableIdRequest, caller: IdempotentWriter, reads: Reads, tables: Tables, meta: Metadata
 ) -> DemoOk:
     table_id = parse_table_id(body.table_id)
     await require_table(caller, reads, table_id)
@@ -64,10 +63,10 @@ async def show(body: TableIdRequest, caller: Reader, reads: Reads, services: Ser
     return DemoShow(table=TableOut.of(view, engine=services.connections.known_engine(view.database)))
 
 
-@router.post(
-    "/column", response_model=DemoOk, responses=responses(400, 404, 409, 422, 503), dependencies=IDEMPOTENT
-)
-async def column(body: ColumnRequest, caller: Writer, reads: Reads, tables: Tables, meta: Metadata) -> DemoOk:
+@router.post("/column", response_model=DemoOk, responses=responses(400, 404, 409, 422, 503))
+async def column(
+    body: ColumnRequest, caller: IdempotentWriter, reads: Reads, tables: Tables, meta: Metadata
+) -> DemoOk:
     table_id = parse_table_id(body.table_id)
     await require_table(caller, reads, table_id)
     spec = body.column

@@ -73,6 +73,8 @@ async def get_token_commands(request: Request) -> TokenCommands:
 
 
 MAX_HEADER_VALUE = 200
+# Where authenticate leaves the request's caller (request.state).
+_CALLER = "schemasaga_caller"
 
 # Declares the scheme in the OpenAPI document; the answer to a missing token is ours (401, error shape).
 bearer = HTTPBearer(
@@ -89,9 +91,11 @@ async def authenticate(
     """Who the request acts as: the token of its ``Authorization: Bearer`` header when tokens are
     required (401 without a live one), the open caller otherwise. Run once per request (FastAPI caches
     it), before the body is validated, so that a refused request is told nothing of its body."""
-    if not request.app.state.tokens_required:
-        return OPEN
-    return await token_caller((await get_services(request)).tokens, credentials)
+    caller = OPEN
+    if request.app.state.tokens_required:
+        caller = await token_caller((await get_services(request)).tokens, credentials)
+    setattr(request.state, _CALLER, caller)
+    return caller
 
 
 async def token_caller(tokens: TokenCommands, credentials: HTTPAuthorizationCredentials | None) -> Caller:
@@ -99,9 +103,17 @@ async def token_caller(tokens: TokenCommands, credentials: HTTPAuthorizationCred
     the worker's metrics endpoint asks it too."""
     if credentials is None:
         raise NotAuthenticated("this needs a token: send `Authorization: Bearer <token>`")
-    caller = await tokens.authenticate(credentials.credentials)
-    if caller is None:
+    found = await tokens.authenticate(credentials.credentials)
+    if found is None:
         raise NotAuthenticated("the token is unknown or revoked")
+    return found
+
+
+async def authenticated(request: Request) -> Caller:
+    """The caller :func:`authenticate` found for this request, or found now (as a dependency would)."""
+    caller: Caller | None = getattr(request.state, _CALLER, None)
+    if caller is None:
+        caller = await authenticate(request, await bearer(request))
     return caller
 
 
@@ -132,11 +144,14 @@ async def admin(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
     return caller
 
 
-async def request_metadata(
-    request: Request, caller: Annotated[Caller, Depends(authenticate)]
-) -> dict[str, Any]:
+async def request_metadata(request: Request) -> dict[str, Any]:
     """Who asked, recorded in every event's metadata (never credentials): the token's name when a token
-    was used, the client's ``X-Actor`` then only a note beside it."""
+    was used, the client's ``X-Actor`` then only a note beside it.
+
+    The caller is the one the route's token dependency found (every write route has one, before this),
+    not a dependency of its own: FastAPI walks a cached dependency's subtree again wherever it is
+    declared, on every request."""
+    caller = await authenticated(request)
     claimed = request.headers.get("x-actor")
     metadata: dict[str, Any] = {
         # Capped: they are stored in every event of the request.

@@ -40,8 +40,13 @@ class OperationNotices:
         # Registered before the first read: a notice that comes between the read and the wait is kept.
         self._waiters.setdefault(operation_id, set()).add(heard)
         try:
-            with contextlib.suppress(TimeoutError):  # the first wait: the listener being ready, briefly
-                await asyncio.wait_for(self._listening.wait(), min(timeout, 0.5))
+            # The waits are ``asyncio.timeout`` blocks, not ``wait_for``: no task of their own, so a notice
+            # wakes this one at once rather than a task that then wakes it (a turn of a loop that the
+            # in-process worker keeps busy meanwhile, finishing the job of the operation heard of).
+            if not self._listening.is_set():  # the first wait: the listener being ready, briefly
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(timeout, 0.5)):
+                        await self._listening.wait()
             while True:
                 heard.clear()
                 view = await self._reads.get_operation(operation_id)
@@ -51,7 +56,8 @@ class OperationNotices:
                 if remaining <= 0:
                     return None
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(heard.wait(), min(remaining, self._recheck))
+                    async with asyncio.timeout(min(remaining, self._recheck)):
+                        await heard.wait()
         finally:
             waiting = self._waiters.get(operation_id)
             if waiting is not None:

@@ -9,9 +9,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from schemasaga.api.deps import Admin, Databases, Metadata, Reader, ServicesDep, Writer
+from schemasaga.api.deps import Databases, Metadata, Reader, ServicesDep
 from schemasaga.api.errors import problems
-from schemasaga.api.idempotency import IDEMPOTENT
+from schemasaga.api.idempotency import IdempotentAdmin, IdempotentWriter
 from schemasaga.api.models import (
     CheckOut,
     DatabaseList,
@@ -30,10 +30,13 @@ router = APIRouter(prefix="/v1/databases", tags=["databases"], responses=problem
     status_code=201,
     response_model=DatabaseOut,
     responses=problems(400, 403, 409, 422, 503),
-    dependencies=IDEMPOTENT,
 )
 async def register_database(
-    body: RegisterDatabaseRequest, _: Admin, databases: Databases, meta: Metadata, response: Response
+    body: RegisterDatabaseRequest,
+    _: IdempotentAdmin,
+    databases: Databases,
+    meta: Metadata,
+    response: Response,
 ) -> DatabaseOut:
     database = await databases.register(name=body.name, url=body.url, metadata=meta)
     response.headers["Location"] = f"/v1/databases/{database.name}"
@@ -68,18 +71,17 @@ async def get_database(name: str, caller: Reader, databases: Databases) -> Datab
     "/{name}/check",
     response_model=CheckOut,
     responses=problems(400, 404, 409, 422, 503),
-    dependencies=IDEMPOTENT,
 )
-async def check_database(name: str, caller: Writer, databases: Databases, meta: Metadata) -> CheckOut:
+async def check_database(
+    name: str, caller: IdempotentWriter, databases: Databases, meta: Metadata
+) -> CheckOut:
     """Try the connection now (a change of its status is recorded): a write."""
     caller.require_database(name)
     return CheckOut.model_validate(await databases.check(name=name, metadata=meta))
 
 
-@router.delete(
-    "/{name}", response_model=OkOut, responses=problems(400, 404, 409, 422, 503), dependencies=IDEMPOTENT
-)
-async def unregister_database(name: str, _: Admin, databases: Databases, meta: Metadata) -> OkOut:
+@router.delete("/{name}", response_model=OkOut, responses=problems(400, 404, 409, 422, 503))
+async def unregister_database(name: str, _: IdempotentAdmin, databases: Databases, meta: Metadata) -> OkOut:
     """Forget a registered database. 409 while it holds a live table or anything in the trash (forgotten,
     the trash could neither restore nor purge it): delete the tables, restore or purge the trash first."""
     await databases.unregister(name=name, metadata=meta)

@@ -6,9 +6,9 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from schemasaga.api.deps import Metadata, Reader, Reads, ServicesDep, Tables, Writer, require_table
+from schemasaga.api.deps import Metadata, Reader, Reads, ServicesDep, Tables, require_table
 from schemasaga.api.errors import problems
-from schemasaga.api.idempotency import IDEMPOTENT
+from schemasaga.api.idempotency import IdempotentWriter
 from schemasaga.api.models import AcceptedOut, OperationOut
 from schemasaga.api.paging import Limit, link_next, next_after
 
@@ -78,11 +78,10 @@ async def list_operations(
     status_code=202,
     response_model=AcceptedOut,
     responses=PLANNED,
-    dependencies=IDEMPOTENT,
 )
 async def undo_operation(
     operation_id: UUID,
-    caller: Writer,
+    caller: IdempotentWriter,
     reads: Reads,
     tables: Tables,
     meta: Metadata,

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from schemasaga.api import pages
-from schemasaga.api.deps import Metadata, Reader, Reads, Services, ServicesDep, Tables, Writer, require_table
+from schemasaga.api.deps import Metadata, Reader, Reads, Services, ServicesDep, Tables, require_table
 from schemasaga.api.errors import problems, refuse_other_methods
-from schemasaga.api.idempotency import IDEMPOTENT
+from schemasaga.api.idempotency import IdempotentWriter
 from schemasaga.api.models import (
     AcceptedOut,
     ColumnPatchRequest,
@@ -93,10 +93,10 @@ async def _answer(
     return out
 
 
-@router.post("", status_code=202, response_model=AcceptedOut, responses=PLANNED, dependencies=IDEMPOTENT)
+@router.post("", status_code=202, response_model=AcceptedOut, responses=PLANNED)
 async def create_table(
     body: NewTableRequest,
-    caller: Writer,
+    caller: IdempotentWriter,
     tables: Tables,
     meta: Metadata,
     response: Response,
@@ -120,12 +120,10 @@ async def create_table(
     return await _answer(result, response, wait=wait, services=services)
 
 
-@router.post(
-    "/track", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS, dependencies=IDEMPOTENT
-)
+@router.post("/track", status_code=202, response_model=AcceptedOut, responses=CHANGE_ERRORS)
 async def track_table(
     body: TrackTableRequest,
-    caller: Writer,
+    caller: IdempotentWriter,
     tables: Tables,
     meta: Metadata,
     response: Response,
@@ -233,12 +231,10 @@ async def get_table(
     return out
 
 
-@router.patch(
-    "/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED, dependencies=IDEMPOTENT
-)
+@router.patch("/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED)
 async def rename_table(
     table_id: UUID,
-    caller: Writer,
+    caller: IdempotentWriter,
     reads: Reads,
     body: RenameTableRequest,
     tables: Tables,
@@ -260,12 +256,10 @@ async def rename_table(
     )
 
 
-@router.delete(
-    "/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED, dependencies=IDEMPOTENT
-)
+@router.delete("/{table_id}", status_code=202, response_model=AcceptedOut, responses=PLANNED)
 async def delete_table(
     table_id: UUID,
-    caller: Writer,
+    caller: IdempotentWriter,
     reads: Reads,
     tables: Tables,
     meta: Metadata,
@@ -295,11 +289,10 @@ async def delete_table(
     status_code=202,
     response_model=AcceptedOut,
     responses=PLANNED,
-    dependencies=IDEMPOTENT,
 )
 async def add_column(
     table_id: UUID,
-    caller: Writer,
+    caller: IdempotentWriter,
     reads: Reads,
     body: ColumnSpec,
     tables: Tables,
@@ -321,11 +314,10 @@ async def add_column(
     status_code=202,
     response_model=AcceptedOut,
     responses=PLANNED,
-    dependencies=IDEMPOTENT,
 )
 async def alter_column(
     table_id: UUID,
-    caller: Writer,
+    caller: IdempotentWriter,
     reads: Reads,
     name: str,
     body: ColumnPatchRequest,
@@ -352,11 +344,10 @@ async def alter_column(
     status_code=202,
     response_model=AcceptedOut,
     responses=PLANNED,
-    dependencies=IDEMPOTENT,
 )
 async def remove_column(
     table_id: UUID,
-    caller: Writer,
+    caller: IdempotentWriter,
     reads: Reads,
     name: str,
     tables: Tables,
@@ -382,11 +373,10 @@ async def remove_column(
     status_code=202,
     response_model=AcceptedOut,
     responses=PLANNED,
-    dependencies=IDEMPOTENT,
 )
 async def add_index(
     table_id: UUID,
-    caller: Writer,
+    caller: IdempotentWriter,
     body: IndexSpec,
     tables: Tables,
     reads: Reads,
@@ -416,11 +406,10 @@ async def add_index(
     status_code=202,
     response_model=AcceptedOut,
     responses=PLANNED,
-    dependencies=IDEMPOTENT,
 )
 async def drop_index(
     table_id: UUID,
-    caller: Writer,
+    caller: IdempotentWriter,
     reads: Reads,
     name: str,
     tables: Tables,
@@ -468,12 +457,11 @@ async def table_events(
     status_code=202,
     response_model=AcceptedOut,
     responses=CHANGE_ERRORS,
-    dependencies=IDEMPOTENT,
 )
 async def reconcile(
     table_id: UUID,
     body: ReconcileRequest,
-    caller: Writer,
+    caller: IdempotentWriter,
     reads: Reads,
     tables: Tables,
     meta: Metadata,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from schemasaga.api.deps import Admin, Metadata, Tokens
 from schemasaga.api.errors import problems
-from schemasaga.api.idempotency import IDEMPOTENT, SECRET_FIELDS
+from schemasaga.api.idempotency import SECRET_FIELDS, IdempotentAdmin
 from schemasaga.api.models import NewTokenOut, NewTokenRequest, OkOut, TokenList, TokenOut
 from schemasaga.api.paging import Limit, link_next, next_after
 
@@ -21,11 +21,10 @@ router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=problems(401,
     status_code=201,
     response_model=NewTokenOut,
     responses=problems(400, 409, 422, 503),
-    dependencies=IDEMPOTENT,
 )
 async def create_token(
     body: NewTokenRequest,
-    _: Admin,
+    _: IdempotentAdmin,
     tokens: Tokens,
     meta: Metadata,
     request: Request,
@@ -57,10 +56,8 @@ async def list_tokens(
     return TokenList(items=[TokenOut.of(t) for t in views], next_after=after_next)
 
 
-@router.delete(
-    "/{name}", response_model=OkOut, responses=problems(400, 404, 409, 422, 503), dependencies=IDEMPOTENT
-)
-async def revoke_token(name: str, _: Admin, tokens: Tokens, meta: Metadata) -> OkOut:
+@router.delete("/{name}", response_model=OkOut, responses=problems(400, 404, 409, 422, 503))
+async def revoke_token(name: str, _: IdempotentAdmin, tokens: Tokens, meta: Metadata) -> OkOut:
     """Revoke the token: from now on it is answered 401."""
     await tokens.revoke(name=name, metadata=meta)
     return OkOut()

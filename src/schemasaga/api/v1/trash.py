@@ -6,9 +6,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response
 
-from schemasaga.api.deps import Metadata, Reader, Reads, ServicesDep, Writer
+from schemasaga.api.deps import Metadata, Reader, Reads, ServicesDep
 from schemasaga.api.errors import problems
-from schemasaga.api.idempotency import IDEMPOTENT
+from schemasaga.api.idempotency import IdempotentWriter
 from schemasaga.api.models import AcceptedOut, RestoreRequest, TrashOut
 from schemasaga.services.tables import Accepted
 from schemasaga.services.trash import TrashCommands
@@ -51,11 +51,10 @@ async def get_trash(trash_id: UUID, caller: Reader, services: ServicesDep) -> Tr
     status_code=202,
     response_model=AcceptedOut,
     responses=problems(400, 404, 409, 410, 422, 503),
-    dependencies=IDEMPOTENT,
 )
 async def restore(
     trash_id: UUID,
-    caller: Writer,
+    caller: IdempotentWriter,
     services: ServicesDep,
     meta: Metadata,
     response: Response,
@@ -73,10 +72,9 @@ async def restore(
     status_code=202,
     response_model=AcceptedOut,
     responses=problems(400, 404, 409, 410, 422, 503),
-    dependencies=IDEMPOTENT,
 )
 async def purge(
-    trash_id: UUID, caller: Writer, services: ServicesDep, meta: Metadata, response: Response
+    trash_id: UUID, caller: IdempotentWriter, services: ServicesDep, meta: Metadata, response: Response
 ) -> AcceptedOut:
     """Drop the entry's data now (410 `purged` when it is gone already)."""
     await _entry(services.trash, caller, trash_id)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from schemasaga.api.deps import Admin, Metadata, ServicesDep
 from schemasaga.api.errors import problems
-from schemasaga.api.idempotency import IDEMPOTENT, SECRET_FIELDS
+from schemasaga.api.idempotency import SECRET_FIELDS, IdempotentAdmin
 from schemasaga.api.models import (
     DeliveryList,
     DeliveryOut,
@@ -29,11 +29,10 @@ router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=problems(
     status_code=201,
     response_model=NewWebhookOut,
     responses=problems(400, 422, 503),
-    dependencies=IDEMPOTENT,
 )
 async def create_webhook(
     body: NewWebhookRequest,
-    _: Admin,
+    _: IdempotentAdmin,
     services: ServicesDep,
     meta: Metadata,
     request: Request,
@@ -62,10 +61,10 @@ async def get_webhook(webhook_id: UUID, _: Admin, services: ServicesDep) -> Webh
     return WebhookOut.model_validate(await services.webhooks.get(webhook_id))
 
 
-@router.delete(
-    "/{webhook_id}", response_model=OkOut, responses=problems(400, 404, 422, 503), dependencies=IDEMPOTENT
-)
-async def delete_webhook(webhook_id: UUID, _: Admin, services: ServicesDep, meta: Metadata) -> OkOut:
+@router.delete("/{webhook_id}", response_model=OkOut, responses=problems(400, 404, 422, 503))
+async def delete_webhook(
+    webhook_id: UUID, _: IdempotentAdmin, services: ServicesDep, meta: Metadata
+) -> OkOut:
     """Stop delivering: the deliveries not made yet are cancelled."""
     await services.webhooks.delete(webhook_id, metadata=meta)
     return OkOut()
