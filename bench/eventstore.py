@@ -1,6 +1,6 @@
 """Event store throughput against raw psycopg, on a fresh database.
 
-Run: ``.venv/bin/python -m bench.eventstore [--seconds 3] [--read-events 50000] [--pool-size N]``
+Run: ``.venv/bin/python -m bench.eventstore [--seconds 6] [--read-events 50000] [--pool-size N]``
 
 The reference for issue 12's append target (>= 0.70x raw with 1 and with 4 writers). Raw is the cheapest
 way a client can store an event: one autocommit INSERT of a row with two indexes, on its own connection per
@@ -19,10 +19,11 @@ import asyncio
 import json
 import os
 import resource
+import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -53,11 +54,18 @@ class Result:
     count: int
     seconds: float
     cpu: float = 0.0  # the client's CPU seconds (getrusage), when measured
+    server_cpu: float = 0.0  # its backends' CPU seconds, when measured
+    pair_ratios: list[float] = field(default_factory=list)  # ours/raw of each pair of slices
 
     @property
     def cpu_us(self) -> float:
         """Client CPU per operation, in microseconds."""
         return self.cpu / self.count * 1e6
+
+    @property
+    def server_cpu_us(self) -> float:
+        """Backend CPU per operation, in microseconds."""
+        return self.server_cpu / self.count * 1e6
 
     @property
     def rate(self) -> float:
@@ -135,29 +143,66 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+async def backend_pids(conns: list[psycopg.AsyncConnection[Any]]) -> list[int]:
+    return [conn.info.backend_pid for conn in conns]
+
+
+async def pool_pids(pool: AsyncConnectionPool[Any], size: int) -> list[int]:
+    """The backends of the pool's ``size`` connections (all taken at once, then given back)."""
+    conns = [await pool.getconn() for _ in range(size)]
+    try:
+        return await backend_pids(conns)
+    finally:
+        for conn in conns:
+            await pool.putconn(conn)
+
+
+def server_cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user and system) of these PostgreSQL backends, from /proc (the server is local)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 async def compare_writes(
-    conninfo: str, store: EventStore, writers: int, seconds: float, slices: int = 6
+    conninfo: str, pool: AsyncConnectionPool[Any], writers: int, seconds: float, slices: int = 24
 ) -> tuple[Result, Result]:
-    """Raw inserts against EventStore.append, in alternating slices so that the machine's noise (other
-    load, fsync latency) falls on both alike; equal warm-up for both."""
+    """Raw inserts against EventStore.append, in alternating short slices so that the machine's noise
+    (other load, fsync latency) falls on both alike; equal warm-up for both. Counts and times add up over
+    the slices; each slice pair's ratio is kept too (their median resists a burst of noise)."""
     conns = [await psycopg.AsyncConnection.connect(conninfo, autocommit=True) for _ in range(writers)]
     raw = raw_writers(conns)
-    ours = store_writers(store, writers, "ref")
+    ours = store_writers(EventStore(pool), writers, "ref")
+    pids = {"raw": await backend_pids(conns), "ours": await pool_pids(pool, pool.max_size)}
     try:
         await timed(raw, 0.3)  # warm-up: connections, prepared statements
         await timed(ours, 0.3)
-        raw_r = Result("raw", 0, 0.0)
-        ours_r = Result("ours", 0, 0.0)
+        results = {"raw": Result("raw", 0, 0.0), "ours": Result("ours", 0, 0.0)}
+        ratios = []
         for _ in range(slices):
-            for result, ws in ((raw_r, raw), (ours_r, ours)):
-                t, c = time.perf_counter(), cpu_seconds()
-                result.count += await timed(ws, seconds / slices)
-                result.seconds += time.perf_counter() - t
+            rates = {}
+            for kind, ws in (("raw", raw), ("ours", ours)):
+                result = results[kind]
+                t, c, sc = time.perf_counter(), cpu_seconds(), server_cpu_seconds(pids[kind])
+                count = await timed(ws, seconds / slices)
+                elapsed = time.perf_counter() - t
+                result.count += count
+                result.seconds += elapsed
                 result.cpu += cpu_seconds() - c
+                result.server_cpu += server_cpu_seconds(pids[kind]) - sc
+                rates[kind] = count / elapsed
+            ratios.append(rates["ours"] / rates["raw"])
+        results["ours"].pair_ratios = ratios
     finally:
         for conn in conns:
             await conn.close()
-    return raw_r, ours_r
+    return results["raw"], results["ours"]
 
 
 async def fill(conninfo: str, store: EventStore, events: int) -> None:
@@ -208,7 +253,7 @@ async def run(
         for writers in (1, 4):  # issue 12: >= 0.70x raw with 1 writer and with 4
             pool = await writer_pool(conninfo, pool_size or writers)
             try:
-                raw, ours = await compare_writes(conninfo, EventStore(pool), writers, seconds)
+                raw, ours = await compare_writes(conninfo, pool, writers, seconds)
             finally:
                 await pool.close()
             rows.append((f"append, {writers} writer(s), events/s", ours, raw, ">= 70%"))
@@ -230,23 +275,26 @@ async def run(
 
 def report(rows: list[tuple[str, Result, Result | None, str]]) -> str:
     lines = [
-        f"| {'case':<38} | {'ours':>10} | {'raw':>10} | {'ours/raw':>8} | {'target':>12} "
-        f"| {'client us/op ours / raw':>23} |",
-        f"|{'-' * 40}|{'-' * 12}:|{'-' * 12}:|{'-' * 10}:|{'-' * 14}:|{'-' * 25}:|",
+        f"| {'case':<38} | {'ours':>10} | {'raw':>10} | {'ours/raw':>8} | {'median of pairs':>15} "
+        f"| {'target':>12} | {'client us/op ours / raw':>23} | {'server us/op ours / raw':>23} |",
+        f"|{'-' * 40}|{'-' * 12}:|{'-' * 12}:|{'-' * 10}:|{'-' * 17}:|{'-' * 14}:|{'-' * 25}:|{'-' * 25}:|",
     ]
     for name, ours, raw, target in rows:
         raw_rate = f"{raw.rate:,.0f}" if raw else "-"
         ratio = f"{ours.rate / raw.rate:.0%}" if raw else "-"
+        median = f"{statistics.median(ours.pair_ratios):.0%}" if ours.pair_ratios else "-"
         cpu = f"{ours.cpu_us:,.0f} / {raw.cpu_us:,.0f}" if raw and raw.cpu else "-"
+        server = f"{ours.server_cpu_us:,.0f} / {raw.server_cpu_us:,.0f}" if raw and raw.cpu else "-"
         lines.append(
-            f"| {name:<38} | {ours.rate:>10,.0f} | {raw_rate:>10} | {ratio:>8} | {target:>12} | {cpu:>23} |"
+            f"| {name:<38} | {ours.rate:>10,.0f} | {raw_rate:>10} | {ratio:>8} | {median:>15} | {target:>12} "
+            f"| {cpu:>23} | {server:>23} |"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per write case")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per write case and side")
     parser.add_argument("--read-events", type=int, default=50_000, help="events in the read cases")
     parser.add_argument(
         "--pool-size", type=int, default=None, help="the store's pool when writing (default: one per writer)"
