@@ -50,11 +50,6 @@ def dumps_jsonb(value: Any) -> str:
         return _encoder.encode(value)
 
 
-# orjson writes NaN and the infinities as null where the standard library writes NaN and Infinity, which
-# PostgreSQL refuses in a json value: a text with a null in it goes to the standard library (a null that
-# was one, or a string holding ":null", costs only the second encoding).
-
-
 def dumps_event(value: Any) -> str:
     """The text :func:`dumps` writes, or one of the same JSON value, for event data and metadata: orjson
     (several times faster), except where the standard library's text would differ in value or be refused
@@ -63,6 +58,9 @@ def dumps_event(value: Any) -> str:
         text = orjson.dumps(value, default=_default, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError is one
         return _encoder.encode(value)
+    # orjson writes NaN and the infinities as null, a value PostgreSQL takes, where the standard library
+    # writes NaN and Infinity, which it refuses: a text with a null in it goes to the standard library (a
+    # null that was one, or a string holding ":null", costs only the second encoding).
     if b"null" in text and (b":null" in text or b",null" in text or b"[null" in text or text == b"null"):
         return _encoder.encode(value)
     return text.decode()
