@@ -1,6 +1,7 @@
 """Event append against raw inserts on two core databases at once, in interleaved slices: an A/B of two
 schemas (say, one upgraded by an older checkout) with the same client code, on a machine too noisy for
-separate runs.
+separate runs. The writers, the pool (one connection per writer) and the warm-up are bench.eventstore's,
+the reference for the append target; this bench only adds the second database.
 
 Run: ``.venv/bin/python -m bench.eventstore_ab --a URL_A --b URL_B [--rounds 12] [--slice 0.5]``
 ``[--a-ids uuid4 | --b-ids uuid4] [--prefill N]``
@@ -24,14 +25,12 @@ import asyncio
 import json
 import os
 import time
-import uuid
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
-from bench.eventstore import PAYLOAD, RAW_INSERT, RAW_TABLE, Writer, timed
-from schemasaga.eventstore import EventStore, NewEvent
+from bench.eventstore import PAYLOAD, RAW_TABLE, Writer, raw_writers, store_writers, timed, writer_pool
+from schemasaga.eventstore import EventStore
 
 PREFILL = """
 WITH e AS (
@@ -50,42 +49,17 @@ SELECT gen_random_uuid(), 'BenchFill', %(data)s::jsonb FROM generate_series(1, %
 async def side(
     conninfo: str, writers: int, tag: str, random_ids: bool = False
 ) -> tuple[list[Writer], list[Writer], Any]:
-    """(raw writers, append writers, what to close) on one database."""
+    """(raw writers, append writers, what to close) on one database: bench.eventstore's own writers and
+    pool, so that both benches measure the same thing."""
     conns = [await psycopg.AsyncConnection.connect(conninfo, autocommit=True) for _ in range(writers)]
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        conninfo, open=False, min_size=writers, max_size=writers
-    )
-    await pool.open(wait=True)
-    store = EventStore(pool)
-    payload = json.dumps(PAYLOAD)
-
-    def raw_writer(conn: psycopg.AsyncConnection[Any]) -> Writer:
-        async def write() -> None:
-            await conn.execute(RAW_INSERT, (uuid.uuid4(), "BenchEvent", payload))
-
-        return write
-
-    def store_writer(w: int) -> Writer:
-        n = 0
-
-        async def write() -> None:
-            nonlocal n
-            n += 1
-            event = (
-                NewEvent("BenchEvent", PAYLOAD, event_id=uuid.uuid4())
-                if random_ids
-                else NewEvent("BenchEvent", PAYLOAD)
-            )
-            await store.append(f"Bench${tag}-w{writers}-{w}-{n % 50}", [event])
-
-        return write
+    pool = await writer_pool(conninfo, writers)
 
     async def close() -> None:
         for conn in conns:
             await conn.close()
         await pool.close()
 
-    return [raw_writer(c) for c in conns], [store_writer(w) for w in range(writers)], close
+    return raw_writers(conns), store_writers(EventStore(pool), writers, tag, random_ids), close
 
 
 async def compare(

@@ -291,6 +291,22 @@ async def test_writes_keep_one_cursor_per_live_pool_connection(core_db: str, pg_
         await pool.close()
 
 
+async def test_append_refuses_values_json_cannot_hold(store: EventStore) -> None:
+    """A float that is not finite has no JSON form: the append fails and writes nothing (the encoder
+    must not turn it into null, as orjson would), while nulls and values with null in their text stay."""
+    for bad in ({"x": float("nan")}, {"x": [None, float("inf")]}):
+        with pytest.raises(psycopg.DataError):
+            await store.append("s", [NewEvent("Happened", bad)])
+        with pytest.raises(psycopg.DataError):
+            await store.append("s", [NewEvent("Happened", {}), NewEvent("Happened", bad)])
+    assert await store.stream_version("s") == -1
+    good = {"nullable": None, "s": "a:null", "n": [None, 1.5, 2**70], "at": datetime(2026, 1, 2, tzinfo=UTC)}
+    [event] = await store.append("s", [NewEvent("Happened", good, metadata={"note": None})])
+    expected = {**good, "at": "2026-01-02T00:00:00+00:00"}
+    assert event.data == expected and (await store.get(event.event_id)).data == expected
+    assert event.metadata["note"] is None
+
+
 async def test_metadata_defaults_and_free_keys(store: EventStore) -> None:
     before = datetime.now(UTC)
     [first] = await store.append("s", [NewEvent("A", {}, metadata={"request_id": "r1", "actor": "alice"})])

@@ -50,6 +50,22 @@ def dumps_jsonb(value: Any) -> str:
         return _encoder.encode(value)
 
 
+def dumps_event(value: Any) -> str:
+    """The text :func:`dumps` writes, or one of the same JSON value, for event data and metadata: orjson
+    (several times faster), except where the standard library's text would differ in value or be refused
+    (a float that is not finite, an integer beyond 64 bits, a key not a string)."""
+    try:
+        text = orjson.dumps(value, default=_default, option=_ORJSON_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return _encoder.encode(value)
+    # orjson writes NaN and the infinities as null, a value PostgreSQL takes, where the standard library
+    # writes NaN and Infinity, which it refuses: a text with a null in it goes to the standard library (a
+    # null that was one, or a string holding ":null", costs only the second encoding).
+    if b"null" in text and (b":null" in text or b",null" in text or b"[null" in text or text == b"null"):
+        return _encoder.encode(value)
+    return text.decode()
+
+
 # 19 digits in a row or more: perhaps an integer beyond 64 bits, which orjson reads as a float (silently:
 # 10**20 would come back as 1e+20). Such a text goes to the standard library, which keeps every integer.
 # Found as a run of NUL bytes once every digit is made one (a byte table and a substring search: the
