@@ -16,11 +16,11 @@ import procrastinate.exceptions
 import psycopg
 from opentelemetry import trace
 from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
-from psycopg_pool import PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from schemasaga import logcontext, tracing
-from schemasaga.coredb.pool import autocommit_connection
 from schemasaga.jobs.handoff import inside_job
 from schemasaga.jobs.queries import DELIVER_WEBHOOK, RUN_SAGA, table_lock, webhook_lock
 from schemasaga.jobs.watchdog import JobsInHand
@@ -77,6 +77,20 @@ class _WebhookRetry(procrastinate.BaseRetryStrategy):
         return None
 
 
+@contextlib.asynccontextmanager
+async def _autocommit_connection(pool: AsyncConnectionPool[Any]) -> AsyncIterator[AsyncConnection[Any]]:
+    """A pool connection in autocommit mode, given back in transaction mode (one left busy or broken is
+    closed by the pool). ``coredb.pool.autocommit_connection`` does the same above this layer: ``jobs``
+    sits below ``coredb`` and may not import it (tests/unit/test_layers.py)."""
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        try:
+            yield conn
+        finally:
+            if conn.info.transaction_status == TransactionStatus.IDLE:
+                await conn.set_autocommit(False)
+
+
 class _AutocommitConnector(procrastinate.PsycopgConnector):
     """procrastinate's psycopg connector, its own queries run in autocommit mode on the shared pool.
 
@@ -95,7 +109,7 @@ class _AutocommitConnector(procrastinate.PsycopgConnector):
             async with super()._get_cursor(connection) as cursor:
                 yield cursor
             return
-        async with autocommit_connection(self.pool) as conn, super()._get_cursor(conn) as cursor:
+        async with _autocommit_connection(self.pool) as conn, super()._get_cursor(conn) as cursor:
             yield cursor
 
 
