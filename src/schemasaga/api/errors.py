@@ -223,7 +223,7 @@ def _where(err: dict[str, Any]) -> str:
     return ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
 
 
-def _core_unavailable(request: Request, exc: BaseException) -> JSONResponse:
+def core_unavailable_response(request: Request, exc: BaseException) -> JSONResponse:
     # The transaction was rolled back (or never began): nothing was written, the client may retry.
     log.warning("core database unavailable: %s", exc)
     return error_response(
@@ -294,7 +294,7 @@ def install_error_handlers(app: FastAPI) -> None:
             except e.NotAuthenticated as refused:
                 return _domain_error(request, refused)
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-                return _core_unavailable(request, exc)
+                return core_unavailable_response(request, exc)
         return error_response(status, code, message, path=request.url.path)
 
     @app.exception_handler(HTTPException)
@@ -310,13 +310,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(psycopg.InterfaceError)
     @app.exception_handler(PoolTimeout)
     async def core_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        return _core_unavailable(request, exc)
+        return core_unavailable_response(request, exc)
 
     @app.exception_handler(ConnectorException)
     async def job_queue_error(request: Request, exc: ConnectorException) -> JSONResponse:
         # procrastinate wraps the driver's error when deferring the job is what met the outage.
         if isinstance(exc.__cause__, psycopg.OperationalError | psycopg.InterfaceError):
-            return _core_unavailable(request, exc.__cause__)
+            return core_unavailable_response(request, exc.__cause__)
         log.error("job queue error", exc_info=exc)
         message = "the change could not be queued; nothing was changed"
         return error_response(500, "internal_error", message, path=request.url.path)

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from schemasaga import __version__
 from schemasaga.api.access import HostAllowList
 from schemasaga.api.deps import bearer, require_scraper, token_caller
-from schemasaga.api.errors import error_response, status_of
+from schemasaga.api.errors import core_unavailable_response, error_response, status_of
 from schemasaga.api.models import HealthOut
 from schemasaga.api.ops import CheckOut, ReadyOut
 from schemasaga.domain.errors import DomainError, NotAuthenticated
@@ -82,14 +82,7 @@ class WorkerEndpoint:
             )
             return error_response(status_of(exc), exc.code, exc.message, headers=headers, path=path)
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, TimeoutError) as exc:
-            log.warning("core database unavailable: %s", exc)
-            return error_response(
-                503,
-                "core_unavailable",
-                "the service's database is unavailable; try again",
-                headers={"Retry-After": "1"},
-                path=path,
-            )
+            return core_unavailable_response(request, exc)
 
     async def _metrics(self, request: Request) -> Response:
         """As ``serve``'s ``/metrics``: whenever tokens are required, a ``read`` token limited to no
