@@ -48,6 +48,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.eventstore
 	$(BIN)/python -m bench.byodb
 	$(BIN)/python -m bench.saga
+	$(BIN)/python -m bench.saga_ratio
 	$(BIN)/python -m bench.job_latency
 	$(BIN)/python -m bench.editing
 	$(BIN)/python -m bench.trash
