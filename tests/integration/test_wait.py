@@ -148,3 +148,27 @@ async def test_a_waiter_in_the_process_that_finished_the_operation_answers_from_
             assert counted.operation_reads == 1  # no read after the outcome
             assert finished is not None and finished.status == status
             assert finished == await svc.reads.get_operation(accepted.operation_id)
+
+
+async def test_get_operation_with_wait_reads_the_operation_once(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str
+) -> None:
+    """The long poll watches the operation before its one read (its access check needs it): it waits
+    without reading it again, and answers with the outcome's committed row."""
+    async with running_service(settings_factory(byodb_pg_url), worker=False) as svc:
+        counted = _CountedReads(svc.reads)
+        svc.reads = svc.waits._reads = counted  # type: ignore[assignment]
+        svc.waits._recheck = 3600
+        accepted = only_accepted(
+            await svc.tables.create_table(name="polled_once", database="default", metadata={})
+        )
+        transport = httpx.ASGITransport(app=svc.web_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as c:
+            polling = asyncio.create_task(c.get(f"/v1/operations/{accepted.operation_id}?wait=20"))
+            await _until(lambda: counted.operation_reads == 1)
+            await asyncio.sleep(0.1)
+            assert not polling.done() and counted.operation_reads == 1
+            await svc.runner.run(table_id=accepted.table_id, operation_id=accepted.operation_id)
+            polled = await asyncio.wait_for(polling, 5)
+        assert polled.status_code == 200 and polled.json()["status"] == "completed", polled.text
+        assert counted.operation_reads == 1
