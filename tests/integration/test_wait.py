@@ -127,7 +127,10 @@ async def test_a_waiter_in_the_process_that_finished_the_operation_answers_from_
     async with running_service(settings_factory(byodb_pg_url), worker=False) as svc:
         counted = _CountedReads(svc.reads)
         svc.waits._reads = counted  # type: ignore[assignment]
-        svc.waits._recheck = 3600  # no read but the first: the committed row (or the notice) ends the wait
+        # Neither the recheck nor the database's notice (heard before the committing task resumes, it
+        # would have the waiter read the operation): only this process's commit ends the wait.
+        svc.waits._recheck = 3600
+        svc.waits._heard = lambda payload: None  # type: ignore[method-assign]
         created = only_accepted(
             await svc.tables.create_table(name="answered", database="default", metadata={})
         )
@@ -159,6 +162,7 @@ async def test_get_operation_with_wait_reads_the_operation_once(
         counted = _CountedReads(svc.reads)
         svc.reads = svc.waits._reads = counted  # type: ignore[assignment]
         svc.waits._recheck = 3600
+        svc.waits._heard = lambda payload: None  # type: ignore[method-assign]
         accepted = only_accepted(
             await svc.tables.create_table(name="polled_once", database="default", metadata={})
         )
