@@ -77,6 +77,8 @@ def install() -> None:
     _wrap_async(runner.SagaRunner, "_update", "saga.record")
     _wrap_sync(notices.OperationNotices, "_heard", "wait.heard")
     _wrap_async(notices.OperationNotices, "wait", "wait.wait")
+    if hasattr(notices, "Watch"):  # GET ?wait= waits on a watch taken before its read
+        _wrap_async(notices.Watch, "finished", "wait.finished")
     _wrap_sync(Engine, "connect", "byodb.connect")
     for name in ("create_table", "inspect_table", "plan_change"):
         _wrap_sync(byodb_adapter.ByodbAdapter, name, f"byodb.{name}")

@@ -439,15 +439,17 @@ async def _build(
     store = EventStore(pool)
     scheduler = JobScheduler(jobs)
     handoff = LocalHandoff(pool)
+    reads = PgReadModels(pool, store=store)
+    waits = OperationNotices(resolved.core_conninfo, reads)
     core = PgCore(
         pool,
         store=store,
         scheduler=scheduler,
         observer=metrics.CommitMetrics(connections.known_engine),
         handoff=handoff,
+        finished=waits.committed,
     )
     uow = UnitOfWork(core, snapshot_every=settings.snapshot_every)
-    reads = PgReadModels(pool, store=store)
     databases = DatabaseCommands(
         uow=uow,
         reads=reads,
@@ -472,7 +474,6 @@ async def _build(
         webhook_policy = TargetPolicy.build(settings.webhook_allowed_hosts)
     except ValueError as exc:
         raise ConfigurationError(f"SCHEMASAGA_WEBHOOK_ALLOWED_HOSTS: {exc}") from None
-    waits = OperationNotices(resolved.core_conninfo, reads)
     retry = RetryPolicy(
         max_attempts=settings.retry_max_attempts,
         base_delay=settings.retry_base_delay,

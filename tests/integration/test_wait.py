@@ -7,13 +7,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import Any
+from uuid import UUID
 
 import httpx
+import psycopg
 
 from schemasaga.bootstrap import Container
 from schemasaga.config import Settings
 from schemasaga.coredb.notices import OperationNotices
 from schemasaga.services.tables import only_accepted
+from schemasaga.services.views import OperationView, ReadModels
 from schemasaga.worker import run_worker
 from tests.conftest import error_of
 from tests.integration.conftest import running_service, wait_operation
@@ -92,3 +96,83 @@ async def test_get_operation_with_wait_long_polls(client: httpx.AsyncClient) -> 
     assert polled.status_code == 200 and polled.json()["status"] == "completed", polled.text
     assert polled.json() == await wait_operation(client, r.json()["operation_id"])
     assert (await client.get(f"{operation_url}?wait=30.5")).status_code == 422
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+class _CountedReads:
+    """The service's read models, counting the reads of an operation (the database is the real one)."""
+
+    def __init__(self, reads: ReadModels) -> None:
+        self._reads = reads
+        self.operation_reads = 0
+
+    async def get_operation(self, operation_id: UUID) -> OperationView | None:
+        self.operation_reads += 1
+        return await self._reads.get_operation(operation_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reads, name)
+
+
+async def test_a_waiter_in_the_process_that_finished_the_operation_answers_from_its_committed_row(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str, empty_pg_db: str
+) -> None:
+    """The outcome's own transaction returns the operation's row: a waiter of this process answers with it
+    once committed, without reading it again, and it is what a read then finds (completed or rejected)."""
+    async with running_service(settings_factory(byodb_pg_url), worker=False) as svc:
+        counted = _CountedReads(svc.reads)
+        svc.waits._reads = counted  # type: ignore[assignment]
+        # Neither the recheck nor the database's notice (heard before the committing task resumes, it
+        # would have the waiter read the operation): only this process's commit ends the wait.
+        svc.waits._recheck = 3600
+        svc.waits._heard = lambda payload: None  # type: ignore[method-assign]
+        created = only_accepted(
+            await svc.tables.create_table(name="answered", database="default", metadata={})
+        )
+        squatted = only_accepted(
+            await svc.tables.create_table(name="squatted", database="default", metadata={})
+        )
+        # Made behind the service's back before its saga runs: never taken over, the creation is rejected.
+        with psycopg.connect(empty_pg_db, autocommit=True) as c:
+            c.execute("CREATE TABLE squatted (id integer)")
+        for accepted, status in ((created, "completed"), (squatted, "rejected")):
+            counted.operation_reads = 0
+            waiting = asyncio.create_task(svc.waits.wait(accepted.operation_id, timeout=20))
+            await _until(lambda: counted.operation_reads == 1)  # the waiter read it (pending) and waits
+            await asyncio.sleep(0.1)
+            assert not waiting.done() and counted.operation_reads == 1
+            await svc.runner.run(table_id=accepted.table_id, operation_id=accepted.operation_id)
+            finished = await asyncio.wait_for(waiting, 5)
+            assert counted.operation_reads == 1  # no read after the outcome
+            assert finished is not None and finished.status == status
+            assert finished == await svc.reads.get_operation(accepted.operation_id)
+
+
+async def test_get_operation_with_wait_reads_the_operation_once(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str
+) -> None:
+    """The long poll watches the operation before its one read (its access check needs it): it waits
+    without reading it again, and answers with the outcome's committed row."""
+    async with running_service(settings_factory(byodb_pg_url), worker=False) as svc:
+        counted = _CountedReads(svc.reads)
+        svc.reads = svc.waits._reads = counted  # type: ignore[assignment]
+        svc.waits._recheck = 3600
+        svc.waits._heard = lambda payload: None  # type: ignore[method-assign]
+        accepted = only_accepted(
+            await svc.tables.create_table(name="polled_once", database="default", metadata={})
+        )
+        transport = httpx.ASGITransport(app=svc.web_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as c:
+            polling = asyncio.create_task(c.get(f"/v1/operations/{accepted.operation_id}?wait=20"))
+            await _until(lambda: counted.operation_reads == 1)
+            await asyncio.sleep(0.1)
+            assert not polling.done() and counted.operation_reads == 1
+            await svc.runner.run(table_id=accepted.table_id, operation_id=accepted.operation_id)
+            polled = await asyncio.wait_for(polling, 5)
+        assert polled.status_code == 200 and polled.json()["status"] == "completed", polled.text
+        assert counted.operation_reads == 1

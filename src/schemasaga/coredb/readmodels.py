@@ -9,8 +9,9 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.errors import UniqueViolation
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from schemasaga.domain import database as db
@@ -104,17 +105,22 @@ def _undoes(event: TableEvent) -> UUID | None:
     return None
 
 
-async def project_table(conn: AsyncConnection[Any], table: Table, recorded: Sequence[RecordedEvent]) -> None:
+async def project_table(
+    conn: AsyncConnection[Any], table: Table, recorded: Sequence[RecordedEvent]
+) -> list[dict[str, Any]]:
     """Bring the read models up to date with ``table`` after ``recorded`` were appended for it; raises
     :class:`NameTaken` when another table of its database holds its name (the transaction is then
-    aborted: the caller rolls it back)."""
+    aborted: the caller rolls it back). Returns the ``rm_operations`` row of each operation that
+    ``recorded`` finished, as ``get_operation`` (views.sql) reads it."""
     if not recorded:
-        return
+        return []
+    finishing: list[AsyncCursor[dict[str, Any]]] = []
     try:
-        # Its statements read no result: pipelined, they take one round trip together (a failure is
-        # raised as the pipeline ends, here).
+        # Pipelined, its statements take one round trip together (a failure is raised as the pipeline
+        # ends, here); only the finished operations' rows are read, once it has ended.
         async with conn.pipeline():
-            await _project_table(conn, table, recorded)
+            await _project_table(conn, table, recorded, finishing)
+        rows = [row for cur in finishing if (row := await cur.fetchone()) is not None]
     except UniqueViolation as exc:
         if exc.diag.constraint_name != _LIVE_NAME_INDEX:
             raise
@@ -122,9 +128,18 @@ async def project_table(conn: AsyncConnection[Any], table: Table, recorded: Sequ
             f"a table named {table.name!r} already exists in database {table.database!r} "
             "(a table being deleted keeps its name until its deletion is confirmed)"
         ) from exc
+    finally:
+        for cur in finishing:
+            await cur.close()
+    return rows
 
 
-async def _project_table(conn: AsyncConnection[Any], table: Table, recorded: Sequence[RecordedEvent]) -> None:
+async def _project_table(
+    conn: AsyncConnection[Any],
+    table: Table,
+    recorded: Sequence[RecordedEvent],
+    finishing: list[AsyncCursor[dict[str, Any]]] | None = None,
+) -> None:
     at = recorded[-1].created_at
     async with conn.cursor() as cur:
         await cur.execute(
@@ -144,7 +159,7 @@ async def _project_table(conn: AsyncConnection[Any], table: Table, recorded: Seq
                 "at": at,
             },
         )
-        await _project_events(cur, recorded)
+        await _project_events(cur, recorded, finishing)
         for entry in table.trash:
             await cur.execute(
                 Q["upsert_trash"],
@@ -174,10 +189,14 @@ _OUTCOMES = (
 )
 
 
-async def _project_events(cur: Any, recorded: Sequence[RecordedEvent]) -> None:
+async def _project_events(
+    cur: Any, recorded: Sequence[RecordedEvent], finishing: list[AsyncCursor[dict[str, Any]]] | None
+) -> None:
     """Each event's change to ``rm_operations``, in order; the steps an operation completed one after
     the other are written by one statement, with the outcome that follows them if one does (a saga's
-    last record: its step, its verification and its confirmation in one UPDATE instead of three)."""
+    last record: its step, its verification and its confirmation in one UPDATE instead of three).
+    ``finishing``: given, the statements that finish an operation run on cursors of their own, added
+    to it, whose row the caller reads."""
     steps: list[str] = []
     of: SagaStepCompleted | None = None
     at: Any = None
@@ -194,9 +213,11 @@ async def _project_events(cur: Any, recorded: Sequence[RecordedEvent]) -> None:
                 status, error = "completed", None
                 if isinstance(event, TableCreationRejected | TableChangeRejected | TableDeletionRejected):
                     status, error = "rejected", event.reason
-                await cur.execute(
-                    Q["operation_steps_done_finished"],
+                await _finish_operation(
+                    cur,
+                    "operation_steps_done_finished",
                     {**params, "at": rec.created_at, "status": status, "error": error},
+                    finishing,
                 )
                 if isinstance(event, TableChangeConfirmed | TableDeletionConfirmed):  # an undo completed
                     await cur.execute(
@@ -207,13 +228,28 @@ async def _project_events(cur: Any, recorded: Sequence[RecordedEvent]) -> None:
             if isinstance(event, SagaStepCompleted):  # another operation's
                 steps, of, at = [event.step], event, rec.created_at
                 continue
-        await _project_event(cur, event, rec)
+        await _project_event(cur, event, rec, finishing)
     if of is not None:
         params = {"operation_id": of.operation_id, "steps": steps, "at": at}
         await cur.execute(Q["operation_steps_done"], params)
 
 
-async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> None:
+async def _finish_operation(
+    cur: Any, query: str, params: dict[str, Any], finishing: list[AsyncCursor[dict[str, Any]]] | None
+) -> None:
+    """Run ``query``, which finishes an operation (and returns its row); on a cursor of its own when
+    the row is asked for (``finishing``)."""
+    if finishing is None:
+        await cur.execute(Q[query], params)
+        return
+    returning: AsyncCursor[dict[str, Any]] = cur.connection.cursor(row_factory=dict_row)
+    finishing.append(returning)
+    await returning.execute(Q[query], params)
+
+
+async def _project_event(
+    cur: Any, event: TableEvent, rec: RecordedEvent, finishing: list[AsyncCursor[dict[str, Any]]] | None
+) -> None:
     op = {"operation_id": event.operation_id, "at": rec.created_at}
     match event:
         case (
@@ -236,7 +272,9 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
                 },
             )
             if isinstance(event, TableTracked):  # nothing to run: done as it is recorded
-                await cur.execute(Q["operation_finished"], {**op, "status": "completed", "error": None})
+                await _finish_operation(
+                    cur, "operation_finished", {**op, "status": "completed", "error": None}, finishing
+                )
         case SagaStepCompleted(step=step):
             await cur.execute(Q["operation_steps_done"], {**op, "steps": [step]})
         case SagaAttemptFailed(attempt=attempt, error=error, blocked_by=blocked_by):
@@ -252,14 +290,18 @@ async def _project_event(cur: Any, event: TableEvent, rec: RecordedEvent) -> Non
             | TableDeletionConfirmed()
             | TableSchemaAdopted()
         ):
-            await cur.execute(Q["operation_finished"], {**op, "status": "completed", "error": None})
+            await _finish_operation(
+                cur, "operation_finished", {**op, "status": "completed", "error": None}, finishing
+            )
             if isinstance(event, TableChangeConfirmed | TableDeletionConfirmed):  # an undo completed: what it
                 # undid is undone (a deletion undoes a creation)
                 await cur.execute(Q["operation_undone"], op)
         case (
             TableCreationRejected(reason=r) | TableChangeRejected(reason=r) | TableDeletionRejected(reason=r)
         ):
-            await cur.execute(Q["operation_finished"], {**op, "status": "rejected", "error": r})
+            await _finish_operation(
+                cur, "operation_finished", {**op, "status": "rejected", "error": r}, finishing
+            )
 
 
 async def project_database(conn: AsyncConnection[Any], state: db.DatabaseState) -> None:

@@ -3,7 +3,7 @@ events, the read models and the saga's job are written together or not at all.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 from uuid import UUID
@@ -89,6 +89,9 @@ class PgTransaction(PgStreams):
         # The saga jobs it deferred to run now, handed to this process's worker once committed
         # (when it runs one).
         self.ready_jobs: list[int] = []
+        # The rows of the operations it finished (as ``get_operation`` reads them), for the commit's
+        # ``finished`` hook.
+        self.finished: list[dict[str, Any]] = []
 
     async def lock_stream(self, stream: str) -> int:
         # Pipelined: one round trip. The version's statement starts once the lock's has ended, so its
@@ -108,7 +111,7 @@ class PgTransaction(PgStreams):
         await self._store.save_snapshot(stream, version, state, conn=self.conn)
 
     async def project_table(self, table: Table, recorded: Sequence[RecordedEvent]) -> None:
-        await readmodels.project_table(self.conn, table, recorded)
+        self.finished.extend(await readmodels.project_table(self.conn, table, recorded))
         self.databases[stream_name(table.table_id)] = table.database
 
     async def project_database(self, state: DatabaseState) -> None:
@@ -151,12 +154,16 @@ class PgCore:
         scheduler: JobScheduler,
         observer: CommitObserver | None = None,
         handoff: LocalHandoff | None = None,
+        finished: Callable[[Sequence[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.pool = pool
         self.store = store
         self.scheduler = scheduler
         self.observer = observer
         self.handoff = handoff
+        # Told, once committed, of the operations each unit of work finished: their rows as committed
+        # (this process's ``?wait=`` waiters answer from them).
+        self.finished = finished
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgTransaction]:
@@ -174,6 +181,8 @@ class PgCore:
             # offered whatever happens next.
             if self.handoff is not None and tx.ready_jobs:
                 self.handoff.offer(tx.ready_jobs)
+            if self.finished is not None and tx.finished:
+                self.finished(tx.finished)
             if self.observer is not None and tx.appended:
                 self.observer.committed(tx.appended, tx.databases)
 

@@ -222,7 +222,7 @@ class PgReadModels:
 
     async def get_operation(self, operation_id: UUID) -> OperationView | None:
         rows = await self._rows("get_operation", {"operation_id": operation_id})
-        return _operation(rows[0]) if rows else None
+        return operation_view(rows[0]) if rows else None
 
     async def list_operations(
         self,
@@ -247,14 +247,14 @@ class PgReadModels:
             "after_seq": after_seq,
         }
         rows = await self._rows("list_operations", params)
-        return [_operation(row) for row in rows]
+        return [operation_view(row) for row in rows]
 
     async def unsettled_operations(self) -> list[OperationView]:
-        return [_operation(row) for row in await self._rows("unsettled_operations")]
+        return [operation_view(row) for row in await self._rows("unsettled_operations")]
 
     async def stuck_operations(self) -> list[OperationView]:
         async with self.pool.connection() as conn:
-            return [_operation(row) for row in await job_queries.stuck_operations(conn)]
+            return [operation_view(row) for row in await job_queries.stuck_operations(conn)]
 
     # -- databases -------------------------------------------------------------------------------
 
@@ -364,7 +364,7 @@ def _trash(row: dict[str, Any]) -> TrashView:
     )
 
 
-def _operation(row: dict[str, Any]) -> OperationView:
+def operation_view(row: dict[str, Any]) -> OperationView:
     return OperationView(
         operation_id=row["operation_id"],
         table_id=row["table_id"],

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -38,16 +39,20 @@ async def get_operation(
         ),
     ] = None,
 ) -> OperationOut:
-    view = await reads.get_operation(operation_id)
-    if view is None:
-        raise OperationNotFound(f"no operation with id {operation_id}")
-    await require_table(caller, reads, view.table_id)
-    if wait is not None and view.status not in FINISHED:
-        view = await services.waits.wait(operation_id, timeout=wait) or await reads.get_operation(
-            operation_id
-        )
+    with contextlib.ExitStack() as stack:
+        # A long poll watches the operation before its one read: an outcome committed after that read
+        # still wakes it, and the wait begins without reading the operation again.
+        watch = stack.enter_context(services.waits.watch(operation_id)) if wait is not None else None
+        view = await reads.get_operation(operation_id)
         if view is None:
             raise OperationNotFound(f"no operation with id {operation_id}")
+        await require_table(caller, reads, view.table_id)
+        if watch is not None and wait is not None and view.status not in FINISHED:
+            view = await watch.finished(timeout=wait, read_first=False) or await reads.get_operation(
+                operation_id
+            )
+            if view is None:
+                raise OperationNotFound(f"no operation with id {operation_id}")
     return OperationOut.model_validate(view)
 
 

@@ -47,7 +47,13 @@ WHERE operation_id = %(operation_id)s;
 UPDATE rm_operations
 SET steps_done = steps_done || to_jsonb(%(steps)s::text[]), status = %(status)s,
     last_error = coalesce(%(error)s, last_error), updated_at = %(at)s, finished_at = %(at)s
-WHERE operation_id = %(operation_id)s;
+WHERE operation_id = %(operation_id)s
+-- The row as views.sql's get_operation reads it: the finished operation handed to this process's
+-- waiters once committed (coredb.notices), instead of their reading it again.
+RETURNING operation_id, table_id, kind, status, detail,
+          failed_attempts + CASE WHEN status = 'pending' THEN 0 ELSE 1 END AS attempts,
+          steps_done, last_error, accepted_seq,
+          created_at, updated_at, finished_at, undoes, undone_by;
 
 -- name: operation_attempt_failed
 UPDATE rm_operations
@@ -65,7 +71,12 @@ WHERE operation_id = %(operation_id)s;
 -- name: operation_finished
 UPDATE rm_operations
 SET status = %(status)s, last_error = coalesce(%(error)s, last_error), updated_at = %(at)s, finished_at = %(at)s
-WHERE operation_id = %(operation_id)s;
+WHERE operation_id = %(operation_id)s
+-- As operation_steps_done_finished: the row as get_operation reads it.
+RETURNING operation_id, table_id, kind, status, detail,
+          failed_attempts + CASE WHEN status = 'pending' THEN 0 ELSE 1 END AS attempts,
+          steps_done, last_error, accepted_seq,
+          created_at, updated_at, finished_at, undoes, undone_by;
 
 -- name: truncate_read_models
 TRUNCATE rm_tables, rm_operations, rm_trash;
