@@ -4,14 +4,17 @@ it (each of those logged under its own id while it ran)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 from collections.abc import Iterator
 
 import httpx
+import psycopg
 import pytest
 
 from schemasaga import logcontext
+from schemasaga.observability import logs
 from tests.integration.conftest import wait_synced
 from tests.integration.test_saga_flow import create_table
 
@@ -71,3 +74,32 @@ async def test_a_job_that_ran_queued_changes_ends_under_its_own_operation(
     assert len(completed) >= 12
     for message, operation in completed:
         assert operation is not None and message.startswith(f"operation {operation} "), message
+
+
+async def test_a_failed_statement_in_a_pipeline_logs_no_second_ignored_error(core_db: str) -> None:
+    """A unique violation raised inside a pipeline block (as a taken name is, in the request's projection)
+    reaches the caller; psycopg's "error ignored terminating ...: pipeline aborted" about that same failure
+    is not written to the service's log."""
+    buffer = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    logs.configure(level="DEBUG", log_format="json", stream=buffer)
+    try:
+        async with await psycopg.AsyncConnection.connect(core_db, autocommit=True) as conn:
+            await conn.execute("CREATE TEMP TABLE t (id integer PRIMARY KEY)")
+            await conn.execute("INSERT INTO t VALUES (1)")
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                async with conn.pipeline():
+                    cur = conn.cursor()
+                    await cur.execute("INSERT INTO t VALUES (1)")
+                    await asyncio.sleep(
+                        0.2
+                    )  # the failure is back by the next statement, sent before it is read
+                    await cur.execute("SELECT 1")  # raises the failure; this statement is left aborted
+            assert await (await conn.execute("SELECT count(*) FROM t")).fetchone() == (1,)
+    finally:
+        for handler in [h for h in root.handlers if isinstance(h, logs._Handler)]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+    assert "pipeline aborted" not in buffer.getvalue()
+    assert "error ignored terminating" not in buffer.getvalue()

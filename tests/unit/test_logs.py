@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from schemasaga import logcontext
@@ -110,3 +111,20 @@ def test_the_default_format_is_json_unless_on_a_terminal() -> None:
 
     assert logs.default_format(io.StringIO()) == "json"
     assert logs.default_format(Terminal()) == "text"
+
+
+def test_psycopgs_ignored_error_line_is_dropped_only_for_an_aborted_pipeline(
+    captured: tuple[io.StringIO, logging.Logger],
+) -> None:
+    buffer, _ = captured
+    logs.configure(level="DEBUG", log_format="text", stream=buffer)
+    driver = logging.getLogger("psycopg")
+    driver.warning(
+        "error ignored terminating %r: %s", "<pipeline>", psycopg.errors.PipelineAborted("aborted")
+    )
+    driver.warning(
+        "error ignored terminating %r: %s", "<pipeline>", psycopg.OperationalError("server closed")
+    )
+    text = buffer.getvalue()
+    assert "aborted" not in text
+    assert "server closed" in text

@@ -14,6 +14,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 
+import psycopg.errors
+
 from schemasaga import logcontext
 
 LogFormat = Literal["json", "text"]
@@ -50,6 +52,23 @@ class ContextFilter(logging.Filter):
             if operation is not None:
                 record.operation_id = record.correlation_id = str(operation)
         return True
+
+
+class DriverNoiseFilter(logging.Filter):
+    """Drops psycopg's "error ignored terminating <pipeline>: pipeline aborted" warning. psycopg writes it
+    when a statement of a pipeline failed inside the ``with conn.pipeline()`` block and the block's end
+    finds the pipeline aborted by that same failure, which is the error already on its way to the caller
+    (a 409 for a taken name, say): on its own the line reads as a second, ignored failure. Any other error
+    met while ending a pipeline is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.name == "psycopg"
+            and record.msg == "error ignored terminating %r: %s"
+            and isinstance(record.args, tuple)
+            and len(record.args) == 2
+            and isinstance(record.args[1], psycopg.errors.PipelineAborted)
+        )
 
 
 class JsonFormatter(logging.Formatter):
@@ -108,6 +127,7 @@ def configure(*, level: str, log_format: LogFormat | None = None, stream: TextIO
     handler = _Handler(out)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
+    handler.addFilter(DriverNoiseFilter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)
