@@ -11,7 +11,8 @@ Cases (issue 3's targets):
   raw         sequential ``CREATE TABLE`` (the service's 4-column shape), one per commit -> tables/s
   throughput  N creates fired by K concurrent HTTP clients, timed until every operation is finished
               (read from the core DB's ``rm_operations`` so polling does not load the API) -> sagas/s,
-              ratio to raw (target >= 30%)
+              ratio to raw (target >= 30%; one raw figure per run moves several-fold on a shared
+              machine: ``bench.saga_ratio`` alternates raw and saga slices and gives the verdict)
   latency     one client: create, then poll ``/table/show`` every 2 ms until synced -> p50/p90
               (target median <= 30 ms); and create, then one ``GET /v1/operations/{id}?wait=`` (the
               service's long poll, woken by NOTIFY: no polling load on the service)
