@@ -492,9 +492,7 @@ async def _build(
         tables=TableCommands(uow=uow, connections=connections, trash_retention_s=settings.trash_retention),
         trash=TrashCommands(uow=uow, connections=connections, reads=reads),
         databases=databases,
-        runner=SagaRunner(
-            uow=uow, connections=connections, retry=retry, metrics=metrics.SAGAS, finished=waits.finished
-        ),
+        runner=SagaRunner(uow=uow, connections=connections, retry=retry, metrics=metrics.SAGAS),
         drift=DriftDetector(uow=uow, reads=reads, connections=connections, on_scan=metrics.drift_scanned),
         tokens=TokenCommands(store=PgTokens(pool, store=store)),
         waits=waits,

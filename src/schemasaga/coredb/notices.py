@@ -124,11 +124,6 @@ class OperationNotices:
             self._listening.clear()
             await asyncio.sleep(1.0)
 
-    def finished(self, operation_id: UUID) -> None:
-        """An outcome this process committed: its waiters read it now rather than at the notice."""
-        for watch in self._waiters.get(operation_id, ()):
-            watch.wake()
-
     def committed(self, rows: Sequence[dict[str, Any]]) -> None:
         """The rows of the operations a transaction of this process finished, once committed (as
         ``get_operation`` reads them: the queries that finish an operation return them): their waiters
@@ -145,7 +140,9 @@ class OperationNotices:
             operation_id = UUID(payload)
         except ValueError:
             return
-        self.finished(operation_id)
+        # The notice says the operation finished somewhere: its waiters read it.
+        for watch in self._waiters.get(operation_id, ()):
+            watch.wake()
 
     async def close(self) -> None:
         if self._listener is not None:

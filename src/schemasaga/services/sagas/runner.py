@@ -80,15 +80,11 @@ class SagaRunner:
         connections: Connections,
         retry: RetryPolicy,
         metrics: SagaMetrics | None = None,
-        finished: Callable[[UUID], None] | None = None,
     ) -> None:
         self.uow = uow
         self.connections = connections
         self.retry = retry
         self.metrics: SagaMetrics = metrics or NoSagaMetrics()
-        # Told of each outcome once committed: this process's ``?wait=`` waiters are woken at once (the
-        # database's notice still tells every process, this one too).
-        self.finished = finished
         # When this process started each operation it is running (for the saga's duration).
         self._started: dict[UUID, float] = {}
 
@@ -281,8 +277,6 @@ class SagaRunner:
 
         metadata = {"correlation_id": str(operation_id), "actor": "worker"}
         updated = await self.uow.run(record, metadata=metadata)
-        if outcome and self.finished is not None:
-            self.finished(operation_id)
         if outcome:
             log.info("operation %s (%s, table %s) %s", operation_id, op.kind, table.table_id, outcome[0])
             started = self._started.get(operation_id)
