@@ -26,7 +26,15 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from bench.saga import RAW_CREATE, create, db_conninfo, fresh_databases, new_name, running_service
+from bench.saga import (
+    RAW_CREATE,
+    create,
+    db_conninfo,
+    finished_count,
+    fresh_databases,
+    new_name,
+    running_service,
+)
 
 
 def raw_slice(
@@ -45,7 +53,7 @@ async def saga_slice(
 ) -> float:
     """``n`` creates from ``clients`` concurrent clients; sagas/s from the first request to the last
     outcome's commit (the core database's clock, as ``bench.saga``'s throughput case)."""
-    before = await finished(conn)
+    before = sum(await finished_count(conn, "create_table"))
     names = [new_name("ratio") for _ in range(n)]
 
     async def fire() -> None:
@@ -55,7 +63,7 @@ async def saga_slice(
     start_wall = time.time()
     await asyncio.gather(*(fire() for _ in range(clients)))
     deadline = time.monotonic() + 120
-    while await finished(conn) < before + n:
+    while sum(await finished_count(conn, "create_table")) < before + n:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{n} sagas did not finish in 120 s")
         await asyncio.sleep(0.01)
@@ -64,17 +72,6 @@ async def saga_slice(
     ).fetchone()
     assert row is not None and row[0] is not None
     return n / (float(str(row[0])) - start_wall)
-
-
-async def finished(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> int:
-    row = await (
-        await conn.execute(
-            "SELECT count(*) FROM rm_operations WHERE kind = 'create_table' AND status <> 'pending'"
-            " AND status <> 'running'"
-        )
-    ).fetchone()
-    assert row is not None
-    return int(str(row[0]))
 
 
 async def amain(args: argparse.Namespace) -> None:
