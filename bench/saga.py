@@ -36,13 +36,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 from cryptography.fernet import Fernet
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from bench.http1 import Http1
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMASAGA = str(ROOT / ".venv" / "bin" / "schemasaga")
@@ -292,11 +296,15 @@ async def throughput(service: Service, n: int, clients: int, timeout: float = 60
 
 
 async def one_client_latency(
-    service: Service, count: int, max_seconds: float, *, wait: bool = False
+    service: Service, count: int, max_seconds: float, *, wait: bool = False, minimal: bool = False
 ) -> list[float]:
     """Create, then poll /table/show every 2 ms until synced; seconds from request to synced.
     ``wait``: instead of polling, one ``GET /v1/operations/{id}?wait=`` (answered when the outcome is
-    committed, woken by the service's NOTIFY), so that the client's polls do not load the service."""
+    committed, woken by the service's NOTIFY), so that the client's polls do not load the service.
+    ``minimal`` (with ``wait``): the same two requests sent with bench.http1's client instead of httpx,
+    whose own cost (about 1.3 ms a request here) is then left out of the figure."""
+    if minimal:
+        return await _one_client_minimal(service, count, max_seconds)
     out: list[float] = []
     async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as client:
         if wait:
@@ -333,6 +341,29 @@ async def one_client_latency(
     return out
 
 
+async def _one_client_minimal(service: Service, count: int, max_seconds: float) -> list[float]:
+    out: list[float] = []
+    async with Http1(service.base_url) as http:
+
+        async def create_and_wait(prefix: str) -> None:
+            status, body = await http.post("/table/create", {"name": new_name(prefix)})
+            if status != 200:
+                raise RuntimeError(f"create answered {status}: {body}")
+            status, body = await http.get(f"/v1/operations/{body['operation_id']}", {"wait": 10})
+            if status != 200 or body["status"] != "completed":
+                raise RuntimeError(f"operation not completed ({status}): {body}")
+
+        for _ in range(3):  # warm-up
+            await create_and_wait("warm")
+        stop_at = time.perf_counter() + max_seconds
+        while len(out) < count and time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            await create_and_wait("lat")
+            out.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.01)
+    return out
+
+
 @dataclass
 class Acceptance:
     create: list[float]
@@ -346,9 +377,12 @@ class Acceptance:
 
 
 async def acceptance(
-    service: Service, clients: int, seconds: float, columns_per_table: int = 3
+    service: Service, clients: int, seconds: float, columns_per_table: int = 3, *, minimal: bool = False
 ) -> Acceptance:
-    """``clients`` loops of: create a table, then queue ``columns_per_table`` column adds on it."""
+    """``clients`` loops of: create a table, then queue ``columns_per_table`` column adds on it.
+    ``minimal``: each loop on a connection of its own with bench.http1's client instead of httpx."""
+    if minimal:
+        return await _acceptance_minimal(service, clients, seconds, columns_per_table)
     result = Acceptance([], [], 0, seconds)
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=service.base_url, limits=limits, timeout=30) as client:
@@ -381,13 +415,56 @@ async def acceptance(
     return result
 
 
-def acceptance_in_processes(service: Service, clients: int, seconds: float, procs: int) -> Acceptance:
+async def _acceptance_minimal(
+    service: Service, clients: int, seconds: float, columns_per_table: int
+) -> Acceptance:
+    result = Acceptance([], [], 0, seconds)
+    stop_at = 0.0
+
+    async def loop() -> None:
+        async with Http1(service.base_url) as http:
+
+            async def timed(path: str, body: dict[str, object], into: list[float]) -> Any:
+                t0 = time.perf_counter()
+                status, answer = await http.post(path, body)
+                if status != 200:
+                    result.errors += 1
+                    return None
+                into.append(time.perf_counter() - t0)
+                return answer
+
+            await started.wait()
+            while time.perf_counter() < stop_at:
+                answer = await timed("/table/create", {"name": new_name("acc")}, result.create)
+                if answer is None:
+                    continue
+                table_id = answer["table"]["table_id"]
+                for c in range(columns_per_table):
+                    if time.perf_counter() >= stop_at:
+                        break
+                    body = {"table_id": table_id, "column": {"name": f"c{c}", "type": "integer"}}
+                    await timed("/table/column", body, result.column)
+
+    started = asyncio.Event()
+    loops = [asyncio.create_task(loop()) for _ in range(clients)]
+    await asyncio.sleep(0.2)  # every connection open first
+    stop_at = time.perf_counter() + seconds
+    started.set()
+    await asyncio.gather(*loops)
+    return result
+
+
+def acceptance_in_processes(
+    service: Service, clients: int, seconds: float, procs: int, *, minimal: bool = False
+) -> Acceptance:
     """The acceptance case split over ``procs`` client processes (one httpx process tops out near
-    ~110 req/s on this machine and would measure itself rather than the API)."""
+    ~110 req/s on this machine and would measure itself rather than the API). ``minimal``: the
+    clients use bench.http1's client instead of httpx."""
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    child = "--accept-child-minimal" if minimal else "--accept-child"
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.saga", "--accept-child", service.base_url, str(n), str(seconds)],
+            [sys.executable, "-m", "bench.saga", child, service.base_url, str(n), str(seconds)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
         )
@@ -404,8 +481,8 @@ def acceptance_in_processes(service: Service, clients: int, seconds: float, proc
     return total
 
 
-def accept_child(base_url: str, clients: int, seconds: float) -> None:
-    acc = asyncio.run(acceptance(Service(base_url, ""), clients, seconds))
+def accept_child(base_url: str, clients: int, seconds: float, *, minimal: bool = False) -> None:
+    acc = asyncio.run(acceptance(Service(base_url, ""), clients, seconds, minimal=minimal))
     print(json.dumps({"create": acc.create, "column": acc.column, "errors": acc.errors}))
 
 
@@ -444,18 +521,29 @@ async def service_cases(args: argparse.Namespace, raw_rate: float, *, separate_w
             print(f"[{mode}] request-to-synced, 1 client, " + line("latency", lat), flush=True)
             lat = await one_client_latency(s, args.latency_n, args.seconds * 2, wait=True)
             print(f"[{mode}] request-to-outcome (?wait=), 1 client, " + line("latency", lat), flush=True)
-            acc = await asyncio.to_thread(
-                acceptance_in_processes, s, args.accept_clients, args.seconds, args.accept_procs
-            )
+            lat = await one_client_latency(s, args.latency_n, args.seconds * 2, wait=True, minimal=True)
             print(
-                f"[{mode}] acceptance, {args.accept_clients} clients in {args.accept_procs} processes, "
-                f"{args.seconds:.0f} s, "
-                f"{len(acc.all) / acc.seconds:.0f} req/s, {acc.errors} errors",
+                f"[{mode}] request-to-outcome (?wait=), 1 client with bench.http1 (not httpx), "
+                + line("latency", lat),
                 flush=True,
             )
-            print("    " + line("all    ", acc.all), flush=True)
-            print("    " + line("create ", acc.create), flush=True)
-            print("    " + line("column ", acc.column), flush=True)
+            for minimal in (False, True):
+                acc = await asyncio.to_thread(
+                    partial(acceptance_in_processes, minimal=minimal),
+                    s,
+                    args.accept_clients,
+                    args.seconds,
+                    args.accept_procs,
+                )
+                print(
+                    f"[{mode}] acceptance, {args.accept_clients} clients in {args.accept_procs} processes"
+                    f"{' with bench.http1 (not httpx)' if minimal else ''}, {args.seconds:.0f} s, "
+                    f"{len(acc.all) / acc.seconds:.0f} req/s, {acc.errors} errors",
+                    flush=True,
+                )
+                print("    " + line("all    ", acc.all), flush=True)
+                print("    " + line("create ", acc.create), flush=True)
+                print("    " + line("column ", acc.column), flush=True)
 
 
 def raw_case(seconds: float, when: str) -> float:
@@ -497,6 +585,7 @@ def main() -> None:
     parser.add_argument("--accept-clients", type=int, default=32)
     parser.add_argument("--accept-procs", type=int, default=4, help="client processes of the acceptance case")
     parser.add_argument("--accept-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--accept-child-minimal", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of the acceptance case")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-separate", action="store_true", help="skip the --no-worker + worker runs")
@@ -504,6 +593,10 @@ def main() -> None:
     if args.accept_child:
         url, clients, seconds = args.accept_child
         accept_child(url, int(clients), float(seconds))
+        return
+    if args.accept_child_minimal:
+        url, clients, seconds = args.accept_child_minimal
+        accept_child(url, int(clients), float(seconds), minimal=True)
         return
     t0 = time.perf_counter()
     try:
