@@ -14,6 +14,10 @@ all of them alike:
     outcome in one exchange.
 
 Prints each way's p50/p90 and the median of the per-round differences against ``http1``.
+
+``--base OTHER_CHECKOUT``: an A/B instead. Both checkouts' ``serve`` run at once (each on fresh databases
+of its own) and take turns saga by saga (``http1``, create then ``GET ?wait=``), so that both see the same
+machine; prints both p50s and the median of the paired differences (this checkout minus the base).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 
@@ -73,15 +78,50 @@ async def measure(n: int, warm: int) -> dict[str, list[float]]:
             return times
 
 
+async def versus(base: Path, n: int, warm: int) -> dict[str, list[float]]:
+    with fresh_databases("one_a") as (core_a, byodb_a), fresh_databases("one_b") as (core_b, byodb_b):
+        async with (
+            running_service(core_a, byodb_a) as this,
+            running_service(core_b, byodb_b, executable=str(base / ".venv" / "bin" / "schemasaga")) as other,
+            Http1(this.base_url) as http_this,
+            Http1(other.base_url) as http_base,
+        ):
+
+            async def saga(http: Http1) -> None:
+                status, body = await http.post("/table/create", {"name": new_name("ab")})
+                if status != 200:
+                    raise RuntimeError(f"create answered {status}: {body}")
+                status, body = await http.get(f"/v1/operations/{body['operation_id']}", {"wait": 10})
+                if status != 200 or body["status"] != "completed":
+                    raise RuntimeError(f"operation not completed ({status}): {body}")
+
+            times: dict[str, list[float]] = {"this checkout": [], "base": []}
+            for i in range(warm + n):
+                order = [("this checkout", http_this), ("base", http_base)]
+                for name, http in order if i % 2 else reversed(order):
+                    start = time.perf_counter()
+                    await saga(http)
+                    if i >= warm:
+                        times[name].append(time.perf_counter() - start)
+                    await asyncio.sleep(0.01)
+            return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=150, help="sagas per way")
     parser.add_argument("--warm", type=int, default=10, help="rounds left out at the start")
+    parser.add_argument("--base", type=Path, help="another checkout (with its .venv): an A/B against it")
     args = parser.parse_args()
-    times = asyncio.run(measure(args.n, args.warm))
-    base = times["http1"]
+    if args.base is not None:
+        times = asyncio.run(versus(args.base.resolve(), args.n, args.warm))
+        reference = "base"
+    else:
+        times = asyncio.run(measure(args.n, args.warm))
+        reference = "http1"
+    base = times[reference]
     for name, values in times.items():
         ordered = sorted(values)
         p50 = 1000 * statistics.median(values)
@@ -89,7 +129,7 @@ def main() -> None:
         diff = 1000 * statistics.median(v - b for v, b in zip(values, base, strict=True))
         print(
             f"{name:20} n={len(values)} p50={p50:.1f} ms p90={p90:.1f} ms  "
-            f"paired median vs http1 {diff:+.2f} ms"
+            f"paired median vs {reference} {diff:+.2f} ms"
         )
 
 
