@@ -49,6 +49,8 @@ bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.byodb
 	$(BIN)/python -m bench.saga
 	$(BIN)/python -m bench.saga_ratio
+	$(BIN)/python -m bench.http1
+	$(BIN)/python -m bench.one_client
 	$(BIN)/python -m bench.job_latency
 	$(BIN)/python -m bench.editing
 	$(BIN)/python -m bench.trash
