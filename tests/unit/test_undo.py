@@ -8,6 +8,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from schemasaga.domain import table as table_module
+from schemasaga.domain import undo as undo_module
 from schemasaga.domain.changes import (
     AddColumn,
     AddIndex,
@@ -29,6 +31,7 @@ from schemasaga.domain.errors import (
 )
 from schemasaga.domain.events import TableAltered, TableChanged, event_from_data, stream_name
 from schemasaga.domain.table import Table
+from schemasaga.domain.undo import UNDO_REACH
 from schemasaga.services.tables import Accepted, Asked, ColumnPatch, Planned, only_accepted
 from schemasaga.services.unit_of_work import Session
 from tests.unit.test_services import World
@@ -369,3 +372,44 @@ def test_an_adoption_stands_in_the_way_of_every_earlier_undo_and_a_repair_of_non
     table.adopt(adopt, table.confirmed)
     with pytest.raises(UndoConflict, match=str(adopt)):  # an adoption may have changed anything
         table.undo(added)
+
+
+async def test_an_undo_reaches_the_last_completed_operations_and_a_table_remembers_no_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A table remembers its newest UNDO_REACH completed operations: loads of a table edited for years
+    stay as cheap as a new table's (snapshots and replays alike), and an undo of an older operation is
+    refused with a reason, writing nothing; the newest are undone as before. (A reach of 8 here: the
+    in-memory ports copy their whole state per transaction.)"""
+    assert UNDO_REACH == 100
+    reach = 8
+    monkeypatch.setattr(table_module, "UNDO_REACH", reach)
+    monkeypatch.setattr(undo_module, "UNDO_REACH", reach)
+    world = World()
+    created = await world.settled()
+    completed = [created]
+    for i in range(reach + 5):
+        column = Column(f"c{i}", ColumnType.INTEGER)
+        completed.append(
+            await _done(
+                world, await world.tables.add_column(table_id=created.table_id, column=column, metadata={})
+            )
+        )
+    table = await world.table(created.table_id)  # from a snapshot (every 5 events) and the events since
+    assert [d.operation_id for d in table.done] == [a.operation_id for a in completed[-reach:]]
+    replayed = Table(table_id=created.table_id)
+    for e in world.core.state.streams[stream_name(created.table_id)]:
+        replayed.apply(event_from_data(e.event_type, e.data))
+    assert replayed.state_equals(table)
+    # A snapshot taken before the reach was bounded holds every completed operation: read as a replay.
+    unbounded = table.to_snapshot()
+    unbounded["done"] = [{**unbounded["done"][0], "operation_id": str(uuid4())}] * 7 + unbounded["done"]
+    assert Table.from_snapshot(unbounded, version=table.version).state_equals(table)
+
+    before = _refused_writing_nothing(world, created.table_id)
+    for too_old in (completed[0], completed[5]):
+        with pytest.raises(UndoUnsupported, match=f"last {reach} completed operations"):
+            await _undo(world, too_old)
+    assert _refused_writing_nothing(world, created.table_id) == before
+    await _done(world, await _undo(world, completed[-1]))  # the newest: undone (its column removed)
+    assert f"c{reach + 4}" not in [c.name for c in (await world.table(created.table_id)).confirmed.columns]

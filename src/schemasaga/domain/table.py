@@ -68,6 +68,7 @@ from schemasaga.domain.undo import (
     EVERYTHING,
     NEEDS_TRASH,
     TRACK_TABLE,
+    UNDO_REACH,
     DoneOperation,
     InFlight,
     is_the_undo,
@@ -630,9 +631,7 @@ class Table:
                     tuple(Index.from_dict(i) for i in indexes),
                 )
                 self.exists = True
-                self.done.append(
-                    DoneOperation(event.operation_id, TRACK_TABLE, frozenset({EVERYTHING}), None)
-                )
+                self._keep_done(DoneOperation(event.operation_id, TRACK_TABLE, frozenset({EVERYTHING}), None))
             case TableChanged(action=action, column=column, plan=plan, undoes=undoes):
                 col = Column.from_dict(column)
                 if action == "add":
@@ -754,7 +753,13 @@ class Table:
                     undo = inverse(op.change, before)
                 except (UnsupportedChange, ColumnNotFound):
                     undo = None  # a reconciliation, a restore or a purge: no inverse
-        self.done.append(DoneOperation(op.operation_id, op.kind.value, touches(op.change), undo, op.undoes))
+        self._keep_done(DoneOperation(op.operation_id, op.kind.value, touches(op.change), undo, op.undoes))
+
+    def _keep_done(self, done: DoneOperation) -> None:
+        """A completed operation, for undo: the newest UNDO_REACH are kept (domain.undo)."""
+        self.done.append(done)
+        if len(self.done) > UNDO_REACH:
+            del self.done[: len(self.done) - UNDO_REACH]
 
     def _pending_op(self, event: TableEvent) -> PendingOperation:
         op = self.operation(event.operation_id)
@@ -819,7 +824,8 @@ class Table:
             pending=[PendingOperation.from_dict(op, table_name=name) for op in data["pending"]],
             drift=list(data.get("drift", [])),
             trash=[TrashEntry.from_dict(e) for e in data.get("trash", [])],
-            done=[DoneOperation.from_dict(d) for d in data.get("done", [])],
+            # Snapshots taken before undo's reach was bounded may hold more: the newest, as a replay keeps.
+            done=[DoneOperation.from_dict(d) for d in data.get("done", [])[-UNDO_REACH:]],
             version=version,
         )
 

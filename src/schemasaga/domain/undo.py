@@ -8,6 +8,8 @@ change as a new operation, whose events name the operation it undoes; an undo of
 :func:`undo_change` decides, in this order:
 
 1. an operation still in flight, or rejected (or unknown to the table): :class:`OperationNotCompleted`;
+   once the table has completed more than :data:`UNDO_REACH` operations, one that is not among the last
+   :data:`UNDO_REACH` of them: :class:`UndoUnsupported`;
 2. one undone already, or with an undo in flight: :class:`AlreadyUndone`, naming the undo;
 3. a created table, a deleted table, a removed column: :func:`trash_inverse`, the one place where the
    trash plugs in (trash the table; restore the table or the column with its rows); refused with
@@ -43,6 +45,12 @@ from schemasaga.domain.changes import (
     change_from_dict,
 )
 from schemasaga.domain.errors import AlreadyUndone, OperationNotCompleted, UndoConflict, UndoUnsupported
+
+# How far back an undo reaches: a table remembers this many completed operations (the newest), in its
+# state and its snapshots. Every load of a table (each command, each saga) decodes what it remembers,
+# so an unbounded memory made a table edited for years slower to change with every change (1,000
+# completed operations: 246 KiB of snapshot and 18 ms to decode them at each load).
+UNDO_REACH = 100
 
 EVERYTHING = "*"
 """What a creation, a deletion or an adoption touches: every part of the table."""
@@ -136,6 +144,12 @@ def undo_change(target: UUID, *, done: Sequence[DoneOperation], in_flight: Seque
             details={"operation_id": str(target)},
         )
     position = next((i for i, d in enumerate(done) if d.operation_id == target), None)
+    if position is None and len(done) >= UNDO_REACH:
+        raise UndoUnsupported(
+            f"operation {target} is not among the last {UNDO_REACH} completed operations of its table, "
+            "the ones an undo reaches (or it did not complete)",
+            details={"undo_reach": UNDO_REACH},
+        )
     if position is None:
         raise OperationNotCompleted(
             f"operation {target} did not complete (it was rejected): there is nothing to undo",
