@@ -9,6 +9,8 @@
   session is set up, reads and writes are bounded by the connect timeout: PyMySQL reads the server's
   greeting with its read timeout, so a server that accepts connections and never answers held a
   connection attempt for the statement-long read timeout (about 95 s by default).
+* PostgreSQL and MySQL/MariaDB, for a registered database: every new connection is checked to reach the
+  database registered under its name (:mod:`schemasaga.byodb.verify`), one query more per connection made.
 * SQLite: ``busy_timeout`` and WAL journal mode on every connection; the driver's own transaction
   handling is switched off so that a step is one ``BEGIN IMMEDIATE`` transaction (SQLite DDL is
   transactional); a progress handler interrupts a statement that outlives the statement timeout.
@@ -27,7 +29,9 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, InvalidatePoolError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from schemasaga.byodb import verify
 from schemasaga.byodb.errors import PermanentByodbError
+from schemasaga.byodb.verify import Expected
 
 DDL_OPTION = "schemasaga_ddl"
 """Execution option marking a SQLite connection that will write: its transaction begins IMMEDIATE."""
@@ -76,12 +80,19 @@ def parse_url(url: str | URL) -> tuple[str, URL]:
     return engine, parsed.set(drivername=drivername)
 
 
-def build_engine(engine: str, url: URL, limits: DdlLimits) -> Engine:
+def build_engine(engine: str, url: URL, limits: DdlLimits, *, expected: Expected | None = None) -> Engine:
+    """``expected``: every new connection must reach that database (see :mod:`schemasaga.byodb.verify`)."""
     if engine == "postgresql":
-        return _postgresql(url, limits)
-    if engine == "mysql":
-        return _mysql(url, limits)
-    return _sqlite(url, limits)
+        eng = _postgresql(url, limits)
+    elif engine == "mysql":
+        eng = _mysql(url, limits)
+    else:
+        return _sqlite(url, limits)
+    if expected is not None and expected.checks:
+        # Registered after the engine's own session set-up: the check is the last thing a new
+        # connection does before the pool hands it out.
+        verify.install(eng, expected)
+    return eng
 
 
 # TCP keepalives: libpq has no read timeout, and the statement timeout is enforced by the server, so
