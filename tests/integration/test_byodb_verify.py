@@ -259,3 +259,39 @@ async def test_a_request_answers_503_when_a_name_now_leads_to_the_core_database(
         r = await api.post("/v1/databases/a/check")
         assert r.status_code == 200, r.text
         assert r.json()["reachable"] is False and "own core database" in r.json()["error"], r.text
+
+
+async def test_a_saga_that_gives_up_drops_nothing_on_the_server_a_name_now_leads_to(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str, second_pg_url: str, third_pg_url: str
+) -> None:
+    settings = settings_factory(
+        byodb_pg_url, secret_key=KEY, catalog_refresh_interval=3600.0, retry_max_attempts=3
+    )
+    async with running_service(settings) as svc, http(svc) as api:
+        r = await api.post("/v1/databases", json={"name": "a", "url": second_pg_url})
+        assert r.status_code == 201, r.text
+        r = await api.post("/table/create", json={"name": "shared_name", "database": "a"})
+        assert r.status_code == 200, r.text
+        table_id = r.json()["table"]["table_id"]
+        await wait_operation(
+            api, (await api.get("/v1/operations", params={"table_id": table_id})).json()[0]["operation_id"]
+        )
+        # The server the name now leads to has a table of that name too: the deletion must not touch it.
+        engine = sa.create_engine(third_pg_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE shared_name (id integer PRIMARY KEY)"))
+        engine.dispose()
+        await repoint(svc, "a", third_pg_url)
+
+        r = await api.post("/table/delete", json={"table_id": table_id})
+        assert r.status_code == 200, r.text
+        [deletion] = [
+            op
+            for op in (await api.get("/v1/operations", params={"table_id": table_id})).json()
+            if op["kind"] != "create_table"
+        ]
+        done = await wait_operation(api, deletion["operation_id"])
+        assert done["status"] == "rejected", done
+        assert "gave up after 3 attempts" in (done["last_error"] or ""), done
+        assert "is not reachable as registered" in (done["last_error"] or ""), done
+        assert tables_in(third_pg_url) == ["shared_name"] and tables_in(second_pg_url) == ["shared_name"]

@@ -82,17 +82,12 @@ def parse_url(url: str | URL) -> tuple[str, URL]:
 
 def build_engine(engine: str, url: URL, limits: DdlLimits, *, expected: Expected | None = None) -> Engine:
     """``expected``: every new connection must reach that database (see :mod:`schemasaga.byodb.verify`)."""
+    check = expected if expected is not None and expected.checks else None
     if engine == "postgresql":
-        eng = _postgresql(url, limits)
-    elif engine == "mysql":
-        eng = _mysql(url, limits)
-    else:
-        return _sqlite(url, limits)
-    if expected is not None and expected.checks:
-        # Registered after the engine's own session set-up: the check is the last thing a new
-        # connection does before the pool hands it out.
-        verify.install(eng, expected)
-    return eng
+        return _postgresql(url, limits, check)
+    if engine == "mysql":
+        return _mysql(url, limits, check)
+    return _sqlite(url, limits)
 
 
 # TCP keepalives: libpq has no read timeout, and the statement timeout is enforced by the server, so
@@ -146,7 +141,7 @@ def ping_when_idle(eng: Engine) -> None:
             raise
 
 
-def _postgresql(url: URL, limits: DdlLimits) -> Engine:
+def _postgresql(url: URL, limits: DdlLimits, expected: Expected | None) -> Engine:
     eng = create_engine(
         url,
         connect_args={
@@ -156,6 +151,8 @@ def _postgresql(url: URL, limits: DdlLimits) -> Engine:
         },
     )
     ping_when_idle(eng)
+    if expected is not None:
+        verify.install(eng, expected)
     return eng
 
 
@@ -163,7 +160,7 @@ def _seconds(ms: int) -> int:
     return max(1, math.ceil(ms / 1000))
 
 
-def _mysql(url: URL, limits: DdlLimits) -> Engine:
+def _mysql(url: URL, limits: DdlLimits, expected: Expected | None) -> Engine:
     lock_s = _seconds(limits.lock_timeout_ms)
     statement_s = limits.statement_timeout_ms / 1000
     # The client gives up on a silent server (network partition) after the longest a statement may take.
@@ -196,6 +193,9 @@ def _mysql(url: URL, limits: DdlLimits) -> Engine:
                 # UTC: a TIMESTAMP default is written and read back as UTC (types.default_sql)
                 "time_zone = '+00:00'"
             )
+        if expected is not None:
+            # While reads are still bounded by the connect timeout: part of the connection's start.
+            expected.check(verify.read_identity_raw(dbapi_conn, engine="mysql"))
         # Set up: from now on a read may take as long as a statement may (PyMySQL applies these at the
         # next packet; they have no public setter).
         dbapi_conn._read_timeout = read_s
