@@ -80,7 +80,7 @@ async def test_what_each_new_connection_is_compared_with() -> None:
         (pg("other"), "another database than the one registered"),
         (pg("core"), "this service's own core database"),
         # Cannot be told apart any more (pg_control_system() revoked since): refused, not trusted.
-        (pg("app", cluster=False), "does not give the identity stored"),
+        (pg("app", cluster=False), "does not give the kind of identity stored"),
     ]:
         with pytest.raises(WrongDatabase, match=words) as refused:
             expected.check(found)

@@ -122,8 +122,8 @@ class Expected:
                 return "another database than the one registered"
             case Match.UNKNOWN:
                 return (
-                    "a database that does not give the identity stored when it was registered (another "
-                    "server, or pg_control_system() revoked from the role since)"
+                    "a database that does not give the kind of identity stored when it was registered "
+                    "(another server, or, on PostgreSQL, pg_control_system() revoked from the role since)"
                 )
 
 
