@@ -397,7 +397,7 @@ class MemoryConnections:
     def names(self) -> list[str]:
         return sorted(self.databases)
 
-    def register(self, name: str, url: str, *, pinned: bool = False) -> None:
+    def register(self, name: str, url: str, *, pinned: bool = False, identity: str | None = None) -> None:
         self.databases.setdefault(name, MemoryDatabase())
         self.urls[name] = url
 

@@ -24,6 +24,7 @@ from schemasaga.api.worker_endpoint import WorkerProbes, create_worker_endpoint
 from schemasaga.byodb.adapter import DdlLimits, Prober
 from schemasaga.byodb.connections import Connections
 from schemasaga.byodb.urls import parse_database_url
+from schemasaga.byodb.verify import CoreIdentity
 from schemasaga.config import ConfigurationError, Settings
 from schemasaga.coredb.embedded import EmbeddedPostgres
 from schemasaga.coredb.feed import PgFeed
@@ -420,6 +421,12 @@ def _connections(
     connections = Connections(
         limits=_limits(settings),
         source=RegistrySource(conninfo=resolved.core_conninfo, pool=pool, secrets=secrets),
+        # Read at the first refresh (in _build, before any registered database is used), then again at
+        # each refresh while it holds no cluster identifier (see CoreIdentity.refresh).
+        core=CoreIdentity(
+            whole_server=resolved.embedded is not None,
+            read=PgOwnDatabase(pool, whole_server=resolved.embedded is not None).identity,
+        ),
     )
     connections.register(DEFAULT_DATABASE, resolved.byodb_url, pinned=True)
     return connections

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from schemasaga.api.deps import authenticate, bearer
+from schemasaga.byodb.errors import TransientByodbError
 from schemasaga.domain import errors as e
 from schemasaga.eventstore import WrongExpectedVersion
 
@@ -311,6 +312,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     async def core_unavailable(request: Request, exc: Exception) -> JSONResponse:
         return core_unavailable_response(request, exc)
+
+    @app.exception_handler(TransientByodbError)
+    async def user_database_unavailable(request: Request, exc: TransientByodbError) -> JSONResponse:
+        # A user's database the request had to read could not be used now: unreachable, or a new
+        # connection reached another database than the one registered (byodb.verify). Nothing was
+        # written; the client may retry. The message names the database, never its URL.
+        log.warning("user database unavailable while answering a request: %s", exc)
+        return _domain_error(request, e.DatabaseUnavailable(str(exc)))
 
     @app.exception_handler(ConnectorException)
     async def job_queue_error(request: Request, exc: ConnectorException) -> JSONResponse:

@@ -50,6 +50,7 @@ from schemasaga.byodb.identifiers import index_name, validate_identifier
 from schemasaga.byodb.identity import DatabaseIdentity, read_identity
 from schemasaga.byodb.inspect import NotATable
 from schemasaga.byodb.types import default_sql, type_for
+from schemasaga.byodb.verify import Expected
 from schemasaga.domain.changes import (
     AddColumn,
     AddIndex,
@@ -121,9 +122,11 @@ class ByodbAdapter:
         *,
         limits: DdlLimits = DdlLimits(),  # noqa: B008 - frozen, so one shared default is safe
         between_statements: BetweenHook | None = None,
+        expected: Expected | None = None,
     ) -> None:
         """``between_statements`` is a test hook called between the statements of multi-statement steps
-        (with a label such as ``"create_table:created"``); raising from it simulates a crash there."""
+        (with a label such as ``"create_table:created"``); raising from it simulates a crash there.
+        ``expected``: what every new connection must reach (a registered database's identity)."""
         self.engine, sa_url = engines.parse_url(url)
         if self.engine == "sqlite" and sqlite3.sqlite_version_info < SQLITE_DROP_COLUMN:
             raise PermanentByodbError(
@@ -132,7 +135,7 @@ class ByodbAdapter:
             )
         self.limits = limits
         self._between = between_statements
-        self._sa = engines.build_engine(self.engine, sa_url, limits)
+        self._sa = engines.build_engine(self.engine, sa_url, limits, expected=expected)
         # This database's own threads: started on demand, ended by dispose(), started again by a later
         # call (as the Engine's connection pool is: a saga may still hold an adapter a reload replaced).
         self._executor: ThreadPoolExecutor | None = None
@@ -1069,9 +1072,15 @@ class ByodbAdapter:
             raise classify(exc, context=f"{what}: drop an invalid index") from exc
 
 
-def open_adapter(url: str, *, limits: DdlLimits = DdlLimits()) -> ByodbAdapter:  # noqa: B008
-    """An adapter for ``url``; the engine comes from the URL's scheme (an unknown driver is permanent)."""
-    return ByodbAdapter(url, limits=limits)
+def open_adapter(
+    url: str,
+    *,
+    limits: DdlLimits = DdlLimits(),  # noqa: B008
+    expected: Expected | None = None,
+) -> ByodbAdapter:
+    """An adapter for ``url``; the engine comes from the URL's scheme (an unknown driver is permanent).
+    ``expected``: the registered database every new connection must reach (:mod:`.verify`)."""
+    return ByodbAdapter(url, limits=limits, expected=expected)
 
 
 def probe(url: str, *, limits: DdlLimits) -> tuple[str, DatabaseIdentity]:

@@ -5,6 +5,11 @@ every process (API replicas, workers) keeps these connections to what it holds. 
 reloaded every ``catalog_refresh_interval`` seconds, and reloaded at once when asked for a name this process
 does not know, before answering :class:`DatabaseNotFound`: a worker learns of a database registered by
 another process the first time a saga needs it.
+
+Each registration's adapter checks every new connection it makes against the identity stored when it was
+registered, and PostgreSQL ones against the service's own core database (:mod:`schemasaga.byodb.verify`):
+a host name re-pointed since does not take its DDL to another server. The configured default (pinned) is
+the operator's, and is not checked.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Protocol
 from schemasaga.byodb.adapter import ByodbAdapter, DdlLimits, open_adapter
 from schemasaga.byodb.engines import parse_url
 from schemasaga.byodb.identifiers import InvalidIdentifier, validate_identifier
+from schemasaga.byodb.verify import CoreIdentity, Expected
 from schemasaga.domain.errors import CredentialsUnavailable, DatabaseNotFound, InvalidName
 
 log = logging.getLogger(__name__)
@@ -27,11 +33,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RegisteredUrl:
-    """A registered database as the core database knows it. ``url`` is None when it cannot be decrypted."""
+    """A registered database as the core database knows it. ``url`` is None when it cannot be decrypted;
+    ``identity`` is the one stored when it was registered (None: none was)."""
 
     name: str
     engine: str
     url: str | None
+    identity: str | None = None
 
     def __repr__(self) -> str:  # never the URL
         return f"RegisteredUrl(name={self.name!r}, engine={self.engine!r})"
@@ -52,6 +60,7 @@ class _Entry:
     engine: str
     url: str | None
     pinned: bool = False
+    identity: str | None = None
 
 
 # A name that a reload did not find is not reloaded for again on every look for this long (a list of
@@ -63,9 +72,14 @@ MISS_QUIET_S = 5.0
 class Connections:
     """Databases by name. Adapters are opened lazily and shared (each holds a connection pool)."""
 
-    def __init__(self, *, limits: DdlLimits, source: RegisteredUrls | None = None) -> None:
+    def __init__(
+        self, *, limits: DdlLimits, source: RegisteredUrls | None = None, core: CoreIdentity | None = None
+    ) -> None:
+        """``core``: the service's own core database, which no registered PostgreSQL database's
+        connection may reach (``None``: not compared, in processes that do not run the service)."""
         self._limits = limits
         self._source = source
+        self.core = core
         self._entries: dict[str, _Entry] = {}
         self._adapters: dict[str, ByodbAdapter] = {}
         self._lock = threading.Lock()
@@ -79,17 +93,18 @@ class Connections:
 
     # -- registration ----------------------------------------------------------------------------
 
-    def register(self, name: str, url: str, *, pinned: bool = False) -> None:
-        """Know ``name`` at ``url``. A pinned entry (the configured default) is never changed by a reload."""
+    def register(self, name: str, url: str, *, pinned: bool = False, identity: str | None = None) -> None:
+        """Know ``name`` at ``url``, a database whose stored identity is ``identity``. A pinned entry (the
+        configured default) is never changed by a reload, and its connections are not checked."""
         with self._lock:
             self._generation += 1
             self._changed_at[name] = self._generation
             entry = self._entries.get(name)
-            if entry is not None and entry.url == url:
+            if entry is not None and entry.url == url and entry.identity == identity:
                 entry.pinned = entry.pinned or pinned
                 return
             old = self._adapters.pop(name, None)
-            self._entries[name] = _Entry(parse_url(url)[0], url, pinned)
+            self._entries[name] = _Entry(parse_url(url)[0], url, pinned, identity)
         if old is not None:
             old.dispose()
 
@@ -114,6 +129,8 @@ class Connections:
 
     async def refresh(self) -> None:
         """Reload from the source."""
+        if self.core is not None:
+            await self.core.refresh()
         if self._source is None:
             return
         generation = self._generation
@@ -150,7 +167,7 @@ class Connections:
                 if new is None:
                     self._entries.pop(name, None)
                 elif current is None:
-                    self._entries[name] = _Entry(new.engine, new.url)
+                    self._entries[name] = _Entry(new.engine, new.url, identity=new.identity)
                 elif new.url is None:
                     if current.url is None:
                         current.engine = new.engine
@@ -160,8 +177,8 @@ class Connections:
                             "database %r: stored URL not decryptable with this key; kept cached", name
                         )
                     continue
-                elif new.url != current.url:
-                    self._entries[name] = _Entry(new.engine, new.url)
+                elif new.url != current.url or new.identity != current.identity:
+                    self._entries[name] = _Entry(new.engine, new.url, identity=new.identity)
                 else:
                     continue
                 old = self._adapters.pop(name, None)
@@ -229,8 +246,18 @@ class Connections:
                     f"database {name!r} is registered, but its credentials cannot be decrypted with this "
                     "process's SCHEMASAGA_SECRET_KEY"
                 )
-            adapter = self._adapters[name] = open_adapter(entry.url, limits=self._limits)
+            adapter = self._adapters[name] = open_adapter(
+                entry.url, limits=self._limits, expected=self._expected(name, entry)
+            )
             return adapter
+
+    def _expected(self, name: str, entry: _Entry) -> Expected | None:
+        """What the connections of ``name`` must reach: the identity stored with it and, on PostgreSQL,
+        not the core database. The configured default is the operator's: nothing is checked."""
+        if entry.pinned:
+            return None
+        core = self.core if entry.engine == "postgresql" else None
+        return Expected(name=name, engine=entry.engine, stored=entry.identity, core=core)
 
     def validate_identifier(self, name: str, *, database: str, kind: str) -> None:
         try:

@@ -9,6 +9,8 @@
   session is set up, reads and writes are bounded by the connect timeout: PyMySQL reads the server's
   greeting with its read timeout, so a server that accepts connections and never answers held a
   connection attempt for the statement-long read timeout (about 95 s by default).
+* PostgreSQL and MySQL/MariaDB, for a registered database: every new connection is checked to reach the
+  database registered under its name (:mod:`schemasaga.byodb.verify`), one query more per connection made.
 * SQLite: ``busy_timeout`` and WAL journal mode on every connection; the driver's own transaction
   handling is switched off so that a step is one ``BEGIN IMMEDIATE`` transaction (SQLite DDL is
   transactional); a progress handler interrupts a statement that outlives the statement timeout.
@@ -27,7 +29,9 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, InvalidatePoolError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from schemasaga.byodb import verify
 from schemasaga.byodb.errors import PermanentByodbError
+from schemasaga.byodb.verify import Expected
 
 DDL_OPTION = "schemasaga_ddl"
 """Execution option marking a SQLite connection that will write: its transaction begins IMMEDIATE."""
@@ -76,11 +80,13 @@ def parse_url(url: str | URL) -> tuple[str, URL]:
     return engine, parsed.set(drivername=drivername)
 
 
-def build_engine(engine: str, url: URL, limits: DdlLimits) -> Engine:
+def build_engine(engine: str, url: URL, limits: DdlLimits, *, expected: Expected | None = None) -> Engine:
+    """``expected``: every new connection must reach that database (see :mod:`schemasaga.byodb.verify`)."""
+    check = expected if expected is not None and expected.checks else None
     if engine == "postgresql":
-        return _postgresql(url, limits)
+        return _postgresql(url, limits, check)
     if engine == "mysql":
-        return _mysql(url, limits)
+        return _mysql(url, limits, check)
     return _sqlite(url, limits)
 
 
@@ -135,7 +141,7 @@ def ping_when_idle(eng: Engine) -> None:
             raise
 
 
-def _postgresql(url: URL, limits: DdlLimits) -> Engine:
+def _postgresql(url: URL, limits: DdlLimits, expected: Expected | None) -> Engine:
     eng = create_engine(
         url,
         connect_args={
@@ -145,6 +151,8 @@ def _postgresql(url: URL, limits: DdlLimits) -> Engine:
         },
     )
     ping_when_idle(eng)
+    if expected is not None:
+        verify.install(eng, expected)
     return eng
 
 
@@ -152,7 +160,7 @@ def _seconds(ms: int) -> int:
     return max(1, math.ceil(ms / 1000))
 
 
-def _mysql(url: URL, limits: DdlLimits) -> Engine:
+def _mysql(url: URL, limits: DdlLimits, expected: Expected | None) -> Engine:
     lock_s = _seconds(limits.lock_timeout_ms)
     statement_s = limits.statement_timeout_ms / 1000
     # The client gives up on a silent server (network partition) after the longest a statement may take.
@@ -185,6 +193,9 @@ def _mysql(url: URL, limits: DdlLimits) -> Engine:
                 # UTC: a TIMESTAMP default is written and read back as UTC (types.default_sql)
                 "time_zone = '+00:00'"
             )
+        if expected is not None:
+            # While reads are still bounded by the connect timeout: part of the connection's start.
+            expected.check(verify.read_identity_raw(dbapi_conn, engine="mysql"))
         # Set up: from now on a read may take as long as a statement may (PyMySQL applies these at the
         # next packet; they have no public setter).
         dbapi_conn._read_timeout = read_s

@@ -60,6 +60,13 @@ QUERIES: dict[str, TextClause] = {
         "SELECT extract(epoch FROM pg_catalog.pg_postmaster_start_time())::text, "
         "current_setting('port'), current_database(), current_schema()"
     ),
+    # Both in one round trip, for a role that may call pg_control_system() (the postmaster query alone
+    # otherwise): what every new connection to a registered database reads (byodb.verify).
+    "postgresql.identity": text(
+        "SELECT extract(epoch FROM pg_catalog.pg_postmaster_start_time())::text, "
+        "current_setting('port'), current_database(), current_schema(), c.system_identifier::text "
+        "FROM pg_catalog.pg_control_system() c"
+    ),
     # SHOW rather than SELECT @@server_uuid, which is an error on MariaDB.
     "mysql.server_uuid": text("SHOW VARIABLES LIKE 'server_uuid'"),
     "mysql.server": text("SELECT @@hostname, @@port, @@datadir, DATABASE()"),
@@ -155,13 +162,34 @@ def postgresql_identity(
 def _mysql(conn: Connection) -> DatabaseIdentity:
     hostname, port, datadir, database = conn.execute(QUERIES["mysql.server"]).one()
     found = conn.execute(QUERIES["mysql.server_uuid"]).first()
-    if found is not None and found[1]:
-        return DatabaseIdentity({"mysql.server_uuid": _digest(found[1], database)})
+    server_uuid = found[1] if found is not None else None
+    uid = None if server_uuid else conn.execute(QUERIES["mariadb.server_uid"]).first()
+    return mysql_identity(
+        server_uuid=server_uuid,
+        server_uid=uid[1] if uid is not None else None,
+        hostname=hostname,
+        port=port,
+        datadir=datadir,
+        database=database,
+    )
+
+
+def mysql_identity(
+    *,
+    server_uuid: object | None,
+    server_uid: object | None,
+    hostname: object,
+    port: object,
+    datadir: object,
+    database: object,
+) -> DatabaseIdentity:
+    """A MySQL/MariaDB identity from what the server said (``None`` or empty: it has no such variable)."""
+    if server_uuid:
+        return DatabaseIdentity({"mysql.server_uuid": _digest(server_uuid, database)})
     # MariaDB: its server_uid tells apart two servers that share a host name, port and data
     # directory (the same pod name in two namespaces); hostname, port and datadir otherwise.
-    uid = conn.execute(QUERIES["mariadb.server_uid"]).first()
-    if uid is not None and uid[1]:
-        return DatabaseIdentity({"mysql.server": _digest("server_uid", uid[1], database)})
+    if server_uid:
+        return DatabaseIdentity({"mysql.server": _digest("server_uid", server_uid, database)})
     return DatabaseIdentity({"mysql.server": _digest(hostname, port, datadir, database)})
 
 

@@ -302,13 +302,13 @@ class RegistrySource:
             rows = await (await conn.execute(Q["registered_urls"])).fetchall()
         return [self._entry(*row) for row in rows]
 
-    def _entry(self, name: str, engine: str, url_encrypted: str) -> RegisteredUrl:
+    def _entry(self, name: str, engine: str, url_encrypted: str, identity: str | None) -> RegisteredUrl:
         try:
             url: str | None = self._secrets.decrypt(url_encrypted)
         except SecretsError:
             log.warning("database %r: its stored URL cannot be decrypted with this process's key", name)
             url = None
-        return RegisteredUrl(name=name, engine=engine, url=url)
+        return RegisteredUrl(name=name, engine=engine, url=url, identity=identity)
 
 
 def _table(row: dict[str, Any]) -> TableView:

@@ -141,7 +141,7 @@ class DatabaseCommands:
             if event.identity is None:
                 raise
             raise _already_registered(name, await self.reads.identity_holder(event.identity)) from None
-        self.connections.register(name, url)
+        self.connections.register(name, url, identity=event.identity)
         log.info("registered database %r (%s)", name, parsed.engine)
         return await self.get(name)
 

@@ -219,7 +219,10 @@ class Connections(Protocol):
 
     def names(self) -> list[str]: ...
 
-    def register(self, name: str, url: str, *, pinned: bool = False) -> None: ...
+    def register(self, name: str, url: str, *, pinned: bool = False, identity: str | None = None) -> None:
+        """Know ``name`` at ``url``; every new connection to it must reach the database of ``identity``
+        (the one stored with the registration) and, on PostgreSQL, not the core database (unless pinned:
+        the configured default, the operator's)."""
 
     def forget(self, name: str) -> None: ...
 

@@ -118,7 +118,7 @@ ORDER BY d.name
 LIMIT %(limit)s;
 
 -- name: registered_urls
-SELECT name, engine, url_encrypted FROM rm_databases ORDER BY name;
+SELECT name, engine, url_encrypted, identity FROM rm_databases ORDER BY name;
 
 -- name: identities
 -- The registered databases of one engine, to tell whether a new one is one of them.
