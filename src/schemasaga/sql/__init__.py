@@ -23,7 +23,11 @@ def migration_names() -> list[str]:
 @functools.cache
 def queries(module: str) -> dict[str, str]:
     """The named queries of ``sql/queries/<module>.sql``: blocks that start with ``-- name: <name>``."""
-    text = read_sql(f"queries/{module}.sql")
+    return parse_queries(read_sql(f"queries/{module}.sql"))
+
+
+def parse_queries(text: str) -> dict[str, str]:
+    """The named queries of a queries file's text (another checkout's, say, for an A/B bench)."""
     parts = _QUERY_HEADER.split(text)
     named: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
