@@ -56,9 +56,12 @@ class Http1:
 
     async def request(self, method: str, target: str, body: Any = None) -> tuple[int, Any]:
         """The answer's status and its JSON body (None when empty)."""
-        reader, writer = self._reader, self._writer
-        if reader is None or writer is None:
+        if self._reader is None or self._writer is None:
             raise RuntimeError("not connected: use `async with`")
+        if self._reader.at_eof():  # the server closed the idle connection (its keep-alive timeout)
+            self._writer.close()
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._reader, self._writer
         content = b"" if body is None else json.dumps(body).encode()
         head = [f"{method} {target} HTTP/1.1".encode(), b"Host: " + self._host_header]
         if body is not None:
