@@ -430,3 +430,37 @@ async def test_an_undo_of_a_creation_moves_the_table_to_the_trash_and_its_undo_b
     await done(client, await client.post(f"/v1/operations/{undo}/undo"))
     assert checksum(engine_url, "born", ["id", "name", "n"]) == before
     assert (await wait_synced(client, table_id))["exists"] is True
+
+
+async def test_a_change_writes_only_the_trash_entries_it_changed(
+    settings_factory: Callable[..., Settings], byodb_pg_url: str
+) -> None:
+    """The trash keeps every entry of a table, restored and purged ones too: the read model's projection
+    of a change writes the entries that change moved (here, the purged one), not every entry the table
+    ever had (which made each change of a table cost more with every column it had removed)."""
+    async with running_service(settings_factory(byodb_pg_url)) as container:
+        transport = httpx.ASGITransport(app=container.web_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://schemasaga") as client:
+            table_id = await new_table(
+                client, "kept", [{"name": f"c{i}", "type": "integer"} for i in range(3)]
+            )
+            for i in range(3):
+                await done(client, await client.delete(f"/v1/tables/{table_id}/columns/c{i}"))
+            first, second, third = await trash_of(client)
+            async with container.pool.connection() as conn:
+                # A row no change of the table has moved since: nothing writes it again.
+                await conn.execute(
+                    "UPDATE rm_trash SET status = 'marked' WHERE trash_id = %s", (first["trash_id"],)
+                )
+            await done(client, await client.delete(f"/v1/trash/{second['trash_id']}"))
+            await done(
+                client,
+                await client.post(f"/v1/tables/{table_id}/columns", json={"name": "d", "type": "integer"}),
+            )
+            async with container.pool.connection() as conn:
+                rows = await (await conn.execute("SELECT trash_id::text, status FROM rm_trash")).fetchall()
+    assert dict(rows) == {
+        first["trash_id"]: "marked",
+        second["trash_id"]: "purged",
+        third["trash_id"]: "trashed",
+    }

@@ -160,7 +160,10 @@ async def _project_table(
             },
         )
         await _project_events(cur, recorded, finishing)
-        for entry in table.trash:
+        for trash_id in sorted(table.trash_changed):
+            entry = table.trash_entry(trash_id)
+            if entry is None:
+                continue  # a restore or purge of an entry the table never had: refused when asked
             await cur.execute(
                 Q["upsert_trash"],
                 {
@@ -396,6 +399,7 @@ async def _rebuild_tables(conn: AsyncConnection[Any], store: EventStore) -> int:
         for rec in events:
             table.apply(event_from_data(rec.event_type, rec.data))
             await _project_table(conn, table, [rec])
+            table.trash_changed.clear()  # projected
     return len(streams)
 
 

@@ -238,6 +238,11 @@ class Table:
     changes: list[TableEvent] = field(default_factory=list)
     # What ``schema`` computed last (a cache: no part of the state).
     _intended: _IntendedFold | None = field(default=None, init=False, repr=False, compare=False)
+    # The trash entries whose status (as :meth:`trash_status` gives it) the events folded into this
+    # object may have changed: the ones the read model's projection writes (no part of the state). The
+    # trash keeps every entry, so writing them all made each change of a table cost more with every
+    # column it had removed.
+    trash_changed: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -702,6 +707,8 @@ class Table:
     def _confirm_trash(self, op: PendingOperation) -> None:
         """What a confirmed operation put in the trash, or took out of it (read before ``confirmed``
         moves on: an entry names the table as it was)."""
+        if isinstance(op.change, DeleteTable | RemoveColumn) and op.change.trash:
+            self.trash_changed.add(str(op.operation_id))
         match op.change:
             case DeleteTable(trash=trash, retention_s=retention_s) if trash:
                 entry = TrashEntry(str(op.operation_id), "table", trash, self.confirmed.name)
@@ -731,6 +738,8 @@ class Table:
     def _queue(
         self, event: TableEvent, change: Change, plan: dict[str, Any] | None, undoes: str | None = None
     ) -> None:
+        if isinstance(change, _ON_TRASH):
+            self.trash_changed.add(change.trash_id)  # restoring or purging now
         self.pending.append(
             PendingOperation(
                 event.operation_id,
@@ -772,6 +781,8 @@ class Table:
     def _finish(self, event: TableEvent) -> PendingOperation:
         op = self._pending_op(event)
         self.pending.remove(op)
+        if isinstance(op.change, _ON_TRASH):
+            self.trash_changed.add(op.change.trash_id)  # restored, purged, or back in the trash
         return op
 
     def _head(self, operation_id: UUID) -> PendingOperation:

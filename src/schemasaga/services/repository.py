@@ -30,6 +30,8 @@ async def load_tables(tx: StreamReader, table_ids: Sequence[UUID]) -> dict[UUID,
     for recorded in events:
         assert recorded.stream is not None
         tables[streams[recorded.stream]].apply(event_from_data(recorded.event_type, recorded.data))
+    for table in tables.values():
+        table.trash_changed.clear()  # projected when they were appended
     return {t: table for t, table in tables.items() if table.version >= 0}
 
 
@@ -47,6 +49,7 @@ async def load_table(tx: StreamReader, table_id: UUID, *, to_version: int | None
         table = Table(table_id=table_id)
     for recorded in await tx.read_stream(stream, from_version=table.version + 1, to_version=to_version):
         table.apply(event_from_data(recorded.event_type, recorded.data))
+    table.trash_changed.clear()  # projected when they were appended
     return table if table.version >= 0 else None
 
 
