@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 
 from bench.http1 import Http1
-from bench.saga import create, fresh_databases, new_name, running_service
+from bench.saga import create, create_and_wait, fresh_databases, new_name, running_service
 
 
 async def measure(n: int, warm: int) -> dict[str, list[float]]:
@@ -50,12 +50,7 @@ async def measure(n: int, warm: int) -> dict[str, list[float]]:
                     raise RuntimeError(f"operation {op} not completed: {r.text}")
 
             async def with_http1() -> None:
-                status, body = await http.post("/table/create", {"name": new_name("h1")})
-                if status != 200:
-                    raise RuntimeError(f"create answered {status}: {body}")
-                status, body = await http.get(f"/v1/operations/{body['operation_id']}", {"wait": 10})
-                if status != 200 or body["status"] != "completed":
-                    raise RuntimeError(f"operation not completed ({status}): {body}")
+                await create_and_wait(http, "h1")
 
             async def one_request() -> None:
                 status, body = await http.post("/v1/tables", {"name": new_name("h1w")}, {"wait": 10})
@@ -86,21 +81,12 @@ async def versus(base: Path, n: int, warm: int) -> dict[str, list[float]]:
             Http1(this.base_url) as http_this,
             Http1(other.base_url) as http_base,
         ):
-
-            async def saga(http: Http1) -> None:
-                status, body = await http.post("/table/create", {"name": new_name("ab")})
-                if status != 200:
-                    raise RuntimeError(f"create answered {status}: {body}")
-                status, body = await http.get(f"/v1/operations/{body['operation_id']}", {"wait": 10})
-                if status != 200 or body["status"] != "completed":
-                    raise RuntimeError(f"operation not completed ({status}): {body}")
-
             times: dict[str, list[float]] = {"this checkout": [], "base": []}
             for i in range(warm + n):
                 order = [("this checkout", http_this), ("base", http_base)]
                 for name, http in order if i % 2 else reversed(order):
                     start = time.perf_counter()
-                    await saga(http)
+                    await create_and_wait(http, "ab")
                     if i >= warm:
                         times[name].append(time.perf_counter() - start)
                     await asyncio.sleep(0.01)

@@ -341,24 +341,25 @@ async def one_client_latency(
     return out
 
 
+async def create_and_wait(http: Http1, prefix: str) -> None:
+    """``POST /table/create``, then ``GET /v1/operations/{id}?wait=`` until it completed (bench.http1)."""
+    status, body = await http.post("/table/create", {"name": new_name(prefix)})
+    if status != 200:
+        raise RuntimeError(f"create answered {status}: {body}")
+    status, body = await http.get(f"/v1/operations/{body['operation_id']}", {"wait": 10})
+    if status != 200 or body["status"] != "completed":
+        raise RuntimeError(f"operation not completed ({status}): {body}")
+
+
 async def _one_client_minimal(service: Service, count: int, max_seconds: float) -> list[float]:
     out: list[float] = []
     async with Http1(service.base_url) as http:
-
-        async def create_and_wait(prefix: str) -> None:
-            status, body = await http.post("/table/create", {"name": new_name(prefix)})
-            if status != 200:
-                raise RuntimeError(f"create answered {status}: {body}")
-            status, body = await http.get(f"/v1/operations/{body['operation_id']}", {"wait": 10})
-            if status != 200 or body["status"] != "completed":
-                raise RuntimeError(f"operation not completed ({status}): {body}")
-
         for _ in range(3):  # warm-up
-            await create_and_wait("warm")
+            await create_and_wait(http, "warm")
         stop_at = time.perf_counter() + max_seconds
         while len(out) < count and time.perf_counter() < stop_at:
             t0 = time.perf_counter()
-            await create_and_wait("lat")
+            await create_and_wait(http, "lat")
             out.append(time.perf_counter() - t0)
             await asyncio.sleep(0.01)
     return out
