@@ -130,14 +130,19 @@ def byodb_pg_url(empty_pg_db: str) -> str:
     return pg_sqlalchemy_url(empty_pg_db)
 
 
-@pytest.fixture
-def second_pg_url(pg_server: str) -> Iterator[str]:
-    """SQLAlchemy URL of another fresh, empty PostgreSQL database on the same server as byodb_pg_url."""
+def fresh_pg_url(pg_server: str) -> Iterator[str]:
+    """SQLAlchemy URL of a fresh, empty PostgreSQL database on ``pg_server``, dropped after."""
     name = create_database(pg_server)
     try:
         yield pg_sqlalchemy_url(with_dbname(pg_server, name))
     finally:
         drop_database(pg_server, name)
+
+
+@pytest.fixture
+def second_pg_url(pg_server: str) -> Iterator[str]:
+    """SQLAlchemy URL of another fresh, empty PostgreSQL database on the same server as byodb_pg_url."""
+    yield from fresh_pg_url(pg_server)
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,11 @@ from schemasaga.config import Settings
 from schemasaga.coredb.own import PgOwnDatabase
 from schemasaga.domain.columns import DEFAULT_COLUMNS
 from schemasaga.secrets import generate_key
-from tests.conftest import create_database, drop_database, error_of, pg_sqlalchemy_url, with_dbname
+from tests.conftest import (
+    error_of,
+    fresh_pg_url,
+    pg_sqlalchemy_url,
+)
 from tests.integration.conftest import running_service, wait_operation
 
 KEY = generate_key()
@@ -76,11 +80,7 @@ def mysql_sessions(server: str, database: str) -> int:
 
 @pytest.fixture
 def third_pg_url(pg_server: str) -> Iterator[str]:
-    name = create_database(pg_server)
-    try:
-        yield pg_sqlalchemy_url(with_dbname(pg_server, name))
-    finally:
-        drop_database(pg_server, name)
+    yield from fresh_pg_url(pg_server)
 
 
 @pytest.mark.parametrize("engine", ["postgresql", pytest.param("mysql", marks=pytest.mark.mariadb)])
